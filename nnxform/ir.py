@@ -80,6 +80,17 @@ class Model:
     def is_graph_output(self, tensor: str) -> bool:
         return tensor in self.output_names
 
+    def sole_consumer(self, tensor: str) -> Node | None:
+        """The one node reading ``tensor``, if exactly one does and it is not a graph output."""
+        users = self.consumers(tensor)
+        if len(users) != 1 or self.is_graph_output(tensor) or users[0].inputs.count(tensor) != 1:
+            return None
+        return users[0]
+
+    def data_inputs(self, node: Node) -> list[str]:
+        """The inputs of ``node`` that depend on the network input (not constants)."""
+        return [t for t in node.inputs if t and t not in self.constants]
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every tensor (ONNX shape, batch dimension included)."""
         from .evaluate import tensor_shapes

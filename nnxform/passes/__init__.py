@@ -43,3 +43,22 @@ def register(name: str) -> Callable[[Pass], Pass]:
         return fn
 
     return deco
+
+
+def apply_checked(name: str, model: Model, box=None, samples: int = 1000, tol: float = 1e-5,
+                  parameters: dict | None = None):
+    """Run the function-preserving pass ``name``, check the result in onnxruntime on ``box``
+    (default box when None), and stamp its provenance. Raises NotExact beyond ``tol``.
+
+    Returns ``(model, report, comparison)``.
+    """
+    from ..exactness import ensure_same_function
+
+    result, report = PASSES[name](model)
+    comparison = ensure_same_function(model, result, box, what=name, samples=samples, atol=tol, rtol=tol)
+    result.with_provenance(name, dict(parameters or {}, tol=tol, samples=samples))
+    return result, report, comparison
+
+
+# Registering the passes: each module adds itself to PASSES.
+from . import canonicalize, elementwise, fold_batchnorm, gemm, remove_identity, reshapes  # noqa: E402,F401

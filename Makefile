@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+NNX    := $(BIN)/nnxform
+OUT    := build/demo
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	@mkdir -p $(OUT)
+	@echo "== 1. What is this network? (MATLAB export, IR v3, Sub + MatMul/Add)"
+	$(NNX) info models/ACASXU_run2a_1_1_batch_2000.onnx
+	@echo; echo "== 2. Canonicalise it on its VNN-LIB box, checked in onnxruntime before writing"
+	$(NNX) canon models/ACASXU_run2a_1_1_batch_2000.onnx -o $(OUT)/acasxu.canon.onnx --vnnlib models/vnnlib/acasxu_prop_1.vnnlib
+	@echo; echo "== 3. Fold batch norms of a generated CNN (before and after ReLUs)"
+	$(NNX) fold-bn models/bn_cnn.onnx -o $(OUT)/bn_cnn.nobn.onnx
+	@echo; echo "== 4. Independent check of the folded CNN against the original"
+	$(NNX) check models/bn_cnn.onnx $(OUT)/bn_cnn.nobn.onnx --samples 2000
+	@echo; echo "== 5. NHWC PyTorch export: Transpose absorbed into the first Gemm"
+	$(NNX) canon models/dnnv_mnist_relu_3_50.onnx -o $(OUT)/dnnv.canon.onnx --lower 0 --upper 1
+	$(NNX) info $(OUT)/dnnv.canon.onnx
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""``python -m nnxform``: the same as the ``nnxform`` command."""
+
+from .cli import main
+
+main()

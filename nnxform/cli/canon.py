@@ -1,0 +1,86 @@
+"""``nnxform canon`` and ``nnxform fold-bn``: function-preserving rewrites, checked before writing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional
+
+import typer
+
+from ..ir import load
+from ..passes import apply_checked
+from . import app
+from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_json
+
+_CHECK_HELP = (
+    "Before writing, the result is run in onnxruntime against the input on --samples uniform points of "
+    "the domain, plus box corners and the centre; nothing is written if any output differs by more than "
+    "--tol (absolute + relative). " + DEFAULT_BOX_HELP
+)
+
+
+def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, samples: int, tol: float,
+         json_path: Optional[str], verbose: bool) -> None:
+    quiet = json_path == "-"
+    model = load(model_path)
+    box = domain.box(model)
+    result, report, cmp = apply_checked(
+        pass_name, model, box, samples=samples, tol=tol, parameters={"domain": domain.describe()}
+    )
+    result.save(output)
+    kinds = Counter(line.split(" ")[0] for line in report.changes)
+    say(f"{pass_name}: {model_path} -> {output}", quiet)
+    say(f"  operators before: {_ops(model.op_counts())}", quiet)
+    say(f"  operators after:  {_ops(result.op_counts())}", quiet)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()) if v) or "nothing to change"
+    say(f"  changes: {counts}", quiet)
+    if verbose or pass_name == "fold-bn":
+        for line in report.changes:
+            if pass_name != "fold-bn" or "BN" in line:
+                say(f"    {line}", quiet)
+    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g}) — same function", quiet)
+    if json_path:
+        write_json(
+            {
+                "pass": pass_name, "input": model_path, "output": output,
+                "operators_before": model.op_counts(), "operators_after": result.op_counts(),
+                "counts": report.counts, "changes": report.changes, "kinds": dict(kinds),
+                "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
+            },
+            json_path,
+        )
+
+
+def _ops(counts: dict[str, int]) -> str:
+    return ", ".join(f"{op} {n}" for op, n in counts.items())
+
+
+@app.command(help="Rewrite a model into verifier-friendly ONNX: one input and output; Gemm/MatMul, Conv, "
+                  "Relu, Flatten, …; no BatchNormalization, Sub, Div, Identity, Dropout, Constant, Shape, "
+                  "Gather; input normalisation and consecutive affine layers folded. " + _CHECK_HELP)
+@with_domain
+def canon(
+    model: str = typer.Argument(..., help="Input ONNX file."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the canonical ONNX."),
+    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
+    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="List every change."),
+    domain: DomainOptions = None,
+) -> None:
+    _run("canon", model, output, domain, samples, tol, json_path, verbose)
+
+
+@app.command("fold-bn", help="Fold BatchNormalization into the preceding Gemm/MatMul/Conv, or forward into the "
+                             "next affine layer where exact (after a ReLU); any BN left becomes an explicit "
+                             "affine (diagonal Gemm, or 1x1 depthwise Conv). " + _CHECK_HELP)
+@with_domain
+def fold_bn(
+    model: str = typer.Argument(..., help="Input ONNX file."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the BN-free ONNX."),
+    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
+    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    _run("fold-bn", model, output, domain, samples, tol, json_path, True)

@@ -1,0 +1,38 @@
+"""``nnxform info``: shapes, operators, a layer table, and verifier-friendliness of a model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..ir import load
+from ..summary import summarize
+from . import app
+from .common import format_table, say, write_json
+
+
+@app.command(help="Describe a model: input/output shapes, opset, operator counts, a layer table (op, output "
+                  "shape, neurons, parameters, zero weights), ReLU count, and whether the graph is "
+                  "verifier-friendly (a single chain without BN or Sub), naming what blocks it.")
+def info(
+    model: str = typer.Argument(..., help="ONNX file."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the description as JSON ('-' for stdout)."),
+) -> None:
+    s = summarize(load(model))
+    quiet = json_path == "-"
+    say(f"{s['path']}  (opset {s['opset']}, IR v{s['ir_version']}, {s['producer'] or 'unknown producer'})", quiet)
+    say(f"  input  {s['input']['name']} {s['input']['shape']}", quiet)
+    for o in s["outputs"]:
+        say(f"  output {o['name']} {o['shape']}", quiet)
+    say("  operators: " + ", ".join(f"{k} {v}" for k, v in s["operators"].items()), quiet)
+    rows = [[l["node"], l["op"], "x".join(map(str, l["output_shape"])), l["neurons"], l["parameters"], l["zero_weights"]]
+            for l in s["layers"]]
+    say(format_table(["node", "op", "output", "neurons", "params", "zeros"], rows), quiet)
+    say(f"  ReLU: {s['relu_neurons']} neurons in {s['relu_layers']} layers; parameters: {s['parameters']}", quiet)
+    if s["verifier_friendly"]:
+        say("  verifier-friendly: yes", quiet)
+    else:
+        say("  verifier-friendly: no — " + "; ".join(s["blockers"]), quiet)
+    if json_path:
+        write_json(s, json_path)

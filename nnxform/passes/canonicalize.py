@@ -1,0 +1,45 @@
+"""``canon``: rewrite a model into the verifier-friendly form (see DESIGN.md, "Shape of the code").
+
+The result has one input and one output, and no BatchNormalization, Sub, Div, Identity or
+Dropout (``Constant``, ``Shape`` and ``Gather`` are already folded by the loader): dense layers are
+canonical Gemm, input normalisation is folded into the first affine layer where exact, and
+consecutive affine layers are merged. The sub-passes run until none changes anything.
+"""
+
+from __future__ import annotations
+
+from ..errors import NnxformError
+from ..ir import Model
+from . import PassReport, register
+from .elementwise import fold_elementwise, rewrite_sub_div
+from .fold_batchnorm import fold_batchnorm
+from .gemm import canonical_gemm, merge_affine
+from .remove_identity import remove_identity
+from .reshapes import absorb_transpose, simplify_reshapes
+
+#: Operators that may remain in canonical output.
+CANONICAL_OPS = frozenset(
+    "Gemm MatMul Add Mul Conv Relu Sigmoid Tanh Flatten Reshape Transpose Concat MaxPool AveragePool "
+    "Squeeze Unsqueeze".split()
+)
+_STEPS = (remove_identity, rewrite_sub_div, simplify_reshapes, absorb_transpose, canonical_gemm,
+          fold_batchnorm, fold_elementwise, merge_affine)
+_MAX_ROUNDS = 10
+
+
+@register("canon")
+def canonicalize(model: Model) -> tuple[Model, PassReport]:
+    """Run the canonicalising sub-passes to a fixed point."""
+    model.output_name  # exactly one output, or a clear error
+    report = PassReport("canon")
+    for _ in range(_MAX_ROUNDS):
+        before = len(report.changes)
+        for step in _STEPS:
+            model, sub = step(model)
+            report.extend(sub)
+        if len(report.changes) == before:
+            break
+    left = sorted({n.op for n in model.nodes} - CANONICAL_OPS)
+    if left:
+        raise NnxformError(f"canon could not remove {', '.join(left)}; please report this network")
+    return model, report

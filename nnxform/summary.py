@@ -1,0 +1,64 @@
+"""What a model is: shapes, operators, a per-layer table, and what keeps it from being verifier-friendly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .ir import Model
+from .passes.canonicalize import CANONICAL_OPS
+
+_WEIGHTED = ("Gemm", "MatMul", "Conv", "BatchNormalization", "Add", "Mul", "Sub", "Div")
+
+
+def summarize(model: Model) -> dict[str, Any]:
+    """A JSON-ready description of ``model`` (see ``nnxform info``)."""
+    shapes = model.shapes()
+    layers = []
+    for n in model.nodes:
+        weights = [model.constants[t] for t in n.inputs if t in model.constants and n.op in _WEIGHTED]
+        out_shape = shapes[n.outputs[0]]
+        first = weights[0] if weights else None
+        layers.append({
+            "node": n.name,
+            "op": n.op,
+            "output_shape": list(out_shape),
+            "neurons": int(np.prod(out_shape)) if n.op in ("Gemm", "MatMul", "Conv", "Relu") else 0,
+            "parameters": int(sum(w.size for w in weights)),
+            "zero_weights": int(np.count_nonzero(first == 0)) if first is not None and first.ndim >= 2 else 0,
+        })
+    relus = [layer for layer in layers if layer["op"] == "Relu"]
+    return {
+        "path": model.source.get("path"),
+        "sha256": model.source.get("sha256"),
+        "producer": model.source.get("producer"),
+        "opset": model.source.get("opset"),
+        "ir_version": model.source.get("ir_version"),
+        "input": {"name": model.input_name, "shape": list(model.input_dims or model.input_shape)},
+        "outputs": [{"name": o, "shape": list(shapes[o])} for o in model.output_names],
+        "operators": model.op_counts(),
+        "layers": layers,
+        "relu_layers": len(relus),
+        "relu_neurons": int(sum(layer["neurons"] for layer in relus)),
+        "parameters": int(sum(c.size for c in model.constants.values() if np.issubdtype(c.dtype, np.floating))),
+        "verifier_friendly": not verifier_blockers(model),
+        "blockers": verifier_blockers(model),
+    }
+
+
+def verifier_blockers(model: Model) -> list[str]:
+    """Why the graph is not a single chain of verifier-friendly operators (empty when it is)."""
+    reasons = []
+    if len(model.output_names) != 1:
+        reasons.append(f"{len(model.output_names)} outputs (verifiers want one)")
+    for n in model.nodes:
+        if n.op not in CANONICAL_OPS:
+            reasons.append(f"{n.op} node '{n.name}' (run `nnxform canon`)")
+        data = model.data_inputs(n)
+        if len(data) > 1:
+            reasons.append(f"{n.op} node '{n.name}' joins {len(data)} branches (not a single chain)")
+        fanout = len(model.consumers(n.outputs[0]))
+        if fanout > 1:
+            reasons.append(f"output of '{n.name}' feeds {fanout} nodes (not a single chain)")
+    return reasons
