@@ -131,12 +131,12 @@ class Model:
         self.output_names = [new if t == old else t for t in self.output_names]
 
     def bypass(self, node: Node) -> None:
-        """Remove a node whose output equals its first input, rewiring its consumers.
+        """Remove a node whose output equals its (one) data input, rewiring its consumers.
 
         When the node's output is a graph output, the output keeps its name: the producer
         of the node's input is renamed instead (unless that is the graph input).
         """
-        src, dst = node.inputs[0], node.outputs[0]
+        src, dst = self.data_inputs(node)[0], node.outputs[0]
         self.nodes.remove(node)
         if self.is_graph_output(dst) and src != self.input_name and not self.is_graph_output(src):
             prod = self.producer(src)
@@ -239,7 +239,28 @@ def load(path: str | Path) -> Model:
         raise NnxformError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
     if not proto.graph.node or not proto.graph.output:
         raise NnxformError(f"{p}: not an ONNX model (no graph nodes or outputs)")
-    return from_proto(proto, source={"path": str(p), "sha256": hashlib.sha256(data).hexdigest()})
+    source = {"path": str(p), "sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        return from_proto(proto, source=source)
+    except UnsupportedOperator as first_error:
+        simplified = _onnxsim(proto)
+        if simplified is None:
+            raise
+        try:
+            return from_proto(simplified, source=source)
+        except UnsupportedOperator:
+            raise first_error from None
+
+
+def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """onnxsim's simplification (it removes some operators we do not handle), or None if it fails."""
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(proto)
+    except Exception:
+        return None
+    return simplified if ok else None
 
 
 def from_proto(proto: onnx.ModelProto, source: dict[str, Any] | None = None) -> Model:

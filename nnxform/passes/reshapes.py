@@ -18,9 +18,8 @@ def _moves_only_unit_axes(shape: tuple[int, ...], perm: list[int]) -> bool:
     return kept == sorted(kept)
 
 
-def _as_reshape(model: Model, node: Node, out_shape: tuple[int, ...]) -> None:
-    """Turn ``node`` into the simplest node producing ``out_shape`` from its data input."""
-    in_shape = model.shapes()[node.inputs[0]]
+def _as_reshape(model: Model, node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+    """Turn ``node`` into the simplest node producing ``out_shape`` from its data input of ``in_shape``."""
     if len(out_shape) == 2 and in_shape and in_shape[0] == 1 and out_shape[0] == 1:
         node.op, node.inputs, node.attrs = "Flatten", node.inputs[:1], {"axis": 1}
     else:
@@ -48,13 +47,13 @@ def simplify_reshapes(model: Model) -> tuple[Model, PassReport]:
             if prev is not None and prev.op in _SHAPE_OPS and model.sole_consumer(src) is node:
                 node.inputs[0] = prev.inputs[0]
                 model.nodes.remove(prev)
-                _as_reshape(model, node, out_shape)
+                _as_reshape(model, node, shapes[prev.inputs[0]], out_shape)
                 report.add("merged", f"{prev.op} '{prev.name}' merged into '{node.name}'")
             elif shapes[src] == out_shape:
                 model.bypass(node)
                 report.add("removed", f"{node.op} '{node.name}' keeps the shape; removed")
             elif node.op == "Transpose" or (node.op == "Reshape" and len(out_shape) == 2 and out_shape[0] == 1 == shapes[src][0]):
-                _as_reshape(model, node, out_shape)
+                _as_reshape(model, node, shapes[src], out_shape)
                 report.add("rewritten", f"'{node.name}' rewritten as {node.op}")
             else:
                 continue

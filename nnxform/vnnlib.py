@@ -1,0 +1,255 @@
+"""VNN-LIB 1.0 input boxes: read the X_i bounds of a property file, write a box back as assertions.
+
+The reader follows VNN-COMP usage: ``X_i``/``Y_j`` are the flattened network input/output,
+top-level asserts are a conjunction, and an ``(or (and ...) ...)`` whose disjuncts bound X
+gives one box per disjunct. Constraints that mention no X (the output property) are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .domain import Box
+from .errors import NnxformError
+
+_TOKEN = re.compile(r"(\()|(\))|(;[^\n]*)|([^\s();]+)")
+_OPEN, _CLOSE, _ATOM = 1, 2, 4
+_NAME = re.compile(r"([XY])_(0|[1-9][0-9]*)")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: SMT-LIB housekeeping commands some generators emit; they do not constrain the box.
+_IGNORED_COMMANDS = frozenset({"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"})
+_FLIP = {"<=": ">=", ">=": "<=", "=": "="}
+
+
+class _List(list):
+    """A parenthesised s-expression that remembers its offset in the text (for error messages)."""
+
+    __slots__ = ("pos",)
+
+
+class _Conj:
+    """A conjunction of bounds on single inputs: the X part of one disjunct."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo: dict[int, float] | None = None, hi: dict[int, float] | None = None) -> None:
+        self.lo = lo if lo is not None else {}
+        self.hi = hi if hi is not None else {}
+
+    def add(self, i: int, op: str, v: float) -> None:
+        if op != "<=":
+            self.lo[i] = max(self.lo.get(i, -math.inf), v)
+        if op != ">=":
+            self.hi[i] = min(self.hi.get(i, math.inf), v)
+
+    def meet(self, other: "_Conj") -> "_Conj":
+        out = _Conj(dict(self.lo), dict(self.hi))
+        for i, v in other.lo.items():
+            out.add(i, ">=", v)
+        for i, v in other.hi.items():
+            out.add(i, "<=", v)
+        return out
+
+    def key(self) -> tuple:
+        return tuple(sorted(self.lo.items())), tuple(sorted(self.hi.items()))
+
+
+def _unique(conjs: list[_Conj]) -> list[_Conj]:
+    seen: dict[tuple, _Conj] = {}
+    for c in conjs:
+        seen.setdefault(c.key(), c)
+    return list(seen.values())
+
+
+def _show(e: object, limit: int = 60) -> str:
+    text = f"({' '.join(_show(x, limit) for x in e)})" if isinstance(e, list) else str(e)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _mentions_x(e: object) -> bool:
+    if isinstance(e, list):
+        return any(_mentions_x(x) for x in e)
+    return e.startswith("X_")
+
+
+class _Reader:
+    """Turns the text of one VNN-LIB file into boxes; ``where`` names the file in errors."""
+
+    def __init__(self, text: str, where: str) -> None:
+        self.text, self.where = text, where
+        self.inputs: dict[str, int] = {}
+
+    def error(self, pos: int | None, msg: str) -> NnxformError:
+        if pos is None:
+            return NnxformError(f"{self.where}: {msg}")
+        line = self.text.count("\n", 0, pos) + 1
+        col = pos - self.text.rfind("\n", 0, pos)
+        return NnxformError(f"{self.where}: line {line}, column {col}: {msg}")
+
+    def parse(self) -> _List:
+        root = _List()
+        stack = [root]
+        for m in _TOKEN.finditer(self.text):
+            kind = m.lastindex
+            if kind == _OPEN:
+                node = _List()
+                node.pos = m.start()
+                stack[-1].append(node)
+                stack.append(node)
+            elif kind == _CLOSE:
+                if len(stack) == 1:
+                    raise self.error(m.start(), "malformed s-expression: unexpected ')'")
+                stack.pop()
+            elif kind == _ATOM:
+                if len(stack) == 1:
+                    raise self.error(m.start(), f"malformed s-expression: expected '(' but found '{m.group()}'")
+                stack[-1].append(m.group())
+        if len(stack) > 1:
+            raise self.error(stack[-1].pos, "malformed s-expression: this '(' is never closed")
+        return root
+
+    def boxes(self) -> list[Box]:
+        asserts: list[object] = []
+        for cmd in self.parse():
+            head = cmd[0] if cmd and isinstance(cmd[0], str) else None
+            if head == "declare-const":
+                self.declare(cmd)
+            elif head == "assert" and len(cmd) == 2:
+                asserts.append(cmd[1])
+            elif head not in _IGNORED_COMMANDS:
+                raise self.error(cmd.pos, f"unsupported command {_show(cmd)}")
+        n = len(self.inputs)
+        if n == 0:
+            raise self.error(None, "declares no inputs (expected (declare-const X_0 Real) ...)")
+        indices = set(self.inputs.values())
+        missing = next((i for i in range(n) if i not in indices), None)
+        if missing is not None:
+            raise self.error(None, f"input indices must run X_0..X_{n - 1} without gaps, but X_{missing} is not declared")
+        conjs = self.conjunction(asserts)
+        return [self.box(c, k, len(conjs)) for k, c in enumerate(conjs)]
+
+    def declare(self, cmd: _List) -> None:
+        if len(cmd) != 3 or not isinstance(cmd[1], str) or cmd[2] != "Real":
+            raise self.error(cmd.pos, f"expected (declare-const NAME Real), got {_show(cmd)}")
+        name = cmd[1]
+        m = _NAME.fullmatch(name)
+        if m is None:
+            raise self.error(cmd.pos, f"declares '{name}'; VNN-LIB names inputs X_i and outputs Y_j")
+        if m.group(1) == "X":
+            if name in self.inputs:
+                raise self.error(cmd.pos, f"{name} is declared twice")
+            self.inputs[name] = int(m.group(2))
+
+    def conjunction(self, items: list[object]) -> list[_Conj]:
+        base = _Conj()
+        ors: list[list[_Conj]] = []
+        todo = list(reversed(items))
+        while todo:
+            e = todo.pop()
+            head = e[0] if isinstance(e, list) and e else None
+            if head == "and":
+                todo.extend(reversed(e[1:]))
+            elif head == "or":
+                ors.append(self.disjunction(e))
+            elif head in _FLIP and len(e) == 3:
+                bound = self.bound(e)
+                if bound is not None:
+                    base.add(*bound)
+            elif _mentions_x(e):
+                raise self.error(getattr(e, "pos", None),
+                                 f"{_show(e)}: only box constraints on inputs are supported")
+        result = [base]
+        for disjuncts in ors:
+            result = _unique([c.meet(d) for c in result for d in disjuncts])
+        return result
+
+    def disjunction(self, e: _List) -> list[_Conj]:
+        parts = _unique([c for d in e[1:] for c in self.conjunction([d])])
+        return parts if any(c.lo or c.hi for c in parts) else [_Conj()]
+
+    def bound(self, e: _List) -> tuple[int, str, float] | None:
+        op, a, b = e
+        a_x, b_x = _mentions_x(a), _mentions_x(b)
+        if not (a_x or b_x):
+            return None
+        if b_x and not a_x:
+            op, a, b = _FLIP[op], b, a
+        if not (a_x and b_x) and isinstance(a, str):
+            if a not in self.inputs:
+                raise self.error(e.pos, f"{_show(e)}: {a} is not declared")
+            value = self.number(b, e.pos)
+            if value is not None:
+                return self.inputs[a], op, value
+            if isinstance(b, str) and not _NAME.fullmatch(b):
+                raise self.error(e.pos, f"{_show(e)}: '{b}' is not a number")
+        raise self.error(e.pos, f"{_show(e)}: only box constraints on inputs are supported (X_i <= c, X_i >= c)")
+
+    def number(self, e: object, pos: int) -> float | None:
+        if isinstance(e, list):
+            if len(e) != 2 or e[0] != "-":
+                return None
+            value = self.number(e[1], pos)
+            return None if value is None else -value
+        if not _NUMBER.fullmatch(e):
+            return None
+        value = float(e)
+        if not math.isfinite(value):
+            raise self.error(pos, f"number {e} is out of range")
+        return value
+
+    def box(self, c: _Conj, k: int, count: int) -> Box:
+        n = len(self.inputs)
+        lo = np.array([c.lo.get(i, np.nan) for i in range(n)])
+        hi = np.array([c.hi.get(i, np.nan) for i in range(n)])
+        which = f" in input box {k + 1} of {count}" if count > 1 else ""
+        for values, side in ((lo, "lower"), (hi, "upper")):
+            unset = np.flatnonzero(np.isnan(values))
+            if unset.size:
+                raise self.error(None, f"X_{unset[0]} has no {side} bound{which}")
+        empty = np.flatnonzero(lo > hi)
+        if empty.size:
+            i = int(empty[0])
+            raise self.error(None, f"the input box is empty{which}: X_{i} >= {lo[i].item()!r} but X_{i} <= {hi[i].item()!r}")
+        return Box(lo, hi)
+
+
+def parse_boxes(text: str, where: str = "<vnnlib>") -> list[Box]:
+    """The distinct input boxes stated by VNN-LIB ``text``; ``where`` names it in error messages."""
+    return _Reader(text, where).boxes()
+
+
+def read_boxes(path: str | os.PathLike[str]) -> list[Box]:
+    """The distinct input boxes of a VNN-LIB file (one per disjunct of an ``or`` over inputs)."""
+    p = Path(path)
+    if not p.exists():
+        raise NnxformError(f"{p}: no such file")
+    if p.is_dir():
+        raise NnxformError(f"{p}: is a directory, not a VNN-LIB file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NnxformError(f"{p}: not a text file, so not VNN-LIB") from None
+    return parse_boxes(text, str(p))
+
+
+def read_box(path: str | os.PathLike[str]) -> Box:
+    """The single input box of a VNN-LIB file; nnxform's passes take one box, not a union."""
+    boxes = read_boxes(path)
+    if len(boxes) != 1:
+        raise NnxformError(f"{path}: the file has {len(boxes)} input boxes (an 'or' over inputs); nnxform takes one")
+    return boxes[0]
+
+
+def write_box_assertions(box: Box) -> str:
+    """VNN-LIB declarations and bounds of ``box`` (inputs only), numbers exact as Python float reprs."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(box.size)]
+    lines.append("")
+    for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist())):
+        lines.append(f"(assert (>= X_{i} {lo!r}))")
+        lines.append(f"(assert (<= X_{i} {hi!r}))")
+    return "\n".join(lines) + "\n"
