@@ -1,0 +1,35 @@
+"""Helpers for the benchmark scripts: timing, the shared test data when present, table printing."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+SHARED = ROOT.parent / "shared" / "testdata"
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
+    """The fastest of ``repeat`` runs in seconds, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
+    from nnxform.cli.common import format_table
+
+    print(f"\n## {title}\n")
+    print(format_table(headers, rows))
