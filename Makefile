@@ -25,10 +25,10 @@ demo: $(VENV)/.installed
 	$(NNX) info models/ACASXU_run2a_1_1_batch_2000.onnx
 	@echo; echo "== 2. Canonicalise it on its VNN-LIB box, checked in onnxruntime before writing"
 	$(NNX) canon models/ACASXU_run2a_1_1_batch_2000.onnx -o $(OUT)/acasxu.canon.onnx --vnnlib models/vnnlib/acasxu_prop_1.vnnlib
-	@echo; echo "== 3. Fold batch norms of a generated CNN (before and after ReLUs)"
-	$(NNX) fold-bn models/bn_cnn.onnx -o $(OUT)/bn_cnn.nobn.onnx
-	@echo; echo "== 4. Independent check of the folded CNN against the original"
-	$(NNX) check models/bn_cnn.onnx $(OUT)/bn_cnn.nobn.onnx --samples 2000
+	@echo; echo "== 3. Fold batch norms after ReLUs: forward where exact, explicit before a padded Conv"
+	$(NNX) fold-bn models/bn_after_relu_conv.onnx -o $(OUT)/bn_after_relu_conv.nobn.onnx
+	@echo; echo "== 4. Independent check of the folded network against the original"
+	$(NNX) check models/bn_after_relu_conv.onnx $(OUT)/bn_after_relu_conv.nobn.onnx --samples 2000
 	@echo; echo "== 5. NHWC PyTorch export: Transpose absorbed into the first Gemm"
 	$(NNX) canon models/dnnv_mnist_relu_3_50.onnx -o $(OUT)/dnnv.canon.onnx --lower 0 --upper 1
 	$(NNX) info $(OUT)/dnnv.canon.onnx

@@ -67,5 +67,6 @@ def set_conv(model: Model, node: Node, W: np.ndarray, b: np.ndarray) -> None:
 
 
 def is_affine(model: Model, node: Node) -> bool:
-    """A Gemm or Conv whose weights are constants (an affine map of its one data input)."""
-    return node.op in ("Gemm", "Conv") and len(node.inputs) > 1 and node.inputs[1] in model.constants
+    """A Gemm or Conv whose weights and bias are constants (an affine map of its one data input)."""
+    return (node.op in ("Gemm", "Conv") and len(node.inputs) > 1 and node.inputs[0] not in model.constants
+            and all(t in model.constants for t in node.inputs[1:] if t))

@@ -441,6 +441,10 @@ def _normalise(model: Model, opset: int) -> None:
             n.inputs = n.inputs[:1]
             n.attrs = {}
         if n.op == "BatchNormalization":
+            if n.attrs.get("training_mode", 0) or not n.attrs.get("spatial", 1) or n.attrs.get("is_test", 1) == 0:
+                raise UnsupportedOperator(
+                    f"BatchNormalization node '{n.name}' is in training mode or not spatial; export the model for inference"
+                )
             n.attrs = {"epsilon": float(n.attrs.get("epsilon", 1e-5))}
         if n.op == "Gemm":
             n.attrs.pop("broadcast", None)

@@ -26,14 +26,14 @@ class OnnxRunner:
         self.batched = _batch_free(model)
 
     def __call__(self, xs: np.ndarray) -> np.ndarray:
-        """Outputs (flattened per sample) for samples ``xs`` of shape ``(n, *input_shape)``."""
+        """All outputs, flattened and concatenated per sample, for ``xs`` of shape ``(n, *input_shape)``."""
         m = self.model
         xs = np.asarray(xs, dtype=m.dtype).reshape((-1,) + tuple(m.input_shape))
         name = m.input_name
         if self.batched:
-            out = self.session.run([m.output_names[0]], {name: xs.reshape((-1,) + tuple(m.input_shape[1:]))})[0]
-            return out.reshape(len(xs), -1)
-        return np.stack([self.session.run([m.output_names[0]], {name: x})[0].ravel() for x in xs])
+            outs = self.session.run(m.output_names, {name: xs.reshape((-1,) + tuple(m.input_shape[1:]))})
+            return np.hstack([o.reshape(len(xs), -1) for o in outs])
+        return np.stack([np.concatenate([o.ravel() for o in self.session.run(m.output_names, {name: x})]) for x in xs])
 
 
 def _batch_free(model: Model) -> bool:
