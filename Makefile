@@ -29,7 +29,7 @@ demo: $(VENV)/.installed
 	$(NNX) fold-bn models/bn_after_relu_conv.onnx -o $(OUT)/bn_after_relu_conv.nobn.onnx
 	@echo; echo "== 4. Independent check of the folded network against the original"
 	$(NNX) check models/bn_after_relu_conv.onnx $(OUT)/bn_after_relu_conv.nobn.onnx --samples 2000
-	@echo; echo "== 5. NHWC PyTorch export: Transpose absorbed into the first Gemm"
+	@echo; echo "== 5. PyTorch export with Transpose+Reshape: collapsed into one Flatten"
 	$(NNX) canon models/dnnv_mnist_relu_3_50.onnx -o $(OUT)/dnnv.canon.onnx --lower 0 --upper 1
 	$(NNX) info $(OUT)/dnnv.canon.onnx
 

@@ -187,6 +187,10 @@ class Model:
                     if np.issubdtype(value.dtype, np.floating):
                         value = value.astype(self.dtype)
                     inits.append(numpy_helper.from_array(np.ascontiguousarray(value), t))
+            known = onnx.defs.get_schema(n.op, EXPORT_OPSET).attributes
+            extra = sorted(set(attrs) - set(known))
+            if extra:
+                raise UnsupportedOperator(f"{n.op} node '{n.name}' has attribute {extra[0]}, which opset {EXPORT_OPSET} lacks")
             nodes.append(helper.make_node(n.op, node_inputs, n.outputs, name=n.name, **attrs))
         graph = helper.make_graph(nodes, "nnxform", [inp], outs, initializer=inits)
         proto = helper.make_model(
@@ -239,6 +243,7 @@ def load(path: str | Path) -> Model:
         raise NnxformError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
     if not proto.graph.node or not proto.graph.output:
         raise NnxformError(f"{p}: not an ONNX model (no graph nodes or outputs)")
+    _load_external_data(proto, p)
     source = {"path": str(p), "sha256": hashlib.sha256(data).hexdigest()}
     try:
         return from_proto(proto, source=source)
@@ -250,6 +255,19 @@ def load(path: str | Path) -> Model:
             return from_proto(simplified, source=source)
         except UnsupportedOperator:
             raise first_error from None
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read weights stored beside the model (``.onnx.data`` files of torch's dynamo exporter)."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    files = sorted({e.value for t in proto.graph.initializer if uses_external_data(t) for e in t.external_data
+                    if e.key == "location"})
+    for name in files:
+        if not (path.parent / name).is_file():
+            raise NnxformError(f"{path}: its weights are stored in '{name}', which is not beside it; copy it there")
+    if files:
+        load_external_data_for_model(proto, str(path.parent))
 
 
 def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -434,6 +452,10 @@ def _normalise(model: Model, opset: int) -> None:
         n.outputs = n.outputs[:1]
         if n.op == "Reshape" and "shape" in n.attrs:  # opset < 5
             n.inputs = [n.inputs[0], model.add_constant(f"{n.name}_shape", np.asarray(n.attrs.pop("shape"), np.int64))]
+        if n.op == "Reshape" and n.attrs.pop("allowzero", 0) and 0 in model.constants[n.inputs[1]]:  # opset >= 14
+            raise UnsupportedOperator(f"Reshape node '{n.name}' uses allowzero=1 with a zero dimension")
+        if n.op == "AveragePool" and any(d != 1 for d in n.attrs.pop("dilations", [])):  # opset >= 19
+            raise UnsupportedOperator(f"AveragePool node '{n.name}' has dilations; not supported")
         if n.op in ("Unsqueeze", "Squeeze") and len(n.inputs) > 1:  # opset >= 13
             n.attrs["axes"] = [int(a) for a in model.constants[n.inputs[1]]]
             n.inputs = n.inputs[:1]

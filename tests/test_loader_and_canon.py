@@ -223,3 +223,13 @@ def test_batch_dimension_other_than_one_is_refused():
     proto = make_model([helper.make_node("Relu", ["x"], ["y"])], [4, 3])
     with pytest.raises(NnxformError, match="batch dimension is 4"):
         from_proto(proto)
+
+
+def test_external_weights_must_be_beside_the_model(tmp_path):
+    import shutil
+
+    shutil.copy(MODELS / "torch_dynamo_resnet.onnx", tmp_path / "net.onnx")
+    with pytest.raises(NnxformError, match="torch_dynamo_resnet.onnx.data.* not beside it"):
+        load(tmp_path / "net.onnx")
+    shutil.copy(MODELS / "torch_dynamo_resnet.onnx.data", tmp_path)
+    assert load(tmp_path / "net.onnx").op_counts()["Conv"] == 5
