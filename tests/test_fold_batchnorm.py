@@ -1,4 +1,5 @@
-"""fold-bn: every BatchNormalization disappears, the function stays the same, and the fold kinds are as expected."""
+"""fold-bn (and canon on the same networks): every BatchNormalization disappears, the function stays the
+same, and the fold kinds are as expected."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nnxform.domain import Box
 from nnxform.exactness import compare
 from nnxform.ir import Model, from_proto, load
 from nnxform.passes import PASSES
+from nnxform.passes.canonicalize import CANONICAL_OPS
 from nnxform.passes.fold_batchnorm import fold_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +41,11 @@ def _fold_and_check(model: Model, expected: dict[str, int]) -> Model:
     assert folded.output_names == model.output_names
     cmp = compare(model, folded, Box.default(model.input_size), samples=200)
     assert cmp.within, (cmp.max_abs, cmp.max_rel)
+    # canon on the same network: exact too, and only verifier-friendly operators left
+    canon, _ = PASSES["canon"](model)
+    assert {n.op for n in canon.nodes} <= CANONICAL_OPS
+    cmp = compare(model, canon, Box.default(model.input_size), samples=200)
+    assert cmp.within, ("canon", cmp.max_abs, cmp.max_rel)
     return folded
 
 
