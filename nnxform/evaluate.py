@@ -15,7 +15,7 @@ import numpy as np
 from .errors import UnsupportedOperator
 
 if TYPE_CHECKING:
-    from .ir import Model, Node
+    from .ir import Model
 
 
 def run(model: "Model", xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
