@@ -55,7 +55,8 @@ def _ops(counts: dict[str, int]) -> str:
     return ", ".join(f"{op} {n}" for op, n in counts.items())
 
 
-@app.command(help="Rewrite a model into verifier-friendly ONNX: one input and output; Gemm/MatMul, Conv, "
+@app.command(short_help="Rewrite into verifier-friendly ONNX (checked before writing).",
+             help="Rewrite a model into verifier-friendly ONNX: one input and output; Gemm/MatMul, Conv, "
                   "Relu, Flatten, …; no BatchNormalization, Sub, Div, Identity, Dropout, Constant, Shape, "
                   "Gather; input normalisation and consecutive affine layers folded. " + _CHECK_HELP)
 @with_domain
@@ -71,7 +72,8 @@ def canon(
     _run("canon", model, output, domain, samples, tol, json_path, verbose)
 
 
-@app.command("fold-bn", help="Fold BatchNormalization into the preceding Gemm/MatMul/Conv, or forward into the "
+@app.command("fold-bn", short_help="Fold BatchNormalization away (checked before writing).",
+             help="Fold BatchNormalization into the preceding Gemm/MatMul/Conv, or forward into the "
                              "next affine layer where exact (after a ReLU); any BN left becomes an explicit "
                              "affine (diagonal Gemm, or 1x1 depthwise Conv). " + _CHECK_HELP)
 @with_domain

@@ -16,7 +16,8 @@ from . import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_json
 
 
-@app.command(help="Compare two networks with the same input on sampled points of the domain (uniform samples, "
+@app.command(short_help="Sampled equivalence of two networks (exit 1 beyond --tol).",
+             help="Compare two networks with the same input on sampled points of the domain (uniform samples, "
                   "box corners and the centre) in onnxruntime. Prints the max and mean |difference|; exit status "
                   "0 when every output is within --tol (absolute + relative), 1 beyond it. " + DEFAULT_BOX_HELP)
 @with_domain

@@ -12,7 +12,8 @@ from . import app
 from .common import format_table, say, write_json
 
 
-@app.command(help="Describe a model: input/output shapes, opset, operator counts, a layer table (op, output "
+@app.command(short_help="Describe a model: shapes, operators, layers, verifier-friendliness.",
+             help="Describe a model: input/output shapes, opset, operator counts, a layer table (op, output "
                   "shape, neurons, parameters, zero weights), ReLU count, and whether the graph is "
                   "verifier-friendly (a single chain without BN or Sub), naming what blocks it.")
 def info(
