@@ -3,40 +3,81 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from .ir import Model
+
+_CHUNK = 2048  # samples per batched run
 
 
 def session_options() -> ort.SessionOptions:
     """Deterministic, quiet, two-thread sessions (the machines here have two cores)."""
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failed batched attempt is expected
     opts.intra_op_num_threads = 2
     opts.inter_op_num_threads = 1
     return opts
 
 
+def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
-    """An onnxruntime session on a Model's exported bytes, evaluating many samples at once."""
+    """An onnxruntime session on a Model's exported ONNX, evaluating many samples at once.
+
+    Samples are stacked on the batch axis of a copy whose batch dimension is made symbolic, once
+    that copy is seen to reproduce the one-sample runs on the first samples; graphs that hard-code
+    the batch (a Reshape to [1, …]) fall back to one run per sample.
+    """
 
     def __init__(self, model: Model):
         self.model = model
-        self.session = ort.InferenceSession(model.to_bytes(), session_options(), providers=["CPUExecutionProvider"])
-        self.batched = _batch_free(model)
+        proto = model.to_onnx()
+        self.single = _session(proto)
+        self.batched = _batch_variant(proto, model)
+        self.checked = False
 
     def __call__(self, xs: np.ndarray) -> np.ndarray:
         """All outputs, flattened and concatenated per sample, for ``xs`` of shape ``(n, *input_shape)``."""
         m = self.model
         xs = np.asarray(xs, dtype=m.dtype).reshape((-1,) + tuple(m.input_shape))
-        name = m.input_name
-        if self.batched:
-            outs = self.session.run(m.output_names, {name: xs.reshape((-1,) + tuple(m.input_shape[1:]))})
-            return np.hstack([o.reshape(len(xs), -1) for o in outs])
-        return np.stack([np.concatenate([o.ravel() for o in self.session.run(m.output_names, {name: x})]) for x in xs])
+        if self.batched is not None and not self.checked:
+            head = xs[:2]
+            try:
+                same = np.array_equal(self._run_batched(head), self._run_single(head))
+            except Exception:  # the graph hard-codes the batch dimension
+                same = False
+            self.batched = self.batched if same else None
+            self.checked = True
+        if self.batched is None:
+            return self._run_single(xs)
+        return np.vstack([self._run_batched(xs[i:i + _CHUNK]) for i in range(0, len(xs), _CHUNK)])
+
+    def _run_single(self, xs: np.ndarray) -> np.ndarray:
+        m = self.model
+        return np.stack([np.concatenate([o.ravel() for o in self.single.run(m.output_names, {m.input_name: x})])
+                         for x in xs]).reshape(len(xs), -1)
+
+    def _run_batched(self, xs: np.ndarray) -> np.ndarray:
+        m = self.model
+        outs = self.batched.run(m.output_names, {m.input_name: xs.reshape((-1,) + tuple(m.input_shape[1:]))})
+        return np.hstack([o.reshape(len(xs), -1) for o in outs])
 
 
-def _batch_free(model: Model) -> bool:
-    """True when the exported graph runs unchanged on a stacked batch (symbolic batch, no Reshape)."""
-    dims = model.input_dims or model.input_shape
-    return len(dims) >= 2 and isinstance(dims[0], str) and not any(n.op in ("Reshape", "Transpose", "Squeeze", "Unsqueeze") for n in model.nodes)
+def _batch_variant(proto: onnx.ModelProto, model: Model) -> ort.InferenceSession | None:
+    """A session on a copy of ``proto`` whose input's first dimension is symbolic, if it has one."""
+    if len(model.input_shape) < 2 or model.input_shape[0] != 1:
+        return None
+    p = onnx.ModelProto()
+    p.CopyFrom(proto)
+    for value in list(p.graph.input) + list(p.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "nnxform_batch"
+    try:
+        return _session(p)
+    except Exception:
+        return None
