@@ -253,3 +253,88 @@ def write_box_assertions(box: Box) -> str:
         lines.append(f"(assert (>= X_{i} {lo!r}))")
         lines.append(f"(assert (<= X_{i} {hi!r}))")
     return "\n".join(lines) + "\n"
+
+
+# --- output properties (writers) ------------------------------------------------------------
+
+
+def _property(box: Box, n_outputs: int, disjuncts: list[str], comment: str) -> str:
+    """A VNN-LIB file: ``comment``, the box on X, Y_0..Y_{n-1} declared, and ``(assert (or (and …) …))``."""
+    head = "".join(f"; {line}\n" for line in comment.splitlines())
+    outputs = "".join(f"(declare-const Y_{j} Real)\n" for j in range(n_outputs))
+    body = "".join(f"    (and {d})\n" for d in disjuncts)
+    return f"{head}\n{write_box_assertions(box)}\n{outputs}\n(assert (or\n{body}))\n"
+
+
+def _count(n_outputs: int, compared: int | None) -> int:
+    k = n_outputs if compared is None else compared
+    if not 1 <= k <= n_outputs:
+        raise NnxformError(f"cannot constrain the first {k} outputs: the network has {n_outputs}")
+    return k
+
+
+def equivalence_property(box: Box, n_outputs: int, eps: float, compared: int | None = None) -> str:
+    """The unsafe region ``|Y_j| >= eps`` for some ``j`` among the first ``compared`` outputs (differences).
+
+    ``unsat`` proves ``|f_A − f_B| < eps`` on the box for a merged network.
+    """
+    eps = float(eps)
+    if not (math.isfinite(eps) and eps > 0):
+        raise NnxformError(f"the equivalence threshold must be a positive number, got {eps!r}")
+    k = _count(n_outputs, compared)
+    disjuncts = [d for j in range(k) for d in (f"(>= Y_{j} {eps!r})", f"(<= Y_{j} {-eps!r})")]
+    comment = (f"eps-equivalence, written by nnxform: unsat proves |Y_j| < {eps!r} for j < {k} on the box\n"
+               "(for a merged network, |f_A(x) - f_B(x)| < eps)")
+    return _property(box, n_outputs, disjuncts, comment)
+
+
+def robustness_property(box: Box, n_outputs: int, label: int) -> str:
+    """The unsafe region ``Y_j >= Y_label`` for some ``j != label``; ``unsat`` proves argmax stays ``label``."""
+    if n_outputs < 2:
+        raise NnxformError(f"robustness needs at least 2 outputs to compare; the network has {n_outputs}")
+    if not 0 <= label < n_outputs:
+        raise NnxformError(f"label {label} is not an output index (0..{n_outputs - 1})")
+    disjuncts = [f"(>= Y_{j} Y_{label})" for j in range(n_outputs) if j != label]
+    comment = f"local robustness, written by nnxform: unsat proves Y_{label} > Y_j for every j != {label} on the box"
+    return _property(box, n_outputs, disjuncts, comment)
+
+
+def bounds_property(box: Box, lower: np.ndarray | None, upper: np.ndarray | None) -> str:
+    """The unsafe region ``Y_j <= lower_j`` or ``Y_j >= upper_j``; ``unsat`` proves ``lower < Y < upper`` on the box."""
+    if lower is None and upper is None:
+        raise NnxformError("a bounds property needs output lower or upper bounds (or both)")
+    lo = None if lower is None else np.asarray(lower, np.float64).ravel()
+    hi = None if upper is None else np.asarray(upper, np.float64).ravel()
+    given = [v for v in (lo, hi) if v is not None]
+    if any(v.size != given[0].size for v in given) or not all(np.all(np.isfinite(v)) for v in given):
+        raise NnxformError("output bounds must be finite numbers, as many lower as upper")
+    if lo is not None and hi is not None and np.any(lo >= hi):
+        j = int(np.flatnonzero(lo >= hi)[0])
+        raise NnxformError(f"the output bounds leave nothing at Y_{j}: lower {lo[j].item()!r} >= upper {hi[j].item()!r}")
+    disjuncts = []
+    for j in range(given[0].size):
+        if lo is not None:
+            disjuncts.append(f"(<= Y_{j} {lo[j].item()!r})")
+        if hi is not None:
+            disjuncts.append(f"(>= Y_{j} {hi[j].item()!r})")
+    comment = "output bounds, written by nnxform: unsat proves lower < Y_j < upper for every j on the box"
+    return _property(box, given[0].size, disjuncts, comment)
+
+
+def write_instance(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                   vnnlib_path: str | os.PathLike[str], timeout: float) -> str:
+    """Add (or replace) the line ``onnx,vnnlib,timeout`` in a VNN-COMP ``instances.csv``; paths relative to its folder."""
+    from .fileio import atomic_write_text
+
+    csv = Path(csv_path)
+    if not timeout > 0:
+        raise NnxformError(f"the timeout must be positive, got {timeout:g}")
+    folder = csv.parent.resolve()
+    onnx_rel, vnnlib_rel = (os.path.relpath(Path(p).resolve(), folder) for p in (onnx_path, vnnlib_path))
+    line = f"{onnx_rel},{vnnlib_rel},{int(timeout) if float(timeout).is_integer() else float(timeout)!r}"
+    kept = []
+    if csv.is_file():
+        kept = [ln for ln in csv.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and ln.split(",")[:2] != [onnx_rel, vnnlib_rel]]
+    atomic_write_text(csv, "\n".join(kept + [line]) + "\n")
+    return line
