@@ -1,0 +1,221 @@
+"""A Network as one HiGHS model, built step by step with matrix calls (shared by ``lp`` and ``milp``).
+
+Columns: the box inputs, every Linear step's values ``z`` (rows ``z − Σ W x = b``) and every
+nonlinear step's outputs. A Relu is exact when stable; when unstable it is the triangle
+relaxation (``lp``) or the big-M encoding with one binary (``milp``). MaxPool uses ``y >= x_i``
+plus ``y <= Σ (x_i − l_i) + max l`` (``lp``) or one binary per candidate (``milp``). Every
+column has finite bounds, which makes the LP dual bound of any dual vector rigorous.
+"""
+
+from __future__ import annotations
+
+import highspy
+import numpy as np
+
+from ..errors import NnxformError
+from .network import Activation, Input, Linear, Pool
+from .result import State
+
+INF = highspy.kHighsInf
+#: Statuses after which HiGHS's MIP dual bound is a proven bound.
+_PROVEN = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit,
+           highspy.HighsModelStatus.kInterrupt, highspy.HighsModelStatus.kSolutionLimit)
+
+
+class Encoder:
+    """One HiGHS model that grows by whole steps; ``lp_min``/``mip_min`` bound one column soundly."""
+
+    def __init__(self, state: State, integer: bool, time_limit: float | None = None):
+        for s in state.net.steps:
+            if isinstance(s, Activation) and s.op != "Relu":
+                method = "milp" if integer else "lp"
+                raise NnxformError(f"{s.op} node '{s.node}' is not supported by '{method}'; use interval or symbolic")
+        self.state, self.integer = state, integer
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
+        if integer:
+            h.setOptionValue("mip_rel_gap", 1e-6)
+            h.setOptionValue("mip_abs_gap", 1e-6)
+        else:
+            h.setOptionValue("presolve", "off")  # keep the basis between objectives (warm start)
+            h.setOptionValue("simplex_strategy", 4)  # a new objective keeps the basis primal feasible
+        self.h, self.time_limit = h, time_limit
+        self.col: dict[int, int] = {}
+        self.col_lo, self.col_hi = np.zeros(0), np.zeros(0)
+        self.row_lo, self.row_hi = np.zeros(0), np.zeros(0)
+        self._coo: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._matrix: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._cost_col: int | None = None
+
+    # --- building ---------------------------------------------------------------------------
+
+    def add(self, i: int) -> None:
+        """Encode step ``i`` (its sources must be encoded, with final bounds on the state)."""
+        s = self.state.net.steps[i]
+        if isinstance(s, Input):
+            self.col[i] = self._cols(self.state.lo[i], self.state.hi[i])
+        elif isinstance(s, Linear):
+            self._linear(i, s)
+        elif isinstance(s, Pool):
+            self._pool(i, s)
+        else:
+            self._relu(i, s)
+
+    def set_bounds(self, i: int) -> None:
+        """Copy the state's (tightened) bounds of step ``i`` onto its columns."""
+        lo, hi = self.state.lo[i], self.state.hi[i]
+        idx = self.col[i] + np.arange(lo.size)
+        self.col_lo[idx], self.col_hi[idx] = lo, hi
+        self.h.changeColsBounds(idx.size, idx.astype(np.int32), lo, hi)
+
+    def _cols(self, lo: np.ndarray, hi: np.ndarray, integer: bool = False) -> int:
+        start = self.col_lo.size
+        n = lo.size
+        self.h.addCols(n, np.zeros(n), lo, hi, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+        if integer:
+            idx = np.arange(start, start + n, dtype=np.int32)
+            self.h.changeColsIntegrality(n, idx, np.full(n, highspy.HighsVarType.kInteger))
+        self.col_lo = np.concatenate([self.col_lo, lo])
+        self.col_hi = np.concatenate([self.col_hi, hi])
+        return start
+
+    def _rows(self, r: np.ndarray, c: np.ndarray, v: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Add rows ``lower <= A x <= upper`` given A's entries (local row r, global column c, value v)."""
+        n = lower.size
+        keep = v != 0
+        r, c, v = r[keep], c[keep], v[keep]
+        order = np.argsort(r, kind="stable")
+        r, c, v = r[order], c[order], v[order]
+        starts = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))[:-1]]).astype(np.int32)
+        self.h.addRows(n, lower, upper, v.size, starts, c.astype(np.int32), v)
+        self._coo.append((r + self.row_lo.size, c, v))
+        self._matrix = None
+        self.row_lo = np.concatenate([self.row_lo, lower])
+        self.row_hi = np.concatenate([self.row_hi, upper])
+
+    def _linear(self, i: int, s: Linear) -> None:
+        n = s.size
+        self.col[i] = self._cols(self.state.lo[i], self.state.hi[i])
+        rs, cs, vs = [np.arange(n)], [self.col[i] + np.arange(n)], [np.ones(n)]
+        for src, w in zip(s.sources, s.weights):
+            r, c = np.nonzero(w)
+            rs.append(r)
+            cs.append(self.col[src] + c)
+            vs.append(-w[r, c])
+        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), s.bias, s.bias)
+
+    def _relu(self, i: int, s: Activation) -> None:
+        lo, hi = self.state.lo[s.source], self.state.hi[s.source]
+        self.col[i] = y = self._cols(np.maximum(lo, 0.0), np.maximum(hi, 0.0))
+        z = self.col[s.source]
+        active = np.flatnonzero(lo >= 0)
+        unstable = np.flatnonzero((lo < 0) & (hi > 0))
+        k = np.arange(active.size)
+        self._rows(np.concatenate([k, k]), np.concatenate([y + active, z + active]),
+                   np.concatenate([np.ones(active.size), -np.ones(active.size)]), np.zeros(active.size), np.zeros(active.size))
+        if unstable.size == 0:
+            return
+        u, l = hi[unstable], lo[unstable]
+        m = unstable.size
+        k = np.arange(m)
+        ones = np.ones(m)
+        # y - z >= 0
+        self._rows(np.concatenate([k, k]), np.concatenate([y + unstable, z + unstable]),
+                   np.concatenate([ones, -ones]), np.zeros(m), np.full(m, INF))
+        if not self.integer:
+            s_ = u / (u - l)  # y <= s (z - l)
+            self._rows(np.concatenate([k, k]), np.concatenate([y + unstable, z + unstable]),
+                       np.concatenate([ones, -s_]), np.full(m, -INF), -s_ * l)
+            return
+        d = self._cols(np.zeros(m), np.ones(m), integer=True)
+        # y - z - l d <= -l  (y <= z - l (1 - d));  y - u d <= 0
+        self._rows(np.concatenate([k, k, k]), np.concatenate([y + unstable, z + unstable, d + k]),
+                   np.concatenate([ones, -ones, -l]), np.full(m, -INF), -l)
+        self._rows(np.concatenate([k, k]), np.concatenate([y + unstable, d + k]),
+                   np.concatenate([ones, -u]), np.full(m, -INF), np.zeros(m))
+
+    def _pool(self, i: int, s: Pool) -> None:
+        lo, hi = self.state.lo[s.source], self.state.hi[s.source]
+        w = s.windows
+        valid = w >= 0
+        wlo = np.where(valid, lo[np.maximum(w, 0)], -np.inf)
+        whi = np.where(valid, hi[np.maximum(w, 0)], -np.inf)
+        top_lo = wlo.max(axis=1)
+        top_hi = whi.max(axis=1)
+        cand = valid & (whi >= top_lo[:, None])  # inputs that can be the maximum
+        self.col[i] = y = self._cols(top_lo, top_hi)
+        x = self.col[s.source]
+        j, k = np.nonzero(cand)
+        src = w[j, k]
+        e = np.arange(j.size)
+        # y_j - x_i >= 0 for every candidate
+        self._rows(np.concatenate([e, e]), np.concatenate([y + j, x + src]),
+                   np.concatenate([np.ones(j.size), -np.ones(j.size)]), np.zeros(j.size), np.full(j.size, INF))
+        n = w.shape[0]
+        if not self.integer:
+            # y_j - Σ x_i <= max l - Σ l_i
+            rhs = top_lo - np.bincount(j, weights=lo[src], minlength=n)
+            self._rows(np.concatenate([np.arange(n), j]), np.concatenate([y + np.arange(n), x + src]),
+                       np.concatenate([np.ones(n), -np.ones(j.size)]), np.full(n, -INF), rhs)
+            return
+        d = self._cols(np.zeros(j.size), np.ones(j.size), integer=True)
+        big = top_hi[j] - lo[src]
+        # y_j - x_i + big d_i <= big;  Σ_i d_i = 1
+        self._rows(np.concatenate([e, e, e]), np.concatenate([y + j, x + src, d + e]),
+                   np.concatenate([np.ones(j.size), -np.ones(j.size), big]), np.full(j.size, -INF), big)
+        self._rows(j, d + e, np.ones(j.size), np.ones(n), np.ones(n))
+
+    # --- solving ----------------------------------------------------------------------------
+
+    def _objective(self, col: int, sign: float) -> None:
+        if self._cost_col is not None and self._cost_col != col:
+            self.h.changeColCost(self._cost_col, 0.0)
+        self.h.changeColCost(col, sign)
+        self._cost_col = col
+
+    def _run(self) -> None:
+        """Solve with ``time_limit`` seconds for this run (HiGHS's own limit counts all runs so far)."""
+        if self.time_limit is not None:
+            self.h.setOptionValue("time_limit", self.h.getRunTime() + float(self.time_limit))
+        self.h.run()
+
+    def lp_min(self, col: int, sign: float = 1.0) -> float:
+        """Rigorous lower bound of ``sign · column`` over the LP (from the dual, never the primal)."""
+        self._objective(col, sign)
+        self._run()
+        y = np.asarray(self.h.getSolution().row_dual, dtype=np.float64)
+        if y.size != self.row_lo.size or not np.all(np.isfinite(y)):
+            y = np.zeros(self.row_lo.size)  # still a valid (interval-like) bound
+        return self._dual_bound(col, sign, y)
+
+    def _dual_bound(self, col: int, sign: float, y: np.ndarray) -> float:
+        """Weak duality for ``min c·v`` with any ``y``: ``Σ y_i·side_i + Σ_j min(r_j l_j, r_j u_j)``, ``r = c − Aᵀy``."""
+        y = np.where((y > 0) & ~np.isfinite(self.row_lo), 0.0, y)
+        y = np.where((y < 0) & ~np.isfinite(self.row_hi), 0.0, y)
+        if self._matrix is None:
+            self._matrix = tuple(np.concatenate(p) for p in zip(*self._coo))
+        r, c, v = self._matrix
+        red = -np.bincount(c, weights=v * y[r], minlength=self.col_lo.size)
+        red[col] += sign
+        rows = np.where(y > 0, y * np.where(y > 0, self.row_lo, 0.0), y * np.where(y < 0, self.row_hi, 0.0))
+        return float(rows.sum() + np.minimum(red * self.col_lo, red * self.col_hi).sum())
+
+    def mip_min(self, col: int, sign: float = 1.0) -> tuple[float, bool]:
+        """Solver-proven (dual) lower bound of ``sign · column`` over the MILP and whether the gap closed."""
+        self._objective(col, sign)
+        self._run()
+        info = self.h.getInfo()
+        status = self.h.getModelStatus()
+        bound = float(info.mip_dual_bound)
+        closed = status == highspy.HighsModelStatus.kOptimal
+        if not np.isfinite(bound) or status not in _PROVEN:
+            return -np.inf, False
+        tol = self.h.getOptionValue("mip_feasibility_tolerance")
+        tol = tol[1] if isinstance(tol, tuple) else tol
+        return bound - tol * (1.0 + abs(bound) + self._big), closed
+
+    @property
+    def _big(self) -> float:
+        """Largest column bound magnitude: scales the error that integrality tolerance allows."""
+        return float(np.max(np.maximum(np.abs(self.col_lo), np.abs(self.col_hi)), initial=0.0))

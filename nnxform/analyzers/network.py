@@ -1,0 +1,236 @@
+"""Compile a Model into the analysis form: a DAG of dense affine steps and element-wise nonlinear steps.
+
+Every operator other than Relu/Sigmoid/Tanh/MaxPool is affine in its data inputs, so the
+affine operators between two nonlinear nodes collapse to one ``Linear`` step
+``y = Σ W_k · x_k + b`` over *anchors* (the network input and the outputs of nonlinear
+nodes). The matrices are exact: they are read off the evaluator itself, running the affine
+subgraph on basis vectors (``f(e_i) − f(0)``), so every operator the evaluator knows is
+supported with its exact ONNX semantics and no per-op matrix code to get wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import NnxformError
+from ..evaluate import OPS, _merge_lead, _out_sizes, explicit_pads
+from ..ir import Model, Node
+
+#: Element-wise nonlinear operators (one data input, same shape out).
+ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
+NONLINEAR = ACTIVATIONS + ("MaxPool",)
+#: Operators whose data inputs must be exactly the first one (the rest are weights).
+_FIRST_ONLY = ("Conv", "BatchNormalization", "Div")
+_ONE_DATA = ("Mul", "Gemm", "MatMul")
+#: Basis vectors evaluated per batch when reading off matrices (bounds memory for conv nets).
+_CHUNK = 512
+
+
+@dataclass
+class Input:
+    """The flattened network input."""
+
+    size: int
+
+
+@dataclass
+class Linear:
+    """``y = Σ weights[k] @ x[sources[k]] + bias``: an affine tensor (pre-activation or output)."""
+
+    tensor: str
+    sources: list[int]
+    weights: list[np.ndarray]
+    bias: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.bias.size)
+
+    @cached_property
+    def abs_weights(self) -> list[np.ndarray]:
+        return [np.abs(w) for w in self.weights]
+
+
+@dataclass
+class Activation:
+    """An element-wise Relu, Sigmoid or Tanh of a Linear step."""
+
+    op: str
+    node: str
+    source: int
+    size: int
+
+
+@dataclass
+class Pool:
+    """MaxPool of a Linear step: output ``j`` is the max of ``source[windows[j, k]]`` over ``k >= 0``."""
+
+    node: str
+    source: int
+    windows: np.ndarray  # (size, kernel elements), -1 marks padding
+
+    op: str = field(default="MaxPool", init=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.windows.shape[0])
+
+
+Step = Input | Linear | Activation | Pool
+
+
+@dataclass
+class Network:
+    """Steps in topological order (``steps[0]`` is the input); ``output`` is a Linear step."""
+
+    steps: list[Step]
+    output: int
+    output_shape: tuple[int, ...]
+
+    @property
+    def input_size(self) -> int:
+        return self.steps[0].size
+
+    @property
+    def nonlinear(self) -> list[int]:
+        """Indices of the Activation and Pool steps, in graph order."""
+        return [i for i, s in enumerate(self.steps) if isinstance(s, (Activation, Pool))]
+
+    @cached_property
+    def relu_only(self) -> list[bool]:
+        """Per step: True for a Linear step read only by Relus (its stable neurons need no tightening)."""
+        users: dict[int, set[str]] = {}
+        for s in self.steps:
+            if isinstance(s, (Activation, Pool)):
+                users.setdefault(s.source, set()).add(s.op)
+        return [users.get(i) == {"Relu"} and i != self.output for i in range(len(self.steps))]
+
+    def first_layer(self, i: int) -> bool:
+        """True for a Linear step of the input alone: interval bounds over the box are exact for it."""
+        s = self.steps[i]
+        return isinstance(s, Linear) and all(isinstance(self.steps[j], Input) for j in s.sources)
+
+    def rows_to_tighten(self, i: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Neurons of Linear step ``i`` worth tightening: the unstable ones if only Relus read it, else all."""
+        return np.flatnonzero((lo < 0) & (hi > 0)) if self.relu_only[i] else np.arange(lo.size)
+
+
+def compile_model(model: Model) -> Network:
+    """The analysis form of ``model``; raises NnxformError on a node that is not affine in its data."""
+    _check_affine(model)
+    shapes = model.shapes()
+    anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if n.op in NONLINEAR]
+    targets = [n.inputs[0] for n in model.nodes if n.op in NONLINEAR] + [model.output_name]
+    zero = _affine_values(model, {a: np.zeros((1,) + shapes[a]) for a in anchors}, shapes)
+    columns = {a: _basis_response(model, a, shapes, zero, set(targets)) for a in anchors}
+
+    steps: list[Step] = [Input(model.input_size)]
+    index = {model.input_name: 0}  # anchor tensor -> step
+    linear: dict[str, int] = {}  # target tensor -> step
+
+    def linear_step(t: str) -> int:
+        if t not in linear:
+            srcs = [a for a in anchors if t in columns[a]]
+            bias = zero[t].reshape(-1)
+            weights = [columns[a][t] for a in srcs]
+            steps.append(Linear(t, [index[a] for a in srcs], weights, bias))
+            linear[t] = len(steps) - 1
+        return linear[t]
+
+    for n in model.nodes:
+        if n.op not in NONLINEAR:
+            continue
+        src = linear_step(n.inputs[0])
+        size = int(np.prod(shapes[n.outputs[0]], dtype=np.int64))
+        if n.op == "MaxPool":
+            steps.append(Pool(n.name, src, _pool_windows(n, shapes[n.inputs[0]])))
+        else:
+            steps.append(Activation(n.op, n.name, src, size))
+        index[n.outputs[0]] = len(steps) - 1
+    out = linear_step(model.output_name)
+    return Network(steps, out, tuple(shapes[model.output_name]))
+
+
+def _check_affine(model: Model) -> None:
+    """Every non-nonlinear node must be affine in its data inputs (products of data are not)."""
+    for n in model.nodes:
+        data = [k for k, t in enumerate(n.inputs) if t and t not in model.constants]
+        if n.op in _ONE_DATA and len(data) > 1:
+            raise NnxformError(f"{n.op} node '{n.name}' multiplies two data tensors; bounds need it affine in the input")
+        if n.op in _FIRST_ONLY and data != [0]:
+            raise NnxformError(f"{n.op} node '{n.name}' has data in a weight/divisor input; bounds need it affine in the input")
+
+
+def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixed: dict | None = None,
+                   only: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Evaluate the affine nodes on ``feed`` (batched anchor values); nonlinear nodes are cut.
+
+    With ``only``, evaluate just the nodes with an input in ``only`` (which grows), taking any
+    other data input from ``fixed`` (unbatched values).
+    """
+    values = dict(feed)
+    for n in model.nodes:
+        if n.op in NONLINEAR:
+            continue
+        if only is not None and not any(t in only for t in n.inputs):
+            continue
+        args, batched = [], []
+        for t in n.inputs:
+            if t in values:
+                args.append(values[t])
+                batched.append(True)
+            elif t in model.constants:
+                c = model.constants[t]
+                args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
+                batched.append(False)
+            elif fixed is not None and t in fixed:
+                args.append(fixed[t][0])
+                batched.append(False)
+            else:
+                args.append(None)
+                batched.append(False)
+        values[n.outputs[0]] = OPS[n.op](n, args, batched)
+        if only is not None:
+            only.add(n.outputs[0])
+    return values
+
+
+def _basis_response(model: Model, anchor: str, shapes: dict, zero: dict, targets: set[str]) -> dict[str, np.ndarray]:
+    """Matrix ``(target size, anchor size)`` of every target the anchor reaches through affine nodes."""
+    size = int(np.prod(shapes[anchor], dtype=np.int64))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, size, _CHUNK):
+        stop = min(size, start + _CHUNK)
+        basis = np.zeros((stop - start, size))
+        basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
+        feed = {anchor: basis.reshape((-1,) + shapes[anchor])}
+        values = _affine_values(model, feed, shapes, fixed=zero, only={anchor})
+        for t in targets:
+            if t in values:
+                parts.setdefault(t, []).append((values[t] - zero[t]).reshape(stop - start, -1).T)
+    return {t: np.hstack(p) for t, p in parts.items()}
+
+
+def _pool_windows(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:
+    """Flat input indices (``-1`` for padding) of each MaxPool output's window, mirroring the evaluator."""
+    at = node.attrs
+    kernel = tuple(at["kernel_shape"])
+    nd = len(kernel)
+    idx, _ = _merge_lead(np.arange(int(np.prod(in_shape))).reshape(in_shape), nd + 1)
+    strides = at.get("strides") or [1] * nd
+    dil = at.get("dilations") or [1] * nd
+    pads = explicit_pads(at, idx.shape[2:], kernel)
+    out_sp = _out_sizes(idx.shape[2:], kernel, strides, dil, pads, bool(at.get("ceil_mode", 0)))
+    extra = [
+        max(0, (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - (idx.shape[2 + i] + pads[i] + pads[i + nd]))
+        for i in range(nd)
+    ]
+    xp = np.pad(idx, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd] + extra[i]) for i in range(nd)], constant_values=-1)
+    cols = []
+    for k in np.ndindex(*kernel):
+        sl = tuple(slice(k[i] * dil[i], k[i] * dil[i] + strides[i] * (out_sp[i] - 1) + 1, strides[i]) for i in range(nd))
+        cols.append(xp[(Ellipsis,) + sl].reshape(-1))
+    return np.stack(cols, axis=1)

@@ -1,0 +1,164 @@
+"""The analyzers' common currency: per-step bounds while analysing, ``Bounds`` when done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..domain import Box
+from .network import Network, Pool
+
+#: Float32 safety margin added to every affine step's bounds: the analyzers compute in
+#: float64 over the reals, the ONNX model runs in float32 (onnxruntime), whose rounding moves a
+#: value by a few ulps (float32 ulp is 1.2e-7 relative). ``REL·(|l| + |u|) + ABS`` per step covers
+#: that and the float64 round-off of the analysis. It is an engineering margin checked against
+#: onnxruntime in the tests, not a worst-case bound for sums with heavy cancellation.
+MARGIN_REL, MARGIN_ABS = 1e-6, 1e-7
+
+ACTIVE, INACTIVE, UNSTABLE = 1, -1, 0
+
+Progress = Callable[[int, int], None]
+
+
+def widen(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds widened by the float32 margin (see ``MARGIN_REL``)."""
+    m = MARGIN_REL * (np.abs(lo) + np.abs(hi)) + MARGIN_ABS
+    return lo - m, hi + m
+
+
+def relu_status(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per neuron: ACTIVE when ``lo >= 0``, INACTIVE when ``hi <= 0``, else UNSTABLE."""
+    return np.where(lo >= 0, ACTIVE, np.where(hi <= 0, INACTIVE, UNSTABLE)).astype(np.int8)
+
+
+@dataclass
+class State:
+    """Lower/upper bounds of every step of a Network (None until computed)."""
+
+    net: Network
+    box: Box
+    lo: list[np.ndarray | None]
+    hi: list[np.ndarray | None]
+
+    @classmethod
+    def start(cls, net: Network, box: Box) -> "State":
+        n = len(net.steps)
+        s = cls(net, box, [None] * n, [None] * n)
+        s.lo[0], s.hi[0] = box.lower.copy(), box.upper.copy()
+        return s
+
+    def copy(self) -> "State":
+        return State(self.net, self.box, [None if a is None else a.copy() for a in self.lo],
+                     [None if a is None else a.copy() for a in self.hi])
+
+    def set_linear(self, i: int, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Record (widened) bounds of Linear step ``i``, intersected with any already known."""
+        lo, hi = widen(lo, hi)
+        if self.lo[i] is not None:
+            lo, hi = np.maximum(lo, self.lo[i]), np.minimum(hi, self.hi[i])
+        self.lo[i], self.hi[i] = lo, hi
+
+    def propagate_nonlinear(self, i: int) -> None:
+        """Bounds of nonlinear step ``i`` from its (known) source bounds; monotone functions are exact."""
+        s = self.net.steps[i]
+        lo, hi = self.lo[s.source], self.hi[s.source]
+        if isinstance(s, Pool):
+            self.lo[i], self.hi[i] = _window_max(lo, s.windows), _window_max(hi, s.windows)
+        else:
+            f = ELEMENTWISE[s.op]
+            self.lo[i], self.hi[i] = f(lo), f(hi)
+
+
+def _window_max(v: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    return np.where(windows >= 0, v[windows], -np.inf).max(axis=1)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Relu": lambda x: np.maximum(x, 0.0),
+    "Sigmoid": sigmoid,
+    "Tanh": np.tanh,
+}
+
+
+@dataclass
+class LayerBounds:
+    """Bounds of one nonlinear node's input (flat, row-major) and, for Relu, each neuron's status."""
+
+    node: str
+    op: str
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def status(self) -> np.ndarray:
+        return relu_status(self.lower, self.upper)
+
+    def counts(self) -> dict[str, int]:
+        st = self.status
+        return {"active": int((st == ACTIVE).sum()), "inactive": int((st == INACTIVE).sum()),
+                "unstable": int((st == UNSTABLE).sum())}
+
+
+@dataclass
+class Bounds:
+    """Sound bounds of a network over a box: every nonlinear node's input and the output."""
+
+    method: str
+    seconds: float
+    exact: bool
+    layers: list[LayerBounds]
+    output_lower: np.ndarray
+    output_upper: np.ndarray
+    state: State = field(repr=False)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def relu_layers(self) -> list[LayerBounds]:
+        return [layer for layer in self.layers if layer.op == "Relu"]
+
+    def stable_counts(self) -> dict[str, int]:
+        """Total stably active / stably inactive / unstable ReLUs."""
+        total = {"active": 0, "inactive": 0, "unstable": 0}
+        for layer in self.relu_layers:
+            for k, v in layer.counts().items():
+                total[k] += v
+        return total
+
+    @property
+    def width_sum(self) -> float:
+        return float(np.sum(self.output_upper - self.output_lower))
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``nnxform bounds --json`` document (every neuron's bounds, flat lists, row-major)."""
+        return {
+            "method": self.method,
+            "seconds": self.seconds,
+            "exact": self.exact,
+            "output": {"lower": self.output_lower.tolist(), "upper": self.output_upper.tolist()},
+            "relu_layers": [
+                {"node": l.node, "lower": l.lower.tolist(), "upper": l.upper.tolist(), **l.counts()}
+                for l in self.relu_layers
+            ],
+            "other_layers": [
+                {"node": l.node, "op": l.op, "lower": l.lower.tolist(), "upper": l.upper.tolist()}
+                for l in self.layers if l.op != "Relu"
+            ],
+            "stable": self.stable_counts(),
+            **self.details,
+        }
+
+
+def finish(state: State, method: str, seconds: float, exact: bool = False, **details: Any) -> Bounds:
+    """Package a fully bounded State as Bounds."""
+    net = state.net
+    layers = []
+    for i in net.nonlinear:
+        s = net.steps[i]
+        layers.append(LayerBounds(s.node, s.op, state.lo[s.source], state.hi[s.source]))
+    return Bounds(method, seconds, exact, layers, state.lo[net.output], state.hi[net.output], state, dict(details))

@@ -1,0 +1,81 @@
+"""``nnxform bounds``: sound output and ReLU bounds of a network over an input box."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+
+from ..analyzers import METHODS, bounds as analyze
+from ..errors import NnxformError
+from ..ir import load
+from . import app
+from .common import DEFAULT_BOX_HELP, DomainOptions, format_table, say, with_domain, write_json
+
+
+class _Bar:
+    """A progress bar on stderr, opened on the first report (when the total is known)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@app.command(name="bounds", short_help="Sound bounds of the outputs and ReLU inputs over an input box.",
+             help="Bound every output and every ReLU input of a network over an input box with one of: "
+                  "interval (interval arithmetic), symbolic (CROWN/DeepPoly back-substitution), lp (triangle "
+                  "relaxation on HiGHS) or milp (exact big-M MILP on HiGHS; on a time-out the solver's proven "
+                  "bound is reported and the result is marked not exact). Each method starts from the cheaper "
+                  "ones' bounds. Prints the output bounds, stably active / inactive / unstable ReLUs per layer "
+                  "and the time; --json holds every neuron's bounds. " + DEFAULT_BOX_HELP)
+@with_domain
+def bounds(
+    model: str = typer.Argument(..., help="ONNX file."),
+    method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve."),
+    neurons: bool = typer.Option(False, "--neurons", help="With milp: also tighten every unstable ReLU input by MILP."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write every neuron's bounds as JSON ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    if method not in METHODS:
+        raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    if time_limit <= 0:
+        raise NnxformError("--time-limit must be positive")
+    net = load(model)
+    box = domain.box(net)
+    quiet = json_path == "-"
+    bar = _Bar(f"{method} solves", enabled=method in ("lp", "milp") and sys.stderr.isatty())
+    try:
+        b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar)
+    finally:
+        bar.close()
+    say(f"bounds: {model}, method {method}, {box.size} inputs", quiet)
+    rows = [[j, float(lo), float(hi), float(hi - lo)] for j, (lo, hi) in enumerate(zip(b.output_lower, b.output_upper))]
+    say(format_table(["output", "lower", "upper", "width"], rows), quiet)
+    if b.relu_layers:
+        layer_rows = [[l.node, l.lower.size, *l.counts().values()] for l in b.relu_layers]
+        total = b.stable_counts()
+        layer_rows.append(["total", sum(l.lower.size for l in b.relu_layers), *total.values()])
+        say("", quiet)
+        say(format_table(["ReLU layer", "neurons", "active", "inactive", "unstable"], layer_rows), quiet)
+    exact = " (exact)" if b.exact else ""
+    say(f"\n  width sum {b.width_sum:.6g}{exact}; {b.seconds:.3f} s (+ {b.details['compile_seconds']:.3f} s to compile)", quiet)
+    if method == "milp" and not b.exact:
+        say("  not exact: some MILP solves hit --time-limit; their proven (dual) bounds are reported", quiet)
+    if json_path:
+        write_json(b.to_json(), json_path)

@@ -1,0 +1,57 @@
+"""``nnxform bounds``: the table, the JSON document, errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from nnxform.cli.bounds import _Bar  # importing registers the command on the app
+from conftest import MODELS
+from nnxform.cli import app
+from nnxform.errors import NnxformError
+from nnxform.ir import load
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["bounds", *map(str, args)])
+
+
+def test_table_and_counts():
+    r = _run(MODELS / "mnist-net_256x2.onnx", "--vnnlib", MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib")
+    assert r.exit_code == 0, r.output
+    assert "output" in r.output and "Relu_2" in r.output and "unstable" in r.output and "width sum" in r.output
+
+
+def test_json_to_stdout_has_the_schema():
+    r = _run(MODELS / "marabou_fc_2-2-3.onnx", "--method", "milp", "--json", "-")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["method"] == "milp" and doc["exact"] is True and doc["seconds"] >= 0
+    assert len(doc["output"]["lower"]) == len(doc["output"]["upper"]) == 3
+    relus = [n.name for n in load(MODELS / "marabou_fc_2-2-3.onnx").nodes if n.op == "Relu"]
+    assert [l["node"] for l in doc["relu_layers"]] == relus
+    assert set(doc["stable"]) >= {"active", "inactive", "unstable"}
+
+
+def test_json_file_and_lp(tmp_path):
+    out = tmp_path / "b.json"
+    r = _run(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx", "--vnnlib", MODELS / "vnnlib" / "acasxu_prop_3.vnnlib",
+             "-m", "lp", "--json", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert len(doc["relu_layers"]) == 6 and all(len(l["lower"]) == 50 for l in doc["relu_layers"])
+    assert all(lo <= hi for lo, hi in zip(doc["output"]["lower"], doc["output"]["upper"]))
+
+
+def test_progress_bar_reaches_the_total(capsys):
+    bar = _Bar("lp solves", enabled=True)
+    for done in (2, 4, 10):
+        bar(done, 10)
+    bar.close()
+    assert bar.done == 10 and "lp solves" in capsys.readouterr().err
+
+
+def test_unknown_method_is_a_user_error():
+    r = _run(MODELS / "test_nano.onnx", "--method", "magic")
+    assert isinstance(r.exception, NnxformError) and "magic" in str(r.exception)
