@@ -85,7 +85,7 @@ def _number(option: str, value: str | float) -> float:
     return x
 
 
-def _values(option: str, value: BoundValue, size: int) -> np.ndarray:
+def option_values(option: str, value: BoundValue, size: int) -> np.ndarray:
     """``size`` bounds from a number (broadcast) or a ``.npy`` file of any shape with ``size`` elements."""
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not (isinstance(text, str) and text.lower().endswith(".npy")):
@@ -135,14 +135,14 @@ def box_from_options(input_size: int, *, lower: BoundValue | None = None, upper:
     elif lower is not None or upper is not None:
         if lower is None or upper is None:
             raise NnxformError("--lower needs --upper" if upper is None else "--upper needs --lower")
-        box = Box(_values("--lower", lower, input_size), _values("--upper", upper, input_size))
+        box = Box(option_values("--lower", lower, input_size), option_values("--upper", upper, input_size))
     else:
         if center is None or eps is None:
             raise NnxformError("--center needs --eps" if eps is None else "--eps needs --center")
         e = _number("--eps", eps)
         if e < 0:
             raise NnxformError(f"--eps must be >= 0, got {eps}")
-        c = _values("--center", center, input_size)
+        c = option_values("--center", center, input_size)
         box = Box(c - e, c + e)
     if clipping:
         box = _clip(box, clip_lower, clip_upper)
@@ -151,8 +151,8 @@ def box_from_options(input_size: int, *, lower: BoundValue | None = None, upper:
 
 def _clip(box: Box, clip_lower: BoundValue | None, clip_upper: BoundValue | None) -> Box:
     """``box`` intersected with the clip bounds (e.g. pixels stay in [0, 1]); an empty result is an error."""
-    cl = np.full(box.size, -np.inf) if clip_lower is None else _values("--clip-lower", clip_lower, box.size)
-    cu = np.full(box.size, np.inf) if clip_upper is None else _values("--clip-upper", clip_upper, box.size)
+    cl = np.full(box.size, -np.inf) if clip_lower is None else option_values("--clip-lower", clip_lower, box.size)
+    cu = np.full(box.size, np.inf) if clip_upper is None else option_values("--clip-upper", clip_upper, box.size)
     lo, hi = np.maximum(box.lower, cl), np.minimum(box.upper, cu)
     bad = np.flatnonzero(lo > hi)
     if bad.size:

@@ -46,19 +46,20 @@ def register(name: str) -> Callable[[Pass], Pass]:
 
 
 def apply_checked(name: str, model: Model, box=None, samples: int = 1000, tol: float = 1e-5,
-                  parameters: dict | None = None):
-    """Run the function-preserving pass ``name``, check the result in onnxruntime on ``box``
-    (default box when None), and stamp its provenance. Raises NotExact beyond ``tol``.
+                  parameters: dict | None = None, **pass_parameters):
+    """Run the function-preserving pass ``name`` (with ``pass_parameters``), check the result in
+    onnxruntime on ``box`` (default box when None), and stamp its provenance (``parameters`` plus
+    the pass parameters). Raises NotExact beyond ``tol``.
 
     Returns ``(model, report, comparison)``.
     """
     from ..exactness import ensure_same_function
 
-    result, report = PASSES[name](model)
+    result, report = PASSES[name](model, **pass_parameters)
     comparison = ensure_same_function(model, result, box, what=name, samples=samples, atol=tol, rtol=tol)
-    result.with_provenance(name, dict(parameters or {}, tol=tol, samples=samples))
+    result.with_provenance(name, dict(parameters or {}, **pass_parameters, tol=tol, samples=samples))
     return result, report, comparison
 
 
 # Registering the passes: each module adds itself to PASSES.
-from . import canonicalize, elementwise, fold_batchnorm, gemm, remove_identity, reshapes  # noqa: E402,F401
+from . import canonicalize, elementwise, fold_batchnorm, gemm, pad, remove_identity, reshapes  # noqa: E402,F401

@@ -1,0 +1,101 @@
+"""``nnxform merge``: one network ``f_A − f_B`` on one shared input, optionally with its ε-equivalence query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import NnxformError
+from ..fileio import atomic_write_text
+from ..ir import load
+from ..merge import OUTPUT
+from ..merge import merge as merge_models
+from ..vnnlib import equivalence_property, write_instance
+from . import app
+from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_json
+
+
+def _dims(dims: tuple) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+@app.command(short_help="Merge two networks into one computing f_A − f_B (checked before writing).",
+             help="Merge two ReLU networks into one on ONE shared input whose output is f_A(x) − f_B(x): a "
+                  "single chain Flatten → Gemm → Relu → … → Gemm, the first Gemm stacking [W_A; W_B], the hidden "
+                  "ones block-diagonal, the comparison [I, −I] folded into the last (no Sub, no parallel "
+                  "branches). Convolutions are merged as dense Gemm layers. Different depths are padded with "
+                  "exact identity layers, widths may differ; the inputs must have the same number of elements "
+                  "(paired in row-major order, so [1,784,1] and [1,1,28,28] match) and the outputs the same size. "
+                  "The merged network keeps the first network's input; its output is 'delta' = f_A − f_B, or "
+                  "f_A − f_B then f_A then f_B (one output, 3× the size) with --keep-outputs. Before writing "
+                  "it is run in onnxruntime against f_A − f_B on --samples points of the domain (plus corners "
+                  "and centre); nothing is written beyond --tol·(1 + max(|f_A|, |f_B|)). With --write-vnnlib and --equiv-eps E it also writes the "
+                  "ε-equivalence query (unsafe: some |Y_j| >= E; unsat proves |f_A − f_B| < E on the box, which "
+                  "must then be given) and its line in a VNN-COMP instances.csv. " + DEFAULT_BOX_HELP)
+@with_domain
+def merge(
+    model_a: str = typer.Argument(..., help="First network (f_A) ONNX file."),
+    model_b: str = typer.Argument(..., help="Second network (f_B) ONNX file."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the merged ONNX."),
+    keep_outputs: bool = typer.Option(False, "--keep-outputs",
+                                      help="Output f_A − f_B, then f_A, then f_B (one tensor, in that order)."),
+    write_vnnlib: Optional[str] = typer.Option(None, "--write-vnnlib",
+                                               help="Write the ε-equivalence VNN-LIB query here."),
+    equiv_eps: Optional[float] = typer.Option(None, "--equiv-eps", help="ε of the equivalence query (> 0)."),
+    instances: Optional[str] = typer.Option(
+        None, "--instances", help="instances.csv to add the query to (default: beside the VNN-LIB file)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv."),
+    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
+    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    if (write_vnnlib is None) != (equiv_eps is None):
+        raise NnxformError("--write-vnnlib and --equiv-eps go together")
+    if instances is not None and write_vnnlib is None:
+        raise NnxformError("--instances needs --write-vnnlib")
+    a, b = load(model_a), load(model_b)
+    box = domain.box(a, default=write_vnnlib is None)
+    if box is None:
+        raise NnxformError("--write-vnnlib needs the input box (--lower/--upper, --center/--eps or --vnnlib)")
+    csv = None
+    if write_vnnlib is not None:
+        csv = Path(instances) if instances else Path(write_vnnlib).parent / "instances.csv"
+        for path in (Path(write_vnnlib), csv):
+            if not path.parent.is_dir():
+                raise NnxformError(f"{path}: folder {path.parent} does not exist")
+    merged, report, cmp = merge_models(a, b, keep_outputs=keep_outputs, box=box, samples=samples, tol=tol,
+                                       parameters={"first": model_a, "second": model_b, "domain": domain.describe()})
+    n_outputs = 3 * report.outputs if keep_outputs else report.outputs
+    text = None if equiv_eps is None else equivalence_property(box, n_outputs, equiv_eps, report.outputs)
+    merged.save(output)
+    line = None
+    if text is not None:
+        atomic_write_text(Path(write_vnnlib), text)
+        line = write_instance(csv, output, write_vnnlib, timeout)
+
+    quiet = json_path == "-"
+    say(f"merge: {model_a} − {model_b} -> {output}", quiet)
+    shapes = f"{_dims(report.input_shape_a)} and {_dims(report.input_shape_b)}"
+    say(f"  inputs: {shapes}, paired element by element in row-major order (different shapes)"
+        if report.shapes_differ else f"  input: {_dims(report.input_shape_a)} shared", quiet)
+    say(f"  affine layers: {report.depth_a} and {report.depth_b} -> {report.depth}", quiet)
+    for note in report.padding:
+        say(f"    padded {note}", quiet)
+    say(f"  merged Gemm widths: {', '.join(map(str, report.widths))}", quiet)
+    what = "f_A − f_B, f_A, f_B" if keep_outputs else "f_A − f_B"
+    say(f"  output '{OUTPUT}': {what}, {report.outputs} values each", quiet)
+    say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
+    if line is not None:
+        say(f"  ε-equivalence query (ε = {equiv_eps!r}): {write_vnnlib}; {csv}: {line}", quiet)
+    if json_path:
+        write_json({"first": model_a, "second": model_b, "output": output, "keep_outputs": keep_outputs,
+                    "input_shapes": [list(report.input_shape_a), list(report.input_shape_b)],
+                    "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
+                    "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
+                    "padding": report.padding, "vnnlib": write_vnnlib, "instances": None if csv is None else str(csv),
+                    "instance": line,
+                    "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs,
+                              "tolerance": tol}}, json_path)

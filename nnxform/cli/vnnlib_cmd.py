@@ -1,0 +1,81 @@
+"""``nnxform vnnlib``: write a VNN-LIB property (ε-equivalence, robustness or output bounds) for one network."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from ..domain import option_values
+from ..errors import NnxformError
+from ..fileio import atomic_write_text
+from ..ir import load
+from ..vnnlib import bounds_property, equivalence_property, robustness_property, write_instance
+from . import app
+from .common import DomainOptions, say, with_domain
+
+
+class Property(str, Enum):
+    """The kinds of property `nnxform vnnlib` writes."""
+
+    equivalence = "equivalence"
+    robustness = "robustness"
+    bounds = "bounds"
+
+
+_ONLY_FOR = {"--equiv-eps": Property.equivalence, "--differences": Property.equivalence,
+             "--label": Property.robustness, "--output-lower": Property.bounds, "--output-upper": Property.bounds}
+
+
+@app.command(short_help="Write a VNN-LIB property: equivalence, robustness or output bounds.",
+             help="Write a VNN-LIB property for MODEL on the input box (which must be given). Like every VNN-LIB "
+                  "file it states the UNSAFE region, so 'unsat' from a verifier proves the property: "
+                  "equivalence — some |Y_j| >= --equiv-eps among the first --differences outputs (for a network "
+                  "from `nnxform merge`, unsat proves |f_A − f_B| < ε); robustness — some Y_j >= Y_label, j != "
+                  "--label (unsat proves the argmax stays the label); bounds — some Y_j <= --output-lower or "
+                  "Y_j >= --output-upper (unsat proves lower < Y < upper). X_i and Y_j index the flattened input "
+                  "and output in row-major order; numbers are written exactly.")
+@with_domain
+def vnnlib(
+    model: str = typer.Argument(..., help="ONNX network the property is about."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the VNN-LIB property."),
+    prop: Property = typer.Option(..., "--property", help="Which property to write."),
+    equiv_eps: Optional[float] = typer.Option(None, "--equiv-eps", help="equivalence: ε (> 0)."),
+    differences: Optional[int] = typer.Option(
+        None, "--differences", help="equivalence: only the first K outputs are differences (default: all; a "
+                                    "`merge --keep-outputs` network has a third of its outputs as differences)."),
+    label: Optional[int] = typer.Option(None, "--label", help="robustness: the output that must stay the argmax."),
+    output_lower: Optional[str] = typer.Option(None, "--output-lower", help="bounds: lower bound (number or .npy)."),
+    output_upper: Optional[str] = typer.Option(None, "--output-upper", help="bounds: upper bound (number or .npy)."),
+    instances: Optional[str] = typer.Option(None, "--instances", help="Also add 'model,property,timeout' to this CSV."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv."),
+    domain: DomainOptions = None,
+) -> None:
+    given = {"--equiv-eps": equiv_eps, "--differences": differences, "--label": label,
+             "--output-lower": output_lower, "--output-upper": output_upper}
+    stray = next((name for name, value in given.items() if value is not None and _ONLY_FOR[name] != prop), None)
+    if stray:
+        raise NnxformError(f"{stray} is for --property {_ONLY_FOR[stray].value}, not {prop.value}")
+    net = load(model)
+    box = domain.box(net, default=False)
+    if box is None:
+        raise NnxformError("give the input box: --lower/--upper, --center/--eps or --vnnlib")
+    n_outputs = int(np.prod(net.shapes()[net.output_name], dtype=np.int64))
+    if prop is Property.equivalence:
+        if equiv_eps is None:
+            raise NnxformError("--property equivalence needs --equiv-eps")
+        text = equivalence_property(box, n_outputs, equiv_eps, differences)
+    elif prop is Property.robustness:
+        if label is None:
+            raise NnxformError("--property robustness needs --label")
+        text = robustness_property(box, n_outputs, label)
+    else:
+        sides = (("--output-lower", output_lower), ("--output-upper", output_upper))
+        text = bounds_property(box, *(None if v is None else option_values(name, v, n_outputs) for name, v in sides))
+    atomic_write_text(Path(output), text)
+    say(f"vnnlib: {prop.value} property for {model} ({box.size} inputs, {n_outputs} outputs) -> {output}")
+    if instances:
+        say(f"  {instances}: {write_instance(instances, model, output, timeout)}")

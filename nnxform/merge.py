@@ -1,0 +1,116 @@
+"""Two ReLU networks as one on ONE shared input, output ``f_A(x) − f_B(x)`` (DESIGN.md, "Merging with a comparison layer").
+
+Both networks are canonicalised and compiled to dense layers (convolutions become dense Gemm),
+padded to the same depth with exact identity layers (``passes.pad``), and joined layer by
+layer: the first Gemm stacks ``[W_A; W_B]`` on the shared flattened input (row-major, so
+``[1,784,1]`` and ``[1,1,28,28]`` pair up), the hidden ones are block-diagonal, and the last
+one has the comparison ``[I, −I]`` folded in: ``[W_A, −W_B]``, bias ``b_A − b_B``. The result
+is a single Gemm/Relu chain — no Sub (Marabou 2.0.0 mis-encodes it), no parallel branches
+(nnenum rejects them). With ``keep_outputs`` the output is ``[f_A − f_B, f_A, f_B]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .domain import Box
+from .errors import NnxformError, NotExact
+from .exactness import ATOL, Comparison
+from .ir import Model
+from .passes.pad import Layers, chain_model, pad_layers, relu_layers
+from .runtime import OnnxRunner
+
+#: Name of the merged network's output.
+OUTPUT = "delta"
+
+
+@dataclass
+class MergeReport:
+    """What the merge did: depths before and after, merged layer widths, shapes, padding lines."""
+
+    depth_a: int
+    depth_b: int
+    depth: int
+    widths: list[int]
+    outputs: int
+    input_shape_a: tuple
+    input_shape_b: tuple
+    keep_outputs: bool
+    padding: list[str] = field(default_factory=list)
+
+    @property
+    def shapes_differ(self) -> bool:
+        return tuple(self.input_shape_a) != tuple(self.input_shape_b)
+
+
+def _block_diag(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros((a.shape[0] + b.shape[0], a.shape[1] + b.shape[1]))
+    out[: a.shape[0], : a.shape[1]] = a
+    out[a.shape[0]:, a.shape[1]:] = b
+    return out
+
+
+def merge_layers(a: Layers, b: Layers, keep_outputs: bool = False) -> Layers:
+    """Dense layers of ``x ↦ f_A(x) − f_B(x)`` (then ``f_A``, ``f_B`` with ``keep_outputs``) for equal-depth chains."""
+    first = (np.vstack([a[0][0], b[0][0]]), np.concatenate([a[0][1], b[0][1]]))
+    joined = [first] + [(_block_diag(wa, wb), np.concatenate([ba, bb])) for (wa, ba), (wb, bb) in zip(a[1:], b[1:])]
+    k = a[-1][1].size
+    eye, zero = np.eye(k), np.zeros((k, k))
+    compare = [np.hstack([eye, -eye])]
+    if keep_outputs:
+        compare += [np.hstack([eye, zero]), np.hstack([zero, eye])]
+    C = np.vstack(compare)
+    W, bias = joined[-1]
+    return joined[:-1] + [(C @ W, C @ bias)]
+
+
+def merge(a: Model, b: Model, *, keep_outputs: bool = False, box: Box | None = None, samples: int = 1000,
+          tol: float = ATOL, parameters: dict | None = None) -> tuple[Model, MergeReport, Comparison]:
+    """The merged network of ``a`` and ``b``, checked in onnxruntime against ``f_A − f_B`` on ``box``."""
+    if a.input_size != b.input_size:
+        raise NnxformError(f"the inputs differ in size: the first network takes {a.input_size} values, the second "
+                           f"{b.input_size}; merge needs the same number of input elements")
+    la, lb = relu_layers(a, "merge"), relu_layers(b, "merge")
+    ka, kb = la[-1][1].size, lb[-1][1].size
+    if ka != kb:
+        raise NnxformError(f"the outputs differ in size: the first network gives {ka} values, the second {kb}; "
+                           "merge needs outputs of the same size")
+    depth = max(len(la), len(lb))
+    pa, notes_a = pad_layers(la, depth)
+    pb, notes_b = pad_layers(lb, depth)
+    layers = merge_layers(pa, pb, keep_outputs)
+    merged = chain_model(layers, a, OUTPUT)
+    report = MergeReport(len(la), len(lb), depth, [w.shape[0] for w, _ in layers], ka, a.input_dims or a.input_shape,
+                         b.input_dims or b.input_shape, keep_outputs,
+                         [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b])
+    comparison = check_merged(a, b, merged, box or Box.default(a.input_size), samples, tol, keep_outputs)
+    merged.with_provenance("merge", dict(parameters or {}, second_sha256=b.source.get("sha256", ""),
+                                         keep_outputs=keep_outputs, tol=tol, samples=samples))
+    return merged, report, comparison
+
+
+def check_merged(a: Model, b: Model, merged: Model, box: Box, samples: int = 1000, tol: float = ATOL,
+                 keep_outputs: bool = False, seed: int = 0) -> Comparison:
+    """Compare ``merged`` with ``f_A − f_B`` (and ``f_A``, ``f_B``) in onnxruntime; raise NotExact beyond ``tol``.
+
+    The tolerance scales with the outputs of the two networks, not with their (possibly tiny) difference.
+    """
+    xs = box.fit(a.input_size).points(samples, np.random.default_rng(seed))
+    ya = OnnxRunner(a)(xs).astype(np.float64)
+    yb = OnnxRunner(b)(xs).astype(np.float64)
+    ym = OnnxRunner(merged)(xs).astype(np.float64)
+    want = np.hstack([ya - yb, ya, yb]) if keep_outputs else ya - yb
+    scale = np.maximum(np.abs(ya), np.abs(yb))
+    scale = np.tile(scale, 3) if keep_outputs else scale
+    diff = np.abs(ym - want)
+    worst = int(np.argmax(diff.max(axis=1)))
+    cmp = Comparison(samples=len(xs), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+                     max_rel=float((diff / np.maximum(scale, 1e-12)).max()), worst_input=xs[worst],
+                     within=bool(np.all(diff <= tol + tol * scale)))
+    if not cmp.within:
+        raise NotExact(f"the merged network differs from f_A − f_B by {cmp.max_abs:.3g} over {cmp.samples} samples, "
+                       f"beyond {tol:g} + {tol:g}·max(|f_A|, |f_B|); nothing written (please report these networks)")
+    return cmp
+

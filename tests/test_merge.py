@@ -1,0 +1,167 @@
+"""``merge``: f_A − f_B on one shared input as a single Gemm/Relu chain, checked in onnxruntime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import MODELS, run_cli
+from test_cli import assert_clean_error
+from test_pad import linear_model
+
+import nnxform
+from nnxform.domain import Box
+from nnxform.merge import OUTPUT, merge, merge_layers
+from nnxform.summary import verifier_blockers
+from nnxform.vnnlib import read_box
+
+ACAS = MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"
+
+
+def copy_with(tmp_path: Path, name: str, change: Callable[[np.ndarray], np.ndarray], stem: str) -> Path:
+    """A copy of bundled model ``name`` with ``change`` applied to every float weight (constants of > 1 value)."""
+    model = nnxform.load(MODELS / f"{name}.onnx")
+    for key, value in model.constants.items():
+        if value.dtype.kind == "f" and value.size > 1:
+            model.constants[key] = change(value).astype(value.dtype)
+    path = tmp_path / f"{stem}.onnx"
+    model.save(path)
+    return path
+
+
+def perturbed(tmp_path: Path, name: str, scale: float = 0.01, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    return copy_with(tmp_path, name, lambda v: v * (1 + scale * rng.standard_normal(v.shape)), f"{name}_perturbed")
+
+
+def float16_copy(tmp_path: Path, name: str) -> Path:
+    return copy_with(tmp_path, name, lambda v: v.astype(np.float16), f"{name}_f16")
+
+
+def run_file(path: Path, xs: np.ndarray) -> np.ndarray:
+    """Outputs of the ONNX file at ``path`` in a fresh onnxruntime session, one sample at a time."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [1 if isinstance(d, str) else d for d in inp.shape]
+    return np.stack([sess.run(None, {inp.name: x.reshape(shape).astype(np.float32)})[0].ravel() for x in xs])
+
+
+def assert_merged(a: Path, b: Path, merged: Path, box: Box, keep_outputs: bool = False, samples: int = 100) -> np.ndarray:
+    """The merged file is one Flatten/Gemm/Relu chain computing f_A − f_B (then f_A, f_B); returns f_A − f_B."""
+    model = nnxform.load(merged)
+    assert verifier_blockers(model) == []
+    assert set(model.op_counts()) <= {"Flatten", "Gemm", "Relu"}
+    assert model.output_names == [OUTPUT]
+    xs = box.points(samples, np.random.default_rng(1))
+    ya, yb, ym = run_file(a, xs), run_file(b, xs), run_file(merged, xs)
+    want = np.hstack([ya - yb, ya, yb]) if keep_outputs else ya - yb
+    scale = 1 + np.abs(np.hstack([ya, yb])).max()
+    np.testing.assert_allclose(ym, want, rtol=0, atol=1e-5 * scale)
+    return ya - yb
+
+
+@pytest.mark.parametrize("a, make_b, box", [
+    ("mnist-net_256x2", float16_copy, Box(np.zeros(784), np.ones(784))),
+    ("cartpole", perturbed, Box.default(4)),
+    ("cifar_base_kw", perturbed, Box(np.zeros(3072), np.ones(3072))),
+], ids=["mnist-float16", "cartpole-perturbed", "cifar-conv-perturbed"])
+def test_merge_bundled_pairs(tmp_path, a, make_b, box):
+    path_a, path_b = MODELS / f"{a}.onnx", make_b(tmp_path, a)
+    merged, report, cmp = merge(nnxform.load(path_a), nnxform.load(path_b), box=box, samples=100)
+    merged.save(tmp_path / "ab.onnx")
+    delta = assert_merged(path_a, path_b, tmp_path / "ab.onnx", box)
+    assert np.abs(delta).max() > 0  # the copies really differ
+    assert report.depth == report.depth_a == report.depth_b and not report.shapes_differ
+    assert merged.op_counts()["Gemm"] == report.depth and cmp.within
+
+
+def test_acasxu_against_itself_is_zero(tmp_path):
+    box = read_box(MODELS / "vnnlib" / "acasxu_prop_1.vnnlib")
+    merged, report, _ = merge(nnxform.load(ACAS), nnxform.load(ACAS), box=box, samples=100)
+    merged.save(tmp_path / "aa.onnx")
+    delta = assert_merged(ACAS, ACAS, tmp_path / "aa.onnx", box)
+    assert np.abs(delta).max() == 0
+    assert report.widths == [100] * 6 + [5]
+
+
+def test_different_depths_widths_and_input_shapes(tmp_path):
+    a, b = MODELS / "mnist-net_256x2.onnx", MODELS / "dnnv_mnist_relu_3_50.onnx"
+    box = Box(np.zeros(784), np.ones(784))
+    merged, report, _ = merge(nnxform.load(a), nnxform.load(b), box=box, samples=100)
+    assert (report.depth_a, report.depth_b, report.depth) == (3, 4, 4)
+    assert report.widths == [256 + 50, 256 + 50, 256 + 10, 10]
+    assert report.shapes_differ and len(report.padding) == 1 and report.padding[0].startswith("first: identity")
+    assert merged.input_dims == (1, 784, 1)  # the first network's input
+    merged.save(tmp_path / "ab.onnx")
+    assert_merged(a, b, tmp_path / "ab.onnx", box)
+
+
+def test_keep_outputs_order_and_single_affine_layers(tmp_path):
+    fc = MODELS / "marabou_fc_2-2-3.onnx"
+    linear = linear_model(tmp_path, 2, 3)
+    linear_path = tmp_path / "lin.onnx"
+    linear.save(linear_path)
+    box = Box.default(2)
+    merged, report, _ = merge(linear, nnxform.load(fc), keep_outputs=True, box=box, samples=100)
+    assert (report.depth_a, report.depth_b, report.depth) == (1, 2, 2) and report.widths == [4 + 2, 9]
+    merged.save(tmp_path / "lf.onnx")
+    assert_merged(linear_path, fc, tmp_path / "lf.onnx", box, keep_outputs=True)
+    both_linear, report, _ = merge(linear, linear_model(tmp_path, 2, 3, seed=1), box=box, samples=100)
+    assert both_linear.op_counts() == {"Gemm": 1} and report.depth == 1
+
+
+def test_merge_layers_stack_then_block_diagonal_then_comparison():
+    rng = np.random.default_rng(0)
+    a = [(rng.normal(size=(3, 2)), rng.normal(size=3)), (rng.normal(size=(4, 3)), rng.normal(size=4)),
+         (rng.normal(size=(2, 4)), rng.normal(size=2))]
+    b = [(rng.normal(size=(5, 2)), rng.normal(size=5)), (rng.normal(size=(1, 5)), rng.normal(size=1)),
+         (rng.normal(size=(2, 1)), rng.normal(size=2))]
+    (W1, b1), (W2, b2), (W3, b3) = merge_layers(a, b)
+    np.testing.assert_array_equal(W1, np.vstack([a[0][0], b[0][0]]))
+    np.testing.assert_array_equal(W2[:4, 3:], 0)
+    np.testing.assert_array_equal(W2[4:, :3], 0)
+    np.testing.assert_array_equal(W3, np.hstack([a[2][0], -b[2][0]]))
+    np.testing.assert_array_equal(b3, a[2][1] - b[2][1])
+    (W3k, b3k) = merge_layers(a, b, keep_outputs=True)[-1]
+    assert W3k.shape == (6, 5)
+    np.testing.assert_array_equal(W3k[2:4], np.hstack([a[2][0], np.zeros((2, 1))]))
+    np.testing.assert_array_equal(b3k[4:], b[2][1])
+
+
+def test_merge_command_pairs_reshaped_inputs_and_records_provenance(tmp_path):
+    mnist = MODELS / "mnist-net_256x2.onnx"
+    model = nnxform.load(mnist)
+    model.input_shape = model.input_dims = (1, 1, 28, 28)  # the Flatten after it gives the same [1, 784]
+    image = tmp_path / "mnist_image_input.onnx"
+    model.save(image)
+    out = tmp_path / "ab.onnx"
+    r = run_cli("merge", mnist, image, "-o", out, "--lower", "0", "--upper", "1", "--samples", "200",
+                "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    assert "[1,784,1] and [1,1,28,28], paired element by element in row-major order" in r.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["shapes_differ"] and report["input_shapes"] == [[1, 784, 1], [1, 1, 28, 28]]
+    delta = assert_merged(mnist, image, out, Box(np.zeros(784), np.ones(784)))
+    assert np.abs(delta).max() == 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["nnxform.pass"] == "merge"
+    assert meta["nnxform.source_sha256"] == hashlib.sha256(mnist.read_bytes()).hexdigest()
+    assert json.loads(meta["nnxform.parameters"])["second_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("a, b, fragments", [
+    ("mnist-net_256x2", "cartpole", ("inputs differ in size", "784", "4")),
+    ("marabou_fc_2-2-3", "marabou_linear2-3_bn1-linear3-1", ("outputs differ in size", "3", "1")),
+    ("torch_nhwc_mlp", "torch_nhwc_mlp", ("merge supports ReLU chains", "is a Tanh")),
+    ("torch_resnet", "torch_resnet", ("merge supports ReLU chains", "skip connection")),
+])
+def test_merge_command_errors(tmp_path, a, b, fragments):
+    out = tmp_path / "ab.onnx"
+    assert_clean_error(run_cli("merge", MODELS / f"{a}.onnx", MODELS / f"{b}.onnx", "-o", out), *fragments)
+    assert list(tmp_path.iterdir()) == []
