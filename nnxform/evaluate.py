@@ -8,6 +8,7 @@ call evaluates thousands of points. Constants carry no sample axis.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -195,24 +196,62 @@ def explicit_pads(attrs: dict, in_spatial: tuple[int, ...], kernel: tuple[int, .
     return list(attrs.get("pads") or [0] * (2 * nd))
 
 
-def _windows(xp: np.ndarray, kernel, strides, dil, out_sizes):
-    """Yield (kernel index, strided view of xp) for every kernel offset."""
-    nd = len(kernel)
-    for k in itertools.product(*[range(s) for s in kernel]):
-        sl = tuple(
-            slice(k[i] * dil[i], k[i] * dil[i] + strides[i] * (out_sizes[i] - 1) + 1, strides[i])
-            for i in range(nd)
-        )
-        yield k, xp[(Ellipsis,) + sl]
+@dataclass(frozen=True)
+class Windows:
+    """Where a Conv or pooling kernel reads its input: strides, dilations, begin+end pads, output
+    size, and the end padding beyond ``pads`` that ceil-mode pooling needs (``extra``)."""
 
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+    out: tuple[int, ...]
+    extra: tuple[int, ...]
 
-def _out_sizes(in_sp, kernel, strides, dil, pads, ceil=False):
-    nd = len(kernel)
-    rnd = np.ceil if ceil else np.floor
-    return [
-        int(rnd((in_sp[i] + pads[i] + pads[i + nd] - ((kernel[i] - 1) * dil[i] + 1)) / strides[i])) + 1
-        for i in range(nd)
-    ]
+    @classmethod
+    def of(cls, attrs: dict, in_spatial: tuple[int, ...], kernel: tuple[int, ...]) -> "Windows":
+        nd = len(kernel)
+        strides = tuple(attrs.get("strides") or [1] * nd)
+        dil = tuple(attrs.get("dilations") or [1] * nd)
+        pads = tuple(explicit_pads(attrs, in_spatial, kernel))
+        span = [(kernel[i] - 1) * dil[i] + 1 for i in range(nd)]
+        padded = [in_spatial[i] + pads[i] + pads[i + nd] for i in range(nd)]
+        ceil = bool(attrs.get("ceil_mode", 0))
+        rnd = np.ceil if ceil else np.floor
+        out = [int(rnd((padded[i] - span[i]) / strides[i])) + 1 for i in range(nd)]
+        if ceil:  # a last window starting inside the end padding is dropped (ONNX, PyTorch)
+            out = [o - 1 if (o - 1) * strides[i] >= in_spatial[i] + pads[i] else o for i, o in enumerate(out)]
+        out = tuple(out)
+        extra = tuple(max(0, (out[i] - 1) * strides[i] + span[i] - padded[i]) for i in range(nd))
+        return cls(tuple(kernel), strides, dil, pads, out, extra)
+
+    def pad_widths(self, extra: bool = True) -> list[tuple[int, int]]:
+        """``np.pad`` widths for a ``[samples, channels, *spatial]`` array (with the ceil overhang)."""
+        nd = len(self.kernel)
+        return [(0, 0), (0, 0)] + [(self.pads[i], self.pads[i + nd] + (self.extra[i] if extra else 0)) for i in range(nd)]
+
+    def slices(self):
+        """For every kernel offset, the strided slices of the padded input it reads."""
+        nd = len(self.kernel)
+        for k in itertools.product(*[range(s) for s in self.kernel]):
+            yield k, (Ellipsis,) + tuple(
+                slice(k[i] * self.dilations[i], k[i] * self.dilations[i] + self.strides[i] * (self.out[i] - 1) + 1,
+                      self.strides[i]) for i in range(nd))
+
+    def average_counts(self, in_spatial: tuple[int, ...], include_pad: bool) -> np.ndarray:
+        """AveragePool divisors ``[1, 1, *out]``: real cells, plus explicit pads when ``include_pad``
+        (never the ceil-mode overhang)."""
+        nd = len(self.kernel)
+        mask = np.ones((1, 1) + tuple(in_spatial))
+        if include_pad:
+            mask = np.pad(mask, self.pad_widths(extra=False), constant_values=1)
+            mask = np.pad(mask, [(0, 0), (0, 0)] + [(0, self.extra[i]) for i in range(nd)])
+        else:
+            mask = np.pad(mask, self.pad_widths())
+        counts = np.zeros((1, 1) + self.out)
+        for _, sl in self.slices():
+            counts += mask[sl]
+        return counts
 
 
 def _conv(node, args, batched):
@@ -220,23 +259,18 @@ def _conv(node, args, batched):
     b = args[2] if len(args) > 2 else None
     nd = w.ndim - 2
     xf, lead = _merge_lead(x, nd + 1)
-    kernel = tuple(w.shape[2:])
-    at = node.attrs
-    strides = at.get("strides") or [1] * nd
-    dil = at.get("dilations") or [1] * nd
-    pads = explicit_pads(at, xf.shape[2:], kernel)
-    group = at.get("group", 1)
-    out_sp = _out_sizes(xf.shape[2:], kernel, strides, dil, pads)
-    xp = np.pad(xf, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
+    win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
+    group = node.attrs.get("group", 1)
+    xp = np.pad(xf, win.pad_widths())
     s, c = xf.shape[:2]
     o = w.shape[0]
     cg, og = c // group, o // group
     xg = xp.reshape((s, group, cg) + xp.shape[2:])
-    wg = w.reshape((group, og, cg) + kernel)
-    y = np.zeros((s, group, og) + tuple(out_sp))
-    for k, view in _windows(xg, kernel, strides, dil, out_sp):
-        y += np.einsum("sgc...,goc->sgo...", view, wg[(Ellipsis,) + k], optimize=True)
-    y = y.reshape((s, o) + tuple(out_sp))
+    wg = w.reshape((group, og, cg) + win.kernel)
+    y = np.zeros((s, group, og) + win.out)
+    for k, sl in win.slices():
+        y += np.einsum("sgc...,goc->sgo...", xg[sl], wg[(Ellipsis,) + k], optimize=True)
+    y = y.reshape((s, o) + win.out)
     if b is not None:
         y += b.reshape((1, o) + (1,) * nd)
     return y.reshape(lead + y.shape[1:])
@@ -245,42 +279,20 @@ def _conv(node, args, batched):
 def _pool(kind: str):
     def op(node, args, batched):
         x = args[0]
-        at = node.attrs
-        kernel = tuple(at["kernel_shape"])
-        nd = len(kernel)
-        xf, lead = _merge_lead(x, nd + 1)
-        strides = at.get("strides") or [1] * nd
-        dil = at.get("dilations") or [1] * nd
-        pads = explicit_pads(at, xf.shape[2:], kernel)
-        ceil = bool(at.get("ceil_mode", 0))
-        out_sp = _out_sizes(xf.shape[2:], kernel, strides, dil, pads, ceil)
-        # extra end padding so that ceil-mode windows stay inside the array
-        extra = [
-            max(0, (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - (xf.shape[2 + i] + pads[i] + pads[i + nd]))
-            for i in range(nd)
-        ]
-        widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd] + extra[i]) for i in range(nd)]
+        kernel = tuple(node.attrs["kernel_shape"])
+        xf, lead = _merge_lead(x, len(kernel) + 1)
+        win = Windows.of(node.attrs, xf.shape[2:], kernel)
         if kind == "max":
-            xp = np.pad(xf, widths, constant_values=-np.inf)
-            y = np.full(xf.shape[:2] + tuple(out_sp), -np.inf)
-            for _, view in _windows(xp, kernel, strides, dil, out_sp):
-                y = np.maximum(y, view)
+            xp = np.pad(xf, win.pad_widths(), constant_values=-np.inf)
+            y = np.full(xf.shape[:2] + win.out, -np.inf)
+            for _, sl in win.slices():
+                y = np.maximum(y, xp[sl])
         else:
-            xp = np.pad(xf, widths)
-            # count: real cells, plus explicit pads when count_include_pad (never the ceil overhang)
-            ones = np.ones((1, 1) + xf.shape[2:])
-            if at.get("count_include_pad", 0):
-                ones = np.pad(ones, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)], constant_values=1)
-                mask = np.pad(ones, [(0, 0), (0, 0)] + [(0, extra[i]) for i in range(nd)])
-            else:
-                mask = np.pad(ones, widths)
-            y = np.zeros(xf.shape[:2] + tuple(out_sp))
-            cnt = np.zeros((1, 1) + tuple(out_sp))
-            for k, view in _windows(xp, kernel, strides, dil, out_sp):
-                y += view
-            for k, view in _windows(mask, kernel, strides, dil, out_sp):
-                cnt += view
-            y = y / cnt
+            xp = np.pad(xf, win.pad_widths())
+            y = np.zeros(xf.shape[:2] + win.out)
+            for _, sl in win.slices():
+                y += xp[sl]
+            y = y / win.average_counts(xf.shape[2:], bool(node.attrs.get("count_include_pad", 0)))
         return y.reshape(lead + y.shape[1:])
     return op
 

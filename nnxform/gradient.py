@@ -7,13 +7,12 @@ searches (soundness tests of the bound analyzers, FGSM-style attacks, witness se
 
 from __future__ import annotations
 
-import itertools
 from typing import Callable
 
 import numpy as np
 
 from .errors import UnsupportedOperator
-from .evaluate import _align, _merge_lead, _out_sizes, explicit_pads, run
+from .evaluate import Windows, _align, _merge_lead, run
 from .ir import Model, Node
 
 
@@ -64,13 +63,6 @@ def _unbroadcast(g: np.ndarray, arg: np.ndarray, aligned: np.ndarray) -> np.ndar
     g = g.sum(axis=tuple(range(g.ndim - aligned.ndim))) if g.ndim > aligned.ndim else g
     axes = tuple(i for i, (a, b) in enumerate(zip(aligned.shape, g.shape)) if a == 1 and b != 1)
     return g.sum(axis=axes, keepdims=True).reshape(arg.shape)
-
-
-def _slices(kernel, strides, dil, out_sizes):
-    """For every kernel offset, the strided slices of the padded input it reads."""
-    nd = len(kernel)
-    for k in itertools.product(*[range(s) for s in kernel]):
-        yield k, tuple(slice(k[i] * dil[i], k[i] * dil[i] + strides[i] * (out_sizes[i] - 1) + 1, strides[i]) for i in range(nd))
 
 
 # --- vector-Jacobian products: (node, args, batched, output, grad) -> grad per input ------------
@@ -159,67 +151,47 @@ def _conv(node, args, batched, y, g):
     x, w = args[0], args[1]
     nd = w.ndim - 2
     xf, lead = _merge_lead(x, nd + 1)
-    kernel = tuple(w.shape[2:])
-    at = node.attrs
-    strides = at.get("strides") or [1] * nd
-    dil = at.get("dilations") or [1] * nd
-    pads = explicit_pads(at, xf.shape[2:], kernel)
-    group = at.get("group", 1)
-    out_sp = _out_sizes(xf.shape[2:], kernel, strides, dil, pads)
+    win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
+    group = node.attrs.get("group", 1)
     s, c = xf.shape[:2]
     o = w.shape[0]
     cg, og = c // group, o // group
-    padded = tuple(xf.shape[2 + i] + pads[i] + pads[i + nd] for i in range(nd))
+    padded = tuple(xf.shape[2 + i] + win.pads[i] + win.pads[i + nd] for i in range(nd))
     gxp = np.zeros((s, group, cg) + padded)
-    gy = g.reshape((s, group, og) + tuple(out_sp))
-    wg = w.reshape((group, og, cg) + kernel)
-    for k, sl in _slices(kernel, strides, dil, out_sp):
-        gxp[(Ellipsis,) + sl] += np.einsum("sgo...,goc->sgc...", gy, wg[(Ellipsis,) + k], optimize=True)
-    inner = tuple(slice(pads[i], pads[i] + xf.shape[2 + i]) for i in range(nd))
-    gx = gxp.reshape((s, c) + padded)[(Ellipsis,) + inner]
-    return [gx.reshape(x.shape)]
+    gy = g.reshape((s, group, og) + win.out)
+    wg = w.reshape((group, og, cg) + win.kernel)
+    for k, sl in win.slices():
+        gxp[sl] += np.einsum("sgo...,goc->sgc...", gy, wg[(Ellipsis,) + k], optimize=True)
+    return [_unpad(gxp.reshape((s, c) + padded), win, xf.shape).reshape(x.shape)]
 
 
 def _pool(node, args, batched, y, g):
     x = args[0]
-    at = node.attrs
-    kernel = tuple(at["kernel_shape"])
-    nd = len(kernel)
-    xf, lead = _merge_lead(x, nd + 1)
-    strides = at.get("strides") or [1] * nd
-    dil = at.get("dilations") or [1] * nd
-    pads = explicit_pads(at, xf.shape[2:], kernel)
-    out_sp = _out_sizes(xf.shape[2:], kernel, strides, dil, pads, bool(at.get("ceil_mode", 0)))
-    extra = [
-        max(0, (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - (xf.shape[2 + i] + pads[i] + pads[i + nd]))
-        for i in range(nd)
-    ]
-    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd] + extra[i]) for i in range(nd)]
-    gf = g.reshape(xf.shape[:2] + tuple(out_sp))
-    yf = y.reshape(gf.shape)
+    kernel = tuple(node.attrs["kernel_shape"])
+    xf, lead = _merge_lead(x, len(kernel) + 1)
+    win = Windows.of(node.attrs, xf.shape[2:], kernel)
+    gf = g.reshape(xf.shape[:2] + win.out)
     if node.op == "MaxPool":
-        xp = np.pad(xf, widths, constant_values=-np.inf)
+        xp = np.pad(xf, win.pad_widths(), constant_values=-np.inf)
+        yf = y.reshape(gf.shape)
         gxp = np.zeros(xp.shape)
         taken = np.zeros(gf.shape, dtype=bool)
-        for _, sl in _slices(kernel, strides, dil, out_sp):
-            hit = (xp[(Ellipsis,) + sl] == yf) & ~taken
-            gxp[(Ellipsis,) + sl] += np.where(hit, gf, 0.0)
+        for _, sl in win.slices():
+            hit = (xp[sl] == yf) & ~taken
+            gxp[sl] += np.where(hit, gf, 0.0)
             taken |= hit
     else:
-        ones = np.ones((1, 1) + xf.shape[2:])
-        if at.get("count_include_pad", 0):
-            ones = np.pad(ones, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)], constant_values=1)
-            mask = np.pad(ones, [(0, 0), (0, 0)] + [(0, extra[i]) for i in range(nd)])
-        else:
-            mask = np.pad(ones, widths)
-        cnt = np.zeros((1, 1) + tuple(out_sp))
-        for _, sl in _slices(kernel, strides, dil, out_sp):
-            cnt += mask[(Ellipsis,) + sl]
-        gxp = np.zeros(xf.shape[:2] + tuple(xf.shape[2 + i] + widths[2 + i][0] + widths[2 + i][1] for i in range(nd)))
-        for _, sl in _slices(kernel, strides, dil, out_sp):
-            gxp[(Ellipsis,) + sl] += gf / cnt
-    inner = tuple(slice(pads[i], pads[i] + xf.shape[2 + i]) for i in range(nd))
-    return [gxp[(Ellipsis,) + inner].reshape(x.shape)]
+        share = gf / win.average_counts(xf.shape[2:], bool(node.attrs.get("count_include_pad", 0)))
+        gxp = np.zeros(xf.shape[:2] + tuple(n + a + b for n, (a, b) in zip(xf.shape[2:], win.pad_widths()[2:])))
+        for _, sl in win.slices():
+            gxp[sl] += share
+    return [_unpad(gxp, win, xf.shape).reshape(x.shape)]
+
+
+def _unpad(gxp: np.ndarray, win: Windows, shape: tuple[int, ...]) -> np.ndarray:
+    """The part of a gradient on the padded input that lies on the real input of ``shape``."""
+    nd = len(win.kernel)
+    return gxp[(Ellipsis,) + tuple(slice(win.pads[i], win.pads[i] + shape[2 + i]) for i in range(nd))]
 
 
 def _batchnorm(node, args, batched, y, g):

@@ -233,3 +233,21 @@ def test_external_weights_must_be_beside_the_model(tmp_path):
         load(tmp_path / "net.onnx")
     shutil.copy(MODELS / "torch_dynamo_resnet.onnx.data", tmp_path)
     assert load(tmp_path / "net.onnx").op_counts()["Conv"] == 5
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("ceil_mode", [0, 1])
+@pytest.mark.parametrize("include_pad", [0, 1])
+@pytest.mark.parametrize("pads,strides", [([0, 0, 0, 0], [2, 2]), ([1, 0, 1, 1], [2, 3]), ([1, 1, 1, 1], [1, 1])])
+def test_pooling_matches_onnxruntime(op, ceil_mode, include_pad, pads, strides):
+    attrs = {"kernel_shape": [3, 2], "pads": pads, "strides": strides, "ceil_mode": ceil_mode}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = include_pad
+    elif include_pad:
+        attrs["dilations"] = [1, 2]  # MaxPool has no count_include_pad: vary its dilation instead
+    proto = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [1, 2, 7, 8])
+    model = from_proto(proto)
+    xs = np.random.default_rng(3).normal(size=(5,) + model.input_shape)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = np.stack([sess.run(None, {"x": x.astype(np.float32)})[0] for x in xs])
+    np.testing.assert_allclose(evaluate.run(model, xs), ref, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import NnxformError
-from ..evaluate import OPS, _merge_lead, _out_sizes, explicit_pads
+from ..evaluate import OPS, Windows, _merge_lead
 from ..ir import Model, Node
 
 #: Element-wise nonlinear operators (one data input, same shape out).
@@ -216,21 +216,8 @@ def _basis_response(model: Model, anchor: str, shapes: dict, zero: dict, targets
 
 def _pool_windows(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:
     """Flat input indices (``-1`` for padding) of each MaxPool output's window, mirroring the evaluator."""
-    at = node.attrs
-    kernel = tuple(at["kernel_shape"])
-    nd = len(kernel)
-    idx, _ = _merge_lead(np.arange(int(np.prod(in_shape))).reshape(in_shape), nd + 1)
-    strides = at.get("strides") or [1] * nd
-    dil = at.get("dilations") or [1] * nd
-    pads = explicit_pads(at, idx.shape[2:], kernel)
-    out_sp = _out_sizes(idx.shape[2:], kernel, strides, dil, pads, bool(at.get("ceil_mode", 0)))
-    extra = [
-        max(0, (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - (idx.shape[2 + i] + pads[i] + pads[i + nd]))
-        for i in range(nd)
-    ]
-    xp = np.pad(idx, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd] + extra[i]) for i in range(nd)], constant_values=-1)
-    cols = []
-    for k in np.ndindex(*kernel):
-        sl = tuple(slice(k[i] * dil[i], k[i] * dil[i] + strides[i] * (out_sp[i] - 1) + 1, strides[i]) for i in range(nd))
-        cols.append(xp[(Ellipsis,) + sl].reshape(-1))
-    return np.stack(cols, axis=1)
+    kernel = tuple(node.attrs["kernel_shape"])
+    idx, _ = _merge_lead(np.arange(int(np.prod(in_shape))).reshape(in_shape), len(kernel) + 1)
+    win = Windows.of(node.attrs, idx.shape[2:], kernel)
+    xp = np.pad(idx, win.pad_widths(), constant_values=-1)
+    return np.stack([xp[sl].reshape(-1) for _, sl in win.slices()], axis=1)
