@@ -58,5 +58,5 @@ def main() -> None:
 
 
 # Registering the commands: each module adds its own to ``app``.
-from . import bounds, canon, check, info  # noqa: E402,F401
+from . import bounds, canon, check, discrepancy, info  # noqa: E402,F401
 from . import merge, pad, vnnlib_cmd  # noqa: E402,F401

@@ -1,0 +1,532 @@
+"""Bounds of ``f_A − f_B`` propagated as a difference, layer by layer (ReluDiff ICSE'20, NeuroDiff ASE'20).
+
+Two ReLU chains of the same shape (``pad_layers`` and ``align_widths`` make them so, exactly)
+are analysed together. With ``Δ = a_A − a_B`` the difference of the pre-activations is
+``Δz = W_A·Δa + (W_A − W_B)·a_B + (b_A − b_B)``, so it never subtracts two loose bounds of the
+copies: the small terms stay small. Through the ReLUs ``Δa = relu(z_B + Δz) − relu(z_B)``, whose
+bounds come from a case analysis of the two neurons' states and a linear relaxation in
+``(Δz, z_B)`` chosen per neuron among three (all sound):
+
+- ``S`` ("separate"): the CROWN relaxations of ``relu(z_A)`` and ``relu(z_B)`` subtracted — exact
+  when both neurons are stable (both active ``Δa = Δz``, both inactive ``0``, one of each ``z_A``
+  or ``−z_B``);
+- ``N`` (NeuroDiff): ``Δa`` lies between 0 and ``Δz`` (ReLU is monotone and 1-Lipschitz), so the
+  chords of ``min(Δz, 0)`` and ``max(Δz, 0)`` over ``[Δl, Δu]`` bound it whatever ``z_B`` is;
+- ``C``: constants, ``[max(min(Δl,0), relu(l_A) − relu(u_B)), min(max(Δu,0), relu(u_A) − relu(l_B))]``;
+
+the pair with the smallest largest gap over the neuron's feasible ``(z_A, z_B)`` polygon wins.
+
+``interval`` propagates ``Δ`` as intervals; ``symbolic`` back-substitutes each ``Δz`` row to the
+input through the relaxations of ``Δa`` and ``a_B`` (CROWN on the pair), intersected with the
+interval result and with ``[l_A − u_B, u_A − l_B]``. Per-network bounds (symbolic) fix the ReLU
+states and are tightened in turn by ``z_A = z_B + Δz``. ``DifferenceEncoder`` puts all of it on
+top of the merged network's LP/MILP encoding: the relaxation rows above are valid inequalities,
+so the LP is at least as tight as ``symbolic`` and the MILP stays exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..domain import Box
+from ..errors import NnxformError
+from . import relaxation
+from .encoding import INF, Encoder
+from .network import Activation, Input, Linear, Network
+from .result import MARGIN_ABS, MARGIN_REL, Progress, State
+
+#: Dense affine layers ``(W [out, in], b [out])``; a ReLU follows every layer but the last.
+Layers = list[tuple[np.ndarray, np.ndarray]]
+#: A linear bound ``p·Δz + q·z_B + r`` per neuron.
+Line = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+# --- the pair of chains ------------------------------------------------------------------------
+
+
+def align_widths(a: Layers, b: Layers) -> tuple[Layers, Layers, list[str]]:
+    """Equal-depth chains given equal widths by dead neurons (zero row and bias, zero column next): exact."""
+    if len(a) != len(b):
+        raise NnxformError(f"cannot align chains of {len(a)} and {len(b)} layers; pad them first")
+    a, b, notes = list(a), list(b), []
+    for k in range(len(a) - 1):
+        na, nb = a[k][1].size, b[k][1].size
+        if na == nb:
+            continue
+        short, width = (a, "first") if na < nb else (b, "second")
+        n, extra = max(na, nb), abs(na - nb)
+        W, bias = short[k]
+        short[k] = (np.vstack([W, np.zeros((extra, W.shape[1]))]), np.concatenate([bias, np.zeros(extra)]))
+        W2, b2 = short[k + 1]
+        short[k + 1] = (np.hstack([W2, np.zeros((W2.shape[0], extra))]), b2)
+        notes.append(f"{width}: layer {k + 1} widened from {min(na, nb)} to {n} neurons with dead neurons")
+    return a, b, notes
+
+
+def chain_network(layers: Layers) -> Network:
+    """The analysis form of a dense ReLU chain (no ONNX round trip)."""
+    steps: list = [Input(layers[0][0].shape[1])]
+    for k, (W, bias) in enumerate(layers, start=1):
+        steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], bias))
+        if k < len(layers):
+            steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, bias.size))
+    return Network(steps, len(steps) - 1, (1, layers[-1][1].size))
+
+
+def hidden_network(layers: Layers) -> Network:
+    """``chain_network`` of the hidden layers only, ending in a zero probe instead of the output layer.
+
+    The difference analysis needs each network's bounds on its hidden layers only (it bounds the
+    outputs itself); with a one-value probe as output, symbolic's output-slope refinement is free.
+    """
+    n = layers[-1][0].shape[1]
+    return chain_network(layers[:-1] + [(np.zeros((1, n)), np.zeros(1))])
+
+
+def joint_network(a: Network, b: Network) -> Network:
+    """One Network on the shared input: every step of ``a``, every step of ``b``, then ``out_A − out_B``.
+
+    Works for any two compiled networks (DAGs, MaxPool, Sigmoid): the merged network, analysed as one.
+    """
+    if a.input_size != b.input_size:
+        raise NnxformError(f"the inputs differ in size: {a.input_size} and {b.input_size} values")
+    shift = len(a.steps) - 1
+    steps = [a.steps[0]] + a.steps[1:]
+
+    def moved(i: int) -> int:
+        return 0 if i == 0 else i + shift
+
+    for s in b.steps[1:]:
+        if isinstance(s, Linear):
+            steps.append(Linear(f"b:{s.tensor}", [moved(i) for i in s.sources], s.weights, s.bias))
+        elif isinstance(s, Activation):
+            steps.append(Activation(s.op, f"b:{s.node}", moved(s.source), s.size))
+        else:
+            steps.append(type(s)(f"b:{s.node}", moved(s.source), s.windows))
+    oa, ob = a.steps[a.output], b.steps[b.output]
+    if oa.size != ob.size:
+        raise NnxformError(f"the outputs differ in size: {oa.size} and {ob.size} values")
+    eye = np.eye(oa.size)
+    steps.append(Linear("delta", [a.output, moved(b.output)], [eye, -eye], np.zeros(oa.size)))
+    return Network(steps, len(steps) - 1, a.output_shape)
+
+
+@dataclass
+class PairLayer:
+    """One affine layer of both chains and of their difference: ``Δz = wa·Δa + d·a_B + db``."""
+
+    wa: np.ndarray
+    ba: np.ndarray
+    wb: np.ndarray
+    bb: np.ndarray
+    d: np.ndarray = field(init=False)
+    db: np.ndarray = field(init=False)
+    abs_wa: np.ndarray = field(init=False)
+    abs_d: np.ndarray = field(init=False)
+    sq_wa: np.ndarray = field(init=False)
+    sq_wb: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wa, self.wb = np.ascontiguousarray(self.wa), np.ascontiguousarray(self.wb)  # fast BLAS paths
+        self.d, self.db = self.wa - self.wb, self.ba - self.bb
+        self.abs_wa, self.abs_d = np.abs(self.wa), np.abs(self.d)
+        self.sq_wa, self.sq_wb = self.wa**2, self.wb**2
+
+    @property
+    def size(self) -> int:
+        return int(self.ba.size)
+
+
+def pair_layers(a: Layers, b: Layers) -> list[PairLayer]:
+    """The layers of two aligned chains side by side; raises if their shapes differ."""
+    if [w.shape for w, _ in a] != [w.shape for w, _ in b]:
+        raise NnxformError("the two chains differ in shape; align them first")
+    return [PairLayer(wa, ba, wb, bb) for (wa, ba), (wb, bb) in zip(a, b)]
+
+
+# --- the difference through one ReLU -----------------------------------------------------------
+
+
+@dataclass
+class LayerDelta:
+    """Bounds at one affine layer: per-network pre-activations (tightened), ``Δz``; relaxations after it."""
+
+    lo_a: np.ndarray
+    hi_a: np.ndarray
+    lo_b: np.ndarray
+    hi_b: np.ndarray
+    lo_d: np.ndarray
+    hi_d: np.ndarray
+    float_margin: np.ndarray  # both networks' float32 rounding up to here (``float_errors``); widens the output only
+    relu_b: relaxation.Relaxation | None = None  # a_B >= gl z_B + hl, a_B <= gu z_B + hu
+    lower: Line | None = None  # Δa >= p Δz + q z_B + r
+    upper: Line | None = None  # Δa <= p Δz + q z_B + r
+    const: tuple[np.ndarray, np.ndarray] | None = None  # constant bounds of Δa
+    input_coef: np.ndarray | None = None  # output layer, symbolic: [lower; −upper] rows' coefficients on x
+
+    def tighten(self) -> None:
+        """Intersect ``Δz`` with ``[l_A − u_B, u_A − l_B]``, each network's bounds with ``z_B + Δz`` (in place)."""
+        lo_d, hi_d = np.maximum(self.lo_d, self.lo_a - self.hi_b), np.minimum(self.hi_d, self.hi_a - self.lo_b)
+        lo_a, hi_a = np.maximum(self.lo_a, self.lo_b + lo_d), np.minimum(self.hi_a, self.hi_b + hi_d)
+        lo_b, hi_b = np.maximum(self.lo_b, lo_a - hi_d), np.minimum(self.hi_b, hi_a - lo_d)
+        ok = (lo_d <= hi_d) & (lo_a <= hi_a) & (lo_b <= hi_b)  # float noise on a point: keep the old bounds
+        new = {"lo_d": lo_d, "hi_d": hi_d, "lo_a": lo_a, "hi_a": hi_a, "lo_b": lo_b, "hi_b": hi_b}
+        for name, value in new.items():
+            setattr(self, name, np.where(ok, value, getattr(self, name)))
+
+    @property
+    def unsettled(self) -> np.ndarray:
+        """Neurons where ``Δa`` is not an exact linear function (one of the two ReLUs is unstable)."""
+        stable_a = (self.lo_a >= 0) | (self.hi_a <= 0)
+        stable_b = (self.lo_b >= 0) | (self.hi_b <= 0)
+        return ~(stable_a & stable_b)
+
+    def relax(self) -> None:
+        """Choose the relaxations of ``a_B`` and ``Δa`` for the ReLUs after this layer."""
+        self.relu_b = relaxation.relu(self.lo_b, self.hi_b)
+        la, ua, lb, ub, dl, du = self.lo_a, self.hi_a, self.lo_b, self.hi_b, self.lo_d, self.hi_d
+        c_lo = np.maximum(np.minimum(dl, 0.0), np.maximum(la, 0.0) - np.maximum(ub, 0.0))
+        c_hi = np.minimum(np.maximum(du, 0.0), np.maximum(ua, 0.0) - np.maximum(lb, 0.0))
+        c_lo = np.minimum(c_lo, c_hi)
+        self.const = (c_lo, c_hi)
+        lowers, uppers = candidate_lines(la, ua, lb, ub, dl, du, c_lo, c_hi)
+        gaps = np.stack([[max_gap(lo, up, la, ua, lb, ub, dl, du) for up in uppers] for lo in lowers])
+        n_up = len(uppers)
+        best = np.argmin(gaps.reshape(-1, la.size), axis=0)  # first minimum: S wins ties (exact cases)
+        i_lo, i_up = best // n_up, best % n_up
+        self.lower = tuple(np.choose(i_lo, [lo[t] for lo in lowers]) for t in range(3))
+        self.upper = tuple(np.choose(i_up, [up[t] for up in uppers]) for t in range(3))
+
+    def interval(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Interval bounds of ``Δa`` and ``a_B`` after the ReLU: exact per state, else the constants."""
+        la, ua, lb, ub = self.lo_a, self.hi_a, self.lo_b, self.hi_b
+        act_a, act_b, off_a, off_b = la >= 0, lb >= 0, ua <= 0, ub <= 0
+        c_lo, c_hi = self.const
+        lo = np.select([act_a & act_b, off_a & off_b, act_a & off_b, off_a & act_b], [self.lo_d, 0.0, la, -ub], c_lo)
+        hi = np.select([act_a & act_b, off_a & off_b, act_a & off_b, off_a & act_b], [self.hi_d, 0.0, ua, -lb], c_hi)
+        lo, hi = np.maximum(lo, c_lo), np.minimum(hi, c_hi)
+        return lo, np.maximum(lo, hi), np.maximum(lb, 0.0), np.maximum(ub, 0.0)
+
+
+def candidate_lines(la, ua, lb, ub, dl, du, c_lo, c_hi) -> tuple[list[Line], list[Line]]:
+    """Sound lower and upper lines of ``relu(z_B + Δz) − relu(z_B)`` in ``(Δz, z_B)``: S, N, C (see module doc)."""
+    zero, one = np.zeros_like(la), np.ones_like(la)
+    al_a, _, s_a, t_a = relaxation.relu(la, ua)
+    al_b, _, s_b, t_b = relaxation.relu(lb, ub)
+    s_lower = (al_a, al_a - s_b, -t_b)  # α_A z_A − (s_B z_B + t_B), z_A = Δz + z_B
+    s_upper = (s_a, s_a - al_b, t_a)  # s_A z_A + t_A − α_B z_B
+    cross = (dl < 0) & (du > 0)
+    span = np.where(cross, du - dl, 1.0)
+    lam_lo, lam_up = np.where(cross, -dl / span, 0.0), np.where(cross, du / span, 0.0)
+    n_lower = (np.where(cross, lam_lo, np.where(du <= 0, one, zero)), zero, np.where(cross, -lam_lo * du, 0.0))
+    n_upper = (np.where(cross, lam_up, np.where(dl >= 0, one, zero)), zero, np.where(cross, -lam_up * dl, 0.0))
+    return [s_lower, n_lower, (zero, zero, c_lo)], [s_upper, n_upper, (zero, zero, c_hi)]
+
+
+def max_gap(lower: Line, upper: Line, la, ua, lb, ub, dl, du) -> np.ndarray:
+    """Largest ``upper − lower`` over each neuron's feasible ``(z_A, z_B)`` polygon (at its candidate vertices)."""
+    za = np.stack([la, la, ua, ua, la, la, ua, ua, lb + dl, lb + du, ub + dl, ub + du], axis=-1)
+    zb = np.stack([lb, ub, lb, ub, la - dl, la - du, ua - dl, ua - du, lb, lb, ub, ub], axis=-1)
+    tol = 1e-9 * (1.0 + np.abs(np.stack([la, ua, lb, ub], axis=-1)).max(axis=-1, keepdims=True))
+    d = za - zb
+    feasible = ((za >= la[:, None] - tol) & (za <= ua[:, None] + tol) & (zb >= lb[:, None] - tol)
+                & (zb <= ub[:, None] + tol) & (d >= dl[:, None] - tol) & (d <= du[:, None] + tol))
+    feasible |= ~feasible.any(axis=-1, keepdims=True)
+    gap = ((upper[0] - lower[0])[:, None] * d + (upper[1] - lower[1])[:, None] * zb
+           + (upper[2] - lower[2])[:, None])
+    return np.where(feasible, gap, -np.inf).max(axis=-1)
+
+
+# --- propagation -------------------------------------------------------------------------------
+
+
+def float_errors(weights: list[np.ndarray], biases: list[np.ndarray], box: Box, state: State) -> list[np.ndarray]:
+    """Per affine layer of one chain, the engineering margin for its float32 rounding in onnxruntime.
+
+    Each layer rounds every product ``w·a`` by up to ``MARGIN_REL`` (about 16 float32 ulps) and passes
+    the error of its inputs on through ``W``; errors of different terms are combined in
+    root-sum-square (they do not all round the same way), ReLUs pass them on (1-Lipschitz) unless
+    stably inactive. The per-step margins of the analyzers (``result.widen``) scale with the step's
+    own values, too little for a difference of two outputs computed from much larger hidden values.
+    Like them, this is checked against onnxruntime in the tests, not a worst-case bound.
+    """
+    scale = np.maximum(np.abs(box.lower), np.abs(box.upper))
+    err = MARGIN_REL * scale  # the float32 cast of the input
+    out = []
+    for k, (sq, bias) in enumerate(zip(weights, biases)):
+        if k:
+            hi = state.hi[2 * k - 1]
+            scale, err = np.maximum(hi, 0.0), np.where(hi > 0, err, 0.0)
+        err = np.sqrt(sq @ err**2) + MARGIN_REL * np.sqrt(sq @ scale**2 + bias**2) + MARGIN_ABS
+        out.append(err)
+    return out
+
+
+def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State, symbolic: bool) -> list[LayerDelta]:
+    """Bounds of ``Δz`` at every affine layer of an aligned pair (``symbolic``: back-substitution too).
+
+    ``state_a``/``state_b``: per-network bounds on ``hidden_network`` of each chain. Hidden ``Δz``
+    bounds are those of the real-valued networks; the output's are widened by both networks'
+    accumulated float32 margins (``float_errors``), which already carry the hidden layers' rounding.
+    """
+    mid, rad = 0.5 * (box.lower + box.upper), 0.5 * (box.upper - box.lower)
+    err_a = float_errors([L.sq_wa for L in layers], [L.ba for L in layers], box, state_a)
+    err_b = float_errors([L.sq_wb for L in layers], [L.bb for L in layers], box, state_b)
+    out: list[LayerDelta] = []
+    for k, L in enumerate(layers):
+        step = 2 * k + 1
+        if k == 0:  # one affine map of the box: the interval is exact
+            c, r = L.d @ mid + L.db, L.abs_d @ rad
+        else:
+            dal, dah, bl, bh = out[-1].interval()
+            c = L.wa @ (0.5 * (dal + dah)) + L.d @ (0.5 * (bl + bh)) + L.db
+            r = L.abs_wa @ (0.5 * (dah - dal)) + L.abs_d @ (0.5 * (bh - bl))
+        last = k == len(layers) - 1
+        if last:  # each network's output by interval from its (tightened) last hidden bounds
+            la, ua = _affine_interval(L.wa, L.ba, *_inputs(box, out, "a"))
+            lb, ub = _affine_interval(L.wb, L.bb, *_inputs(box, out, "b"))
+        else:
+            la, ua, lb, ub = state_a.lo[step], state_a.hi[step], state_b.lo[step], state_b.hi[step]
+        cur = LayerDelta(la.copy(), ua.copy(), lb.copy(), ub.copy(), c - r, c + r, err_a[k] + err_b[k])
+        cur.tighten()
+        if symbolic and k > 0:
+            rows = np.arange(L.size) if last else np.flatnonzero(cur.unsettled)
+            if rows.size:
+                b, coef = back_substitute(layers, out, k, rows, mid, rad)
+                if last:
+                    cur.input_coef = coef
+                cur.lo_d[rows] = np.maximum(cur.lo_d[rows], b[: rows.size])
+                cur.hi_d[rows] = np.minimum(cur.hi_d[rows], -b[rows.size:])
+                cur.tighten()
+        if not last:
+            cur.relax()
+        out.append(cur)
+    out[-1].lo_d -= out[-1].float_margin  # the real-valued bounds, widened for the two float32 networks
+    out[-1].hi_d += out[-1].float_margin
+    return out
+
+
+def _inputs(box: Box, out: list[LayerDelta], side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of one network's input to the next layer: the box, or the ReLU of the last layer's bounds."""
+    if not out:
+        return box.lower, box.upper
+    return np.maximum(getattr(out[-1], f"lo_{side}"), 0.0), np.maximum(getattr(out[-1], f"hi_{side}"), 0.0)
+
+
+def _affine_interval(W: np.ndarray, bias: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c, r = W @ (0.5 * (lo + hi)) + bias, np.abs(W) @ (0.5 * (hi - lo))
+    return c - r, c + r
+
+
+def back_substitute(layers: list[PairLayer], deltas: list[LayerDelta], k: int, rows: np.ndarray,
+                    mid: np.ndarray, rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower bounds of ``[Δz_k[rows]; −Δz_k[rows]]`` over the box, walking back through the relaxations,
+    and the rows' final coefficients on the input."""
+    sign = np.concatenate([np.ones(rows.size), -np.ones(rows.size)])[:, None]
+    L = layers[k]
+    ed, eb = sign * np.vstack([L.wa[rows]] * 2), sign * np.vstack([L.d[rows]] * 2)
+    const = sign[:, 0] * np.concatenate([L.db[rows]] * 2)
+    for j in range(k - 1, -1, -1):
+        D, P = deltas[j], layers[j]
+        gl, hl, gu, hu = D.relu_b
+        pos, neg = np.maximum(ed, 0.0), np.minimum(ed, 0.0)
+        cd = pos * D.lower[0] + neg * D.upper[0]
+        cb = pos * D.lower[1] + neg * D.upper[1]
+        const += pos @ D.lower[2] + neg @ D.upper[2]
+        pos, neg = np.maximum(eb, 0.0), np.minimum(eb, 0.0)
+        cb += pos * gl + neg * gu
+        const += pos @ hl + neg @ hu
+        const += cd @ P.db + cb @ P.bb
+        ed, eb = cd @ P.wa, cd @ P.d + cb @ P.wb
+    return const + eb @ mid - np.abs(eb) @ rad, eb  # Δa_0 = 0, a_B,0 = x
+
+
+# --- LP and MILP in difference variables --------------------------------------------------------
+
+
+class DifferenceEncoder(Encoder):
+    """The pair as one HiGHS model in difference variables: per layer ``z_B, Δz``, per ReLU ``a_B, Δa``.
+
+    ``z_A = z_B + Δz`` and ``a_A = a_B + Δa`` never get columns: this is the merged network's
+    encoding after a change of variables (the same LP or MILP), but the small differences are
+    solved for directly instead of as the cancellation of two large values. Each network's ReLUs
+    get the triangle (``lp``) or big-M (``milp``) rows from its tightened bounds, and NeuroDiff's
+    lines of ``Δa`` are added as cuts (valid for the exact ReLUs, so the MILP stays exact). Every
+    row the ``symbolic`` analysis relaxes with is here, so the LP is never looser than it. The
+    ``Δ`` columns are scaled per layer to values of order one: HiGHS's MIP treats a column whose
+    range is below its feasibility tolerance as fixed, and then wrongly finds the model infeasible.
+    """
+
+    def __init__(self, layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State,
+                 integer: bool, time_limit: float | None = None):
+        super().__init__(state_b, integer, time_limit)
+        if not integer:  # the primal simplex without presolve can stall on these tiny differences
+            self.h.setOptionValue("presolve", "on")
+            self.h.setOptionValue("simplex_strategy", 1)
+        self.layers, self.deltas = layers, deltas
+        self.x = self._cols(box.lower.copy(), box.upper.copy())
+        self.zb: dict[int, int] = {}
+        self.dz: dict[int, int] = {}
+        self.ab: dict[int, int] = {}
+        self.da: dict[int, int] = {}
+        self.dz_scale: dict[int, float] = {}  # column value = Δz / scale
+        self.da_scale: dict[int, float] = {}
+
+    def add_layer(self, k: int) -> None:
+        """Columns and rows of affine layer ``k``: ``Δz = W_A Δa + (W_A − W_B) a_B + Δb`` and, if hidden,
+        ``z_B = W_B a_B + b_B``."""
+        L, D = self.layers[k], self.deltas[k]
+        src_b = self.x if k == 0 else self.ab[k - 1]
+        self.dz_scale[k] = sd = _scale(D.lo_d, D.hi_d)
+        self.dz[k] = self._cols(D.lo_d / sd, D.hi_d / sd)
+        terms = [(L.d, src_b)] + ([] if k == 0 else [(L.wa * self.da_scale[k - 1], self.da[k - 1])])
+        self._affine(self.dz[k], sd, terms, L.db)
+        if k < len(self.layers) - 1:
+            self.zb[k] = self._cols(D.lo_b.copy(), D.hi_b.copy())
+            self._affine(self.zb[k], 1.0, [(L.wb, src_b)], L.bb)
+
+    def update_layer(self, k: int) -> None:
+        """Copy the (tightened) bounds of hidden layer ``k`` onto its columns."""
+        D, sd = self.deltas[k], self.dz_scale[k]
+        for first, lo, hi in ((self.dz[k], D.lo_d / sd, D.hi_d / sd), (self.zb[k], D.lo_b, D.hi_b)):
+            idx = first + np.arange(lo.size)
+            self.col_lo[idx], self.col_hi[idx] = lo, hi
+            self.h.changeColsBounds(idx.size, idx.astype(np.int32), lo, hi)
+
+    def add_relus(self, k: int) -> None:
+        """Columns ``a_B``, ``Δa`` after hidden layer ``k``; both networks' ReLUs; the cuts where one is unstable."""
+        D = self.deltas[k]
+        c_lo, c_hi = D.const
+        self.da_scale[k] = sa = _scale(c_lo, c_hi)
+        sd = self.dz_scale[k]
+        self.ab[k] = ab = self._cols(np.maximum(D.lo_b, 0.0), np.maximum(D.hi_b, 0.0))
+        self.da[k] = da = self._cols(c_lo / sa, c_hi / sa)
+        zb, dz = self.zb[k], self.dz[k]
+        self._relu(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)])
+        self._relu(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)])
+        rows = np.flatnonzero(D.unsettled)
+        if rows.size:
+            lowers, uppers = candidate_lines(D.lo_a, D.hi_a, D.lo_b, D.hi_b, D.lo_d, D.hi_d, c_lo, c_hi)
+            (p_lo, _, r_lo), (p_up, _, r_up) = lowers[1], uppers[1]  # N: Δa − p Δz >= r (lower), <= r (upper)
+            free = np.full(rows.size, INF)
+            self._combo(rows, [(da, sa), (dz, -sd * p_lo[rows])], r_lo[rows], free)
+            self._combo(rows, [(da, sa), (dz, -sd * p_up[rows])], -free, r_up[rows])
+
+    def delta_min(self, k: int, j: int, sign: float) -> tuple[float, bool]:
+        """Sound lower bound of ``sign · Δz_k[j]`` (LP or MILP dual bound); whether the MILP closed its gap."""
+        col, sd = self.dz[k] + j, self.dz_scale[k]
+        if self.integer:
+            bound, closed = self.mip_min(col, sign)
+            return sd * bound, closed
+        return sd * self.lp_min(col, sign), False
+
+    def _affine(self, out: int, out_coef: float, terms: list[tuple[np.ndarray, int]], bias: np.ndarray) -> None:
+        """Rows ``out_coef · out − Σ W·src = bias`` (``out``, ``src``: first columns of blocks)."""
+        n = bias.size
+        rs, cs, vs = [np.arange(n)], [out + np.arange(n)], [np.full(n, out_coef)]
+        for W, src in terms:
+            r, c = np.nonzero(W)
+            rs.append(r)
+            cs.append(src + c)
+            vs.append(-W[r, c])
+        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias, bias)
+
+    def _combo(self, idx: np.ndarray, terms: list[tuple[int, float | np.ndarray]], lower: np.ndarray,
+               upper: np.ndarray, extra: tuple[int, np.ndarray] | None = None) -> None:
+        """Rows ``lower <= Σ coef · block[idx] (+ coef · extra[row]) <= upper``, one per neuron in ``idx``."""
+        m = idx.size
+        r = np.arange(m)
+        cs = [first + idx for first, _ in terms]
+        vs = [np.broadcast_to(np.asarray(c, dtype=np.float64), (m,)) for _, c in terms]
+        if extra is not None:
+            cs.append(extra[0] + r)
+            vs.append(extra[1])
+        self._rows(np.concatenate([r] * len(cs)), np.concatenate(cs), np.concatenate(vs), lower, upper)
+
+    def _relu(self, lo: np.ndarray, hi: np.ndarray, y: list[tuple[int, float]], z: list[tuple[int, float]]) -> None:
+        """``Σ c·y = relu(Σ c·z)`` neuron by neuron over blocks: exact when stable, else triangle or big-M."""
+        minus = [(col, -c) for col, c in z]
+        active, inactive = np.flatnonzero(lo >= 0), np.flatnonzero(hi <= 0)
+        for idx, terms in ((active, y + minus), (inactive, y)):
+            if idx.size:
+                self._combo(idx, terms, np.zeros(idx.size), np.zeros(idx.size))
+        u = np.flatnonzero((lo < 0) & (hi > 0))
+        if u.size == 0:
+            return
+        m, l, h = u.size, lo[u], hi[u]
+        free = np.full(m, INF)
+        self._combo(u, y, np.zeros(m), free)  # y >= 0
+        self._combo(u, y + minus, np.zeros(m), free)  # y >= z
+        if not self.integer:
+            s = h / (h - l)  # y <= s (z − l)
+            self._combo(u, y + [(col, -c * s) for col, c in z], -free, -s * l)
+            return
+        d = self._cols(np.zeros(m), np.ones(m), integer=True)
+        # y − z − l·d <= −l  (y <= z − l (1 − d));  y − u·d <= 0
+        self._combo(u, y + minus, -free, -l, extra=(d, -l))
+        self._combo(u, y, -free, np.zeros(m), extra=(d, -h))
+
+    def input_solution(self) -> np.ndarray | None:
+        """The input part of the last solve's primal solution, if the solver has one."""
+        sol = self.h.getSolution()
+        if not sol.value_valid:
+            return None
+        x = np.asarray(sol.col_value, dtype=np.float64)
+        return x[self.x: self.x + self.layers[0].wa.shape[1]]
+
+
+def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
+    """A column scale that makes ``[lo, hi]`` of order one (1 when both are zero)."""
+    s = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
+    return s if s > 0 else 1.0
+
+
+def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State, integer: bool,
+          time_limit: float, progress: Progress | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """LP (tightening every unsettled hidden ``Δz`` first) or MILP bounds of the output ``Δz``, widened
+    by the float32 margin.
+
+    Returns lower, upper, per side and output whether the solver closed its gap (MILP), and the
+    input points of the MILP's solutions (witness candidates).
+    """
+    enc = DifferenceEncoder(layers, deltas, box, state_b, integer, time_limit)
+    last = len(layers) - 1
+    work = 0 if integer else sum(int(D.unsettled.sum()) for D in deltas[1:last])
+    total = 2 * (work + layers[-1].size)
+    done = 0
+    for k in range(last):
+        enc.add_layer(k)
+        D = deltas[k]
+        if not integer and k > 0:
+            for j in np.flatnonzero(D.unsettled):
+                D.lo_d[j] = max(D.lo_d[j], enc.delta_min(k, int(j), 1.0)[0])
+                D.hi_d[j] = min(D.hi_d[j], -enc.delta_min(k, int(j), -1.0)[0])
+                done += 2
+                if progress:
+                    progress(done, total)
+            D.tighten()
+            D.relax()
+            enc.update_layer(k)
+        enc.add_relus(k)
+    enc.add_layer(last)
+    out = deltas[last]
+    lo, hi, m = out.lo_d.copy(), out.hi_d.copy(), out.float_margin
+    closed = np.zeros((2, lo.size), dtype=bool)
+    points: list[np.ndarray] = []
+    for j in range(lo.size):
+        for side, sign in ((0, 1.0), (1, -1.0)):
+            bound, closed[side, j] = enc.delta_min(last, j, sign)
+            x = enc.input_solution() if integer else None
+            if x is not None:
+                points.append(np.clip(x, box.lower, box.upper))
+            if side == 0:
+                lo[j] = max(lo[j], bound - m[j])
+            else:
+                hi[j] = min(hi[j], -bound + m[j])
+            done += 1
+            if progress:
+                progress(done, total)
+    return lo, hi, closed, points

@@ -1,0 +1,381 @@
+"""How far apart two networks can be on an input box: sound bounds of ``f_A − f_B`` and a witness.
+
+``discrepancy(a, b, box, method)`` bounds, for every output ``i``, ``min`` and ``max`` of
+``f_A,i(x) − f_B,i(x)`` over the box, and ``δ_max = max ‖f_A − f_B‖∞``. ReLU chains (any depth
+and width: both are canonicalised, padded with exact identity layers and widened with dead
+neurons to the same shape) are analysed as a *difference* (``analyzers.difference``):
+
+- ``interval``: ``Δ`` propagated as intervals (per-network bounds symbolic);
+- ``symbolic``: ``Δ`` back-substituted to the input through NeuroDiff-style relaxations;
+- ``lp``: the merged network's triangle LP with the difference analysis as extra rows
+  (every unsettled hidden ``Δz`` tightened too) — never looser than ``symbolic``;
+- ``milp``: the merged network's exact big-M MILP with the same rows as cuts; ``exact`` when every
+  output's gap closed.
+
+``merged-interval`` / ``merged-symbolic`` bound the merged network as one (each copy's relaxation
+error adds up: kept for comparison). Networks that are not ReLU chains (skip connections,
+MaxPool, Sigmoid) fall back to the merged network for every method, and the result says so.
+Every method also searches a witness (the best of sampling and projected signed-gradient steps
+on ``±(f_A,i − f_B,i)``, plus the MILP's solutions) and replays it in onnxruntime: the true
+``δ_max`` lies in ``[found, delta_max]``. The bounds hold for the float32 networks as onnxruntime
+runs them: both copies' rounding is added at the output (``difference.float_errors``).
+
+``Pair(a, b)`` prepares a pair once for many boxes; ``Pair.bound`` gives the bounds alone (no
+witness, no onnxruntime), and its ``splits`` refine interval/symbolic bounds by best-first input
+bisection, which pays off for networks with few inputs (ACAS Xu).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from .analyzers import bounds, compile_model
+from .analyzers.difference import (Layers, align_widths, chain_network, hidden_network, joint_network, pair_layers,
+                                   propagate, solve)
+from .analyzers.network import Linear, Network
+from .analyzers.result import MARGIN_ABS, MARGIN_REL
+from .domain import Box
+from .errors import NnxformError
+from .evaluate import run
+from .gradient import gradient
+from .ir import Model
+from .passes.pad import pad_layers, relu_layers
+from .runtime import OnnxRunner
+
+DIFFERENCE_METHODS = ("interval", "symbolic", "lp", "milp")
+MERGED_METHODS = ("merged-interval", "merged-symbolic")
+METHODS = DIFFERENCE_METHODS + MERGED_METHODS
+
+#: Witness search: uniform samples (plus corners and centre), starts per output and sign, gradient steps.
+SAMPLES, STARTS, STEPS = 1000, 4, 20
+
+
+@dataclass
+class Discrepancy:
+    """Sound bounds of ``f_A − f_B`` over a box, and the worst input found (replayed in onnxruntime)."""
+
+    method: str
+    seconds: float
+    lower: np.ndarray  # per output i: sound lower bound of min_x (f_A,i − f_B,i)
+    upper: np.ndarray  # per output i: sound upper bound of max_x (f_A,i − f_B,i)
+    delta_max: float  # sound upper bound of max_x ‖f_A(x) − f_B(x)‖∞
+    exact: bool  # lower/upper are the exact min/max (milp that closed every gap)
+    witness_input: np.ndarray  # flat input in the box with the largest |f_A − f_B|∞ found
+    witness_delta: np.ndarray  # f_A − f_B at the witness, computed in onnxruntime
+    found: float  # ‖witness_delta‖∞: a proven lower bound of the true δ_max
+    analysis: str = "difference"  # "difference" or "merged" (the merged network analysed as one)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """``delta_max / found``: how far the bound can be from the truth (1 = tight); inf when nothing was found."""
+        return self.delta_max / self.found if self.found > 0 else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``nnxform discrepancy --json`` document."""
+        return {
+            "method": self.method,
+            "analysis": self.analysis,
+            "seconds": self.seconds,
+            "lower": self.lower.tolist(),
+            "upper": self.upper.tolist(),
+            "delta_max": self.delta_max,
+            "exact": self.exact,
+            "witness": {"input": self.witness_input.tolist(), "difference": self.witness_delta.tolist(),
+                        "found": self.found},
+            "found": self.found,
+            "ratio": self.ratio if np.isfinite(self.ratio) else None,
+            "notes": list(self.notes),
+            **self.details,
+        }
+
+
+@dataclass
+class DeltaBounds:
+    """Sound bounds of ``f_A − f_B`` per output over one box (no witness): what ``Pair.bound`` gives."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    exact: bool = False
+    points: list[np.ndarray] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    input_coef: np.ndarray | None = None  # symbolic: the output rows' coefficients on the input (for splitting)
+
+    @property
+    def delta_max(self) -> float:
+        return float(np.maximum(np.abs(self.lower), np.abs(self.upper)).max())
+
+
+class Pair:
+    """Two networks prepared once for discrepancy analyses over many boxes (alignment, compiled forms, runners)."""
+
+    def __init__(self, a: Model, b: Model):
+        if a.input_size != b.input_size:
+            raise NnxformError(f"the inputs differ in size: the first network takes {a.input_size} values, the "
+                               f"second {b.input_size}; a discrepancy needs the same number of input elements")
+        self.a, self.b = a, b
+        self.notes: list[str] = []
+        self._runners: tuple[OnnxRunner, OnnxRunner] | None = None
+        chains, reasons = [], []
+        for which, model in (("first", a), ("second", b)):
+            try:
+                chains.append(relu_layers(model, "the difference analysis"))
+            except NnxformError as exc:
+                reasons.append(f"{which} network: {exc}")
+        self.chains = not reasons
+        if reasons:
+            self.notes.append(f"{'; '.join(reasons)}: every method analyses the merged network instead (each copy "
+                              "bounded separately, expect loose bounds)")
+            self._delta_fn: _Delta = _ModelDelta(a, b)
+            self._joint = joint_network(compile_model(a), compile_model(b))
+            return
+        la, lb = chains
+        ka, kb = la[-1][1].size, lb[-1][1].size
+        if ka != kb:
+            raise NnxformError(f"the outputs differ in size: the first network gives {ka} values, the second {kb}; "
+                               "a discrepancy needs outputs of the same size")
+        depth = max(len(la), len(lb))
+        pa, notes_a = pad_layers(la, depth)
+        pb, notes_b = pad_layers(lb, depth)
+        pa, pb, notes = align_widths(pa, pb)
+        self.notes += [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b] + notes
+        self.layers = pair_layers(pa, pb)
+        self.net_a, self.net_b = hidden_network(pa), hidden_network(pb)
+        self._joint = joint_network(chain_network(la), chain_network(lb))
+        self._delta_fn = _ChainDelta(pa, pb)
+
+    @property
+    def outputs(self) -> int:
+        return self.joint.steps[self.joint.output].size
+
+    @property
+    def joint(self) -> Network:
+        """The merged network as one analysis Network (both copies' steps, then ``out_A − out_B``)."""
+        return self._joint
+
+    @property
+    def runners(self) -> tuple[OnnxRunner, OnnxRunner]:
+        if self._runners is None:
+            self._runners = (OnnxRunner(self.a), OnnxRunner(self.b))
+        return self._runners
+
+    def analyse(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
+                progress: Callable[[int, int], None] | None = None, splits: int = 0, witness_effort: int = 1,
+                seed: int = 0) -> Discrepancy:
+        """The discrepancy over ``box`` (see ``discrepancy``): ``bound`` and ``witness``.
+
+        ``witness_effort`` multiplies the witness search (samples, starts and gradient steps).
+        """
+        t0 = time.perf_counter()
+        r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits)
+        t1 = time.perf_counter()
+        x, delta = self.witness(box, r.points, effort=witness_effort, seed=seed)
+        t2 = time.perf_counter()
+        analysis = "difference" if self.chains and method in DIFFERENCE_METHODS else "merged"
+        details = dict(r.details, bound_seconds=t1 - t0, witness_seconds=t2 - t1)
+        return Discrepancy(method, t2 - t0, r.lower, r.upper, r.delta_max, r.exact, x, delta,
+                           float(np.abs(delta).max()), analysis, list(self.notes), details)
+
+    def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
+              progress: Callable[[int, int], None] | None = None, splits: int = 0) -> DeltaBounds:
+        """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
+
+        ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
+        (worth it for few inputs, e.g. ACAS Xu's 5). ``time_limit``: seconds per LP/MILP solve.
+        """
+        if method not in METHODS:
+            raise NnxformError(f"unknown discrepancy method '{method}'; choose one of {', '.join(METHODS)}")
+        if time_limit <= 0:
+            raise NnxformError("the time limit must be positive")
+        if splits < 0 or (splits and method in ("lp", "milp")):
+            raise NnxformError("input splitting takes a count >= 0 and refines interval and symbolic methods only")
+        box.fit(self.a.input_size)
+        if splits:
+            return self._split(box, method, splits, time_limit, progress)
+        return self._bound(box, method, time_limit, progress)
+
+    def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The input with the largest ``|f_A − f_B|∞`` in onnxruntime among ``search_witness``'s and ``points``,
+        and ``f_A − f_B`` there."""
+        candidates = search_witness(self._delta_fn, box, self.outputs, effort=effort, seed=seed)
+        if len(points):
+            candidates = np.vstack([candidates] + [p[None] for p in points])
+        ra, rb = self.runners
+        deltas = ra(candidates).astype(np.float64) - rb(candidates).astype(np.float64)
+        best = int(np.argmax(np.abs(deltas).max(axis=1)))
+        return candidates[best], deltas[best]
+
+    def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None
+               ) -> DeltaBounds:
+        """The bounds of ``f_A − f_B`` over one box."""
+        if self.chains and method in DIFFERENCE_METHODS:
+            return self._difference(box, method, time_limit, progress)
+        lo, hi, exact = self._merged(box, method.removeprefix("merged-"), time_limit, progress)
+        return DeltaBounds(lo, hi, exact)
+
+    def _split(self, box: Box, method: str, splits: int, time_limit: float,
+               progress: Callable[[int, int], None] | None) -> DeltaBounds:
+        """Best-first bisection: ``splits`` times, halve the leaf with the largest ``δ_max`` bound along the
+        input that spreads that bound most (its coefficient in the symbolic bound times its width; else the
+        widest input relative to the box); the bounds are the min and max over the leaves."""
+        scale = np.where(box.upper > box.lower, box.upper - box.lower, 1.0)
+
+        def entry(leaf: Box, order: int) -> tuple[float, int, Box, DeltaBounds, np.ndarray]:
+            r = self._bound(leaf, method, time_limit, None)
+            worst = np.concatenate([-r.lower, r.upper])
+            width = leaf.upper - leaf.lower
+            spread = width / scale if r.input_coef is None else np.abs(r.input_coef[np.argmax(worst)]) * width
+            return -float(worst.max()), order, leaf, r, spread
+
+        heap = [entry(box, 0)]
+        for n in range(splits):
+            leaf, spread = heap[0][2], heap[0][4]
+            j = int(np.argmax(spread))
+            if spread[j] <= 0:
+                break  # nothing left to split in the worst leaf
+            heapq.heappop(heap)
+            mid = 0.5 * (leaf.lower[j] + leaf.upper[j])
+            upper, lower = leaf.upper.copy(), leaf.lower.copy()
+            upper[j], lower[j] = mid, mid
+            heapq.heappush(heap, entry(Box(leaf.lower, upper), 2 * n + 1))
+            heapq.heappush(heap, entry(Box(lower, leaf.upper), 2 * n + 2))
+            if progress:
+                progress(n + 1, splits)
+        lo = np.min([e[3].lower for e in heap], axis=0)
+        hi = np.max([e[3].upper for e in heap], axis=0)
+        return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
+
+    def _difference(self, box: Box, method: str, time_limit: float,
+                    progress: Callable[[int, int], None] | None) -> DeltaBounds:
+        """The difference analysis of the aligned chains."""
+        sa = bounds(self.net_a, box, "symbolic").state
+        sb = bounds(self.net_b, box, "symbolic").state
+        deltas = propagate(self.layers, box, sa, sb, symbolic=method != "interval")
+        out = deltas[-1]
+        r = DeltaBounds(out.lo_d.copy(), out.hi_d.copy(), input_coef=out.input_coef)
+        if method in ("lp", "milp"):
+            lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress)
+            r.lower, r.upper = np.maximum(r.lower, lo), np.minimum(r.upper, hi)
+            if method == "milp":
+                r.exact = bool(closed.all())
+                r.details["exact_outputs"] = {"lower": closed[0].tolist(), "upper": closed[1].tolist()}
+        r.details["hidden_delta_max"] = [float(np.maximum(np.abs(d.lo_d), np.abs(d.hi_d)).max()) for d in deltas[:-1]]
+        r.details["unsettled_relus"] = [int(d.unsettled.sum()) for d in deltas[:-1]]
+        return r
+
+    def _merged(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None):
+        """Bounds of the merged network's output, widened for both copies' float32 rounding.
+
+        The margin scales with the largest value any affine step of either copy takes (the output of
+        a network is often a small difference of much larger hidden values).
+        """
+        net = self.joint
+        b = bounds(net, box, method, time_limit=time_limit, progress=progress)
+        st = b.state
+        largest = max(float(np.max(np.abs(st.lo[i]) + np.abs(st.hi[i])))
+                      for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output)
+        m = 2 * (MARGIN_REL * largest + MARGIN_ABS)
+        return b.output_lower - m, b.output_upper + m, b.exact
+
+
+def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
+                progress: Callable[[int, int], None] | None = None) -> Discrepancy:
+    """Sound bounds of ``f_A − f_B`` per output over ``box``, ``δ_max``, and a witness replayed in onnxruntime."""
+    return Pair(a, b).analyse(box, method, time_limit=time_limit, progress=progress)
+
+
+# --- witness search ------------------------------------------------------------------------------
+
+
+class _Delta(Protocol):
+    """``f_A − f_B`` in float64 with input gradients, for the witness search."""
+
+    def values(self, xs: np.ndarray) -> np.ndarray: ...
+
+    def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class _ChainDelta:
+    """Dense ReLU chains: forward and reverse passes are a few matrix products."""
+
+    def __init__(self, a: Layers, b: Layers):
+        self.a = [(np.ascontiguousarray(W), bias) for W, bias in a]  # C order: the fast BLAS path
+        self.b = [(np.ascontiguousarray(W), bias) for W, bias in b]
+
+    def values(self, xs: np.ndarray) -> np.ndarray:
+        return _chain_forward(self.a, xs)[0] - _chain_forward(self.b, xs)[0]
+
+    def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        va, ga = _chain_grad(self.a, xs, weights)
+        vb, gb = _chain_grad(self.b, xs, weights)
+        return va - vb, ga - gb
+
+
+def _chain_forward(layers: Layers, xs: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    h, masks = xs, []
+    for k, (W, bias) in enumerate(layers):
+        h = h @ W.T + bias
+        if k < len(layers) - 1:
+            masks.append(h > 0)
+            h = np.where(masks[-1], h, 0.0)
+    return h, masks
+
+
+def _chain_grad(layers: Layers, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out, masks = _chain_forward(layers, xs)
+    g = weights
+    for k in range(len(layers) - 1, -1, -1):
+        g = g @ layers[k][0]
+        if k > 0:
+            g = g * masks[k - 1]
+    return out, g
+
+
+class _ModelDelta:
+    """Any two models the evaluator runs: numpy forward and reverse mode (``gradient``)."""
+
+    def __init__(self, a: Model, b: Model):
+        self.a, self.b = a, b
+
+    def values(self, xs: np.ndarray) -> np.ndarray:
+        n = len(xs)
+        return run(self.a, xs).reshape(n, -1) - run(self.b, xs).reshape(n, -1)
+
+    def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        va, ga = gradient(self.a, xs, weights)
+        vb, gb = gradient(self.b, xs, weights)
+        return va - vb, ga - gb
+
+
+def search_witness(fn: _Delta, box: Box, outputs: int, *, effort: int = 1, seed: int = 0) -> np.ndarray:
+    """Candidate inputs with a large ``|f_A,i − f_B,i|``: for each output and sign the best samples, then
+    projected signed-gradient ascent from them; returns the best point of each search and the best sample."""
+    rng = np.random.default_rng(seed)
+    xs = box.points(SAMPLES * effort, rng)
+    d = fn.values(xs)
+    starts = min(STARTS * effort, len(xs))
+    idx = np.concatenate([np.argsort(-s * d[:, i], kind="stable")[:starts]
+                          for i in range(outputs) for s in (1.0, -1.0)])
+    x = xs[idx]
+    w = np.repeat(np.concatenate([s * np.eye(outputs)[i][None] for i in range(outputs) for s in (1.0, -1.0)]),
+                  starts, axis=0)
+    best_x, best_v = x.copy(), (w * d[idx]).sum(axis=1)
+    width = box.upper - box.lower
+    steps = STEPS * effort
+    for t in range(steps + 1):
+        v, g = fn.value_grad(x, w) if t < steps else (fn.values(x), None)
+        obj = (w * v).sum(axis=1)
+        better = obj > best_v
+        best_x[better], best_v[better] = x[better], obj[better]
+        if g is not None:
+            x = np.clip(x + 0.25 * 0.85 ** (t * 20 / steps) * width * np.sign(g), box.lower, box.upper)
+    per_target = best_v.reshape(-1, starts).argmax(axis=1) + np.arange(2 * outputs) * starts
+    top = int(np.argmax(np.abs(d).max(axis=1)))
+    return np.vstack([best_x[per_target], xs[top][None]])
