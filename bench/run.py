@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common import machine
 
-SCRIPTS = ["foundation.py", "bounds.py"]
+SCRIPTS = ["foundation.py", "bounds.py", "discrepancy.py", "pruning.py"]
 
 
 def main() -> int:

@@ -1,0 +1,125 @@
+"""``nnxform prune``: a smaller network by weight, neuron or saliency pruning, with a sound drift bound."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, List, Optional
+
+import typer
+
+from ..accuracy import load_data, measure
+from ..discrepancy import METHODS as IMPACT_METHODS
+from ..errors import NnxformError
+from ..ir import load
+from ..pruning import METHODS, SCOPES, SaliencyOptions
+from ..pruning import prune as prune_model
+from ..pruning.impact import impact_bound
+from . import app
+from .bounds import _Bar
+from .common import DomainOptions, format_table, say, with_domain, write_json
+from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows
+
+_CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
+             "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)"}
+
+
+@app.command(name="prune", short_help="Prune a ReLU network (weight, neuron, saliency) and bound the drift.",
+             help="Make a fully connected ReLU network smaller for verifiers, without retraining. The network is "
+                  "canonicalised to a dense chain and written back as one chain [Flatten →] Gemm → Relu → … → Gemm "
+                  "with fewer units (removed units are gone, not zeroed); convolutional networks are refused. "
+                  "Methods: weight — zero the ⌊R·M⌋ smallest |w| of the M weights of the affine layers (output "
+                  "layer included), then remove units left with no input (their constant output moves into the next "
+                  "bias) or no output; neuron — remove ⌊R·N⌋ of the N hidden units, ranked by |γ| of their "
+                  "BatchNormalization when every hidden layer has one (read before folding; a removed unit is "
+                  "replaced by its channel's output at γ = 0), else by ‖incoming weights, bias‖₂·‖outgoing weights‖₂; "
+                  "saliency — paper 003: remove a unit into the most similar unit of its layer (saliency), guided by "
+                  "the interval impact at the output and simulated annealing (energy α·σ(NORM) + β·σ(ENT), "
+                  "temperature = share left), --step of each layer's units per epoch, deterministic for a --seed; "
+                  "its interval bounds are over the domain (default box [-1, 1]). --scope global counts the share "
+                  "over all hidden layers (all affine weights for weight), layer in each one; default: global for "
+                  "weight and BN-ranked neuron, layer for weight-norm neuron and saliency. Output units are never "
+                  "pruned and every hidden layer keeps one unit (a note says when the ratio asked for more). "
+                  "With a domain (--lower/--upper, --center/--eps, --vnnlib), the report bounds max |f_pruned − f| "
+                  "over it soundly, by the discrepancy analysis of the two networks (--impact-method), never by "
+                  "saliency's search estimate. With --data, accuracy and FGSM robustness before and after go in the "
+                  "report (as nnxform evaluate; FGSM points clipped to [0, 1] when --scale is given).")
+@with_domain
+def prune(
+    model: str = typer.Argument(..., help="ONNX network to prune."),
+    method: str = typer.Option(..., "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
+    ratio: float = typer.Option(..., "--ratio", "-r", help="Share to remove, in [0, 1]: of hidden units, or of "
+                                                           "weights for --method weight."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the pruned ONNX."),
+    scope: Optional[str] = typer.Option(None, "--scope", help=f"One of: {', '.join(SCOPES)} (default per method)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of saliency's annealing."),
+    step: float = typer.Option(0.025, "--step", help="saliency: share of each layer's units pruned per epoch."),
+    alpha: float = typer.Option(0.75, "--alpha", help="saliency: weight of σ(NORM) in the energy."),
+    beta: float = typer.Option(0.25, "--beta", help="saliency: weight of σ(ENT) in the energy."),
+    phi: float = typer.Option(0.9, "--phi", help="saliency: similarity threshold of ENT."),
+    impact_method: str = typer.Option("symbolic", "--impact-method",
+                                      help=f"Discrepancy method of the impact bound: {', '.join(IMPACT_METHODS)}."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per solve of the impact bound (lp, milp)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled data (CSV 'label,features' or .npz x, y) "
+                                                            "to measure accuracy and robustness before and after."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="With --data: divide the features by this."),
+    fgsm_eps: Optional[List[float]] = typer.Option(None, "--fgsm-eps", help="With --data: FGSM ε (repeat; default "
+                                                                            "0.01 and 0.05)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    if method not in METHODS:
+        raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    if impact_method not in IMPACT_METHODS:
+        raise NnxformError(f"unknown impact method '{impact_method}'; choose one of {', '.join(IMPACT_METHODS)}")
+    if time_limit <= 0:
+        raise NnxformError("--time-limit must be positive")
+    if (scale is not None or fgsm_eps) and data is None:
+        raise NnxformError("--scale and --fgsm-eps need --data")
+    net = load(model)
+    box = domain.box(net, default=False)
+    points = load_data(data, scale).fit(net) if data else None
+    bar = _Bar("units pruned", enabled=method == "saliency" and sys.stderr.isatty())
+    try:
+        result = prune_model(net, method, ratio, scope=scope, box=box, progress=bar,
+                             options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed))
+    finally:
+        bar.close()
+    report: dict[str, Any] = {"model": model, "output": output, **result.to_json(), "domain": domain.describe()}
+    if box is not None:
+        bar = _Bar("impact solves", enabled=impact_method in ("lp", "milp") and sys.stderr.isatty())
+        try:
+            report.update(impact_bound(net, result, box, impact_method, time_limit=time_limit, progress=bar))
+        finally:
+            bar.close()
+    evaluations = []
+    if points is not None:
+        clip = fgsm_clip(scale, None, None)
+        evaluations = [measure(m, points, list(fgsm_eps or DEFAULT_EPS), clip) for m in (net, result.model)]
+        report["data"] = {"path": data, "scale": scale, "clip": list(clip)}
+        report["before"].update({k: v for k, v in evaluations[0].to_json().items() if k in ("accuracy", "robustness")})
+        report["after"].update({k: v for k, v in evaluations[1].to_json().items() if k in ("accuracy", "robustness")})
+    result.model.save(output)
+
+    quiet = json_path == "-"
+    criterion = result.details.get("criterion")
+    how = f", {_CRITERIA[criterion]}" if criterion else ""
+    say(f"prune: {model} -> {output}: {method}{how}, ratio {ratio:g}, scope {result.scope}", quiet)
+    b, a = result.before, result.after
+    rows = [["hidden units", b.neurons, a.neurons], ["connections (nonzero weights)", b.connections, a.connections],
+            ["parameters", b.parameters, a.parameters],
+            ["widths", " ".join(map(str, b.widths)), " ".join(map(str, a.widths))]]
+    say(format_table(["", "before", "after"], rows), quiet)
+    for note in result.notes:
+        say(f"  note: {note}", quiet)
+    say(f"  pruned in {result.seconds:.3f} s", quiet)
+    if box is not None:
+        impact = report["impact"]
+        say(f"  impact: max |f_pruned − f| <= {report['impact_bound']:.6g} on the domain ({report['impact_method']}, "
+            f"sound); largest difference seen {impact['found']:.6g}", quiet)
+    else:
+        say("  no domain given: no bound on |f_pruned − f| (give --lower/--upper, --center/--eps or --vnnlib)", quiet)
+    if evaluations:
+        say(f"  {describe_data(points, scale, evaluations[0].clip)}", quiet)
+        say(format_table(["metric", "before", "after"], metric_rows(evaluations)), quiet)
+    if json_path:
+        write_json(report, json_path)

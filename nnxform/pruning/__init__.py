@@ -1,0 +1,108 @@
+"""Pruning a fully connected ReLU network to make it smaller for verifiers: ``prune(model, method, ratio)``.
+
+Methods (DESIGN.md, "Pruning"): ``weight`` (magnitude, paper 001 Alg. 2), ``neuron`` (BN |γ| or
+weight norm, paper 001 Alg. 1) and ``saliency`` (data-free delegate pruning with simulated
+annealing, paper 003). All of them work on the canonical dense ReLU chain and write it back as
+one chain with fewer units, no zeros standing in for removed units. None retrains. Pruning
+changes the function: ``pruning.impact.impact_bound`` bounds by how much, soundly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..domain import Box
+from ..errors import NnxformError
+from ..ir import Model
+from .chain import Size, aligned_layers, dense_chain, prunable_layers, size, to_model
+from .neuron import prune_neurons
+from .saliency import SaliencyOptions, prune_saliency
+from .weight import prune_weights
+
+METHODS = ("weight", "neuron", "saliency")
+SCOPES = ("global", "layer")
+#: The scope used when none is given: the papers' (001 ranks weights and BN |γ| over the whole
+#: network, 003 prunes the same share of every layer), except that weight norms of different layers
+#: are not comparable, so neuron pruning without BN ranks within each layer.
+DEFAULT_SCOPE = {"weight": "global", "neuron": "global", "neuron-weight-norm": "layer", "saliency": "layer"}
+
+
+@dataclass
+class PruneResult:
+    """The pruned model and what pruning did: sizes before and after, method details, notes."""
+
+    model: Model
+    method: str
+    ratio: float
+    scope: str
+    seconds: float
+    before: Size
+    after: Size
+    details: dict[str, Any]
+    notes: list[str]
+    aligned: Model  # the pruned network at the original widths, removed units zero: what the impact bound analyses
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "ratio": self.ratio, "scope": self.scope, "seconds": self.seconds,
+                "before": self.before.to_json(), "after": self.after.to_json(), "details": self.details,
+                "notes": self.notes}
+
+
+def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, box: Box | None = None,
+          options: SaliencyOptions | None = None, progress: Callable[[int, int], None] | None = None) -> PruneResult:
+    """Prune ``model`` by ``method`` to remove the share ``ratio`` (hidden units, or weights for ``weight``).
+
+    ``box``: the input domain whose neuron bounds guide ``saliency`` (default box when None);
+    ``options``: saliency's step, α, β, φ and seed; ``progress(done, total)`` reports saliency's units.
+    """
+    if method not in METHODS:
+        raise NnxformError(f"unknown pruning method '{method}'; choose one of {', '.join(METHODS)}")
+    if scope is not None and scope not in SCOPES:
+        raise NnxformError(f"unknown scope '{scope}'; choose one of {', '.join(SCOPES)}")
+    if not 0.0 <= ratio <= 1.0:
+        raise NnxformError(f"the ratio must lie in [0, 1], got {ratio:g}")
+    options = options or SaliencyOptions()
+    _check_options(options)
+    t0 = time.perf_counter()
+    layers = dense_chain(model)
+    prunable = prunable_layers(layers)
+    if not prunable:
+        raise NnxformError("the network has no hidden layer to prune")
+    if method == "weight":
+        scope = scope or DEFAULT_SCOPE[method]
+        pruned, kept, details, notes = prune_weights(layers, prunable, ratio, scope)
+    elif method == "neuron":
+        pruned, kept, details, notes = prune_neurons(model, layers, prunable, ratio, scope)
+        scope = details["scope"]
+    else:
+        scope, notes = scope or DEFAULT_SCOPE[method], []
+        if box is None:
+            box = Box.default(model.input_size)
+            notes.append("no domain given: saliency's neuron bounds are taken over the default box [-1, 1]")
+        pruned, kept, details, more = prune_saliency(layers, prunable, ratio, scope, box.fit(model.input_size),
+                                                     options, progress)
+        notes += more
+    result = to_model(pruned, model)
+    seconds = time.perf_counter() - t0
+    parameters = {"method": method, "ratio": ratio, "scope": scope}
+    if method == "saliency":
+        parameters.update(step=options.step, alpha=options.alpha, beta=options.beta, phi=options.phi,
+                          seed=options.seed)
+    result.with_provenance("prune", parameters)
+    widths = [b.size for _, b in layers[:-1]]
+    return PruneResult(result, method, ratio, scope, seconds, size(layers), size(pruned), details, notes,
+                       to_model(aligned_layers(pruned, kept, widths), model))
+
+
+def _check_options(o: SaliencyOptions) -> None:
+    if not 0.0 < o.step <= 1.0:
+        raise NnxformError(f"the step must lie in (0, 1], got {o.step:g}")
+    if o.alpha < 0 or o.beta < 0:
+        raise NnxformError(f"α and β must be >= 0, got {o.alpha:g} and {o.beta:g}")
+    if not 0.0 <= o.phi <= 1.0:
+        raise NnxformError(f"φ must lie in [0, 1], got {o.phi:g}")
+
+
+__all__ = ["DEFAULT_SCOPE", "METHODS", "SCOPES", "PruneResult", "SaliencyOptions", "Size", "prune"]
