@@ -46,8 +46,26 @@ Line = tuple[np.ndarray, np.ndarray, np.ndarray]
 # --- the pair of chains ------------------------------------------------------------------------
 
 
+def _match_rows(short: np.ndarray, long: np.ndarray) -> np.ndarray:
+    """Distinct rows of ``long`` nearest to each row of ``short`` (greedy, closest pairs first)."""
+    d = (short ** 2).sum(1)[:, None] + (long ** 2).sum(1)[None, :] - 2.0 * short @ long.T
+    order = np.argsort(d, axis=None, kind="stable")
+    rows, cols = np.unravel_index(order, d.shape)
+    place = np.full(short.shape[0], -1)
+    taken = np.zeros(long.shape[0], dtype=bool)
+    for i, j in zip(rows, cols):
+        if place[i] < 0 and not taken[j]:
+            place[i], taken[j] = j, True
+    return place
+
+
 def align_widths(a: Layers, b: Layers) -> tuple[Layers, Layers, list[str]]:
-    """Equal-depth chains given equal widths by dead neurons (zero row and bias, zero column next): exact."""
+    """Equal-depth chains given equal widths by dead neurons (zero row and bias, zero column next): exact.
+
+    The narrower layer's units are placed at the positions of their nearest units (by incoming
+    weights and bias) in the wider one, so that a pruned copy lines up with its original; any
+    placement keeps the function, the matching only makes the difference analysis tighter.
+    """
     if len(a) != len(b):
         raise NnxformError(f"cannot align chains of {len(a)} and {len(b)} layers; pad them first")
     a, b, notes = list(a), list(b), []
@@ -55,13 +73,19 @@ def align_widths(a: Layers, b: Layers) -> tuple[Layers, Layers, list[str]]:
         na, nb = a[k][1].size, b[k][1].size
         if na == nb:
             continue
-        short, width = (a, "first") if na < nb else (b, "second")
-        n, extra = max(na, nb), abs(na - nb)
+        (short, width), wide = ((a, "first"), b) if na < nb else ((b, "second"), a)
+        n = max(na, nb)
         W, bias = short[k]
-        short[k] = (np.vstack([W, np.zeros((extra, W.shape[1]))]), np.concatenate([bias, np.zeros(extra)]))
+        place = _match_rows(np.column_stack([W, bias]), np.column_stack(wide[k]))
+        W_new, b_new = np.zeros((n, W.shape[1])), np.zeros(n)
+        W_new[place], b_new[place] = W, bias
+        short[k] = (W_new, b_new)
         W2, b2 = short[k + 1]
-        short[k + 1] = (np.hstack([W2, np.zeros((W2.shape[0], extra))]), b2)
-        notes.append(f"{width}: layer {k + 1} widened from {min(na, nb)} to {n} neurons with dead neurons")
+        W2_new = np.zeros((W2.shape[0], n))
+        W2_new[:, place] = W2
+        short[k + 1] = (W2_new, b2)
+        notes.append(f"{width}: layer {k + 1} widened from {min(na, nb)} to {n} neurons with dead neurons "
+                     f"(units placed by their nearest unit in the other network)")
     return a, b, notes
 
 
