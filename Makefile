@@ -32,6 +32,15 @@ demo: $(VENV)/.installed
 	@echo; echo "== 5. PyTorch export with Transpose+Reshape: collapsed into one Flatten"
 	$(NNX) canon models/dnnv_mnist_relu_3_50.onnx -o $(OUT)/dnnv.canon.onnx --lower 0 --upper 1
 	$(NNX) info $(OUT)/dnnv.canon.onnx
+	@echo; echo "== 6. Sound bounds on a VNN-COMP MNIST network and box"
+	$(NNX) bounds models/mnist-net_256x2.onnx --vnnlib models/vnnlib/mnist_prop_0_0.03.vnnlib --method symbolic
+	@echo; echo "== 7. Prune 30% of its hidden units, with a sound drift bound on the box; accuracy and FGSM robustness"
+	$(NNX) prune models/mnist-net_256x2.onnx --method neuron --ratio 0.3 -o $(OUT)/mnist.pruned.onnx --vnnlib models/vnnlib/mnist_prop_0_0.03.vnnlib
+	$(NNX) evaluate models/mnist-net_256x2.onnx --against $(OUT)/mnist.pruned.onnx --data models/data/mnist_test_100.csv --scale 255 --eps 0.01 --eps 0.05
+	@echo; echo "== 8. Merge original and pruned into one network for external verifiers, with the epsilon-equivalence query"
+	$(NNX) merge models/mnist-net_256x2.onnx $(OUT)/mnist.pruned.onnx -o $(OUT)/mnist.diff.onnx --vnnlib models/vnnlib/mnist_prop_0_0.03.vnnlib --write-vnnlib $(OUT)/mnist.diff.vnnlib --equiv-eps 0.01
+	@echo; echo "== 9. How far apart can they be on the box? (δ_max below 0.01 means the query above is unsat)"
+	$(NNX) discrepancy models/mnist-net_256x2.onnx $(OUT)/mnist.pruned.onnx --vnnlib models/vnnlib/mnist_prop_0_0.03.vnnlib --method symbolic
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
