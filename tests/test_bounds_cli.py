@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from nnxform.cli.bounds import _Bar  # importing registers the command on the app
+from nnxform.cli.common import ProgressBar
 from conftest import MODELS
 from nnxform.cli import app
 from nnxform.errors import NnxformError
@@ -45,7 +45,7 @@ def test_json_file_and_lp(tmp_path):
 
 
 def test_progress_bar_reaches_the_total(capsys):
-    bar = _Bar("lp solves", enabled=True)
+    bar = ProgressBar("lp solves", enabled=True)
     for done in (2, 4, 10):
         bar(done, 10)
     bar.close()

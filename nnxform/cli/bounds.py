@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -11,29 +11,7 @@ from ..analyzers import METHODS, bounds as analyze
 from ..errors import NnxformError
 from ..ir import load
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, format_table, say, with_domain, write_json
-
-
-class _Bar:
-    """A progress bar on stderr, opened on the first report (when the total is known)."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled
-        self.bar: Any = None
-        self.done = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, format_table, say, with_domain, write_json
 
 
 @app.command(name="bounds", short_help="Sound bounds of the outputs and ReLU inputs over an input box.",
@@ -59,7 +37,7 @@ def bounds(
     net = load(model)
     box = domain.box(net)
     quiet = json_path == "-"
-    bar = _Bar(f"{method} solves", enabled=method in ("lp", "milp") and sys.stderr.isatty())
+    bar = ProgressBar(f"{method} solves", enabled=method in ("lp", "milp") and sys.stderr.isatty())
     try:
         b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar)
     finally:

@@ -117,3 +117,26 @@ def say(text: str, quiet: bool = False) -> None:
     """Print for people (to stdout), unless the command's JSON goes to stdout."""
     if not quiet:
         typer.echo(text)
+
+
+class ProgressBar:
+    """A progress bar on stderr for long work (LP/MILP solves, pruning rounds), opened on the first
+    report, when the total is known; use it as the ``progress(done, total)`` callback of the library."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)

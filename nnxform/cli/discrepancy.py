@@ -11,8 +11,7 @@ from ..discrepancy import METHODS, Pair
 from ..errors import NnxformError
 from ..ir import load
 from . import app
-from .bounds import _Bar
-from .common import DomainOptions, format_table, say, with_domain, write_json
+from .common import DomainOptions, ProgressBar, format_table, say, with_domain, write_json
 
 
 @app.command(short_help="Sound bounds of f_A − f_B over an input box, δ_max, and a witness input.",
@@ -52,7 +51,7 @@ def discrepancy(
                            "a discrepancy over an arbitrary default box would be misleading")
     pair = Pair(a, b)
     label = "input splits" if splits else f"{method} solves"
-    bar = _Bar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
+    bar = ProgressBar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
     try:
         d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits)
     finally:

@@ -15,8 +15,7 @@ from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..pruning import prune as prune_model
 from ..pruning.impact import impact_bound
 from . import app
-from .bounds import _Bar
-from .common import DomainOptions, format_table, say, with_domain, write_json
+from .common import DomainOptions, ProgressBar, format_table, say, with_domain, write_json
 from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
@@ -78,7 +77,7 @@ def prune(
     net = load(model)
     box = domain.box(net, default=False)
     points = load_data(data, scale).fit(net) if data else None
-    bar = _Bar("units pruned", enabled=method == "saliency" and sys.stderr.isatty())
+    bar = ProgressBar("units pruned", enabled=method == "saliency" and sys.stderr.isatty())
     try:
         result = prune_model(net, method, ratio, scope=scope, box=box, progress=bar,
                              options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed))
@@ -86,7 +85,7 @@ def prune(
         bar.close()
     report: dict[str, Any] = {"model": model, "output": output, **result.to_json(), "domain": domain.describe()}
     if box is not None:
-        bar = _Bar("impact solves", enabled=impact_method in ("lp", "milp") and sys.stderr.isatty())
+        bar = ProgressBar("impact solves", enabled=impact_method in ("lp", "milp") and sys.stderr.isatty())
         try:
             report.update(impact_bound(net, result, box, impact_method, time_limit=time_limit, progress=bar))
         finally:
