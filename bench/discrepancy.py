@@ -50,7 +50,7 @@ def float16_copy(model: Model) -> Model:
 
 
 def mnist_boxes(n: int) -> list[tuple[str, Box]]:
-    rows = np.loadtxt(MODELS / "data" / "mnist_test_100.csv", delimiter=",", max_rows=n)[:, 1:] / 255.0
+    rows = np.loadtxt(MODELS / "data" / "mnist_test_100.csv", delimiter=",", max_rows=n, ndmin=2)[:, 1:] / 255.0
     return [(f"image {i}", Box(np.clip(x - EPS, 0, 1), np.clip(x + EPS, 0, 1))) for i, x in enumerate(rows)]
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from .analyzers import bounds, compile_model
 from .analyzers.difference import (Layers, align_widths, chain_network, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
-from .analyzers.network import Linear, Network
+from .analyzers.network import Linear, Network, Pool
 from .analyzers.result import MARGIN_ABS, MARGIN_REL
 from .domain import Box
 from .errors import NnxformError
@@ -277,12 +277,19 @@ class Pair:
         a network is often a small difference of much larger hidden values).
         """
         net = self.joint
-        b = bounds(net, box, method, time_limit=time_limit, progress=progress)
+        exact = False
+        if method == "milp" and not any(isinstance(s, Pool) for s in net.steps):
+            seed = bounds(net, box, "symbolic")
+            if seed.stable_counts()["unstable"] == 0:  # a linear program: HiGHS's MILP path would return 0
+                b = bounds(net, box, "lp", seed=seed, time_limit=time_limit, progress=progress)
+                exact = True
+        if not exact:
+            b = bounds(net, box, method, time_limit=time_limit, progress=progress)
         st = b.state
         largest = max(float(np.max(np.abs(st.lo[i]) + np.abs(st.hi[i])))
                       for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output)
         m = 2 * (MARGIN_REL * largest + MARGIN_ABS)
-        return b.output_lower - m, b.output_upper + m, b.exact
+        return b.output_lower - m, b.output_upper + m, b.exact or exact
 
 
 def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,

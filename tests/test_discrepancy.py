@@ -200,6 +200,20 @@ def test_lp_and_milp_are_sound_nested_and_milp_is_exact(kind):
     assert milp.found >= milp.delta_max - scale - 1e-4 * milp.delta_max
 
 
+@pytest.mark.parametrize("build, width", [(lambda s: mlp(s, [3, 2]), 1.0), (lambda s: mlp(s, [3, 6, 2]), 1e-4),
+                                          (residual, 1e-4)], ids=["linear", "all-relus-stable", "merged-fallback"])
+def test_milp_without_unstable_relus_is_exact_and_sound(build, width):
+    """With no binary variable HiGHS solves the MILP as an LP and reports a MIP dual bound of 0: not used."""
+    a = build(9)
+    b = perturbed(a, 0.1, 2)
+    lo = np.random.default_rng(9).uniform(-1, 1, a.input_size)
+    box = Box(lo, lo + width)
+    _, deltas = observed(a, b, box, samples=2000)
+    d = discrepancy(a, b, box, "milp")
+    assert_sound(d, deltas, box, a, b)
+    assert d.exact and d.delta_max <= d.found * 1.001 + 1e-5
+
+
 def test_mnist_float16_copy_is_tight_and_the_merged_network_is_not():
     """The issue's pair: ε = 3/255 around a test image; the difference analysis is within 4× of the attack."""
     a = nnxform.load(MNIST)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import highspy
 import numpy as np
 
 from ..domain import Box
@@ -386,9 +387,10 @@ class DifferenceEncoder(Encoder):
     def __init__(self, layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State,
                  integer: bool, time_limit: float | None = None):
         super().__init__(state_b, integer, time_limit)
-        if not integer:  # the primal simplex without presolve can stall on these tiny differences
+        if not integer:  # simplex (primal or dual) can stall for minutes on these tiny differences
             self.h.setOptionValue("presolve", "on")
-            self.h.setOptionValue("simplex_strategy", 1)
+            self.h.setOptionValue("solver", "ipm")
+            self.h.setOptionValue("run_crossover", "off")  # the dual bound needs duals only, not a vertex
         self.layers, self.deltas = layers, deltas
         self.x = self._cols(box.lower.copy(), box.upper.copy())
         self.zb: dict[int, int] = {}
@@ -397,6 +399,7 @@ class DifferenceEncoder(Encoder):
         self.da: dict[int, int] = {}
         self.dz_scale: dict[int, float] = {}  # column value = Δz / scale
         self.da_scale: dict[int, float] = {}
+        self.binaries = 0
 
     def add_layer(self, k: int) -> None:
         """Columns and rows of affine layer ``k``: ``Δz = W_A Δa + (W_A − W_B) a_B + Δb`` and, if hidden,
@@ -441,10 +444,13 @@ class DifferenceEncoder(Encoder):
     def delta_min(self, k: int, j: int, sign: float) -> tuple[float, bool]:
         """Sound lower bound of ``sign · Δz_k[j]`` (LP or MILP dual bound); whether the MILP closed its gap."""
         col, sd = self.dz[k] + j, self.dz_scale[k]
-        if self.integer:
-            bound, closed = self.mip_min(col, sign)
-            return sd * bound, closed
-        return sd * self.lp_min(col, sign), False
+        if not self.integer:
+            return sd * self.lp_min(col, sign), False
+        if not self.binaries:  # HiGHS solves it as an LP and leaves the MIP dual bound at 0: take the LP's
+            bound = self.lp_min(col, sign)
+            return sd * bound, self.h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        bound, closed = self.mip_min(col, sign)
+        return sd * bound, closed
 
     def _affine(self, out: int, out_coef: float, terms: list[tuple[np.ndarray, int]], bias: np.ndarray) -> None:
         """Rows ``out_coef · out − Σ W·src = bias`` (``out``, ``src``: first columns of blocks)."""
@@ -488,6 +494,7 @@ class DifferenceEncoder(Encoder):
             self._combo(u, y + [(col, -c * s) for col, c in z], -free, -s * l)
             return
         d = self._cols(np.zeros(m), np.ones(m), integer=True)
+        self.binaries += m
         # y − z − l·d <= −l  (y <= z − l (1 − d));  y − u·d <= 0
         self._combo(u, y + minus, -free, -l, extra=(d, -l))
         self._combo(u, y, -free, np.zeros(m), extra=(d, -h))
