@@ -59,4 +59,4 @@ def main() -> None:
 
 # Registering the commands: each module adds its own to ``app``.
 from . import bounds, canon, check, discrepancy, info  # noqa: E402,F401
-from . import evaluate_cmd, merge, pad, prune, vnnlib_cmd  # noqa: E402,F401
+from . import compress, evaluate_cmd, merge, pad, prune, stable, vnnlib_cmd  # noqa: E402,F401

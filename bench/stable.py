@@ -1,0 +1,79 @@
+"""Stable ReLUs and exact compression on the VNN-COMP mnist_fc networks: time and neurons settled per stage.
+
+``python bench/stable.py [--time-limit S]``. Uses ``../shared/testdata/mnist_fc`` (256×2, 256×4, 256×6
+with the properties there) when present, else the bundled 256×2 and its property. Every network is
+also run on the whole input domain ``[0,1]^784``. Per run: the classification (per stage: seconds
+and neurons settled), then ``compress`` (neurons and connections before and after) and the
+onnxruntime check on 10,000 samples of the box. Targets from the issue are listed beside the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from common import MODELS, SHARED, print_table
+
+from nnxform.domain import Box
+from nnxform.exactness import compare
+from nnxform.ir import load
+from nnxform.passes.compress import compress, network_size
+from nnxform.stable import classify
+from nnxform.vnnlib import read_box
+
+#: Targets of the issue: (network, domain) -> (seconds, what must hold).
+TARGETS = {("256x2", "prop_0_0.03"): "0 undecided in < 60 s", ("256x4", "prop_0_0.03"): "0 undecided in < 300 s",
+           ("256x2", "[0,1]^784"): "almost none stable, < 20 s"}
+
+
+def runs() -> tuple[list[tuple[str, str, str, Box]], str]:
+    """(network, domain name, model path, box) for every benchmark run, and where they come from."""
+    folder = SHARED / "mnist_fc"
+    full = Box(np.zeros(784), np.ones(784))
+    if folder.exists():
+        props = sorted(p for p in os.listdir(folder) if p.endswith(".vnnlib"))
+        out = []
+        for k in (2, 4, 6):
+            path = str(folder / f"mnist-net_256x{k}.onnx")
+            out += [(f"256x{k}", p.removesuffix(".vnnlib"), path, read_box(folder / p)) for p in props]
+            out.append((f"256x{k}", "[0,1]^784", path, full))
+        return out, str(folder)
+    path = str(MODELS / "mnist-net_256x2.onnx")
+    note = f"{folder} not found: bundled mnist-net_256x2 only"
+    return [("256x2", "prop_0_0.03", path, read_box(MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib")),
+            ("256x2", "[0,1]^784", path, full)], note
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-limit", type=float, default=300.0, help="seconds per classification")
+    args = parser.parse_args()
+    cases, source = runs()
+    summary, stages, sizes = [], [], []
+    for name, domain, path, box in cases:
+        model = load(path)
+        result = classify(model, box, time_limit=args.time_limit)
+        total = result.counts()
+        summary.append([name, domain, round(result.seconds, 2), total["active"], total["inactive"], total["unstable"],
+                        total["undecided"], TARGETS.get((name, domain), "")])
+        for s in result.stages:
+            stages.append([name, domain, s.name, round(s.seconds, 3), s.settled, s.note])
+        t = time.perf_counter()
+        small, _ = compress(model, result)
+        seconds = time.perf_counter() - t
+        cmp = compare(model, small, box, samples=10000)
+        before, after = network_size(model), network_size(small)
+        sizes.append([name, domain, f"{before.neurons} -> {after.neurons}", f"{before.connections} -> {after.connections}",
+                      round(seconds, 2), f"{cmp.max_abs:.2g}", "yes" if cmp.within else "NO"])
+        print(f"  {name} {domain}: {result.seconds:.1f} s, {total}", flush=True)
+    print_table(f"Stable ReLUs ({source}; time limit {args.time_limit:g} s)",
+                ["network", "domain", "seconds", "active", "inactive", "unstable", "undecided", "target"], summary)
+    print_table("Per stage", ["network", "domain", "stage", "seconds", "settled", "note"], stages)
+    print_table("compress (LEO++) and its onnxruntime check on 10,000 samples of the box",
+                ["network", "domain", "neurons", "connections", "compress s", "max |diff|", "within 1e-5"], sizes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""``nnxform compress``: remove the stable ReLUs of a network on an input box, checked (and optionally certified) before writing."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from ..domain import Box
+from ..errors import NnxformError, NotExact
+from ..exactness import ensure_same_function
+from ..ir import Model, load
+from ..passes.compress import RANK_TOL, network_size
+from ..passes.compress import compress as compress_model
+from ..stable import Stability
+from . import app
+from .common import DEFAULT_BOX_HELP, DomainOptions, format_table, say, with_domain, write_json
+from .stable import run_classify
+
+#: Classification samples (the sampling stage of ``nnxform stable``).
+STABLE_SAMPLES = 4096
+
+
+def certify(original: Model, compressed: Model, box: Box, time_limit: float) -> Any:
+    """Sound bounds of ``f − f_compressed`` on the whole box: exact MILP where it finishes, else symbolic."""
+    try:
+        from ..discrepancy import discrepancy
+    except ImportError:
+        raise NnxformError("--certify: the discrepancy analysis is not available yet in this installation") from None
+    try:
+        return discrepancy(original, compressed, box, "milp", time_limit=time_limit)
+    except NnxformError:
+        return discrepancy(original, compressed, box, "symbolic", time_limit=time_limit)
+
+
+@app.command(name="compress", short_help="Remove stable ReLUs exactly on a box (LEO++), checked before writing.",
+             help="Make a network smaller without changing what it computes on an input box. Every ReLU is "
+                  "classified first (as by 'nnxform stable'); then, on the dense ReLU layers at the end of the "
+                  "network, stably inactive neurons are deleted, linearly dependent stably active neurons are "
+                  "folded into the next layer (pivoted Gram-Schmidt, tolerance --rank-tol), a layer left with "
+                  "only stably active neurons is merged into the next, and a layer all stably inactive makes "
+                  "the network a constant. Unstable and undecided neurons are kept; convolutional layers are "
+                  "left as they are (said at run time). Before writing, the result is compared with the input "
+                  "in onnxruntime on --samples points of the box (nothing is written beyond --tol); --certify "
+                  "also bounds |f - f_compressed| over the whole box with the discrepancy analysis (MILP, "
+                  "exact where it finishes) and refuses to write when it finds a difference beyond --tol. "
+                  "The result equals the input on the box only. " + DEFAULT_BOX_HELP)
+@with_domain
+def compress(
+    model: str = typer.Argument(..., help="ONNX file."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the compressed ONNX."),
+    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs."),
+    rank_tol: float = typer.Option(RANK_TOL, "--rank-tol", help="Relative tolerance of the rank test (folding active neurons)."),
+    samples: int = typer.Option(10000, "--samples", help="Uniform samples of the exactness check."),
+    tol: float = typer.Option(1e-5, "--tol", help="Tolerance of the exactness check (absolute and relative)."),
+    certify_box: bool = typer.Option(False, "--certify", help="Also bound |f - f_compressed| on the whole box."),
+    certify_time_limit: float = typer.Option(60.0, "--certify-time-limit", help="Seconds per solve of --certify."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the classification."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    if samples < 1:
+        raise NnxformError("--samples must be >= 1")
+    net = load(model)
+    box = domain.box(net)
+    stability = run_classify(net, box, time_limit, STABLE_SAMPLES, seed)
+    result, report = compress_model(net, stability, rank_tol=rank_tol)
+    cmp = ensure_same_function(net, result, box, "compress", samples=samples, atol=tol, rtol=tol)
+    cert = certify(net, result, box, certify_time_limit) if certify_box else None
+    if cert is not None and cert.found > tol:
+        raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
+                       f"{cert.found:.3g} > {tol:g} at a point of the box; nothing written (please report this network)")
+    before, after = network_size(net), network_size(result)
+    result.with_provenance("compress", {"domain": domain.describe(), "time_limit": time_limit, "rank_tol": rank_tol,
+                                        "samples": samples, "tol": tol, "seed": seed, "stable": stability.counts()})
+    result.save(output)
+
+    quiet = json_path == "-"
+    say(f"compress: {model} -> {output} on a box of {box.size} inputs", quiet)
+    _print_summary(stability, report.changes, before, after, quiet)
+    say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
+    if cert is not None:
+        exact = "exact" if cert.exact else "sound, not tight"
+        say(f"  certified on the whole box ({cert.method}, {exact}): max |f - f_compressed| <= {cert.delta_max:.3g} "
+            f"(largest found {cert.found:.3g}); {cert.seconds:.2f} s", quiet)
+    if json_path:
+        write_json({"model": model, "output": output, "domain": domain.describe(),
+                    "stable": {"seconds": stability.seconds, "totals": stability.counts(),
+                               "stages": stability.to_json()["stages"], "notes": stability.notes},
+                    "changes": report.changes, "counts": report.counts,
+                    "before": before.to_json(), "after": after.to_json(),
+                    "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
+                    "certificate": None if cert is None else cert.to_json()}, json_path)
+
+
+def _print_summary(stability: Stability, changes: list[str], before: Any, after: Any, quiet: bool) -> None:
+    total = stability.counts()
+    say(f"  ReLUs: {total['active']} stably active, {total['inactive']} stably inactive, {total['unstable']} unstable, "
+        f"{total['undecided']} undecided (kept as unstable); classified in {stability.seconds:.2f} s", quiet)
+    say("  " + ", ".join(f"{s.name} {s.seconds:.2f} s ({s.settled})" for s in stability.stages), quiet)
+    for line in changes:
+        say(f"  {line}", quiet)
+    rows = [[k, getattr(before, k), getattr(after, k), getattr(before, k) - getattr(after, k)]
+            for k in ("neurons", "connections", "parameters")]
+    say("", quiet)
+    say(format_table(["", "before", "after", "removed"], rows), quiet)
+    say("", quiet)

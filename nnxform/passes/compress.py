@@ -1,0 +1,249 @@
+"""``compress``: remove the stable ReLUs of a network exactly (LEO++, DESIGN.md "Stable neurons and exact compression").
+
+Given the stability of every ReLU on an input box (``nnxform.stable.classify``), each hidden
+layer of the dense ReLU chain at the end of the network is rewritten, first to last:
+
+- a **stably inactive** neuron outputs 0 on the box: its row of ``W^l, b^l`` and its column of
+  ``W^{l+1}`` are deleted;
+- **stably active** neurons are linear on the box (``h = z``). When their rows ``W_A`` are
+  linearly dependent, a pivoted Gram–Schmidt picks a basis ``B`` and ``W_D = K·W_B`` for the
+  rest (residual checked against ``rank_tol·max‖row‖``); then ``h_D = K·h_B + (b_D − K·b_B)``,
+  so ``W^{l+1}_B += W^{l+1}_D·K``, ``b^{l+1} += W^{l+1}_D·(b_D − K·b_B)`` and ``D`` is deleted;
+- a layer left with only stably active neurons is affine on the box and is **merged** into the
+  next (``W^{l+1}·W^l``);
+- a layer whose neurons are all stably inactive makes the rest of the network **constant** on the
+  box: the result is one Gemm with zero weights whose bias is that constant.
+
+Unstable and undecided neurons are kept. Convolutional layers (and anything before the dense tail)
+are left as they are. The result equals the input on the box only: check it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..affine import set_gemm
+from ..analyzers.result import ACTIVE, INACTIVE
+from ..errors import NnxformError
+from ..ir import Model, Node
+from . import PASSES, PassReport, register
+from .pad import Layers, relu_layers
+
+if TYPE_CHECKING:
+    from ..stable import Stability
+
+#: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
+#: of the basis rows is at most ``RANK_TOL`` times the largest row norm.
+RANK_TOL = 1e-9
+#: Operators the dense tail may contain (each with one data input).
+_TAIL_OPS = ("Gemm", "MatMul", "Add", "Mul", "Relu")
+_WEIGHTED = ("Gemm", "MatMul", "Conv")
+
+
+@dataclass
+class Size:
+    """How big a network is: ReLU neurons, connections (non-zero weights of Gemm/MatMul/Conv), parameters."""
+
+    neurons: int
+    connections: int
+    parameters: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"neurons": self.neurons, "connections": self.connections, "parameters": self.parameters}
+
+
+def network_size(model: Model) -> Size:
+    """The size of ``model`` (parameters: every floating-point constant element)."""
+    shapes = model.shapes()
+    neurons = sum(int(np.prod(shapes[n.outputs[0]])) for n in model.nodes if n.op == "Relu")
+    connections = sum(int(np.count_nonzero(model.constants[n.inputs[1]])) for n in model.nodes
+                      if n.op in _WEIGHTED and len(n.inputs) > 1 and n.inputs[1] in model.constants)
+    parameters = sum(int(c.size) for c in model.constants.values() if np.issubdtype(c.dtype, np.floating))
+    return Size(neurons, connections, parameters)
+
+
+@dataclass
+class Tail:
+    """The dense ReLU chain ending the network: its first tensor, its ReLU nodes and its dense layers."""
+
+    start: str
+    head: list[Node]
+    relus: list[str]
+    layers: Layers
+    skipped: list[str] = field(default_factory=list)  # ReLU nodes before the tail (left as they are)
+
+
+def dense_tail(model: Model) -> Tail:
+    """Split a canonical ``model`` into the part before its dense ReLU chain and that chain's layers."""
+    out = model.output_name
+    tail: list[Node] = []
+    t = out
+    while True:
+        node = model.producer(t)
+        if node is None or node.op not in _TAIL_OPS or len(model.data_inputs(node)) != 1:
+            break
+        if tail and model.sole_consumer(node.outputs[0]) is not tail[0]:
+            break
+        tail.insert(0, node)
+        t = model.data_inputs(node)[0]
+    while tail and tail[0].op == "Relu":
+        tail.pop(0)
+    if not tail:
+        last = model.producer(out)
+        raise NnxformError(f"compress found no dense layer at the end of the network (its output comes from "
+                           f"{last.op} node '{last.name}'); convolutional layers are not compressed")
+    start = model.data_inputs(tail[0])[0]
+    shapes = model.shapes()
+    used = {x for n in tail for x in n.inputs}
+    sub = Model(nodes=[Node(n.op, n.name, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in tail],
+                constants={k: v for k, v in model.constants.items() if k in used}, input_name=start,
+                input_shape=tuple(shapes[start]), output_names=[out], input_dims=tuple(shapes[start]), dtype=model.dtype)
+    head = [n for n in model.nodes if n not in tail]
+    skipped = [n.name for n in head if n.op == "Relu"]
+    return Tail(start, head, [n.name for n in tail if n.op == "Relu"], relu_layers(sub, "compress"), skipped)
+
+
+def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pivoted Gram–Schmidt on the rows of ``M``: indices of a basis ``B`` and ``K`` with ``M[D] ≈ K·M[B]`` (D the rest).
+
+    Pivoting stops when every remaining row is within ``tol·max‖row‖`` of the span of the basis.
+    """
+    residual = np.array(M, dtype=np.float64)
+    scale = float(np.linalg.norm(residual, axis=1).max(initial=0.0))
+    basis: list[int] = []
+    for _ in range(min(M.shape)):
+        norms = np.linalg.norm(residual, axis=1)
+        norms[basis] = -1.0
+        p = int(np.argmax(norms))
+        if norms[p] <= tol * scale:
+            break
+        q = residual[p] / norms[p]
+        residual -= np.outer(residual @ q, q)
+        basis.append(p)
+    B = np.array(sorted(basis), dtype=int)
+    D = np.setdiff1d(np.arange(M.shape[0]), B)
+    if D.size == 0 or B.size == 0:
+        return B, np.zeros((D.size, B.size))
+    K = np.linalg.lstsq(M[B].T, M[D].T, rcond=None)[0].T
+    return B, K
+
+
+def _constant(layers: Layers) -> np.ndarray:
+    """Output of the ReLU chain ``layers`` when its input (a ReLU layer's output) is 0."""
+    h = np.zeros(layers[0][0].shape[1])
+    for k, (W, b) in enumerate(layers):
+        h = W @ h + b
+        if k < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def leo(layers: Layers, statuses: list[np.ndarray], names: list[str], rank_tol: float = RANK_TOL,
+        report: PassReport | None = None) -> tuple[Layers, list[str], bool]:
+    """LEO++ on a dense ReLU chain: the new layers, the names of the ReLU layers kept, and whether the result is constant.
+
+    ``statuses[l]`` holds ACTIVE / INACTIVE / other (kept) for the neurons of hidden layer ``l``.
+    """
+    report = report or PassReport("compress")
+    W, b = (np.array(a, dtype=np.float64) for a in layers[0])
+    out: Layers = []
+    kept: list[str] = []
+    for l, (st, name) in enumerate(zip(statuses, names)):
+        Wn, bn = (np.array(a, dtype=np.float64) for a in layers[l + 1])
+        if st.size != W.shape[0]:
+            raise NnxformError(f"ReLU '{name}' has {W.shape[0]} neurons but its stability lists {st.size}")
+        live = st != INACTIVE
+        if not live.any():
+            c = _constant([(Wn, bn)] + [tuple(a) for a in layers[l + 2:]])
+            report.add("constant", f"{name}: all {st.size} neurons stably inactive, so the network is constant on the domain")
+            return [(np.zeros((c.size, layers[0][0].shape[1])), c)], [], True
+        if not live.all():
+            report.counts["removed_inactive"] = report.counts.get("removed_inactive", 0) + int((~live).sum())
+        W, b, st, Wn = W[live], b[live], st[live], Wn[:, live]
+        line = f"{name}: {int((~live).sum())} stably inactive removed"
+        active = np.flatnonzero(st == ACTIVE)
+        if active.size == st.size:
+            W, b = Wn @ W, Wn @ b + bn
+            report.add("merged", f"{line}; the {st.size} left are stably active: layer merged into the next")
+            continue
+        folded = np.zeros(0, dtype=int)
+        if active.size > 1:
+            basis, K = independent_rows(W[active], rank_tol)
+            folded = np.setdiff1d(active, active[basis])
+            Bi = active[basis]
+            bn = bn + Wn[:, folded] @ (b[folded] - K @ b[Bi])
+            Wn[:, Bi] += Wn[:, folded] @ K
+            keep = np.setdiff1d(np.arange(st.size), folded)
+            W, b, Wn = W[keep], b[keep], Wn[:, keep]
+        if folded.size:
+            report.counts["folded_active"] = report.counts.get("folded_active", 0) + int(folded.size)
+        report.add("kept", f"{line}; {active.size} stably active (rank {active.size - folded.size}, {folded.size} folded "
+                           f"into the next layer); {st.size - active.size} unstable or undecided kept")
+        out.append((W, b))
+        kept.append(name)
+        W, b = Wn, bn
+    out.append((W, b))
+    return out, kept, False
+
+
+@register("compress")
+def compress(model: Model, stability: "Stability", rank_tol: float = RANK_TOL) -> tuple[Model, PassReport]:
+    """``model`` without its stable ReLUs (``stability`` from ``nnxform.stable.classify`` on the same model and box)."""
+    if rank_tol < 0:
+        raise NnxformError("the rank tolerance must be >= 0")
+    canonical, _ = PASSES["canon"](model)
+    tail = dense_tail(canonical)
+    statuses = [stability.layer(name).status for name in tail.relus]
+    report = PassReport("compress")
+    if tail.skipped:
+        report.add("left", f"{len(tail.skipped)} ReLU layers before the dense tail (convolutional or not a plain chain: "
+                           f"{', '.join(tail.skipped)}) are left as they are")
+    layers, kept, constant = leo(tail.layers, statuses, tail.relus, rank_tol, report)
+    result = _rebuild(canonical, tail, layers, kept, constant)
+    return result, report
+
+
+def _rebuild(model: Model, tail: Tail, layers: Layers, kept: list[str], constant: bool) -> Model:
+    """``model``'s nodes before the tail, then ``[Flatten →] Gemm → Relu → … → Gemm [→ Reshape]`` on ``layers``."""
+    out = model.output_name
+    out_shape = tuple(model.shapes()[out])
+    m = model.copy()
+    m.nodes = [] if constant else [n for n in m.nodes if n.name in {h.name for h in tail.head}]
+    m.metadata = dict(m.metadata)
+    tensor = m.input_name if constant else tail.start
+    shape = m.input_shape if constant else tuple(model.shapes()[tail.start])
+    if constant:
+        layers = [(np.zeros((layers[0][1].size, m.input_size)), layers[0][1])]
+    final_relu = len(layers) > 1 and _is_identity(*layers[-1])  # the network ends with a ReLU: keep it so
+    if final_relu:
+        layers = layers[:-1]
+    reshape = out_shape != (1, layers[-1][1].size)
+
+    def add(op: str, name: str, inputs: list[str], output: str | None = None, **attrs: Any) -> Node:
+        nonlocal tensor
+        node = Node(op, m.fresh_name(name), [tensor, *inputs], [output or m.fresh_name(f"{name}_out")], attrs)
+        m.nodes.append(node)
+        tensor = node.outputs[0]
+        return node
+
+    if len(shape) == 1:
+        add("Reshape", "compress_flatten", [m.add_constant("compress_flatten_shape", np.array([1, -1], np.int64))])
+    elif len(shape) > 2:
+        add("Flatten", "compress_flatten", [], axis=1)
+    for k, (W, b) in enumerate(layers):
+        last = k == len(layers) - 1
+        node = add("Gemm", f"compress_gemm{k + 1}", [], out if last and not (reshape or final_relu) else None)
+        set_gemm(m, node, W, b)
+        if not last or final_relu:
+            add("Relu", kept[k], [], out if last and not reshape else None)
+    if reshape:
+        add("Reshape", "compress_unflatten", [m.add_constant("compress_output_shape", np.array(out_shape, np.int64))], out)
+    m.prune()
+    return m
+
+
+def _is_identity(W: np.ndarray, b: np.ndarray) -> bool:
+    return W.shape[0] == W.shape[1] and np.array_equal(W, np.eye(W.shape[0])) and not b.any()
