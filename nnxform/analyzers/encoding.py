@@ -41,6 +41,7 @@ class Encoder:
             h.setOptionValue("presolve", "off")  # keep the basis between objectives (warm start)
             h.setOptionValue("simplex_strategy", 4)  # a new objective keeps the basis primal feasible
         self.h, self.time_limit = h, time_limit
+        self.integers = 0  # integer columns so far; without any, HiGHS solves an LP and has no MIP dual bound
         self.col: dict[int, int] = {}
         self.col_lo, self.col_hi = np.zeros(0), np.zeros(0)
         self.row_lo, self.row_hi = np.zeros(0), np.zeros(0)
@@ -74,6 +75,7 @@ class Encoder:
         n = lo.size
         self.h.addCols(n, np.zeros(n), lo, hi, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
         if integer:
+            self.integers += n
             idx = np.arange(start, start + n, dtype=np.int32)
             self.h.changeColsIntegrality(n, idx, np.full(n, highspy.HighsVarType.kInteger))
         self.col_lo = np.concatenate([self.col_lo, lo])
@@ -203,6 +205,12 @@ class Encoder:
 
     def mip_min(self, col: int, sign: float = 1.0) -> tuple[float, bool]:
         """Solver-proven (dual) lower bound of ``sign · column`` over the MILP and whether the gap closed."""
+        if not self.integers:  # an LP: HiGHS reports optimal and leaves mip_dual_bound at 0
+            bound = self.lp_min(col, sign)
+            optimum = float(self.h.getInfo().objective_function_value)
+            closed = (self.h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+                      and abs(bound - optimum) <= 1e-6 * (1.0 + abs(optimum)))
+            return bound, closed
         self._objective(col, sign)
         self._run()
         info = self.h.getInfo()
