@@ -7,9 +7,10 @@ when ``z >= 0``, *unstable* when both signs occur. Evidence is gathered cheapest
   (signed-gradient steps pushing each remaining candidate towards the sign it has not shown)
   prove *instability*: a neuron seen ``> 0`` at one point and ``< 0`` at another, in float64 and
   again in float32 onnxruntime at the same points;
-- **interval** and **symbolic** bounds, then an **lp** bound (triangle relaxation, one solve per
-  remaining candidate, in the direction it needs) prove *stability*, with the analyzers' float32
-  margin;
+- **interval** and **symbolic** bounds, then **alpha** bounds (α-CROWN: the lower slopes of the
+  unstable ReLUs optimised per neuron, for every neuron the bounds leave unstable, layer by layer,
+  which also tightens the big-M constants of the MILP) prove *stability*, with the analyzers'
+  float32 margin;
 - **milp**: one HiGHS big-M model of the network, grown layer by layer; each remaining candidate
   gets a feasibility solve "is there an input with ``z`` on the wrong side of its margin?" (a
   column bound, objective pushing ``z`` further). Infeasible proves the neuron stable; a
@@ -34,6 +35,7 @@ from .analyzers import bounds as analyze
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
+from .analyzers.symbolic import optimized_bounds
 from .domain import Box
 from .errors import NnxformError
 from .evaluate import run
@@ -58,10 +60,10 @@ MIN_SOLVE_SECONDS = 1.0
 _MIP_OPTIONS = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
                 "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False,
                 "mip_max_improving_sols": 1}
-#: HiGHS options for the lp stage: presolve for the first solve, dual simplex when the objective changes.
-_LP_OPTIONS = {"presolve": "on", "simplex_strategy": 1}
+#: α stage: signed-gradient steps on the ReLU lower slopes, neurons bounded per batch.
+ALPHA_STEPS, _ALPHA_ROWS = 20, 256
 
-#: ``progress(stage, done, total)``: candidates worked through by the lp or milp stage.
+#: ``progress(stage, done, total)``: layers done by the alpha stage, candidates by the milp stage.
 Progress = Callable[[str, int, int], None]
 
 
@@ -148,7 +150,7 @@ def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int 
 
     ``time_limit``: seconds for the whole classification; the first stage always runs, later
     ones stop when it is spent and leave their neurons undecided. ``progress(stage, done, total)``
-    is called as the lp and milp stages work through their candidates.
+    is called as the alpha stage works through the layers and the milp stage through its candidates.
     """
     if time_limit < 0:
         raise NnxformError("the time limit must be >= 0")
@@ -185,7 +187,7 @@ class _Classifier:
     def run(self) -> Stability:
         self.sampling()
         stages = {"interval": self.interval, "symbolic": self.symbolic, "gradient": self.gradient_search,
-                  "lp": self.lp, "milp": self.milp}
+                  "alpha": self.alpha, "milp": self.milp}
         for name, stage in stages.items():
             if not self.undecided():
                 break
@@ -370,53 +372,67 @@ class _Classifier:
                     out.append((L, cand, self.pos_val[L][cand] <= WITNESS_MARGIN))
         return out
 
-    def _encoder(self, integer: bool, name: str) -> Encoder | None:
-        try:
-            return Encoder(self.state, integer=integer)
-        except NnxformError as exc:
-            self.notes.append(f"{name} stage skipped: {exc}")
-            return None
+    def _without_dead(self) -> tuple[State, list[np.ndarray]]:
+        """The bounds on a copy of the network without its stably inactive ReLUs (they output 0 on the box, so
+        the MILP is the same without them, only smaller), and per ReLU layer each neuron's row in the copy (-1: removed).
 
-    def lp(self) -> None:
-        """One LP bound per candidate (the side it needs), layer by layer; proven neurons become linear for the next layers."""
+        A ReLU layer is thinned only when its Linear step feeds nothing else and only Linear steps read it.
+        """
+        net, steps = self.net, self.net.steps
+        readers: dict[int, list] = {}
+        for s in steps:
+            for src in (s.sources if isinstance(s, Linear) else [getattr(s, "source", None)]):
+                readers.setdefault(src, []).append(s)
+        rows: dict[int, np.ndarray] = {}  # step -> kept entries (Linear rows, Activation neurons)
+        for L, (k, src) in enumerate(zip(self.relus, self.sources)):
+            if len(readers.get(src, [])) == 1 and net.relu_only[src] and all(isinstance(r, Linear) for r in readers.get(k, [])):
+                rows[src] = rows[k] = self.status[L] != INACTIVE
+        new: list = []
+        for i, s in enumerate(steps):
+            if isinstance(s, Linear):
+                keep = rows.get(i, slice(None))
+                weights = [w[keep][:, rows.get(src, slice(None))] for src, w in zip(s.sources, s.weights)]
+                new.append(Linear(s.tensor, list(s.sources), weights, s.bias[keep]))
+            elif isinstance(s, Activation) and i in rows:
+                new.append(Activation(s.op, s.node, s.source, int(rows[i].sum())))
+            else:
+                new.append(s)
+        reduced = Network(new, net.output, net.output_shape)
+        state = State(reduced, self.box, [None if a is None else a[rows.get(i, slice(None))].copy() for i, a in enumerate(self.state.lo)],
+                      [None if a is None else a[rows.get(i, slice(None))].copy() for i, a in enumerate(self.state.hi)])
+        kept = []
+        for L, src in enumerate(self.sources):
+            mask = rows.get(src, np.ones(self.status[L].size, dtype=bool))
+            kept.append(np.where(mask, np.cumsum(mask) - 1, -1))
+        return state, kept
+
+    def alpha(self) -> None:
+        """α-CROWN bounds of every neuron the bounds leave unstable, layer by layer: the lower slopes of the
+        unstable ReLUs below are optimised per neuron (any slope in [0, 1] is sound; the best bound seen is
+        kept). Tightens the intermediate bounds too, which the MILP's big-M constants come from."""
         before = self.undecided()
-        state = self.state.copy()
-        enc = self._encoder(False, "lp")
-        if enc is None:
-            return self._stage("lp", before, "not supported on this network")
-        for key, value in _LP_OPTIONS.items():  # measured: 10× faster than the warm-started primal simplex here
-            enc.h.setOptionValue(key, value)
-        total = sum(int((st == UNDECIDED).sum()) for st, i in zip(self.status, self.sources) if not self.net.first_layer(i))
-        done, stopped = 0, False
+        state = self.state
+        layers = [i for i in range(len(self.net.steps)) if self.net.relu_only[i] and not self.net.first_layer(i)]
+        stopped = False
         for i, s in enumerate(self.net.steps):
-            if stopped:
-                break
-            if i and not isinstance(s, Linear):
+            if i == 0:
+                continue
+            if not isinstance(s, Linear):
                 state.propagate_nonlinear(i)
-            enc.add(i)
-            if not isinstance(s, Linear) or self.net.first_layer(i):
+                continue
+            if i not in layers or stopped:
                 continue
             lo, hi = state.lo[i].copy(), state.hi[i].copy()
-            for L, cand, up in self._candidates(i):
-                for j, push_up in zip(cand, up):
-                    if self.remaining() <= 0:
-                        stopped = True
-                        break
-                    enc.h.setOptionValue("time_limit", max(self.remaining(), 1e-3))  # per run in HiGHS 1.15
-                    col = enc.col[i] + int(j)
-                    if push_up:
-                        hi[j] = min(hi[j], -enc.lp_min(col, -1.0))
-                    else:
-                        lo[j] = max(lo[j], enc.lp_min(col, 1.0))
-                    done += 1
-                    if self.progress:
-                        self.progress("lp", done, total)
-            wlo, whi = widen(lo, hi)
-            state.lo[i], state.hi[i] = np.maximum(wlo, state.lo[i]), np.minimum(whi, state.hi[i])
+            rows = np.flatnonzero((lo < 0) & (hi > 0))
+            for part in np.array_split(rows, -(-rows.size // _ALPHA_ROWS)) if rows.size else []:
+                new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
+                lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
+            state.set_linear(i, lo, hi)
             self._apply_bounds([state.lo[src] for src in self.sources], [state.hi[src] for src in self.sources])
-            enc.set_bounds(i)
-        self.state = state
-        self._stage("lp", before, "stopped by the time limit" if stopped else "")
+            if self.progress:
+                self.progress("alpha", layers.index(i) + 1, len(layers))
+            stopped = self.remaining() <= 0
+        self._stage("alpha", before, "stopped by the time limit" if stopped else "")
 
     # --- stability: MILP ------------------------------------------------------------------------
 
@@ -427,14 +443,16 @@ class _Classifier:
         whose solve ran out are retried once every layer is encoded, with 4× the time each round.
         """
         before = self.undecided()
-        state = self.state.copy()
-        enc = self._encoder(True, "milp")
-        if enc is None:
+        state, kept = self._without_dead()
+        try:
+            enc = Encoder(state, integer=True)
+        except NnxformError as exc:
+            self.notes.append(f"milp stage skipped: {exc}")
             return self._stage("milp", before, "not supported on this network")
         for key, value in _MIP_OPTIONS.items():
             enc.h.setOptionValue(key, value)
         counts = {"done": 0, "unreplayed": 0}
-        pending: list[tuple[tuple[int, int, int, bool], float]] = []  # (task, seconds it was given)
+        pending: list[tuple[tuple[int, int, int, int, bool], float]] = []  # (task, seconds it was given)
         for i, s in enumerate(self.net.steps):
             if self.remaining() <= 0:
                 break
@@ -445,7 +463,7 @@ class _Classifier:
                 continue
             for L, cand, up in self._candidates(i):
                 for j, push_up in zip(cand, up):
-                    task = (i, L, int(j), bool(push_up))
+                    task = (i, L, int(j), int(kept[L][j]), bool(push_up))
                     seconds = max(MIN_SOLVE_SECONDS, self.remaining() / max(1, self.undecided() - len(pending)))
                     if self.remaining() <= 0 or not self._settle(enc, state, task, seconds, counts, before):
                         pending.append((task, seconds))
@@ -460,25 +478,26 @@ class _Classifier:
             notes.append(f"{counts['unreplayed']} solver solutions did not replay as flips (float margin): left undecided")
         self._stage("milp", before, "; ".join(notes))
 
-    def _settle(self, enc: Encoder, state: State, task: tuple[int, int, int, bool], seconds: float,
+    def _settle(self, enc: Encoder, state: State, task: tuple[int, int, int, int, bool], seconds: float,
                 counts: dict[str, int], total: int) -> bool:
-        """One candidate's feasibility solve; False when the solver could not decide within ``seconds``."""
-        i, L, j, push_up = task
+        """One candidate's feasibility solve (neuron ``j`` of ReLU layer ``L``, row ``r`` of Linear step ``i`` of the
+        solver's network); False when the solver could not decide within ``seconds``."""
+        i, L, j, r, push_up = task
         if self.status[L][j] == UNDECIDED:  # else settled meanwhile by another solution's replay
             tol = enc.h.getOptionValue("mip_feasibility_tolerance")
             big = float(np.max(np.abs(np.concatenate([enc.col_lo, enc.col_hi]))))
             slack = (tol[1] if isinstance(tol, tuple) else tol) * (1.0 + big)  # as Encoder.mip_min allows
-            lo, hi = state.lo[i][j], state.hi[i][j]
+            lo, hi = state.lo[i][r], state.hi[i][r]
             gap = _margin(lo, hi) + slack  # prove z < -gap (inactive) or z > gap (active)
-            verdict, x = self._feasible(enc, enc.col[i] + j, -gap if push_up else gap, push_up, seconds)
+            verdict, x = self._feasible(enc, enc.col[i] + r, -gap if push_up else gap, push_up, seconds)
             if verdict == "unknown":
                 return False
             if verdict == "infeasible":
                 self.status[L][j] = INACTIVE if push_up else ACTIVE
                 if push_up:
-                    state.hi[i][j] = min(hi, -slack)
+                    state.hi[i][r] = min(hi, -slack)
                 else:
-                    state.lo[i][j] = max(lo, slack)
+                    state.lo[i][r] = max(lo, slack)
             else:
                 self.observe(x[None])
                 self.confirm_unstable()

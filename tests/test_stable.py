@@ -14,7 +14,11 @@ from typer.testing import CliRunner
 
 import nnxform.cli.stable  # noqa: F401  (registers the command)
 from conftest import MODELS, make_model
-from nnxform.analyzers import bounds
+from test_bounds import mlp, random_box
+
+from nnxform.analyzers import bounds, compile_model
+from nnxform.analyzers.network import Linear
+from nnxform.analyzers.symbolic import optimized_bounds
 from nnxform.cli import app
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
@@ -209,8 +213,6 @@ def test_a_neuron_with_zero_weights_is_stable_even_at_zero():
 
 
 def test_sigmoid_networks_skip_the_solver_stages():
-    from test_bounds import mlp
-
     model = mlp(3, [3, 6, 6, 2], act="Tanh")
     result = classify(model, Box.default(3))
     assert result.layers == []
@@ -265,10 +267,10 @@ def test_cli_errors():
 
 
 def test_progress_reports_the_solver_stages():
-    model, box, _ = planted(11, [2, 10, 10, 10, 2], radius=0.8, dead=1, alive=1, copies=0)
+    model, box, _ = planted(0, [3, 12, 12, 12, 2], radius=1.0, dead=1, alive=1, copies=0)
     seen: dict[str, tuple[int, int]] = {}
     result = classify(model, box, progress=lambda stage, done, total: seen.__setitem__(stage, (done, total)))
-    assert seen and set(seen) <= {"lp", "milp"}
+    assert "milp" in seen and set(seen) <= {"alpha", "milp"}
     assert all(0 < done <= total for done, total in seen.values())
     assert result.counts()["undecided"] == 0
     assert UNDECIDED not in np.concatenate([l.status for l in result.layers])
@@ -278,8 +280,28 @@ def test_stage_bars_open_one_bar_per_stage(capsys):
     from nnxform.cli.stable import StageBars
 
     bars = StageBars(enabled=True)
-    for stage, done, total in (("lp", 1, 2), ("lp", 2, 2), ("milp", 1, 3), ("milp", 3, 3)):
+    for stage, done, total in (("alpha", 1, 2), ("alpha", 2, 2), ("milp", 1, 3), ("milp", 3, 3)):
         bars(stage, done, total)
     bars.close()
     err = capsys.readouterr().err
-    assert "lp candidates" in err and "milp candidates" in err
+    assert "alpha candidates" in err and "milp candidates" in err
+
+
+@settings(deadline=None, derandomize=True, max_examples=8)
+@given(seed=st.integers(0, 2**16), depth=st.integers(2, 4), width=st.integers(4, 12))
+def test_alpha_bounds_contain_every_sample(seed, depth, width):
+    model = mlp(seed, [3] + [width] * depth + [2])
+    box = random_box(seed, 3)
+    net = compile_model(model)
+    state = bounds(net, box, "symbolic").state
+    xs = box.points(3000, np.random.default_rng(seed))
+    values = run(model, xs, keep=True)
+    for i, s in enumerate(net.steps):
+        if not isinstance(s, Linear) or net.first_layer(i) or i == net.output:
+            continue
+        rows = np.flatnonzero((state.lo[i] < 0) & (state.hi[i] > 0))
+        if rows.size == 0:
+            continue
+        lo, hi = optimized_bounds(state, i, rows, 20)
+        z = values[s.tensor].reshape(len(xs), -1)[:, rows]
+        assert np.all(z >= lo - 1e-9) and np.all(z <= hi + 1e-9)
