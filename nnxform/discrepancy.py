@@ -37,8 +37,9 @@ import numpy as np
 from .analyzers import bounds, compile_model
 from .analyzers.difference import (Layers, align_widths, chain_network, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
+from .analyzers import interval, symbolic
 from .analyzers.network import Linear, Network, Pool
-from .analyzers.result import MARGIN_ABS, MARGIN_REL
+from .analyzers.result import INACTIVE, MARGIN_ABS, MARGIN_REL, State
 from .domain import Box
 from .errors import NnxformError
 from .evaluate import run
@@ -143,8 +144,11 @@ class Pair:
         depth = max(len(la), len(lb))
         pa, notes_a = pad_layers(la, depth)
         pb, notes_b = pad_layers(lb, depth)
+        self.reshaped_a = len(pa) != len(la)
         pa, pb, notes = align_widths(pa, pb)
+        self.reshaped_a |= [w.shape for w, _ in pa] != [w.shape for w, _ in la]
         self.notes += [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b] + notes
+        self.dead_a, self.dead_b = _dead_units(pa), _dead_units(pb)
         self.layers = pair_layers(pa, pb)
         self.net_a, self.net_b = hidden_network(pa), hidden_network(pb)
         self._joint = joint_network(chain_network(la), chain_network(lb))
@@ -167,13 +171,13 @@ class Pair:
 
     def analyse(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
                 progress: Callable[[int, int], None] | None = None, splits: int = 0, witness_effort: int = 1,
-                seed: int = 0) -> Discrepancy:
+                seed: int = 0, signs_a: list[np.ndarray] | None = None) -> Discrepancy:
         """The discrepancy over ``box`` (see ``discrepancy``): ``bound`` and ``witness``.
 
         ``witness_effort`` multiplies the witness search (samples, starts and gradient steps).
         """
         t0 = time.perf_counter()
-        r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits)
+        r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits, signs_a=signs_a)
         t1 = time.perf_counter()
         x, delta = self.witness(box, r.points, effort=witness_effort, seed=seed)
         t2 = time.perf_counter()
@@ -183,12 +187,20 @@ class Pair:
                            float(np.abs(delta).max()), analysis, list(self.notes), details)
 
     def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
-              progress: Callable[[int, int], None] | None = None, splits: int = 0) -> DeltaBounds:
+              progress: Callable[[int, int], None] | None = None, splits: int = 0,
+              signs_a: list[np.ndarray] | None = None) -> DeltaBounds:
         """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
 
         ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
         (worth it for few inputs, e.g. ACAS Xu's 5). ``time_limit``: seconds per LP/MILP solve.
+        ``signs_a``: per ReLU layer of the first network, the neurons proven stably ACTIVE / INACTIVE on
+        ``box`` by other means (``nnxform.stable``): the per-network bounds start from them, which makes
+        the analysis tight where they are the bottleneck (certifying a compression). Only sound if they are.
         """
+        if signs_a is not None:
+            self._check_signs(signs_a)
+            if splits:
+                raise NnxformError("proven signs hold on the whole box only: they cannot be combined with splits")
         if method not in METHODS:
             raise NnxformError(f"unknown discrepancy method '{method}'; choose one of {', '.join(METHODS)}")
         if time_limit <= 0:
@@ -198,7 +210,7 @@ class Pair:
         box.fit(self.a.input_size)
         if splits:
             return self._split(box, method, splits, time_limit, progress)
-        return self._bound(box, method, time_limit, progress)
+        return self._bound(box, method, time_limit, progress, signs_a)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -212,11 +224,21 @@ class Pair:
         best = int(np.argmax(np.abs(deltas).max(axis=1)))
         return candidates[best], deltas[best]
 
-    def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None
-               ) -> DeltaBounds:
+    def _check_signs(self, signs_a: list[np.ndarray]) -> None:
+        """Refuse proven signs that do not fit the first network's ReLU layers as the difference analysis sees them."""
+        if not self.chains or self.reshaped_a:
+            raise NnxformError("proven signs need the difference analysis of the first network as it is (a ReLU "
+                               "chain at least as deep and wide as the second)")
+        sizes = [L.size for L in self.layers[:-1]]
+        if [np.size(s) for s in signs_a] != sizes:
+            raise NnxformError(f"proven signs for ReLU layers of sizes {[np.size(s) for s in signs_a]} do not fit the "
+                               f"first network's {sizes}")
+
+    def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
+               signs_a: list[np.ndarray] | None = None) -> DeltaBounds:
         """The bounds of ``f_A − f_B`` over one box."""
         if self.chains and method in DIFFERENCE_METHODS:
-            return self._difference(box, method, time_limit, progress)
+            return self._difference(box, method, time_limit, progress, signs_a)
         lo, hi, exact = self._merged(box, method.removeprefix("merged-"), time_limit, progress)
         return DeltaBounds(lo, hi, exact)
 
@@ -253,10 +275,12 @@ class Pair:
         return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
 
     def _difference(self, box: Box, method: str, time_limit: float,
-                    progress: Callable[[int, int], None] | None) -> DeltaBounds:
+                    progress: Callable[[int, int], None] | None, signs_a: list[np.ndarray] | None) -> DeltaBounds:
         """The difference analysis of the aligned chains."""
-        sa = bounds(self.net_a, box, "symbolic").state
-        sb = bounds(self.net_b, box, "symbolic").state
+        if signs_a is not None:
+            signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
+        sa = _chain_bounds(self.net_a, box, signs_a or self.dead_a)
+        sb = _chain_bounds(self.net_b, box, self.dead_b)
         deltas = propagate(self.layers, box, sa, sb, symbolic=method != "interval")
         out = deltas[-1]
         r = DeltaBounds(out.lo_d.copy(), out.hi_d.copy(), input_coef=out.input_coef)
@@ -268,6 +292,7 @@ class Pair:
                 r.details["exact_outputs"] = {"lower": closed[0].tolist(), "upper": closed[1].tolist()}
         r.details["hidden_delta_max"] = [float(np.maximum(np.abs(d.lo_d), np.abs(d.hi_d)).max()) for d in deltas[:-1]]
         r.details["unsettled_relus"] = [int(d.unsettled.sum()) for d in deltas[:-1]]
+        r.details["float_margin"] = float(out.float_margin.max())  # part of the bounds that is float32 rounding
         return r
 
     def _merged(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None):
@@ -290,6 +315,22 @@ class Pair:
                       for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output)
         m = 2 * (MARGIN_REL * largest + MARGIN_ABS)
         return b.output_lower - m, b.output_upper + m, b.exact or exact
+
+
+def _dead_units(layers: Layers) -> list[np.ndarray]:
+    """Per hidden layer of a chain, INACTIVE where a unit has zero weights and bias (it is 0 in float32 too), else 0.
+
+    The analyzers' float32 margin would otherwise make such a unit (alignment pads with them) unstable.
+    """
+    return [np.where(~W.any(axis=1) & (b == 0), INACTIVE, 0) for W, b in layers[:-1]]
+
+
+def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray]) -> State:
+    """Symbolic bounds of a ``hidden_network``, starting from the signs its ReLU layers are known to have."""
+    state = State.start(net, box)
+    for k, s in enumerate(signs):
+        state.assume_signs(2 * k + 1, s)
+    return symbolic.symbolic(interval.interval(state))
 
 
 def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,

@@ -60,6 +60,16 @@ class State:
             lo, hi = np.maximum(lo, self.lo[i]), np.minimum(hi, self.hi[i])
         self.lo[i], self.hi[i] = lo, hi
 
+    def assume_signs(self, i: int, signs: np.ndarray) -> None:
+        """Restrict Linear step ``i`` to signs proven elsewhere (ACTIVE: ``>= 0``, INACTIVE: ``<= 0``; others as they are).
+
+        Call before the analysis fills the step: its bounds are then intersected with these.
+        """
+        lo, hi = np.where(signs == ACTIVE, 0.0, -np.inf), np.where(signs == INACTIVE, 0.0, np.inf)
+        if self.lo[i] is not None:
+            lo, hi = np.maximum(lo, self.lo[i]), np.minimum(hi, self.hi[i])
+        self.lo[i], self.hi[i] = lo, hi
+
     def propagate_nonlinear(self, i: int) -> None:
         """Bounds of nonlinear step ``i`` from its (known) source bounds; monotone functions are exact."""
         s = self.net.steps[i]
