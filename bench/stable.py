@@ -3,8 +3,9 @@
 ``python bench/stable.py [--time-limit S]``. Uses ``../shared/testdata/mnist_fc`` (256×2, 256×4, 256×6
 with the properties there) when present, else the bundled 256×2 and its property. Every network is
 also run on the whole input domain ``[0,1]^784``. Per run: the classification (per stage: seconds
-and neurons settled), then ``compress`` (neurons and connections before and after) and the
-onnxruntime check on 10,000 samples of the box. Targets from the issue are listed beside the runs.
+and neurons settled), then ``compress`` (neurons and connections before and after), the onnxruntime
+check on 10,000 samples of the box, and the bound of ``compress --certify``. Targets from the issue
+are listed beside the runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from common import MODELS, SHARED, print_table
 from nnxform.domain import Box
 from nnxform.exactness import compare
 from nnxform.ir import load
-from nnxform.passes.compress import compress, network_size
+from nnxform.passes.compress import certify, compress_aligned, network_size
 from nnxform.stable import classify
 from nnxform.vnnlib import read_box
 
@@ -61,18 +62,22 @@ def main() -> None:
         for s in result.stages:
             stages.append([name, domain, s.name, round(s.seconds, 3), s.settled, s.note])
         t = time.perf_counter()
-        small, _ = compress(model, result)
+        compression = compress_aligned(model, result)
         seconds = time.perf_counter() - t
+        small = compression.model
         cmp = compare(model, small, box, samples=10000)
+        cert = certify(model, compression, result, box, 1e-5, time_limit=10.0)
         before, after = network_size(model), network_size(small)
         sizes.append([name, domain, f"{before.neurons} -> {after.neurons}", f"{before.connections} -> {after.connections}",
-                      round(seconds, 2), f"{cmp.max_abs:.2g}", "yes" if cmp.within else "NO"])
+                      round(seconds, 2), f"{cmp.max_abs:.2g}", "yes" if cmp.within else "NO",
+                      f"{cert.delta_max:.3g} ({cert.method})", round(cert.details["bound_seconds"], 2)])
         print(f"  {name} {domain}: {result.seconds:.1f} s, {total}", flush=True)
     print_table(f"Stable ReLUs ({source}; time limit {args.time_limit:g} s)",
                 ["network", "domain", "seconds", "active", "inactive", "unstable", "undecided", "target"], summary)
     print_table("Per stage", ["network", "domain", "stage", "seconds", "settled", "note"], stages)
-    print_table("compress (LEO++) and its onnxruntime check on 10,000 samples of the box",
-                ["network", "domain", "neurons", "connections", "compress s", "max |diff|", "within 1e-5"], sizes)
+    print_table("compress (LEO++), its onnxruntime check on 10,000 samples of the box, and --certify's bound",
+                ["network", "domain", "neurons", "connections", "compress s", "max |diff|", "within 1e-5",
+                 "certified |f - f_c| <=", "certify s"], sizes)
 
 
 if __name__ == "__main__":

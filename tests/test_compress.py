@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,13 +16,15 @@ from typer.testing import CliRunner
 import nnxform.cli.compress  # noqa: F401  (registers the command)
 from conftest import MODELS, make_model
 from nnxform.cli import app
+from nnxform.discrepancy import Pair
 from nnxform.domain import Box
 from nnxform.errors import NnxformError, NotExact
+from nnxform.evaluate import run
 from nnxform.exactness import compare
 from nnxform.ir import from_proto, load
 from nnxform.passes import PASSES
-from nnxform.passes.compress import compress, independent_rows, leo, network_size
-from nnxform.stable import ACTIVE, INACTIVE, UNSTABLE, classify
+from nnxform.passes.compress import certify, compress, compress_aligned, independent_rows, leo, network_size
+from nnxform.stable import ACTIVE, INACTIVE, UNSTABLE, LayerStability, classify
 from nnxform.vnnlib import read_box
 from test_stable import ACAS, MNIST, MNIST_BOX, mnist_stability, planted
 
@@ -53,6 +56,9 @@ def test_a_layer_of_active_neurons_is_merged():
     assert report.counts["merged"] == 1
     assert [n.op for n in small.nodes] == ["Gemm"]  # the network is affine on the box
     assert_exact(model, small, box)
+    aligned = compress_aligned(model, result).aligned  # the layer kept, unmerged, for the unit-by-unit pairing
+    assert [n.op for n in aligned.nodes] == ["Gemm", "Relu", "Gemm"]
+    assert_exact(model, aligned, box, samples=2000)
 
 
 def test_a_dead_layer_makes_the_network_constant():
@@ -91,8 +97,11 @@ def test_leo_folds_dependent_active_rows_into_the_next_layer():
     W = np.vstack([W0, W0[0] + 2 * W0[1], rng.normal(size=(1, 3))])
     layers = [(W, np.array([5.0, 6.0, 17.0, 0.1])), (rng.normal(size=(2, 4)), rng.normal(size=2))]
     status = np.array([ACTIVE, ACTIVE, ACTIVE, UNSTABLE])
-    out, kept, constant = leo(layers, [status], ["r"])
-    assert not constant and kept == ["r"] and out[0][0].shape == (3, 3)
+    result = leo(layers, [status], ["r"])
+    out = result.layers
+    assert not result.constant and result.kept == ["r"] and out[0][0].shape == (3, 3)
+    pos = result.positions[0].tolist()  # row 2 = row 0 + 2·row 1: one of the three is folded
+    assert len(pos) == 3 and pos[-1] == 3 and set(pos[:2]) < {0, 1, 2}
     x = rng.uniform(-0.1, 0.1, (100, 3))  # a box where the first three rows are active
     ref = np.maximum(x @ W.T + layers[0][1], 0) @ layers[1][0].T + layers[1][1]
     got = np.maximum(x @ out[0][0].T + out[0][1], 0) @ out[1][0].T + out[1][1]
@@ -109,6 +118,9 @@ def test_mnist_256x2_compresses_on_the_vnncomp_box():
     assert [n.op for n in small.nodes] == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
     assert small.input_shape == model.input_shape and small.output_names == model.output_names
     assert_exact(model, small, box)
+    aligned = compress_aligned(model, result).aligned  # dead units where neurons were removed: same widths
+    assert network_size(aligned).neurons == 512 and network_size(aligned).connections == after.connections
+    assert_exact(small, aligned, box, samples=2000)
 
 
 @pytest.mark.parametrize("prop", ["acasxu_prop_1.vnnlib", "acasxu_prop_3.vnnlib"])
@@ -163,7 +175,7 @@ def test_conv_layers_are_left_and_the_dense_tail_compressed():
 
 def test_a_network_ending_in_a_convolution_is_refused():
     model = load(MODELS / "marabou_layerzoo_batchnorm.onnx")
-    with pytest.raises(NnxformError, match="no dense layer"):
+    with pytest.raises(NnxformError, match="no dense .Gemm.MatMul. layer"):
         compress(model, classify(model, Box.default(model.input_size)))
 
 
@@ -212,13 +224,41 @@ def test_cli_certify_prints_a_sound_bound(tmp_path):
     assert cert is not None and cert["delta_max"] >= 0 and cert["delta_max"] < 1e-3
 
 
+def test_cli_certifies_mnist_on_the_vnncomp_box_to_the_float_margin(tmp_path):
+    r = _cli(MNIST, "--vnnlib", MNIST_BOX, "-o", tmp_path / "s.onnx", "--samples", "1000", "--certify")
+    assert r.exit_code == 0, r.output
+    assert "from the proven signs" in r.output and "float32 rounding margin" in r.output
+    r = _cli(MNIST, "--vnnlib", MNIST_BOX, "-o", tmp_path / "s.onnx", "--samples", "1000", "--certify", "--json", "-")
+    cert = json.loads(r.output)["certificate"]
+    assert cert["proven_signs"] and cert["analysis"] == "difference"
+    assert cert["found"] <= cert["delta_max"] <= cert["float_margin"] + 1e-6 < 1e-4  # without the signs: 0.096
+
+
+def test_certify_bounds_a_wrong_compression_soundly():
+    """The certificate pairs the original with the result, so a wrong result shows: the bound covers every sample."""
+    model, box, result = mnist_stability()
+    wrong = dataclasses.replace(result, layers=[LayerStability(l.node, np.where(l.status == UNSTABLE, INACTIVE, l.status))
+                                                for l in result.layers])  # unstable neurons treated as dead
+    compression = compress_aligned(model, wrong)
+    cert = certify(model, compression, result, box, 1e-5, time_limit=5)
+    xs = box.points(2000, np.random.default_rng(0))
+    diff = np.abs(run(model, xs) - run(compression.model, xs)).max()
+    assert diff > 1e-2 and cert.delta_max >= diff and cert.found <= cert.delta_max
+
+
+def test_signs_that_do_not_fit_the_first_network_are_refused():
+    model, box, result = mnist_stability()
+    with pytest.raises(NnxformError, match="do not fit"):
+        Pair(model, model).bound(box, signs_a=[layer.status for layer in result.layers][:1])
+
+
 def test_cli_refuses_a_wrong_result_and_writes_nothing(tmp_path, monkeypatch):
     import nnxform.passes.compress as pc
 
     real = pc.leo
 
-    def wrong(layers, statuses, names, rank_tol=pc.RANK_TOL, report=None):  # treat unstable neurons as dead
-        return real(layers, [np.where(s == UNSTABLE, INACTIVE, s) for s in statuses], names, rank_tol, report)
+    def wrong(layers, statuses, names, *args, **kwargs):  # treat unstable neurons as dead
+        return real(layers, [np.where(s == UNSTABLE, INACTIVE, s) for s in statuses], names, *args, **kwargs)
 
     monkeypatch.setattr(pc, "leo", wrong)
     out = tmp_path / "bad.onnx"

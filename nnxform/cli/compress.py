@@ -6,12 +6,11 @@ from typing import Any, Optional
 
 import typer
 
-from ..domain import Box
+from ..discrepancy import Discrepancy
 from ..errors import NnxformError, NotExact
 from ..exactness import ensure_same_function
-from ..ir import Model, load
-from ..passes.compress import RANK_TOL, network_size
-from ..passes.compress import compress as compress_model
+from ..ir import load
+from ..passes.compress import RANK_TOL, certify, compress_aligned, network_size
 from ..stable import Stability
 from . import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, format_table, say, with_domain, write_json
@@ -19,18 +18,6 @@ from .stable import run_classify
 
 #: Classification samples (the sampling stage of ``nnxform stable``).
 STABLE_SAMPLES = 4096
-
-
-def certify(original: Model, compressed: Model, box: Box, time_limit: float) -> Any:
-    """Sound bounds of ``f − f_compressed`` on the whole box: exact MILP where it finishes, else symbolic."""
-    try:
-        from ..discrepancy import discrepancy
-    except ImportError:
-        raise NnxformError("--certify: the discrepancy analysis is not available yet in this installation") from None
-    try:
-        return discrepancy(original, compressed, box, "milp", time_limit=time_limit)
-    except NnxformError:
-        return discrepancy(original, compressed, box, "symbolic", time_limit=time_limit)
 
 
 @app.command(name="compress", short_help="Remove stable ReLUs exactly on a box (LEO++), checked before writing.",
@@ -42,8 +29,9 @@ def certify(original: Model, compressed: Model, box: Box, time_limit: float) -> 
                   "the network a constant. Unstable and undecided neurons are kept; convolutional layers are "
                   "left as they are (said at run time). Before writing, the result is compared with the input "
                   "in onnxruntime on --samples points of the box (nothing is written beyond --tol); --certify "
-                  "also bounds |f - f_compressed| over the whole box with the discrepancy analysis (MILP, "
-                  "exact where it finishes) and refuses to write when it finds a difference beyond --tol. "
+                  "also bounds |f - f_compressed| over the whole box with the discrepancy analysis (symbolic, "
+                  "starting from the signs the classification proved; MILP when that is not within --tol) and "
+                  "refuses to write when it finds a difference beyond --tol. "
                   "The result equals the input on the box only. " + DEFAULT_BOX_HELP)
 @with_domain
 def compress(
@@ -54,7 +42,10 @@ def compress(
     samples: int = typer.Option(10000, "--samples", help="Uniform samples of the exactness check."),
     tol: float = typer.Option(1e-5, "--tol", help="Tolerance of the exactness check (absolute and relative)."),
     certify_box: bool = typer.Option(False, "--certify", help="Also bound |f - f_compressed| on the whole box."),
-    certify_time_limit: float = typer.Option(60.0, "--certify-time-limit", help="Seconds per solve of --certify."),
+    certify_exact: bool = typer.Option(False, "--certify-exact",
+                                       help="With --certify, also run the exact MILP (slower; 'exact' when every gap closes)."),
+    certify_time_limit: float = typer.Option(10.0, "--certify-time-limit",
+                                             help="Seconds per LP/MILP solve of --certify (two solves per output)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the classification."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
@@ -64,9 +55,12 @@ def compress(
     net = load(model)
     box = domain.box(net)
     stability = run_classify(net, box, time_limit, STABLE_SAMPLES, seed)
-    result, report = compress_model(net, stability, rank_tol=rank_tol)
+    compression = compress_aligned(net, stability, rank_tol=rank_tol)
+    result, report = compression.model, compression.report
     cmp = ensure_same_function(net, result, box, "compress", samples=samples, atol=tol, rtol=tol)
-    cert = certify(net, result, box, certify_time_limit) if certify_box else None
+    if certify_exact and not certify_box:
+        raise NnxformError("--certify-exact goes with --certify")
+    cert = certify(net, compression, stability, box, tol, certify_time_limit, certify_exact) if certify_box else None
     if cert is not None and cert.found > tol:
         raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
                        f"{cert.found:.3g} > {tol:g} at a point of the box; nothing written (please report this network)")
@@ -80,9 +74,7 @@ def compress(
     _print_summary(stability, report.changes, before, after, quiet)
     say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
     if cert is not None:
-        exact = "exact" if cert.exact else "sound, not tight"
-        say(f"  certified on the whole box ({cert.method}, {exact}): max |f - f_compressed| <= {cert.delta_max:.3g} "
-            f"(largest found {cert.found:.3g}); {cert.seconds:.2f} s", quiet)
+        _print_certificate(cert, quiet)
     if json_path:
         write_json({"model": model, "output": output, "domain": domain.describe(),
                     "stable": {"seconds": stability.seconds, "totals": stability.counts(),
@@ -91,6 +83,17 @@ def compress(
                     "before": before.to_json(), "after": after.to_json(),
                     "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
                     "certificate": None if cert is None else cert.to_json()}, json_path)
+
+
+def _print_certificate(cert: Discrepancy, quiet: bool) -> None:
+    margin = cert.details.get("float_margin")
+    how = f"{cert.analysis} analysis, {cert.method}{', exact' if cert.exact else ''}" + (
+        ", from the proven signs" if cert.details["proven_signs"] else "")
+    say(f"  certified on the whole box ({how}; {cert.seconds:.2f} s): |f - f_compressed| <= {cert.delta_max:.3g}"
+        + (f", of which {margin:.3g} is the float32 rounding margin of the two networks" if margin is not None else "")
+        + f"; largest difference found {cert.found:.3g}", quiet)
+    for note in cert.notes:
+        say(f"    note: {note}", quiet)
 
 
 def _print_summary(stability: Stability, changes: list[str], before: Any, after: Any, quiet: bool) -> None:
