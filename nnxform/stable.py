@@ -59,7 +59,7 @@ MIN_SOLVE_SECONDS = 1.0
 #: most candidates are stable (infeasible), so they cost up to 10× the proof itself.
 _MIP_OPTIONS = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
                 "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False,
-                "mip_max_improving_sols": 1}
+                "mip_max_improving_sols": 1, "presolve": "off"}
 #: α stage: signed-gradient steps on the ReLU lower slopes, neurons bounded per batch.
 ALPHA_STEPS, _ALPHA_ROWS = 20, 256
 
@@ -422,12 +422,7 @@ class _Classifier:
                 continue
             if i not in layers or stopped:
                 continue
-            lo, hi = state.lo[i].copy(), state.hi[i].copy()
-            rows = np.flatnonzero((lo < 0) & (hi > 0))
-            for part in np.array_split(rows, -(-rows.size // _ALPHA_ROWS)) if rows.size else []:
-                new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
-                lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
-            state.set_linear(i, lo, hi)
+            _alpha_step(state, i)
             self._apply_bounds([state.lo[src] for src in self.sources], [state.hi[src] for src in self.sources])
             if self.progress:
                 self.progress("alpha", layers.index(i) + 1, len(layers))
@@ -458,6 +453,9 @@ class _Classifier:
                 break
             if i and not isinstance(s, Linear):
                 state.propagate_nonlinear(i)
+            elif self.net.relu_only[i] and not self.net.first_layer(i) and self._candidates(i):
+                _alpha_step(state, i)  # again: the neurons the MILP proved stable below are linear now
+                self._settle_rows(state, i, kept)
             enc.add(i)
             if not isinstance(s, Linear):
                 continue
@@ -477,6 +475,15 @@ class _Classifier:
         if counts["unreplayed"]:
             notes.append(f"{counts['unreplayed']} solver solutions did not replay as flips (float margin): left undecided")
         self._stage("milp", before, "; ".join(notes))
+
+    def _settle_rows(self, state: State, i: int, kept: list[np.ndarray]) -> None:
+        """Mark undecided neurons fed by Linear step ``i`` stable where ``state`` (rows ``kept``) proves it."""
+        for L, src in enumerate(self.sources):
+            if src == i:
+                j = np.flatnonzero((kept[L] >= 0) & (self.status[L] == UNDECIDED))
+                lo, hi = state.lo[i][kept[L][j]], state.hi[i][kept[L][j]]
+                self.status[L][j[lo >= 0]] = ACTIVE
+                self.status[L][j[hi <= 0]] = INACTIVE
 
     def _settle(self, enc: Encoder, state: State, task: tuple[int, int, int, int, bool], seconds: float,
                 counts: dict[str, int], total: int) -> bool:
@@ -534,6 +541,16 @@ class _Classifier:
         pos = [np.where(st == UNSTABLE, p, -1) for st, p in zip(self.status, self.pos_at)]
         neg = [np.where(st == UNSTABLE, n, -1) for st, n in zip(self.status, self.neg_at)]
         return Witnesses(self.points, pos, neg)
+
+
+def _alpha_step(state: State, i: int) -> None:
+    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``), in batches, in place."""
+    lo, hi = state.lo[i].copy(), state.hi[i].copy()
+    rows = np.flatnonzero((lo < 0) & (hi > 0))
+    for part in np.array_split(rows, -(-rows.size // _ALPHA_ROWS)) if rows.size else []:
+        new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
+        lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
+    state.set_linear(i, lo, hi)
 
 
 def _margin(lo: float, hi: float) -> float:
