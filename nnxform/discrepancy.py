@@ -34,10 +34,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .analyzers import bounds, compile_model
+from .analyzers import bounds, compile_model, interval, symbolic
 from .analyzers.difference import (Layers, align_widths, chain_network, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
-from .analyzers import interval, symbolic
 from .analyzers.network import Linear, Network, Pool
 from .analyzers.result import INACTIVE, MARGIN_ABS, MARGIN_REL, State
 from .domain import Box
