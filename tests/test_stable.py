@@ -284,7 +284,7 @@ def test_stage_bars_open_one_bar_per_stage(capsys):
         bars(stage, done, total)
     bars.close()
     err = capsys.readouterr().err
-    assert "alpha candidates" in err and "milp candidates" in err
+    assert "alpha layers" in err and "milp candidates" in err
 
 
 @settings(deadline=None, derandomize=True, max_examples=8)

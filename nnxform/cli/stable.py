@@ -14,6 +14,9 @@ from ..stable import STATUS_NAMES, Stability, classify
 from . import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, format_table, say, with_domain, write_json
 
+#: What each stage's progress counts (``classify``'s progress callback).
+UNITS = {"alpha": "layers", "milp": "candidates"}
+
 
 class StageBars:
     """One progress bar (``cli.common.ProgressBar``) per solver stage on stderr; the previous one closes when the next opens."""
@@ -26,7 +29,7 @@ class StageBars:
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage != self.stage:
             self.close()
-            self.stage, self.bar = stage, ProgressBar(f"{stage} candidates", self.enabled)
+            self.stage, self.bar = stage, ProgressBar(f"{stage} {UNITS.get(stage, 'candidates')}", self.enabled)
         self.bar(done, total)
 
     def close(self) -> None:
@@ -67,7 +70,7 @@ def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: in
 @app.command(name="stable", short_help="Classify every ReLU as stably active, stably inactive or unstable on a box.",
              help="Classify every ReLU of a network on an input box, cheapest evidence first: sampling and "
                   "signed-gradient steps prove a neuron unstable (seen > 0 and < 0, replayed in onnxruntime); "
-                  "interval, symbolic and LP bounds prove it stable; then one feasibility MILP per remaining "
+                  "interval, symbolic and alpha-CROWN bounds prove it stable; then one feasibility MILP per remaining "
                   "candidate on a shared HiGHS model (infeasible proves it stable; a solution is replayed and "
                   "marks the neurons it flips unstable). A neuron no evidence settles within --time-limit is "
                   "'undecided' and must be treated as unstable. Prints per layer the counts, per stage the "
