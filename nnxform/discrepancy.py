@@ -44,7 +44,7 @@ from .errors import NnxformError
 from .evaluate import run
 from .gradient import gradient
 from .ir import Model
-from .passes.pad import pad_layers, relu_layers
+from .passes.pad import pad_pair, relu_layers
 from .runtime import OnnxRunner
 
 DIFFERENCE_METHODS = ("interval", "symbolic", "lp", "milp")
@@ -136,17 +136,10 @@ class Pair:
             self._joint = joint_network(compile_model(a), compile_model(b))
             return
         la, lb = chains
-        ka, kb = la[-1][1].size, lb[-1][1].size
-        if ka != kb:
-            raise NnxformError(f"the outputs differ in size: the first network gives {ka} values, the second {kb}; "
-                               "a discrepancy needs outputs of the same size")
-        depth = max(len(la), len(lb))
-        pa, notes_a = pad_layers(la, depth)
-        pb, notes_b = pad_layers(lb, depth)
-        self.reshaped_a = len(pa) != len(la)
-        pa, pb, notes = align_widths(pa, pb)
-        self.reshaped_a |= [w.shape for w, _ in pa] != [w.shape for w, _ in la]
-        self.notes += [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b] + notes
+        pa, pb, padded = pad_pair(la, lb, "a discrepancy")
+        pa, pb, aligned = align_widths(pa, pb)
+        self.reshaped_a = [w.shape for w, _ in pa] != [w.shape for w, _ in la]  # padded or widened
+        self.notes += padded + aligned
         self.dead_a, self.dead_b = _dead_units(pa), _dead_units(pb)
         self.layers = pair_layers(pa, pb)
         self.net_a, self.net_b = hidden_network(pa), hidden_network(pb)

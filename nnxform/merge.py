@@ -19,7 +19,7 @@ from .domain import Box
 from .errors import NnxformError, NotExact
 from .exactness import ATOL, Comparison
 from .ir import Model
-from .passes.pad import Layers, chain_model, pad_layers, relu_layers
+from .passes.pad import Layers, chain_model, pad_pair, relu_layers
 from .runtime import OnnxRunner
 
 #: Name of the merged network's output.
@@ -73,18 +73,11 @@ def merge(a: Model, b: Model, *, keep_outputs: bool = False, box: Box | None = N
         raise NnxformError(f"the inputs differ in size: the first network takes {a.input_size} values, the second "
                            f"{b.input_size}; merge needs the same number of input elements")
     la, lb = relu_layers(a, "merge"), relu_layers(b, "merge")
-    ka, kb = la[-1][1].size, lb[-1][1].size
-    if ka != kb:
-        raise NnxformError(f"the outputs differ in size: the first network gives {ka} values, the second {kb}; "
-                           "merge needs outputs of the same size")
-    depth = max(len(la), len(lb))
-    pa, notes_a = pad_layers(la, depth)
-    pb, notes_b = pad_layers(lb, depth)
+    pa, pb, notes = pad_pair(la, lb, "merge")
     layers = merge_layers(pa, pb, keep_outputs)
     merged = chain_model(layers, a, OUTPUT)
-    report = MergeReport(len(la), len(lb), depth, [w.shape[0] for w, _ in layers], ka, a.input_dims or a.input_shape,
-                         b.input_dims or b.input_shape, keep_outputs,
-                         [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b])
+    report = MergeReport(len(la), len(lb), len(pa), [w.shape[0] for w, _ in layers], la[-1][1].size,
+                         a.input_dims or a.input_shape, b.input_dims or b.input_shape, keep_outputs, notes)
     comparison = check_merged(a, b, merged, box or Box.default(a.input_size), samples, tol, keep_outputs)
     merged.with_provenance("merge", dict(parameters or {}, second_sha256=b.source.get("sha256", ""),
                                          keep_outputs=keep_outputs, tol=tol, samples=samples))

@@ -65,6 +65,21 @@ def pad_layers(layers: Layers, depth: int) -> tuple[Layers, list[str]]:
     return layers[:-1] + identity + layers[-1:], notes
 
 
+def pad_pair(la: Layers, lb: Layers, what: str) -> tuple[Layers, Layers, list[str]]:
+    """Two chains padded to the same depth with exact identity layers, and the insertions ("first: …", "second: …").
+
+    Refuses outputs of different sizes: ``what`` (e.g. "merge") names the caller in the message.
+    """
+    ka, kb = la[-1][1].size, lb[-1][1].size
+    if ka != kb:
+        raise NnxformError(f"the outputs differ in size: the first network gives {ka} values, the second {kb}; "
+                           f"{what} needs outputs of the same size")
+    depth = max(len(la), len(lb))
+    pa, notes_a = pad_layers(la, depth)
+    pb, notes_b = pad_layers(lb, depth)
+    return pa, pb, [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b]
+
+
 def chain_model(layers: Layers, like: Model, output: str, output_shape: tuple[int, ...] | None = None) -> Model:
     """A Model on ``like``'s input (name, dims, dtype): [Flatten →] Gemm → Relu → … → Gemm [→ Reshape]."""
     m = Model(nodes=[], constants={}, input_name=like.input_name, input_shape=like.input_shape,
