@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from nnxform.cli.common import format_table  # imported now: a run that lasts an hour must not load code edited meanwhile
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -23,13 +26,9 @@ def best_time(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
-    from nnxform.cli.common import format_table
-
     print(f"\n## {title}\n")
     print(format_table(headers, rows))
