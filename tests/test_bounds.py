@@ -298,3 +298,21 @@ def test_output_slope_gradient_matches_finite_differences():
                 assert np.allclose(fd, grads[k][:, j], atol=1e-5), (k, j)
                 checked += 1
     assert checked >= 10
+
+
+def test_the_solver_time_limit_holds_for_every_solve():
+    """HiGHS counts a MIP's ``time_limit`` per run: a limit set as "run time so far + limit" doubled every solve."""
+    import time
+
+    from nnxform.analyzers.encoding import Encoder
+
+    net = compile_model(load(MODELS / "mnist-net_256x2.onnx"))
+    box = Box(np.zeros(784), np.ones(784))  # every ReLU unstable: no solve closes in 0.3 s
+    enc = Encoder(bounds(net, box, "symbolic").state, integer=True, time_limit=0.3)
+    enc.h.setOptionValue("presolve", "off")  # HiGHS's presolve does not check the limit (8 s here)
+    for i in range(len(net.steps)):
+        enc.add(i)
+    for k in range(4):
+        t = time.perf_counter()
+        bound, closed = enc.mip_min(enc.col[net.output] + k, 1.0)
+        assert time.perf_counter() - t < 2.0 and not closed
