@@ -11,11 +11,12 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from typer.testing import CliRunner
 
 import nnxform.cli.prune  # noqa: F401  (registers the command)
-from conftest import MODELS, ROOT, make_model
+from conftest import MODELS, ROOT
+from test_bounds import mlp
 from nnxform.cli import app
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
@@ -37,22 +38,6 @@ _spec.loader.exec_module(generate)
 
 CHAIN_OPS = {"Flatten", "Gemm", "Relu", "Reshape"}
 SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)
-
-
-def mlp(seed: int, sizes: list[int]) -> Model:
-    """A random Gemm/Relu chain (float32 ONNX, then the IR)."""
-    rng = np.random.default_rng(seed)
-    nodes, weights, cur = [], {}, "x"
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weights[f"W{k}"] = rng.normal(0, 1 / np.sqrt(a), (b, a))
-        weights[f"b{k}"] = rng.normal(0, 0.3, b)
-        last = k == len(sizes) - 2
-        out = "y" if last else f"z{k}"
-        nodes.append(helper.make_node("Gemm", [cur, f"W{k}", f"b{k}"], [out], transB=1, name=f"gemm{k}"))
-        if not last:
-            nodes.append(helper.make_node("Relu", [out], [f"a{k}"], name=f"relu{k}"))
-        cur = f"a{k}"
-    return from_proto(make_model(nodes, [1, sizes[0]], weights=weights))
 
 
 def bn_net(seed: int, after_relu: bool, zero_gamma: int) -> tuple[Model, list[np.ndarray]]:
