@@ -17,8 +17,8 @@ error adds up: kept for comparison). Networks that are not ReLU chains (skip con
 MaxPool, Sigmoid) fall back to the merged network for every method, and the result says so.
 Every method also searches a witness (the best of sampling and projected signed-gradient steps
 on ``±(f_A,i − f_B,i)``, plus the MILP's solutions) and replays it in onnxruntime: the true
-``δ_max`` lies in ``[found, delta_max]``. The bounds hold for the float32 networks as onnxruntime
-runs them: both copies' rounding is added at the output (``difference.float_errors``).
+``δ_max`` lies in ``[found, delta_max]``. The bounds hold for the float networks as onnxruntime
+runs them: every layer's rounding in either network is bounded as noise (``analyzers.rounding``).
 
 ``Pair(a, b)`` prepares a pair once for many boxes; ``Pair.bound`` gives the bounds alone (no
 witness, no onnxruntime), and its ``splits`` refine interval/symbolic bounds by best-first input
@@ -35,10 +35,12 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from .analyzers import bounds, compile_model, interval, symbolic
-from .analyzers.difference import (Layers, align_widths, chain_network, hidden_network, joint_network, pair_layers,
+from .analyzers.milp import MAX_MAGNITUDE
+from .analyzers.difference import (Layers, Roundings, align_widths, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
 from .analyzers.network import Linear, Network, Pool
-from .analyzers.result import INACTIVE, MARGIN_ABS, MARGIN_REL, State
+from .analyzers.result import INACTIVE, State
+from .analyzers.rounding import Rounding
 from .domain import Box
 from .errors import NnxformError
 from .evaluate import run
@@ -128,22 +130,31 @@ class Pair:
                 chains.append(relu_layers(model, "the difference analysis"))
             except NnxformError as exc:
                 reasons.append(f"{which} network: {exc}")
+        compiled = compile_model(a), compile_model(b)
+        self._joint = joint_network(*compiled)
+        if not reasons:
+            la, lb = chains
+            pa, pb, padded = pad_pair(la, lb, "a discrepancy")
+            pa, pb, aligned = align_widths(pa, pb)
+            self.reshaped_a = [w.shape for w, _ in pa] != [w.shape for w, _ in la]  # padded or widened
+            reshaped_b = [w.shape for w, _ in pb] != [w.shape for w, _ in lb]
+            ra, rb = (_chain_roundings(net, chain, padded_chain, reshaped)
+                      for net, chain, padded_chain, reshaped in ((compiled[0], la, pa, self.reshaped_a),
+                                                                 (compiled[1], lb, pb, reshaped_b)))
+            if ra is None or rb is None:
+                reasons.append(f"{'first' if ra is None else 'second'} network: its affine layers compute with "
+                               "cancellation inside (e.g. input normalisation) and were padded or widened, which "
+                               "the difference analysis cannot follow through their rounding")
         self.chains = not reasons
         if reasons:
             self.notes.append(f"{'; '.join(reasons)}: every method analyses the merged network instead (each copy "
                               "bounded separately, expect loose bounds)")
             self._delta_fn: _Delta = _ModelDelta(a, b)
-            self._joint = joint_network(compile_model(a), compile_model(b))
             return
-        la, lb = chains
-        pa, pb, padded = pad_pair(la, lb, "a discrepancy")
-        pa, pb, aligned = align_widths(pa, pb)
-        self.reshaped_a = [w.shape for w, _ in pa] != [w.shape for w, _ in la]  # padded or widened
         self.notes += padded + aligned
         self.dead_a, self.dead_b = _dead_units(pa), _dead_units(pb)
-        self.layers = pair_layers(pa, pb)
-        self.net_a, self.net_b = hidden_network(pa), hidden_network(pb)
-        self._joint = joint_network(chain_network(la), chain_network(lb))
+        self.layers = pair_layers(pa, pb, ra, rb)
+        self.net_a, self.net_b = hidden_network(pa, ra, a.dtype), hidden_network(pb, rb, b.dtype)
         self._delta_fn = _ChainDelta(pa, pb)
 
     @property
@@ -170,6 +181,9 @@ class Pair:
         """
         t0 = time.perf_counter()
         r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits, signs_a=signs_a)
+        if self.chains and method in DIFFERENCE_METHODS and not splits:  # the same bound in real arithmetic
+            real = self.bound(box, "interval" if method == "interval" else "symbolic", signs_a=signs_a, real=True)
+            r.details["real_delta_max"] = min(real.delta_max, r.delta_max)
         t1 = time.perf_counter()
         x, delta = self.witness(box, r.points, effort=witness_effort, seed=seed)
         t2 = time.perf_counter()
@@ -180,7 +194,7 @@ class Pair:
 
     def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
               progress: Callable[[int, int], None] | None = None, splits: int = 0,
-              signs_a: list[np.ndarray] | None = None) -> DeltaBounds:
+              signs_a: list[np.ndarray] | None = None, real: bool = False) -> DeltaBounds:
         """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
 
         ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
@@ -188,6 +202,7 @@ class Pair:
         ``signs_a``: per ReLU layer of the first network, the neurons proven stably ACTIVE / INACTIVE on
         ``box`` by other means (``nnxform.stable``): the per-network bounds start from them, which makes
         the analysis tight where they are the bottleneck (certifying a compression). Only sound if they are.
+        ``real``: bounds of the real-valued networks (no rounding), for telling the float part of a bound apart.
         """
         if signs_a is not None:
             self._check_signs(signs_a)
@@ -200,9 +215,11 @@ class Pair:
         if splits < 0 or (splits and method in ("lp", "milp")):
             raise NnxformError("input splitting takes a count >= 0 and refines interval and symbolic methods only")
         box.fit(self.a.input_size)
+        if real and not (self.chains and method in DIFFERENCE_METHODS):
+            raise NnxformError("real-valued bounds are given by the difference analysis of two ReLU chains only")
         if splits:
             return self._split(box, method, splits, time_limit, progress)
-        return self._bound(box, method, time_limit, progress, signs_a)
+        return self._bound(box, method, time_limit, progress, signs_a, real)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -227,10 +244,10 @@ class Pair:
                                f"first network's {sizes}")
 
     def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
-               signs_a: list[np.ndarray] | None = None) -> DeltaBounds:
+               signs_a: list[np.ndarray] | None = None, real: bool = False) -> DeltaBounds:
         """The bounds of ``f_A − f_B`` over one box."""
         if self.chains and method in DIFFERENCE_METHODS:
-            return self._difference(box, method, time_limit, progress, signs_a)
+            return self._difference(box, method, time_limit, progress, signs_a, real)
         lo, hi, exact = self._merged(box, method.removeprefix("merged-"), time_limit, progress)
         return DeltaBounds(lo, hi, exact)
 
@@ -266,16 +283,22 @@ class Pair:
         hi = np.max([e[3].upper for e in heap], axis=0)
         return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
 
-    def _difference(self, box: Box, method: str, time_limit: float,
-                    progress: Callable[[int, int], None] | None, signs_a: list[np.ndarray] | None) -> DeltaBounds:
+    def _difference(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
+                    signs_a: list[np.ndarray] | None, real: bool) -> DeltaBounds:
         """The difference analysis of the aligned chains."""
         if signs_a is not None:
             signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
-        sa = _chain_bounds(self.net_a, box, signs_a or self.dead_a)
-        sb = _chain_bounds(self.net_b, box, self.dead_b)
+        sa = _chain_bounds(self.net_a, box, signs_a or self.dead_a, real)
+        sb = _chain_bounds(self.net_b, box, self.dead_b, real)
         deltas = propagate(self.layers, box, sa, sb, symbolic=method != "interval")
         out = deltas[-1]
         r = DeltaBounds(out.lo_d.copy(), out.hi_d.copy(), input_coef=out.input_coef)
+        largest = max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0))
+                      for s in (sa, sb) for lo, hi in zip(s.lo, s.hi) if lo is not None)
+        if method == "milp" and largest > MAX_MAGNITUDE:
+            method = "lp"
+            r.details["note"] = (f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute "
+                                 f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g}): LP bounds instead, not exact")
         if method in ("lp", "milp"):
             lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress)
             r.lower, r.upper = np.maximum(r.lower, lo), np.minimum(r.upper, hi)
@@ -284,15 +307,10 @@ class Pair:
                 r.details["exact_outputs"] = {"lower": closed[0].tolist(), "upper": closed[1].tolist()}
         r.details["hidden_delta_max"] = [float(np.maximum(np.abs(d.lo_d), np.abs(d.hi_d)).max()) for d in deltas[:-1]]
         r.details["unsettled_relus"] = [int(d.unsettled.sum()) for d in deltas[:-1]]
-        r.details["float_margin"] = float(out.float_margin.max())  # part of the bounds that is float32 rounding
         return r
 
     def _merged(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None):
-        """Bounds of the merged network's output, widened for both copies' float32 rounding.
-
-        The margin scales with the largest value any affine step of either copy takes (the output of
-        a network is often a small difference of much larger hidden values).
-        """
+        """Bounds of the merged network's output (both original networks compiled as they are, with their rounding)."""
         net = self.joint
         exact = False
         if method == "milp" and not any(isinstance(s, Pool) for s in net.steps):
@@ -302,24 +320,42 @@ class Pair:
                 exact = True
         if not exact:
             b = bounds(net, box, method, time_limit=time_limit, progress=progress)
-        st = b.state
-        largest = max(float(np.max(np.abs(st.lo[i]) + np.abs(st.hi[i])))
-                      for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output)
-        m = 2 * (MARGIN_REL * largest + MARGIN_ABS)
-        return b.output_lower - m, b.output_upper + m, b.exact or exact
+        return b.output_lower, b.output_upper, b.exact or exact
 
 
 def _dead_units(layers: Layers) -> list[np.ndarray]:
     """Per hidden layer of a chain, INACTIVE where a unit has zero weights and bias (it is 0 in float32 too), else 0.
 
-    The analyzers' float32 margin would otherwise make such a unit (alignment pads with them) unstable.
+    The analyzers' slack would otherwise make such a unit (alignment pads with them) unstable.
     """
     return [np.where(~W.any(axis=1) & (b == 0), INACTIVE, 0) for W, b in layers[:-1]]
 
 
-def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray]) -> State:
+def _chain_roundings(net: Network, chain: Layers, padded: Layers, reshaped: bool) -> Roundings | None:
+    """How the float network ``net`` rounds each layer of ``padded`` (its ``chain`` padded and widened), or None
+    when that cannot be said layer by layer.
+
+    As it is, the chain's layers are ``net``'s Linear steps. Padded or widened, each layer is taken as one
+    Gemm of its own weights with at least as many roundings as ``net``'s deepest step: sound when no step of
+    ``net`` computes with more than the absolute values of its weights (no cancellation inside, as in a
+    normalised input).
+    """
+    steps = [s for s in net.steps if isinstance(s, Linear)]
+    if len(steps) != len(chain) or any(len(s.sources) != 1 or s.weights[0].shape != W.shape
+                                       for s, (W, _) in zip(steps, chain)):
+        return None
+    roundings = [s.float_rounding for s in steps]
+    if not reshaped:
+        return roundings
+    plain = all(np.all(r.weights[0] <= np.abs(W) * (1 + 1e-9)) and np.all(r.bias <= np.abs(b) * (1 + 1e-9))
+                for r, (W, b) in zip(roundings, chain))
+    depth = int(max(r.depth.max(initial=0) for r in roundings))
+    return [Rounding.of_gemm([W], b, depth) for W, b in padded] if plain else None
+
+
+def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = False) -> State:
     """Symbolic bounds of a ``hidden_network``, starting from the signs its ReLU layers are known to have."""
-    state = State.start(net, box)
+    state = State.start(net, box, real)
     for k, s in enumerate(signs):
         state.assume_signs(2 * k + 1, s)
     return symbolic.symbolic(interval.interval(state))

@@ -15,6 +15,12 @@ from .runtime import OnnxRunner
 ATOL, RTOL = 1e-5, 1e-5
 
 
+def allowed(tol: float, scale: float) -> float:
+    """The one tolerance rule of every check and certificate: a difference is within ``tol`` when it is at
+    most ``tol·(1 + |y|)``, ``|y|`` the size of the original's output there (``scale``)."""
+    return tol * (1.0 + abs(scale))
+
+
 @dataclass
 class Comparison:
     """Differences between two models' outputs over sampled points of a domain."""
@@ -25,6 +31,11 @@ class Comparison:
     max_rel: float
     worst_input: np.ndarray
     within: bool
+    scale: float = 0.0  # largest |output| of the first model over the samples
+
+    def tolerance(self, tol: float) -> str:
+        """The effective tolerance, as printed next to a check: ``tol·(1 + |y|)`` up to its largest value."""
+        return f"{tol:g}·(1 + |y|), at most {allowed(tol, self.scale):.3g} here"
 
 
 def compare(a: Model, b: Model, box: Box, samples: int = 1000, seed: int = 0,
@@ -49,6 +60,7 @@ def compare(a: Model, b: Model, box: Box, samples: int = 1000, seed: int = 0,
         max_rel=float((diff / np.maximum(np.abs(ya), 1e-12)).max()),
         worst_input=xs[worst],
         within=bool(np.all(excess <= 0)),
+        scale=float(np.abs(ya).max()),
     )
 
 

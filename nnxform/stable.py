@@ -35,6 +35,7 @@ from .analyzers import bounds as analyze
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
+from .analyzers.rounding import Rounding
 from .analyzers.symbolic import optimized_bounds
 from .domain import Box
 from .errors import NnxformError
@@ -391,15 +392,21 @@ class _Classifier:
         for i, s in enumerate(steps):
             if isinstance(s, Linear):
                 keep = rows.get(i, slice(None))
-                weights = [w[keep][:, rows.get(src, slice(None))] for src, w in zip(s.sources, s.weights)]
-                new.append(Linear(s.tensor, list(s.sources), weights, s.bias[keep]))
+                r = s.float_rounding
+                cols = [rows.get(src, slice(None)) for src in s.sources]
+                rounding = Rounding([a[keep][:, c] for a, c in zip(r.weights, cols)], r.bias[keep], r.depth[keep])
+                weights = [w[keep][:, c] for w, c in zip(s.weights, cols)]
+                new.append(Linear(s.tensor, list(s.sources), weights, s.bias[keep], rounding))
             elif isinstance(s, Activation) and i in rows:
                 new.append(Activation(s.op, s.node, s.source, int(rows[i].sum())))
             else:
                 new.append(s)
-        reduced = Network(new, net.output, net.output_shape)
-        state = State(reduced, self.box, [None if a is None else a[rows.get(i, slice(None))].copy() for i, a in enumerate(self.state.lo)],
-                      [None if a is None else a[rows.get(i, slice(None))].copy() for i, a in enumerate(self.state.hi)])
+        reduced = Network(new, net.output, net.output_shape, net.dtype)
+
+        def thinned(values: list[np.ndarray | None]) -> list[np.ndarray | None]:
+            return [None if a is None else a[rows.get(i, slice(None))].copy() for i, a in enumerate(values)]
+
+        state = State(reduced, self.box, thinned(self.state.lo), thinned(self.state.hi), thinned(self.state.noise))
         kept = []
         for L, src in enumerate(self.sources):
             mask = rows.get(src, np.ones(self.status[L].size, dtype=bool))

@@ -36,12 +36,15 @@ from ..errors import NnxformError
 from . import relaxation
 from .encoding import INF, Encoder
 from .network import Activation, Input, Linear, Network
-from .result import MARGIN_ABS, MARGIN_REL, Progress, State
+from .result import Progress, State
+from .rounding import Rounding, magnitude
 
 #: Dense affine layers ``(W [out, in], b [out])``; a ReLU follows every layer but the last.
 Layers = list[tuple[np.ndarray, np.ndarray]]
 #: A linear bound ``p·Δz + q·z_B + r`` per neuron.
 Line = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: Per layer of a chain, how its float network rounds it (None: one Gemm of the layer's weights).
+Roundings = list[Rounding | None]
 
 
 # --- the pair of chains ------------------------------------------------------------------------
@@ -90,24 +93,26 @@ def align_widths(a: Layers, b: Layers) -> tuple[Layers, Layers, list[str]]:
     return a, b, notes
 
 
-def chain_network(layers: Layers) -> Network:
-    """The analysis form of a dense ReLU chain (no ONNX round trip)."""
+def chain_network(layers: Layers, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
+    """The analysis form of a dense ReLU chain (no ONNX round trip), computing in ``dtype``."""
+    roundings = roundings or [None] * len(layers)
     steps: list = [Input(layers[0][0].shape[1])]
-    for k, (W, bias) in enumerate(layers, start=1):
-        steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], bias))
+    for k, ((W, bias), r) in enumerate(zip(layers, roundings), start=1):
+        steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], bias, r))
         if k < len(layers):
             steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, bias.size))
-    return Network(steps, len(steps) - 1, (1, layers[-1][1].size))
+    return Network(steps, len(steps) - 1, (1, layers[-1][1].size), dtype)
 
 
-def hidden_network(layers: Layers) -> Network:
+def hidden_network(layers: Layers, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
     """``chain_network`` of the hidden layers only, ending in a zero probe instead of the output layer.
 
     The difference analysis needs each network's bounds on its hidden layers only (it bounds the
     outputs itself); with a one-value probe as output, symbolic's output-slope refinement is free.
     """
     n = layers[-1][0].shape[1]
-    return chain_network(layers[:-1] + [(np.zeros((1, n)), np.zeros(1))])
+    roundings = (roundings or [None] * len(layers))[:-1] + [Rounding([np.zeros((1, n))], np.zeros(1), np.zeros(1))]
+    return chain_network(layers[:-1] + [(np.zeros((1, n)), np.zeros(1))], roundings, dtype)
 
 
 def joint_network(a: Network, b: Network) -> Network:
@@ -135,7 +140,7 @@ def joint_network(a: Network, b: Network) -> Network:
         raise NnxformError(f"the outputs differ in size: {oa.size} and {ob.size} values")
     eye = np.eye(oa.size)
     steps.append(Linear("delta", [a.output, moved(b.output)], [eye, -eye], np.zeros(oa.size)))
-    return Network(steps, len(steps) - 1, a.output_shape)
+    return Network(steps, len(steps) - 1, a.output_shape, a.dtype)
 
 
 @dataclass
@@ -146,29 +151,32 @@ class PairLayer:
     ba: np.ndarray
     wb: np.ndarray
     bb: np.ndarray
+    round_a: Rounding | None = None  # how each float network rounds the layer (None: one Gemm of its weights)
+    round_b: Rounding | None = None
     d: np.ndarray = field(init=False)
     db: np.ndarray = field(init=False)
     abs_wa: np.ndarray = field(init=False)
     abs_d: np.ndarray = field(init=False)
-    sq_wa: np.ndarray = field(init=False)
-    sq_wb: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.wa, self.wb = np.ascontiguousarray(self.wa), np.ascontiguousarray(self.wb)  # fast BLAS paths
         self.d, self.db = self.wa - self.wb, self.ba - self.bb
         self.abs_wa, self.abs_d = np.abs(self.wa), np.abs(self.d)
-        self.sq_wa, self.sq_wb = self.wa**2, self.wb**2
+        self.round_a = self.round_a or Rounding.of_gemm([self.wa], self.ba)
+        self.round_b = self.round_b or Rounding.of_gemm([self.wb], self.bb)
 
     @property
     def size(self) -> int:
         return int(self.ba.size)
 
 
-def pair_layers(a: Layers, b: Layers) -> list[PairLayer]:
+def pair_layers(a: Layers, b: Layers, round_a: Roundings | None = None, round_b: Roundings | None = None
+                ) -> list[PairLayer]:
     """The layers of two aligned chains side by side; raises if their shapes differ."""
     if [w.shape for w, _ in a] != [w.shape for w, _ in b]:
         raise NnxformError("the two chains differ in shape; align them first")
-    return [PairLayer(wa, ba, wb, bb) for (wa, ba), (wb, bb) in zip(a, b)]
+    round_a, round_b = round_a or [None] * len(a), round_b or [None] * len(b)
+    return [PairLayer(wa, ba, wb, bb, ra, rb) for (wa, ba), (wb, bb), ra, rb in zip(a, b, round_a, round_b)]
 
 
 # --- the difference through one ReLU -----------------------------------------------------------
@@ -184,7 +192,8 @@ class LayerDelta:
     hi_b: np.ndarray
     lo_d: np.ndarray
     hi_d: np.ndarray
-    float_margin: np.ndarray  # both networks' float32 rounding up to here (``float_errors``); widens the output only
+    noise_a: np.ndarray  # bound on each float network's rounding of this layer (``rounding``)
+    noise_b: np.ndarray
     relu_b: relaxation.Relaxation | None = None  # a_B >= gl z_B + hl, a_B <= gu z_B + hu
     lower: Line | None = None  # Δa >= p Δz + q z_B + r
     upper: Line | None = None  # Δa <= p Δz + q z_B + r
@@ -267,38 +276,19 @@ def max_gap(lower: Line, upper: Line, la, ua, lb, ub, dl, du) -> np.ndarray:
 # --- propagation -------------------------------------------------------------------------------
 
 
-def float_errors(weights: list[np.ndarray], biases: list[np.ndarray], box: Box, state: State) -> list[np.ndarray]:
-    """Per affine layer of one chain, the engineering margin for its float32 rounding in onnxruntime.
-
-    Each layer rounds every product ``w·a`` by up to ``MARGIN_REL`` (about 16 float32 ulps) and passes
-    the error of its inputs on through ``W``; errors of different terms are combined in
-    root-sum-square (they do not all round the same way), ReLUs pass them on (1-Lipschitz) unless
-    stably inactive. The per-step margins of the analyzers (``result.widen``) scale with the step's
-    own values, too little for a difference of two outputs computed from much larger hidden values.
-    Like them, this is checked against onnxruntime in the tests, not a worst-case bound.
-    """
-    scale = np.maximum(np.abs(box.lower), np.abs(box.upper))
-    err = MARGIN_REL * scale  # the float32 cast of the input
-    out = []
-    for k, (sq, bias) in enumerate(zip(weights, biases)):
-        if k:
-            hi = state.hi[2 * k - 1]
-            scale, err = np.maximum(hi, 0.0), np.where(hi > 0, err, 0.0)
-        err = np.sqrt(sq @ err**2) + MARGIN_REL * np.sqrt(sq @ scale**2 + bias**2) + MARGIN_ABS
-        out.append(err)
-    return out
-
-
 def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State, symbolic: bool) -> list[LayerDelta]:
     """Bounds of ``Δz`` at every affine layer of an aligned pair (``symbolic``: back-substitution too).
 
-    ``state_a``/``state_b``: per-network bounds on ``hidden_network`` of each chain. Hidden ``Δz``
-    bounds are those of the real-valued networks; the output's are widened by both networks'
-    accumulated float32 margins (``float_errors``), which already carry the hidden layers' rounding.
+    ``state_a``/``state_b``: per-network bounds on ``hidden_network`` of each chain (float networks,
+    ``real`` for the real-valued ones). Each layer's rounding is noise ``ε_A − ε_B`` on ``Δz`` and ``ε_B``
+    on ``z_B`` (``rounding``), bounded from the tightened bounds of the layer's inputs.
     """
-    mid, rad = 0.5 * (box.lower + box.upper), 0.5 * (box.upper - box.lower)
-    err_a = float_errors([L.sq_wa for L in layers], [L.ba for L in layers], box, state_a)
-    err_b = float_errors([L.sq_wb for L in layers], [L.bb for L in layers], box, state_b)
+    real = state_a.real
+    lo, hi = state_a.lo[0], state_a.hi[0]  # the box as each float network reads it (cast to its type)
+    lo, hi = np.minimum(lo, state_b.lo[0]), np.maximum(hi, state_b.hi[0])
+    mid, rad = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    cast = Box(lo, hi)
+    u_a, u_b = state_a.net.unit_roundoff, state_b.net.unit_roundoff
     out: list[LayerDelta] = []
     for k, L in enumerate(layers):
         step = 2 * k + 1
@@ -309,17 +299,22 @@ def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State,
             c = L.wa @ (0.5 * (dal + dah)) + L.d @ (0.5 * (bl + bh)) + L.db
             r = L.abs_wa @ (0.5 * (dah - dal)) + L.abs_d @ (0.5 * (bh - bl))
         last = k == len(layers) - 1
+        ins_a, ins_b = _inputs(cast, out, "a"), _inputs(cast, out, "b")
+        zero = np.zeros(L.size)
+        ma = zero if real else L.round_a.noise([magnitude(*ins_a)], u_a)
+        mb = zero if real else L.round_b.noise([magnitude(*ins_b)], u_b)
         if last:  # each network's output by interval from its (tightened) last hidden bounds
-            la, ua = _affine_interval(L.wa, L.ba, *_inputs(box, out, "a"))
-            lb, ub = _affine_interval(L.wb, L.bb, *_inputs(box, out, "b"))
+            la, ua = _affine_interval(L.wa, L.ba, *ins_a, ma)
+            lb, ub = _affine_interval(L.wb, L.bb, *ins_b, mb)
         else:
             la, ua, lb, ub = state_a.lo[step], state_a.hi[step], state_b.lo[step], state_b.hi[step]
-        cur = LayerDelta(la.copy(), ua.copy(), lb.copy(), ub.copy(), c - r, c + r, err_a[k] + err_b[k])
+        cur = LayerDelta(la.copy(), ua.copy(), lb.copy(), ub.copy(), c - r - ma - mb, c + r + ma + mb, ma, mb)
         cur.tighten()
         if symbolic and k > 0:
             rows = np.arange(L.size) if last else np.flatnonzero(cur.unsettled)
             if rows.size:
                 b, coef = back_substitute(layers, out, k, rows, mid, rad)
+                b -= np.tile((ma + mb)[rows], 2)
                 if last:
                     cur.input_coef = coef
                 cur.lo_d[rows] = np.maximum(cur.lo_d[rows], b[: rows.size])
@@ -328,8 +323,6 @@ def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State,
         if not last:
             cur.relax()
         out.append(cur)
-    out[-1].lo_d -= out[-1].float_margin  # the real-valued bounds, widened for the two float32 networks
-    out[-1].hi_d += out[-1].float_margin
     return out
 
 
@@ -340,15 +333,16 @@ def _inputs(box: Box, out: list[LayerDelta], side: str) -> tuple[np.ndarray, np.
     return np.maximum(getattr(out[-1], f"lo_{side}"), 0.0), np.maximum(getattr(out[-1], f"hi_{side}"), 0.0)
 
 
-def _affine_interval(W: np.ndarray, bias: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c, r = W @ (0.5 * (lo + hi)) + bias, np.abs(W) @ (0.5 * (hi - lo))
+def _affine_interval(W: np.ndarray, bias: np.ndarray, lo: np.ndarray, hi: np.ndarray, noise: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    c, r = W @ (0.5 * (lo + hi)) + bias, np.abs(W) @ (0.5 * (hi - lo)) + noise
     return c - r, c + r
 
 
 def back_substitute(layers: list[PairLayer], deltas: list[LayerDelta], k: int, rows: np.ndarray,
                     mid: np.ndarray, rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower bounds of ``[Δz_k[rows]; −Δz_k[rows]]`` over the box, walking back through the relaxations,
-    and the rows' final coefficients on the input."""
+    """Lower bounds of ``[Δz_k[rows]; −Δz_k[rows]]`` over the box (without layer ``k``'s own rounding), walking
+    back through the relaxations and the earlier layers' rounding noise, and the rows' final coefficients on the input."""
     sign = np.concatenate([np.ones(rows.size), -np.ones(rows.size)])[:, None]
     L = layers[k]
     ed, eb = sign * np.vstack([L.wa[rows]] * 2), sign * np.vstack([L.d[rows]] * 2)
@@ -364,6 +358,9 @@ def back_substitute(layers: list[PairLayer], deltas: list[LayerDelta], k: int, r
         cb += pos * gl + neg * gu
         const += pos @ hl + neg @ hu
         const += cd @ P.db + cb @ P.bb
+        # rounding: Δz_j carries ε_A − ε_B and z_B,j carries ε_B, so cd·ε_A + (cb − cd)·ε_B
+        if D.noise_a.any() or D.noise_b.any():
+            const -= np.abs(cd) @ D.noise_a + np.abs(cb - cd) @ D.noise_b
         ed, eb = cd @ P.wa, cd @ P.d + cb @ P.wb
     return const + eb @ mid - np.abs(eb) @ rad, eb  # Δa_0 = 0, a_B,0 = x
 
@@ -392,7 +389,7 @@ class DifferenceEncoder(Encoder):
             self.h.setOptionValue("solver", "ipm")
             self.h.setOptionValue("run_crossover", "off")  # the dual bound needs duals only, not a vertex
         self.layers, self.deltas = layers, deltas
-        self.x = self._cols(box.lower.copy(), box.upper.copy())
+        self.x = self._cols(state_b.lo[0].copy(), state_b.hi[0].copy())  # the box as the float network reads it
         self.zb: dict[int, int] = {}
         self.dz: dict[int, int] = {}
         self.ab: dict[int, int] = {}
@@ -409,10 +406,10 @@ class DifferenceEncoder(Encoder):
         self.dz_scale[k] = sd = _scale(D.lo_d, D.hi_d)
         self.dz[k] = self._cols(D.lo_d / sd, D.hi_d / sd)
         terms = [(L.d, src_b)] + ([] if k == 0 else [(L.wa * self.da_scale[k - 1], self.da[k - 1])])
-        self._affine(self.dz[k], sd, terms, L.db)
+        self._affine(self.dz[k], sd, terms, L.db, D.noise_a + D.noise_b)
         if k < len(self.layers) - 1:
             self.zb[k] = self._cols(D.lo_b.copy(), D.hi_b.copy())
-            self._affine(self.zb[k], 1.0, [(L.wb, src_b)], L.bb)
+            self._affine(self.zb[k], 1.0, [(L.wb, src_b)], L.bb, D.noise_b)
 
     def update_layer(self, k: int) -> None:
         """Copy the (tightened) bounds of hidden layer ``k`` onto its columns."""
@@ -452,8 +449,9 @@ class DifferenceEncoder(Encoder):
         bound, closed = self.mip_min(col, sign)
         return sd * bound, closed
 
-    def _affine(self, out: int, out_coef: float, terms: list[tuple[np.ndarray, int]], bias: np.ndarray) -> None:
-        """Rows ``out_coef · out − Σ W·src = bias`` (``out``, ``src``: first columns of blocks)."""
+    def _affine(self, out: int, out_coef: float, terms: list[tuple[np.ndarray, int]], bias: np.ndarray,
+                noise: np.ndarray) -> None:
+        """Rows ``|out_coef · out − Σ W·src − bias| <= noise`` (``out``, ``src``: first columns of blocks)."""
         n = bias.size
         rs, cs, vs = [np.arange(n)], [out + np.arange(n)], [np.full(n, out_coef)]
         for W, src in terms:
@@ -461,7 +459,7 @@ class DifferenceEncoder(Encoder):
             rs.append(r)
             cs.append(src + c)
             vs.append(-W[r, c])
-        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias, bias)
+        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias - noise, bias + noise)
 
     def _combo(self, idx: np.ndarray, terms: list[tuple[int, float | np.ndarray]], lower: np.ndarray,
                upper: np.ndarray, extra: tuple[int, np.ndarray] | None = None) -> None:
@@ -517,8 +515,8 @@ def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
 def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State, integer: bool,
           time_limit: float, progress: Progress | None = None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-    """LP (tightening every unsettled hidden ``Δz`` first) or MILP bounds of the output ``Δz``, widened
-    by the float32 margin.
+    """LP (tightening every unsettled hidden ``Δz`` first) or MILP bounds of the output ``Δz`` (every layer's
+    rounding noise is in the rows).
 
     Returns lower, upper, per side and output whether the solver closed its gap (MILP), and the
     input points of the MILP's solutions (witness candidates).
@@ -544,7 +542,7 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
         enc.add_relus(k)
     enc.add_layer(last)
     out = deltas[last]
-    lo, hi, m = out.lo_d.copy(), out.hi_d.copy(), out.float_margin
+    lo, hi = out.lo_d.copy(), out.hi_d.copy()
     closed = np.zeros((2, lo.size), dtype=bool)
     points: list[np.ndarray] = []
     for j in range(lo.size):
@@ -554,9 +552,9 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
             if x is not None:
                 points.append(np.clip(x, box.lower, box.upper))
             if side == 0:
-                lo[j] = max(lo[j], bound - m[j])
+                lo[j] = max(lo[j], bound)
             else:
-                hi[j] = min(hi[j], -bound + m[j])
+                hi[j] = min(hi[j], -bound)
             done += 1
             if progress:
                 progress(done, total)

@@ -9,6 +9,11 @@ column has finite bounds, which makes the LP dual bound of any dual vector rigor
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+import time
+
 import highspy
 import numpy as np
 
@@ -22,17 +27,47 @@ _PROVEN = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimi
            highspy.HighsModelStatus.kInterrupt, highspy.HighsModelStatus.kSolutionLimit)
 
 
+def quiet_highs() -> highspy.Highs:
+    """A HiGHS instance that prints nothing on stdout: the banner HiGHS writes there (once per process, from
+    C++, when the first instance is made) goes to stderr, so ``--json -`` stays parseable."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        ctypes.CDLL(None).fflush(None)  # C's stdout buffer, before fd 1 is given back
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return h
+
+
+class Deadline:
+    """A point in time after which no solve starts, and up to which each solve may run: a limit on a whole command."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+        self.reached = False
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def passed(self) -> bool:
+        self.reached = self.reached or self.left() <= 0
+        return self.reached
+
+
 class Encoder:
     """One HiGHS model that grows by whole steps; ``lp_min``/``mip_min`` bound one column soundly."""
 
-    def __init__(self, state: State, integer: bool, time_limit: float | None = None):
+    def __init__(self, state: State, integer: bool, time_limit: float | None = None, deadline: Deadline | None = None):
         for s in state.net.steps:
             if isinstance(s, Activation) and s.op != "Relu":
                 method = "milp" if integer else "lp"
                 raise NnxformError(f"{s.op} node '{s.node}' is not supported by '{method}'; use interval or symbolic")
         self.state, self.integer = state, integer
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = quiet_highs()
         h.setOptionValue("threads", 1)
         if integer:
             h.setOptionValue("mip_rel_gap", 1e-6)
@@ -40,7 +75,7 @@ class Encoder:
         else:
             h.setOptionValue("presolve", "off")  # keep the basis between objectives (warm start)
             h.setOptionValue("simplex_strategy", 4)  # a new objective keeps the basis primal feasible
-        self.h, self.time_limit = h, time_limit
+        self.h, self.time_limit, self.deadline = h, time_limit, deadline
         self.integers = 0  # integer columns so far; without any, HiGHS solves an LP and has no MIP dual bound
         self.col: dict[int, int] = {}
         self.col_lo, self.col_hi = np.zeros(0), np.zeros(0)
@@ -105,7 +140,8 @@ class Encoder:
             rs.append(r)
             cs.append(self.col[src] + c)
             vs.append(-w[r, c])
-        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), s.bias, s.bias)
+        m = self.state.linear_noise(i)  # the float network's rounding of this step
+        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), s.bias - m, s.bias + m)
 
     def _relu(self, i: int, s: Activation) -> None:
         lo, hi = self.state.lo[s.source], self.state.hi[s.source]
@@ -182,9 +218,12 @@ class Encoder:
         HiGHS (measured with 1.15) checks an LP against the run time of all runs of the model so far, but a
         MIP against the time of the current run: the limit is set so that either gives ``time_limit`` seconds.
         """
-        if self.time_limit is not None:
+        limit = self.time_limit
+        if self.deadline is not None:
+            limit = max(min(self.deadline.left(), limit if limit is not None else np.inf), 1e-3)
+        if limit is not None:
             spent = 0.0 if self.integers else self.h.getRunTime()
-            self.h.setOptionValue("time_limit", spent + float(self.time_limit))
+            self.h.setOptionValue("time_limit", spent + float(limit))
         self.h.run()
 
     def lp_min(self, col: int, sign: float = 1.0) -> float:
@@ -227,6 +266,14 @@ class Encoder:
         tol = self.h.getOptionValue("mip_feasibility_tolerance")
         tol = tol[1] if isinstance(tol, tuple) else tol
         return bound - tol * (1.0 + abs(bound) + self._big), closed
+
+    def input_solution(self) -> list[float] | None:
+        """The input part of the last solve's solution (None without one)."""
+        sol = self.h.getSolution()
+        if not sol.value_valid or 0 not in self.col:
+            return None
+        n = self.state.net.input_size
+        return [float(v) for v in np.asarray(sol.col_value, dtype=np.float64)[self.col[0]: self.col[0] + n]]
 
     @property
     def _big(self) -> float:

@@ -10,6 +10,7 @@ supported with its exact ONNX semantics and no per-op matrix code to get wrong.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -18,6 +19,7 @@ import numpy as np
 from ..errors import NnxformError
 from ..evaluate import OPS, Windows, _merge_lead
 from ..ir import Model, Node
+from .rounding import Rounding, absolute_node, roundings, unit_roundoff
 
 #: Element-wise nonlinear operators (one data input, same shape out).
 ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
@@ -25,8 +27,8 @@ NONLINEAR = ACTIVATIONS + ("MaxPool",)
 #: Operators whose data inputs must be exactly the first one (the rest are weights).
 _FIRST_ONLY = ("Conv", "BatchNormalization", "Div")
 _ONE_DATA = ("Mul", "Gemm", "MatMul")
-#: Basis vectors evaluated per batch when reading off matrices (bounds memory for conv nets).
-_CHUNK = 512
+#: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
+_CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
 
 
 @dataclass
@@ -44,10 +46,15 @@ class Linear:
     sources: list[int]
     weights: list[np.ndarray]
     bias: np.ndarray
+    rounding: Rounding | None = None  # how the float network rounds it; None: one Gemm of these weights
 
     @property
     def size(self) -> int:
         return int(self.bias.size)
+
+    @cached_property
+    def float_rounding(self) -> Rounding:
+        return self.rounding or Rounding.of_gemm(self.weights, self.bias)
 
     @cached_property
     def abs_weights(self) -> list[np.ndarray]:
@@ -89,6 +96,11 @@ class Network:
     steps: list[Step]
     output: int
     output_shape: tuple[int, ...]
+    dtype: type = np.float32  # what the network computes in (its rounding: ``analyzers.rounding``)
+
+    @property
+    def unit_roundoff(self) -> float:
+        return unit_roundoff(self.dtype)
 
     @property
     def input_size(self) -> int:
@@ -124,8 +136,14 @@ def compile_model(model: Model) -> Network:
     shapes = model.shapes()
     anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if n.op in NONLINEAR]
     targets = [n.inputs[0] for n in model.nodes if n.op in NONLINEAR] + [model.output_name]
-    zero = _affine_values(model, {a: np.zeros((1,) + shapes[a]) for a in anchors}, shapes)
-    columns = {a: _basis_response(model, a, shapes, zero, set(targets)) for a in anchors}
+    chunk = _check_memory(model, shapes, anchors, set(targets))
+    feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
+    zero = _affine_values(model, feed, shapes)
+    abs_zero = _affine_values(model, feed, shapes, absolute=True)
+    columns, abs_columns = {}, {}
+    for a in anchors:
+        columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), set(targets), chunk)
+    depth = _roundings(model, shapes, set(anchors))
 
     steps: list[Step] = [Input(model.input_size)]
     index = {model.input_name: 0}  # anchor tensor -> step
@@ -136,7 +154,8 @@ def compile_model(model: Model) -> Network:
             srcs = [a for a in anchors if t in columns[a]]
             bias = zero[t].reshape(-1)
             weights = [columns[a][t] for a in srcs]
-            steps.append(Linear(t, [index[a] for a in srcs], weights, bias))
+            rounding = Rounding([abs_columns[a][t] for a in srcs], abs_zero[t].reshape(-1), np.full(bias.size, depth[t]))
+            steps.append(Linear(t, [index[a] for a in srcs], weights, bias, rounding))
             linear[t] = len(steps) - 1
         return linear[t]
 
@@ -151,7 +170,7 @@ def compile_model(model: Model) -> Network:
             steps.append(Activation(n.op, n.name, src, size))
         index[n.outputs[0]] = len(steps) - 1
     out = linear_step(model.output_name)
-    return Network(steps, out, tuple(shapes[model.output_name]))
+    return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)
 
 
 def _check_affine(model: Model) -> None:
@@ -165,11 +184,12 @@ def _check_affine(model: Model) -> None:
 
 
 def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixed: dict | None = None,
-                   only: set[str] | None = None) -> dict[str, np.ndarray]:
+                   only: set[str] | None = None, absolute: bool = False) -> dict[str, np.ndarray]:
     """Evaluate the affine nodes on ``feed`` (batched anchor values); nonlinear nodes are cut.
 
     With ``only``, evaluate just the nodes with an input in ``only`` (which grows), taking any
-    other data input from ``fixed`` (unbatched values).
+    other data input from ``fixed`` (unbatched values). ``absolute``: the absolute chain
+    (``rounding.absolute_node``) on non-negative feeds.
     """
     values = dict(feed)
     for n in model.nodes:
@@ -192,26 +212,76 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
             else:
                 args.append(None)
                 batched.append(False)
-        values[n.outputs[0]] = OPS[n.op](n, args, batched)
+        node = n
+        if absolute:
+            node, args = absolute_node(n, args, batched)
+        values[n.outputs[0]] = OPS[node.op](node, args, batched)
         if only is not None:
             only.add(n.outputs[0])
     return values
 
 
-def _basis_response(model: Model, anchor: str, shapes: dict, zero: dict, targets: set[str]) -> dict[str, np.ndarray]:
-    """Matrix ``(target size, anchor size)`` of every target the anchor reaches through affine nodes."""
+def _check_memory(model: Model, shapes: dict, anchors: list[str], targets: set[str]) -> int:
+    """Refuse at once a model whose dense matrices would not fit in memory (instead of failing minutes later);
+    return how many basis vectors one batch may evaluate."""
+    sizes = {t: int(np.prod(s, dtype=np.int64)) for t, s in shapes.items()}
+    reach = {a: {a} for a in anchors}
+    for n in model.nodes:
+        if n.op in NONLINEAR:
+            continue
+        for a in anchors:
+            if any(t in reach[a] for t in n.inputs):
+                reach[a].add(n.outputs[0])
+    dense = sum(sizes[a] * sizes[t] for a in anchors for t in reach[a] & targets)
+    need = 2 * 8 * dense  # the weights and their absolute chain, float64
+    free = _available_memory()
+    if need > 0.8 * free:
+        raise NnxformError(f"the analyzers compile every affine layer into a dense matrix: this network needs about "
+                           f"{need / 2**30:.1f} GiB for them, more than the {free / 2**30:.1f} GiB available; "
+                           "convolutional networks of this size are not supported by the analyzers yet")
+    widest = max(sizes[t] for t in sizes if t not in model.constants)
+    return int(max(1, min(_CHUNK, _CHUNK_BYTES // (8 * 4 * widest))))
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to this process (MemAvailable, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _basis_response(model: Model, anchor: str, shapes: dict, zeros: tuple[dict, dict], targets: set[str],
+                    chunk: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Matrices ``(target size, anchor size)`` of every target the anchor reaches through affine nodes,
+    and of the absolute chain of those nodes (``rounding``); ``chunk`` basis vectors at a time."""
     size = int(np.prod(shapes[anchor], dtype=np.int64))
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, size, _CHUNK):
-        stop = min(size, start + _CHUNK)
+    parts: tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]] = ({}, {})
+    for start in range(0, size, chunk):
+        stop = min(size, start + chunk)
         basis = np.zeros((stop - start, size))
         basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
         feed = {anchor: basis.reshape((-1,) + shapes[anchor])}
-        values = _affine_values(model, feed, shapes, fixed=zero, only={anchor})
-        for t in targets:
-            if t in values:
-                parts.setdefault(t, []).append((values[t] - zero[t]).reshape(stop - start, -1).T)
-    return {t: np.hstack(p) for t, p in parts.items()}
+        for absolute, zero, part in zip((False, True), zeros, parts):
+            values = _affine_values(model, feed, shapes, fixed=zero, only={anchor}, absolute=absolute)
+            for t in targets:
+                if t in values:
+                    part.setdefault(t, []).append((values[t] - zero[t]).reshape(stop - start, -1).T)
+    return tuple({t: np.hstack(p) for t, p in part.items()} for part in parts)  # type: ignore[return-value]
+
+
+def _roundings(model: Model, shapes: dict, anchors: set[str]) -> dict[str, int]:
+    """Per tensor of the affine subgraphs, the roundings on its longest chain of operators from an anchor."""
+    depth = {a: 0 for a in anchors}
+    for n in model.nodes:
+        if n.op in NONLINEAR:
+            continue
+        depth[n.outputs[0]] = max((depth.get(t, 0) for t in n.inputs if t), default=0) + roundings(n, shapes)
+    return depth
 
 
 def _pool_windows(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:

@@ -8,13 +8,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..domain import Box
-from .network import Network, Pool
+from .network import Linear, Network, Pool
+from .rounding import ACTIVATION_ERROR, cast_box, magnitude
 
-#: Float32 safety margin added to every affine step's bounds: the analyzers compute in
-#: float64 over the reals, the ONNX model runs in float32 (onnxruntime), whose rounding moves a
-#: value by a few ulps (float32 ulp is 1.2e-7 relative). ``REL·(|l| + |u|) + ABS`` per step covers
-#: that and the float64 round-off of the analysis. It is an engineering margin checked against
-#: onnxruntime in the tests, not a worst-case bound for sums with heavy cancellation.
+#: Slack added to every affine step's bounds for the analysis's own float64 round-off and the LP/MILP
+#: solvers' tolerances: ``REL·(|l| + |u|) + ABS``. The float network's rounding is not in it: that is
+#: bounded rigorously, step by step, as noise (``rounding``).
 MARGIN_REL, MARGIN_ABS = 1e-6, 1e-7
 
 ACTIVE, INACTIVE, UNSTABLE = 1, -1, 0
@@ -35,27 +34,45 @@ def relu_status(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 @dataclass
 class State:
-    """Lower/upper bounds of every step of a Network (None until computed)."""
+    """Lower/upper bounds of every step of the *float* network (None until computed), and the bound on
+    each Linear step's rounding noise (``rounding``); with ``real``, of the real-valued network instead."""
 
     net: Network
     box: Box
     lo: list[np.ndarray | None]
     hi: list[np.ndarray | None]
+    noise: list[np.ndarray | None] = field(default_factory=list)
+    real: bool = False
 
     @classmethod
-    def start(cls, net: Network, box: Box) -> "State":
+    def start(cls, net: Network, box: Box, real: bool = False) -> "State":
+        """Bounds of the input: the box, widened to what casting its points to the network's type can give."""
         n = len(net.steps)
-        s = cls(net, box, [None] * n, [None] * n)
-        s.lo[0], s.hi[0] = box.lower.copy(), box.upper.copy()
+        s = cls(net, box, [None] * n, [None] * n, [None] * n, real)
+        s.lo[0], s.hi[0] = (box.lower.copy(), box.upper.copy()) if real else cast_box(box.lower, box.upper, net.dtype)
         return s
 
     def copy(self) -> "State":
         return State(self.net, self.box, [None if a is None else a.copy() for a in self.lo],
-                     [None if a is None else a.copy() for a in self.hi])
+                     [None if a is None else a.copy() for a in self.hi], list(self.noise), self.real)
+
+    def linear_noise(self, i: int) -> np.ndarray:
+        """Bound on the rounding of Linear step ``i`` from its sources' current bounds (kept: the smallest seen)."""
+        s = self.net.steps[i]
+        assert isinstance(s, Linear)
+        if self.real:
+            return np.zeros(s.size)
+        m = s.float_rounding.noise([magnitude(self.lo[k], self.hi[k]) for k in s.sources], self.net.unit_roundoff)
+        if self.noise[i] is not None:
+            m = np.minimum(m, self.noise[i])
+        self.noise[i] = m
+        return m
 
     def set_linear(self, i: int, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Record (widened) bounds of Linear step ``i``, intersected with any already known."""
-        lo, hi = widen(lo, hi)
+        """Record bounds of Linear step ``i`` given those of its exact value over the float sources: widened by
+        its rounding noise and the analysis slack, intersected with any already known."""
+        m = self.linear_noise(i)
+        lo, hi = widen(lo - m, hi + m)
         if self.lo[i] is not None:
             lo, hi = np.maximum(lo, self.lo[i]), np.minimum(hi, self.hi[i])
         self.lo[i], self.hi[i] = lo, hi
@@ -78,7 +95,8 @@ class State:
             self.lo[i], self.hi[i] = _window_max(lo, s.windows), _window_max(hi, s.windows)
         else:
             f = ELEMENTWISE[s.op]
-            self.lo[i], self.hi[i] = f(lo), f(hi)
+            err = 0.0 if s.op == "Relu" or self.real else ACTIVATION_ERROR
+            self.lo[i], self.hi[i] = f(lo) - err, f(hi) + err
 
 
 def _window_max(v: np.ndarray, windows: np.ndarray) -> np.ndarray:

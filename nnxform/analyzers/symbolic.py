@@ -21,6 +21,7 @@ from . import relaxation
 from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
 from .result import State
+from .rounding import ACTIVATION_ERROR
 
 #: Signed-gradient steps on the output rows' ReLU lower slopes, and the first step size.
 SLOPE_STEPS, SLOPE_STEP = 10, 0.25
@@ -77,7 +78,7 @@ def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
             const += L @ mid - np.abs(L) @ rad
         elif isinstance(s, Linear):
-            const += L @ s.bias
+            const += L @ s.bias - _noise_term(state, k, L)
             for src, w in zip(s.sources, s.weights):
                 _add(coef, src, L @ w)
         elif isinstance(s, Activation):
@@ -93,9 +94,19 @@ def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np
     return const
 
 
+def _noise_term(state: State, k: int, L: np.ndarray) -> np.ndarray | float:
+    """``max |L @ ε|`` over Linear step ``k``'s rounding noise ``|ε| <= noise[k]`` (``rounding``)."""
+    m = None if state.real else state.noise[k]
+    return 0.0 if m is None or not m.any() else np.abs(L) @ m
+
+
 def _relax(state: State, s: Activation) -> relaxation.Relaxation:
     lo, hi = state.lo[s.source], state.hi[s.source]
-    return relaxation.relu(lo, hi) if s.op == "Relu" else relaxation.s_shaped(s.op, lo, hi)
+    if s.op == "Relu":
+        return relaxation.relu(lo, hi)
+    a_lo, b_lo, a_up, b_up = relaxation.s_shaped(s.op, lo, hi)
+    err = 0.0 if state.real else ACTIVATION_ERROR  # onnxruntime's approximation of the function
+    return a_lo, b_lo - err, a_up, b_up + err
 
 
 def _optimize_output_slopes(state: State) -> None:
@@ -144,7 +155,10 @@ def _slope_gradients(state: State, tape: list, slopes: dict[int, np.ndarray]) ->
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
             G[k] = mid - np.sign(L) * rad
         elif isinstance(s, Linear):
+            m = None if state.real else state.noise[k]
             G[k] = s.bias + sum(G[src] @ w.T for src, w in zip(s.sources, s.weights))
+            if m is not None and m.any():
+                G[k] = G[k] - np.sign(L) * m
         elif isinstance(s, Activation):
             a_lo, b_lo, a_up, b_up = _relax(state, s)
             if k in slopes:

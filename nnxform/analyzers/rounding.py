@@ -1,0 +1,118 @@
+"""Rigorous bounds on the rounding of a network evaluated in floating point, as onnxruntime runs it.
+
+Standard error analysis (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1): a sum of
+``n`` products computed in floating point with unit roundoff ``u`` — in any order, blocked or with
+fused multiply-adds — is within ``γ_n · Σ|w_i x_i|`` of its exact value, ``γ_n = n·u / (1 − n·u)``.
+A chain of affine operators with ``n_1, n_2, …`` roundings per output stays within
+``γ_{n_1 + n_2 + …}`` times the same chain evaluated with every coefficient replaced by its absolute
+value (``|A_2|·(|A_1|·|x| + |c_1|) + |c_2|``), because ``γ_a + γ_b + γ_a·γ_b <= γ_{a+b}``.
+
+The analyzers use this as *noise*: every Linear step ``z = Σ W x + b`` of the float network is
+``z = Σ W x̂ + b + ε`` with ``|ε| <= γ_depth · (Σ A |x̂| + c)``, ``x̂`` the float values of its sources
+(bounded by the analysis itself), ``A >= |W|`` and ``c >= |b|`` the absolute chain and ``depth`` the
+roundings on the longest path (``Rounding``). ReLU and MaxPool are exact in floating point; the
+input's cast to the model's type moves it by at most half an ulp (``cast_box``). Sigmoid and Tanh
+are the one assumption: onnxruntime's approximations are taken to be within ``ACTIVATION_ERROR``.
+The constants themselves are rounded to the model's type when written (one more rounding each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Node
+
+#: Unit roundoff of the types a model computes in.
+UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0 ** -24, np.dtype(np.float64): 2.0 ** -53}
+#: Assumed absolute error of onnxruntime's Sigmoid/Tanh (its rational approximations are within a few ulps of 1).
+ACTIVATION_ERROR = 2.0 ** -20
+#: Roundings of a BatchNormalization output: mean, sqrt(var + eps), the division, scale, shift, and the fold.
+_BATCHNORM_ROUNDINGS = 6
+
+
+def unit_roundoff(dtype: type | np.dtype) -> float:
+    """``u`` of a model's float type (float32 unless it computes in float64)."""
+    return UNIT_ROUNDOFF.get(np.dtype(dtype), UNIT_ROUNDOFF[np.dtype(np.float32)])
+
+
+def gamma(n: np.ndarray | float, u: float) -> np.ndarray:
+    """``γ_n = n·u / (1 − n·u)``: the relative error bound of ``n`` roundings (infinite past ``n·u >= 1``)."""
+    nu = np.asarray(n, dtype=np.float64) * u
+    return np.where(nu < 1.0, nu / np.maximum(1.0 - nu, 1e-300), np.inf)
+
+
+@dataclass
+class Rounding:
+    """How one Linear step rounds: ``|ε| <= γ_depth · (Σ weights[k] @ |x_k| + bias)`` per row."""
+
+    weights: list[np.ndarray]  # per source, >= |W| entrywise (the absolute chain of the operators)
+    bias: np.ndarray  # >= |b|
+    depth: np.ndarray  # roundings per row on the longest chain of operators
+
+    @classmethod
+    def of_gemm(cls, weights: list[np.ndarray], bias: np.ndarray, depth: int = 0) -> "Rounding":
+        """A Gemm written from these (float64) weights: one product-sum per row, the bias added, the constants'
+        casts (zero weights add nothing); at least ``depth`` roundings per row."""
+        nonzero = sum((w != 0).sum(axis=1) for w in weights)
+        return cls([np.abs(w) for w in weights], np.abs(bias), np.maximum(nonzero + 2 * (bias != 0) + 1, depth))
+
+    def noise(self, magnitudes: list[np.ndarray], u: float) -> np.ndarray:
+        """The bound on ``|ε|`` given bounds on the sources' absolute (float) values."""
+        total = self.bias + sum(w @ m for w, m in zip(self.weights, magnitudes))
+        return np.where(total > 0, gamma(self.depth, u) * total, 0.0)
+
+
+def magnitude(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The largest absolute value in ``[lo, hi]``."""
+    return np.maximum(np.abs(lo), np.abs(hi))
+
+
+def cast_box(lo: np.ndarray, hi: np.ndarray, dtype: type | np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The box widened to every value its points can become when cast to ``dtype`` (outward rounding)."""
+    dt = np.dtype(dtype)
+    if dt == np.float64:
+        return lo.copy(), hi.copy()
+    lo32, hi32 = lo.astype(dt), hi.astype(dt)
+    lo32 = np.where(lo32.astype(np.float64) > lo, np.nextafter(lo32, dt.type(-np.inf)), lo32)
+    hi32 = np.where(hi32.astype(np.float64) < hi, np.nextafter(hi32, dt.type(np.inf)), hi32)
+    return lo32.astype(np.float64), hi32.astype(np.float64)
+
+
+def roundings(node: Node, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Roundings one output value of an affine ``node`` goes through (its accumulation length)."""
+    op, at = node.op, node.attrs
+    if op in ("Add", "Sub", "Mul", "Div"):
+        return 2  # the operation and the constant's cast
+    if op == "Gemm":
+        k = shapes[node.inputs[0]][-2 if at.get("transA", 0) else -1]
+        bias = len(node.inputs) > 2 and bool(node.inputs[2])
+        return int(k) + 2 * bias + 1 + (at.get("alpha", 1.0) != 1.0) + (bias and at.get("beta", 1.0) != 1.0)
+    if op == "MatMul":
+        return int(shapes[node.inputs[0]][-1]) + 1
+    if op == "Conv":
+        w = shapes[node.inputs[1]]
+        bias = len(node.inputs) > 2 and bool(node.inputs[2])
+        return int(np.prod(w[1:], dtype=np.int64)) + 2 * bias + 1
+    if op == "AveragePool":
+        return int(np.prod(at["kernel_shape"], dtype=np.int64)) + 1
+    if op == "BatchNormalization":
+        return _BATCHNORM_ROUNDINGS
+    return 0  # Identity, Dropout, Flatten, Reshape, Transpose, (Un)squeeze, Concat move values exactly
+
+
+def absolute_node(node: Node, args: list[np.ndarray | None], batched: list[bool]) -> tuple[Node, list]:
+    """``node`` and its arguments for the absolute chain: constants by their absolute values, Sub as Add,
+    Gemm's alpha/beta positive, BatchNormalization's mean subtracted as ``+|mean|`` (data inputs are >= 0)."""
+    args = [a if b or a is None or not np.issubdtype(np.asarray(a).dtype, np.floating) else np.abs(a)
+            for a, b in zip(args, batched)]
+    if node.op == "Sub":
+        return Node("Add", node.name, node.inputs, node.outputs, node.attrs), args
+    if node.op == "Gemm":
+        attrs = dict(node.attrs, alpha=abs(node.attrs.get("alpha", 1.0)), beta=abs(node.attrs.get("beta", 1.0)))
+        return Node("Gemm", node.name, node.inputs, node.outputs, attrs), args
+    if node.op == "BatchNormalization":
+        args = list(args)
+        args[3] = -np.abs(args[3])  # (x − (−|mean|)) = x + |mean|; var stays as it is
+    return node, args
