@@ -9,29 +9,40 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ..domain import Box
 from ..errors import NnxformError
 from ..ir import Model
 from . import interval, lp, milp, symbolic
-from .network import Network, compile_model
+from .encoding import Deadline
+from .network import Activation, Network, compile_model
 from .result import Bounds, LayerBounds, Progress, State, finish
 
 METHODS = ("interval", "symbolic", "lp", "milp")
 
 
 def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, seed: Bounds | None = None,
-           time_limit: float = 60.0, neurons: bool = False, progress: Progress | None = None) -> Bounds:
+           time_limit: float = 60.0, neurons: bool = False, progress: Progress | None = None,
+           total_time: float | None = None) -> Bounds:
     """Bounds of every nonlinear node's input and of the output of ``model`` over ``domain``.
 
     ``seed``: bounds of a cheaper method on the same compiled Network to start from (else the
     chain of cheaper methods runs first). ``time_limit``: seconds per LP or MILP solve. ``neurons``:
     with ``milp``, also tighten every unstable ReLU's bounds by MILP (else only the outputs).
-    ``progress(done, total)`` is called as ``lp``/``milp`` solve problems.
+    ``progress(done, total)`` is called as ``lp``/``milp`` solve problems. ``total_time``: seconds for all the
+    solves together; past it the bounds not yet tightened keep the cheaper method's (sound) bounds, and the
+    result says so (``details["time_limit_reached"]``).
     """
     if method not in METHODS:
         raise NnxformError(f"unknown bounds method '{method}'; choose one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
     net = model if isinstance(model, Network) else compile_model(model)
+    if method in ("lp", "milp"):
+        other = next((s for s in net.steps if isinstance(s, Activation) and s.op != "Relu"), None)
+        if other is not None:
+            raise NnxformError(f"{other.op} node '{other.node}' is not supported by '{method}' (ReLU and MaxPool "
+                               "only); use interval or symbolic")
     t1 = time.perf_counter()
     domain.fit(net.input_size)
     if seed is not None:
@@ -44,17 +55,46 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
         state, done = State.start(net, domain), 0
     details: dict = {}
     exact = False
+    deadline = None if total_time is None else Deadline(total_time)
     for m in METHODS[done: METHODS.index(method) + 1]:
         if m == "interval":
             interval.interval(state)
         elif m == "symbolic":
             symbolic.symbolic(state)
         elif m == "lp":
-            lp.lp(state, time_limit=time_limit, progress=progress)
+            lp.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
         else:
-            exact, details = milp.milp(state, time_limit=time_limit, neurons=neurons, progress=progress)
+            exact, details = milp.milp(state, time_limit=time_limit, neurons=neurons, progress=progress, deadline=deadline)
+            if exact and isinstance(model, Model):
+                exact = _replayed(model, state, details)
+            details.pop("points", None)
+    if deadline is not None and deadline.reached:
+        exact = False
+        details["time_limit_reached"] = True
     t2 = time.perf_counter()
     return finish(state, method, t2 - t1, exact, compile_seconds=t1 - t0, **details)
+
+
+def _replayed(model: Model, state: State, details: dict) -> bool:
+    """Whether every MILP solution, run in onnxruntime, reaches the bound it claims exact (within the output's
+    rounding noise and the solver's gap); widens a bound a replayed output falls outside of (never expected)."""
+    from ..runtime import OnnxRunner  # the one place an analyzer runs onnxruntime
+
+    net = state.net
+    points = details.pop("points")
+    claimed = details["exact_outputs"]
+    if any(p is None for p in points):
+        claimed["lower"], claimed["upper"] = [False] * len(claimed["lower"]), [False] * len(claimed["upper"])
+        return False
+    ys = OnnxRunner(model)(np.clip(np.array(points), state.box.lower, state.box.upper)).astype(np.float64)
+    lo, hi, m = state.lo[net.output], state.hi[net.output], state.noise[net.output]
+    for j in range(lo.size):
+        y_lo, y_hi = ys[2 * j, j], ys[2 * j + 1, j]
+        tol = 2 * m[j] + 1e-4 * (1.0 + abs(lo[j]) + abs(hi[j]))  # the rounding and slack of the layers before
+        claimed["lower"][j] = bool(claimed["lower"][j] and lo[j] <= y_lo <= lo[j] + tol)
+        claimed["upper"][j] = bool(claimed["upper"][j] and hi[j] - tol <= y_hi <= hi[j])
+        lo[j], hi[j] = min(lo[j], y_lo), max(hi[j], y_hi)
+    return all(claimed["lower"]) and all(claimed["upper"])
 
 
 __all__ = ["METHODS", "Bounds", "LayerBounds", "Network", "bounds", "compile_model"]

@@ -8,15 +8,16 @@ is HiGHS's dual solution turned into a rigorous weak-duality bound, never the pr
 
 from __future__ import annotations
 
-from .encoding import Encoder
+from .encoding import Deadline, Encoder
 from .network import Linear
 from .result import Progress, State
 
 
-def lp(state: State, time_limit: float | None = None, progress: Progress | None = None) -> State:
-    """Tighten ``state`` (seeded by symbolic) with LP bounds, in place."""
+def lp(state: State, time_limit: float | None = None, progress: Progress | None = None,
+       deadline: Deadline | None = None) -> State:
+    """Tighten ``state`` (seeded by symbolic) with LP bounds, in place; past ``deadline`` the rest keep their bounds."""
     net = state.net
-    enc = Encoder(state, integer=False, time_limit=time_limit)
+    enc = Encoder(state, integer=False, time_limit=time_limit, deadline=deadline)
     work = [i for i, s in enumerate(net.steps) if isinstance(s, Linear) and not net.first_layer(i)]
     total = 2 * sum(net.rows_to_tighten(i, state.lo[i], state.hi[i]).size for i in work)
     done = 0
@@ -25,6 +26,8 @@ def lp(state: State, time_limit: float | None = None, progress: Progress | None 
             enc.add(i)
             lo, hi = state.lo[i].copy(), state.hi[i].copy()
             for j in net.rows_to_tighten(i, lo, hi):
+                if deadline is not None and deadline.passed():
+                    break
                 col = enc.col[i] + int(j)
                 lo[j] = max(lo[j], enc.lp_min(col, 1.0))
                 if not (net.relu_only[i] and lo[j] >= 0):

@@ -1,0 +1,89 @@
+"""Soundness under numerical stress: large-magnitude networks, where a solver's bound is not to be trusted blindly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_model
+from onnx import helper
+
+from nnxform.analyzers import bounds, compile_model
+from nnxform.domain import Box
+from nnxform.ir import from_proto
+from nnxform.runtime import OnnxRunner
+
+
+def scaled_chain(seed: int, widths: list[int], scale: float):
+    """A Gemm/ReLU chain with N(0,1)/sqrt(fan_in) weights and biases, both scaled by ``scale`` (the campaign's generator)."""
+    rng = np.random.default_rng(seed)
+    nodes, weights, prev = [], {}, "x"
+    for k in range(len(widths) - 1):
+        W = rng.normal(size=(widths[k + 1], widths[k])) / np.sqrt(widths[k]) * scale
+        b = rng.normal(size=widths[k + 1]) * scale
+        weights[f"W{k}"], weights[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
+        out = "y" if k == len(widths) - 2 else f"h{k}"
+        nodes.append(helper.make_node("Gemm", [prev, f"W{k}", f"b{k}"], [out], transB=1))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [out], [f"r{k}"]))
+            prev = f"r{k}"
+    return from_proto(make_model(nodes, [1, widths[0]], weights=weights))
+
+
+def extremes(model, box: Box, n: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest onnxruntime outputs over samples and corners of ``box``."""
+    rng = np.random.default_rng(1)
+    ys = OnnxRunner(model)(box.points(n, rng)).astype(np.float64)
+    return ys.min(axis=0), ys.max(axis=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e4])
+@pytest.mark.parametrize("seed", range(4))
+def test_milp_bounds_contain_onnxruntime_at_every_scale(seed, scale):
+    rng = np.random.default_rng(seed)
+    widths = [3] + list(rng.integers(3, 8, size=int(rng.integers(2, 4)))) + [2]
+    model = scaled_chain(5 + seed, widths, scale)
+    box = Box(-np.ones(3), np.ones(3))
+    lo, hi = extremes(model, box)
+    for method in ("symbolic", "lp", "milp"):
+        b = bounds(compile_model(model), box, method, time_limit=10.0)
+        assert np.all(b.output_lower <= lo) and np.all(b.output_upper >= hi), (method, b.output_lower, lo, b.output_upper, hi)
+
+
+def test_the_campaigns_network_is_bounded_soundly():
+    """3 → 7 → 3 → 7 → 2 at scale 1e3: the MILP claimed y0 >= -3.9e10 (exact) while onnxruntime reaches -3.49e11."""
+    model = scaled_chain(5, [3, 7, 3, 7, 2], 1e3)
+    box = Box(-np.ones(3), np.ones(3))
+    x = np.array([[-0.6061, -0.9821, 0.9986]])
+    y = OnnxRunner(model)(x).astype(np.float64)[0]
+    b = bounds(compile_model(model), box, "milp", time_limit=10.0)
+    assert np.all(b.output_lower <= y) and np.all(b.output_upper >= y)
+
+
+@pytest.mark.parametrize("method", ["lp", "milp"])
+def test_a_total_time_limit_bounds_the_whole_analysis(method):
+    """Every limit bounds the whole command: past ``total_time`` no solve starts, the rest keep sound bounds."""
+    import time
+
+    from conftest import MODELS
+
+    from nnxform.ir import load
+
+    model = load(MODELS / "mnist-net_256x2.onnx")
+    box = Box(np.zeros(784), np.ones(784))  # every ReLU unstable: hundreds of solves
+    t = time.perf_counter()
+    b = bounds(model, box, method, time_limit=5.0, total_time=1.0)
+    assert time.perf_counter() - t < 6.0
+    assert b.details["time_limit_reached"] and not b.exact
+    lo, hi = extremes(model, box, 2000)
+    assert np.all(b.output_lower <= lo) and np.all(b.output_upper >= hi)
+
+
+def test_memory_is_estimated_before_compiling():
+    """A convolution over a large image would need terabytes as dense matrices: refused at once, with the estimate."""
+    from nnxform.errors import NnxformError
+
+    w = np.random.default_rng(0).normal(size=(16, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    model = from_proto(make_model(nodes, [1, 3, 512, 512], weights={"w": w}))
+    with pytest.raises(NnxformError, match="GiB"):
+        compile_model(model)
