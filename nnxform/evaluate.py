@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .errors import UnsupportedOperator
+from .errors import NnxformError, UnsupportedOperator
 
 if TYPE_CHECKING:
     from .ir import Model
@@ -24,6 +24,8 @@ def run(model: "Model", xs: np.ndarray, keep: bool = False) -> dict[str, np.ndar
 
     Returns the first output (with its sample axis), or every computed tensor when ``keep``.
     """
+    if model.unsupported:
+        raise UnsupportedOperator(next(iter(model.unsupported.values())))
     xs = np.asarray(xs, dtype=np.float64).reshape((-1,) + tuple(model.input_shape))
     values: dict[str, np.ndarray] = {model.input_name: xs}
     for node in model.nodes:
@@ -39,13 +41,24 @@ def run(model: "Model", xs: np.ndarray, keep: bool = False) -> dict[str, np.ndar
         fn = OPS.get(node.op)
         if fn is None:
             raise UnsupportedOperator(f"operator {node.op} (node '{node.name}') cannot be evaluated")
-        values[node.outputs[0]] = fn(node, args, batched)
+        try:
+            values[node.outputs[0]] = fn(node, args, batched)
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:  # an ill-formed node
+            shapes = ", ".join(str(list(a.shape[1:] if b else a.shape)) for a, b in zip(args, batched) if a is not None)
+            raise NnxformError(f"{node.op} node '{node.name}' cannot be computed on inputs of shape {shapes} "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     return values if keep else values[model.output_names[0]]
 
 
 def tensor_shapes(model: "Model") -> dict[str, tuple[int, ...]]:
-    """ONNX shape (without the sample axis) of every tensor, found by evaluating one zero sample."""
-    values = run(model, np.zeros((1,) + tuple(model.input_shape)), keep=True)
+    """ONNX shape (without the sample axis) of every tensor, found by evaluating one zero sample
+    (in onnxruntime for a model with nodes nnxform cannot evaluate)."""
+    if model.unsupported:
+        from .runtime import onnxruntime_shapes
+
+        return onnxruntime_shapes(model)
+    with np.errstate(all="ignore"):  # a division by data is 0/0 here: only the shapes count
+        values = run(model, np.zeros((1,) + tuple(model.input_shape)), keep=True)
     shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     shapes.update({name: tuple(c.shape) for name, c in model.constants.items()})
     return shapes
@@ -94,26 +107,56 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _gemm(node, args, batched):
-    a, b, c = (args + [None])[:3]
+    a, b = args[0], args[1]
+    c = args[2] if len(args) > 2 else None
     at = node.attrs
+    if a.ndim - batched[0] != 2 or b.ndim - batched[1] != 2:
+        raise ValueError("Gemm multiplies 2-D matrices")
     if at.get("transA", 0):
         a = np.swapaxes(a, -1, -2)
     if at.get("transB", 0):
         b = np.swapaxes(b, -1, -2)
     y = at.get("alpha", 1.0) * (a @ b)
     if c is not None:
-        y = y + at.get("beta", 1.0) * c
+        y, c = _align([y, c], [batched[0] or batched[1], batched[2]])
+        shape, y = y.shape, y + at.get("beta", 1.0) * c
+        if y.shape != shape:
+            raise ValueError("C does not broadcast to the shape of A·B")
     return y
+
+
+def matmul_operands(a: np.ndarray, b: np.ndarray, ba: bool, bb: bool) -> tuple[np.ndarray, np.ndarray, Callable]:
+    """MatMul operands as stacks of matrices that numpy multiplies as ONNX does per sample, and the
+    function shaping the product back (numpy ``matmul`` semantics on the ONNX shapes).
+
+    A 1-D operand is promoted (``[K]`` to ``[1, K]`` on the left, ``[K, 1]`` on the right, the added
+    axis removed from the product); batch dimensions of different ranks are aligned after the
+    sample axis, which constants gain as a leading 1.
+    """
+    sample = ba or bb
+    ra, rb = a.ndim - ba, b.ndim - bb
+    if ra == 1:
+        a = a[..., None, :]
+    if rb == 1:
+        b = b[..., :, None]
+    rank = max(ra, rb, 2)
+
+    def lift(x: np.ndarray, is_batched: bool, r: int) -> np.ndarray:
+        pad = (1,) * (rank - max(r, 2))
+        return x.reshape(x.shape[:1] + pad + x.shape[1:]) if is_batched else x.reshape((1,) * sample + pad + x.shape)
+
+    def restore(y: np.ndarray) -> np.ndarray:
+        return y.reshape(y.shape[:-2] + ((y.shape[-2],) if ra > 1 else ()) + ((y.shape[-1],) if rb > 1 else ()))
+
+    return lift(a, ba, ra), lift(b, bb, rb), restore
 
 
 def _matmul(node, args, batched):
     a, b = args
-    ba, bb = batched
-    if bb and b.ndim - 1 == 1:  # per-sample vector on the right: [.., K] -> column
-        return (a @ b[..., None])[..., 0]
-    if ba and bb and a.ndim != b.ndim:
-        a, b = _align([a, b], batched)
-    return a @ b
+    if batched[0] and not batched[1] and b.ndim == 2:  # data times a weight matrix: one BLAS call
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + b.shape[1:])
+    A, B, restore = matmul_operands(a, b, *batched)
+    return restore(A @ B)
 
 
 # --- shape manipulation ----------------------------------------------------------------
@@ -123,6 +166,8 @@ def _flatten(node, args, batched):
     x = args[0]
     axis = node.attrs.get("axis", 1)
     shape = x.shape[1:]
+    if not -len(shape) <= axis <= len(shape):
+        raise ValueError(f"axis {axis} is out of range for rank {len(shape)}")
     if axis < 0:
         axis += len(shape)
     return x.reshape(x.shape[0], int(np.prod(shape[:axis], dtype=np.int64)), -1)
@@ -130,6 +175,8 @@ def _flatten(node, args, batched):
 
 def reshape_target(in_shape: tuple[int, ...], target: np.ndarray) -> tuple[int, ...]:
     """ONNX Reshape semantics for one sample: 0 copies the input dimension, -1 is inferred."""
+    if list(target).count(-1) > 1 or any(int(d) < -1 for d in target):
+        raise ValueError(f"target shape {list(target)} has more than one -1 or a negative size")
     out = [int(in_shape[i]) if int(d) == 0 else int(d) for i, d in enumerate(target)]
     if -1 in out:
         known = int(np.prod([d for d in out if d != -1], dtype=np.int64))
@@ -149,7 +196,10 @@ def _transpose(node, args, batched):
 
 
 def _axes(node, rank: int) -> list[int]:
-    return sorted(a + rank if a < 0 else a for a in node.attrs.get("axes", []))
+    axes = [a + rank if a < 0 else a for a in node.attrs.get("axes", [])]
+    if len(set(axes)) != len(axes) or not all(0 <= a < rank for a in axes):
+        raise ValueError(f"axes {node.attrs['axes']} repeat or are out of range for rank {rank}")
+    return sorted(axes)
 
 
 def _unsqueeze(node, args, batched):
@@ -258,6 +308,8 @@ def _conv(node, args, batched):
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
     nd = w.ndim - 2
+    if list(node.attrs.get("kernel_shape", w.shape[2:])) != list(w.shape[2:]):
+        raise ValueError(f"kernel_shape {node.attrs['kernel_shape']} is not the weights' {list(w.shape[2:])}")
     xf, lead = _merge_lead(x, nd + 1)
     win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
     group = node.attrs.get("group", 1)
@@ -299,6 +351,8 @@ def _pool(kind: str):
 
 def _batchnorm(node, args, batched):
     x, scale, bias, mean, var = args[:5]
+    if any(v.size != x.shape[2] for v in (scale, bias, mean, var)):
+        raise ValueError(f"scale, bias, mean and variance need one value per channel ({x.shape[2]})")
     eps = node.attrs.get("epsilon", 1e-5)
     s = scale / np.sqrt(var + eps)
     shape = (1,) * 2 + (-1,) + (1,) * (x.ndim - 3)  # sample, batch, channel, spatial...

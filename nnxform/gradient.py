@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import UnsupportedOperator
-from .evaluate import Windows, _align, _merge_lead, run
+from .evaluate import Windows, _align, _merge_lead, matmul_operands, run
 from .ir import Model, Node
 
 
@@ -104,27 +104,17 @@ def _gemm(node, args, batched, y, g):
         gb = _unbroadcast(gb, b, b)
     gc = None
     if len(args) > 2 and batched[2]:
-        gc = _unbroadcast(at.get("beta", 1.0) * g, args[2], args[2])
+        _, C = _align([g, args[2]], [True, True])
+        gc = _unbroadcast(at.get("beta", 1.0) * g, args[2], C)
     return [ga, gb, gc]
 
 
 def _matmul(node, args, batched, y, g):
     a, b = args
-    ba, bb = batched
-    if bb and b.ndim - 1 == 1:  # per-sample vector on the right
-        ga = g[..., :, None] * b[..., None, :] if ba else None
-        gb = (np.swapaxes(a, -1, -2) @ g[..., None])[..., 0]
-        return [ga, _unbroadcast(gb, b, b)]
-    A, B = _align(args, batched) if ba and bb and a.ndim != b.ndim else (a, b)
-    if A.ndim == 1:  # constant vector on the left
-        A2, g2 = A[None, :], g[..., None, :]
-    else:
-        A2, g2 = A, g
-    ga = gb = None
-    if ba:
-        ga = _unbroadcast(g2 @ np.swapaxes(B, -1, -2), a, A)
-    if bb:
-        gb = _unbroadcast(np.swapaxes(A2, -1, -2) @ g2, b, B)
+    A, B, _ = matmul_operands(a, b, *batched)
+    G = g.reshape(np.broadcast_shapes(A.shape[:-2], B.shape[:-2]) + (A.shape[-2], B.shape[-1]))
+    ga = _unbroadcast(G @ np.swapaxes(B, -1, -2), a, A) if batched[0] else None
+    gb = _unbroadcast(np.swapaxes(A, -1, -2) @ G, b, B) if batched[1] else None
     return [ga, gb]
 
 

@@ -9,8 +9,10 @@ data; ``Model.to_onnx`` writes plain opset-13 ONNX that verifiers read.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,14 @@ _FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.
 
 @dataclass
 class Node:
-    """One operator: ONNX op type, unique name, tensor names in and out, decoded attributes."""
+    """One operator: ONNX op type, unique name, tensor names in and out, decoded attributes, operator domain."""
 
     op: str
     name: str
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
 
 
 @dataclass
@@ -58,6 +61,9 @@ class Model:
     dtype: type = np.float32
     source: dict[str, Any] = field(default_factory=dict)  # path, sha256, opset, producer of the file read
     metadata: dict[str, str] = field(default_factory=dict)
+    # load(..., supported_only=False): node name -> why nnxform cannot handle it; such a model keeps
+    # its nodes and opsets as read, runs in onnxruntime only, and is exported as read
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -161,22 +167,31 @@ class Model:
     # --- export -------------------------------------------------------------------------
 
     def to_onnx(self) -> onnx.ModelProto:
-        """Plain ONNX (opset 13, IR 7): one input, weights as initializers, deterministic order."""
-        shapes = self.shapes()
+        """Plain ONNX (opset 13, IR 7): one input, weights as initializers, deterministic order.
+
+        A symbolic batch dimension is kept only when the graph is batch-agnostic (``batch_agnostic``),
+        so the file runs in onnxruntime on every shape it declares. A model with unsupported nodes
+        (``load(..., supported_only=False)``) is written with its nodes and opsets as read, and its
+        input shape as loaded.
+        """
+        raw = bool(self.unsupported)
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(self.dtype))
         dims = list(self.input_dims or self.input_shape)
+        if dims and isinstance(dims[0], str) and (raw or not self.batch_agnostic()):  # raw: shapes folded at batch 1
+            dims[0] = self.input_shape[0]
         inp = helper.make_tensor_value_info(self.input_name, elem, dims)
+        shapes = {} if raw else self.shapes()
         outs = []
         for name in self.output_names:
-            oshape: list[int | str] = list(shapes[name])
-            if isinstance(dims[0], str) and len(oshape) >= 2 and oshape[0] == 1:
+            oshape: list[int | str] | None = list(shapes[name]) if name in shapes else None
+            if oshape and isinstance(dims[0], str):
                 oshape[0] = dims[0]
             outs.append(helper.make_tensor_value_info(name, elem, oshape))
         inits, seen, nodes = [], set(), []
         for n in self.nodes:
             node_inputs = list(n.inputs)
             attrs = dict(n.attrs)
-            if n.op in ("Unsqueeze", "Squeeze") and "axes" in attrs:  # opset 13: axes is an input
+            if not raw and n.op in ("Unsqueeze", "Squeeze") and "axes" in attrs:  # opset 13: axes is an input
                 axes_name = f"{n.name}_axes"
                 inits.append(numpy_helper.from_array(np.asarray(attrs.pop("axes"), np.int64), axes_name))
                 node_inputs.append(axes_name)
@@ -184,27 +199,49 @@ class Model:
                 if t in self.constants and t not in seen:
                     seen.add(t)
                     value = self.constants[t]
-                    if np.issubdtype(value.dtype, np.floating):
+                    if np.issubdtype(value.dtype, np.floating) and not raw:
                         value = value.astype(self.dtype)
                     inits.append(numpy_helper.from_array(np.ascontiguousarray(value), t))
-            known = onnx.defs.get_schema(n.op, EXPORT_OPSET).attributes
-            extra = sorted(set(attrs) - set(known))
-            if extra:
-                raise UnsupportedOperator(f"{n.op} node '{n.name}' has attribute {extra[0]}, which opset {EXPORT_OPSET} lacks")
-            nodes.append(helper.make_node(n.op, node_inputs, n.outputs, name=n.name, **attrs))
+            if not raw:
+                known = onnx.defs.get_schema(n.op, EXPORT_OPSET).attributes
+                extra = sorted(set(attrs) - set(known))
+                if extra:
+                    raise UnsupportedOperator(f"{n.op} node '{n.name}' has attribute {extra[0]}, which opset {EXPORT_OPSET} lacks")
+            nodes.append(helper.make_node(n.op, node_inputs, n.outputs, name=n.name, domain=n.domain or None, **attrs))
         graph = helper.make_graph(nodes, "nnxform", [inp], outs, initializer=inits)
-        proto = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", EXPORT_OPSET)],
-            producer_name="nnxform",
-            producer_version=__version__,
-        )
-        proto.ir_version = EXPORT_IR_VERSION
+        opsets = self.source["opsets"] if raw else {"": EXPORT_OPSET}
+        opset_ids = [helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items())]
+        proto = helper.make_model(graph, opset_imports=opset_ids, producer_name="nnxform", producer_version=__version__,
+                                  functions=self.source.get("functions", []) if raw else [])
+        proto.ir_version = max(EXPORT_IR_VERSION, helper.find_min_ir_version_for(opset_ids, ignore_unknown=True)) if raw \
+            else EXPORT_IR_VERSION
         for key in sorted(self.metadata):
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, self.metadata[key]
-        onnx.checker.check_model(proto)
+        if not raw:
+            onnx.checker.check_model(proto)
         return proto
+
+    def batch_agnostic(self) -> bool:
+        """True when the graph treats the batch dimension as a batch: evaluated on two inputs stacked
+        on it, every output is the two one-input outputs stacked (what a symbolic batch declares)."""
+        from .evaluate import run
+
+        if not self.input_shape or self.input_shape[0] != 1:
+            return False
+        pair = dataclasses.replace(self, input_shape=(2,) + tuple(self.input_shape[1:]))
+        xs = np.random.default_rng(0).uniform(-1.0, 1.0, (2,) + tuple(self.input_shape))
+        try:
+            stacked = run(pair, xs.reshape((1, 2) + tuple(self.input_shape[1:])), keep=True)
+        except NnxformError:  # e.g. a Reshape to a fixed batch of 1 cannot take two rows
+            return False
+        alone = run(self, xs, keep=True)
+        for name in self.output_names:
+            one, two = alone[name], stacked[name][0]
+            if one.shape[1:2] != (1,) or two.shape != (2,) + one.shape[2:] or \
+                    not np.allclose(two, one[:, 0], rtol=1e-9, atol=1e-12, equal_nan=True):
+                return False
+        return True
 
     def to_bytes(self) -> bytes:
         return self.to_onnx().SerializeToString(deterministic=True)
@@ -229,14 +266,27 @@ class Model:
 # --- loading ------------------------------------------------------------------------------
 
 
-def load(path: str | Path) -> Model:
-    """Read an ONNX file into a Model, or raise NnxformError saying what is wrong with it."""
+def load(path: str | Path, supported_only: bool = True) -> Model:
+    """Read an ONNX file into a Model, or raise NnxformError saying what is wrong with it.
+
+    ``supported_only=False`` accepts operators nnxform cannot handle (for commands that only run the
+    model in onnxruntime, or describe it): such nodes are kept as read and listed in ``unsupported``.
+    """
     p = Path(path)
-    if not p.exists():
-        raise NnxformError(f"{p}: no such file")
-    if p.is_dir():
+    try:
+        mode = p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise NnxformError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise NnxformError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
+    if stat.S_ISDIR(mode):
         raise NnxformError(f"{p}: is a directory, not an ONNX file")
-    data = p.read_bytes()
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise NnxformError(f"{p}: is not a regular file; give the path of an ONNX file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise NnxformError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
     try:
         proto = onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises a bare DecodeError with a cryptic text
@@ -246,28 +296,40 @@ def load(path: str | Path) -> Model:
     _load_external_data(proto, p)
     source = {"path": str(p), "sha256": hashlib.sha256(data).hexdigest()}
     try:
-        return from_proto(proto, source=source)
+        return from_proto(proto, source=source, supported_only=supported_only)
     except UnsupportedOperator as first_error:
         simplified = _onnxsim(proto)
         if simplified is None:
             raise
         try:
-            return from_proto(simplified, source=source)
+            return from_proto(simplified, source=source, supported_only=supported_only)
         except UnsupportedOperator:
             raise first_error from None
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    """Read weights stored beside the model (``.onnx.data`` files of torch's dynamo exporter)."""
+    """Read weights stored beside the model (``.onnx.data`` files of torch's dynamo exporter).
+
+    Only files in the model's folder are read: a location that is absolute or climbs out of it
+    (``..``) is refused, so a hostile model cannot make nnxform read other files.
+    """
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     files = sorted({e.value for t in proto.graph.initializer if uses_external_data(t) for e in t.external_data
                     if e.key == "location"})
     for name in files:
+        where = Path(name)
+        if where.is_absolute() or ".." in where.parts or not name:
+            raise NnxformError(f"{path}: its weights are said to be in '{name}', outside its folder; "
+                               "refusing to read that (keep the weights file beside the model)")
         if not (path.parent / name).is_file():
             raise NnxformError(f"{path}: its weights are stored in '{name}', which is not beside it; copy it there")
     if files:
-        load_external_data_for_model(proto, str(path.parent))
+        try:
+            load_external_data_for_model(proto, str(path.parent))
+        except Exception as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise NnxformError(f"{path}: cannot read its weights from {', '.join(files)}: {msg}") from None
 
 
 def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -281,59 +343,138 @@ def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     return simplified if ok else None
 
 
-def from_proto(proto: onnx.ModelProto, source: dict[str, Any] | None = None) -> Model:
+def from_proto(proto: onnx.ModelProto, source: dict[str, Any] | None = None, supported_only: bool = True) -> Model:
     """Build a Model from an ONNX ModelProto (see ``load``)."""
     g = proto.graph
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    opset = opsets.get("", 1)
     source = dict(source or {})
     source.update(opset=opset, ir_version=proto.ir_version, producer=f"{proto.producer_name} {proto.producer_version}".strip())
     where = source.get("path", "model")
 
-    constants = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    initializers = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    constants = dict(initializers)
     inputs = [i for i in g.input if i.name not in constants]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise NnxformError(f"{where}: has {len(inputs)} non-constant inputs ({names}); nnxform needs exactly one")
     inp = inputs[0]
-    ttype = inp.type.tensor_type
-    if ttype.elem_type not in _FLOAT_TYPES:
-        raise NnxformError(f"{where}: input '{inp.name}' is not float32 or float64")
-    dims: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in ttype.shape.dim]
-    for k, d in enumerate(dims):
-        if isinstance(d, str) and k > 0:
-            raise NnxformError(f"{where}: input dimension {k} is symbolic ('{d}'); only the batch dimension may be")
-    if dims and not isinstance(dims[0], str) and len(dims) > 1 and dims[0] != 1:
-        raise NnxformError(f"{where}: input batch dimension is {dims[0]}; nnxform needs 1 or symbolic")
+    dims = _input_dims(inp, where)
     shape = tuple(1 if isinstance(d, str) else int(d) for d in dims)
 
     nodes: list[Node] = []
     for i, n in enumerate(g.node):
         name = n.name or f"{n.op_type}_{i}"
-        if n.domain not in ("", "ai.onnx"):
-            raise UnsupportedOperator(f"{where}: operator {n.domain}.{n.op_type} (node '{name}') is not supported")
+        domain = "" if n.domain == "ai.onnx" else n.domain
+        if domain and supported_only:
+            raise UnsupportedOperator(f"{where}: operator {domain}.{n.op_type} (node '{name}') is not supported")
         attrs = {a.name: _attr_value(a) for a in n.attribute}
-        if n.op_type == "Constant":
+        if n.op_type == "Constant" and not domain:
             constants[n.output[0]] = _constant_value(attrs, name)
             continue
-        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), attrs))
+        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), attrs, domain))
     _unique_node_names(nodes)
+    _single_assignment(nodes, set(constants) | {inp.name}, where)
     nodes = _toposort(nodes, set(constants) | {inp.name}, where)
+    outputs = [o.name for o in g.output]
+    produced = {t for n in nodes for t in n.outputs} | set(constants) | {inp.name}
+    missing = [t for t in outputs if t not in produced]
+    if missing:
+        raise NnxformError(f"{where}: output '{missing[0]}' is not computed by any node")
     model = Model(
         nodes=nodes,
         constants=constants,
         input_name=inp.name,
         input_shape=shape,
-        output_names=[o.name for o in g.output],
+        output_names=outputs,
         input_dims=tuple(dims),
-        dtype=_FLOAT_TYPES[ttype.elem_type],
+        dtype=_FLOAT_TYPES[inp.type.tensor_type.elem_type],
         source=source,
     )
     _fold_static(model, proto)
-    _check_supported(model, where)
-    _normalise(model, opset)
+    model.prune()  # nodes no output needs do not count
+    unsupported = _unsupported_nodes(model, where, supported_only)
+    if unsupported:  # kept as read, for onnxruntime: nothing is rewritten
+        model.unsupported = unsupported
+        model.source.update(opsets=opsets, functions=list(proto.functions))
+    else:
+        _normalise(model)
     model.prune()
-    model.shapes()  # fails early, with the node named, on what the evaluator cannot run
+    _check_constants(model, set(initializers), where)
+    _check_divisors(model, where)
+    shapes = model.shapes()  # fails early, with the node named, on what the evaluator cannot run
+    if not model.unsupported:
+        _check_nonempty(model, shapes, where)
     return model
+
+
+def _input_dims(inp: onnx.ValueInfoProto, where: str) -> list[int | str]:
+    """The declared dimensions of the network input: concrete and positive, only the batch may be symbolic."""
+    ttype = inp.type.tensor_type
+    if ttype.elem_type not in _FLOAT_TYPES:
+        raise NnxformError(f"{where}: input '{inp.name}' is not float32 or float64")
+    if not ttype.HasField("shape"):
+        raise NnxformError(f"{where}: input '{inp.name}' has no declared shape; re-export the model with its input shape")
+    dims: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in ttype.shape.dim]
+    for k, d in enumerate(dims):
+        if isinstance(d, str) and k > 0:
+            raise NnxformError(f"{where}: input dimension {k} is symbolic ('{d}'); only the batch dimension may be")
+        if isinstance(d, int) and d <= 0:
+            raise NnxformError(f"{where}: input '{inp.name}' has shape {dims}, with no values along dimension {k}; "
+                               "re-export the model with its real input shape")
+    if dims and not isinstance(dims[0], str) and len(dims) > 1 and dims[0] != 1:
+        raise NnxformError(f"{where}: input batch dimension is {dims[0]}; nnxform needs 1 or symbolic")
+    return dims
+
+
+def _single_assignment(nodes: list[Node], given: set[str], where: str) -> None:
+    """Every tensor is computed once, and never overwrites the input or a constant."""
+    seen = set(given)
+    for n in nodes:
+        for t in n.outputs:
+            if t and t in seen:
+                raise NnxformError(f"{where}: tensor '{t}' is assigned twice (again by node '{n.name}'); not a valid ONNX graph")
+            seen.add(t)
+
+
+def _check_constants(model: Model, initializers: set[str], where: str) -> None:
+    """Refuse weights that are empty or not finite: every bound over them would be meaningless.
+
+    Constants read only by unsupported nodes (``load(..., supported_only=False)``) are onnxruntime's
+    business: an empty ``roi`` of a Resize, or a ``-inf`` mask, is how those operators are written.
+    """
+    read = {t for n in model.nodes if n.name not in model.unsupported for t in n.inputs}
+    for name, value in model.constants.items():
+        if not np.issubdtype(value.dtype, np.floating) or name not in read:
+            continue
+        what = f"initializer '{name}'" if name in initializers else f"constant '{name}' (computed at load from the model's constants)"
+        if value.size == 0:
+            raise NnxformError(f"{where}: {what} is empty (shape {list(value.shape)}); remove the empty layer or re-export the model")
+        bad = ~np.isfinite(value)
+        if bad.any():
+            kind = "NaN" if np.isnan(value).any() else "infinite values"
+            raise NnxformError(f"{where}: {what} has {kind} ({int(bad.sum())} of {value.size} values); "
+                               "nnxform needs finite weights: fix or re-export the model")
+
+
+def _check_divisors(model: Model, where: str) -> None:
+    """Refuse divisions by zero fixed in the weights: the model computes infinities for every input."""
+    for n in model.nodes:
+        if n.op == "Div" and n.inputs[1] in model.constants and np.any(model.constants[n.inputs[1]] == 0):
+            raise NnxformError(f"{where}: Div node '{n.name}' divides by '{n.inputs[1]}', which has zeros; fix the model")
+        if n.op == "BatchNormalization" and len(n.inputs) > 4 and n.inputs[4] in model.constants:
+            if np.any(model.constants[n.inputs[4]].astype(np.float64) + n.attrs.get("epsilon", 1e-5) <= 0):
+                raise NnxformError(f"{where}: BatchNormalization node '{n.name}' has variance + epsilon <= 0 "
+                                   f"(in '{n.inputs[4]}'); fix the model")
+
+
+def _check_nonempty(model: Model, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """Refuse a layer that computes no values (a zero-width layer)."""
+    for n in model.nodes:
+        out = shapes[n.outputs[0]]
+        if 0 in out:
+            raise NnxformError(f"{where}: {n.op} node '{n.name}' computes an empty tensor (shape {list(out)}); "
+                               "remove the empty layer or re-export the model")
 
 
 def _attr_value(a: onnx.AttributeProto) -> Any:
@@ -432,41 +573,74 @@ def _onnxruntime_values(model: Model, proto: onnx.ModelProto, names: list[str]) 
     return dict(zip(names, (np.asarray(o) for o in outs)))
 
 
-def _check_supported(model: Model, where: str) -> None:
+#: Inputs (by position) that must be constants: the evaluator and the passes read them as weights.
+_CONSTANT_INPUTS = {"Conv": (1, 2), "BatchNormalization": (1, 2, 3, 4), "Reshape": (1,), "Unsqueeze": (1,),
+                    "Squeeze": (1,), "Dropout": (1, 2)}
+
+
+def _unsupported_nodes(model: Model, where: str, supported_only: bool) -> dict[str, str]:
+    """Why nnxform cannot evaluate a node exactly (operator, its form, or data where it needs a constant),
+    per node name; with ``supported_only``, raise UnsupportedOperator on the first instead."""
+    reasons = {}
     for n in model.nodes:
-        if n.op not in DATA_OPS:
-            raise UnsupportedOperator(
-                f"{where}: operator {n.op} (node '{n.name}') is not supported on data; "
-                f"supported: {', '.join(sorted(DATA_OPS))}"
-            )
-        used_extra = [t for t in n.outputs[1:] if t and (model.consumers(t) or t in model.output_names)]
-        if used_extra:
-            raise UnsupportedOperator(f"{where}: {n.op} node '{n.name}' has its extra output '{used_extra[0]}' used; only the first output is supported")
-        if n.op in ("MaxPool", "AveragePool", "Conv") and len(n.attrs.get("kernel_shape", [1, 1])) not in (1, 2, 3):
-            raise UnsupportedOperator(f"{where}: {n.op} node '{n.name}' has an unsupported kernel")
+        reason = _unsupported_reason(model, n)
+        if reason and supported_only:
+            hint = f"; supported: {', '.join(sorted(DATA_OPS))}" if n.op not in DATA_OPS else ""
+            raise UnsupportedOperator(f"{where}: {reason}{hint}")
+        if reason:
+            reasons[n.name] = reason
+    return reasons
 
 
-def _normalise(model: Model, opset: int) -> None:
+def _unsupported_reason(model: Model, n: Node) -> str | None:
+    """Why the evaluator cannot compute ``n`` exactly as onnxruntime does, or None when it can."""
+    if n.domain:
+        return f"operator {n.domain}.{n.op} (node '{n.name}') is not supported"
+    if n.op not in DATA_OPS:
+        return f"operator {n.op} (node '{n.name}') is not supported on data"
+    used_extra = [t for t in n.outputs[1:] if t and (model.consumers(t) or t in model.output_names)]
+    if used_extra:
+        return f"{n.op} node '{n.name}' has its extra output '{used_extra[0]}' used; only the first output is supported"
+    data = [k for k in _CONSTANT_INPUTS.get(n.op, ()) if k < len(n.inputs) and n.inputs[k] and n.inputs[k] not in model.constants]
+    if data:
+        return (f"{n.op} node '{n.name}' takes its input {data[0]} ('{n.inputs[data[0]]}') from the network input; "
+                "only a constant is supported there")
+    if n.op in ("MaxPool", "AveragePool", "Conv") and len(n.attrs.get("kernel_shape", [1, 1])) not in (1, 2, 3):
+        return f"{n.op} node '{n.name}' has an unsupported kernel"
+    if n.op == "Reshape" and n.attrs.get("allowzero", 0) and len(n.inputs) > 1 and 0 in model.constants[n.inputs[1]]:
+        return f"Reshape node '{n.name}' uses allowzero=1 with a zero dimension"
+    if n.op in ("Conv", "MaxPool", "AveragePool") and n.attrs.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER") \
+            and any(d != 1 for d in n.attrs.get("dilations", [])):
+        return (f"{n.op} node '{n.name}' combines auto_pad={n.attrs['auto_pad']} with dilations, which onnxruntime "
+                "and the ONNX specification pad differently; export it with explicit pads")
+    if n.op == "AveragePool" and any(d != 1 for d in n.attrs.get("dilations", [])):  # opset >= 19
+        return f"AveragePool node '{n.name}' has dilations, which the exported opset {EXPORT_OPSET} lacks"
+    if n.op == "BatchNormalization" and (n.attrs.get("training_mode", 0) or not n.attrs.get("spatial", 1)
+                                         or n.attrs.get("is_test", 1) == 0):
+        return f"BatchNormalization node '{n.name}' is in training mode or not spatial; export the model for inference"
+    if n.op == "Dropout" and len(n.inputs) > 2 and n.inputs[2] and bool(np.any(model.constants[n.inputs[2]])):
+        return f"Dropout node '{n.name}' is in training mode; export the model for inference"
+    return None
+
+
+def _normalise(model: Model) -> None:
     """Bring opset-dependent forms to one internal form (attributes vs. inputs, extra outputs)."""
     for n in model.nodes:
         n.outputs = n.outputs[:1]
         if n.op == "Reshape" and "shape" in n.attrs:  # opset < 5
             n.inputs = [n.inputs[0], model.add_constant(f"{n.name}_shape", np.asarray(n.attrs.pop("shape"), np.int64))]
-        if n.op == "Reshape" and n.attrs.pop("allowzero", 0) and 0 in model.constants[n.inputs[1]]:  # opset >= 14
-            raise UnsupportedOperator(f"Reshape node '{n.name}' uses allowzero=1 with a zero dimension")
-        if n.op == "AveragePool" and any(d != 1 for d in n.attrs.pop("dilations", [])):  # opset >= 19
-            raise UnsupportedOperator(f"AveragePool node '{n.name}' has dilations; not supported")
+        if n.op == "Reshape":
+            n.attrs.pop("allowzero", None)  # opset >= 14; a zero in the target is refused
         if n.op in ("Unsqueeze", "Squeeze") and len(n.inputs) > 1:  # opset >= 13
-            n.attrs["axes"] = [int(a) for a in model.constants[n.inputs[1]]]
+            if n.inputs[1]:
+                n.attrs["axes"] = [int(a) for a in model.constants[n.inputs[1]]]
             n.inputs = n.inputs[:1]
+        if n.op == "AveragePool":
+            n.attrs.pop("dilations", None)  # all 1
         if n.op == "Dropout":
             n.inputs = n.inputs[:1]
             n.attrs = {}
         if n.op == "BatchNormalization":
-            if n.attrs.get("training_mode", 0) or not n.attrs.get("spatial", 1) or n.attrs.get("is_test", 1) == 0:
-                raise UnsupportedOperator(
-                    f"BatchNormalization node '{n.name}' is in training mode or not spatial; export the model for inference"
-                )
             n.attrs = {"epsilon": float(n.attrs.get("epsilon", 1e-5))}
         if n.op == "Gemm":
             n.attrs.pop("broadcast", None)

@@ -81,3 +81,23 @@ def _batch_variant(proto: onnx.ModelProto, model: Model) -> ort.InferenceSession
         return _session(p)
     except Exception:
         return None
+
+
+def onnxruntime_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor of ``model``, from one onnxruntime run on a zero input (for models with
+    nodes the numpy evaluator cannot run; see ``load(..., supported_only=False)``)."""
+    from .errors import NnxformError
+
+    proto = model.to_onnx()
+    names = [t for n in model.nodes for t in n.outputs if t and t not in model.output_names]
+    proto.graph.output.extend([onnx.ValueInfoProto(name=t) for t in names])
+    names = list(model.output_names) + names
+    try:
+        outs = _session(proto).run(names, {model.input_name: np.zeros(model.input_shape, dtype=model.dtype)})
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NnxformError(f"{model.source.get('path', 'model')}: onnxruntime cannot run it: {msg}") from None
+    shapes = {name: tuple(np.shape(o)) for name, o in zip(names, outs)}
+    shapes.update({name: tuple(c.shape) for name, c in model.constants.items()})
+    shapes[model.input_name] = tuple(model.input_shape)
+    return shapes

@@ -44,6 +44,7 @@ def summarize(model: Model) -> dict[str, Any]:
         "parameters": int(sum(c.size for c in model.constants.values() if np.issubdtype(c.dtype, np.floating))),
         "verifier_friendly": not verifier_blockers(model),
         "blockers": verifier_blockers(model),
+        "unsupported": [{"node": node, "reason": reason} for node, reason in model.unsupported.items()],
     }
 
 
@@ -53,7 +54,9 @@ def verifier_blockers(model: Model) -> list[str]:
     if len(model.output_names) != 1:
         reasons.append(f"{len(model.output_names)} outputs (verifiers want one)")
     for n in model.nodes:
-        if n.op not in CANONICAL_OPS:
+        if n.name in model.unsupported:
+            reasons.append(f"{n.op} node '{n.name}' (not supported by nnxform)")
+        elif n.op not in CANONICAL_OPS:
             reasons.append(f"{n.op} node '{n.name}' (run `nnxform canon`)")
         data = model.data_inputs(n)
         if len(data) > 1:

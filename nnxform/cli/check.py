@@ -19,7 +19,8 @@ from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_jso
 @app.command(short_help="Sampled equivalence of two networks (exit 1 beyond --tol).",
              help="Compare two networks with the same input on sampled points of the domain (uniform samples, "
                   "box corners and the centre) in onnxruntime. Prints the max and mean |difference|; exit status "
-                  "0 when every output is within --tol (absolute + relative), 1 beyond it. " + DEFAULT_BOX_HELP)
+                  "0 when every output is within --tol (absolute + relative), 1 beyond it. Runs any model "
+                  "onnxruntime runs, also with operators other commands do not support. " + DEFAULT_BOX_HELP)
 @with_domain
 def check(
     model_a: str = typer.Argument(..., help="First ONNX file."),
@@ -31,7 +32,11 @@ def check(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the result as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
-    a, b = load(model_a), load(model_b)
+    if samples < 1:
+        raise NnxformError(f"--samples is {samples}; give a positive number of samples")
+    if not tol >= 0 or tol == float("inf"):
+        raise NnxformError(f"--tol is {tol:g}; give a finite tolerance >= 0")
+    a, b = load(model_a, supported_only=False), load(model_b, supported_only=False)
     if a.input_size != b.input_size:
         raise NnxformError(f"the inputs differ: {model_a} takes {a.input_size} values, {model_b} takes {b.input_size}")
     box = domain.box(a)

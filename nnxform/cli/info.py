@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import UnsupportedOperator
 from ..ir import load
 from ..summary import summarize
 from . import app
@@ -15,12 +16,17 @@ from .common import format_table, say, write_json
 @app.command(short_help="Describe a model: shapes, operators, layers, verifier-friendliness.",
              help="Describe a model: input/output shapes, opset, operator counts, a layer table (op, output "
                   "shape, neurons, parameters, zero weights), ReLU count, and whether the graph is "
-                  "verifier-friendly (a single chain without BN or Sub), naming what blocks it.")
+                  "verifier-friendly (a single chain without BN or Sub), naming what blocks it. A model with "
+                  "operators nnxform does not support is described too, naming those nodes.")
 def info(
     model: str = typer.Argument(..., help="ONNX file."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the description as JSON ('-' for stdout)."),
 ) -> None:
-    s = summarize(load(model))
+    try:
+        loaded = load(model)
+    except UnsupportedOperator:  # describe it anyway, naming what nnxform cannot handle
+        loaded = load(model, supported_only=False)
+    s = summarize(loaded)
     quiet = json_path == "-"
     say(f"{s['path']}  (opset {s['opset']}, IR v{s['ir_version']}, {s['producer'] or 'unknown producer'})", quiet)
     say(f"  input  {s['input']['name']} {s['input']['shape']}", quiet)
@@ -31,6 +37,8 @@ def info(
             for l in s["layers"]]
     say(format_table(["node", "op", "output", "neurons", "params", "zeros"], rows), quiet)
     say(f"  ReLU: {s['relu_neurons']} neurons in {s['relu_layers']} layers; parameters: {s['parameters']}", quiet)
+    for u in s["unsupported"]:
+        say(f"  unsupported (only info and check read it): {u['reason']}", quiet)
     if s["verifier_friendly"]:
         say("  verifier-friendly: yes", quiet)
     else:

@@ -35,6 +35,9 @@ def relu_layers(model: Model, command: str) -> Layers:
             if step.op != "Relu":
                 raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a {step.op}")
             continue
+        if not step.sources:  # the loader refuses empty layers; a model built in memory may have one
+            node = canonical.producer(step.tensor)
+            raise NnxformError(f"{command}: '{node.name}' reads a layer with no neurons; remove the empty layer")
         if step.sources != [i - 1]:
             node = canonical.producer(step.tensor)
             raise NnxformError(f"{command} supports ReLU chains; '{node.name}' adds up {len(step.sources)} "
