@@ -35,6 +35,7 @@ from .analyzers import bounds as analyze
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
+from .analyzers.milp import MAX_MAGNITUDE
 from .analyzers.rounding import Rounding
 from .analyzers.symbolic import optimized_bounds
 from .domain import Box
@@ -116,6 +117,8 @@ class Stability:
     time_limit: float
     witnesses: Witnesses = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    time_limit_reached: bool = False  # the time limit cut work short: another run may settle other neurons
+    node_limit: int | None = None
 
     def counts(self) -> dict[str, int]:
         """Totals over all ReLU layers."""
@@ -136,6 +139,8 @@ class Stability:
         return {
             "seconds": self.seconds,
             "time_limit": self.time_limit,
+            "time_limit_reached": self.time_limit_reached,
+            "node_limit": self.node_limit,
             "neurons": sum(layer.size for layer in self.layers),
             "totals": self.counts(),
             "layers": [{"node": layer.node, "neurons": layer.size,
@@ -146,26 +151,34 @@ class Stability:
 
 
 def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int = 4096, seed: int = 0,
-             progress: Progress | None = None) -> Stability:
+             progress: Progress | None = None, node_limit: int | None = None) -> Stability:
     """Classify every ReLU of ``model`` on ``box`` (see the module docstring).
 
     ``time_limit``: seconds for the whole classification; the first stage always runs, later
-    ones stop when it is spent and leave their neurons undecided. ``progress(stage, done, total)``
-    is called as the alpha stage works through the layers and the milp stage through its candidates.
+    ones stop when it is spent and leave their neurons undecided (which then depends on the
+    machine's speed: the result says so). ``node_limit``: branch-and-bound nodes per MILP solve
+    instead of a share of the time, a limit of work that gives the same result on every run as
+    long as ``time_limit`` does not bind. ``progress(stage, done, total)`` is called as the alpha
+    stage works through the layers and the milp stage through its candidates.
     """
     if time_limit < 0:
         raise NnxformError("the time limit must be >= 0")
     if samples < 1:
         raise NnxformError("the number of samples must be >= 1")
-    return _Classifier(model, box, time_limit, samples, seed, progress).run()
+    if node_limit is not None and node_limit < 1:
+        raise NnxformError("the node limit must be >= 1")
+    return _Classifier(model, box, time_limit, samples, seed, progress, node_limit).run()
 
 
 class _Classifier:
     """The state of one classification: statuses, the best witnesses seen, the bounds so far."""
 
-    def __init__(self, model: Model, box: Box, time_limit: float, samples: int, seed: int, progress: Progress | None):
+    def __init__(self, model: Model, box: Box, time_limit: float, samples: int, seed: int, progress: Progress | None,
+                 node_limit: int | None = None):
         self.t0 = time.perf_counter()
         self.model, self.time_limit, self.samples, self.progress = model, time_limit, samples, progress
+        self.node_limit = node_limit
+        self.time_bound = False  # the time limit cut some work short: the result depends on the machine's speed
         self.box = box.fit(model.input_size)
         self.rng = np.random.default_rng(seed)
         self.stages: list[Stage] = []
@@ -194,14 +207,18 @@ class _Classifier:
                 break
             if self.remaining() <= 0:
                 self.notes.append(f"time limit of {self.time_limit:g} s reached before the {name} stage")
+                self.time_bound = True
                 break
             stage()
         left = self.undecided()
         if left:
             self.notes.append(f"{left} neurons undecided: no evidence settled them; treat them as unstable")
+        if left and self.time_bound:
+            self.notes.append("the time limit bound, so which neurons are settled can differ between runs; a node "
+                              "limit per MILP solve (with a time limit that does not bind) gives the same result every run")
         layers = [LayerStability(self.net.steps[k].node, st) for k, st in zip(self.relus, self.status)]
         return Stability(layers, self.stages, time.perf_counter() - self.t0, self.box, self.time_limit,
-                         self._witnesses(), self.notes)
+                         self._witnesses(), self.notes, self.time_bound, self.node_limit)
 
     def remaining(self) -> float:
         return self.time_limit - (time.perf_counter() - self.t0)
@@ -446,6 +463,12 @@ class _Classifier:
         """
         before = self.undecided()
         state, kept = self._without_dead()
+        largest = max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0))
+                      for lo, hi in zip(state.lo, state.hi) if lo is not None)
+        if largest > MAX_MAGNITUDE:  # HiGHS's absolute tolerances cannot be trusted to prove infeasibility there
+            self.notes.append(f"milp stage skipped: values reach {largest:.3g} on this box, beyond what the solver's "
+                              f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g})")
+            return self._stage("milp", before, "values too large for the solver")
         try:
             enc = Encoder(state, integer=True)
         except NnxformError as exc:
@@ -473,12 +496,14 @@ class _Classifier:
                     if self.remaining() <= 0 or not self._settle(enc, state, task, seconds, counts, before):
                         pending.append((task, seconds))
             enc.set_bounds(i)
-        while pending and self.remaining() > 0:
+        while pending and self.remaining() > 0 and self.node_limit is None:  # a node limit gives the same answer again
             retry, pending = pending, []
             for task, seconds in retry:
                 if self.remaining() <= 0 or not self._settle(enc, state, task, 4 * seconds, counts, before):
                     pending.append((task, 4 * seconds))
-        notes = [f"{len(pending)} solves ran out of time"] if pending else []
+        self.time_bound |= self.remaining() <= 0 and bool(pending)
+        limit = "their node limit" if self.node_limit is not None else "time"
+        notes = [f"{len(pending)} solves ran out of {limit}"] if pending else []
         if counts["unreplayed"]:
             notes.append(f"{counts['unreplayed']} solver solutions did not replay as flips (float margin): left undecided")
         self._stage("milp", before, "; ".join(notes))
@@ -530,6 +555,9 @@ class _Classifier:
             return "infeasible", None
         h.changeColBounds(col, max(lo, threshold) if push_up else lo, hi if push_up else min(hi, threshold))
         h.changeColCost(col, -1.0 if push_up else 1.0)
+        if self.node_limit is not None:  # a limit of work: the same answer on every run
+            h.setOptionValue("mip_max_nodes", int(self.node_limit))
+            seconds = self.remaining()
         h.setOptionValue("time_limit", max(min(seconds, self.remaining()), 1e-3))  # HiGHS 1.15: per run
         h.run()
         status = h.getModelStatus()

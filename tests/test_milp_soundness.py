@@ -87,3 +87,20 @@ def test_memory_is_estimated_before_compiling():
     model = from_proto(make_model(nodes, [1, 3, 512, 512], weights={"w": w}))
     with pytest.raises(NnxformError, match="GiB"):
         compile_model(model)
+
+
+def test_a_node_limit_makes_the_classification_repeatable_and_a_binding_time_limit_is_said():
+    """Under a time limit the MILP stage's outcome depends on the machine's speed; a node limit does not."""
+    from conftest import MODELS
+
+    from nnxform.ir import load
+    from nnxform.stable import classify
+    from nnxform.vnnlib import read_box
+
+    model = load(MODELS / "mnist-net_256x2.onnx")
+    box = read_box(MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib")
+    runs = [classify(model, box, time_limit=120, node_limit=50, seed=0) for _ in range(2)]
+    assert [l.status.tolist() for l in runs[0].layers] == [l.status.tolist() for l in runs[1].layers]
+    assert not runs[0].time_limit_reached and runs[0].to_json()["node_limit"] == 50
+    cut = classify(model, box, time_limit=0.0, seed=0)  # sampling only: the stable neurons stay undecided
+    assert cut.time_limit_reached and any("differ between runs" in n for n in cut.notes)
