@@ -34,7 +34,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .analyzers import bounds, compile_model, interval, symbolic
+from .analyzers import Bounds, bounds, compile_model, interval, symbolic
+from .analyzers.encoding import Deadline
 from .analyzers.milp import MAX_MAGNITUDE
 from .analyzers.difference import (Layers, Roundings, align_widths, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
@@ -174,13 +175,14 @@ class Pair:
 
     def analyse(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
                 progress: Callable[[int, int], None] | None = None, splits: int = 0, witness_effort: int = 1,
-                seed: int = 0, signs_a: list[np.ndarray] | None = None) -> Discrepancy:
+                seed: int = 0, signs_a: list[np.ndarray] | None = None, total_time: float | None = None) -> Discrepancy:
         """The discrepancy over ``box`` (see ``discrepancy``): ``bound`` and ``witness``.
 
         ``witness_effort`` multiplies the witness search (samples, starts and gradient steps).
         """
         t0 = time.perf_counter()
-        r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits, signs_a=signs_a)
+        r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits, signs_a=signs_a,
+                       total_time=total_time)
         if self.chains and method in DIFFERENCE_METHODS and not splits:  # the same bound in real arithmetic
             real = self.bound(box, "interval" if method == "interval" else "symbolic", signs_a=signs_a, real=True)
             r.details["real_delta_max"] = min(real.delta_max, r.delta_max)
@@ -194,7 +196,8 @@ class Pair:
 
     def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
               progress: Callable[[int, int], None] | None = None, splits: int = 0,
-              signs_a: list[np.ndarray] | None = None, real: bool = False) -> DeltaBounds:
+              signs_a: list[np.ndarray] | None = None, real: bool = False, total_time: float | None = None
+              ) -> DeltaBounds:
         """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
 
         ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
@@ -203,6 +206,7 @@ class Pair:
         ``box`` by other means (``nnxform.stable``): the per-network bounds start from them, which makes
         the analysis tight where they are the bottleneck (certifying a compression). Only sound if they are.
         ``real``: bounds of the real-valued networks (no rounding), for telling the float part of a bound apart.
+        ``total_time``: seconds for all LP/MILP solves together (past it, the rest keep the symbolic bounds).
         """
         if signs_a is not None:
             self._check_signs(signs_a)
@@ -219,7 +223,8 @@ class Pair:
             raise NnxformError("real-valued bounds are given by the difference analysis of two ReLU chains only")
         if splits:
             return self._split(box, method, splits, time_limit, progress)
-        return self._bound(box, method, time_limit, progress, signs_a, real)
+        deadline = None if total_time is None else Deadline(total_time)
+        return self._bound(box, method, time_limit, progress, signs_a, real, deadline)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -244,12 +249,19 @@ class Pair:
                                f"first network's {sizes}")
 
     def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
-               signs_a: list[np.ndarray] | None = None, real: bool = False) -> DeltaBounds:
+               signs_a: list[np.ndarray] | None = None, real: bool = False, deadline: Deadline | None = None
+               ) -> DeltaBounds:
         """The bounds of ``f_A − f_B`` over one box."""
         if self.chains and method in DIFFERENCE_METHODS:
-            return self._difference(box, method, time_limit, progress, signs_a, real)
-        lo, hi, exact = self._merged(box, method.removeprefix("merged-"), time_limit, progress)
-        return DeltaBounds(lo, hi, exact)
+            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline)
+        else:
+            total = None if deadline is None else max(deadline.left(), 0.0)
+            b = self._merged(box, method.removeprefix("merged-"), time_limit, progress, total)
+            r = DeltaBounds(b.output_lower, b.output_upper, b.exact, details=dict(b.details))
+        if deadline is not None and deadline.passed():
+            r.exact = False
+            r.details["time_limit_reached"] = True
+        return r
 
     def _split(self, box: Box, method: str, splits: int, time_limit: float,
                progress: Callable[[int, int], None] | None) -> DeltaBounds:
@@ -284,7 +296,7 @@ class Pair:
         return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
 
     def _difference(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
-                    signs_a: list[np.ndarray] | None, real: bool) -> DeltaBounds:
+                    signs_a: list[np.ndarray] | None, real: bool, deadline: Deadline | None) -> DeltaBounds:
         """The difference analysis of the aligned chains."""
         if signs_a is not None:
             signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
@@ -300,7 +312,7 @@ class Pair:
             r.details["note"] = (f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute "
                                  f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g}): LP bounds instead, not exact")
         if method in ("lp", "milp"):
-            lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress)
+            lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress, deadline)
             r.lower, r.upper = np.maximum(r.lower, lo), np.minimum(r.upper, hi)
             if method == "milp":
                 r.exact = bool(closed.all())
@@ -309,18 +321,17 @@ class Pair:
         r.details["unsettled_relus"] = [int(d.unsettled.sum()) for d in deltas[:-1]]
         return r
 
-    def _merged(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None):
+    def _merged(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
+                total_time: float | None = None) -> Bounds:
         """Bounds of the merged network's output (both original networks compiled as they are, with their rounding)."""
         net = self.joint
-        exact = False
         if method == "milp" and not any(isinstance(s, Pool) for s in net.steps):
             seed = bounds(net, box, "symbolic")
             if seed.stable_counts()["unstable"] == 0:  # a linear program: HiGHS's MILP path would return 0
-                b = bounds(net, box, "lp", seed=seed, time_limit=time_limit, progress=progress)
-                exact = True
-        if not exact:
-            b = bounds(net, box, method, time_limit=time_limit, progress=progress)
-        return b.output_lower, b.output_upper, b.exact or exact
+                b = bounds(net, box, "lp", seed=seed, time_limit=time_limit, progress=progress, total_time=total_time)
+                b.exact = not b.details.get("time_limit_reached", False)
+                return b
+        return bounds(net, box, method, time_limit=time_limit, progress=progress, total_time=total_time)
 
 
 def _dead_units(layers: Layers) -> list[np.ndarray]:

@@ -104,3 +104,23 @@ def test_a_node_limit_makes_the_classification_repeatable_and_a_binding_time_lim
     assert not runs[0].time_limit_reached and runs[0].to_json()["node_limit"] == 50
     cut = classify(model, box, time_limit=0.0, seed=0)  # sampling only: the stable neurons stay undecided
     assert cut.time_limit_reached and any("differ between runs" in n for n in cut.notes)
+
+
+def test_a_total_time_limit_bounds_the_discrepancy_solves():
+    from conftest import MODELS
+
+    from nnxform.discrepancy import Pair
+    from nnxform.ir import load
+
+    a = load(MODELS / "mnist-net_256x2.onnx")
+    b = a.copy()
+    b.constants = {k: (v * np.float32(0.999) if v.dtype.kind == "f" and v.ndim == 2 else v) for k, v in b.constants.items()}
+    box = Box(np.zeros(784), np.ones(784))
+    import time
+
+    for method in ("lp", "merged-symbolic"):
+        t = time.perf_counter()
+        r = Pair(a, b).bound(box, method, time_limit=5.0, total_time=1.0)
+        assert time.perf_counter() - t < 8.0, method
+        cut = r.details.get("time_limit_reached", False)
+        assert cut == (method == "lp") and not r.exact, method  # symbolic methods have no solves to cut

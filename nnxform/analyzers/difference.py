@@ -34,7 +34,7 @@ import numpy as np
 from ..domain import Box
 from ..errors import NnxformError
 from . import relaxation
-from .encoding import INF, Encoder
+from .encoding import INF, Deadline, Encoder
 from .network import Activation, Input, Linear, Network
 from .result import Progress, State
 from .rounding import Rounding, magnitude
@@ -381,9 +381,9 @@ class DifferenceEncoder(Encoder):
     range is below its feasibility tolerance as fixed, and then wrongly finds the model infeasible.
     """
 
-    def __init__(self, layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State,
-                 integer: bool, time_limit: float | None = None):
-        super().__init__(state_b, integer, time_limit)
+    def __init__(self, layers: list[PairLayer], deltas: list[LayerDelta], state_b: State,
+                 integer: bool, time_limit: float | None = None, deadline: Deadline | None = None):
+        super().__init__(state_b, integer, time_limit, deadline)
         if not integer:  # simplex (primal or dual) can stall for minutes on these tiny differences
             self.h.setOptionValue("presolve", "on")
             self.h.setOptionValue("solver", "ipm")
@@ -513,15 +513,20 @@ def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
 
 
 def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State, integer: bool,
-          time_limit: float, progress: Progress | None = None
+          time_limit: float, progress: Progress | None = None, deadline: Deadline | None = None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """LP (tightening every unsettled hidden ``Δz`` first) or MILP bounds of the output ``Δz`` (every layer's
     rounding noise is in the rows).
 
     Returns lower, upper, per side and output whether the solver closed its gap (MILP), and the
-    input points of the MILP's solutions (witness candidates).
+    input points of the MILP's solutions (witness candidates). Past ``deadline`` no solve starts: the
+    bounds not tightened yet keep the symbolic ones.
     """
-    enc = DifferenceEncoder(layers, deltas, box, state_b, integer, time_limit)
+    enc = DifferenceEncoder(layers, deltas, state_b, integer, time_limit, deadline)
+
+    def late() -> bool:
+        return deadline is not None and deadline.passed()
+
     last = len(layers) - 1
     work = 0 if integer else sum(int(D.unsettled.sum()) for D in deltas[1:last])
     total = 2 * (work + layers[-1].size)
@@ -531,6 +536,8 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
         D = deltas[k]
         if not integer and k > 0:
             for j in np.flatnonzero(D.unsettled):
+                if late():
+                    break
                 D.lo_d[j] = max(D.lo_d[j], enc.delta_min(k, int(j), 1.0)[0])
                 D.hi_d[j] = min(D.hi_d[j], -enc.delta_min(k, int(j), -1.0)[0])
                 done += 2
@@ -547,6 +554,8 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
     points: list[np.ndarray] = []
     for j in range(lo.size):
         for side, sign in ((0, 1.0), (1, -1.0)):
+            if late():
+                continue
             bound, closed[side, j] = enc.delta_min(last, j, sign)
             x = enc.input_solution() if integer else None
             if x is not None:
