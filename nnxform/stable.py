@@ -24,6 +24,7 @@ claimed from a proven bound, never from a solver's primal value or from samples.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -119,6 +120,7 @@ class Stability:
     notes: list[str] = field(default_factory=list)
     time_limit_reached: bool = False  # the time limit cut work short: another run may settle other neurons
     node_limit: int | None = None
+    model_sha256: str = ""  # of the ONNX file classified: a classification is only read back for the same one
 
     def counts(self) -> dict[str, int]:
         """Totals over all ReLU layers."""
@@ -127,6 +129,31 @@ class Stability:
             for k, v in layer.counts().items():
                 total[k] += v
         return total
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], model: Model, box: Box) -> "Stability":
+        """A classification read back from ``nnxform stable --json``, refused unless it was made for this very
+        ONNX file and box (its proofs hold there only)."""
+        try:
+            if doc["model_sha256"] != model.source.get("sha256") or not doc["model_sha256"]:
+                raise NnxformError("the stability file was made for another model (sha256 differs); run "
+                                   "'nnxform stable' on this one")
+            if doc["box_sha256"] != box_sha256(box):
+                raise NnxformError("the stability file was made on another input box; run 'nnxform stable' with "
+                                   "the same domain options")
+            layers = []
+            for entry in doc["layers"]:
+                status = np.full(int(entry["neurons"]), UNDECIDED, np.int8)
+                for kind, name in STATUS_NAMES.items():
+                    status[np.asarray(entry[name], dtype=np.int64)] = kind
+                layers.append(LayerStability(str(entry["node"]), status))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise NnxformError(f"the stability file is not a 'nnxform stable --json' document ({type(exc).__name__}: "
+                               f"{exc})") from None
+        empty = [np.zeros(0, np.int64) for _ in layers]
+        return cls(layers, [], 0.0, box, float(doc.get("time_limit", 0.0)), Witnesses(np.zeros((0, box.size)), empty, empty),
+                   ["classification read from a 'nnxform stable --json' file"] + list(doc.get("notes", [])),
+                   bool(doc.get("time_limit_reached", False)), doc.get("node_limit"), doc["model_sha256"])
 
     def layer(self, node: str) -> LayerStability:
         found = [layer for layer in self.layers if layer.node == node]
@@ -138,6 +165,8 @@ class Stability:
         """The ``nnxform stable --json`` document."""
         return {
             "seconds": self.seconds,
+            "model_sha256": self.model_sha256,
+            "box_sha256": box_sha256(self.box),
             "time_limit": self.time_limit,
             "time_limit_reached": self.time_limit_reached,
             "node_limit": self.node_limit,
@@ -218,7 +247,7 @@ class _Classifier:
                               "limit per MILP solve (with a time limit that does not bind) gives the same result every run")
         layers = [LayerStability(self.net.steps[k].node, st) for k, st in zip(self.relus, self.status)]
         return Stability(layers, self.stages, time.perf_counter() - self.t0, self.box, self.time_limit,
-                         self._witnesses(), self.notes, self.time_bound, self.node_limit)
+                         self._witnesses(), self.notes, self.time_bound, self.node_limit, self.model.source.get("sha256", ""))
 
     def remaining(self) -> float:
         return self.time_limit - (time.perf_counter() - self.t0)
@@ -576,6 +605,11 @@ class _Classifier:
         pos = [np.where(st == UNSTABLE, p, -1) for st, p in zip(self.status, self.pos_at)]
         neg = [np.where(st == UNSTABLE, n, -1) for st, n in zip(self.status, self.neg_at)]
         return Witnesses(self.points, pos, neg)
+
+
+def box_sha256(box: Box) -> str:
+    """A digest of a box's bounds (float64, little-endian): which box a classification was made on."""
+    return hashlib.sha256(np.concatenate([box.lower, box.upper]).astype("<f8").tobytes()).hexdigest()
 
 
 def _alpha_step(state: State, i: int) -> None:

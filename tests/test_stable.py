@@ -305,3 +305,20 @@ def test_alpha_bounds_contain_every_sample(seed, depth, width):
         lo, hi = optimized_bounds(state, i, rows, 20)
         z = values[s.tensor].reshape(len(xs), -1)[:, rows]
         assert np.all(z >= lo - 1e-9) and np.all(z <= hi + 1e-9)
+
+
+def test_a_classification_is_read_back_for_its_own_model_and_box_only():
+    """compress --stability reuses 'stable --json': the statuses come back; another model or box is refused."""
+    model = load(MODELS / "mnist-net_256x2.onnx")
+    box = read_box(MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib")
+    result = classify(model, box, time_limit=60)
+    doc = json.loads(json.dumps(result.to_json()))
+    back = Stability.from_json(doc, model, box)
+    assert [l.status.tolist() for l in back.layers] == [l.status.tolist() for l in result.layers]
+    other = Box(box.lower, np.minimum(box.upper + 0.01, 1.0))
+    with pytest.raises(NnxformError, match="another input box"):
+        Stability.from_json(doc, model, other)
+    with pytest.raises(NnxformError, match="another model"):
+        Stability.from_json(dict(doc, model_sha256="0" * 64), model, box)
+    with pytest.raises(NnxformError, match="not a 'nnxform stable --json'"):
+        Stability.from_json({"model_sha256": doc["model_sha256"], "box_sha256": doc["box_sha256"]}, model, box)
