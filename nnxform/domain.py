@@ -85,10 +85,16 @@ def _number(option: str, value: str | float) -> float:
     return x
 
 
+def is_file_value(value: BoundValue) -> bool:
+    """Whether a bound option names a ``.npy`` file (else it is a number)."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return isinstance(text, str) and text.lower().endswith(".npy")
+
+
 def option_values(option: str, value: BoundValue, size: int) -> np.ndarray:
     """``size`` bounds from a number (broadcast) or a ``.npy`` file of any shape with ``size`` elements."""
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
-    if not (isinstance(text, str) and text.lower().endswith(".npy")):
+    if not is_file_value(text):
         try:
             number = float(text)
         except (TypeError, ValueError):
@@ -112,8 +118,11 @@ def option_values(option: str, value: BoundValue, size: int) -> np.ndarray:
 def box_from_options(input_size: int, *, lower: BoundValue | None = None, upper: BoundValue | None = None,
                      center: BoundValue | None = None, eps: str | float | None = None,
                      clip_lower: BoundValue | None = None, clip_upper: BoundValue | None = None,
-                     vnnlib: str | os.PathLike[str] | None = None, default: Box | None = None) -> Box | None:
-    """The input box the CLI's domain options describe (one way of three), else ``default``; sized to the input."""
+                     vnnlib: str | os.PathLike[str] | None = None, box_index: int | None = None,
+                     default: Box | None = None) -> Box | None:
+    """The input box the CLI's domain options describe (one way of three), else ``default``; sized to the input.
+
+    ``box_index`` picks one input box of a VNN-LIB file that states several (an ``or`` over inputs)."""
     ways = {"--lower/--upper": lower is not None or upper is not None,
             "--center/--eps": center is not None or eps is not None,
             "--vnnlib": vnnlib is not None}
@@ -121,6 +130,8 @@ def box_from_options(input_size: int, *, lower: BoundValue | None = None, upper:
     clipping = clip_lower is not None or clip_upper is not None
     if len(given) > 1:
         raise NnxformError(f"{' and '.join(given)} conflict: give the input box one way only")
+    if box_index is not None and vnnlib is None:
+        raise NnxformError("--box picks one input box of a --vnnlib file; give --vnnlib")
     if not given:
         if clipping:
             raise NnxformError("--clip-lower/--clip-upper need a box to clip (--lower/--upper, --center/--eps or --vnnlib)")
@@ -128,7 +139,7 @@ def box_from_options(input_size: int, *, lower: BoundValue | None = None, upper:
     if vnnlib is not None:
         from .vnnlib import read_box  # deferred: vnnlib imports Box from this module
 
-        box = read_box(vnnlib)
+        box = read_box(vnnlib, box_index)
         if box.size != input_size:
             raise NnxformError(f"{vnnlib}: the property bounds {box.size} inputs "
                                f"(X_0..X_{box.size - 1}) but the network input has {input_size}")

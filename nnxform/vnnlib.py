@@ -16,6 +16,7 @@ import numpy as np
 
 from .domain import Box
 from .errors import NnxformError
+from .fileio import atomic_write_bytes, read_text
 
 _TOKEN = re.compile(r"(\()|(\))|(;[^\n]*)|([^\s();]+)")
 _OPEN, _CLOSE, _ATOM = 1, 2, 4
@@ -225,24 +226,22 @@ def parse_boxes(text: str, where: str = "<vnnlib>") -> list[Box]:
 
 def read_boxes(path: str | os.PathLike[str]) -> list[Box]:
     """The distinct input boxes of a VNN-LIB file (one per disjunct of an ``or`` over inputs)."""
-    p = Path(path)
-    if not p.exists():
-        raise NnxformError(f"{p}: no such file")
-    if p.is_dir():
-        raise NnxformError(f"{p}: is a directory, not a VNN-LIB file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise NnxformError(f"{p}: not a text file, so not VNN-LIB") from None
-    return parse_boxes(text, str(p))
+    return parse_boxes(read_text(path, "VNN-LIB"), str(Path(path)))
 
 
-def read_box(path: str | os.PathLike[str]) -> Box:
-    """The single input box of a VNN-LIB file; nnxform's passes take one box, not a union."""
+def read_box(path: str | os.PathLike[str], index: int | None = None) -> Box:
+    """The input box of a VNN-LIB file, or its box number ``index`` (0-based) when an ``or`` over inputs states
+    several: nnxform's passes take one box, not a union."""
     boxes = read_boxes(path)
-    if len(boxes) != 1:
-        raise NnxformError(f"{path}: the file has {len(boxes)} input boxes (an 'or' over inputs); nnxform takes one")
-    return boxes[0]
+    if index is None:
+        if len(boxes) != 1:
+            raise NnxformError(f"{path}: the file has {len(boxes)} input boxes (an 'or' over inputs); nnxform takes "
+                               f"one: pick it with --box K (K = 0..{len(boxes) - 1})")
+        return boxes[0]
+    if not 0 <= index < len(boxes):
+        raise NnxformError(f"{path}: --box {index} does not exist: the file has {len(boxes)} input "
+                           f"box{'es' if len(boxes) > 1 else ''} (K = 0..{len(boxes) - 1})")
+    return boxes[index]
 
 
 def write_box_assertions(box: Box) -> str:
@@ -321,20 +320,26 @@ def bounds_property(box: Box, lower: np.ndarray | None, upper: np.ndarray | None
     return _property(box, given[0].size, disjuncts, comment)
 
 
-def write_instance(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
-                   vnnlib_path: str | os.PathLike[str], timeout: float) -> str:
-    """Add (or replace) the line ``onnx,vnnlib,timeout`` in a VNN-COMP ``instances.csv``; paths relative to its folder."""
-    from .fileio import atomic_write_text
-
+def instances_csv(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                  vnnlib_path: str | os.PathLike[str], timeout: float) -> tuple[str, str]:
+    """The new content of a VNN-COMP ``instances.csv`` (the file, if any, with the line ``onnx,vnnlib,timeout``
+    added or replacing its old one; paths relative to the CSV's folder), and that line."""
     csv = Path(csv_path)
-    if not timeout > 0:
-        raise NnxformError(f"the timeout must be positive, got {timeout:g}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise NnxformError(f"the timeout must be a positive number of seconds, got {timeout:g}")
     folder = csv.parent.resolve()
     onnx_rel, vnnlib_rel = (os.path.relpath(Path(p).resolve(), folder) for p in (onnx_path, vnnlib_path))
     line = f"{onnx_rel},{vnnlib_rel},{int(timeout) if float(timeout).is_integer() else float(timeout)!r}"
     kept = []
-    if csv.is_file():
-        kept = [ln for ln in csv.read_text(encoding="utf-8").splitlines()
+    if csv.exists():
+        kept = [ln for ln in read_text(csv, "an instances.csv").splitlines()
                 if ln.strip() and ln.split(",")[:2] != [onnx_rel, vnnlib_rel]]
-    atomic_write_text(csv, "\n".join(kept + [line]) + "\n")
+    return "\n".join(kept + [line]) + "\n", line
+
+
+def write_instance(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                   vnnlib_path: str | os.PathLike[str], timeout: float) -> str:
+    """Add (or replace) the line ``onnx,vnnlib,timeout`` in a VNN-COMP ``instances.csv`` at once; the line."""
+    text, line = instances_csv(csv_path, onnx_path, vnnlib_path, timeout)
+    atomic_write_bytes(Path(csv_path), text.encode())
     return line

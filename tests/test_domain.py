@@ -160,3 +160,11 @@ def test_vnnlib_errors(tmp_path: Path) -> None:
     small = VNNLIB / "test_small.vnnlib"
     assert f"{small}: the property bounds 1 inputs (X_0..X_0) but the network input has 784" in error_of(input_size=784, vnnlib=small)
     assert "no such file" in error_of(input_size=1, vnnlib=tmp_path / "none.vnnlib")
+
+
+def test_box_index_picks_one_box_of_a_vnnlib_file(tmp_path: Path) -> None:
+    prop = tmp_path / "two.vnnlib"
+    prop.write_text("(declare-const X_0 Real)\n(assert (or (and (>= X_0 0) (<= X_0 1)) (and (>= X_0 2) (<= X_0 3))))\n")
+    assert box_from_options(1, vnnlib=prop, box_index=1).lower.tolist() == [2.0]
+    assert "2 input boxes" in error_of(input_size=1, vnnlib=prop) and "--box K" in error_of(input_size=1, vnnlib=prop)
+    assert "--box picks one input box of a --vnnlib file" in error_of(input_size=1, lower="0", upper="1", box_index=0)

@@ -160,3 +160,20 @@ def test_round_trip_is_exact(pairs: list[tuple[float, float]]) -> None:
     back = parse_boxes(write_box_assertions(Box(lo, hi)))
     assert len(back) == 1
     assert back[0].lower.tobytes() == lo.tobytes() and back[0].upper.tobytes() == hi.tobytes()
+
+
+def test_box_index_picks_one_disjunct(tmp_path: Path) -> None:
+    path = write(tmp_path, declare(1) + "(assert (or (and (>= X_0 0) (<= X_0 1)) (and (>= X_0 2) (<= X_0 3))))")
+    assert [read_box(path, k).upper.tolist() for k in (0, 1)] == [[1.0], [3.0]]
+    with pytest.raises(NnxformError, match=r"2 input boxes .*pick it with --box K \(K = 0\.\.1\)"):
+        read_box(path)
+    with pytest.raises(NnxformError, match="--box 2 does not exist: the file has 2 input boxes"):
+        read_box(path, 2)
+    assert read_box(VNNLIB / "test_small.vnnlib", 0).size == 1
+
+
+def test_binary_file_is_not_vnnlib(tmp_path: Path) -> None:
+    path = tmp_path / "p.vnnlib"
+    path.write_bytes(b"(declare-const X_0 Real)\x00\x01")
+    with pytest.raises(NnxformError, match="p.vnnlib: not a text file, so not VNN-LIB"):
+        read_boxes(path)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import typer
+import typer.main
 
 from .. import __version__
 from ..errors import NnxformError
@@ -40,21 +42,43 @@ def _root(
     """
 
 
+#: click's usage error (bad or missing option, unknown command), reached through typer, which re-exports
+#: click's ``BadParameter`` in every version but vendors click itself in recent ones.
+UsageError = typer.BadParameter.__base__
+
+
 def main() -> None:
-    """Console entry point: run the app, turning user errors into one line and exit status 2."""
+    """Console entry point: run the app; a user error, a usage error or an interrupt ends as one line on stderr."""
+    args = sys.argv[1:]
+    command = typer.main.get_command(app)
     try:
-        app()
+        with command.make_context("nnxform", args) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as exc:  # --help, --version, and commands that choose their status
+        sys.exit(exc.exit_code)
     except NnxformError as exc:
-        typer.echo(f"nnxform: error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("nnxform: interrupted; nothing written", err=True)
-        sys.exit(130)
+        _fail(f"error: {exc}", 2)
+    except UsageError as exc:
+        if not args:  # no arguments: the help, as the app asks for (no_args_is_help)
+            exc.show()
+            sys.exit(exc.exit_code)
+        name = args[0] if args[0] in getattr(command, "commands", {}) else ""  # for errors that know no context
+        where = exc.ctx.command_path if exc.ctx is not None else f"nnxform {name}".rstrip()
+        _fail(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')", 2)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted; nothing written", 130)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:  # a bug: one line unless debugging is asked for
         if os.environ.get("NNXFORM_DEBUG"):
             raise
-        typer.echo(f"nnxform: internal error: {type(exc).__name__}: {exc} (set NNXFORM_DEBUG=1 for the traceback)", err=True)
-        sys.exit(3)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set NNXFORM_DEBUG=1 for the traceback)", 3)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    typer.echo(f"nnxform: {message}", err=True)
+    sys.exit(status)
 
 
 # Registering the commands: each module adds its own to ``app``.

@@ -9,9 +9,10 @@ import typer
 
 from ..analyzers import METHODS, bounds as analyze
 from ..errors import NnxformError
+from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, format_table, say, with_domain, write_json
+from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
 
 
 @app.command(name="bounds", short_help="Sound bounds of the outputs and ReLU inputs over an input box.",
@@ -25,15 +26,16 @@ from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, format_table, 
 def bounds(
     model: str = typer.Argument(..., help="ONNX file."),
     method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve.",
+                                     callback=bounded(0, above=True)),
     neurons: bool = typer.Option(False, "--neurons", help="With milp: also tighten every unstable ReLU input by MILP."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write every neuron's bounds as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
     if method not in METHODS:
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if time_limit <= 0:
-        raise NnxformError("--time-limit must be positive")
+    outputs = Outputs([model, *domain.files()])
+    outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
     quiet = json_path == "-"
@@ -42,6 +44,8 @@ def bounds(
         b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar)
     finally:
         bar.close()
+    outputs.put(json_path, json_text(b.to_json()))
+    outputs.commit()
     say(f"bounds: {model}, method {method}, {box.size} inputs", quiet)
     rows = [[j, float(lo), float(hi), float(hi - lo)] for j, (lo, hi) in enumerate(zip(b.output_lower, b.output_upper))]
     say(format_table(["output", "lower", "upper", "width"], rows), quiet)
@@ -55,5 +59,3 @@ def bounds(
     say(f"\n  width sum {b.width_sum:.6g}{exact}; {b.seconds:.3f} s (+ {b.details['compile_seconds']:.3f} s to compile)", quiet)
     if method == "milp" and not b.exact:
         say("  not exact: some MILP solves hit --time-limit; their proven (dual) bounds are reported", quiet)
-    if json_path:
-        write_json(b.to_json(), json_path)

@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
+from ..fileio import Outputs
 from ..ir import load
 from ..passes import apply_checked
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_json
+from .common import DEFAULT_BOX_HELP, DomainOptions, json_text, samples_option, say, tol_option, with_domain
 
 _CHECK_HELP = (
     "Before writing, the result is run in onnxruntime against the input on --samples uniform points of "
@@ -22,13 +23,23 @@ _CHECK_HELP = (
 def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, samples: int, tol: float,
          json_path: Optional[str], verbose: bool) -> None:
     quiet = json_path == "-"
+    outputs = Outputs([model_path, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
     model = load(model_path)
     box = domain.box(model)
     result, report, cmp = apply_checked(
         pass_name, model, box, samples=samples, tol=tol, parameters={"domain": domain.describe()}
     )
-    result.save(output)
     kinds = Counter(line.split(" ")[0] for line in report.changes)
+    outputs.put(output, result.to_bytes())
+    outputs.put(json_path, json_text({
+        "pass": pass_name, "input": model_path, "output": output,
+        "operators_before": model.op_counts(), "operators_after": result.op_counts(),
+        "counts": report.counts, "changes": report.changes, "kinds": dict(kinds),
+        "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
+    }))
+    outputs.commit()
     say(f"{pass_name}: {model_path} -> {output}", quiet)
     say(f"  operators before: {_ops(model.op_counts())}", quiet)
     say(f"  operators after:  {_ops(result.op_counts())}", quiet)
@@ -39,16 +50,6 @@ def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, sa
             if pass_name != "fold-bn" or "BN" in line:
                 say(f"    {line}", quiet)
     say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g}) — same function", quiet)
-    if json_path:
-        write_json(
-            {
-                "pass": pass_name, "input": model_path, "output": output,
-                "operators_before": model.op_counts(), "operators_after": result.op_counts(),
-                "counts": report.counts, "changes": report.changes, "kinds": dict(kinds),
-                "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
-            },
-            json_path,
-        )
 
 
 def _ops(counts: dict[str, int]) -> str:
@@ -63,8 +64,8 @@ def _ops(counts: dict[str, int]) -> str:
 def canon(
     model: str = typer.Argument(..., help="Input ONNX file."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the canonical ONNX."),
-    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
-    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    samples: int = samples_option(),
+    tol: float = tol_option(),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List every change."),
     domain: DomainOptions = None,
@@ -80,8 +81,8 @@ def canon(
 def fold_bn(
     model: str = typer.Argument(..., help="Input ONNX file."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the BN-free ONNX."),
-    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
-    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    samples: int = samples_option(),
+    tol: float = tol_option(),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:

@@ -1,10 +1,11 @@
-"""Pieces shared by the commands: domain options, JSON and table output."""
+"""Pieces shared by the commands: domain options, option checks, JSON and table output."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box, box_from_options
-from ..fileio import atomic_write_text
+from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box, box_from_options, is_file_value
+from ..errors import NnxformError
+from ..fileio import Outputs, file_sha256
 from ..ir import Model
 
 DEFAULT_BOX_HELP = f"Without a domain, the default box is [{DEFAULT_LOW:g}, {DEFAULT_HIGH:g}] on every input."
@@ -30,24 +32,81 @@ class DomainOptions:
     clip_lower: Optional[str] = None
     clip_upper: Optional[str] = None
     vnnlib: Optional[str] = None
+    box_index: Optional[int] = None
 
     def box(self, model: Model, default: bool = True) -> Box | None:
         """The box for ``model``'s input, or the default box (or None) when no option was given."""
         fallback = Box.default(model.input_size) if default else None
         return box_from_options(
             model.input_size, lower=self.lower, upper=self.upper, center=self.center, eps=self.eps,
-            clip_lower=self.clip_lower, clip_upper=self.clip_upper, vnnlib=self.vnnlib, default=fallback,
+            clip_lower=self.clip_lower, clip_upper=self.clip_upper, vnnlib=self.vnnlib, box_index=self.box_index,
+            default=fallback,
         )
 
+    def _is_file(self, key: str, value: Any) -> bool:
+        return value is not None and (key == "vnnlib" or (key in _BOUND_OPTIONS and is_file_value(value)))
+
+    def files(self) -> list[str]:
+        """The files the options name (the VNN-LIB file, .npy bounds): inputs no output may overwrite."""
+        return [v for k, v in self.__dict__.items() if self._is_file(k, v)]
+
     def describe(self) -> dict[str, Any]:
-        """The options that were given (for provenance and reports)."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The options that were given, for provenance and reports; a file by its name and the sha256 of its
+        content, not its path, so that the record leaks no local folder, does not depend on where the command
+        ran, and changes when the file does."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if self._is_file(key, value):
+                out[key], out[f"{key}_sha256"] = Path(value).name, file_sha256(value)
+            elif value is not None:
+                out[key] = value
+        return out
 
 
-def _opt(name: str, help: str, kind: type = str) -> inspect.Parameter:
+#: The bound options that take a number or a .npy file.
+_BOUND_OPTIONS = ("lower", "upper", "center", "clip_lower", "clip_upper")
+
+
+def bounded(low: float | None = None, high: float | None = None, *, above: bool = False) -> Callable[..., Any]:
+    """A typer option callback that refuses, before any work, a value (or any value of a repeated option) that is
+    NaN, infinite, below ``low`` (at or below it when ``above``) or above ``high``: one line naming the option."""
+
+    def wanted(integer: bool) -> str:
+        if low == 0 and above and high is None:
+            return f"a positive {'integer' if integer else 'number'}"
+        kind = "an integer" if integer else "a finite number"
+        if low is not None and high is not None:
+            return f"{kind} in {'(' if above else '['}{low:g}, {high:g}]"
+        if low is not None:
+            return f"{kind} {'>' if above else '>='} {low:g}"
+        return kind if high is None else f"{kind} <= {high:g}"
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and not (math.isfinite(v) and (low is None or (v > low if above else v >= low))
+                                      and (high is None or v <= high)):
+                raise NnxformError(f"{max(param.opts, key=len)} must be {wanted(isinstance(v, int))}, got {v}")
+        return value
+
+    return check
+
+
+def samples_option(default: int = 1000) -> Any:
+    """The ``--samples`` option of a sampled exactness check (at least one sample)."""
+    return typer.Option(default, "--samples", help="Uniform samples for the exactness check.", callback=bounded(1))
+
+
+def tol_option() -> Any:
+    """The ``--tol`` option of an exactness check (a finite number >= 0)."""
+    return typer.Option(1e-5, "--tol", help="Tolerance of the exactness check (absolute and relative).",
+                        callback=bounded(0))
+
+
+def _opt(name: str, help: str, kind: type = str, dest: str | None = None, **checks: Any) -> inspect.Parameter:
     return inspect.Parameter(
-        name.lstrip("-").replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, name, help=help, rich_help_panel="Input domain"), annotation=Optional[kind],
+        dest or name.lstrip("-").replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(None, name, help=help, rich_help_panel="Input domain", **checks),
+        annotation=Optional[kind],
     )
 
 
@@ -59,6 +118,8 @@ _DOMAIN_PARAMS = [
     _opt("--clip-lower", "Clip the ball from below (e.g. 0 for pixels)."),
     _opt("--clip-upper", "Clip the ball from above (e.g. 1 for pixels)."),
     _opt("--vnnlib", "Take the input box from a VNN-LIB file (X_i in row-major order)."),
+    _opt("--box", "With --vnnlib: the input box K (0-based) of a file whose 'or' over inputs states several.", int,
+         dest="box_index", callback=bounded(0)),
 ]
 
 
@@ -76,13 +137,17 @@ def with_domain(fn: Callable) -> Callable:
     return wrapper
 
 
+def json_text(data: Any) -> str:
+    """``data`` as the text of a JSON report (numpy values as plain numbers and lists)."""
+    return json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(data: Any, path: str) -> None:
-    """Write ``data`` as JSON to ``path`` (atomically), or to stdout when ``path`` is ``-``."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
-    else:
-        atomic_write_text(Path(path), text)
+    """Write ``data`` as JSON to ``path`` or to stdout (``-``), at once: for a command that writes nothing else."""
+    outputs = Outputs()
+    outputs.add_path(path, "--json", stdout=True)
+    outputs.put(path, json_text(data))
+    outputs.commit()
 
 
 def _json_default(value: Any) -> Any:

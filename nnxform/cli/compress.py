@@ -9,11 +9,13 @@ import typer
 from ..discrepancy import Discrepancy
 from ..errors import NnxformError, NotExact
 from ..exactness import ensure_same_function
+from ..fileio import Outputs
 from ..ir import load
 from ..passes.compress import RANK_TOL, certify, compress_aligned, network_size
 from ..stable import Stability
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, format_table, say, with_domain, write_json
+from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, format_table, json_text, samples_option, say,
+                     tol_option, with_domain)
 from .stable import run_classify
 
 #: Classification samples (the sampling stage of ``nnxform stable``).
@@ -37,29 +39,33 @@ STABLE_SAMPLES = 4096
 def compress(
     model: str = typer.Argument(..., help="ONNX file."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the compressed ONNX."),
-    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs."),
-    rank_tol: float = typer.Option(RANK_TOL, "--rank-tol", help="Relative tolerance of the rank test (folding active neurons)."),
-    samples: int = typer.Option(10000, "--samples", help="Uniform samples of the exactness check."),
-    tol: float = typer.Option(1e-5, "--tol", help="Tolerance of the exactness check (absolute and relative)."),
+    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs.",
+                                     callback=bounded(0)),
+    rank_tol: float = typer.Option(RANK_TOL, "--rank-tol", help="Relative tolerance of the rank test (folding active "
+                                                                "neurons).", callback=bounded(0)),
+    samples: int = samples_option(10000),
+    tol: float = tol_option(),
     certify_box: bool = typer.Option(False, "--certify", help="Also bound |f - f_compressed| on the whole box."),
     certify_exact: bool = typer.Option(False, "--certify-exact",
                                        help="With --certify, also run the exact MILP (slower; 'exact' when every gap closes)."),
     certify_time_limit: float = typer.Option(10.0, "--certify-time-limit",
-                                             help="Seconds per LP/MILP solve of --certify (two solves per output)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the classification."),
+                                             help="Seconds per LP/MILP solve of --certify (two solves per output).",
+                                             callback=bounded(0, above=True)),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the classification.", callback=bounded(0)),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
-    if samples < 1:
-        raise NnxformError("--samples must be >= 1")
+    if certify_exact and not certify_box:
+        raise NnxformError("--certify-exact goes with --certify")
+    outputs = Outputs([model, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
     stability = run_classify(net, box, time_limit, STABLE_SAMPLES, seed)
     compression = compress_aligned(net, stability, rank_tol=rank_tol)
     result, report = compression.model, compression.report
     cmp = ensure_same_function(net, result, box, "compress", samples=samples, atol=tol, rtol=tol)
-    if certify_exact and not certify_box:
-        raise NnxformError("--certify-exact goes with --certify")
     cert = certify(net, compression, stability, box, tol, certify_time_limit, certify_exact) if certify_box else None
     if cert is not None and cert.found > tol:
         raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
@@ -67,7 +73,15 @@ def compress(
     before, after = network_size(net), network_size(result)
     result.with_provenance("compress", {"domain": domain.describe(), "time_limit": time_limit, "rank_tol": rank_tol,
                                         "samples": samples, "tol": tol, "seed": seed, "stable": stability.counts()})
-    result.save(output)
+    outputs.put(output, result.to_bytes())
+    outputs.put(json_path, json_text({
+        "model": model, "output": output, "domain": domain.describe(),
+        "stable": {"seconds": stability.seconds, "totals": stability.counts(),
+                   "stages": stability.to_json()["stages"], "notes": stability.notes},
+        "changes": report.changes, "counts": report.counts, "before": before.to_json(), "after": after.to_json(),
+        "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
+        "certificate": None if cert is None else cert.to_json()}))
+    outputs.commit()
 
     quiet = json_path == "-"
     say(f"compress: {model} -> {output} on a box of {box.size} inputs", quiet)
@@ -75,14 +89,6 @@ def compress(
     say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
     if cert is not None:
         _print_certificate(cert, quiet)
-    if json_path:
-        write_json({"model": model, "output": output, "domain": domain.describe(),
-                    "stable": {"seconds": stability.seconds, "totals": stability.counts(),
-                               "stages": stability.to_json()["stages"], "notes": stability.notes},
-                    "changes": report.changes, "counts": report.counts,
-                    "before": before.to_json(), "after": after.to_json(),
-                    "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
-                    "certificate": None if cert is None else cert.to_json()}, json_path)
 
 
 def _print_certificate(cert: Discrepancy, quiet: bool) -> None:

@@ -9,9 +9,10 @@ import typer
 
 from ..discrepancy import METHODS, Pair
 from ..errors import NnxformError
+from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import DomainOptions, ProgressBar, format_table, say, with_domain, write_json
+from .common import DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
 
 
 @app.command(short_help="Sound bounds of f_A − f_B over an input box, δ_max, and a witness input.",
@@ -32,7 +33,8 @@ def discrepancy(
     model_a: str = typer.Argument(..., help="First network (f_A) ONNX file."),
     model_b: str = typer.Argument(..., help="Second network (f_B) ONNX file."),
     method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve.",
+                                     callback=bounded(0, above=True)),
     splits: int = typer.Option(0, "--splits", help="Refine interval/symbolic bounds by this many bisections of "
                                                    "the input box, worst part first (worth it for few inputs)."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON ('-' for stdout)."),
@@ -40,10 +42,10 @@ def discrepancy(
 ) -> None:
     if method not in METHODS:
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if time_limit <= 0:
-        raise NnxformError("--time-limit must be positive")
     if splits < 0 or (splits and method in ("lp", "milp")):
         raise NnxformError("--splits takes a count >= 0 and refines the interval and symbolic methods only")
+    outputs = Outputs([model_a, model_b, *domain.files()])
+    outputs.add_path(json_path, "--json", stdout=True)
     a, b = load(model_a), load(model_b)
     box = domain.box(a, default=False)
     if box is None:
@@ -56,6 +58,8 @@ def discrepancy(
         d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits)
     finally:
         bar.close()
+    outputs.put(json_path, json_text(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe())))
+    outputs.commit()
 
     quiet = json_path == "-"
     how = "difference analysis" if d.analysis == "difference" else "merged network analysed as one"
@@ -74,5 +78,3 @@ def discrepancy(
     if method == "milp" and not d.exact:
         say("  not exact: some MILP solves hit --time-limit; their proven (dual) bounds are reported", quiet)
     say(f"  {d.details['bound_seconds']:.3f} s bounds + {d.details['witness_seconds']:.3f} s witness search", quiet)
-    if json_path:
-        write_json(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe()), json_path)

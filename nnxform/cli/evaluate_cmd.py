@@ -9,9 +9,10 @@ import typer
 
 from ..accuracy import Dataset, Evaluation, load_data, measure
 from ..errors import NnxformError
+from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import format_table, say, write_json
+from .common import bounded, format_table, json_text, say
 
 #: FGSM ε used when none is given (paper 003's values for MNIST).
 DEFAULT_EPS = [0.01, 0.05]
@@ -29,6 +30,15 @@ def fgsm_clip(scale: Optional[float], clip_lower: Optional[float], clip_upper: O
     if clip_lower is not None and clip_upper is not None and clip_lower > clip_upper:
         raise NnxformError(f"--clip-lower {clip_lower:g} is above --clip-upper {clip_upper:g}")
     return clip_lower, clip_upper
+
+
+def read_data(path: str, scale: Optional[float]) -> Dataset:
+    """The labelled points of ``--data``; a file that is not text is the user's error, said in one line."""
+    try:
+        return load_data(path, scale)
+    except UnicodeDecodeError:
+        raise NnxformError(f"{path}: not a text file, so not a CSV of numbers (label,feature,…); "
+                           "give a CSV or an .npz with x and y") from None
 
 
 def describe_data(data: Dataset, scale: Optional[float], clip: tuple[Optional[float], Optional[float]]) -> str:
@@ -60,27 +70,35 @@ def metric_rows(evaluations: list[Evaluation]) -> list[list]:
 def evaluate(
     model: str = typer.Argument(..., help="ONNX classifier."),
     data: str = typer.Option(..., "--data", help="Labelled data: CSV 'label,features' or .npz with x, y."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Divide the features by this (e.g. 255)."),
-    eps: Optional[List[float]] = typer.Option(None, "--eps", help="FGSM ε (repeat; default 0.01 and 0.05)."),
-    clip_lower: Optional[float] = typer.Option(None, "--clip-lower", help="Clip FGSM points from below."),
-    clip_upper: Optional[float] = typer.Option(None, "--clip-upper", help="Clip FGSM points from above."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Divide the features by this (e.g. 255; > 0).",
+                                          callback=bounded(0, above=True)),
+    eps: Optional[List[float]] = typer.Option(None, "--eps", help="FGSM ε (repeat; default 0.01 and 0.05; >= 0).",
+                                              callback=bounded(0)),
+    clip_lower: Optional[float] = typer.Option(None, "--clip-lower", help="Clip FGSM points from below.",
+                                               callback=bounded()),
+    clip_upper: Optional[float] = typer.Option(None, "--clip-upper", help="Clip FGSM points from above.",
+                                               callback=bounded()),
     no_clip: bool = typer.Option(False, "--no-clip", help="Do not clip FGSM points (not even to [0, 1] with --scale)."),
     against: Optional[str] = typer.Option(None, "--against", help="A second ONNX network to measure side by side."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
 ) -> None:
     eps_list = list(eps) if eps else list(DEFAULT_EPS)
     clip = fgsm_clip(scale, clip_lower, clip_upper, no_clip)
-    points = load_data(data, scale)
+    outputs = Outputs([model, data, against])
+    outputs.add_path(json_path, "--json", stdout=True)
+    points = read_data(data, scale)
     nets = [(model, load(model))] + ([(against, load(against))] if against else [])
     results = [measure(net, points, eps_list, clip) for _, net in nets]
+    doc = {"model": model, "data": data, "scale": scale, **results[0].to_json()}
+    agreement = None
+    if against:
+        agreement = float(np.mean(results[0].predictions == results[1].predictions))
+        doc["against"] = {"model": against, **results[1].to_json()}
+        doc["agreement"] = agreement
+    outputs.put(json_path, json_text(doc))
+    outputs.commit()
     quiet = json_path == "-"
     say(f"evaluate: {describe_data(points, scale, clip)}", quiet)
     say(format_table(["metric", *[name for name, _ in nets]], metric_rows(results)), quiet)
-    doc = {"model": model, "data": data, "scale": scale, **results[0].to_json()}
-    if against:
-        agreement = float(np.mean(results[0].predictions == results[1].predictions))
+    if agreement is not None:
         say(f"  the two networks give the same class on {agreement:.1%} of the points", quiet)
-        doc["against"] = {"model": against, **results[1].to_json()}
-        doc["agreement"] = agreement
-    if json_path:
-        write_json(doc, json_path)

@@ -8,13 +8,14 @@ from typing import Optional
 import typer
 
 from ..errors import NnxformError
-from ..fileio import atomic_write_text
+from ..fileio import Outputs
 from ..ir import load
 from ..merge import OUTPUT
 from ..merge import merge as merge_models
-from ..vnnlib import equivalence_property, write_instance
+from ..vnnlib import equivalence_property, instances_csv
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_json
+from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
+                     with_domain)
 
 
 def _dims(dims: tuple) -> str:
@@ -43,12 +44,14 @@ def merge(
                                       help="Output f_A − f_B, then f_A, then f_B (one tensor, in that order)."),
     write_vnnlib: Optional[str] = typer.Option(None, "--write-vnnlib",
                                                help="Write the ε-equivalence VNN-LIB query here."),
-    equiv_eps: Optional[float] = typer.Option(None, "--equiv-eps", help="ε of the equivalence query (> 0)."),
+    equiv_eps: Optional[float] = typer.Option(None, "--equiv-eps", help="ε of the equivalence query (> 0).",
+                                              callback=bounded(0, above=True)),
     instances: Optional[str] = typer.Option(
         None, "--instances", help="instances.csv to add the query to (default: beside the VNN-LIB file)."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv."),
-    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
-    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv (> 0).",
+                                  callback=bounded(0, above=True)),
+    samples: int = samples_option(),
+    tol: float = tol_option(),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
@@ -56,25 +59,33 @@ def merge(
         raise NnxformError("--write-vnnlib and --equiv-eps go together")
     if instances is not None and write_vnnlib is None:
         raise NnxformError("--instances needs --write-vnnlib")
+    csv = None if write_vnnlib is None else instances or str(Path(write_vnnlib).parent / "instances.csv")
+    outputs = Outputs([model_a, model_b, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(write_vnnlib, "--write-vnnlib")
+    outputs.add_path(csv, "--instances" if instances else "")
+    outputs.add_path(json_path, "--json", stdout=True)
+    csv_text, line = (None, None) if csv is None else instances_csv(csv, output, write_vnnlib, timeout)
     a, b = load(model_a), load(model_b)
     box = domain.box(a, default=write_vnnlib is None)
     if box is None:
         raise NnxformError("--write-vnnlib needs the input box (--lower/--upper, --center/--eps or --vnnlib)")
-    csv = None
-    if write_vnnlib is not None:
-        csv = Path(instances) if instances else Path(write_vnnlib).parent / "instances.csv"
-        for path in (Path(write_vnnlib), csv):
-            if not path.parent.is_dir():
-                raise NnxformError(f"{path}: folder {path.parent} does not exist")
     merged, report, cmp = merge_models(a, b, keep_outputs=keep_outputs, box=box, samples=samples, tol=tol,
-                                       parameters={"first": model_a, "second": model_b, "domain": domain.describe()})
+                                       parameters={"first": Path(model_a).name, "second": Path(model_b).name,
+                                                   "domain": domain.describe()})
     n_outputs = 3 * report.outputs if keep_outputs else report.outputs
-    text = None if equiv_eps is None else equivalence_property(box, n_outputs, equiv_eps, report.outputs)
-    merged.save(output)
-    line = None
-    if text is not None:
-        atomic_write_text(Path(write_vnnlib), text)
-        line = write_instance(csv, output, write_vnnlib, timeout)
+    outputs.put(output, merged.to_bytes())
+    if equiv_eps is not None:
+        outputs.put(write_vnnlib, equivalence_property(box, n_outputs, equiv_eps, report.outputs))
+        outputs.put(csv, csv_text)
+    outputs.put(json_path, json_text({
+        "first": model_a, "second": model_b, "output": output, "keep_outputs": keep_outputs,
+        "input_shapes": [list(report.input_shape_a), list(report.input_shape_b)],
+        "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
+        "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
+        "padding": report.padding, "vnnlib": write_vnnlib, "instances": csv, "instance": line,
+        "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol}}))
+    outputs.commit()
 
     quiet = json_path == "-"
     say(f"merge: {model_a} − {model_b} -> {output}", quiet)
@@ -90,12 +101,3 @@ def merge(
     say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
     if line is not None:
         say(f"  ε-equivalence query (ε = {equiv_eps!r}): {write_vnnlib}; {csv}: {line}", quiet)
-    if json_path:
-        write_json({"first": model_a, "second": model_b, "output": output, "keep_outputs": keep_outputs,
-                    "input_shapes": [list(report.input_shape_a), list(report.input_shape_b)],
-                    "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
-                    "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
-                    "padding": report.padding, "vnnlib": write_vnnlib, "instances": None if csv is None else str(csv),
-                    "instance": line,
-                    "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs,
-                              "tolerance": tol}}, json_path)

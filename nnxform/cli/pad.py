@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..errors import NnxformError
+from ..fileio import Outputs
 from ..ir import load
 from ..passes import apply_checked
 from ..passes.pad import relu_layers
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_json
+from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
+                     with_domain)
+
+#: The deepest --depth accepted: far beyond any verifier benchmark (a width-256 network padded to it is ~260 MB).
+MAX_DEPTH = 1000
 
 
 @app.command(short_help="Add exact identity layers up to a depth (checked before writing).",
@@ -26,30 +32,35 @@ from .common import DEFAULT_BOX_HELP, DomainOptions, say, with_domain, write_jso
 def pad(
     model: str = typer.Argument(..., help="Input ONNX file."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the padded ONNX."),
-    depth: Optional[int] = typer.Option(None, "--depth", help="Number of affine (Gemm) layers wanted."),
+    depth: Optional[int] = typer.Option(None, "--depth", help=f"Number of affine (Gemm) layers wanted (at most "
+                                                              f"{MAX_DEPTH}).", callback=bounded(1, MAX_DEPTH)),
     like: Optional[str] = typer.Option(None, "--like", help="Pad to the depth of this ONNX network."),
-    samples: int = typer.Option(1000, help="Uniform samples for the exactness check."),
-    tol: float = typer.Option(1e-5, help="Tolerance of the exactness check (absolute and relative)."),
+    samples: int = samples_option(),
+    tol: float = tol_option(),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
     if (depth is None) == (like is None):
         raise NnxformError("give the target depth one way: --depth N or --like OTHER.onnx")
+    outputs = Outputs([model, like, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
     source = load(model)
     target = depth if like is None else len(relu_layers(load(like), "pad"))
     result, report, cmp = apply_checked("pad", source, domain.box(source), samples=samples, tol=tol,
-                                        parameters={"like": like, "domain": domain.describe()}, depth=target)
-    result.save(output)
-    quiet = json_path == "-"
+                                        parameters={"like": None if like is None else Path(like).name,
+                                                    "domain": domain.describe()}, depth=target)
     before, after = report.counts["layers_before"], report.counts["layers_after"]
+    outputs.put(output, result.to_bytes())
+    outputs.put(json_path, json_text({"input": model, "output": output, "layers_before": before, "layers_after": after,
+                                      "changes": report.changes, "operators_after": result.op_counts(),
+                                      "check": {"samples": cmp.samples, "max_abs": cmp.max_abs,
+                                                "mean_abs": cmp.mean_abs, "tolerance": tol}}))
+    outputs.commit()
+    quiet = json_path == "-"
     say(f"pad: {model} -> {output}", quiet)
     say(f"  affine layers: {before} -> {after}", quiet)
     for line in report.changes:
         say(f"    {line}", quiet)
     say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g}) — same function",
         quiet)
-    if json_path:
-        write_json({"input": model, "output": output, "layers_before": before, "layers_after": after,
-                    "changes": report.changes, "operators_after": result.op_counts(),
-                    "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs,
-                              "tolerance": tol}}, json_path)

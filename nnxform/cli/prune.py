@@ -7,16 +7,17 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..accuracy import load_data, measure
+from ..accuracy import measure
 from ..discrepancy import METHODS as IMPACT_METHODS
 from ..errors import NnxformError
+from ..fileio import Outputs
 from ..ir import load
 from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..pruning import prune as prune_model
 from ..pruning.impact import impact_bound
 from . import app
-from .common import DomainOptions, ProgressBar, format_table, say, with_domain, write_json
-from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows
+from .common import DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
+from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows, read_data
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
              "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)"}
@@ -47,22 +48,28 @@ def prune(
     model: str = typer.Argument(..., help="ONNX network to prune."),
     method: str = typer.Option(..., "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
     ratio: float = typer.Option(..., "--ratio", "-r", help="Share to remove, in [0, 1]: of hidden units, or of "
-                                                           "weights for --method weight."),
+                                                           "weights for --method weight.", callback=bounded(0, 1)),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the pruned ONNX."),
     scope: Optional[str] = typer.Option(None, "--scope", help=f"One of: {', '.join(SCOPES)} (default per method)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of saliency's annealing."),
-    step: float = typer.Option(0.025, "--step", help="saliency: share of each layer's units pruned per epoch."),
-    alpha: float = typer.Option(0.75, "--alpha", help="saliency: weight of σ(NORM) in the energy."),
-    beta: float = typer.Option(0.25, "--beta", help="saliency: weight of σ(ENT) in the energy."),
-    phi: float = typer.Option(0.9, "--phi", help="saliency: similarity threshold of ENT."),
+    seed: int = typer.Option(0, "--seed", help="Seed of saliency's annealing.", callback=bounded(0)),
+    step: float = typer.Option(0.025, "--step", help="saliency: share of each layer's units pruned per epoch, in "
+                                                     "(0, 1].", callback=bounded(0, 1, above=True)),
+    alpha: float = typer.Option(0.75, "--alpha", help="saliency: weight of σ(NORM) in the energy (>= 0).",
+                                callback=bounded(0)),
+    beta: float = typer.Option(0.25, "--beta", help="saliency: weight of σ(ENT) in the energy (>= 0).",
+                               callback=bounded(0)),
+    phi: float = typer.Option(0.9, "--phi", help="saliency: similarity threshold of ENT, in [0, 1].",
+                              callback=bounded(0, 1)),
     impact_method: str = typer.Option("symbolic", "--impact-method",
                                       help=f"Discrepancy method of the impact bound: {', '.join(IMPACT_METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per solve of the impact bound (lp, milp)."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per solve of the impact bound (lp, milp).",
+                                     callback=bounded(0, above=True)),
     data: Optional[str] = typer.Option(None, "--data", help="Labelled data (CSV 'label,features' or .npz x, y) "
                                                             "to measure accuracy and robustness before and after."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="With --data: divide the features by this."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="With --data: divide the features by this (> 0).",
+                                          callback=bounded(0, above=True)),
     fgsm_eps: Optional[List[float]] = typer.Option(None, "--fgsm-eps", help="With --data: FGSM ε (repeat; default "
-                                                                            "0.01 and 0.05)."),
+                                                                            "0.01 and 0.05).", callback=bounded(0)),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
@@ -70,13 +77,14 @@ def prune(
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if impact_method not in IMPACT_METHODS:
         raise NnxformError(f"unknown impact method '{impact_method}'; choose one of {', '.join(IMPACT_METHODS)}")
-    if time_limit <= 0:
-        raise NnxformError("--time-limit must be positive")
     if (scale is not None or fgsm_eps) and data is None:
         raise NnxformError("--scale and --fgsm-eps need --data")
+    outputs = Outputs([model, data, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net, default=False)
-    points = load_data(data, scale).fit(net) if data else None
+    points = read_data(data, scale).fit(net) if data else None
     bar = ProgressBar("units pruned", enabled=method == "saliency" and sys.stderr.isatty())
     try:
         result = prune_model(net, method, ratio, scope=scope, box=box, progress=bar,
@@ -97,7 +105,9 @@ def prune(
         report["data"] = {"path": data, "scale": scale, "clip": list(clip)}
         report["before"].update({k: v for k, v in evaluations[0].to_json().items() if k in ("accuracy", "robustness")})
         report["after"].update({k: v for k, v in evaluations[1].to_json().items() if k in ("accuracy", "robustness")})
-    result.model.save(output)
+    outputs.put(output, result.model.to_bytes())
+    outputs.put(json_path, json_text(report))
+    outputs.commit()
 
     quiet = json_path == "-"
     criterion = result.details.get("criterion")
@@ -120,5 +130,3 @@ def prune(
     if evaluations:
         say(f"  {describe_data(points, scale, evaluations[0].clip)}", quiet)
         say(format_table(["metric", "before", "after"], metric_rows(evaluations)), quiet)
-    if json_path:
-        write_json(report, json_path)

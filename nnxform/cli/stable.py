@@ -8,11 +8,11 @@ from typing import Optional
 import typer
 
 from ..domain import Box
-from ..errors import NnxformError
+from ..fileio import Outputs
 from ..ir import Model, load
 from ..stable import STATUS_NAMES, Stability, classify
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, format_table, say, with_domain, write_json
+from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
 
 #: What each stage's progress counts (``classify``'s progress callback).
 UNITS = {"alpha": "layers", "milp": "candidates"}
@@ -56,10 +56,6 @@ def print_stability(result: Stability, quiet: bool) -> None:
 
 def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int) -> Stability:
     """Classify the ReLUs of ``net`` with a progress bar on stderr (shared with ``compress``)."""
-    if time_limit < 0:
-        raise NnxformError("--time-limit must be >= 0")
-    if samples < 1:
-        raise NnxformError("--samples must be >= 1")
     bar = StageBars(enabled=sys.stderr.isatty())
     try:
         return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar)
@@ -79,17 +75,21 @@ def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: in
 @with_domain
 def stable(
     model: str = typer.Argument(..., help="ONNX file."),
-    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for the whole classification."),
-    samples: int = typer.Option(4096, "--samples", help="Uniform samples of the sampling stage (plus corners)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the sampling and gradient stages."),
+    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for the whole classification.",
+                                     callback=bounded(0)),
+    samples: int = typer.Option(4096, "--samples", help="Uniform samples of the sampling stage (plus corners).",
+                                callback=bounded(1)),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the sampling and gradient stages.", callback=bounded(0)),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the classification as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
+    outputs = Outputs([model, *domain.files()])
+    outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
     result = run_classify(net, box, time_limit, samples, seed)
+    outputs.put(json_path, json_text({"model": model, "domain": domain.describe(), **result.to_json()}))
+    outputs.commit()
     quiet = json_path == "-"
     say(f"stable: {model} on a box of {box.size} inputs (time limit {time_limit:g} s)\n", quiet)
     print_stability(result, quiet)
-    if json_path:
-        write_json({"model": model, "domain": domain.describe(), **result.to_json()}, json_path)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import typer
 
-from ..domain import option_values
+from ..domain import is_file_value, option_values
 from ..errors import NnxformError
-from ..fileio import atomic_write_text
+from ..fileio import Outputs
 from ..ir import load
-from ..vnnlib import bounds_property, equivalence_property, robustness_property, write_instance
+from ..vnnlib import bounds_property, equivalence_property, instances_csv, robustness_property
 from . import app
-from .common import DomainOptions, say, with_domain
+from .common import DomainOptions, bounded, say, with_domain
 
 
 class Property(str, Enum):
@@ -43,15 +42,19 @@ def vnnlib(
     model: str = typer.Argument(..., help="ONNX network the property is about."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the VNN-LIB property."),
     prop: Property = typer.Option(..., "--property", help="Which property to write."),
-    equiv_eps: Optional[float] = typer.Option(None, "--equiv-eps", help="equivalence: ε (> 0)."),
+    equiv_eps: Optional[float] = typer.Option(None, "--equiv-eps", help="equivalence: ε (> 0).",
+                                              callback=bounded(0, above=True)),
     differences: Optional[int] = typer.Option(
         None, "--differences", help="equivalence: only the first K outputs are differences (default: all; a "
-                                    "`merge --keep-outputs` network has a third of its outputs as differences)."),
-    label: Optional[int] = typer.Option(None, "--label", help="robustness: the output that must stay the argmax."),
+                                    "`merge --keep-outputs` network has a third of its outputs as differences).",
+        callback=bounded(1)),
+    label: Optional[int] = typer.Option(None, "--label", help="robustness: the output that must stay the argmax.",
+                                        callback=bounded(0)),
     output_lower: Optional[str] = typer.Option(None, "--output-lower", help="bounds: lower bound (number or .npy)."),
     output_upper: Optional[str] = typer.Option(None, "--output-upper", help="bounds: upper bound (number or .npy)."),
     instances: Optional[str] = typer.Option(None, "--instances", help="Also add 'model,property,timeout' to this CSV."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv (> 0).",
+                                  callback=bounded(0, above=True)),
     domain: DomainOptions = None,
 ) -> None:
     given = {"--equiv-eps": equiv_eps, "--differences": differences, "--label": label,
@@ -59,6 +62,11 @@ def vnnlib(
     stray = next((name for name, value in given.items() if value is not None and _ONLY_FOR[name] != prop), None)
     if stray:
         raise NnxformError(f"{stray} is for --property {_ONLY_FOR[stray].value}, not {prop.value}")
+    bound_files = [v for v in (output_lower, output_upper) if v is not None and is_file_value(v)]
+    outputs = Outputs([model, *domain.files(), *bound_files])
+    outputs.add_path(output, "-o")
+    outputs.add_path(instances, "--instances")
+    csv_text, line = (None, None) if instances is None else instances_csv(instances, model, output, timeout)
     net = load(model)
     box = domain.box(net, default=False)
     if box is None:
@@ -75,7 +83,9 @@ def vnnlib(
     else:
         sides = (("--output-lower", output_lower), ("--output-upper", output_upper))
         text = bounds_property(box, *(None if v is None else option_values(name, v, n_outputs) for name, v in sides))
-    atomic_write_text(Path(output), text)
+    outputs.put(output, text)
+    outputs.put(instances, csv_text)
+    outputs.commit()
     say(f"vnnlib: {prop.value} property for {model} ({box.size} inputs, {n_outputs} outputs) -> {output}")
-    if instances:
-        say(f"  {instances}: {write_instance(instances, model, output, timeout)}")
+    if line is not None:
+        say(f"  {instances}: {line}")
