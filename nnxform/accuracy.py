@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import NnxformError
+from .fileio import read_text
 from .evaluate import run
 from .gradient import gradient
 from .ir import Model
@@ -85,7 +86,7 @@ def load_data(path: str | Path, scale: float | None = None) -> Dataset:
 
 
 def _read_csv(p: Path) -> np.ndarray:
-    lines = [line for line in p.read_text().splitlines() if line.strip()]
+    lines = [line for line in read_text(p, "a CSV of numbers (label,feature,…)").splitlines() if line.strip()]
     if lines and not _numeric(lines[0].split(",")[0]):
         lines = lines[1:]  # a header row
     try:

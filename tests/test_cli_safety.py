@@ -380,3 +380,60 @@ def test_box_picks_one_input_box_of_a_vnnlib_file(tmp_path: Path) -> None:
     assert run_cli("canon", CARTPOLE, "-o", out, "--vnnlib", prop, "--box", "1").returncode == 0
     domain = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["nnxform.parameters"])["domain"]
     assert domain["box_index"] == 1 and domain["vnnlib"] == "two.vnnlib"
+
+
+# --- info and check write through the same checks; HiGHS stays off stdout; one tolerance rule -------------
+
+
+@pytest.mark.parametrize("args", [["info", "{net}", "--json", "{net}"],
+                                  ["check", "{net}", "{other}", "--save-worst", "{net}", *BOX],
+                                  ["check", "{net}", "{other}", "--json", "{out}", "--save-worst", "{out}", *BOX]])
+def test_info_and_check_never_overwrite_an_input_or_each_other(net: Path, args: list[str]) -> None:
+    other = Path(shutil.copy(CARTPOLE, net.parent / "other.onnx"))
+    before = net.read_bytes()
+    subst = {"{net}": str(net), "{other}": str(other), "{out}": str(net.parent / "out.json")}
+    r = run_cli(*[subst.get(a, a) for a in args])
+    assert_clean_error(r)
+    assert net.read_bytes() == before and not (net.parent / "out.json").exists()
+
+
+@pytest.mark.parametrize("args", [["bounds", "{mnist}", "--method", "lp", "--vnnlib", "{box}"],
+                                  ["bounds", "{mnist}", "--method", "milp", "--vnnlib", "{box}", "--time-limit", "5"],
+                                  ["discrepancy", "{mnist}", "{mnist}", "--method", "lp", "--vnnlib", "{box}"],
+                                  ["stable", "{mnist}", "--vnnlib", "{box}"]])
+def test_json_on_stdout_is_parseable_when_highs_runs(args: list[str]) -> None:
+    """HiGHS prints a banner on stdout from C++ the first time it is used: it must not reach --json -."""
+    subst = {"{mnist}": str(MODELS / "mnist-net_256x2.onnx"), "{box}": str(MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib")}
+    r = run_cli(*[subst.get(a, a) for a in args], "--json", "-")
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)
+
+
+def test_compress_certifies_a_network_with_huge_outputs(tmp_path: Path) -> None:
+    """Outputs ~1e15: the certificate compares with tol·(1 + |y|), as the sampled check does (it used an absolute 1e-5)."""
+    from conftest import make_model, save
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    W1, b1 = rng.normal(size=(8, 3)) * 1e7, rng.normal(size=8) * 1e7
+    W2, b2 = rng.normal(size=(2, 8)) * 1e7, rng.normal(size=2)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["y"], transB=1)]
+    path = save(make_model(nodes, [1, 3], weights={"W1": W1, "b1": b1, "W2": W2, "b2": b2}), tmp_path / "big.onnx")
+    r = run_cli("compress", path, "-o", tmp_path / "small.onnx", *BOX, "--certify", "--time-limit", "20")
+    assert r.returncode == 0, r.stderr
+    assert "tolerance 1e-05·(1 + |y|)" in r.stdout and (tmp_path / "small.onnx").exists()
+
+
+def test_compress_reuses_a_stable_classification_of_the_same_file_and_box(tmp_path: Path) -> None:
+    mnist, box = MODELS / "mnist-net_256x2.onnx", MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib"
+    r = run_cli("stable", mnist, "--vnnlib", box, "--node-limit", "100", "--json", tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("compress", mnist, "--vnnlib", box, "--stability", tmp_path / "s.json", "-o", tmp_path / "c.onnx")
+    assert r.returncode == 0, r.stderr
+    assert "read from a 'nnxform stable --json' file" in r.stdout
+    fresh = run_cli("compress", mnist, "--vnnlib", box, "-o", tmp_path / "d.onnx")
+    assert (tmp_path / "c.onnx").read_bytes() == (tmp_path / "d.onnx").read_bytes()
+    r = run_cli("compress", mnist, "--lower", "0", "--upper", "1", "--stability", tmp_path / "s.json", "-o", tmp_path / "e.onnx")
+    assert_clean_error(r, "another input box")
+    assert not (tmp_path / "e.onnx").exists()

@@ -227,7 +227,7 @@ def test_cli_certify_prints_a_sound_bound(tmp_path):
 def test_cli_certifies_mnist_on_the_vnncomp_box_to_the_float_margin(tmp_path):
     r = _cli(MNIST, "--vnnlib", MNIST_BOX, "-o", tmp_path / "s.onnx", "--samples", "1000", "--certify")
     assert r.exit_code == 0, r.output
-    assert "from the proven signs" in r.output and "float32 rounding margin" in r.output
+    assert "from the proven signs" in r.output and "worst-case float32 rounding" in r.output
     r = _cli(MNIST, "--vnnlib", MNIST_BOX, "-o", tmp_path / "s.onnx", "--samples", "1000", "--certify", "--json", "-")
     cert = json.loads(r.output)["certificate"]
     assert cert["proven_signs"] and cert["analysis"] == "difference"

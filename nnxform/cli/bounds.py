@@ -19,14 +19,16 @@ from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, forma
              help="Bound every output and every ReLU input of a network over an input box with one of: "
                   "interval (interval arithmetic), symbolic (CROWN/DeepPoly back-substitution), lp (triangle "
                   "relaxation on HiGHS) or milp (exact big-M MILP on HiGHS; on a time-out the solver's proven "
-                  "bound is reported and the result is marked not exact). Each method starts from the cheaper "
-                  "ones' bounds. Prints the output bounds, stably active / inactive / unstable ReLUs per layer "
-                  "and the time; --json holds every neuron's bounds. " + DEFAULT_BOX_HELP)
+                  "bound is reported and the result is marked not exact; exact only when every gap closed and "
+                  "each solution replayed in onnxruntime reaches its bound). Each method starts from the cheaper "
+                  "ones' bounds. The bounds hold for the network as onnxruntime runs it in float32, rounding "
+                  "included (README, Guarantees). Prints the output bounds, stably active / inactive / unstable "
+                  "ReLUs per layer and the time; --json holds every neuron's bounds. " + DEFAULT_BOX_HELP)
 @with_domain
 def bounds(
     model: str = typer.Argument(..., help="ONNX file."),
     method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve.",
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for all LP/MILP solves together.",
                                      callback=bounded(0, above=True)),
     neurons: bool = typer.Option(False, "--neurons", help="With milp: also tighten every unstable ReLU input by MILP."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write every neuron's bounds as JSON ('-' for stdout)."),
@@ -41,7 +43,7 @@ def bounds(
     quiet = json_path == "-"
     bar = ProgressBar(f"{method} solves", enabled=method in ("lp", "milp") and sys.stderr.isatty())
     try:
-        b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar)
+        b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar, total_time=time_limit)
     finally:
         bar.close()
     outputs.put(json_path, json_text(b.to_json()))
@@ -57,5 +59,10 @@ def bounds(
         say(format_table(["ReLU layer", "neurons", "active", "inactive", "unstable"], layer_rows), quiet)
     exact = " (exact)" if b.exact else ""
     say(f"\n  width sum {b.width_sum:.6g}{exact}; {b.seconds:.3f} s (+ {b.details['compile_seconds']:.3f} s to compile)", quiet)
-    if method == "milp" and not b.exact:
-        say("  not exact: some MILP solves hit --time-limit; their proven (dual) bounds are reported", quiet)
+    if b.details.get("note"):
+        say(f"  note: {b.details['note']}", quiet)
+    if b.details.get("time_limit_reached"):
+        say("  --time-limit reached: the bounds no solve tightened in time keep the cheaper method's bounds", quiet)
+    elif method == "milp" and not b.exact:
+        say("  not exact: some MILP solves did not close their gap (or did not replay); their proven (dual) bounds "
+            "are reported", quiet)

@@ -15,7 +15,7 @@ import typer
 
 from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box, box_from_options, is_file_value
 from ..errors import NnxformError
-from ..fileio import Outputs, file_sha256
+from ..fileio import file_sha256
 from ..ir import Model
 
 DEFAULT_BOX_HELP = f"Without a domain, the default box is [{DEFAULT_LOW:g}, {DEFAULT_HIGH:g}] on every input."
@@ -140,14 +140,6 @@ def with_domain(fn: Callable) -> Callable:
 def json_text(data: Any) -> str:
     """``data`` as the text of a JSON report (numpy values as plain numbers and lists)."""
     return json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
-
-
-def write_json(data: Any, path: str) -> None:
-    """Write ``data`` as JSON to ``path`` or to stdout (``-``), at once: for a command that writes nothing else."""
-    outputs = Outputs()
-    outputs.add_path(path, "--json", stdout=True)
-    outputs.put(path, json_text(data))
-    outputs.commit()
 
 
 def _json_default(value: Any) -> Any:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 import typer
 
 from ..discrepancy import Discrepancy
 from ..errors import NnxformError, NotExact
-from ..exactness import ensure_same_function
-from ..fileio import Outputs
+from ..exactness import allowed, ensure_same_function
+from ..fileio import Outputs, read_text
 from ..ir import load
 from ..passes.compress import RANK_TOL, certify, compress_aligned, network_size
 from ..stable import Stability
@@ -33,7 +34,9 @@ STABLE_SAMPLES = 4096
                   "in onnxruntime on --samples points of the box (nothing is written beyond --tol); --certify "
                   "also bounds |f - f_compressed| over the whole box with the discrepancy analysis (symbolic, "
                   "starting from the signs the classification proved; MILP when that is not within --tol) and "
-                  "refuses to write when it finds a difference beyond --tol. "
+                  "refuses to write when it finds a difference beyond --tol. Tolerances are tol·(1 + |y|), |y| the "
+                  "original's output, everywhere. --stability FILE reuses a 'nnxform stable --json' classification "
+                  "of the same file and box instead of classifying again. "
                   "The result equals the input on the box only. " + DEFAULT_BOX_HELP)
 @with_domain
 def compress(
@@ -41,6 +44,11 @@ def compress(
     output: str = typer.Option(..., "-o", "--output", help="Where to write the compressed ONNX."),
     time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs.",
                                      callback=bounded(0)),
+    node_limit: Optional[int] = typer.Option(None, "--node-limit", callback=bounded(1),
+                                             help="Branch-and-bound nodes per MILP solve of the classification, "
+                                                  "instead of a share of --time-limit: the same result on every run."),
+    stability_path: Optional[str] = typer.Option(None, "--stability", help="Reuse this 'nnxform stable --json' "
+                                                 "classification (made on the same ONNX file and box)."),
     rank_tol: float = typer.Option(RANK_TOL, "--rank-tol", help="Relative tolerance of the rank test (folding active "
                                                                 "neurons).", callback=bounded(0)),
     samples: int = samples_option(10000),
@@ -49,7 +57,7 @@ def compress(
     certify_exact: bool = typer.Option(False, "--certify-exact",
                                        help="With --certify, also run the exact MILP (slower; 'exact' when every gap closes)."),
     certify_time_limit: float = typer.Option(10.0, "--certify-time-limit",
-                                             help="Seconds per LP/MILP solve of --certify (two solves per output).",
+                                             help="Seconds for all the LP/MILP solves of --certify together.",
                                              callback=bounded(0, above=True)),
     seed: int = typer.Option(0, "--seed", help="Random seed of the classification.", callback=bounded(0)),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
@@ -57,19 +65,26 @@ def compress(
 ) -> None:
     if certify_exact and not certify_box:
         raise NnxformError("--certify-exact goes with --certify")
-    outputs = Outputs([model, *domain.files()])
+    if stability_path is not None and node_limit is not None:
+        raise NnxformError("--node-limit classifies; --stability reuses a classification: give one of them")
+    outputs = Outputs([model, stability_path, *domain.files()])
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
-    stability = run_classify(net, box, time_limit, STABLE_SAMPLES, seed)
+    if stability_path is None:
+        stability = run_classify(net, box, time_limit, STABLE_SAMPLES, seed, node_limit)
+    else:
+        stability = Stability.from_json(_json_document(stability_path), net, box)
     compression = compress_aligned(net, stability, rank_tol=rank_tol)
     result, report = compression.model, compression.report
     cmp = ensure_same_function(net, result, box, "compress", samples=samples, atol=tol, rtol=tol)
-    cert = certify(net, compression, stability, box, tol, certify_time_limit, certify_exact) if certify_box else None
-    if cert is not None and cert.found > tol:
+    limit = allowed(tol, cmp.scale)
+    cert = certify(net, compression, stability, box, limit, certify_time_limit, certify_exact) if certify_box else None
+    if cert is not None and cert.found > limit:
         raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
-                       f"{cert.found:.3g} > {tol:g} at a point of the box; nothing written (please report this network)")
+                       f"{cert.found:.3g} > {cmp.tolerance(tol)} at a point of the box; nothing written (please "
+                       "report this network)")
     before, after = network_size(net), network_size(result)
     result.with_provenance("compress", {"domain": domain.describe(), "time_limit": time_limit, "rank_tol": rank_tol,
                                         "samples": samples, "tol": tol, "seed": seed, "stable": stability.counts()})
@@ -86,18 +101,34 @@ def compress(
     quiet = json_path == "-"
     say(f"compress: {model} -> {output} on a box of {box.size} inputs", quiet)
     _print_summary(stability, report.changes, before, after, quiet)
-    say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
+    say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)})",
+        quiet)
     if cert is not None:
         _print_certificate(cert, quiet)
 
 
+def _json_document(path: str) -> dict[str, Any]:
+    """The JSON object in ``path``, or a one-line error."""
+    try:
+        doc = json.loads(read_text(path, "a JSON file"))
+    except json.JSONDecodeError as exc:
+        raise NnxformError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict):
+        raise NnxformError(f"{path}: not a 'nnxform stable --json' document")
+    return doc
+
+
 def _print_certificate(cert: Discrepancy, quiet: bool) -> None:
-    margin = cert.details.get("float_margin")
     how = f"{cert.analysis} analysis, {cert.method}{', exact' if cert.exact else ''}" + (
         ", from the proven signs" if cert.details["proven_signs"] else "")
-    say(f"  certified on the whole box ({how}; {cert.seconds:.2f} s): |f - f_compressed| <= {cert.delta_max:.3g}"
-        + (f", of which {margin:.3g} is the float32 rounding margin of the two networks" if margin is not None else "")
+    real = cert.details.get("real_delta_max")
+    say(f"  certified on the whole box ({how}; {cert.seconds:.2f} s): |f - f_compressed| <= {cert.delta_max:.3g} "
+        "for the float32 networks as onnxruntime runs them"
+        + (f" (<= {real:.3g} in real arithmetic; the rest is the two networks' worst-case float32 rounding)"
+           if real is not None else "")
         + f"; largest difference found {cert.found:.3g}", quiet)
+    if cert.details.get("time_limit_reached"):
+        say("    note: --certify-time-limit cut the solves short; the bounds not tightened are the symbolic ones", quiet)
     for note in cert.notes:
         say(f"    note: {note}", quiet)
 
@@ -106,7 +137,10 @@ def _print_summary(stability: Stability, changes: list[str], before: Any, after:
     total = stability.counts()
     say(f"  ReLUs: {total['active']} stably active, {total['inactive']} stably inactive, {total['unstable']} unstable, "
         f"{total['undecided']} undecided (kept as unstable); classified in {stability.seconds:.2f} s", quiet)
-    say("  " + ", ".join(f"{s.name} {s.seconds:.2f} s ({s.settled})" for s in stability.stages), quiet)
+    if stability.stages:
+        say("  " + ", ".join(f"{s.name} {s.seconds:.2f} s ({s.settled})" for s in stability.stages), quiet)
+    for note in stability.notes:
+        say(f"  note: {note}", quiet)
     for line in changes:
         say(f"  {line}", quiet)
     rows = [[k, getattr(before, k), getattr(after, k), getattr(before, k) - getattr(after, k)]

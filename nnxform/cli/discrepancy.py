@@ -27,13 +27,15 @@ from .common import DomainOptions, ProgressBar, bounded, format_table, json_text
                   "merged network and the report says so. Every method also searches the input with the largest "
                   "|f_A − f_B| (sampling, gradient steps, MILP solutions) and replays it in onnxruntime: the true "
                   "δ_max lies between that witness's value and the bound. --splits N refines interval/symbolic "
-                  "bounds by bisecting the input box N times, worst part first. The input box is required.")
+                  "bounds by bisecting the input box N times, worst part first. The bounds hold for the float32 "
+                  "networks as onnxruntime runs them (the worst-case rounding of both); the bound for the "
+                  "real-valued networks is printed beside it. The input box is required.")
 @with_domain
 def discrepancy(
     model_a: str = typer.Argument(..., help="First network (f_A) ONNX file."),
     model_b: str = typer.Argument(..., help="Second network (f_B) ONNX file."),
     method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per LP/MILP solve.",
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for all LP/MILP solves together.",
                                      callback=bounded(0, above=True)),
     splits: int = typer.Option(0, "--splits", help="Refine interval/symbolic bounds by this many bisections of "
                                                    "the input box, worst part first (worth it for few inputs)."),
@@ -55,7 +57,7 @@ def discrepancy(
     label = "input splits" if splits else f"{method} solves"
     bar = ProgressBar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
     try:
-        d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits)
+        d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit)
     finally:
         bar.close()
     outputs.put(json_path, json_text(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe())))
@@ -71,10 +73,16 @@ def discrepancy(
             for j, (lo, hi, w) in enumerate(zip(d.lower, d.upper, d.witness_delta))]
     say(format_table(["output", "lower", "upper", "at witness"], rows), quiet)
     kind = "exact" if d.exact else "sound upper bound"
-    say(f"\n  δ_max = max ‖f_A − f_B‖∞ <= {d.delta_max:.6g} ({kind})", quiet)
+    real = d.details.get("real_delta_max")
+    say(f"\n  δ_max = max ‖f_A − f_B‖∞ <= {d.delta_max:.6g} ({kind}, float32 networks as onnxruntime runs them)"
+        + (f"; <= {real:.6g} for the real-valued networks" if real is not None else ""), quiet)
     ratio = f"{d.ratio:.3g}×" if d.found > 0 else "n/a (no difference found)"
     say(f"  witness (onnxruntime): ‖f_A − f_B‖∞ = {d.found:.6g}; the true δ_max lies in "
         f"[{d.found:.6g}, {d.delta_max:.6g}], bound/witness {ratio}", quiet)
-    if method == "milp" and not d.exact:
-        say("  not exact: some MILP solves hit --time-limit; their proven (dual) bounds are reported", quiet)
+    if d.details.get("note"):
+        say(f"  note: {d.details['note']}", quiet)
+    if d.details.get("time_limit_reached"):
+        say("  --time-limit reached: the bounds no solve tightened in time are the symbolic ones", quiet)
+    elif method == "milp" and not d.exact:
+        say("  not exact: some MILP solves did not close their gap; their proven (dual) bounds are reported", quiet)
     say(f"  {d.details['bound_seconds']:.3f} s bounds + {d.details['witness_seconds']:.3f} s witness search", quiet)

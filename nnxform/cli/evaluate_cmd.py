@@ -32,15 +32,6 @@ def fgsm_clip(scale: Optional[float], clip_lower: Optional[float], clip_upper: O
     return clip_lower, clip_upper
 
 
-def read_data(path: str, scale: Optional[float]) -> Dataset:
-    """The labelled points of ``--data``; a file that is not text is the user's error, said in one line."""
-    try:
-        return load_data(path, scale)
-    except UnicodeDecodeError:
-        raise NnxformError(f"{path}: not a text file, so not a CSV of numbers (label,feature,…); "
-                           "give a CSV or an .npz with x and y") from None
-
-
 def describe_data(data: Dataset, scale: Optional[float], clip: tuple[Optional[float], Optional[float]]) -> str:
     """One line: the data file, its size, the scaling and the FGSM clipping."""
     scaled = f", features / {scale:g}" if scale is not None else ""
@@ -86,7 +77,7 @@ def evaluate(
     clip = fgsm_clip(scale, clip_lower, clip_upper, no_clip)
     outputs = Outputs([model, data, against])
     outputs.add_path(json_path, "--json", stdout=True)
-    points = read_data(data, scale)
+    points = load_data(data, scale)
     nets = [(model, load(model))] + ([(against, load(against))] if against else [])
     results = [measure(net, points, eps_list, clip) for _, net in nets]
     doc = {"model": model, "data": data, "scale": scale, **results[0].to_json()}

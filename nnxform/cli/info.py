@@ -7,10 +7,11 @@ from typing import Optional
 import typer
 
 from ..errors import UnsupportedOperator
+from ..fileio import Outputs
 from ..ir import load
 from ..summary import summarize
 from . import app
-from .common import format_table, say, write_json
+from .common import format_table, json_text, say
 
 
 @app.command(short_help="Describe a model: shapes, operators, layers, verifier-friendliness.",
@@ -22,11 +23,15 @@ def info(
     model: str = typer.Argument(..., help="ONNX file."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the description as JSON ('-' for stdout)."),
 ) -> None:
+    outputs = Outputs([model])
+    outputs.add_path(json_path, "--json", stdout=True)
     try:
         loaded = load(model)
     except UnsupportedOperator:  # describe it anyway, naming what nnxform cannot handle
         loaded = load(model, supported_only=False)
     s = summarize(loaded)
+    outputs.put(json_path, json_text(s))
+    outputs.commit()
     quiet = json_path == "-"
     say(f"{s['path']}  (opset {s['opset']}, IR v{s['ir_version']}, {s['producer'] or 'unknown producer'})", quiet)
     say(f"  input  {s['input']['name']} {s['input']['shape']}", quiet)
@@ -43,5 +48,3 @@ def info(
         say("  verifier-friendly: yes", quiet)
     else:
         say("  verifier-friendly: no — " + "; ".join(s["blockers"]), quiet)
-    if json_path:
-        write_json(s, json_path)

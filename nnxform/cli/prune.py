@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..accuracy import measure
+from ..accuracy import load_data, measure
 from ..discrepancy import METHODS as IMPACT_METHODS
 from ..errors import NnxformError
 from ..fileio import Outputs
@@ -17,7 +17,7 @@ from ..pruning import prune as prune_model
 from ..pruning.impact import impact_bound
 from . import app
 from .common import DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
-from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows, read_data
+from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
              "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)"}
@@ -84,7 +84,7 @@ def prune(
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net, default=False)
-    points = read_data(data, scale).fit(net) if data else None
+    points = load_data(data, scale).fit(net) if data else None
     bar = ProgressBar("units pruned", enabled=method == "saliency" and sys.stderr.isatty())
     try:
         result = prune_model(net, method, ratio, scope=scope, box=box, progress=bar,

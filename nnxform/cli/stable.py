@@ -54,11 +54,12 @@ def print_stability(result: Stability, quiet: bool) -> None:
         say(f"  note: {note}", quiet)
 
 
-def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int) -> Stability:
+def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int,
+                 node_limit: int | None = None) -> Stability:
     """Classify the ReLUs of ``net`` with a progress bar on stderr (shared with ``compress``)."""
     bar = StageBars(enabled=sys.stderr.isatty())
     try:
-        return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar)
+        return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar, node_limit=node_limit)
     finally:
         bar.close()
 
@@ -80,14 +81,18 @@ def stable(
     samples: int = typer.Option(4096, "--samples", help="Uniform samples of the sampling stage (plus corners).",
                                 callback=bounded(1)),
     seed: int = typer.Option(0, "--seed", help="Random seed of the sampling and gradient stages.", callback=bounded(0)),
-    json_path: Optional[str] = typer.Option(None, "--json", help="Write the classification as JSON ('-' for stdout)."),
+    node_limit: Optional[int] = typer.Option(None, "--node-limit", callback=bounded(1),
+                                             help="Branch-and-bound nodes per MILP solve instead of a share of "
+                                                  "--time-limit: the same result on every run."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the classification as JSON ('-' for stdout); "
+                                            "'nnxform compress --stability' reuses it."),
     domain: DomainOptions = None,
 ) -> None:
     outputs = Outputs([model, *domain.files()])
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
-    result = run_classify(net, box, time_limit, samples, seed)
+    result = run_classify(net, box, time_limit, samples, seed, node_limit)
     outputs.put(json_path, json_text({"model": model, "domain": domain.describe(), **result.to_json()}))
     outputs.commit()
     quiet = json_path == "-"
