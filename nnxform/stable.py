@@ -475,11 +475,12 @@ class _Classifier:
                 continue
             if i not in layers or stopped:
                 continue
-            _alpha_step(state, i)
+            _alpha_step(state, i, until=lambda: self.remaining() <= 0)
             self._apply_bounds([state.lo[src] for src in self.sources], [state.hi[src] for src in self.sources])
             if self.progress:
                 self.progress("alpha", layers.index(i) + 1, len(layers))
             stopped = self.remaining() <= 0
+        self.time_bound |= stopped
         self._stage("alpha", before, "stopped by the time limit" if stopped else "")
 
     # --- stability: MILP ------------------------------------------------------------------------
@@ -513,7 +514,7 @@ class _Classifier:
             if i and not isinstance(s, Linear):
                 state.propagate_nonlinear(i)
             elif self.net.relu_only[i] and not self.net.first_layer(i) and self._candidates(i):
-                _alpha_step(state, i)  # again: the neurons the MILP proved stable below are linear now
+                _alpha_step(state, i, until=lambda: self.remaining() <= 0)  # again: the neurons the MILP proved stable below are linear now
                 self._settle_rows(state, i, kept)
             enc.add(i)
             if not isinstance(s, Linear):
@@ -612,11 +613,14 @@ def box_sha256(box: Box) -> str:
     return hashlib.sha256(np.concatenate([box.lower, box.upper]).astype("<f8").tobytes()).hexdigest()
 
 
-def _alpha_step(state: State, i: int) -> None:
-    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``), in batches, in place."""
+def _alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False) -> None:
+    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``), in batches, in place;
+    no new batch once ``until()`` (a time limit: the rows left keep their sound bounds)."""
     lo, hi = state.lo[i].copy(), state.hi[i].copy()
     rows = np.flatnonzero((lo < 0) & (hi > 0))
     for part in np.array_split(rows, -(-rows.size // _ALPHA_ROWS)) if rows.size else []:
+        if until():
+            break
         new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
         lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
     state.set_linear(i, lo, hi)
