@@ -1,9 +1,10 @@
 """The intermediate representation: one input, a topologically ordered list of nodes, numpy constants.
 
-This module is the one place that knows ONNX's quirks. ``load`` reads what real exporters
-write (IR v3 files listing weights as inputs, nodes out of order, ``Constant`` nodes,
-``Shape→Gather→…→Reshape`` chains, opset differences) and leaves only operators that act on
-data; ``Model.to_onnx`` writes plain opset-13 ONNX that verifiers read.
+This module is the one place that knows ONNX's graph-level quirks. ``load`` reads what real
+exporters write (IR v3 files listing weights as inputs, nodes out of order, ``Constant`` nodes,
+``Shape→Gather→…→Reshape`` chains) and leaves only operators of the operator table
+(``operators.OPERATORS``), each brought to one form by its entry (opset differences); ``Model.to_onnx``
+writes plain opset-13 ONNX that verifiers read.
 """
 
 from __future__ import annotations
@@ -24,15 +25,9 @@ from onnx import helper, numpy_helper
 from . import __version__
 from .errors import NnxformError, UnsupportedOperator
 from .fileio import atomic_write_bytes
+from .operators import EXPORT_OPSET, OPERATORS
 
-EXPORT_OPSET = 13
 EXPORT_IR_VERSION = 7
-
-#: Operators that may act on the network input; everything input-independent is folded at load.
-DATA_OPS = frozenset(
-    "Add Sub Mul Div Relu Sigmoid Tanh Identity Dropout Gemm MatMul Flatten Reshape Transpose "
-    "Unsqueeze Squeeze Concat Conv MaxPool AveragePool BatchNormalization".split()
-)
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
 
 
@@ -189,12 +184,11 @@ class Model:
             outs.append(helper.make_tensor_value_info(name, elem, oshape))
         inits, seen, nodes = [], set(), []
         for n in self.nodes:
-            node_inputs = list(n.inputs)
-            attrs = dict(n.attrs)
-            if not raw and n.op in ("Unsqueeze", "Squeeze") and "axes" in attrs:  # opset 13: axes is an input
-                axes_name = f"{n.name}_axes"
-                inits.append(numpy_helper.from_array(np.asarray(attrs.pop("axes"), np.int64), axes_name))
-                node_inputs.append(axes_name)
+            node_inputs, attrs = list(n.inputs), dict(n.attrs)
+            export = None if raw else OPERATORS[n.op].export
+            if export is not None:  # a form that differs in EXPORT_OPSET
+                node_inputs, attrs, extra_inits = export(n)
+                inits.extend(numpy_helper.from_array(v, k) for k, v in extra_inits.items())
             for t in node_inputs:
                 if t in self.constants and t not in seen:
                     seen.add(t)
@@ -573,11 +567,6 @@ def _onnxruntime_values(model: Model, proto: onnx.ModelProto, names: list[str]) 
     return dict(zip(names, (np.asarray(o) for o in outs)))
 
 
-#: Inputs (by position) that must be constants: the evaluator and the passes read them as weights.
-_CONSTANT_INPUTS = {"Conv": (1, 2), "BatchNormalization": (1, 2, 3, 4), "Reshape": (1,), "Unsqueeze": (1,),
-                    "Squeeze": (1,), "Dropout": (1, 2)}
-
-
 def _unsupported_nodes(model: Model, where: str, supported_only: bool) -> dict[str, str]:
     """Why nnxform cannot evaluate a node exactly (operator, its form, or data where it needs a constant),
     per node name; with ``supported_only``, raise UnsupportedOperator on the first instead."""
@@ -585,7 +574,7 @@ def _unsupported_nodes(model: Model, where: str, supported_only: bool) -> dict[s
     for n in model.nodes:
         reason = _unsupported_reason(model, n)
         if reason and supported_only:
-            hint = f"; supported: {', '.join(sorted(DATA_OPS))}" if n.op not in DATA_OPS else ""
+            hint = f"; supported: {', '.join(sorted(OPERATORS))}" if n.op not in OPERATORS else ""
             raise UnsupportedOperator(f"{where}: {reason}{hint}")
         if reason:
             reasons[n.name] = reason
@@ -596,63 +585,23 @@ def _unsupported_reason(model: Model, n: Node) -> str | None:
     """Why the evaluator cannot compute ``n`` exactly as onnxruntime does, or None when it can."""
     if n.domain:
         return f"operator {n.domain}.{n.op} (node '{n.name}') is not supported"
-    if n.op not in DATA_OPS:
+    if n.op not in OPERATORS:
         return f"operator {n.op} (node '{n.name}') is not supported on data"
     used_extra = [t for t in n.outputs[1:] if t and (model.consumers(t) or t in model.output_names)]
     if used_extra:
         return f"{n.op} node '{n.name}' has its extra output '{used_extra[0]}' used; only the first output is supported"
-    data = [k for k in _CONSTANT_INPUTS.get(n.op, ()) if k < len(n.inputs) and n.inputs[k] and n.inputs[k] not in model.constants]
+    spec = OPERATORS[n.op]
+    data = [k for k in spec.constant_inputs if k < len(n.inputs) and n.inputs[k] and n.inputs[k] not in model.constants]
     if data:
         return (f"{n.op} node '{n.name}' takes its input {data[0]} ('{n.inputs[data[0]]}') from the network input; "
                 "only a constant is supported there")
-    if n.op in ("MaxPool", "AveragePool", "Conv") and len(n.attrs.get("kernel_shape", [1, 1])) not in (1, 2, 3):
-        return f"{n.op} node '{n.name}' has an unsupported kernel"
-    if n.op == "Reshape" and n.attrs.get("allowzero", 0) and len(n.inputs) > 1 and 0 in model.constants[n.inputs[1]]:
-        return f"Reshape node '{n.name}' uses allowzero=1 with a zero dimension"
-    if n.op in ("Conv", "MaxPool", "AveragePool") and n.attrs.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER") \
-            and any(d != 1 for d in n.attrs.get("dilations", [])):
-        return (f"{n.op} node '{n.name}' combines auto_pad={n.attrs['auto_pad']} with dilations, which onnxruntime "
-                "and the ONNX specification pad differently; export it with explicit pads")
-    if n.op == "AveragePool" and any(d != 1 for d in n.attrs.get("dilations", [])):  # opset >= 19
-        return f"AveragePool node '{n.name}' has dilations, which the exported opset {EXPORT_OPSET} lacks"
-    if n.op == "BatchNormalization" and (n.attrs.get("training_mode", 0) or not n.attrs.get("spatial", 1)
-                                         or n.attrs.get("is_test", 1) == 0):
-        return f"BatchNormalization node '{n.name}' is in training mode or not spatial; export the model for inference"
-    if n.op == "Dropout" and len(n.inputs) > 2 and n.inputs[2] and bool(np.any(model.constants[n.inputs[2]])):
-        return f"Dropout node '{n.name}' is in training mode; export the model for inference"
-    return None
+    return next((r for r in (check(model, n) for check in spec.checks) if r), None)
 
 
 def _normalise(model: Model) -> None:
     """Bring opset-dependent forms to one internal form (attributes vs. inputs, extra outputs)."""
     for n in model.nodes:
         n.outputs = n.outputs[:1]
-        if n.op == "Reshape" and "shape" in n.attrs:  # opset < 5
-            n.inputs = [n.inputs[0], model.add_constant(f"{n.name}_shape", np.asarray(n.attrs.pop("shape"), np.int64))]
-        if n.op == "Reshape":
-            n.attrs.pop("allowzero", None)  # opset >= 14; a zero in the target is refused
-        if n.op in ("Unsqueeze", "Squeeze") and len(n.inputs) > 1:  # opset >= 13
-            if n.inputs[1]:
-                n.attrs["axes"] = [int(a) for a in model.constants[n.inputs[1]]]
-            n.inputs = n.inputs[:1]
-        if n.op == "AveragePool":
-            n.attrs.pop("dilations", None)  # all 1
-        if n.op == "Dropout":
-            n.inputs = n.inputs[:1]
-            n.attrs = {}
-        if n.op == "BatchNormalization":
-            n.attrs = {"epsilon": float(n.attrs.get("epsilon", 1e-5))}
-        if n.op == "Gemm":
-            n.attrs.pop("broadcast", None)
-        for key in ("Conv", "MaxPool", "AveragePool"):
-            if n.op == key and n.attrs.get("auto_pad", "NOTSET") != "NOTSET":
-                _explicit_auto_pad(model, n)
-
-
-def _explicit_auto_pad(model: Model, node: Node) -> None:
-    from .evaluate import explicit_pads
-
-    shape = model.shapes()[node.inputs[0]]
-    kernel = tuple(node.attrs.get("kernel_shape") or model.constants[node.inputs[1]].shape[2:])
-    node.attrs["pads"] = explicit_pads(node.attrs, shape[2:], kernel)
-    del node.attrs["auto_pad"]
+        normalise = OPERATORS[n.op].normalise
+        if normalise is not None:
+            normalise(model, n)

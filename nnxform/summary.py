@@ -7,9 +7,8 @@ from typing import Any
 import numpy as np
 
 from .ir import Model
+from .operators import OPERATORS
 from .passes.canonicalize import CANONICAL_OPS
-
-_WEIGHTED = ("Gemm", "MatMul", "Conv", "BatchNormalization", "Add", "Mul", "Sub", "Div")
 
 
 def summarize(model: Model) -> dict[str, Any]:
@@ -17,14 +16,15 @@ def summarize(model: Model) -> dict[str, Any]:
     shapes = model.shapes()
     layers = []
     for n in model.nodes:
-        weights = [model.constants[t] for t in n.inputs if t in model.constants and n.op in _WEIGHTED]
+        spec = OPERATORS.get(n.op)  # None for a node kept as read (load(..., supported_only=False))
+        weights = [model.constants[t] for t in n.inputs if t in model.constants and spec is not None and spec.weighted]
         out_shape = shapes[n.outputs[0]]
         first = weights[0] if weights else None
         layers.append({
             "node": n.name,
             "op": n.op,
             "output_shape": list(out_shape),
-            "neurons": int(np.prod(out_shape)) if n.op in ("Gemm", "MatMul", "Conv", "Relu") else 0,
+            "neurons": int(np.prod(out_shape)) if spec is not None and spec.neurons else 0,
             "parameters": int(sum(w.size for w in weights)),
             "zero_weights": int(np.count_nonzero(first == 0)) if first is not None and first.ndim >= 2 else 0,
         })

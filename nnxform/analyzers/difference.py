@@ -33,7 +33,7 @@ import numpy as np
 
 from ..domain import Box
 from ..errors import NnxformError
-from . import relaxation
+from ..operators import activations
 from .encoding import INF, Deadline, Encoder
 from .network import Activation, Input, Linear, Network
 from .result import Progress, State
@@ -194,7 +194,7 @@ class LayerDelta:
     hi_d: np.ndarray
     noise_a: np.ndarray  # bound on each float network's rounding of this layer (``rounding``)
     noise_b: np.ndarray
-    relu_b: relaxation.Relaxation | None = None  # a_B >= gl z_B + hl, a_B <= gu z_B + hu
+    relu_b: activations.Relaxation | None = None  # a_B >= gl z_B + hl, a_B <= gu z_B + hu
     lower: Line | None = None  # Δa >= p Δz + q z_B + r
     upper: Line | None = None  # Δa <= p Δz + q z_B + r
     const: tuple[np.ndarray, np.ndarray] | None = None  # constant bounds of Δa
@@ -219,7 +219,7 @@ class LayerDelta:
 
     def relax(self) -> None:
         """Choose the relaxations of ``a_B`` and ``Δa`` for the ReLUs after this layer."""
-        self.relu_b = relaxation.relu(self.lo_b, self.hi_b)
+        self.relu_b = activations.relu(self.lo_b, self.hi_b)
         la, ua, lb, ub, dl, du = self.lo_a, self.hi_a, self.lo_b, self.hi_b, self.lo_d, self.hi_d
         c_lo = np.maximum(np.minimum(dl, 0.0), np.maximum(la, 0.0) - np.maximum(ub, 0.0))
         c_hi = np.minimum(np.maximum(du, 0.0), np.maximum(ua, 0.0) - np.maximum(lb, 0.0))
@@ -247,8 +247,8 @@ class LayerDelta:
 def candidate_lines(la, ua, lb, ub, dl, du, c_lo, c_hi) -> tuple[list[Line], list[Line]]:
     """Sound lower and upper lines of ``relu(z_B + Δz) − relu(z_B)`` in ``(Δz, z_B)``: S, N, C (see module doc)."""
     zero, one = np.zeros_like(la), np.ones_like(la)
-    al_a, _, s_a, t_a = relaxation.relu(la, ua)
-    al_b, _, s_b, t_b = relaxation.relu(lb, ub)
+    al_a, _, s_a, t_a = activations.relu(la, ua)
+    al_b, _, s_b, t_b = activations.relu(lb, ub)
     s_lower = (al_a, al_a - s_b, -t_b)  # α_A z_A − (s_B z_B + t_B), z_A = Δz + z_B
     s_upper = (s_a, s_a - al_b, t_a)  # s_A z_A + t_A − α_B z_B
     cross = (dl < 0) & (du > 0)

@@ -1,9 +1,9 @@
 """Compile a Model into the analysis form: a DAG of dense affine steps and element-wise nonlinear steps.
 
-Every operator other than Relu/Sigmoid/Tanh/MaxPool is affine in its data inputs, so the
-affine operators between two nonlinear nodes collapse to one ``Linear`` step
-``y = Σ W_k · x_k + b`` over *anchors* (the network input and the outputs of nonlinear
-nodes). The matrices are exact: they are read off the evaluator itself, running the affine
+Every operator the table (``operators.OPERATORS``) does not mark nonlinear is affine in its data
+inputs (in the ones its entry names), so the affine operators between two nonlinear nodes
+collapse to one ``Linear`` step ``y = Σ W_k · x_k + b`` over *anchors* (the network input and
+the outputs of nonlinear nodes). The matrices are exact: they are read off the evaluator itself, running the affine
 subgraph on basis vectors (``f(e_i) − f(0)``), so every operator the evaluator knows is
 supported with its exact ONNX semantics and no per-op matrix code to get wrong.
 """
@@ -17,16 +17,10 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import NnxformError
-from ..evaluate import OPS, Windows, _merge_lead
 from ..ir import Model, Node
+from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
+from ..operators.forward import Windows, merge_lead
 from .rounding import Rounding, absolute_node, roundings, unit_roundoff
-
-#: Element-wise nonlinear operators (one data input, same shape out).
-ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
-NONLINEAR = ACTIVATIONS + ("MaxPool",)
-#: Operators whose data inputs must be exactly the first one (the rest are weights).
-_FIRST_ONLY = ("Conv", "BatchNormalization", "Div")
-_ONE_DATA = ("Mul", "Gemm", "MatMul")
 #: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
 _CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
 
@@ -63,12 +57,22 @@ class Linear:
 
 @dataclass
 class Activation:
-    """An element-wise Relu, Sigmoid or Tanh of a Linear step."""
+    """An element-wise activation of a Linear step; ``kind`` is its table entry's function and relaxation, so
+    only an operator declared with both can be one."""
 
     op: str
     node: str
     source: int
     size: int
+
+    def __post_init__(self) -> None:
+        spec = OPERATORS.get(self.op)
+        if spec is None or spec.activation is None:
+            raise NnxformError(f"{self.op} node '{self.node}' is not an activation with a declared relaxation")
+
+    @property
+    def kind(self) -> Elementwise:
+        return OPERATORS[self.op].activation  # type: ignore[return-value]  # checked at construction
 
 
 @dataclass
@@ -134,8 +138,8 @@ def compile_model(model: Model) -> Network:
     """The analysis form of ``model``; raises NnxformError on a node that is not affine in its data."""
     _check_affine(model)
     shapes = model.shapes()
-    anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if n.op in NONLINEAR]
-    targets = [n.inputs[0] for n in model.nodes if n.op in NONLINEAR] + [model.output_name]
+    anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if _nonlinear(n)]
+    targets = [n.inputs[0] for n in model.nodes if _nonlinear(n)] + [model.output_name]
     chunk = _check_memory(model, shapes, anchors, set(targets))
     feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
     zero = _affine_values(model, feed, shapes)
@@ -160,11 +164,11 @@ def compile_model(model: Model) -> Network:
         return linear[t]
 
     for n in model.nodes:
-        if n.op not in NONLINEAR:
+        if not _nonlinear(n):
             continue
         src = linear_step(n.inputs[0])
         size = int(np.prod(shapes[n.outputs[0]], dtype=np.int64))
-        if n.op == "MaxPool":
+        if OPERATORS[n.op].window_max:
             steps.append(Pool(n.name, src, _pool_windows(n, shapes[n.inputs[0]])))
         else:
             steps.append(Activation(n.op, n.name, src, size))
@@ -173,13 +177,18 @@ def compile_model(model: Model) -> Network:
     return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)
 
 
+def _nonlinear(n: Node) -> bool:
+    return OPERATORS[n.op].nonlinear
+
+
 def _check_affine(model: Model) -> None:
     """Every non-nonlinear node must be affine in its data inputs (products of data are not)."""
     for n in model.nodes:
         data = [k for k, t in enumerate(n.inputs) if t and t not in model.constants]
-        if n.op in _ONE_DATA and len(data) > 1:
+        affine = OPERATORS[n.op].affine
+        if affine == AFFINE_ONE and len(data) > 1:
             raise NnxformError(f"{n.op} node '{n.name}' multiplies two data tensors; bounds need it affine in the input")
-        if n.op in _FIRST_ONLY and data != [0]:
+        if affine == AFFINE_FIRST and data != [0]:
             raise NnxformError(f"{n.op} node '{n.name}' has data in a weight/divisor input; bounds need it affine in the input")
 
 
@@ -193,7 +202,7 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
     """
     values = dict(feed)
     for n in model.nodes:
-        if n.op in NONLINEAR:
+        if _nonlinear(n):
             continue
         if only is not None and not any(t in only for t in n.inputs):
             continue
@@ -215,7 +224,7 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
         node = n
         if absolute:
             node, args = absolute_node(n, args, batched)
-        values[n.outputs[0]] = OPS[node.op](node, args, batched)
+        values[n.outputs[0]] = OPERATORS[node.op].evaluate(node, args, batched)
         if only is not None:
             only.add(n.outputs[0])
     return values
@@ -227,7 +236,7 @@ def _check_memory(model: Model, shapes: dict, anchors: list[str], targets: set[s
     sizes = {t: int(np.prod(s, dtype=np.int64)) for t, s in shapes.items()}
     reach = {a: {a} for a in anchors}
     for n in model.nodes:
-        if n.op in NONLINEAR:
+        if _nonlinear(n):
             continue
         for a in anchors:
             if any(t in reach[a] for t in n.inputs):
@@ -278,7 +287,7 @@ def _roundings(model: Model, shapes: dict, anchors: set[str]) -> dict[str, int]:
     """Per tensor of the affine subgraphs, the roundings on its longest chain of operators from an anchor."""
     depth = {a: 0 for a in anchors}
     for n in model.nodes:
-        if n.op in NONLINEAR:
+        if _nonlinear(n):
             continue
         depth[n.outputs[0]] = max((depth.get(t, 0) for t in n.inputs if t), default=0) + roundings(n, shapes)
     return depth
@@ -287,7 +296,7 @@ def _roundings(model: Model, shapes: dict, anchors: set[str]) -> dict[str, int]:
 def _pool_windows(node: Node, in_shape: tuple[int, ...]) -> np.ndarray:
     """Flat input indices (``-1`` for padding) of each MaxPool output's window, mirroring the evaluator."""
     kernel = tuple(node.attrs["kernel_shape"])
-    idx, _ = _merge_lead(np.arange(int(np.prod(in_shape))).reshape(in_shape), len(kernel) + 1)
+    idx, _ = merge_lead(np.arange(int(np.prod(in_shape))).reshape(in_shape), len(kernel) + 1)
     win = Windows.of(node.attrs, idx.shape[2:], kernel)
     xp = np.pad(idx, win.pad_widths(), constant_values=-1)
     return np.stack([xp[sl].reshape(-1) for _, sl in win.slices()], axis=1)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..domain import Box
 from .network import Linear, Network, Pool
-from .rounding import ACTIVATION_ERROR, cast_box, magnitude
+from .rounding import cast_box, magnitude
 
 #: Slack added to every affine step's bounds for the analysis's own float64 round-off and the LP/MILP
 #: solvers' tolerances: ``REL·(|l| + |u|) + ABS``. The float network's rounding is not in it: that is
@@ -94,24 +94,13 @@ class State:
         if isinstance(s, Pool):
             self.lo[i], self.hi[i] = _window_max(lo, s.windows), _window_max(hi, s.windows)
         else:
-            f = ELEMENTWISE[s.op]
-            err = 0.0 if s.op == "Relu" or self.real else ACTIVATION_ERROR
-            self.lo[i], self.hi[i] = f(lo) - err, f(hi) + err
+            kind = s.kind  # monotone non-decreasing: the ends map to the ends
+            err = 0.0 if self.real else kind.error
+            self.lo[i], self.hi[i] = kind.function(lo) - err, kind.function(hi) + err
 
 
 def _window_max(v: np.ndarray, windows: np.ndarray) -> np.ndarray:
     return np.where(windows >= 0, v[windows], -np.inf).max(axis=1)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "Relu": lambda x: np.maximum(x, 0.0),
-    "Sigmoid": sigmoid,
-    "Tanh": np.tanh,
-}
 
 
 @dataclass

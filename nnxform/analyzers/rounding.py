@@ -12,7 +12,9 @@ The analyzers use this as *noise*: every Linear step ``z = Σ W x + b`` of the f
 (bounded by the analysis itself), ``A >= |W|`` and ``c >= |b|`` the absolute chain and ``depth`` the
 roundings on the longest path (``Rounding``). ReLU and MaxPool are exact in floating point; the
 input's cast to the model's type moves it by at most half an ulp (``cast_box``). Sigmoid and Tanh
-are the one assumption: onnxruntime's approximations are taken to be within ``ACTIVATION_ERROR``.
+are the one assumption: onnxruntime's approximations are taken to be within their table entry's
+``error`` (``operators.activations.ACTIVATION_ERROR``). Each operator's rounding count and absolute
+form are its entry of the operator table (``operators.forms``).
 The constants themselves are rounded to the model's type when written (one more rounding each).
 """
 
@@ -23,13 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Node
+from ..operators import OPERATORS
 
 #: Unit roundoff of the types a model computes in.
 UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0 ** -24, np.dtype(np.float64): 2.0 ** -53}
-#: Assumed absolute error of onnxruntime's Sigmoid/Tanh (its rational approximations are within a few ulps of 1).
-ACTIVATION_ERROR = 2.0 ** -20
-#: Roundings of a BatchNormalization output: mean, sqrt(var + eps), the division, scale, shift, and the fold.
-_BATCHNORM_ROUNDINGS = 6
 
 
 def unit_roundoff(dtype: type | np.dtype) -> float:
@@ -81,38 +80,14 @@ def cast_box(lo: np.ndarray, hi: np.ndarray, dtype: type | np.dtype) -> tuple[np
 
 
 def roundings(node: Node, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Roundings one output value of an affine ``node`` goes through (its accumulation length)."""
-    op, at = node.op, node.attrs
-    if op in ("Add", "Sub", "Mul", "Div"):
-        return 2  # the operation and the constant's cast
-    if op == "Gemm":
-        k = shapes[node.inputs[0]][-2 if at.get("transA", 0) else -1]
-        bias = len(node.inputs) > 2 and bool(node.inputs[2])
-        return int(k) + 2 * bias + 1 + (at.get("alpha", 1.0) != 1.0) + (bias and at.get("beta", 1.0) != 1.0)
-    if op == "MatMul":
-        return int(shapes[node.inputs[0]][-1]) + 1
-    if op == "Conv":
-        w = shapes[node.inputs[1]]
-        bias = len(node.inputs) > 2 and bool(node.inputs[2])
-        return int(np.prod(w[1:], dtype=np.int64)) + 2 * bias + 1
-    if op == "AveragePool":
-        return int(np.prod(at["kernel_shape"], dtype=np.int64)) + 1
-    if op == "BatchNormalization":
-        return _BATCHNORM_ROUNDINGS
-    return 0  # Identity, Dropout, Flatten, Reshape, Transpose, (Un)squeeze, Concat move values exactly
+    """Roundings one output value of an affine ``node`` goes through (its accumulation length; the operator table's)."""
+    return OPERATORS[node.op].roundings(node, shapes)
 
 
 def absolute_node(node: Node, args: list[np.ndarray | None], batched: list[bool]) -> tuple[Node, list]:
-    """``node`` and its arguments for the absolute chain: constants by their absolute values, Sub as Add,
-    Gemm's alpha/beta positive, BatchNormalization's mean subtracted as ``+|mean|`` (data inputs are >= 0)."""
+    """``node`` and its arguments for the absolute chain: constants by their absolute values, then the operator's
+    own absolute form from the table (Sub as Add, Gemm's alpha/beta positive, …; data inputs are >= 0)."""
     args = [a if b or a is None or not np.issubdtype(np.asarray(a).dtype, np.floating) else np.abs(a)
             for a, b in zip(args, batched)]
-    if node.op == "Sub":
-        return Node("Add", node.name, node.inputs, node.outputs, node.attrs), args
-    if node.op == "Gemm":
-        attrs = dict(node.attrs, alpha=abs(node.attrs.get("alpha", 1.0)), beta=abs(node.attrs.get("beta", 1.0)))
-        return Node("Gemm", node.name, node.inputs, node.outputs, attrs), args
-    if node.op == "BatchNormalization":
-        args = list(args)
-        args[3] = -np.abs(args[3])  # (x − (−|mean|)) = x + |mean|; var stays as it is
-    return node, args
+    absolute = OPERATORS[node.op].absolute
+    return (node, args) if absolute is None else absolute(node, args)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..operators.activations import Relaxation
 from . import relaxation
 from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
 from .result import State
-from .rounding import ACTIVATION_ERROR
 
 #: Signed-gradient steps on the output rows' ReLU lower slopes, and the first step size.
 SLOPE_STEPS, SLOPE_STEP = 10, 0.25
@@ -100,13 +100,13 @@ def _noise_term(state: State, k: int, L: np.ndarray) -> np.ndarray | float:
     return 0.0 if m is None or not m.any() else np.abs(L) @ m
 
 
-def _relax(state: State, s: Activation) -> relaxation.Relaxation:
-    lo, hi = state.lo[s.source], state.hi[s.source]
-    if s.op == "Relu":
-        return relaxation.relu(lo, hi)
-    a_lo, b_lo, a_up, b_up = relaxation.s_shaped(s.op, lo, hi)
-    err = 0.0 if state.real else ACTIVATION_ERROR  # onnxruntime's approximation of the function
-    return a_lo, b_lo - err, a_up, b_up + err
+def _relax(state: State, s: Activation) -> Relaxation:
+    """The step's relaxation from its operator's table entry, widened by the error of onnxruntime's implementation."""
+    kind = s.kind
+    a_lo, b_lo, a_up, b_up = kind.relax(state.lo[s.source], state.hi[s.source])
+    if state.real or not kind.error:
+        return a_lo, b_lo, a_up, b_up
+    return a_lo, b_lo - kind.error, a_up, b_up + kind.error
 
 
 def _optimize_output_slopes(state: State) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import NnxformError
 from ..ir import Model
+from ..operators import OPERATORS
 from . import PassReport, register
 from .elementwise import fold_elementwise, rewrite_sub_div
 from .fold_batchnorm import fold_batchnorm
@@ -17,11 +18,8 @@ from .gemm import canonical_gemm, merge_affine
 from .remove_identity import remove_identity
 from .reshapes import absorb_transpose, simplify_reshapes
 
-#: Operators that may remain in canonical output.
-CANONICAL_OPS = frozenset(
-    "Gemm MatMul Add Mul Conv Relu Sigmoid Tanh Flatten Reshape Transpose Concat MaxPool AveragePool "
-    "Squeeze Unsqueeze".split()
-)
+#: Operators that may remain in canonical output: the verifier-friendly ones of the operator table.
+CANONICAL_OPS = frozenset(op for op, spec in OPERATORS.items() if spec.canonical)
 _STEPS = (remove_identity, rewrite_sub_div, simplify_reshapes, absorb_transpose, canonical_gemm,
           fold_batchnorm, fold_elementwise, merge_affine)
 _MAX_ROUNDS = 10

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..affine import conv_weights, gemm_weights, set_conv, set_gemm
-from ..evaluate import explicit_pads
+from ..operators.forward import explicit_pads
 from ..ir import Model, Node
 
 Shapes = dict[str, tuple[int, ...]]

@@ -19,10 +19,8 @@ import numpy as np
 
 from ..errors import NnxformError
 from ..ir import Model
+from ..operators import OPERATORS
 from ..passes.pad import Layers, chain_model, relu_layers
-
-#: Operators whose layers pruning does not handle yet (refused at run time, never skipped).
-_NOT_DENSE = ("Conv", "MaxPool", "AveragePool")
 
 
 @dataclass
@@ -42,7 +40,7 @@ class Size:
 def dense_chain(model: Model, command: str = "prune") -> Layers:
     """The dense layers of a fully connected ReLU chain, or a one-line error for anything else."""
     for node in model.nodes:
-        if node.op in _NOT_DENSE:
+        if OPERATORS[node.op].spatial:  # pruning handles dense layers only (refused, never densified)
             raise NnxformError(f"{command} supports fully connected ReLU networks; '{node.name}' is a {node.op} "
                                "(convolutional networks are not supported yet)")
     return [(W.copy(), b.copy()) for W, b in relu_layers(model, command)]
