@@ -28,6 +28,8 @@ from .fileio import atomic_write_bytes
 from .operators import EXPORT_OPSET, OPERATORS
 
 EXPORT_IR_VERSION = 7
+#: What one ONNX file can hold (protobuf's 2 GiB), less room for the graph itself.
+MAX_ONNX_BYTES = 2**31 - 2**24
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
 
 
@@ -170,6 +172,11 @@ class Model:
         input shape as loaded.
         """
         raw = bool(self.unsupported)
+        weights = sum(c.size * (np.dtype(self.dtype).itemsize if c.dtype.kind == "f" else c.itemsize)
+                      for c in self.constants.values())
+        if weights > MAX_ONNX_BYTES:
+            raise NnxformError(f"the result would hold {weights / 2**30:.1f} GiB of weights, more than one ONNX file "
+                               "can (2 GiB); a dense form of a convolutional network this size is not supported")
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(self.dtype))
         dims = list(self.input_dims or self.input_shape)
         if dims and isinstance(dims[0], str) and (raw or not self.batch_agnostic()):  # raw: shapes folded at batch 1

@@ -330,3 +330,13 @@ def test_node_domain_is_kept_for_onnxruntime():
     sess = ort.InferenceSession(model.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], 2 * x @ numpy_helper.to_array(proto.graph.initializer[0]),
                                rtol=1e-6)
+
+
+def test_a_result_beyond_what_one_onnx_file_holds_is_refused_in_one_line(monkeypatch):
+    """pad of a conv net once died with 'EncodeError: Failed to serialize proto' (a dense identity over 23,328 units)."""
+    import nnxform.ir as ir
+
+    model = ir.load(MODELS / "mnist-net_256x2.onnx")
+    monkeypatch.setattr(ir, "MAX_ONNX_BYTES", 1024)  # the same check, without allocating 2 GiB in a test
+    with pytest.raises(NnxformError, match="more than one ONNX file"):
+        model.to_bytes()
