@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Optional
 
 import typer
@@ -15,7 +16,7 @@ from ..ir import load
 from ..passes.compress import RANK_TOL, certify, compress_aligned, network_size
 from ..stable import Stability
 from . import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, format_table, json_text, samples_option, say,
+from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, format_table, json_text, samples_option, say,
                      tol_option, with_domain)
 from .stable import run_classify
 
@@ -80,7 +81,13 @@ def compress(
     result, report = compression.model, compression.report
     cmp = ensure_same_function(net, result, box, "compress", samples=samples, atol=tol, rtol=tol)
     limit = allowed(tol, cmp.scale)
-    cert = certify(net, compression, stability, box, limit, certify_time_limit, certify_exact) if certify_box else None
+    cert = None
+    if certify_box:
+        bar = ProgressBar("certificate solves", enabled=sys.stderr.isatty())
+        try:
+            cert = certify(net, compression, stability, box, limit, certify_time_limit, certify_exact, progress=bar)
+        finally:
+            bar.close()
     if cert is not None and cert.found > limit:
         raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
                        f"{cert.found:.3g} > {cmp.tolerance(tol)} at a point of the box; nothing written (please "

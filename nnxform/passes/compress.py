@@ -21,7 +21,7 @@ are left as they are. The result equals the input on the box only: check it ther
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -252,9 +252,10 @@ def compress_aligned(model: Model, stability: "Stability", rank_tol: float = RAN
 
 
 def certify(original: Model, compression: Compression, stability: "Stability", box: "Box", tol: float,
-            time_limit: float, exact: bool = False) -> "Discrepancy":
+            time_limit: float, exact: bool = False, progress: Callable[[int, int], None] | None = None
+            ) -> "Discrepancy":
     """Sound bounds of ``f − f_compressed`` on the whole box by the difference analysis (its LP/MILP solves
-    within ``time_limit`` seconds in all).
+    within ``time_limit`` seconds in all; ``progress(done, total)`` as they go).
 
     The original is paired unit by unit with ``compression.aligned`` (the same function as the result) and
     each network's bounds start from the signs the classification proved, so on a correct compression the
@@ -274,7 +275,7 @@ def certify(original: Model, compression: Compression, stability: "Stability", b
         cert = pair.analyse(box, "symbolic")
     real = cert.details.get("real_delta_max", cert.delta_max)  # the bound for the real-valued networks
     if exact or real > tol:
-        cert = pair.analyse(box, "milp", time_limit=time_limit, signs_a=signs, total_time=time_limit)
+        cert = pair.analyse(box, "milp", time_limit=time_limit, signs_a=signs, total_time=time_limit, progress=progress)
         real = cert.details.get("real_delta_max", cert.delta_max)
     cert.details["proven_signs"] = signs is not None
     cert.details["float_margin"] = max(cert.delta_max - real, 0.0)  # what the float networks' rounding adds
