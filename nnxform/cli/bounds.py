@@ -12,7 +12,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
+from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
 
 
 @app.command(name="bounds", short_help="Sound bounds of the outputs and ReLU inputs over an input box.",
@@ -50,13 +50,13 @@ def bounds(
     outputs.commit()
     say(f"bounds: {model}, method {method}, {box.size} inputs", quiet)
     rows = [[j, float(lo), float(hi), float(hi - lo)] for j, (lo, hi) in enumerate(zip(b.output_lower, b.output_upper))]
-    say(format_table(["output", "lower", "upper", "width"], rows), quiet)
+    table(["output", "lower", "upper", "width"], rows, quiet)
     if b.relu_layers:
         layer_rows = [[l.node, l.lower.size, *l.counts().values()] for l in b.relu_layers]
         total = b.stable_counts()
         layer_rows.append(["total", sum(l.lower.size for l in b.relu_layers), *total.values()])
         say("", quiet)
-        say(format_table(["ReLU layer", "neurons", "active", "inactive", "unstable"], layer_rows), quiet)
+        table(["ReLU layer", "neurons", "active", "inactive", "unstable"], layer_rows, quiet)
     exact = " (exact)" if b.exact else ""
     say(f"\n  width sum {b.width_sum:.6g}{exact}; {b.seconds:.3f} s (+ {b.details['compile_seconds']:.3f} s to compile)", quiet)
     if b.details.get("note"):

@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from rich.box import SIMPLE_HEAD
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box, box_from_options, is_file_value
 from ..errors import NnxformError
@@ -152,8 +156,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def table(headers: list[str], rows: list[list[Any]], quiet: bool = False) -> None:
+    """Print a table for people: drawn by rich on a terminal, plain aligned text (``format_table``) when stdout
+    is a file or a pipe, nothing when the command's JSON goes to stdout."""
+    if quiet:
+        return
+    if not sys.stdout.isatty():
+        typer.echo(format_table(headers, rows))
+        return
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
+    drawn = Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header, num in zip(headers, numeric):
+        drawn.add_column(header, justify="right" if num else "left")
+    for row in rows:
+        drawn.add_row(*(_cell(v) for v in row))
+    Console().print(drawn)
+
+
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A plain, aligned text table (numbers right-aligned) for people reading a terminal."""
+    """A plain, aligned text table (numbers right-aligned): what files, pipes and bench/RESULTS.md get."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     numeric = [all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
@@ -177,23 +198,26 @@ def say(text: str, quiet: bool = False) -> None:
 
 
 class ProgressBar:
-    """A progress bar on stderr for long work (LP/MILP solves, pruning rounds), opened on the first
+    """A rich progress bar on stderr for long work (LP/MILP solves, pruning rounds), opened on the first
     report, when the total is known; use it as the ``progress(done, total)`` callback of the library."""
 
     def __init__(self, label: str, enabled: bool):
         self.label, self.enabled = label, enabled
-        self.bar: Any = None
+        self.bar: Progress | None = None
+        self.task: Any = None
         self.done = 0
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
         self.done = done
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            self.bar.stop()

@@ -16,7 +16,7 @@ from ..ir import load
 from ..passes.compress import RANK_TOL, certify, compress_aligned, network_size
 from ..stable import Stability
 from . import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, format_table, json_text, samples_option, say,
+from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, samples_option, say, table,
                      tol_option, with_domain)
 from .stable import run_classify
 
@@ -153,5 +153,5 @@ def _print_summary(stability: Stability, changes: list[str], before: Any, after:
     rows = [[k, getattr(before, k), getattr(after, k), getattr(before, k) - getattr(after, k)]
             for k in ("neurons", "connections", "parameters")]
     say("", quiet)
-    say(format_table(["", "before", "after", "removed"], rows), quiet)
+    table(["", "before", "after", "removed"], rows, quiet)
     say("", quiet)

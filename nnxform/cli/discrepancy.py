@@ -12,7 +12,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
+from .common import DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
 
 
 @app.command(short_help="Sound bounds of f_A − f_B over an input box, δ_max, and a witness input.",
@@ -71,7 +71,7 @@ def discrepancy(
         say(f"  note: {note}", quiet)
     rows = [[j, float(lo), float(hi), float(w)]
             for j, (lo, hi, w) in enumerate(zip(d.lower, d.upper, d.witness_delta))]
-    say(format_table(["output", "lower", "upper", "at witness"], rows), quiet)
+    table(["output", "lower", "upper", "at witness"], rows, quiet)
     kind = "exact" if d.exact else "sound upper bound"
     real = d.details.get("real_delta_max")
     say(f"\n  δ_max = max ‖f_A − f_B‖∞ <= {d.delta_max:.6g} ({kind}, float32 networks as onnxruntime runs them)"

@@ -12,7 +12,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import bounded, format_table, json_text, say
+from .common import bounded, json_text, say, table
 
 #: FGSM ε used when none is given (paper 003's values for MNIST).
 DEFAULT_EPS = [0.01, 0.05]
@@ -90,6 +90,6 @@ def evaluate(
     outputs.commit()
     quiet = json_path == "-"
     say(f"evaluate: {describe_data(points, scale, clip)}", quiet)
-    say(format_table(["metric", *[name for name, _ in nets]], metric_rows(results)), quiet)
+    table(["metric", *[name for name, _ in nets]], metric_rows(results), quiet)
     if agreement is not None:
         say(f"  the two networks give the same class on {agreement:.1%} of the points", quiet)

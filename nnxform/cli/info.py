@@ -11,7 +11,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..summary import summarize
 from . import app
-from .common import format_table, json_text, say
+from .common import json_text, say, table
 
 
 @app.command(short_help="Describe a model: shapes, operators, layers, verifier-friendliness.",
@@ -40,7 +40,7 @@ def info(
     say("  operators: " + ", ".join(f"{k} {v}" for k, v in s["operators"].items()), quiet)
     rows = [[l["node"], l["op"], "x".join(map(str, l["output_shape"])), l["neurons"], l["parameters"], l["zero_weights"]]
             for l in s["layers"]]
-    say(format_table(["node", "op", "output", "neurons", "params", "zeros"], rows), quiet)
+    table(["node", "op", "output", "neurons", "params", "zeros"], rows, quiet)
     say(f"  ReLU: {s['relu_neurons']} neurons in {s['relu_layers']} layers; parameters: {s['parameters']}", quiet)
     for u in s["unsupported"]:
         say(f"  unsupported (only info and check read it): {u['reason']}", quiet)

@@ -16,7 +16,7 @@ from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..pruning import prune as prune_model
 from ..pruning.impact import impact_bound
 from . import app
-from .common import DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
+from .common import DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
 from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
@@ -117,7 +117,7 @@ def prune(
     rows = [["hidden units", b.neurons, a.neurons], ["connections (nonzero weights)", b.connections, a.connections],
             ["parameters", b.parameters, a.parameters],
             ["widths", " ".join(map(str, b.widths)), " ".join(map(str, a.widths))]]
-    say(format_table(["", "before", "after"], rows), quiet)
+    table(["", "before", "after"], rows, quiet)
     for note in result.notes:
         say(f"  note: {note}", quiet)
     say(f"  pruned in {result.seconds:.3f} s", quiet)
@@ -129,4 +129,4 @@ def prune(
         say("  no domain given: no bound on |f_pruned − f| (give --lower/--upper, --center/--eps or --vnnlib)", quiet)
     if evaluations:
         say(f"  {describe_data(points, scale, evaluations[0].clip)}", quiet)
-        say(format_table(["metric", "before", "after"], metric_rows(evaluations)), quiet)
+        table(["metric", "before", "after"], metric_rows(evaluations), quiet)

@@ -12,7 +12,7 @@ from ..fileio import Outputs
 from ..ir import Model, load
 from ..stable import STATUS_NAMES, Stability, classify
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, format_table, json_text, say, with_domain
+from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
 
 #: What each stage's progress counts (``classify``'s progress callback).
 UNITS = {"alpha": "layers", "milp": "candidates"}
@@ -42,10 +42,10 @@ def print_stability(result: Stability, quiet: bool) -> None:
     rows = [[layer.node, layer.size, *layer.counts().values()] for layer in result.layers]
     total = result.counts()
     rows.append(["total", sum(layer.size for layer in result.layers), *total.values()])
-    say(format_table(["ReLU layer", "neurons", *STATUS_NAMES.values()], rows), quiet)
+    table(["ReLU layer", "neurons", *STATUS_NAMES.values()], rows, quiet)
     say("", quiet)
-    say(format_table(["stage", "seconds", "settled", "note"],
-                     [[s.name, round(s.seconds, 3), s.settled, s.note] for s in result.stages]), quiet)
+    table(["stage", "seconds", "settled", "note"],
+                     [[s.name, round(s.seconds, 3), s.settled, s.note] for s in result.stages], quiet)
     neurons = sum(layer.size for layer in result.layers)
     stable = total["active"] + total["inactive"]
     say(f"\n  {stable} of {neurons} ReLUs stable ({total['active']} active, {total['inactive']} inactive), "
