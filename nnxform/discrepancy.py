@@ -37,6 +37,7 @@ import numpy as np
 from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline
 from .analyzers.milp import MAX_MAGNITUDE
+from .analyzers.solvers import check_solver
 from .analyzers.difference import (Layers, Roundings, align_widths, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
 from .analyzers.network import Linear, Network, Pool
@@ -175,14 +176,15 @@ class Pair:
 
     def analyse(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
                 progress: Callable[[int, int], None] | None = None, splits: int = 0, witness_effort: int = 1,
-                seed: int = 0, signs_a: list[np.ndarray] | None = None, total_time: float | None = None) -> Discrepancy:
+                seed: int = 0, signs_a: list[np.ndarray] | None = None, total_time: float | None = None,
+                solver: str = "highs") -> Discrepancy:
         """The discrepancy over ``box`` (see ``discrepancy``): ``bound`` and ``witness``.
 
         ``witness_effort`` multiplies the witness search (samples, starts and gradient steps).
         """
         t0 = time.perf_counter()
         r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits, signs_a=signs_a,
-                       total_time=total_time)
+                       total_time=total_time, solver=solver)
         if self.chains and method in DIFFERENCE_METHODS and not splits:  # the same bound in real arithmetic
             real = self.bound(box, "interval" if method == "interval" else "symbolic", signs_a=signs_a, real=True)
             r.details["real_delta_max"] = min(real.delta_max, r.delta_max)
@@ -196,8 +198,8 @@ class Pair:
 
     def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
               progress: Callable[[int, int], None] | None = None, splits: int = 0,
-              signs_a: list[np.ndarray] | None = None, real: bool = False, total_time: float | None = None
-              ) -> DeltaBounds:
+              signs_a: list[np.ndarray] | None = None, real: bool = False, total_time: float | None = None,
+              solver: str = "highs") -> DeltaBounds:
         """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
 
         ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
@@ -207,6 +209,7 @@ class Pair:
         the analysis tight where they are the bottleneck (certifying a compression). Only sound if they are.
         ``real``: bounds of the real-valued networks (no rounding), for telling the float part of a bound apart.
         ``total_time``: seconds for all LP/MILP solves together (past it, the rest keep the symbolic bounds).
+        ``solver``: the MILP solver (``analyzers.solvers``).
         """
         if signs_a is not None:
             self._check_signs(signs_a)
@@ -223,8 +226,9 @@ class Pair:
             raise NnxformError("real-valued bounds are given by the difference analysis of two ReLU chains only")
         if splits:
             return self._split(box, method, splits, time_limit, progress)
+        check_solver(solver)
         deadline = None if total_time is None else Deadline(total_time)
-        return self._bound(box, method, time_limit, progress, signs_a, real, deadline)
+        return self._bound(box, method, time_limit, progress, signs_a, real, deadline, solver)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -249,14 +253,14 @@ class Pair:
                                f"first network's {sizes}")
 
     def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
-               signs_a: list[np.ndarray] | None = None, real: bool = False, deadline: Deadline | None = None
-               ) -> DeltaBounds:
+               signs_a: list[np.ndarray] | None = None, real: bool = False, deadline: Deadline | None = None,
+               solver: str = "highs") -> DeltaBounds:
         """The bounds of ``f_A − f_B`` over one box."""
         if self.chains and method in DIFFERENCE_METHODS:
-            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline)
+            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline, solver)
         else:
             total = None if deadline is None else max(deadline.left(), 0.0)
-            b = self._merged(box, method.removeprefix("merged-"), time_limit, progress, total)
+            b = self._merged(box, method.removeprefix("merged-"), time_limit, progress, total, solver)
             r = DeltaBounds(b.output_lower, b.output_upper, b.exact, details=dict(b.details))
         if deadline is not None and deadline.passed():
             r.exact = False
@@ -296,7 +300,8 @@ class Pair:
         return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
 
     def _difference(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
-                    signs_a: list[np.ndarray] | None, real: bool, deadline: Deadline | None) -> DeltaBounds:
+                    signs_a: list[np.ndarray] | None, real: bool, deadline: Deadline | None,
+                    solver: str = "highs") -> DeltaBounds:
         """The difference analysis of the aligned chains."""
         if signs_a is not None:
             signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
@@ -312,7 +317,8 @@ class Pair:
             r.details["note"] = (f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute "
                                  f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g}): LP bounds instead, not exact")
         if method in ("lp", "milp"):
-            lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress, deadline)
+            lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress, deadline,
+                                             solver)
             r.lower, r.upper = np.maximum(r.lower, lo), np.minimum(r.upper, hi)
             if method == "milp":
                 r.exact = bool(closed.all())
@@ -322,7 +328,7 @@ class Pair:
         return r
 
     def _merged(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
-                total_time: float | None = None) -> Bounds:
+                total_time: float | None = None, solver: str = "highs") -> Bounds:
         """Bounds of the merged network's output (both original networks compiled as they are, with their rounding)."""
         net = self.joint
         if method == "milp" and not any(isinstance(s, Pool) for s in net.steps):
@@ -331,7 +337,7 @@ class Pair:
                 b = bounds(net, box, "lp", seed=seed, time_limit=time_limit, progress=progress, total_time=total_time)
                 b.exact = not b.details.get("time_limit_reached", False)
                 return b
-        return bounds(net, box, method, time_limit=time_limit, progress=progress, total_time=total_time)
+        return bounds(net, box, method, time_limit=time_limit, progress=progress, total_time=total_time, solver=solver)
 
 
 def _dead_units(layers: Layers) -> list[np.ndarray]:

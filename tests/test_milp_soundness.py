@@ -124,3 +124,41 @@ def test_a_total_time_limit_bounds_the_discrepancy_solves():
         assert time.perf_counter() - t < 8.0, method
         cut = r.details.get("time_limit_reached", False)
         assert cut == (method == "lp") and not r.exact, method  # symbolic methods have no solves to cut
+
+
+def test_cbc_through_pulp_gives_the_same_exact_bounds_as_highs():
+    """--solver cbc: the same model through pulp; bounds only from proven optima, replayed like HiGHS's."""
+    model = scaled_chain(11, [3, 8, 8, 2], 1.0)
+    box = Box(-np.ones(3), np.ones(3))
+    lo, hi = extremes(model, box)
+    ref = bounds(model, box, "milp", time_limit=10.0)
+    cbc = bounds(model, box, "milp", time_limit=10.0, solver="cbc")
+    assert ref.exact and cbc.exact
+    assert np.all(cbc.output_lower <= lo) and np.all(cbc.output_upper >= hi)
+    np.testing.assert_allclose(cbc.output_lower, ref.output_lower, atol=1e-4)
+    np.testing.assert_allclose(cbc.output_upper, ref.output_upper, atol=1e-4)
+
+
+def test_an_unknown_or_missing_solver_is_a_clear_error():
+    from nnxform.errors import NnxformError
+
+    model = scaled_chain(11, [3, 4, 2], 1.0)
+    box = Box(-np.ones(3), np.ones(3))
+    with pytest.raises(NnxformError, match="unknown MILP solver 'glpk'"):
+        bounds(model, box, "milp", solver="glpk")
+    import pulp
+
+    if not pulp.getSolver("CPLEX_CMD", msg=False).available():
+        with pytest.raises(NnxformError, match="not available here"):
+            bounds(model, box, "milp", solver="cplex")
+
+
+def test_discrepancy_milp_through_cbc_is_sound():
+    from nnxform.discrepancy import Pair
+
+    a = scaled_chain(12, [3, 6, 6, 2], 1.0)
+    b = a.copy()
+    b.constants = {k: (v * np.float32(1.01) if k == "W1" else v) for k, v in b.constants.items()}
+    box = Box(-np.ones(3), np.ones(3))
+    d = Pair(a, b).analyse(box, "milp", time_limit=10.0, solver="cbc")
+    assert d.found <= d.delta_max

@@ -17,6 +17,7 @@ from ..ir import Model
 from . import interval, lp, milp, symbolic
 from .encoding import Deadline
 from .network import Activation, Network, compile_model
+from .solvers import check_solver
 from .result import Bounds, LayerBounds, Progress, State, finish
 
 METHODS = ("interval", "symbolic", "lp", "milp")
@@ -24,7 +25,7 @@ METHODS = ("interval", "symbolic", "lp", "milp")
 
 def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, seed: Bounds | None = None,
            time_limit: float = 60.0, neurons: bool = False, progress: Progress | None = None,
-           total_time: float | None = None) -> Bounds:
+           total_time: float | None = None, solver: str = "highs") -> Bounds:
     """Bounds of every nonlinear node's input and of the output of ``model`` over ``domain``.
 
     ``seed``: bounds of a cheaper method on the same compiled Network to start from (else the
@@ -32,10 +33,12 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
     with ``milp``, also tighten every unstable ReLU's bounds by MILP (else only the outputs).
     ``progress(done, total)`` is called as ``lp``/``milp`` solve problems. ``total_time``: seconds for all the
     solves together; past it the bounds not yet tightened keep the cheaper method's (sound) bounds, and the
-    result says so (``details["time_limit_reached"]``).
+    result says so (``details["time_limit_reached"]``). ``solver``: the MILP solver (``solvers.SOLVERS``;
+    HiGHS through its own matrices by default).
     """
     if method not in METHODS:
         raise NnxformError(f"unknown bounds method '{method}'; choose one of {', '.join(METHODS)}")
+    check_solver(solver)
     t0 = time.perf_counter()
     net = model if isinstance(model, Network) else compile_model(model)
     if method in ("lp", "milp"):
@@ -64,7 +67,8 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
         elif m == "lp":
             lp.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
         else:
-            exact, details = milp.milp(state, time_limit=time_limit, neurons=neurons, progress=progress, deadline=deadline)
+            exact, details = milp.milp(state, time_limit=time_limit, neurons=neurons, progress=progress, deadline=deadline,
+                                       solver=solver)
             if exact and isinstance(model, Model):
                 exact = _replayed(model, state, details)
             details.pop("points", None)
@@ -76,8 +80,9 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
 
 
 def _replayed(model: Model, state: State, details: dict) -> bool:
-    """Whether every MILP solution, run in onnxruntime, reaches the bound it claims exact (within the output's
-    rounding noise and the solver's gap); widens a bound a replayed output falls outside of (never expected)."""
+    """Whether every MILP solution, run in onnxruntime, reaches the bound it claims exact (within what the
+    network's rounding noise can move the output, and the solver's gap); widens a bound a replayed output
+    falls outside of (never expected)."""
     from ..runtime import OnnxRunner  # the one place an analyzer runs onnxruntime
 
     net = state.net
@@ -87,14 +92,24 @@ def _replayed(model: Model, state: State, details: dict) -> bool:
         claimed["lower"], claimed["upper"] = [False] * len(claimed["lower"]), [False] * len(claimed["upper"])
         return False
     ys = OnnxRunner(model)(np.clip(np.array(points), state.box.lower, state.box.upper)).astype(np.float64)
-    lo, hi, m = state.lo[net.output], state.hi[net.output], state.noise[net.output]
+    lo, hi = state.lo[net.output], state.hi[net.output]
+    noise = _noise_effect(net, state.box)
     for j in range(lo.size):
         y_lo, y_hi = ys[2 * j, j], ys[2 * j + 1, j]
-        tol = 2 * m[j] + 1e-4 * (1.0 + abs(lo[j]) + abs(hi[j]))  # the rounding and slack of the layers before
+        tol = noise[j] + 1e-4 * (1.0 + abs(lo[j]) + abs(hi[j]))
         claimed["lower"][j] = bool(claimed["lower"][j] and lo[j] <= y_lo <= lo[j] + tol)
         claimed["upper"][j] = bool(claimed["upper"][j] and hi[j] - tol <= y_hi <= hi[j])
         lo[j], hi[j] = min(lo[j], y_lo), max(hi[j], y_hi)
     return all(claimed["lower"]) and all(claimed["upper"])
+
+
+def _noise_effect(net: Network, box: Box) -> np.ndarray:
+    """How far the rounding noise of every step can move each output: symbolic widths of the float network
+    less those of the real-valued one (the MILP's optimum over the noisy model lies that far from a real input's)."""
+    real = symbolic.symbolic(interval.interval(State.start(net, box, real=True)))
+    noisy = symbolic.symbolic(interval.interval(State.start(net, box)))
+    i = net.output
+    return np.maximum((noisy.hi[i] - noisy.lo[i]) - (real.hi[i] - real.lo[i]), 0.0)
 
 
 __all__ = ["METHODS", "Bounds", "LayerBounds", "Network", "bounds", "compile_model"]

@@ -382,8 +382,9 @@ class DifferenceEncoder(Encoder):
     """
 
     def __init__(self, layers: list[PairLayer], deltas: list[LayerDelta], state_b: State,
-                 integer: bool, time_limit: float | None = None, deadline: Deadline | None = None):
-        super().__init__(state_b, integer, time_limit, deadline)
+                 integer: bool, time_limit: float | None = None, deadline: Deadline | None = None,
+                 solver: str = "highs"):
+        super().__init__(state_b, integer, time_limit, deadline, solver)
         if not integer:  # simplex (primal or dual) can stall for minutes on these tiny differences
             self.h.setOptionValue("presolve", "on")
             self.h.setOptionValue("solver", "ipm")
@@ -499,11 +500,8 @@ class DifferenceEncoder(Encoder):
 
     def input_solution(self) -> np.ndarray | None:
         """The input part of the last solve's primal solution, if the solver has one."""
-        sol = self.h.getSolution()
-        if not sol.value_valid:
-            return None
-        x = np.asarray(sol.col_value, dtype=np.float64)
-        return x[self.x: self.x + self.layers[0].wa.shape[1]]
+        x = self.solution()
+        return None if x is None else x[self.x: self.x + self.layers[0].wa.shape[1]]
 
 
 def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
@@ -513,8 +511,8 @@ def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
 
 
 def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State, integer: bool,
-          time_limit: float, progress: Progress | None = None, deadline: Deadline | None = None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+          time_limit: float, progress: Progress | None = None, deadline: Deadline | None = None,
+          solver: str = "highs") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """LP (tightening every unsettled hidden ``Δz`` first) or MILP bounds of the output ``Δz`` (every layer's
     rounding noise is in the rows).
 
@@ -522,7 +520,7 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
     input points of the MILP's solutions (witness candidates). Past ``deadline`` no solve starts: the
     bounds not tightened yet keep the symbolic ones.
     """
-    enc = DifferenceEncoder(layers, deltas, state_b, integer, time_limit, deadline)
+    enc = DifferenceEncoder(layers, deltas, state_b, integer, time_limit, deadline, solver)
 
     def late() -> bool:
         return deadline is not None and deadline.passed()

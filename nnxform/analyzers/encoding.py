@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import NnxformError
 from .network import Activation, Input, Linear, Pool
 from .result import State
+from .solvers import SOLVERS, PulpModel
 
 INF = highspy.kHighsInf
 #: Statuses after which HiGHS's MIP dual bound is a proven bound.
@@ -61,7 +62,8 @@ class Deadline:
 class Encoder:
     """One HiGHS model that grows by whole steps; ``lp_min``/``mip_min`` bound one column soundly."""
 
-    def __init__(self, state: State, integer: bool, time_limit: float | None = None, deadline: Deadline | None = None):
+    def __init__(self, state: State, integer: bool, time_limit: float | None = None, deadline: Deadline | None = None,
+                 solver: str = "highs"):
         for s in state.net.steps:
             if isinstance(s, Activation) and s.op != "Relu":
                 method = "milp" if integer else "lp"
@@ -77,6 +79,8 @@ class Encoder:
             h.setOptionValue("simplex_strategy", 4)  # a new objective keeps the basis primal feasible
         self.h, self.time_limit, self.deadline = h, time_limit, deadline
         self.integers = 0  # integer columns so far; without any, HiGHS solves an LP and has no MIP dual bound
+        self.integer_cols: list[int] = []
+        self.external = None if SOLVERS.get(solver, "?") is None else PulpModel(solver)  # --solver other than highs
         self.col: dict[int, int] = {}
         self.col_lo, self.col_hi = np.zeros(0), np.zeros(0)
         self.row_lo, self.row_hi = np.zeros(0), np.zeros(0)
@@ -111,6 +115,7 @@ class Encoder:
         self.h.addCols(n, np.zeros(n), lo, hi, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
         if integer:
             self.integers += n
+            self.integer_cols += range(start, start + n)
             idx = np.arange(start, start + n, dtype=np.int32)
             self.h.changeColsIntegrality(n, idx, np.full(n, highspy.HighsVarType.kInteger))
         self.col_lo = np.concatenate([self.col_lo, lo])
@@ -212,15 +217,20 @@ class Encoder:
         self.h.changeColCost(col, sign)
         self._cost_col = col
 
+    def _limit(self) -> float | None:
+        """Seconds the next solve may take: the time limit, within what the deadline leaves."""
+        limit = self.time_limit
+        if self.deadline is not None:
+            limit = max(min(self.deadline.left(), limit if limit is not None else np.inf), 1e-3)
+        return limit
+
     def _run(self) -> None:
         """Solve with ``time_limit`` seconds for this run.
 
         HiGHS (measured with 1.15) checks an LP against the run time of all runs of the model so far, but a
         MIP against the time of the current run: the limit is set so that either gives ``time_limit`` seconds.
         """
-        limit = self.time_limit
-        if self.deadline is not None:
-            limit = max(min(self.deadline.left(), limit if limit is not None else np.inf), 1e-3)
+        limit = self._limit()
         if limit is not None:
             spent = 0.0 if self.integers else self.h.getRunTime()
             self.h.setOptionValue("time_limit", spent + float(limit))
@@ -255,6 +265,8 @@ class Encoder:
             closed = (self.h.getModelStatus() == highspy.HighsModelStatus.kOptimal
                       and abs(bound - optimum) <= 1e-6 * (1.0 + abs(optimum)))
             return bound, closed
+        if self.external is not None:
+            return self.external.minimize(self, col, sign, self._limit())
         self._objective(col, sign)
         self._run()
         info = self.h.getInfo()
@@ -267,13 +279,20 @@ class Encoder:
         tol = tol[1] if isinstance(tol, tuple) else tol
         return bound - tol * (1.0 + abs(bound) + self._big), closed
 
+    def solution(self) -> np.ndarray | None:
+        """Every column's value in the last solve's solution, from whichever solver ran it (None without one)."""
+        if self.external is not None and self.integers:
+            return self.external.values
+        sol = self.h.getSolution()
+        return np.asarray(sol.col_value, dtype=np.float64) if sol.value_valid else None
+
     def input_solution(self) -> list[float] | None:
         """The input part of the last solve's solution (None without one)."""
-        sol = self.h.getSolution()
-        if not sol.value_valid or 0 not in self.col:
+        values = self.solution()
+        if values is None or 0 not in self.col:
             return None
         n = self.state.net.input_size
-        return [float(v) for v in np.asarray(sol.col_value, dtype=np.float64)[self.col[0]: self.col[0] + n]]
+        return [float(v) for v in values[self.col[0]: self.col[0] + n]]
 
     @property
     def _big(self) -> float:

@@ -25,7 +25,7 @@ MAX_MAGNITUDE = 1e6
 
 
 def milp(state: State, time_limit: float, neurons: bool = False, progress: Progress | None = None,
-         deadline: Deadline | None = None) -> tuple[bool, dict[str, Any]]:
+         deadline: Deadline | None = None, solver: str = "highs") -> tuple[bool, dict[str, Any]]:
     """Tighten the outputs of ``state`` (and with ``neurons`` every unstable ReLU input) by MILP, in place.
 
     Returns whether every output bound is exact (MIP gap closed) and per-output details.
@@ -37,7 +37,7 @@ def milp(state: State, time_limit: float, neurons: bool = False, progress: Progr
         lp_bounds.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
         return False, {"note": f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute "
                                f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g}): LP bounds instead, not exact"}
-    enc = Encoder(state, integer=True, time_limit=time_limit, deadline=deadline)
+    enc = Encoder(state, integer=True, time_limit=time_limit, deadline=deadline, solver=solver)
     work = [i for i, s in enumerate(net.steps)
             if i == net.output or (neurons and isinstance(s, Linear) and not net.first_layer(i))]
     total = 2 * sum(net.rows_to_tighten(i, state.lo[i], state.hi[i]).size for i in work)

@@ -9,10 +9,12 @@ import typer
 
 from ..analyzers import METHODS, bounds as analyze
 from ..errors import NnxformError
+from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
+from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text,
+                     say, table, with_domain)
 
 
 @app.command(name="bounds", short_help="Sound bounds of the outputs and ReLU inputs over an input box.",
@@ -31,11 +33,13 @@ def bounds(
     time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for all LP/MILP solves together.",
                                      callback=bounded(0, above=True)),
     neurons: bool = typer.Option(False, "--neurons", help="With milp: also tighten every unstable ReLU input by MILP."),
+    solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write every neuron's bounds as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
     if method not in METHODS:
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    check_solver(solver)
     outputs = Outputs([model, *domain.files()])
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
@@ -43,7 +47,8 @@ def bounds(
     quiet = json_path == "-"
     bar = ProgressBar(f"{method} solves", enabled=method in ("lp", "milp") and sys.stderr.isatty())
     try:
-        b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar, total_time=time_limit)
+        b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar, total_time=time_limit,
+                    solver=solver)
     finally:
         bar.close()
     outputs.put(json_path, json_text(b.to_json()))

@@ -9,10 +9,11 @@ import typer
 
 from ..discrepancy import METHODS, Pair
 from ..errors import NnxformError
+from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
 from ..ir import load
 from . import app
-from .common import DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
+from .common import DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text, say, table, with_domain
 
 
 @app.command(short_help="Sound bounds of f_A − f_B over an input box, δ_max, and a witness input.",
@@ -39,6 +40,7 @@ def discrepancy(
                                      callback=bounded(0, above=True)),
     splits: int = typer.Option(0, "--splits", help="Refine interval/symbolic bounds by this many bisections of "
                                                    "the input box, worst part first (worth it for few inputs)."),
+    solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
@@ -46,6 +48,7 @@ def discrepancy(
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if splits < 0 or (splits and method in ("lp", "milp")):
         raise NnxformError("--splits takes a count >= 0 and refines the interval and symbolic methods only")
+    check_solver(solver)
     outputs = Outputs([model_a, model_b, *domain.files()])
     outputs.add_path(json_path, "--json", stdout=True)
     a, b = load(model_a), load(model_b)
@@ -57,7 +60,8 @@ def discrepancy(
     label = "input splits" if splits else f"{method} solves"
     bar = ProgressBar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
     try:
-        d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit)
+        d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit,
+                         solver=solver)
     finally:
         bar.close()
     outputs.put(json_path, json_text(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe())))
