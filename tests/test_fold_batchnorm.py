@@ -159,11 +159,15 @@ def test_marabou_gemm_bn_gemm_folds_backward() -> None:
     assert folded.op_counts() == {"Gemm": 2}
 
 
-def test_marabou_lone_bn_becomes_depthwise_conv() -> None:
+def test_marabou_lone_bn_becomes_a_diagonal_conv_every_verifier_reads() -> None:
+    """Issue 14: the depthwise form (group = C, weight [C,1,1,1], no pads) made Marabou's parser assert and pynever
+    fail; a group=1 diagonal Conv with every attribute written out is read by all of them."""
     folded = _fold_and_check(load(ROOT / "models/marabou_layerzoo_batchnorm.onnx"), _counts(explicit=1))
     (conv,) = folded.nodes
-    assert conv.op == "Conv" and conv.attrs == {"kernel_shape": [1, 1], "group": 3}
-    assert folded.constants[conv.inputs[1]].shape == (3, 1, 1, 1)
+    assert conv.op == "Conv" and conv.attrs == {"kernel_shape": [1, 1], "strides": [1, 1], "dilations": [1, 1],
+                                                "pads": [0, 0, 0, 0]}
+    weight = folded.constants[conv.inputs[1]]
+    assert weight.shape == (3, 3, 1, 1) and np.count_nonzero(weight[:, :, 0, 0] - np.diag(np.diag(weight[:, :, 0, 0]))) == 0
 
 
 GENERATED = {
@@ -206,7 +210,9 @@ def test_lone_bn_becomes_explicit_affine_of_its_rank(shape: list[int]) -> None:
     if len(shape) == 2:
         assert node.op == "Gemm" and node.attrs == {"transB": 1}
     else:
-        assert node.op == "Conv" and node.attrs == {"kernel_shape": [1] * (len(shape) - 2), "group": shape[1]}
+        nd = len(shape) - 2  # group=1, every attribute written out (issue 14: what Marabou and pynever read)
+        assert node.op == "Conv" and node.attrs == {"kernel_shape": [1] * nd, "strides": [1] * nd,
+                                                    "dilations": [1] * nd, "pads": [0] * 2 * nd}
 
 
 def _proto(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],

@@ -76,7 +76,8 @@ def canon(
 @app.command("fold-bn", short_help="Fold BatchNormalization away (checked before writing).",
              help="Fold BatchNormalization into the preceding Gemm/MatMul/Conv, or forward into the "
                              "next affine layer where exact (after a ReLU); any BN left becomes an explicit "
-                             "affine (diagonal Gemm, or 1x1 depthwise Conv). " + _CHECK_HELP)
+                             "affine (diagonal Gemm, or diagonal 1x1 Conv with every attribute written out, as Marabou "
+                             "and pynever need; canon also makes grouped convolutions one group). " + _CHECK_HELP)
 @with_domain
 def fold_bn(
     model: str = typer.Argument(..., help="Input ONNX file."),

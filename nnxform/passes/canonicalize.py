@@ -12,6 +12,7 @@ from ..errors import NnxformError
 from ..ir import Model
 from ..operators import OPERATORS
 from . import PassReport, register
+from .conv_form import explicit_convs
 from .elementwise import fold_elementwise, rewrite_sub_div
 from .fold_batchnorm import fold_batchnorm
 from .gemm import canonical_gemm, merge_affine
@@ -21,7 +22,7 @@ from .reshapes import absorb_transpose, simplify_reshapes
 #: Operators that may remain in canonical output: the verifier-friendly ones of the operator table.
 CANONICAL_OPS = frozenset(op for op, spec in OPERATORS.items() if spec.canonical)
 _STEPS = (remove_identity, rewrite_sub_div, simplify_reshapes, absorb_transpose, canonical_gemm,
-          fold_batchnorm, fold_elementwise, merge_affine)
+          fold_batchnorm, fold_elementwise, merge_affine, explicit_convs)
 _MAX_ROUNDS = 10
 
 

@@ -5,7 +5,8 @@ and ``t = β − s⊙μ`` a BN is the per-channel affine map ``z ↦ s⊙z + t``
 folding"). In order of preference a BN is folded *backward* into the Conv or the Gemm / MatMul
 (with an optional Add of a constant bias) producing its input, *forward* into the one Gemm /
 MatMul (possibly behind a Flatten or Reshape) or unpadded Conv reading its output, or else
-rewritten as an *explicit* diagonal Gemm or depthwise 1×1 Conv.
+rewritten as an *explicit* diagonal Gemm or diagonal 1×1 Conv (one group, every attribute written:
+the form every verifier reads, ``conv_form``; a depthwise Conv is what Marabou and pynever cannot read).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _scale_shift(model: Model, bn: Node, shape: tuple[int, ...]) -> tuple[np.nda
 
 
 def _make_explicit(model: Model, bn: Node, s: np.ndarray, t: np.ndarray, shapes: Shapes) -> str:
-    """Rewrite the BN in place as a diagonal Gemm (2-D input) or a depthwise 1×1 Conv (3-D to 5-D input)."""
+    """Rewrite the BN in place as a diagonal Gemm (2-D input) or a diagonal 1×1 Conv (3-D to 5-D input)."""
     rank = len(shapes[bn.inputs[0]])
     bn.name = model.fresh_name(f"{bn.name}_affine")
     s, t = s.reshape(s.shape[:2] + (-1,))[0, :, 0], t.reshape(t.shape[:2] + (-1,))[0, :, 0]  # per channel
@@ -62,6 +63,6 @@ def _make_explicit(model: Model, bn: Node, s: np.ndarray, t: np.ndarray, shapes:
     if rank > 5:
         raise UnsupportedOperator(f"BatchNormalization on a rank-{rank} tensor cannot be made a Conv")
     nd = rank - 2
-    bn.op, bn.attrs = "Conv", {"kernel_shape": [1] * nd, "group": len(s)}
-    set_conv(model, bn, s.reshape((-1,) + (1,) * (nd + 1)), t)
-    return f"made an explicit depthwise Conv '{bn.name}'"
+    bn.op, bn.attrs = "Conv", {"kernel_shape": [1] * nd, "strides": [1] * nd, "dilations": [1] * nd, "pads": [0] * 2 * nd}
+    set_conv(model, bn, np.diag(s).reshape(s.shape * 2 + (1,) * nd), t)
+    return f"made an explicit diagonal 1x1 Conv '{bn.name}'"
