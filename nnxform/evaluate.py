@@ -8,18 +8,18 @@ is its entry of the operator table (``operators.OPERATORS[op].evaluate``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import dataclasses
+from typing import Callable
 
 import numpy as np
 
 from .errors import NnxformError, UnsupportedOperator
+from .ir import Model
 from .operators import OPERATORS
-
-if TYPE_CHECKING:
-    from .ir import Model
+from .runtime import onnxruntime_shapes
 
 
-def run(model: "Model", xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
+def run(model: Model, xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
     """Evaluate ``model`` on samples ``xs`` of shape ``(n, *model.input_shape)`` in float64.
 
     Returns the first output (with its sample axis), or every computed tensor when ``keep``.
@@ -50,18 +50,36 @@ def run(model: "Model", xs: np.ndarray, keep: bool = False) -> dict[str, np.ndar
     return values if keep else values[model.output_names[0]]
 
 
-def tensor_shapes(model: "Model") -> dict[str, tuple[int, ...]]:
+def tensor_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """ONNX shape (without the sample axis) of every tensor, found by evaluating one zero sample
     (in onnxruntime for a model with nodes nnxform cannot evaluate)."""
     if model.unsupported:
-        from .runtime import onnxruntime_shapes
-
         return onnxruntime_shapes(model)
     with np.errstate(all="ignore"):  # a division by data is 0/0 here: only the shapes count
         values = run(model, np.zeros((1,) + tuple(model.input_shape)), keep=True)
     shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     shapes.update({name: tuple(c.shape) for name, c in model.constants.items()})
     return shapes
+
+
+def batch_agnostic(model: Model) -> bool:
+    """True when the graph treats the batch dimension as a batch: evaluated on two inputs stacked
+    on it, every output is the two one-input outputs stacked (what a symbolic batch declares)."""
+    if not model.input_shape or model.input_shape[0] != 1:
+        return False
+    pair = dataclasses.replace(model, input_shape=(2,) + tuple(model.input_shape[1:]))
+    xs = np.random.default_rng(0).uniform(-1.0, 1.0, (2,) + tuple(model.input_shape))
+    try:
+        stacked = run(pair, xs.reshape((1, 2) + tuple(model.input_shape[1:])), keep=True)
+    except NnxformError:  # e.g. a Reshape to a fixed batch of 1 cannot take two rows
+        return False
+    alone = run(model, xs, keep=True)
+    for name in model.output_names:
+        one, two = alone[name], stacked[name][0]
+        if one.shape[1:2] != (1,) or two.shape != (2,) + one.shape[2:] or \
+                not np.allclose(two, one[:, 0], rtol=1e-9, atol=1e-12, equal_nan=True):
+            return False
+    return True
 
 
 def _const(a: np.ndarray) -> np.ndarray:

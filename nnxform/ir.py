@@ -5,32 +5,96 @@ exporters write (IR v3 files listing weights as inputs, nodes out of order, ``Co
 ``Shape→Gather→…→Reshape`` chains) and leaves only operators of the operator table
 (``operators.OPERATORS``), each brought to one form by its entry (opset differences); ``Model.to_onnx``
 writes plain opset-13 ONNX that verifiers read.
+
+The IR imports nothing above it: tensor shapes (the numpy evaluator) and the values of a file's
+input-independent part (onnxruntime) come from the layers above, handed in once by ``nnxform/__init__.py``
+(``use_evaluator``).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import graphlib
 import hashlib
 import json
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, SupportsIndex
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import __version__
 from .errors import NnxformError, UnsupportedOperator
 from .fileio import atomic_write_bytes
 from .operators import EXPORT_OPSET, OPERATORS
+from .version import __version__
 
 EXPORT_IR_VERSION = 7
 #: What one ONNX file can hold (protobuf's 2 GiB), less room for the graph itself.
 MAX_ONNX_BYTES = 2**31 - 2**24
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
+
+
+_edits = 0  # how many times any node list or tensor list changed: ``Model``'s index is rebuilt when it moves
+
+
+def _edited() -> None:
+    global _edits
+    _edits += 1
+
+
+class _Tracked(list):
+    """A list that counts its changes (``_edits``), so ``Model`` knows when its tensor index is stale."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _edited()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        _edited()
+        super().__delitem__(key)
+
+    def __iadd__(self, values: Iterable[Any]) -> "_Tracked":  # type: ignore[override]
+        _edited()
+        return super().__iadd__(values)
+
+    def __imul__(self, n: SupportsIndex) -> "_Tracked":  # type: ignore[override]
+        _edited()
+        return super().__imul__(n)
+
+    def append(self, value: Any) -> None:
+        _edited()
+        super().append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        _edited()
+        super().extend(values)
+
+    def insert(self, index: SupportsIndex, value: Any) -> None:
+        _edited()
+        super().insert(index, value)
+
+    def pop(self, index: SupportsIndex = -1) -> Any:
+        _edited()
+        return super().pop(index)
+
+    def remove(self, value: Any) -> None:
+        _edited()
+        super().remove(value)
+
+    def clear(self) -> None:
+        _edited()
+        super().clear()
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        _edited()
+        super().sort(*args, **kwargs)
+
+    def reverse(self) -> None:
+        _edited()
+        super().reverse()
 
 
 @dataclass
@@ -43,6 +107,14 @@ class Node:
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        """Keep ``inputs``/``outputs`` tracked lists, so every rewiring invalidates the models' tensor index."""
+        if key in ("inputs", "outputs"):
+            if key in self.__dict__:  # a new node is in no model yet: only a rewiring counts
+                _edited()
+            value = _Tracked(value)
+        object.__setattr__(self, key, value)
 
 
 @dataclass
@@ -61,6 +133,17 @@ class Model:
     # load(..., supported_only=False): node name -> why nnxform cannot handle it; such a model keeps
     # its nodes and opsets as read, runs in onnxruntime only, and is exported as read
     unsupported: dict[str, str] = field(default_factory=dict)
+    # (edit count, tensor -> producer, tensor -> consumers), rebuilt when any node list changed since
+    _index: tuple[int, dict[str, Node], dict[str, list[Node]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        """Keep ``nodes`` a tracked list, so adding, removing or replacing nodes invalidates the tensor index."""
+        if key == "nodes":
+            if key in self.__dict__:  # a new model has no index yet
+                _edited()
+            value = _Tracked(value)
+        object.__setattr__(self, key, value)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -74,11 +157,26 @@ class Model:
     def input_size(self) -> int:
         return int(np.prod(self.input_shape, dtype=np.int64))
 
+    def _tensor_index(self) -> tuple[dict[str, Node], dict[str, list[Node]]]:
+        """Producer and consumers (in node order) of every tensor; rebuilt only after an edit of some node list."""
+        if self._index is None or self._index[0] != _edits:
+            producers: dict[str, Node] = {}
+            consumers: dict[str, list[Node]] = {}
+            for n in self.nodes:
+                for t in n.outputs:
+                    producers.setdefault(t, n)
+                for t in dict.fromkeys(n.inputs):
+                    consumers.setdefault(t, []).append(n)
+            self._index = (_edits, producers, consumers)
+        return self._index[1], self._index[2]
+
     def producer(self, tensor: str) -> Node | None:
-        return next((n for n in self.nodes if tensor in n.outputs), None)
+        """The node computing ``tensor`` (None for the input, a constant, or an unknown name)."""
+        return self._tensor_index()[0].get(tensor)
 
     def consumers(self, tensor: str) -> list[Node]:
-        return [n for n in self.nodes if tensor in n.inputs]
+        """The nodes reading ``tensor``, in node order."""
+        return list(self._tensor_index()[1].get(tensor, ()))
 
     def is_graph_output(self, tensor: str) -> bool:
         return tensor in self.output_names
@@ -95,10 +193,8 @@ class Model:
         return [t for t in node.inputs if t and t not in self.constants]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shape of every tensor (ONNX shape, batch dimension included)."""
-        from .evaluate import tensor_shapes
-
-        return tensor_shapes(self)
+        """Shape of every tensor (ONNX shape, batch dimension included), from the evaluator."""
+        return _evaluator().tensor_shapes(self)
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -129,7 +225,7 @@ class Model:
 
     def rename_uses(self, old: str, new: str) -> None:
         """Point every consumer (and the graph outputs) of tensor ``old`` at ``new``."""
-        for n in self.nodes:
+        for n in self.consumers(old):
             n.inputs = [new if t == old else t for t in n.inputs]
         self.output_names = [new if t == old else t for t in self.output_names]
 
@@ -145,7 +241,7 @@ class Model:
             prod = self.producer(src)
             if prod is not None:
                 prod.outputs = [dst if t == src else t for t in prod.outputs]
-                for n in self.nodes:
+                for n in self.consumers(src):
                     n.inputs = [dst if t == src else t for t in n.inputs]
                 return
         self.rename_uses(dst, src)
@@ -224,25 +320,8 @@ class Model:
         return proto
 
     def batch_agnostic(self) -> bool:
-        """True when the graph treats the batch dimension as a batch: evaluated on two inputs stacked
-        on it, every output is the two one-input outputs stacked (what a symbolic batch declares)."""
-        from .evaluate import run
-
-        if not self.input_shape or self.input_shape[0] != 1:
-            return False
-        pair = dataclasses.replace(self, input_shape=(2,) + tuple(self.input_shape[1:]))
-        xs = np.random.default_rng(0).uniform(-1.0, 1.0, (2,) + tuple(self.input_shape))
-        try:
-            stacked = run(pair, xs.reshape((1, 2) + tuple(self.input_shape[1:])), keep=True)
-        except NnxformError:  # e.g. a Reshape to a fixed batch of 1 cannot take two rows
-            return False
-        alone = run(self, xs, keep=True)
-        for name in self.output_names:
-            one, two = alone[name], stacked[name][0]
-            if one.shape[1:2] != (1,) or two.shape != (2,) + one.shape[2:] or \
-                    not np.allclose(two, one[:, 0], rtol=1e-9, atol=1e-12, equal_nan=True):
-                return False
-        return True
+        """True when the graph treats the batch dimension as a batch (what a symbolic batch declares), by the evaluator."""
+        return _evaluator().batch_agnostic(self)
 
     def to_bytes(self) -> bytes:
         return self.to_onnx().SerializeToString(deterministic=True)
@@ -262,6 +341,31 @@ class Model:
             }
         )
         return self
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """What the IR needs from the layers above it: tensor shapes and batch agnosticism (the numpy evaluator), and the
+    values of the input-independent tensors of a file being loaded (onnxruntime)."""
+
+    tensor_shapes: Callable[[Model], dict[str, tuple[int, ...]]]
+    batch_agnostic: Callable[[Model], bool]
+    constant_values: Callable[[Model, onnx.ModelProto, list[str]], dict[str, np.ndarray]]
+
+
+_installed: Evaluator | None = None
+
+
+def use_evaluator(evaluator: Evaluator) -> None:
+    """Hand the IR what it needs from above (``nnxform/__init__.py`` does, once, so importing any module suffices)."""
+    global _installed
+    _installed = evaluator
+
+
+def _evaluator() -> Evaluator:
+    if _installed is None:
+        raise RuntimeError("the IR has no evaluator: import nnxform, which installs it")
+    return _installed
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -510,19 +614,24 @@ def _unique_node_names(nodes: list[Node]) -> None:
 
 
 def _toposort(nodes: list[Node], available: set[str], where: str) -> list[Node]:
-    """Order nodes so every input is produced before use (stable for already-sorted graphs)."""
+    """Order nodes so every input is produced before use: round by round, each round every node whose inputs are
+    all computed, in file order (so one file always gives one order, and one exported file)."""
     have = set(available) | {""}
-    pending, ordered = list(nodes), []
-    while pending:
-        ready = [n for n in pending if all(t in have for t in n.inputs)]
-        if not ready:
-            missing = sorted({t for n in pending for t in n.inputs if t not in have and not any(t in m.outputs for m in pending)})
-            what = f"tensors {missing} are never produced" if missing else "the graph has a cycle"
-            raise NnxformError(f"{where}: cannot order the graph: {what}")
-        for n in ready:
-            pending.remove(n)
-            ordered.append(n)
-            have.update(n.outputs)
+    producer = {t: i for i, n in enumerate(nodes) for t in n.outputs}
+    missing = sorted({t for n in nodes for t in n.inputs if t not in have and t not in producer})
+    if missing:
+        raise NnxformError(f"{where}: cannot order the graph: tensors {missing} are never produced")
+    graph = graphlib.TopologicalSorter({i: {producer[t] for t in n.inputs if t not in have}
+                                        for i, n in enumerate(nodes)})
+    try:
+        graph.prepare()
+    except graphlib.CycleError:
+        raise NnxformError(f"{where}: cannot order the graph: the graph has a cycle") from None
+    ordered: list[Node] = []
+    while graph.is_active():
+        ready = sorted(graph.get_ready())
+        ordered.extend(nodes[i] for i in ready)
+        graph.done(*ready)
     return ordered
 
 
@@ -541,37 +650,14 @@ def _fold_static(model: Model, proto: onnx.ModelProto) -> None:
             static_nodes.append(n)
     if not static_nodes:
         return
-    wanted = [t for n in static_nodes for t in n.outputs if t and any(t in m.inputs for m in model.nodes) or t in model.output_names]
-    values = _onnxruntime_values(model, proto, wanted)
+    wanted = [t for n in static_nodes for t in n.outputs if t and model.consumers(t) or t in model.output_names]
+    values = _evaluator().constant_values(model, proto, wanted)
     for t in wanted:
         model.constants[t] = values[t]
     model.nodes = [n for n in model.nodes if n not in static_nodes]
     for t in model.output_names:
         if t in model.constants:
             raise NnxformError(f"{model.source.get('path', 'model')}: output '{t}' does not depend on the input")
-
-
-def _onnxruntime_values(model: Model, proto: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    from .runtime import session_options
-
-    p = onnx.ModelProto()
-    p.CopyFrom(proto)
-    del p.graph.output[:]
-    p.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
-    for d in p.graph.input:
-        if d.name == model.input_name:
-            for k, dim in enumerate(d.type.tensor_type.shape.dim):
-                dim.Clear()
-                dim.dim_value = model.input_shape[k]
-    try:
-        sess = ort.InferenceSession(p.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
-        outs = sess.run(names, {model.input_name: np.zeros(model.input_shape, dtype=model.dtype)})
-    except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NnxformError(f"{model.source.get('path', 'model')}: onnxruntime cannot evaluate its constant parts: {msg}") from None
-    return dict(zip(names, (np.asarray(o) for o in outs)))
 
 
 def _unsupported_nodes(model: Model, where: str, supported_only: bool) -> dict[str, str]:

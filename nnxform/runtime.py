@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .errors import NnxformError
 from .ir import Model
 
 _CHUNK = 2048  # samples per batched run
@@ -86,8 +87,6 @@ def _batch_variant(proto: onnx.ModelProto, model: Model) -> ort.InferenceSession
 def onnxruntime_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """Shape of every tensor of ``model``, from one onnxruntime run on a zero input (for models with
     nodes the numpy evaluator cannot run; see ``load(..., supported_only=False)``)."""
-    from .errors import NnxformError
-
     proto = model.to_onnx()
     names = [t for n in model.nodes for t in n.outputs if t and t not in model.output_names]
     proto.graph.output.extend([onnx.ValueInfoProto(name=t) for t in names])
@@ -101,3 +100,23 @@ def onnxruntime_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     shapes.update({name: tuple(c.shape) for name, c in model.constants.items()})
     shapes[model.input_name] = tuple(model.input_shape)
     return shapes
+
+
+def constant_values(model: Model, proto: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    """The values of tensors ``names`` of the file ``proto`` being loaded as ``model``, from one run on a zero input:
+    how the loader folds the input-independent part (shape arithmetic, casts of weights), whatever operators it has."""
+    p = onnx.ModelProto()
+    p.CopyFrom(proto)
+    del p.graph.output[:]
+    p.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
+    for d in p.graph.input:
+        if d.name == model.input_name:
+            for k, dim in enumerate(d.type.tensor_type.shape.dim):
+                dim.Clear()
+                dim.dim_value = model.input_shape[k]
+    try:
+        outs = _session(p).run(names, {model.input_name: np.zeros(model.input_shape, dtype=model.dtype)})
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NnxformError(f"{model.source.get('path', 'model')}: onnxruntime cannot evaluate its constant parts: {msg}") from None
+    return dict(zip(names, (np.asarray(o) for o in outs)))

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnxform.domain import Box, box_from_options
+from nnxform.cli.domain_options import box_from_options
+from nnxform.domain import Box
 from nnxform.errors import NnxformError
 
 VNNLIB = Path(__file__).resolve().parent.parent / "models" / "vnnlib"

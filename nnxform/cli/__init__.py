@@ -13,7 +13,7 @@ from typing import NoReturn
 import typer
 import typer.main
 
-from .. import __version__
+from ..version import __version__
 from ..errors import NnxformError
 
 app = typer.Typer(

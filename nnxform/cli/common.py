@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box, box_from_options, is_file_value
+from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box
 from ..errors import NnxformError
 from ..fileio import file_sha256
 from ..ir import Model
+from .domain_options import box_from_options, is_file_value
 
 SOLVER_HELP = ("The MILP solver: highs (default: its own matrices and a proven dual bound at every stop), or through "
                "pulp cbc (ships with pulp), gurobi or cplex (installed and licensed separately). Through pulp a bound "

@@ -8,13 +8,13 @@ from typing import Optional
 import numpy as np
 import typer
 
-from ..domain import is_file_value, option_values
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from ..vnnlib import bounds_property, equivalence_property, instances_csv, robustness_property
 from . import app
 from .common import DomainOptions, bounded, say, with_domain
+from .domain_options import is_file_value, option_values
 
 
 class Property(str, Enum):

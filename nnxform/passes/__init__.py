@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..exactness import ensure_same_function
 from ..ir import Model
 
 
@@ -53,8 +54,6 @@ def apply_checked(name: str, model: Model, box=None, samples: int = 1000, tol: f
 
     Returns ``(model, report, comparison)``.
     """
-    from ..exactness import ensure_same_function
-
     result, report = PASSES[name](model, **pass_parameters)
     comparison = ensure_same_function(model, result, box, what=name, samples=samples, atol=tol, rtol=tol)
     result.with_provenance(name, dict(parameters or {}, **pass_parameters, tol=tol, samples=samples))

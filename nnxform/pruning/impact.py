@@ -11,17 +11,15 @@ with 10 % of its units removed, on prop_0_0.03).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..discrepancy import discrepancy
 from ..domain import Box
 from ..ir import Model
-
-if TYPE_CHECKING:
-    from . import PruneResult
+from . import PruneResult
 
 
-def impact_bound(original: Model, result: "PruneResult", box: Box, method: str = "symbolic", *,
+def impact_bound(original: Model, result: PruneResult, box: Box, method: str = "symbolic", *,
                  time_limit: float = 60.0, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """``{"impact_bound": δ, "impact_method": …, "impact": {…}}``: δ ≥ max over ``box`` of ‖f_pruned − f‖∞.
 
