@@ -21,17 +21,30 @@ PathLike = Union[str, "os.PathLike[str]"]
 STDOUT = "-"
 
 
+def read_bytes(path: PathLike, what: str) -> bytes:
+    """The content of the file ``path``, or an NnxformError saying in one line why it cannot be ``what``: missing,
+    a folder, not a regular file (a device; a pipe is read), or unreadable."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise NnxformError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise NnxformError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise NnxformError(f"{p}: is a directory, not {what}")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise NnxformError(f"{p}: is not a regular file; give the path of {what}")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise NnxformError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
+
+
 def read_text(path: PathLike, what: str) -> str:
     """The UTF-8 text of the file ``path``, or an NnxformError saying in one line why it is not ``what``."""
     p = Path(path)
-    if not p.exists():
-        raise NnxformError(f"{p}: no such file")
-    if p.is_dir():
-        raise NnxformError(f"{p}: is a directory, not {what}")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise NnxformError(f"{p}: cannot be read ({exc.strerror}); check its permissions") from None
+    data = read_bytes(p, what)
     try:
         text: Optional[str] = data.decode("utf-8")
     except UnicodeDecodeError:

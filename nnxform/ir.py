@@ -17,7 +17,6 @@ import copy
 import graphlib
 import hashlib
 import json
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, SupportsIndex
@@ -27,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import NnxformError, UnsupportedOperator
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, read_bytes
 from .operators import EXPORT_OPSET, OPERATORS
 from .version import __version__
 
@@ -378,20 +377,7 @@ def load(path: str | Path, supported_only: bool = True) -> Model:
     model in onnxruntime, or describe it): such nodes are kept as read and listed in ``unsupported``.
     """
     p = Path(path)
-    try:
-        mode = p.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise NnxformError(f"{p}: no such file") from None
-    except OSError as exc:
-        raise NnxformError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
-    if stat.S_ISDIR(mode):
-        raise NnxformError(f"{p}: is a directory, not an ONNX file")
-    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise NnxformError(f"{p}: is not a regular file; give the path of an ONNX file")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise NnxformError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from None
+    data = read_bytes(p, "an ONNX file")
     try:
         proto = onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises a bare DecodeError with a cryptic text

@@ -21,21 +21,20 @@ are left as they are. The result equals the input on the box only: check it ther
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from ..affine import set_gemm
 from ..analyzers.result import ACTIVE, INACTIVE
+from ..discrepancy import Discrepancy, Pair
+from ..domain import Box
 from ..errors import NnxformError
 from ..ir import Model, Node
+from ..stable import Stability
 from . import PASSES, PassReport, register
 from .pad import Layers, relu_layers
 
-if TYPE_CHECKING:
-    from ..discrepancy import Discrepancy
-    from ..domain import Box
-    from ..stable import Stability
 
 #: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
 #: of the basis rows is at most ``RANK_TOL`` times the largest row norm.
@@ -230,7 +229,7 @@ class Compression:
     aligned: Model | None  # see ``aligned_layers``; None when the result is constant
 
 
-def compress_aligned(model: Model, stability: "Stability", rank_tol: float = RANK_TOL) -> Compression:
+def compress_aligned(model: Model, stability: Stability, rank_tol: float = RANK_TOL) -> Compression:
     """``model`` without its stable ReLUs (``stability`` from ``nnxform.stable.classify`` on the same model and box)."""
     if rank_tol < 0:
         raise NnxformError("the rank tolerance must be >= 0")
@@ -251,9 +250,9 @@ def compress_aligned(model: Model, stability: "Stability", rank_tol: float = RAN
     return Compression(_rebuild(canonical, tail, result.layers, result.kept, result.constant), report, aligned)
 
 
-def certify(original: Model, compression: Compression, stability: "Stability", box: "Box", tol: float,
+def certify(original: Model, compression: Compression, stability: Stability, box: Box, tol: float,
             time_limit: float, exact: bool = False, progress: Callable[[int, int], None] | None = None
-            ) -> "Discrepancy":
+            ) -> Discrepancy:
     """Sound bounds of ``f − f_compressed`` on the whole box by the difference analysis (its LP/MILP solves
     within ``time_limit`` seconds in all; ``progress(done, total)`` as they go).
 
@@ -263,8 +262,6 @@ def certify(original: Model, compression: Compression, stability: "Stability", b
     rounding (``details["float_margin"]``). The MILP runs when the real-valued bound exceeds ``tol``, or when
     ``exact`` asks for it (39 s on mnist-net_256x4, every gap closed).
     """
-    from ..discrepancy import Pair  # the discrepancy analysis imports the passes
-
     other = compression.aligned or compression.model
     pair = Pair(original, other)
     signs: list[np.ndarray] | None = [layer.status for layer in stability.layers]
@@ -283,7 +280,7 @@ def certify(original: Model, compression: Compression, stability: "Stability", b
 
 
 @register("compress")
-def compress(model: Model, stability: "Stability", rank_tol: float = RANK_TOL) -> tuple[Model, PassReport]:
+def compress(model: Model, stability: Stability, rank_tol: float = RANK_TOL) -> tuple[Model, PassReport]:
     """``model`` without its stable ReLUs (``stability`` from ``nnxform.stable.classify`` on the same model and box)."""
     c = compress_aligned(model, stability, rank_tol)
     return c.model, c.report
