@@ -107,3 +107,20 @@ def test_marabou_agrees_with_the_exact_discrepancy(tmp_path, pair):
         if x is not None:  # Marabou's counterexample really has a difference of at least eps
             assert np.all((x >= box.lower - 1e-6) & (x <= box.upper + 1e-6))
             assert np.abs(OnnxRunner(merged)(x[None])).max() >= eps - 1e-5
+
+
+@pytest.mark.parametrize("command, name", [("fold-bn", "marabou_layerzoo_batchnorm"), ("canon", "bn_after_relu_conv")])
+def test_marabou_reads_the_convolutions_fold_bn_and_canon_write(tmp_path, command, name):
+    """Issue 14: the BN-as-affine depthwise Conv (group = C) made Marabou's parser assert; grouped convs passed through
+    canon. The group=1 diagonal / block-diagonal Convs with explicit attributes load and evaluate like onnxruntime."""
+    from nnxform.passes import PASSES
+
+    model = nnxform.load(MODELS / f"{name}.onnx")
+    result, _ = PASSES[command](model)
+    assert all(n.attrs.get("group", 1) == 1 for n in result.nodes if n.op == "Conv")
+    result.save(tmp_path / "out.onnx")
+    net = Marabou.read_onnx(str(tmp_path / "out.onnx"))
+    xs = np.random.default_rng(0).uniform(-1, 1, (3,) + tuple(result.input_shape)).astype(np.float32)
+    for x, want in zip(xs, OnnxRunner(result)(xs)):
+        got = net.evaluateWithoutMarabou([x])[0].ravel()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * (1 + np.abs(want).max()))
