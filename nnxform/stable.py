@@ -38,6 +38,7 @@ from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
 from .analyzers.milp import MAX_MAGNITUDE
 from .analyzers.rounding import Rounding
+from .analyzers.solvers import check_solver
 from .analyzers.symbolic import optimized_bounds
 from .domain import Box
 from .errors import NnxformError
@@ -180,15 +181,16 @@ class Stability:
 
 
 def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int = 4096, seed: int = 0,
-             progress: Progress | None = None, node_limit: int | None = None) -> Stability:
+             progress: Progress | None = None, node_limit: int | None = None, solver: str = "highs") -> Stability:
     """Classify every ReLU of ``model`` on ``box`` (see the module docstring).
 
     ``time_limit``: seconds for the whole classification; the first stage always runs, later
     ones stop when it is spent and leave their neurons undecided (which then depends on the
     machine's speed: the result says so). ``node_limit``: branch-and-bound nodes per MILP solve
     instead of a share of the time, a limit of work that gives the same result on every run as
-    long as ``time_limit`` does not bind. ``progress(stage, done, total)`` is called as the alpha
-    stage works through the layers and the milp stage through its candidates.
+    long as ``time_limit`` does not bind (HiGHS only). ``solver``: the MILP stage's solver
+    (``analyzers.solvers``). ``progress(stage, done, total)`` is called as the alpha stage works
+    through the layers and the milp stage through its candidates.
     """
     if time_limit < 0:
         raise NnxformError("the time limit must be >= 0")
@@ -196,17 +198,20 @@ def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int 
         raise NnxformError("the number of samples must be >= 1")
     if node_limit is not None and node_limit < 1:
         raise NnxformError("the node limit must be >= 1")
-    return _Classifier(model, box, time_limit, samples, seed, progress, node_limit).run()
+    check_solver(solver)
+    if node_limit is not None and solver != "highs":
+        raise NnxformError("a node limit needs the highs solver (the others are not given one through pulp)")
+    return _Classifier(model, box, time_limit, samples, seed, progress, node_limit, solver).run()
 
 
 class _Classifier:
     """The state of one classification: statuses, the best witnesses seen, the bounds so far."""
 
     def __init__(self, model: Model, box: Box, time_limit: float, samples: int, seed: int, progress: Progress | None,
-                 node_limit: int | None = None):
+                 node_limit: int | None = None, solver: str = "highs"):
         self.t0 = time.perf_counter()
         self.model, self.time_limit, self.samples, self.progress = model, time_limit, samples, progress
-        self.node_limit = node_limit
+        self.node_limit, self.solver = node_limit, solver
         self.time_bound = False  # the time limit cut some work short: the result depends on the machine's speed
         self.box = box.fit(model.input_size)
         self.rng = np.random.default_rng(seed)
@@ -500,7 +505,7 @@ class _Classifier:
                               f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g})")
             return self._stage("milp", before, "values too large for the solver")
         try:
-            enc = Encoder(state, integer=True)
+            enc = Encoder(state, integer=True, solver=self.solver)
         except NnxformError as exc:
             self.notes.append(f"milp stage skipped: {exc}")
             return self._stage("milp", before, "not supported on this network")
@@ -583,6 +588,13 @@ class _Classifier:
         lo, hi = enc.col_lo[col], enc.col_hi[col]
         if (push_up and threshold > hi) or (not push_up and threshold < lo):
             return "infeasible", None
+        if enc.external is not None:  # a solver through pulp
+            verdict, values = enc.external.feasible(enc, col, max(lo, threshold) if push_up else lo,
+                                                    hi if push_up else min(hi, threshold), -1.0 if push_up else 1.0,
+                                                    max(min(seconds, self.remaining()), 1e-3))
+            n = self.box.size
+            x = None if values is None else np.clip(values[enc.col[0]:enc.col[0] + n], self.box.lower, self.box.upper)
+            return verdict, x
         h.changeColBounds(col, max(lo, threshold) if push_up else lo, hi if push_up else min(hi, threshold))
         h.changeColCost(col, -1.0 if push_up else 1.0)
         if self.node_limit is not None:  # a limit of work: the same answer on every run

@@ -322,3 +322,17 @@ def test_a_classification_is_read_back_for_its_own_model_and_box_only():
         Stability.from_json(dict(doc, model_sha256="0" * 64), model, box)
     with pytest.raises(NnxformError, match="not a 'nnxform stable --json'"):
         Stability.from_json({"model_sha256": doc["model_sha256"], "box_sha256": doc["box_sha256"]}, model, box)
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_the_milp_stage_through_cbc_agrees_with_highs(seed):
+    """classify(solver="cbc"): the feasibility solves through pulp settle the same neurons, soundly (on these nets
+    the milp stage settles 9 neurons)."""
+    model, box = mlp(seed, [4, 16, 16, 16, 2]), Box(-np.ones(4), np.ones(4))
+    highs = classify(model, box, time_limit=60)
+    cbc = classify(model, box, time_limit=60, solver="cbc")
+    assert next(s for s in cbc.stages if s.name == "milp").settled > 0
+    assert [l.status.tolist() for l in cbc.layers] == [l.status.tolist() for l in highs.layers]
+    assert_sound(model, box, cbc, samples=2000)
+    with pytest.raises(NnxformError, match="node limit needs the highs solver"):
+        classify(model, box, solver="cbc", node_limit=10)

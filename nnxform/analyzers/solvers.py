@@ -64,6 +64,25 @@ class PulpModel:
         big = float(np.max(np.maximum(np.abs(enc.col_lo), np.abs(enc.col_hi)), initial=0.0))
         return best - GAP * (1.0 + abs(best)) - INTEGRALITY * (1.0 + abs(best) + big), True
 
+    def feasible(self, enc: "Encoder", col: int, lo: float, hi: float, sign: float, seconds: float | None
+                 ) -> tuple[str, np.ndarray | None]:
+        """Is there a point of the model with column ``col`` in ``[lo, hi]``? 'infeasible' (the solver's proof),
+        'solution' with every column's value, or 'unknown' (stopped first); the search pushes ``sign · column`` down."""
+        self._build(enc)
+        assert self.problem is not None
+        var = self.variables[col]
+        var.lowBound, var.upBound = float(lo), float(hi)
+        self.problem.setObjective(pulp.LpAffineExpression([(var, sign)]))
+        options = {"msg": False} if seconds is None else {"msg": False, "timeLimit": max(1.0, float(seconds))}
+        status = self.problem.solve(pulp.getSolver(SOLVERS[self.name], **options))
+        values = [v.varValue for v in self.variables]
+        var.lowBound, var.upBound = float(enc.col_lo[col]), float(enc.col_hi[col])
+        if status == pulp.LpStatusInfeasible:
+            return "infeasible", None
+        if self.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible) and None not in values:
+            return "solution", np.array(values, dtype=np.float64)
+        return "unknown", None
+
     def _build(self, enc: "Encoder") -> None:
         """The pulp problem of the encoder's current columns and rows (column bounds refreshed every time)."""
         size = (enc.col_lo.size, enc.row_lo.size)
