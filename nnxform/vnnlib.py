@@ -78,12 +78,42 @@ def _mentions_x(e: object) -> bool:
     return e.startswith("X_")
 
 
+#: Most disjuncts a normalised output condition may have (a product of disjunctions grows fast).
+MAX_DISJUNCTS = 10_000
+
+
+class _Atom(_List):
+    """A comparison in a disjunctive normal form: equal (and hashed) by its text, so repeats collapse."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, e: _List) -> None:
+        super().__init__(e)
+        self.pos, self.text = getattr(e, "pos", None), _show(e, limit=10**9)
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Atom) and self.text == other.text
+
+
+def _conjoin(left: list[tuple], right: list[tuple]) -> list[tuple]:
+    """The disjunctive normal form of ``left ∧ right`` (each a list of conjunctions), without repeats."""
+    out = list(dict.fromkeys(tuple(dict.fromkeys(a + b)) for a in left for b in right))
+    if len(out) > MAX_DISJUNCTS:
+        raise NnxformError(f"the output condition has more than {MAX_DISJUNCTS} disjuncts in normal form")
+    return out
+
+
 class _Reader:
     """Turns the text of one VNN-LIB file into boxes; ``where`` names the file in errors."""
 
     def __init__(self, text: str, where: str) -> None:
         self.text, self.where = text, where
         self.inputs: dict[str, int] = {}
+        self.outputs: dict[str, int] = {}
+        self.asserts: list[object] = []  # the top-level assertions, as read (``boxes`` fills it)
 
     def error(self, pos: int | None, msg: str) -> NnxformError:
         if pos is None:
@@ -131,6 +161,7 @@ class _Reader:
         missing = next((i for i in range(n) if i not in indices), None)
         if missing is not None:
             raise self.error(None, f"input indices must run X_0..X_{n - 1} without gaps, but X_{missing} is not declared")
+        self.asserts = asserts
         conjs = self.conjunction(asserts)
         return [self.box(c, k, len(conjs)) for k, c in enumerate(conjs)]
 
@@ -145,6 +176,40 @@ class _Reader:
             if name in self.inputs:
                 raise self.error(cmd.pos, f"{name} is declared twice")
             self.inputs[name] = int(m.group(2))
+        else:
+            self.outputs[name] = int(m.group(2))
+
+    def cases(self) -> list[tuple[Box, list[tuple[str, ...]]]]:
+        """The property as cases, after ``boxes``: per distinct input box, the output condition that goes with it
+        (disjuncts of conjunctions of comparisons, as text). The assertions are expanded to disjunctive normal
+        form; each conjunction's input bounds make its box, its other comparisons its output conjunction."""
+        cases: dict[tuple, tuple[Box, list[tuple[str, ...]]]] = {}
+        expanded = [self.dnf(a) for a in self.asserts]
+        conjunctions = [tuple(dict.fromkeys(atom for d in expanded if len(d) == 1 for atom in d[0]))]  # plain ones at once
+        for d in expanded:
+            if len(d) > 1:
+                conjunctions = _conjoin(conjunctions, d)
+        for k, atoms in enumerate(conjunctions):
+            inputs = [a for a in atoms if _mentions_x(a)]
+            c = self.conjunction(inputs)[0]
+            box = self.box(c, k, len(conjunctions))
+            entry = cases.setdefault(c.key(), (box, []))
+            entry[1].append(tuple(a.text for a in atoms if not _mentions_x(a)))
+        return [(box, list(dict.fromkeys(dnf))) for box, dnf in cases.values()]
+
+    def dnf(self, e: object) -> list[tuple]:
+        """``e`` (and/or over comparisons) as a disjunction of conjunctions of comparisons (s-expressions)."""
+        head = e[0] if isinstance(e, list) and e else None
+        if head == "and":
+            result: list[tuple] = [()]
+            for part in e[1:]:
+                result = _conjoin(result, self.dnf(part))
+            return result
+        if head == "or":
+            return list(dict.fromkeys(c for part in e[1:] for c in self.dnf(part)))
+        if head in ("<=", ">=", "<", ">", "=") and len(e) == 3:  # (``boxes`` refused inputs compared with outputs)
+            return [(_Atom(e),)]
+        raise self.error(getattr(e, "pos", None), f"{_show(e)}: expected and/or over comparisons")
 
     def conjunction(self, items: list[object]) -> list[_Conj]:
         base = _Conj()
@@ -244,6 +309,34 @@ def read_box(path: str | os.PathLike[str], index: int | None = None) -> Box:
     return boxes[index]
 
 
+def normalize(text: str, where: str = "<vnnlib>") -> list[str]:
+    """A VNN-LIB property in the form the simplest parsers read (pynever's rejects a top-level ``(assert (>= Y_0 …))``),
+    one file per input box: the declarations, one ``(assert (<= X_i v))``/``(assert (>= X_i v))`` per bound, and
+    the output condition as one ``(assert (or (and …) …))``. The meaning is the same: the same boxes (numbers as
+    exact float reprs) and the same disjuncts of the same comparisons."""
+    reader = _Reader(text, where)
+    reader.boxes()
+    cases = reader.cases()
+    n_outputs = max(reader.outputs.values(), default=-1) + 1
+    declarations = "".join(f"(declare-const X_{i} Real)\n" for i in range(len(reader.inputs)))
+    declarations += "".join(f"(declare-const Y_{j} Real)\n" for j in range(n_outputs))
+    files = []
+    for k, (box, dnf) in enumerate(cases):
+        which = f", input box {k} of {len(cases)}" if len(cases) > 1 else ""
+        condition = "" if dnf == [()] else "(assert (or\n" + "".join(f"    (and {' '.join(c)})\n" for c in dnf) + "))\n"
+        bounds = "".join(f"(assert (>= X_{i} {lo!r}))\n(assert (<= X_{i} {hi!r}))\n"
+                         for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist())))
+        files.append(f"; normalised by nnxform from {Path(where).name}{which}\n\n{declarations}\n{bounds}\n{condition}")
+    return files
+
+
+def read_property(text: str, where: str = "<vnnlib>") -> list[tuple[Box, list[tuple[str, ...]]]]:
+    """A VNN-LIB property as cases: per input box, its output condition (disjuncts of comparisons, as text)."""
+    reader = _Reader(text, where)
+    reader.boxes()
+    return reader.cases()
+
+
 def write_box_assertions(box: Box) -> str:
     """VNN-LIB declarations and bounds of ``box`` (inputs only), numbers exact as Python float reprs."""
     lines = [f"(declare-const X_{i} Real)" for i in range(box.size)]
@@ -324,17 +417,26 @@ def instances_csv(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike
                   vnnlib_path: str | os.PathLike[str], timeout: float) -> tuple[str, str]:
     """The new content of a VNN-COMP ``instances.csv`` (the file, if any, with the line ``onnx,vnnlib,timeout``
     added or replacing its old one; paths relative to the CSV's folder), and that line."""
+    text, lines = instances_csv_lines(csv_path, onnx_path, [vnnlib_path], timeout)
+    return text, lines[0]
+
+
+def instances_csv_lines(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                        vnnlib_paths: list[str | os.PathLike[str]], timeout: float) -> tuple[str, list[str]]:
+    """``instances_csv`` for several properties of one network: the new content and one line per property."""
     csv = Path(csv_path)
     if not (math.isfinite(timeout) and timeout > 0):
         raise NnxformError(f"the timeout must be a positive number of seconds, got {timeout:g}")
     folder = csv.parent.resolve()
-    onnx_rel, vnnlib_rel = (os.path.relpath(Path(p).resolve(), folder) for p in (onnx_path, vnnlib_path))
-    line = f"{onnx_rel},{vnnlib_rel},{int(timeout) if float(timeout).is_integer() else float(timeout)!r}"
+    onnx_rel = os.path.relpath(Path(onnx_path).resolve(), folder)
+    number = int(timeout) if float(timeout).is_integer() else float(timeout)
+    pairs = [(onnx_rel, os.path.relpath(Path(p).resolve(), folder)) for p in vnnlib_paths]
+    lines = [f"{o},{v},{number!r}" for o, v in pairs]
     kept = []
     if csv.exists():
         kept = [ln for ln in read_text(csv, "an instances.csv").splitlines()
-                if ln.strip() and ln.split(",")[:2] != [onnx_rel, vnnlib_rel]]
-    return "\n".join(kept + [line]) + "\n", line
+                if ln.strip() and tuple(ln.split(",")[:2]) not in pairs]
+    return "\n".join(kept + lines) + "\n", lines
 
 
 def write_instance(csv_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import typer
 
 from ..errors import NnxformError
-from ..fileio import Outputs
+from ..fileio import Outputs, read_text
 from ..ir import load
-from ..vnnlib import bounds_property, equivalence_property, instances_csv, robustness_property
+from ..vnnlib import (bounds_property, equivalence_property, instances_csv, instances_csv_lines, normalize,
+                      robustness_property)
 from . import app
 from .common import DomainOptions, bounded, say, with_domain
 from .domain_options import is_file_value, option_values
@@ -89,3 +91,39 @@ def vnnlib(
     say(f"vnnlib: {prop.value} property for {model} ({box.size} inputs, {n_outputs} outputs) -> {output}")
     if line is not None:
         say(f"  {instances}: {line}")
+
+
+@app.command("vnnlib-normalize", short_help="Rewrite a VNN-LIB property in the form every verifier parses.",
+             help="Rewrite any VNN-LIB 1.0 property in the form the simplest parsers read, with the same meaning: "
+                  "the declarations, one (assert (<= X_i v)) / (assert (>= X_i v)) per input bound, and the output "
+                  "condition as one (assert (or (and ...) ...)) (pynever refuses VNN-COMP's top-level "
+                  "(assert (>= Y_0 ...)) as 'mixed input and output variables'). A disjunction over input boxes "
+                  "(ACAS Xu prop_6) becomes one file per box, OUT's name with _0, _1, … before its suffix, and with "
+                  "--onnx their lines in an instances.csv beside them. (A command of its own: `nnxform vnnlib` "
+                  "takes a model as its argument.)")
+def vnnlib_normalize(
+    source: str = typer.Argument(..., help="VNN-LIB file to normalise."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the normalised property."),
+    onnx: Optional[str] = typer.Option(None, "--onnx", help="Write an instances.csv beside OUT naming this network."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv.",
+                                  callback=bounded(0, above=True)),
+) -> None:
+    files = normalize(read_text(source, "VNN-LIB"), source)
+    target = Path(output)
+    paths = [str(target)] if len(files) == 1 else [str(target.with_name(f"{target.stem}_{k}{target.suffix}"))
+                                                 for k in range(len(files))]
+    csv = str(target.parent / "instances.csv") if onnx else None
+    outputs = Outputs([source, onnx])
+    for path in paths:
+        outputs.add_path(path, "-o")
+    outputs.add_path(csv, "instances.csv")
+    for path, text in zip(paths, files):
+        outputs.put(path, text)
+    lines: list[str] = []
+    if csv is not None:
+        content, lines = instances_csv_lines(csv, onnx, paths, timeout)
+        outputs.put(csv, content)
+    outputs.commit()
+    say(f"vnnlib-normalize: {source} -> {', '.join(paths)} ({len(files)} input box{'es' if len(files) > 1 else ''})")
+    for line in lines:
+        say(f"  {csv}: {line}")
