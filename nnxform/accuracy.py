@@ -25,6 +25,9 @@ from .gradient import gradient
 from .ir import Model
 from .runtime import OnnxRunner
 
+#: FGSM ε used when none is given (paper 003's values for MNIST).
+DEFAULT_EPS = [0.01, 0.05]
+
 _CHUNK = 1024  # points per gradient batch (bounds memory on large data sets)
 
 

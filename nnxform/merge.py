@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .domain import Box
-from .errors import NnxformError, NotExact
-from .exactness import ATOL, Comparison
+from .errors import NnxformError
+from .exactness import ATOL, Comparison, Reference
 from .ir import Model
+from .passes import Pass, apply_checked
 from .passes.pad import Layers, chain_model, pad_pair, relu_layers
 from .runtime import OnnxRunner
 
@@ -66,44 +67,41 @@ def merge_layers(a: Layers, b: Layers, keep_outputs: bool = False) -> Layers:
     return joined[:-1] + [(C @ W, C @ bias)]
 
 
+def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model, MergeReport]:
+    """One ReLU chain on the first network's input computing ``f_A − f_B`` (then ``f_A``, ``f_B`` with ``keep_outputs``)."""
+    la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
+    pa, pb, notes = pad_pair(la, lb, "merge")
+    layers = merge_layers(pa, pb, keep_outputs)
+    report = MergeReport(len(la), len(lb), len(pa), [w.shape[0] for w, _ in layers], la[-1][1].size,
+                         a.input_dims or a.input_shape, second.input_dims or second.input_shape, keep_outputs, notes)
+    return chain_model(layers, a, OUTPUT), report
+
+
+#: The merge as a pass on the first network: it changes the function, so it is checked against ``difference``.
+MERGE = Pass("merge", _merged.__doc__ or "", False, _merged, needs=("second",))
+
+
 def merge(a: Model, b: Model, *, keep_outputs: bool = False, box: Box | None = None, samples: int = 1000,
           tol: float = ATOL, parameters: dict | None = None) -> tuple[Model, MergeReport, Comparison]:
     """The merged network of ``a`` and ``b``, checked in onnxruntime against ``f_A − f_B`` on ``box``."""
     if a.input_size != b.input_size:
         raise NnxformError(f"the inputs differ in size: the first network takes {a.input_size} values, the second "
                            f"{b.input_size}; merge needs the same number of input elements")
-    la, lb = relu_layers(a, "merge"), relu_layers(b, "merge")
-    pa, pb, notes = pad_pair(la, lb, "merge")
-    layers = merge_layers(pa, pb, keep_outputs)
-    merged = chain_model(layers, a, OUTPUT)
-    report = MergeReport(len(la), len(lb), len(pa), [w.shape[0] for w, _ in layers], la[-1][1].size,
-                         a.input_dims or a.input_shape, b.input_dims or b.input_shape, keep_outputs, notes)
-    comparison = check_merged(a, b, merged, box or Box.default(a.input_size), samples, tol, keep_outputs)
-    merged.with_provenance("merge", dict(parameters or {}, second_sha256=b.source.get("sha256", ""),
-                                         keep_outputs=keep_outputs, tol=tol, samples=samples))
-    return merged, report, comparison
+    return apply_checked(MERGE, a, box, samples, tol, dict(parameters or {}, second_sha256=b.source.get("sha256", "")),
+                         difference(a, b, keep_outputs), second=b, keep_outputs=keep_outputs)
 
 
-def check_merged(a: Model, b: Model, merged: Model, box: Box, samples: int = 1000, tol: float = ATOL,
-                 keep_outputs: bool = False, seed: int = 0) -> Comparison:
-    """Compare ``merged`` with ``f_A − f_B`` (and ``f_A``, ``f_B``) in onnxruntime; raise NotExact beyond ``tol``.
+def difference(a: Model, b: Model, keep_outputs: bool = False) -> Reference:
+    """``f_A − f_B`` (and ``f_A``, ``f_B``) in onnxruntime, what the merged network must compute; the tolerance scales
+    with the outputs of the two networks, not with their (possibly tiny) difference."""
 
-    The tolerance scales with the outputs of the two networks, not with their (possibly tiny) difference.
-    """
-    xs = box.fit(a.input_size).points(samples, np.random.default_rng(seed))
-    ya = OnnxRunner(a)(xs).astype(np.float64)
-    yb = OnnxRunner(b)(xs).astype(np.float64)
-    ym = OnnxRunner(merged)(xs).astype(np.float64)
-    want = np.hstack([ya - yb, ya, yb]) if keep_outputs else ya - yb
-    scale = np.maximum(np.abs(ya), np.abs(yb))
-    scale = np.tile(scale, 3) if keep_outputs else scale
-    diff = np.abs(ym - want)
-    worst = int(np.argmax(diff.max(axis=1)))
-    cmp = Comparison(samples=len(xs), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
-                     max_rel=float((diff / np.maximum(scale, 1e-12)).max()), worst_input=xs[worst],
-                     within=bool(np.all(diff <= tol + tol * scale)))
-    if not cmp.within:
-        raise NotExact(f"the merged network differs from f_A − f_B by {cmp.max_abs:.3g} over {cmp.samples} samples, "
-                       f"beyond {tol:g} + {tol:g}·max(|f_A|, |f_B|); nothing written (please report these networks)")
-    return cmp
+    def outputs(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ya = OnnxRunner(a)(xs).astype(np.float64)
+        yb = OnnxRunner(b)(xs).astype(np.float64)
+        scale = np.maximum(np.abs(ya), np.abs(yb))
+        if keep_outputs:
+            return np.hstack([ya - yb, ya, yb]), np.tile(scale, 3)
+        return ya - yb, scale
 
+    return Reference(outputs, "the merged network differs from f_A − f_B by {max_abs:.3g} over {samples} samples, "
+                              "beyond {tol:g} + {tol:g}·max(|f_A|, |f_B|); nothing written (please report these networks)")

@@ -23,9 +23,10 @@ from nnxform.evaluate import run
 from nnxform.exactness import compare
 from nnxform.ir import from_proto, load
 from nnxform.passes import PASSES
-from nnxform.passes.compress import certify, compress, compress_aligned, independent_rows, leo, network_size
+from nnxform.passes.compress import compress, compress_aligned, independent_rows, leo, network_size
 from nnxform.stable import ACTIVE, INACTIVE, UNSTABLE, LayerStability, classify
 from nnxform.vnnlib import read_box
+from nnxform.workflows import certify
 from test_stable import ACAS, MNIST, MNIST_BOX, mnist_stability, planted
 
 

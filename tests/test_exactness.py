@@ -7,7 +7,7 @@ from conftest import MODELS
 
 from nnxform import load
 from nnxform.errors import NotExact
-from nnxform.passes import PASSES, PassReport, apply_checked
+from nnxform.passes import PASSES, Pass, PassReport, apply_checked
 
 
 def test_a_pass_that_changes_the_function_is_refused(monkeypatch):
@@ -17,7 +17,7 @@ def test_a_pass_that_changes_the_function_is_refused(monkeypatch):
         model.constants[weight] = model.constants[weight] + 1e-3
         return model, PassReport("broken")
 
-    monkeypatch.setitem(PASSES, "broken", broken)
+    monkeypatch.setitem(PASSES, "broken", Pass("broken", "a weight plus 1e-3", True, broken))
     with pytest.raises(NotExact, match="broken changed the function"):
         apply_checked("broken", load(MODELS / "cartpole.onnx"))
 

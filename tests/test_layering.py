@@ -2,8 +2,7 @@
 import graph has no cycle, and every module imports alone in a fresh interpreter.
 
 ``LAYERS`` is the one written statement of the order, lowest first. A module belongs to the most specific entry
-naming it or a package holding it (``"nnxform.passes"`` holds every pass but ``nnxform.passes.compress``, which
-is named higher). For the layers every import counts, wherever it is written: at the top, inside a function,
+naming it or a package holding it (``"nnxform.passes"`` holds every pass). For the layers every import counts, wherever it is written: at the top, inside a function,
 or under ``if TYPE_CHECKING:``.
 """
 
@@ -35,9 +34,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("nnxform.analyzers",),
     # graph rewrites (pad reads the dense layers analyzers.network compiles)
     ("nnxform.passes",),
-    # workflows built on analyses and passes (compress certifies with the discrepancy analysis)
+    # analyses and tools built on the passes
     ("nnxform.merge", "nnxform.discrepancy", "nnxform.stable", "nnxform.pruning", "nnxform.accuracy",
-     "nnxform.summary", "nnxform.passes.compress"),
+     "nnxform.summary"),
+    # workflows the commands run, callable from Python (compress certifies with the discrepancy analysis)
+    ("nnxform.workflows",),
     # the command line and the package's front door (which hands the IR its evaluator)
     ("nnxform.cli", "nnxform.__main__", "nnxform"),
 ]

@@ -37,7 +37,7 @@ def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, sa
         "pass": pass_name, "input": model_path, "output": output,
         "operators_before": model.op_counts(), "operators_after": result.op_counts(),
         "counts": report.counts, "changes": report.changes, "kinds": dict(kinds),
-        "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
+        "check": cmp.to_json(),
     }))
     outputs.commit()
     say(f"{pass_name}: {model_path} -> {output}", quiet)

@@ -9,19 +9,16 @@ from typing import Any, Optional
 import typer
 
 from ..discrepancy import Discrepancy
-from ..errors import NnxformError, NotExact
-from ..exactness import allowed, ensure_same_function
+from ..errors import NnxformError
 from ..fileio import Outputs, read_text
 from ..ir import load
-from ..passes.compress import RANK_TOL, certify, compress_aligned, network_size
+from ..passes.compress import RANK_TOL, Size
 from ..stable import Stability
+from ..workflows import compress_checked
 from . import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, samples_option, say, table,
+from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, table,
                      tol_option, with_domain)
-from .stable import run_classify
-
-#: Classification samples (the sampling stage of ``nnxform stable``).
-STABLE_SAMPLES = 4096
+from .stable import StageBars
 
 
 @app.command(name="compress", short_help="Remove stable ReLUs exactly on a box (LEO++), checked before writing.",
@@ -64,54 +61,32 @@ def compress(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
-    if certify_exact and not certify_box:
-        raise NnxformError("--certify-exact goes with --certify")
-    if stability_path is not None and node_limit is not None:
-        raise NnxformError("--node-limit classifies; --stability reuses a classification: give one of them")
     outputs = Outputs([model, stability_path, *domain.files()])
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
-    if stability_path is None:
-        stability = run_classify(net, box, time_limit, STABLE_SAMPLES, seed, node_limit)
-    else:
-        stability = Stability.from_json(_json_document(stability_path), net, box)
-    compression = compress_aligned(net, stability, rank_tol=rank_tol)
-    result, report = compression.model, compression.report
-    cmp = ensure_same_function(net, result, box, "compress", samples=samples, atol=tol, rtol=tol)
-    limit = allowed(tol, cmp.scale)
-    cert = None
-    if certify_box:
-        bar = ProgressBar("certificate solves", enabled=sys.stderr.isatty())
-        try:
-            cert = certify(net, compression, stability, box, limit, certify_time_limit, certify_exact, progress=bar)
-        finally:
-            bar.close()
-    if cert is not None and cert.found > limit:
-        raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
-                       f"{cert.found:.3g} > {cmp.tolerance(tol)} at a point of the box; nothing written (please "
-                       "report this network)")
-    before, after = network_size(net), network_size(result)
-    result.with_provenance("compress", {"domain": domain.describe(), "time_limit": time_limit, "rank_tol": rank_tol,
-                                        "samples": samples, "tol": tol, "seed": seed, "stable": stability.counts()})
-    outputs.put(output, result.to_bytes())
-    outputs.put(json_path, json_text({
-        "model": model, "output": output, "domain": domain.describe(),
-        "stable": {"seconds": stability.seconds, "totals": stability.counts(),
-                   "stages": stability.to_json()["stages"], "notes": stability.notes},
-        "changes": report.changes, "counts": report.counts, "before": before.to_json(), "after": after.to_json(),
-        "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol},
-        "certificate": None if cert is None else cert.to_json()}))
+    stability = None if stability_path is None else Stability.from_json(_json_document(stability_path), net, box)
+    bars = StageBars(enabled=sys.stderr.isatty())
+    try:
+        result = compress_checked(net, box, stability=stability, time_limit=time_limit, node_limit=node_limit,
+                                  seed=seed, rank_tol=rank_tol, samples=samples, tol=tol, certify_box=certify_box,
+                                  certify_exact=certify_exact, certify_time_limit=certify_time_limit,
+                                  domain=domain.describe(), progress=bars)
+    finally:
+        bars.close()
+    outputs.put(output, result.model.to_bytes())
+    outputs.put(json_path, json_text(result.to_json(model, output)))
     outputs.commit()
 
     quiet = json_path == "-"
+    cmp = result.check
     say(f"compress: {model} -> {output} on a box of {box.size} inputs", quiet)
-    _print_summary(stability, report.changes, before, after, quiet)
+    _print_summary(result.stability, result.compression.changes, result.before, result.after, quiet)
     say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)})",
         quiet)
-    if cert is not None:
-        _print_certificate(cert, quiet)
+    if result.certificate is not None:
+        _print_certificate(result.certificate, quiet)
 
 
 def _json_document(path: str) -> dict[str, Any]:
@@ -140,7 +115,7 @@ def _print_certificate(cert: Discrepancy, quiet: bool) -> None:
         say(f"    note: {note}", quiet)
 
 
-def _print_summary(stability: Stability, changes: list[str], before: Any, after: Any, quiet: bool) -> None:
+def _print_summary(stability: Stability, changes: list[str], before: Size, after: Size, quiet: bool) -> None:
     total = stability.counts()
     say(f"  ReLUs: {total['active']} stably active, {total['inactive']} stably inactive, {total['unstable']} unstable, "
         f"{total['undecided']} undecided (kept as unstable); classified in {stability.seconds:.2f} s", quiet)

@@ -7,15 +7,12 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..accuracy import Dataset, Evaluation, load_data, measure
+from ..accuracy import DEFAULT_EPS, Dataset, Evaluation, load_data, measure
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from . import app
 from .common import bounded, json_text, say, table
-
-#: FGSM ε used when none is given (paper 003's values for MNIST).
-DEFAULT_EPS = [0.01, 0.05]
 
 
 def fgsm_clip(scale: Optional[float], clip_lower: Optional[float], clip_upper: Optional[float],

@@ -84,7 +84,7 @@ def merge(
         "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
         "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
         "padding": report.padding, "vnnlib": write_vnnlib, "instances": csv, "instance": line,
-        "check": {"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol}}))
+        "check": cmp.to_json()}))
     outputs.commit()
 
     quiet = json_path == "-"

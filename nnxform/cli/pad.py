@@ -54,8 +54,7 @@ def pad(
     outputs.put(output, result.to_bytes())
     outputs.put(json_path, json_text({"input": model, "output": output, "layers_before": before, "layers_after": after,
                                       "changes": report.changes, "operators_after": result.op_counts(),
-                                      "check": {"samples": cmp.samples, "max_abs": cmp.max_abs,
-                                                "mean_abs": cmp.mean_abs, "tolerance": tol}}))
+                                      "check": cmp.to_json()}))
     outputs.commit()
     quiet = json_path == "-"
     say(f"pad: {model} -> {output}", quiet)

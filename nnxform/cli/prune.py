@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from ..accuracy import load_data, measure
+from ..accuracy import load_data
 from ..discrepancy import METHODS as IMPACT_METHODS
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from ..pruning import METHODS, SCOPES, SaliencyOptions
-from ..pruning import prune as prune_model
-from ..pruning.impact import impact_bound
+from ..workflows import prune_with_impact
 from . import app
-from .common import DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
-from .evaluate_cmd import DEFAULT_EPS, describe_data, fgsm_clip, metric_rows
+from .common import DomainOptions, bounded, json_text, say, table, with_domain
+from .evaluate_cmd import describe_data, fgsm_clip, metric_rows
+from .stable import StageBars
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
              "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)"}
@@ -73,10 +73,6 @@ def prune(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
-    if method not in METHODS:
-        raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if impact_method not in IMPACT_METHODS:
-        raise NnxformError(f"unknown impact method '{impact_method}'; choose one of {', '.join(IMPACT_METHODS)}")
     if (scale is not None or fgsm_eps) and data is None:
         raise NnxformError("--scale and --fgsm-eps need --data")
     outputs = Outputs([model, data, *domain.files()])
@@ -84,32 +80,22 @@ def prune(
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net, default=False)
-    points = load_data(data, scale).fit(net) if data else None
-    bar = ProgressBar("units pruned", enabled=method == "saliency" and sys.stderr.isatty())
+    points = load_data(data, scale) if data else None
+    bars = StageBars(enabled=sys.stderr.isatty())
     try:
-        result = prune_model(net, method, ratio, scope=scope, box=box, progress=bar,
-                             options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed))
+        report = prune_with_impact(net, box, method, ratio, scope=scope, impact_method=impact_method,
+                                   time_limit=time_limit, data=points, scale=scale, fgsm_eps=fgsm_eps,
+                                   clip=fgsm_clip(scale, None, None), domain=domain.describe(), progress=bars,
+                                   options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed))
     finally:
-        bar.close()
-    report: dict[str, Any] = {"model": model, "output": output, **result.to_json(), "domain": domain.describe()}
-    if box is not None:
-        bar = ProgressBar("impact solves", enabled=impact_method in ("lp", "milp") and sys.stderr.isatty())
-        try:
-            report.update(impact_bound(net, result, box, impact_method, time_limit=time_limit, progress=bar))
-        finally:
-            bar.close()
-    evaluations = []
-    if points is not None:
-        clip = fgsm_clip(scale, None, None)
-        evaluations = [measure(m, points, list(fgsm_eps or DEFAULT_EPS), clip) for m in (net, result.model)]
-        report["data"] = {"path": data, "scale": scale, "clip": list(clip)}
-        report["before"].update({k: v for k, v in evaluations[0].to_json().items() if k in ("accuracy", "robustness")})
-        report["after"].update({k: v for k, v in evaluations[1].to_json().items() if k in ("accuracy", "robustness")})
-    outputs.put(output, result.model.to_bytes())
-    outputs.put(json_path, json_text(report))
+        bars.close()
+    doc = report.to_json(model, output)
+    outputs.put(output, report.model.to_bytes())
+    outputs.put(json_path, json_text(doc))
     outputs.commit()
 
     quiet = json_path == "-"
+    result, evaluations = report.pruning, report.evaluations
     criterion = result.details.get("criterion")
     how = f", {_CRITERIA[criterion]}" if criterion else ""
     say(f"prune: {model} -> {output}: {method}{how}, ratio {ratio:g}, scope {result.scope}", quiet)
@@ -122,11 +108,11 @@ def prune(
         say(f"  note: {note}", quiet)
     say(f"  pruned in {result.seconds:.3f} s", quiet)
     if box is not None:
-        impact = report["impact"]
-        say(f"  impact: max |f_pruned − f| <= {report['impact_bound']:.6g} on the domain ({report['impact_method']}, "
+        impact = doc["impact"]
+        say(f"  impact: max |f_pruned − f| <= {doc['impact_bound']:.6g} on the domain ({doc['impact_method']}, "
             f"sound); largest difference seen {impact['found']:.6g}", quiet)
     else:
         say("  no domain given: no bound on |f_pruned − f| (give --lower/--upper, --center/--eps or --vnnlib)", quiet)
     if evaluations:
-        say(f"  {describe_data(points, scale, evaluations[0].clip)}", quiet)
+        say(f"  {describe_data(report.data, scale, evaluations[0].clip)}", quiet)
         table(["metric", "before", "after"], metric_rows(evaluations), quiet)

@@ -15,7 +15,7 @@ from . import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
 
 #: What each stage's progress counts (``classify``'s progress callback).
-UNITS = {"alpha": "layers", "milp": "candidates"}
+UNITS = {"alpha": "layers", "milp": "candidates", "certificate": "solves", "impact": "solves", "units": "pruned"}
 
 
 class StageBars:
@@ -56,7 +56,7 @@ def print_stability(result: Stability, quiet: bool) -> None:
 
 def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int,
                  node_limit: int | None = None) -> Stability:
-    """Classify the ReLUs of ``net`` with a progress bar on stderr (shared with ``compress``)."""
+    """Classify the ReLUs of ``net`` with a progress bar on stderr."""
     bar = StageBars(enabled=sys.stderr.isatty())
     try:
         return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar, node_limit=node_limit)

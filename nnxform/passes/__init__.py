@@ -1,16 +1,20 @@
-"""Graph-rewrite passes. Each module holds one pass; the registry maps names to them.
+"""Graph-rewrite passes. Each module holds one pass; the registry ``PASSES`` maps names to them.
 
-A pass takes a Model (never mutated) and keyword parameters, and returns a new Model and a
-PassReport saying what it changed. Function-preserving passes are checked against their input
-by ``nnxform.exactness`` before anything is written.
+A pass (``Pass``) takes a Model (never mutated) and keyword parameters, and returns a new Model and
+a report saying what it changed (a PassReport). ``apply_checked`` is the one way a pass's result
+is written: run the pass, compare the result in onnxruntime on the domain with its input (or with
+the reference a pass that changes the function must compute), and stamp provenance.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-from ..exactness import ensure_same_function
+from ..domain import Box
+from ..errors import NnxformError
+from ..exactness import ATOL, Comparison, Reference, ensure_same_function
 from ..ir import Model
 
 
@@ -32,33 +36,61 @@ class PassReport:
             self.counts[k] = self.counts.get(k, 0) + v
 
 
-Pass = Callable[..., tuple[Model, PassReport]]
+@dataclass(frozen=True)
+class Pass:
+    """A pass: its name, what it does in one line, whether its result computes the input's function (so it is
+    checked against the input; otherwise against a reference), the keyword inputs it needs that are not
+    parameters (objects such as a classification, left out of the provenance), and the function doing it."""
+
+    name: str
+    description: str
+    preserves: bool
+    run: Callable[..., tuple[Model, Any]]
+    needs: tuple[str, ...] = ()
+
+    def __call__(self, model: Model, *args: Any, **parameters: Any) -> tuple[Model, Any]:
+        return self.run(model, *args, **parameters)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Its parameters besides the model and ``needs``, with their defaults (``inspect.Parameter.empty``: none)."""
+        listed = list(inspect.signature(self.run).parameters.values())[1:]
+        return {p.name: p.default for p in listed if p.name not in self.needs}
+
+
 PASSES: dict[str, Pass] = {}
 
 
-def register(name: str) -> Callable[[Pass], Pass]:
-    """Class the decorated function as the pass called ``name``."""
+def register(name: str, *, preserves: bool = True, needs: tuple[str, ...] = ()) -> Callable[[Callable], Pass]:
+    """Register the decorated function as the pass called ``name``, described by its docstring's first line."""
 
-    def deco(fn: Pass) -> Pass:
-        PASSES[name] = fn
-        return fn
+    def deco(fn: Callable[..., tuple[Model, Any]]) -> Pass:
+        PASSES[name] = Pass(name, (fn.__doc__ or "").strip().splitlines()[0], preserves, fn, needs)
+        return PASSES[name]
 
     return deco
 
 
-def apply_checked(name: str, model: Model, box=None, samples: int = 1000, tol: float = 1e-5,
-                  parameters: dict | None = None, **pass_parameters):
-    """Run the function-preserving pass ``name`` (with ``pass_parameters``), check the result in
-    onnxruntime on ``box`` (default box when None), and stamp its provenance (``parameters`` plus
-    the pass parameters). Raises NotExact beyond ``tol``.
+def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, samples: int = 1000, tol: float = ATOL,
+                  parameters: dict[str, Any] | None = None, reference: Reference | None = None,
+                  **pass_parameters: Any) -> tuple[Model, Any, Comparison]:
+    """Run ``pass_`` (a name in ``PASSES``, or a Pass) on ``model`` with ``pass_parameters``, check the result in
+    onnxruntime on ``box`` (the default box when None) against ``model`` (or ``reference``, which a pass that
+    changes the function needs), and stamp its provenance: ``parameters``, the pass parameters but its ``needs``,
+    ``tol`` and ``samples``. Raises NotExact beyond ``tol·(1 + |y|)``: nothing is returned then.
 
-    Returns ``(model, report, comparison)``.
+    Returns ``(model, report, comparison)``; ``comparison.to_json()`` is the "check" of a JSON report.
     """
-    result, report = PASSES[name](model, **pass_parameters)
-    comparison = ensure_same_function(model, result, box, what=name, samples=samples, atol=tol, rtol=tol)
-    result.with_provenance(name, dict(parameters or {}, **pass_parameters, tol=tol, samples=samples))
+    p = PASSES[pass_] if isinstance(pass_, str) else pass_
+    if not p.preserves and reference is None:
+        raise NnxformError(f"{p.name} changes the function: give the reference its result is checked against")
+    result, report = p(model, **pass_parameters)
+    comparison = ensure_same_function(model, result, box, what=p.name, samples=samples, tol=tol, reference=reference)
+    recorded = {k: v for k, v in pass_parameters.items() if k not in p.needs}
+    result.with_provenance(p.name, dict(parameters or {}, **recorded, tol=tol, samples=samples))
     return result, report, comparison
 
 
 # Registering the passes: each module adds itself to PASSES.
-from . import canonicalize, elementwise, fold_batchnorm, gemm, pad, remove_identity, reshapes  # noqa: E402,F401
+from . import (canonicalize, compress, conv_form, elementwise, fold_batchnorm, gemm, pad,  # noqa: E402,F401
+               remove_identity, reshapes)

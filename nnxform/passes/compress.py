@@ -21,17 +21,14 @@ are left as they are. The result equals the input on the box only: check it ther
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..affine import set_gemm
 from ..analyzers.result import ACTIVE, INACTIVE
-from ..discrepancy import Discrepancy, Pair
-from ..domain import Box
 from ..errors import NnxformError
 from ..ir import Model, Node
-from ..stable import Stability
 from . import PASSES, PassReport, register
 from .pad import Layers, relu_layers
 
@@ -42,6 +39,21 @@ RANK_TOL = 1e-9
 #: Operators the dense tail may contain (each with one data input).
 _TAIL_OPS = ("Gemm", "MatMul", "Add", "Mul", "Relu")
 _WEIGHTED = ("Gemm", "MatMul", "Conv")
+
+
+class LayerSigns(Protocol):
+    """The status of every neuron of one ReLU node (``nnxform.stable.LayerStability``)."""
+
+    status: np.ndarray
+
+    def counts(self) -> dict[str, int]: ...
+
+
+class Signs(Protocol):
+    """What compress reads of a classification (``nnxform.stable.Stability``, a layer above the passes): the
+    status of each ReLU node's neurons, by node name."""
+
+    def layer(self, node: str) -> LayerSigns: ...
 
 
 @dataclass
@@ -220,16 +232,16 @@ def aligned_layers(result: Leo, original: Layers) -> Layers | None:
     return expanded
 
 
-@dataclass
-class Compression:
-    """The compressed network, what was done, and the same network aligned with the original for certification."""
+@dataclass(kw_only=True)
+class Compression(PassReport):
+    """What compress did (its report), the compressed network, and the same network aligned with the original for
+    certification."""
 
     model: Model
-    report: PassReport
     aligned: Model | None  # see ``aligned_layers``; None when the result is constant
 
 
-def compress_aligned(model: Model, stability: Stability, rank_tol: float = RANK_TOL) -> Compression:
+def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL) -> Compression:
     """``model`` without its stable ReLUs (``stability`` from ``nnxform.stable.classify`` on the same model and box)."""
     if rank_tol < 0:
         raise NnxformError("the rank tolerance must be >= 0")
@@ -247,43 +259,15 @@ def compress_aligned(model: Model, stability: Stability, rank_tol: float = RANK_
     unmerged = result if result.positions is not None else leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
     expanded = aligned_layers(unmerged, tail.layers)
     aligned = None if expanded is None else _rebuild(canonical, tail, expanded, tail.relus, False)
-    return Compression(_rebuild(canonical, tail, result.layers, result.kept, result.constant), report, aligned)
+    return Compression(name=report.name, changes=report.changes, counts=report.counts, aligned=aligned,
+                       model=_rebuild(canonical, tail, result.layers, result.kept, result.constant))
 
 
-def certify(original: Model, compression: Compression, stability: Stability, box: Box, tol: float,
-            time_limit: float, exact: bool = False, progress: Callable[[int, int], None] | None = None
-            ) -> Discrepancy:
-    """Sound bounds of ``f − f_compressed`` on the whole box by the difference analysis (its LP/MILP solves
-    within ``time_limit`` seconds in all; ``progress(done, total)`` as they go).
-
-    The original is paired unit by unit with ``compression.aligned`` (the same function as the result) and
-    each network's bounds start from the signs the classification proved, so on a correct compression the
-    real-valued symbolic bound is zero up to the analysis's slack and what is left is the two float networks'
-    rounding (``details["float_margin"]``). The MILP runs when the real-valued bound exceeds ``tol``, or when
-    ``exact`` asks for it (39 s on mnist-net_256x4, every gap closed).
-    """
-    other = compression.aligned or compression.model
-    pair = Pair(original, other)
-    signs: list[np.ndarray] | None = [layer.status for layer in stability.layers]
-    try:
-        cert = pair.analyse(box, "symbolic", signs_a=signs)
-    except NnxformError:  # not a plain ReLU chain (a convolutional head): each network starts from its own bounds
-        signs = None
-        cert = pair.analyse(box, "symbolic")
-    real = cert.details.get("real_delta_max", cert.delta_max)  # the bound for the real-valued networks
-    if exact or real > tol:
-        cert = pair.analyse(box, "milp", time_limit=time_limit, signs_a=signs, total_time=time_limit, progress=progress)
-        real = cert.details.get("real_delta_max", cert.delta_max)
-    cert.details["proven_signs"] = signs is not None
-    cert.details["float_margin"] = max(cert.delta_max - real, 0.0)  # what the float networks' rounding adds
-    return cert
-
-
-@register("compress")
-def compress(model: Model, stability: Stability, rank_tol: float = RANK_TOL) -> tuple[Model, PassReport]:
-    """``model`` without its stable ReLUs (``stability`` from ``nnxform.stable.classify`` on the same model and box)."""
+@register("compress", needs=("stability",))
+def compress(model: Model, stability: Signs, rank_tol: float = RANK_TOL) -> tuple[Model, Compression]:
+    """The same function on the box with the stable ReLUs removed (``stability`` classified on that box)."""
     c = compress_aligned(model, stability, rank_tol)
-    return c.model, c.report
+    return c.model, c
 
 
 def _rebuild(model: Model, tail: Tail, layers: Layers, kept: list[str], constant: bool) -> Model:

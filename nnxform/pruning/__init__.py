@@ -58,7 +58,7 @@ def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, 
     ``options``: saliency's step, α, β, φ and seed; ``progress(done, total)`` reports saliency's units.
     """
     if method not in METHODS:
-        raise NnxformError(f"unknown pruning method '{method}'; choose one of {', '.join(METHODS)}")
+        raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if scope is not None and scope not in SCOPES:
         raise NnxformError(f"unknown scope '{scope}'; choose one of {', '.join(SCOPES)}")
     if not 0.0 <= ratio <= 1.0:

@@ -1,0 +1,170 @@
+"""Workflows the commands run, callable from Python: ``compress_checked`` (classify → compress → check → certify →
+provenance) and ``prune_with_impact`` (prune → impact bound → accuracy). Each returns a result whose ``to_json()``
+is the command's JSON report; the command line only parses options, calls, prints and writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .accuracy import DEFAULT_EPS, Dataset, Evaluation, measure
+from .discrepancy import METHODS as IMPACT_METHODS
+from .discrepancy import Discrepancy, Pair
+from .domain import Box
+from .errors import NnxformError, NotExact
+from .exactness import ATOL, Comparison, allowed
+from .ir import Model
+from .passes import apply_checked
+from .passes.compress import RANK_TOL, Compression, Size, network_size
+from .pruning import PruneResult, SaliencyOptions, prune
+from .pruning.impact import impact_bound
+from .stable import Progress, Stability, classify
+
+#: Samples of the classification's sampling stage (as ``nnxform stable``).
+STABLE_SAMPLES = 4096
+
+
+def certify(original: Model, compression: Compression, stability: Stability, box: Box, tol: float,
+            time_limit: float, exact: bool = False, progress: Callable[[int, int], None] | None = None
+            ) -> Discrepancy:
+    """Sound bounds of ``f − f_compressed`` on the whole box by the difference analysis (its LP/MILP solves
+    within ``time_limit`` seconds in all; ``progress(done, total)`` as they go).
+
+    The original is paired unit by unit with ``compression.aligned`` (the same function as the result) and
+    each network's bounds start from the signs the classification proved, so on a correct compression the
+    real-valued symbolic bound is zero up to the analysis's slack and what is left is the two float networks'
+    rounding (``details["float_margin"]``). The MILP runs when the real-valued bound exceeds ``tol``, or when
+    ``exact`` asks for it (39 s on mnist-net_256x4, every gap closed).
+    """
+    other = compression.aligned or compression.model
+    pair = Pair(original, other)
+    signs: list[np.ndarray] | None = [layer.status for layer in stability.layers]
+    try:
+        cert = pair.analyse(box, "symbolic", signs_a=signs)
+    except NnxformError:  # not a plain ReLU chain (a convolutional head): each network starts from its own bounds
+        signs = None
+        cert = pair.analyse(box, "symbolic")
+    real = cert.details.get("real_delta_max", cert.delta_max)  # the bound for the real-valued networks
+    if exact or real > tol:
+        cert = pair.analyse(box, "milp", time_limit=time_limit, signs_a=signs, total_time=time_limit, progress=progress)
+        real = cert.details.get("real_delta_max", cert.delta_max)
+    cert.details["proven_signs"] = signs is not None
+    cert.details["float_margin"] = max(cert.delta_max - real, 0.0)  # what the float networks' rounding adds
+    return cert
+
+
+@dataclass
+class CompressResult:
+    """The compressed network and how it was made: the classification, what compress did, the sizes, the check
+    in onnxruntime and the certificate (None without ``certify``)."""
+
+    model: Model
+    stability: Stability
+    compression: Compression
+    before: Size
+    after: Size
+    check: Comparison
+    certificate: Discrepancy | None
+    domain: dict[str, Any] | None
+
+    def to_json(self, model: str, output: str) -> dict[str, Any]:
+        """The report of ``nnxform compress`` (``model``, ``output``: the files read and written)."""
+        s = self.stability
+        return {"model": model, "output": output, "domain": self.domain,
+                "stable": {"seconds": s.seconds, "totals": s.counts(), "stages": s.to_json()["stages"], "notes": s.notes},
+                "changes": self.compression.changes, "counts": self.compression.counts,
+                "before": self.before.to_json(), "after": self.after.to_json(), "check": self.check.to_json(),
+                "certificate": None if self.certificate is None else self.certificate.to_json()}
+
+
+def compress_checked(model: Model, box: Box, *, stability: Stability | None = None, time_limit: float = 300.0,
+                     node_limit: int | None = None, seed: int = 0, rank_tol: float = RANK_TOL, samples: int = 10000,
+                     tol: float = ATOL, certify_box: bool = False, certify_exact: bool = False,
+                     certify_time_limit: float = 10.0, domain: dict[str, Any] | None = None,
+                     progress: Progress | None = None) -> CompressResult:
+    """``model`` without its stable ReLUs on ``box``, checked in onnxruntime on ``samples`` points and, with
+    ``certify_box``, bounded on the whole box; raises NotExact (nothing returned) beyond ``tol·(1 + |y|)``.
+
+    ``stability`` reuses a classification of this model and box; otherwise the ReLUs are classified (``time_limit``,
+    ``node_limit``, ``seed`` as ``nnxform stable``). ``domain`` describes the box in the provenance and report;
+    ``progress(stage, done, total)`` reports the classification's stages, then the certificate's solves.
+    """
+    if certify_exact and not certify_box:
+        raise NnxformError("--certify-exact goes with --certify")
+    if stability is not None and node_limit is not None:
+        raise NnxformError("--node-limit classifies; --stability reuses a classification: give one of them")
+    if stability is None:
+        stability = classify(model, box, time_limit=time_limit, samples=STABLE_SAMPLES, seed=seed,
+                             progress=progress, node_limit=node_limit)
+    provenance = {"domain": domain, "time_limit": time_limit, "seed": seed, "stable": stability.counts()}
+    result, compression, cmp = apply_checked("compress", model, box, samples, tol, provenance, stability=stability,
+                                             rank_tol=rank_tol)
+    cert = None
+    if certify_box:
+        limit = allowed(tol, cmp.scale)
+        cert = certify(model, compression, stability, box, limit, certify_time_limit, certify_exact,
+                       progress=_stage(progress, "certificate"))
+        if cert.found > limit:
+            raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
+                           f"{cert.found:.3g} > {cmp.tolerance(tol)} at a point of the box; nothing written (please "
+                           "report this network)")
+    return CompressResult(result, stability, compression, network_size(model), network_size(result), cmp, cert, domain)
+
+
+@dataclass
+class PruneReport:
+    """A pruned network and what is known of it: the pruning, the sound bound on its drift over the domain (None
+    without one), and accuracy and FGSM robustness before and after on labelled data (empty without)."""
+
+    pruning: PruneResult
+    impact: dict[str, Any] | None
+    evaluations: list[Evaluation]
+    data: Dataset | None
+    scale: float | None
+    domain: dict[str, Any] | None
+
+    @property
+    def model(self) -> Model:
+        return self.pruning.model
+
+    def to_json(self, model: str, output: str) -> dict[str, Any]:
+        """The report of ``nnxform prune`` (``model``, ``output``: the files read and written)."""
+        report: dict[str, Any] = {"model": model, "output": output, **self.pruning.to_json(), "domain": self.domain}
+        if self.impact is not None:
+            report.update(self.impact)
+        if self.data is not None:
+            report["data"] = {"path": self.data.path, "scale": self.scale, "clip": list(self.evaluations[0].clip)}
+            for side, evaluation in zip(("before", "after"), self.evaluations):
+                report[side].update({k: v for k, v in evaluation.to_json().items() if k in ("accuracy", "robustness")})
+        return report
+
+
+def prune_with_impact(model: Model, box: Box | None, method: str, ratio: float, *, scope: str | None = None,
+                      options: SaliencyOptions | None = None, impact_method: str = "symbolic",
+                      time_limit: float = 60.0, data: Dataset | None = None, scale: float | None = None,
+                      fgsm_eps: list[float] | None = None, clip: tuple[float | None, float | None] = (None, None),
+                      domain: dict[str, Any] | None = None, progress: Progress | None = None) -> PruneReport:
+    """``model`` pruned by ``method`` (``nnxform.pruning.prune``), with a sound bound on ``max |f_pruned − f|`` over
+    ``box`` by ``impact_method`` when a box is given, and with ``data`` (features already divided by ``scale``)
+    accuracy and FGSM robustness at ``fgsm_eps`` (points clipped to ``clip``) before and after.
+
+    ``progress(stage, done, total)`` reports saliency's units (stage ``"units"``), then the impact's solves
+    (``"impact"``); ``domain`` describes the box in the report."""
+    if impact_method not in IMPACT_METHODS:
+        raise NnxformError(f"unknown impact method '{impact_method}'; choose one of {', '.join(IMPACT_METHODS)}")
+    if data is not None:
+        data.fit(model)
+    result = prune(model, method, ratio, scope=scope, box=box, options=options, progress=_stage(progress, "units"))
+    impact = None if box is None else impact_bound(model, result, box, impact_method, time_limit=time_limit,
+                                                   progress=_stage(progress, "impact"))
+    evaluations = [] if data is None else [measure(m, data, list(fgsm_eps or DEFAULT_EPS), clip)
+                                           for m in (model, result.model)]
+    return PruneReport(result, impact, evaluations, data, scale, domain)
+
+
+def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """``progress`` as the ``progress(done, total)`` of one stage."""
+    return None if progress is None else lambda done, total: progress(stage, done, total)
