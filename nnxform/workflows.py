@@ -84,12 +84,12 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
                      node_limit: int | None = None, seed: int = 0, rank_tol: float = RANK_TOL, samples: int = 10000,
                      tol: float = ATOL, certify_box: bool = False, certify_exact: bool = False,
                      certify_time_limit: float = 10.0, domain: dict[str, Any] | None = None,
-                     progress: Progress | None = None) -> CompressResult:
+                     progress: Progress | None = None, solver: str = "highs") -> CompressResult:
     """``model`` without its stable ReLUs on ``box``, checked in onnxruntime on ``samples`` points and, with
     ``certify_box``, bounded on the whole box; raises NotExact (nothing returned) beyond ``tol·(1 + |y|)``.
 
     ``stability`` reuses a classification of this model and box; otherwise the ReLUs are classified (``time_limit``,
-    ``node_limit``, ``seed`` as ``nnxform stable``). ``domain`` describes the box in the provenance and report;
+    ``node_limit``, ``seed``, ``solver`` as ``nnxform stable``). ``domain`` describes the box in the provenance and report;
     ``progress(stage, done, total)`` reports the classification's stages, then the certificate's solves.
     """
     if certify_exact and not certify_box:
@@ -98,7 +98,7 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
         raise NnxformError("--node-limit classifies; --stability reuses a classification: give one of them")
     if stability is None:
         stability = classify(model, box, time_limit=time_limit, samples=STABLE_SAMPLES, seed=seed,
-                             progress=progress, node_limit=node_limit)
+                             progress=progress, node_limit=node_limit, solver=solver)
     provenance = {"domain": domain, "time_limit": time_limit, "seed": seed, "stable": stability.counts()}
     result, compression, cmp = apply_checked("compress", model, box, samples, tol, provenance, stability=stability,
                                              rank_tol=rank_tol)

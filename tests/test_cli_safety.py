@@ -437,3 +437,11 @@ def test_compress_reuses_a_stable_classification_of_the_same_file_and_box(tmp_pa
     r = run_cli("compress", mnist, "--lower", "0", "--upper", "1", "--stability", tmp_path / "s.json", "-o", tmp_path / "e.onnx")
     assert_clean_error(r, "another input box")
     assert not (tmp_path / "e.onnx").exists()
+
+
+def test_stable_and_compress_take_a_milp_solver(tmp_path: Path) -> None:
+    """--solver cbc reaches the MILP stage through pulp; an unknown solver is one line before any work."""
+    mnist, box = MODELS / "mnist-net_256x2.onnx", MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib"
+    r = run_cli("compress", mnist, "--vnnlib", box, "--solver", "cbc", "-o", tmp_path / "c.onnx")
+    assert r.returncode == 0, r.stderr
+    assert_clean_error(run_cli("stable", mnist, "--vnnlib", box, "--solver", "glpk"), "unknown MILP solver 'glpk'")

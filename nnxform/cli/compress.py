@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..analyzers.solvers import check_solver
 from ..discrepancy import Discrepancy
 from ..errors import NnxformError
 from ..fileio import Outputs, read_text
@@ -16,7 +17,7 @@ from ..passes.compress import RANK_TOL, Size
 from ..stable import Stability
 from ..workflows import compress_checked
 from . import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, table,
+from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, bounded, json_text, samples_option, say, table,
                      tol_option, with_domain)
 from .stable import StageBars
 
@@ -58,9 +59,11 @@ def compress(
                                              help="Seconds for all the LP/MILP solves of --certify together.",
                                              callback=bounded(0, above=True)),
     seed: int = typer.Option(0, "--seed", help="Random seed of the classification.", callback=bounded(0)),
+    solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
+    check_solver(solver)
     outputs = Outputs([model, stability_path, *domain.files()])
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
@@ -72,7 +75,7 @@ def compress(
         result = compress_checked(net, box, stability=stability, time_limit=time_limit, node_limit=node_limit,
                                   seed=seed, rank_tol=rank_tol, samples=samples, tol=tol, certify_box=certify_box,
                                   certify_exact=certify_exact, certify_time_limit=certify_time_limit,
-                                  domain=domain.describe(), progress=bars)
+                                  domain=domain.describe(), progress=bars, solver=solver)
     finally:
         bars.close()
     outputs.put(output, result.model.to_bytes())

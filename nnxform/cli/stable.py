@@ -12,7 +12,9 @@ from ..fileio import Outputs
 from ..ir import Model, load
 from ..stable import STATUS_NAMES, Stability, classify
 from . import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table, with_domain
+from ..analyzers.solvers import check_solver
+from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table,
+                     with_domain)
 
 #: What each stage's progress counts (``classify``'s progress callback).
 UNITS = {"alpha": "layers", "milp": "candidates", "certificate": "solves", "impact": "solves", "units": "pruned"}
@@ -55,11 +57,12 @@ def print_stability(result: Stability, quiet: bool) -> None:
 
 
 def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int,
-                 node_limit: int | None = None) -> Stability:
+                 node_limit: int | None = None, solver: str = "highs") -> Stability:
     """Classify the ReLUs of ``net`` with a progress bar on stderr."""
     bar = StageBars(enabled=sys.stderr.isatty())
     try:
-        return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar, node_limit=node_limit)
+        return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar, node_limit=node_limit,
+                        solver=solver)
     finally:
         bar.close()
 
@@ -84,15 +87,17 @@ def stable(
     node_limit: Optional[int] = typer.Option(None, "--node-limit", callback=bounded(1),
                                              help="Branch-and-bound nodes per MILP solve instead of a share of "
                                                   "--time-limit: the same result on every run."),
+    solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the classification as JSON ('-' for stdout); "
                                             "'nnxform compress --stability' reuses it."),
     domain: DomainOptions = None,
 ) -> None:
+    check_solver(solver)
     outputs = Outputs([model, *domain.files()])
     outputs.add_path(json_path, "--json", stdout=True)
     net = load(model)
     box = domain.box(net)
-    result = run_classify(net, box, time_limit, samples, seed, node_limit)
+    result = run_classify(net, box, time_limit, samples, seed, node_limit, solver)
     outputs.put(json_path, json_text({"model": model, "domain": domain.describe(), **result.to_json()}))
     outputs.commit()
     quiet = json_path == "-"
