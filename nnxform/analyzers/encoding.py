@@ -48,7 +48,7 @@ class Deadline:
     """A point in time after which no solve starts, and up to which each solve may run: a limit on a whole command."""
 
     def __init__(self, seconds: float):
-        self.seconds, self.end = seconds, time.monotonic() + seconds
+        self.end = time.monotonic() + seconds
         self.reached = False
 
     def left(self) -> float:
