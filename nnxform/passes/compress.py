@@ -30,7 +30,7 @@ from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
 from ..ir import Model, Node
 from . import PASSES, PassReport, register
-from .pad import Layers, relu_layers
+from .pad import Layers, is_identity, relu_layers
 
 
 #: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
@@ -281,7 +281,7 @@ def _rebuild(model: Model, tail: Tail, layers: Layers, kept: list[str], constant
     shape = m.input_shape if constant else tuple(model.shapes()[tail.start])
     if constant:
         layers = [(np.zeros((layers[0][1].size, m.input_size)), layers[0][1])]
-    final_relu = len(layers) > 1 and _is_identity(*layers[-1])  # the network ends with a ReLU: keep it so
+    final_relu = len(layers) > 1 and is_identity(*layers[-1])  # the network ends with a ReLU: keep it so
     if final_relu:
         layers = layers[:-1]
     reshape = out_shape != (1, layers[-1][1].size)
@@ -308,6 +308,3 @@ def _rebuild(model: Model, tail: Tail, layers: Layers, kept: list[str], constant
     m.prune()
     return m
 
-
-def _is_identity(W: np.ndarray, b: np.ndarray) -> bool:
-    return W.shape[0] == W.shape[1] and np.array_equal(W, np.eye(W.shape[0])) and not b.any()

@@ -46,6 +46,11 @@ def relu_layers(model: Model, command: str) -> Layers:
     return layers
 
 
+def is_identity(W: np.ndarray, b: np.ndarray) -> bool:
+    """True for the layer ``x ↦ x`` (square identity weights, zero bias): what padding inserts."""
+    return W.shape[0] == W.shape[1] and np.array_equal(W, np.eye(W.shape[0])) and not b.any()
+
+
 def pad_layers(layers: Layers, depth: int) -> tuple[Layers, list[str]]:
     """``layers`` computing the same function with exactly ``depth`` affine layers, and one line per insertion."""
     if depth < len(layers):

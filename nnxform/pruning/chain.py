@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import NnxformError
 from ..ir import Model
 from ..operators import OPERATORS
-from ..passes.pad import Layers, chain_model, relu_layers
+from ..passes.pad import Layers, chain_model, is_identity, relu_layers
 
 
 @dataclass
@@ -52,8 +52,7 @@ def identity_output(layers: Layers) -> bool:
     Its units (the hidden layer before the identity) are then the outputs, which pruning never
     touches, and the identity is not one of the network's own affine layers.
     """
-    W, b = layers[-1]
-    return len(layers) > 1 and W.shape[0] == W.shape[1] and np.array_equal(W, np.eye(W.shape[0])) and not b.any()
+    return len(layers) > 1 and is_identity(*layers[-1])
 
 
 def prunable_layers(layers: Layers) -> list[int]:
