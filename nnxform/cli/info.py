@@ -6,10 +6,11 @@ from typing import Optional
 
 import typer
 
-from ..errors import UnsupportedOperator
+from ..errors import NnxformError, UnsupportedOperator
 from ..fileio import Outputs
 from ..ir import load
 from ..summary import summarize
+from ..verifiers import PROFILES, readability
 from . import app
 from .common import json_text, say, table
 
@@ -18,11 +19,16 @@ from .common import json_text, say, table
              help="Describe a model: input/output shapes, opset, operator counts, a layer table (op, output "
                   "shape, neurons, parameters, zero weights), ReLU count, and whether the graph is "
                   "verifier-friendly (a single chain without BN or Sub), naming what blocks it. A model with "
-                  "operators nnxform does not support is described too, naming those nodes.")
+                  "operators nnxform does not support is described too, naming those nodes. --for VERIFIER says whether "
+                  "that verifier's ONNX parser reads the model (rules read from its source) and, if not, which "
+                  "nodes block it and which nnxform command fixes each.")
 def info(
     model: str = typer.Argument(..., help="ONNX file."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the description as JSON ('-' for stdout)."),
+    verifier: Optional[str] = typer.Option(None, "--for", help=f"One of: {', '.join(PROFILES)}."),
 ) -> None:
+    if verifier is not None and verifier not in PROFILES:
+        raise NnxformError(f"unknown verifier '{verifier}'; choose one of {', '.join(PROFILES)}")
     outputs = Outputs([model])
     outputs.add_path(json_path, "--json", stdout=True)
     try:
@@ -30,6 +36,8 @@ def info(
     except UnsupportedOperator:  # describe it anyway, naming what nnxform cannot handle
         loaded = load(model, supported_only=False)
     s = summarize(loaded)
+    if verifier is not None:
+        s["for"] = readability(loaded, verifier)
     outputs.put(json_path, json_text(s))
     outputs.commit()
     quiet = json_path == "-"
@@ -48,3 +56,9 @@ def info(
         say("  verifier-friendly: yes", quiet)
     else:
         say("  verifier-friendly: no — " + "; ".join(s["blockers"]), quiet)
+    if verifier is not None:
+        verdict = s["for"]
+        say(f"  readable by {verifier}: " + ("yes" if verdict["readable"] else "no")
+            + f"  (rules from {verdict['parser']})", quiet)
+        for b in verdict["blockers"]:
+            say(f"    {b['text']}", quiet)

@@ -1,0 +1,113 @@
+"""Verifier profiles (``nnxform info --for``): each reads a canon output and names what blocks it in a model it
+cannot read; the Marabou profile agrees with Marabou's own parser."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MODELS, make_model, run_cli, save
+from onnx import helper
+
+from nnxform.ir import load
+from nnxform.verifiers import PROFILES, readability
+
+GROUPED = MODELS / "bn_after_relu_conv.onnx"  # BatchNormalization and a group=2 Conv ('conv3')
+
+
+@pytest.fixture(scope="module")
+def canon_of_grouped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``nnxform canon`` of the grouped-conv model: what every profile should read."""
+    out = tmp_path_factory.mktemp("verifiers") / "canon.onnx"
+    result = run_cli("canon", GROUPED, "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def sub_of_two_branches(tmp_path: Path) -> Path:
+    """Relu(W1 x) − Relu(W2 x): a Sub of two data tensors, and a graph that is not one chain."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b"], ["g1"], transB=1), helper.make_node("Relu", ["g1"], ["r1"]),
+             helper.make_node("Gemm", ["x", "W2", "b"], ["g2"], transB=1), helper.make_node("Relu", ["g2"], ["r2"]),
+             helper.make_node("Sub", ["r1", "r2"], ["y"], name="diff")]
+    weights = {"W1": rng.normal(size=(3, 4)), "W2": rng.normal(size=(3, 4)), "b": np.zeros(3)}
+    return save(make_model(nodes, [1, 4], weights=weights), tmp_path / "sub.onnx")
+
+
+def asymmetric_conv_transpose(tmp_path: Path) -> Path:
+    """A ConvTranspose with pads [0, 0, 1, 1], which onnx2torch refuses, then a Relu."""
+    nodes = [helper.make_node("ConvTranspose", ["x", "W"], ["c"], name="up", kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    weights = {"W": np.random.default_rng(1).normal(size=(2, 2, 2, 2))}
+    return save(make_model(nodes, [1, 2, 3, 3], weights=weights), tmp_path / "convt.onnx")
+
+
+@pytest.mark.parametrize("verifier", sorted(PROFILES))
+def test_every_profile_reads_canon_output(canon_of_grouped: Path, verifier: str) -> None:
+    verdict = readability(load(canon_of_grouped), verifier)
+    assert verdict["readable"], verdict["blockers"]
+
+
+def test_marabou_blocks_grouped_conv_and_sub_of_data(tmp_path: Path) -> None:
+    grouped = readability(load(GROUPED), "marabou")["blockers"]
+    assert [(b["node"], b["fix"]) for b in grouped] == [("conv3", "nnxform canon")]
+    assert "group=2" in grouped[0]["reason"] and "input_channels == filter_channels" in grouped[0]["reason"]
+    sub = readability(load(sub_of_two_branches(tmp_path)), "marabou")["blockers"]
+    assert [b["node"] for b in sub] == ["diff"] and "subtracts a data tensor" in sub[0]["reason"]
+
+
+def test_nnenum_blocks_batchnorm_and_branches(tmp_path: Path) -> None:
+    bn = readability(load(GROUPED), "nnenum")["blockers"]
+    assert {b["node"] for b in bn} == {"bn1", "bn2", "bn3"} and all(b["fix"] == "nnxform canon" for b in bn)
+    branches = readability(load(sub_of_two_branches(tmp_path)), "nnenum")["blockers"]
+    assert any("does not follow the previous Relu" in b["reason"] and b["fix"] is None for b in branches)
+
+
+def test_pynever_blocks_group_attribute_implicit_pads_and_skipped_sub(tmp_path: Path) -> None:
+    grouped = {b["node"]: b for b in readability(load(GROUPED), "pynever")["blockers"]}
+    assert "reads 'groups', not 'group'" in grouped["conv3"]["reason"]
+    no_pads = make_model([helper.make_node("Conv", ["x", "W"], ["c"], name="c1", kernel_shape=[1, 1]),
+                          helper.make_node("Relu", ["c"], ["y"])], [1, 1, 2, 2], weights={"W": np.ones((1, 1, 1, 1))})
+    implicit = readability(load(save(no_pads, tmp_path / "nopads.onnx")), "pynever")["blockers"]
+    assert [(b["node"], b["fix"]) for b in implicit] == [("c1", "nnxform canon")] and "pads" in implicit[0]["reason"]
+    sub = readability(load(sub_of_two_branches(tmp_path)), "pynever")["blockers"]
+    assert any(b["node"] == "diff" and "skipped" in b["reason"] for b in sub)
+
+
+def test_abcrown_blocks_asymmetric_conv_transpose_and_old_opsets(tmp_path: Path) -> None:
+    blockers = readability(load(asymmetric_conv_transpose(tmp_path)), "abcrown")["blockers"]
+    assert [b["node"] for b in blockers] == ["up"] and "non symmetrical padding" in blockers[0]["reason"]
+    acas = readability(load(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"), "abcrown")["blockers"]  # opset 8
+    assert [(b["node"], b["fix"]) for b in acas] == [("Operation_1_Flatten", "nnxform canon")]
+    assert "version 1 at opset 8" in acas[0]["reason"]
+
+
+def test_info_for_through_the_cli(tmp_path: Path, canon_of_grouped: Path) -> None:
+    blocked = run_cli("info", GROUPED, "--for", "marabou")
+    assert blocked.returncode == 0, blocked.stderr
+    assert "readable by marabou: no" in blocked.stdout
+    assert "Conv node 'conv3' has group=2: Marabou's parser asserts input_channels == filter_channels; " \
+           "run `nnxform canon`" in blocked.stdout
+    readable = run_cli("info", canon_of_grouped, "--for", "pynever")
+    assert readable.returncode == 0 and "readable by pynever: yes" in readable.stdout
+    as_json = run_cli("info", GROUPED, "--for", "nnenum", "--json", "-")
+    verdict = json.loads(as_json.stdout)["for"]
+    assert verdict["verifier"] == "nnenum" and verdict["readable"] is False and len(verdict["blockers"]) == 3
+    unknown = run_cli("info", GROUPED, "--for", "nnv")
+    assert unknown.returncode != 0 and "unknown verifier 'nnv'" in unknown.stderr
+
+
+def test_marabou_profile_agrees_with_marabous_parser(tmp_path: Path, canon_of_grouped: Path) -> None:
+    with warnings.catch_warnings():  # maraboupy warns that its TensorFlow parser is unavailable
+        warnings.simplefilter("ignore")
+        marabou = pytest.importorskip("maraboupy.Marabou", reason="maraboupy (the 'test' extra) is not installed")
+    network = marabou.read_onnx(str(canon_of_grouped))
+    model = load(canon_of_grouped)
+    assert network.outputVars[0].size == np.prod(model.shapes()[model.output_name])  # it loaded, every output
+    for rejected in (GROUPED, sub_of_two_branches(tmp_path)):
+        assert not readability(load(rejected), "marabou")["readable"]
+        with pytest.raises(AssertionError):
+            marabou.read_onnx(str(rejected))
