@@ -49,7 +49,7 @@ def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, sa
         for line in report.changes:
             if pass_name != "fold-bn" or "BN" in line:
                 say(f"    {line}", quiet)
-    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g}) — same function", quiet)
+    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) — same function", quiet)
 
 
 def _ops(counts: dict[str, int]) -> str:

@@ -61,5 +61,5 @@ def pad(
     say(f"  affine layers: {before} -> {after}", quiet)
     for line in report.changes:
         say(f"    {line}", quiet)
-    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {tol:g}) — same function",
+    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) — same function",
         quiet)
