@@ -36,7 +36,7 @@ import numpy as np
 
 from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline
-from .analyzers.milp import MAX_MAGNITUDE
+from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
 from .analyzers.difference import (Layers, Roundings, align_widths, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
@@ -310,12 +310,10 @@ class Pair:
         deltas = propagate(self.layers, box, sa, sb, symbolic=method != "interval")
         out = deltas[-1]
         r = DeltaBounds(out.lo_d.copy(), out.hi_d.copy(), input_coef=out.input_coef)
-        largest = max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0))
-                      for s in (sa, sb) for lo, hi in zip(s.lo, s.hi) if lo is not None)
-        if method == "milp" and largest > MAX_MAGNITUDE:
+        too_large = beyond_solver(sa, sb) if method == "milp" else ""
+        if too_large:
             method = "lp"
-            r.details["note"] = (f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute "
-                                 f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g}): LP bounds instead, not exact")
+            r.details["note"] = f"{too_large}: LP bounds instead, not exact"
         if method in ("lp", "milp"):
             lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress, deadline,
                                              solver)

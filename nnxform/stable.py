@@ -36,7 +36,7 @@ from .analyzers import bounds as analyze
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
-from .analyzers.milp import MAX_MAGNITUDE
+from .analyzers.milp import beyond_solver
 from .analyzers.rounding import Rounding
 from .analyzers.solvers import check_solver
 from .analyzers.symbolic import optimized_bounds
@@ -498,11 +498,9 @@ class _Classifier:
         """
         before = self.undecided()
         state, kept = self._without_dead()
-        largest = max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0))
-                      for lo, hi in zip(state.lo, state.hi) if lo is not None)
-        if largest > MAX_MAGNITUDE:  # HiGHS's absolute tolerances cannot be trusted to prove infeasibility there
-            self.notes.append(f"milp stage skipped: values reach {largest:.3g} on this box, beyond what the solver's "
-                              f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g})")
+        too_large = beyond_solver(state)
+        if too_large:  # the solver's infeasibility proofs are not to be trusted there
+            self.notes.append(f"milp stage skipped: {too_large}")
             return self._stage("milp", before, "values too large for the solver")
         try:
             enc = Encoder(state, integer=True, solver=self.solver)

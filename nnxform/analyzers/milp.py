@@ -24,6 +24,17 @@ from .result import Progress, State
 MAX_MAGNITUDE = 1e6
 
 
+def beyond_solver(*states: State) -> str:
+    """Why a MILP solver's bound or infeasibility proof is not to be trusted on these bounds ('' when it is):
+    values beyond ``MAX_MAGNITUDE``, which its absolute tolerances cannot resolve."""
+    largest = max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0))
+                  for s in states for lo, hi in zip(s.lo, s.hi) if lo is not None)
+    if largest <= MAX_MAGNITUDE:
+        return ""
+    return (f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute tolerances resolve "
+            f"(MAX_MAGNITUDE {MAX_MAGNITUDE:g})")
+
+
 def milp(state: State, time_limit: float, neurons: bool = False, progress: Progress | None = None,
          deadline: Deadline | None = None, solver: str = "highs") -> tuple[bool, dict[str, Any]]:
     """Tighten the outputs of ``state`` (and with ``neurons`` every unstable ReLU input) by MILP, in place.
@@ -31,12 +42,10 @@ def milp(state: State, time_limit: float, neurons: bool = False, progress: Progr
     Returns whether every output bound is exact (MIP gap closed) and per-output details.
     """
     net = state.net
-    largest = max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0))
-                  for lo, hi in zip(state.lo, state.hi) if lo is not None)
-    if largest > MAX_MAGNITUDE:
+    too_large = beyond_solver(state)
+    if too_large:
         lp_bounds.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
-        return False, {"note": f"values reach {largest:.3g} on this box, beyond what the MILP solver's absolute "
-                               f"tolerances resolve (MAX_MAGNITUDE {MAX_MAGNITUDE:g}): LP bounds instead, not exact"}
+        return False, {"note": f"{too_large}: LP bounds instead, not exact"}
     enc = Encoder(state, integer=True, time_limit=time_limit, deadline=deadline, solver=solver)
     work = [i for i, s in enumerate(net.steps)
             if i == net.output or (neurons and isinstance(s, Linear) and not net.first_layer(i))]
