@@ -28,6 +28,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("nnxform.ir",),
     # running a Model: numpy evaluator and gradients, onnxruntime; writing affine nodes
     ("nnxform.runtime", "nnxform.evaluate", "nnxform.gradient", "nnxform.affine"),
+    # the layered form: a chain of typed layers with parameters and gradients (merge, pad, compress, pruning, training)
+    ("nnxform.layered",),
     # input domains, VNN-LIB boxes, the sampled check in onnxruntime
     ("nnxform.domain", "nnxform.vnnlib", "nnxform.exactness"),
     # sound bounds

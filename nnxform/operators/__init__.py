@@ -1,7 +1,7 @@
 """The operator table: what every ONNX operator nnxform supports means, in one place.
 
 Each ``Operator`` says which inputs must be constants, how the node is evaluated (vectorised over
-samples, ``forward``) and differentiated (``backward``), in which data inputs it is affine, how a
+samples, ``forward``) and differentiated in its data input and its trained constants (``backward``), in which data inputs it is affine, how a
 float network rounds it and its absolute form (``forms``), whether it is verifier-friendly, what
 ``info`` counts, how the loader checks and normalises it and how it is exported; a nonlinear
 operator is either an element-wise activation (``activations.Elementwise``: its function and
@@ -34,6 +34,7 @@ class Operator:
     evaluate: Callable  # (node, args, batched) -> output, with the sample axis
     vjp: Callable  # (node, args, batched, output, grad) -> grad per input (None where not needed)
     affine: str | None  # AFFINE_ALL / AFFINE_ONE / AFFINE_FIRST; None for a nonlinear operator
+    param_vjp: Callable | None = None  # (node, args, output, grad) -> grad per trained constant input, samples summed
     activation: Elementwise | None = None  # element-wise nonlinear: value, relaxation, float error
     window_max: bool = False  # MaxPool: the maximum over each window (the analyzers' Pool step)
     constant_inputs: tuple[int, ...] = ()  # input positions that must be constants (weights)
@@ -82,7 +83,8 @@ OPERATORS: dict[str, Operator] = {
     "Tanh": _activation(TANH),
     "Identity": _identity(),
     "Dropout": _identity(constant_inputs=(1, 2), checks=(forms.dropout_inference,), normalise=forms.dropout_form),
-    "Gemm": Operator(forward.gemm, backward.gemm, AFFINE_ONE, roundings=forms.gemm_roundings,
+    "Gemm": Operator(forward.gemm, backward.gemm, AFFINE_ONE, param_vjp=backward.gemm_params,
+                     roundings=forms.gemm_roundings,
                      absolute=forms.gemm_absolute, weighted=True, neurons=True, normalise=forms.gemm_form),
     "MatMul": Operator(forward.matmul, backward.matmul, AFFINE_ONE, roundings=forms.matmul_roundings, weighted=True,
                        neurons=True),
@@ -95,16 +97,19 @@ OPERATORS: dict[str, Operator] = {
     "Squeeze": Operator(forward.squeeze, backward.reshape_back, AFFINE_ALL, constant_inputs=(1,),
                         normalise=forms.axes_form, export=forms.axes_input),
     "Concat": Operator(forward.concat, backward.concat, AFFINE_ALL),
-    "Conv": Operator(forward.conv, backward.conv, AFFINE_FIRST, constant_inputs=(1, 2), roundings=forms.conv_roundings,
+    "Conv": Operator(forward.conv, backward.conv, AFFINE_FIRST, param_vjp=backward.conv_params, constant_inputs=(1, 2),
+                     roundings=forms.conv_roundings,
                      weighted=True, neurons=True, spatial=True, checks=_CONV_CHECKS, normalise=forms.window_form),
-    "ConvTranspose": Operator(forward.conv_transpose, backward.conv_transpose, AFFINE_FIRST, constant_inputs=(1, 2),
+    "ConvTranspose": Operator(forward.conv_transpose, backward.conv_transpose, AFFINE_FIRST,
+                              param_vjp=backward.conv_transpose_params, constant_inputs=(1, 2),
                               roundings=forms.conv_roundings, weighted=True, neurons=True, spatial=True,
                               checks=_CONV_CHECKS, normalise=forms.transposed_form),
     "MaxPool": Operator(forward.pool("max"), backward.pool, None, window_max=True, spatial=True,
                         checks=_CONV_CHECKS, normalise=forms.window_form),
     "AveragePool": Operator(forward.pool("avg"), backward.pool, AFFINE_ALL, roundings=forms.average_roundings,
                             spatial=True, checks=_CONV_CHECKS + (forms.no_pool_dilations,), normalise=forms.window_form),
-    "BatchNormalization": Operator(forward.batchnorm, backward.batchnorm, AFFINE_FIRST, constant_inputs=(1, 2, 3, 4),
+    "BatchNormalization": Operator(forward.batchnorm, backward.batchnorm, AFFINE_FIRST,
+                                   param_vjp=backward.batchnorm_params, constant_inputs=(1, 2, 3, 4),
                                    roundings=forms.batchnorm_roundings, absolute=forms.batchnorm_absolute,
                                    canonical=False, weighted=True, checks=(forms.batchnorm_inference,),
                                    normalise=forms.batchnorm_form),

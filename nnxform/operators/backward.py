@@ -164,3 +164,71 @@ def batchnorm(node, args, batched, y, g):
     s = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
     return [g * s.reshape((1,) * 2 + (-1,) + (1,) * (x.ndim - 3))]
 
+
+
+# --- parameter vector-Jacobian products: (node, args, output, grad) -> grad per constant input, summed over samples --
+# ``args[0]`` carries the sample axis, the rest are the node's constants; None where a constant is not trained.
+
+
+def gemm_params(node, args, y, g):
+    a, b = args[0], args[1]
+    at = node.attrs
+    A = np.swapaxes(a, -1, -2) if at.get("transA", 0) else a
+    A2, G2 = A.reshape(-1, A.shape[-1]), g.reshape(-1, g.shape[-1])
+    gB = at.get("alpha", 1.0) * (A2.T @ G2)  # the gradient of B as used (after transB)
+    gb = gB.T if at.get("transB", 0) else gB
+    gc = None
+    if len(args) > 2 and args[2] is not None:
+        c = args[2]
+        total = at.get("beta", 1.0) * G2.sum(axis=0)
+        gc = total.reshape(c.shape) if c.size == total.size else np.full(c.shape, total.sum())
+    return [None, gb, gc]
+
+
+def conv_params(node, args, y, g):
+    x, w = args[0], args[1]
+    nd = w.ndim - 2
+    xf, _ = merge_lead(x, nd + 1)
+    win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
+    group = node.attrs.get("group", 1)
+    s, c = xf.shape[:2]
+    o = w.shape[0]
+    cg, og = c // group, o // group
+    xp = np.pad(xf, win.pad_widths())
+    xg = xp.reshape((s, group, cg) + xp.shape[2:])
+    gy = g.reshape((s, group, og) + win.out)
+    gw = np.zeros((group, og, cg) + win.kernel)
+    for k, sl in win.slices():
+        gw[(Ellipsis,) + k] = np.einsum("sgo...,sgc...->goc", gy, xg[sl], optimize=True)
+    gb = gy.sum(axis=(0,) + tuple(range(3, 3 + nd))).reshape(-1) if len(args) > 2 and args[2] is not None else None
+    return [None, gw.reshape(w.shape), gb]
+
+
+def conv_transpose_params(node, args, y, g):
+    """Each weight meets the input values it scattered and the output gradient where it landed."""
+    x, w = args[0], args[1]
+    nd = w.ndim - 2
+    xf, _ = merge_lead(x, nd + 1)
+    sc = Scatter.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
+    group = node.attrs.get("group", 1)
+    s, c = xf.shape[:2]
+    cg, og = c // group, w.shape[1]
+    gfull = np.zeros((s, group * og) + sc.full)
+    gfull[sc.cells()] = g.reshape((s, group * og) + sc.out)
+    gfull = gfull.reshape((s, group, og) + sc.full)
+    xg = xf.reshape((s, group, cg) + xf.shape[2:])
+    gw = np.zeros((group, cg, og) + sc.window.kernel)
+    for k, sl in sc.window.slices():
+        gw[(Ellipsis,) + k] = np.einsum("sgc...,sgo...->gco", xg, gfull[sl], optimize=True)
+    gb = g.reshape((s, group * og) + sc.out).sum(axis=(0,) + tuple(range(2, 2 + nd))) \
+        if len(args) > 2 and args[2] is not None else None
+    return [None, gw.reshape(w.shape), gb]
+
+
+def batchnorm_params(node, args, y, g):
+    """Gradients of the scale and bias; the running mean and variance are statistics, not trained."""
+    x, scale, _, mean, var = args[:5]
+    shape = (1,) * 2 + (-1,) + (1,) * (x.ndim - 3)
+    xhat = (x - mean.reshape(shape)) / np.sqrt(var + node.attrs.get("epsilon", 1e-5)).reshape(shape)
+    axes = tuple(i for i in range(x.ndim) if i != 2)
+    return [None, (g * xhat).sum(axis=axes), g.sum(axis=axes), None, None]

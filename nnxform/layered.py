@@ -1,0 +1,482 @@
+"""The layered form: a network as an ordered list of typed layers, each with its parameters as arrays.
+
+This is the working form of every tool that edits a network's units — merge, pad, compress, pruning,
+training. A layer is one ONNX operator applied to the previous layer's output (``Dense`` is a canonical
+Gemm, ``Conv``/``ConvTranspose`` keep groups, strides, pads and dilations, ``BatchNorm`` is the
+per-channel affine map of an inference BatchNormalization); what it computes, and its gradients with
+respect to its input and to every parameter, come from the operator table (``operators.OPERATORS``), so
+the layered form and the graph evaluator cannot disagree. Layers with units (Dense rows, conv output
+channels) carry ``ids``, the original index of every unit, so "channel 7 of layer 3" stays named
+through pruning and merging.
+
+``from_model`` reads a chain (one data path from input to output) of canonical nodes; ``to_model``
+writes the layers back as verifier-friendly ONNX (explicit conv attributes, byte-stable names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from .affine import gemm_weights
+from .errors import NnxformError
+from .ir import Model, Node
+from .operators import OPERATORS
+from .operators.forward import explicit_pads, transposed_pads
+
+
+@dataclass(eq=False, kw_only=True)
+class Layer:
+    """One operator on the previous layer's output; ``PARAMS`` names its parameter arrays in ONNX input order."""
+
+    name: str
+    OP: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+
+    def attrs(self) -> dict[str, Any]:
+        """The ONNX attributes the layer is written with (all explicit)."""
+        return {}
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameter arrays, by name, in the node's input order."""
+        return {p: getattr(self, p) for p in self.PARAMS}
+
+    def node(self) -> Node:
+        return Node(self.OP, self.name, ["x", *self.PARAMS], ["y"], self.attrs())
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layer's output for ``x`` (samples on the first axis, then the ONNX shape)."""
+        args = [x, *self.params().values()]
+        return OPERATORS[self.OP].evaluate(self.node(), args, [True] + [False] * (len(args) - 1))
+
+    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Gradients, given ``g`` on the output ``y`` of ``x``: on ``x`` per sample, and on each trained parameter
+        summed over samples (statistics such as a BatchNorm's running mean have none)."""
+        spec = OPERATORS[self.OP]
+        node, args = self.node(), [x, *self.params().values()]
+        gx = spec.vjp(node, args, [True] + [False] * (len(args) - 1), y, g)[0]
+        if spec.param_vjp is None or not self.PARAMS:
+            return gx, {}
+        grads = spec.param_vjp(node, args, y, g)[1:]
+        return gx, {p: gp for p, gp in zip(self.PARAMS, grads) if gp is not None}
+
+    def replace(self, **changes: Any) -> "Layer":
+        """A copy with ``changes`` (arrays are shared unless replaced)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return type(self)(**{**values, **changes})
+
+
+@dataclass(eq=False, kw_only=True)
+class Units:
+    """A mixin for layers whose output has units or channels: ``ids`` names each by its original index."""
+
+    ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids is None:
+            self.ids = np.arange(self.units)
+
+    @property
+    def units(self) -> int:
+        """Output units (Dense) or channels (convolutions)."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False, kw_only=True)
+class Dense(Units, Layer):
+    """``y = x·Wᵀ + b`` on ``[1, in]`` rows: a canonical Gemm (``W [out, in]``, ``b [out]``)."""
+
+    W: np.ndarray
+    b: np.ndarray
+    OP: ClassVar[str] = "Gemm"
+    PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
+
+    def attrs(self) -> dict[str, Any]:
+        return {"transB": 1}
+
+    @property
+    def units(self) -> int:
+        return int(self.b.size)
+
+    def is_identity(self) -> bool:
+        """True for ``x ↦ x`` (square identity weights, zero bias): what padding inserts."""
+        W, b = self.W, self.b
+        return W.shape[0] == W.shape[1] and np.array_equal(W, np.eye(W.shape[0])) and not b.any()
+
+
+@dataclass(eq=False, kw_only=True)
+class Conv(Units, Layer):
+    """A convolution (``W [out, in/group, *kernel]``) with every attribute explicit."""
+
+    W: np.ndarray
+    b: np.ndarray
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    group: int = 1
+    OP: ClassVar[str] = "Conv"
+    PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
+
+    def attrs(self) -> dict[str, Any]:
+        return {"dilations": list(self.dilations), "group": self.group, "kernel_shape": list(self.W.shape[2:]),
+                "pads": list(self.pads), "strides": list(self.strides)}
+
+    @property
+    def units(self) -> int:
+        return int(self.W.shape[0])
+
+
+@dataclass(eq=False, kw_only=True)
+class ConvTranspose(Units, Layer):
+    """A transposed convolution (``W [in, out/group, *kernel]``) with every attribute explicit."""
+
+    W: np.ndarray
+    b: np.ndarray
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    group: int = 1
+    OP: ClassVar[str] = "ConvTranspose"
+    PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
+
+    def attrs(self) -> dict[str, Any]:
+        return {"dilations": list(self.dilations), "group": self.group, "kernel_shape": list(self.W.shape[2:]),
+                "output_padding": list(self.output_padding), "pads": list(self.pads), "strides": list(self.strides)}
+
+    @property
+    def units(self) -> int:
+        return int(self.W.shape[1] * self.group)
+
+
+@dataclass(eq=False, kw_only=True)
+class BatchNorm(Units, Layer):
+    """An inference BatchNormalization: ``γ·(x − μ)/√(σ² + ε) + β`` per channel (γ, β trained; μ, σ² fixed)."""
+
+    gamma: np.ndarray
+    beta: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    epsilon: float = 1e-5
+    OP: ClassVar[str] = "BatchNormalization"
+    PARAMS: ClassVar[tuple[str, ...]] = ("gamma", "beta", "mean", "var")
+
+    def attrs(self) -> dict[str, Any]:
+        return {"epsilon": float(self.epsilon)}
+
+    @property
+    def units(self) -> int:
+        return int(self.gamma.size)
+
+
+@dataclass(eq=False, kw_only=True)
+class _Pool(Layer):
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    ceil_mode: int = 0
+
+    def attrs(self) -> dict[str, Any]:
+        return {"ceil_mode": self.ceil_mode, "kernel_shape": list(self.kernel), "pads": list(self.pads),
+                "strides": list(self.strides)}
+
+
+@dataclass(eq=False, kw_only=True)
+class AvgPool(_Pool):
+    """AveragePool (``count_include_pad`` as ONNX defines it)."""
+
+    count_include_pad: int = 0
+    OP: ClassVar[str] = "AveragePool"
+
+    def attrs(self) -> dict[str, Any]:
+        return {**super().attrs(), "count_include_pad": self.count_include_pad}
+
+
+@dataclass(eq=False, kw_only=True)
+class MaxPool(_Pool):
+    """MaxPool over windows with dilations."""
+
+    dilations: tuple[int, ...] = ()
+    OP: ClassVar[str] = "MaxPool"
+
+    def attrs(self) -> dict[str, Any]:
+        return {**super().attrs(), "dilations": list(self.dilations or (1,) * len(self.kernel))}
+
+
+@dataclass(eq=False, kw_only=True)
+class Flatten(Layer):
+    """Flatten at ``axis`` (1: ``[1, C, H, W]`` to ``[1, C·H·W]``, channels first)."""
+
+    axis: int = 1
+    OP: ClassVar[str] = "Flatten"
+
+    def attrs(self) -> dict[str, Any]:
+        return {"axis": self.axis}
+
+
+@dataclass(eq=False, kw_only=True)
+class Relu(Layer):
+    """max(x, 0) element-wise."""
+
+    OP: ClassVar[str] = "Relu"
+
+
+@dataclass(eq=False, kw_only=True)
+class Sigmoid(Layer):
+    OP: ClassVar[str] = "Sigmoid"
+
+
+@dataclass(eq=False, kw_only=True)
+class Tanh(Layer):
+    OP: ClassVar[str] = "Tanh"
+
+
+@dataclass(eq=False, kw_only=True)
+class Fixed(Layer):
+    """Any other canonical operator on one data input (Reshape, Transpose, Add or Mul of a constant, MatMul, …):
+    evaluated and differentiated by the operator table; its constants are not trained."""
+
+    op: str
+    constants: list[np.ndarray | None]  # the node's inputs after the data input (None for an absent one)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    data_index: int = 0  # which input of the node the data flows into
+
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.attributes)
+
+    def _args(self, x: np.ndarray) -> tuple[list, list[bool]]:
+        args = list(self.constants)
+        args.insert(self.data_index, x)
+        return args, [i == self.data_index for i in range(len(args))]
+
+    def node(self) -> Node:
+        return Node(self.op, self.name, [f"in{i}" for i in range(len(self.constants) + 1)], ["y"], self.attrs())
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        args, batched = self._args(x)
+        return OPERATORS[self.op].evaluate(self.node(), args, batched)
+
+    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        args, batched = self._args(x)
+        return OPERATORS[self.op].vjp(self.node(), args, batched, y, g)[self.data_index], {}
+
+
+@dataclass
+class Size:
+    """How big a network is: hidden ReLU units (and per layer), non-zero weights, stored parameters."""
+
+    neurons: int
+    connections: int
+    parameters: int
+    widths: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"neurons": self.neurons, "connections": self.connections, "parameters": self.parameters,
+                "widths": self.widths}
+
+
+@dataclass
+class Gradients:
+    """What ``Network.backward`` gives: the gradient on the input per sample and, per layer, on each parameter."""
+
+    input: np.ndarray
+    params: list[dict[str, np.ndarray]]
+
+
+@dataclass(eq=False)
+class Network:
+    """Layers in order from the input (``input_name``, ONNX ``input_shape``) to the output ``output_name``."""
+
+    layers: list[Layer]
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    input_dims: tuple[int | str, ...] = ()
+    dtype: type = np.float32
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def like(cls, model: Model, layers: list[Layer], output: str | None = None) -> "Network":
+        """``layers`` on ``model``'s input (name, shape, dtype, source), with its output name unless given."""
+        return cls(layers, model.input_name, tuple(model.input_shape), output or model.output_name,
+                   tuple(model.input_dims), model.dtype, dict(model.source))
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def forward(self, xs: np.ndarray, keep: bool = False) -> np.ndarray | list[np.ndarray]:
+        """The output for samples ``xs`` (``(n, *input_shape)`` or flat ``(n, size)``); with ``keep``, every
+        layer's input and the output (``len(layers) + 1`` arrays), as ``backward`` needs."""
+        h = np.asarray(xs, dtype=np.float64).reshape((-1,) + tuple(self.input_shape))
+        values = [h]
+        for layer in self.layers:
+            h = layer.forward(h)
+            values.append(h)
+        return values if keep else h
+
+    def backward(self, xs: np.ndarray, grad_out: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """The output and the gradients of ``Σ grad_out · output`` (``grad_out`` shaped like the output, or flat
+        per sample) with respect to the input and to every parameter."""
+        values = self.forward(xs, keep=True)
+        g = np.asarray(grad_out, dtype=np.float64).reshape(values[-1].shape)
+        params: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
+        for k in range(len(self.layers) - 1, -1, -1):
+            g, params[k] = self.layers[k].backward(values[k], values[k + 1], g)
+        return values[-1], Gradients(g, params)
+
+    # --- what it holds ----------------------------------------------------------------------
+
+    def dense(self) -> list[Dense]:
+        """The Dense layers, in order."""
+        return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    def hidden_relus(self) -> list[int]:
+        """Positions of the ReLU layers before the last weighted layer (the network's hidden units)."""
+        last = max((k for k, layer in enumerate(self.layers) if isinstance(layer, Units)), default=-1)
+        return [k for k, layer in enumerate(self.layers) if isinstance(layer, Relu) and k < last]
+
+    def size(self) -> Size:
+        """Hidden ReLU units, non-zero weights and stored parameters (an identity layer padding a ReLU on the output
+        is not the network's own: neither it nor the output units count)."""
+        layers = self.layers
+        if len(self.dense()) > 1 and self.dense()[-1].is_identity():
+            cut = layers.index(self.dense()[-1])
+            layers = layers[:cut]
+        weighted = [layer for layer in layers if isinstance(layer, (Dense, Conv, ConvTranspose))]
+        shapes = self.shapes()
+        last = max((k for k, layer in enumerate(layers) if isinstance(layer, Units)), default=-1)
+        units = [int(np.prod(shapes[k + 1])) for k, layer in enumerate(layers) if isinstance(layer, Relu) and k < last]
+        return Size(neurons=sum(units), connections=int(sum(np.count_nonzero(layer.W) for layer in weighted)),
+                    parameters=int(sum(a.size for layer in layers for a in layer.params().values())), widths=units)
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The ONNX shape of the input and of every layer's output."""
+        values = self.forward(np.zeros((1,) + tuple(self.input_shape)), keep=True)
+        return [tuple(v.shape[1:]) for v in values]
+
+    # --- ONNX -----------------------------------------------------------------------------------
+
+    def to_model(self) -> Model:
+        """The layers as a Model: one node per layer, parameters as constants named after their layer."""
+        m = Model(nodes=[], constants={}, input_name=self.input_name, input_shape=tuple(self.input_shape),
+                  output_names=[self.output_name], input_dims=tuple(self.input_dims), dtype=self.dtype,
+                  source=dict(self.source))
+        write_layers(m, self.input_name, self.layers, self.output_name)
+        return m
+
+
+def write_layers(model: Model, tensor: str, layers: list[Layer], output: str) -> None:
+    """Append ``layers`` to ``model``, reading ``tensor``; the last one writes ``output``."""
+    for k, layer in enumerate(layers):
+        name = model.fresh_name(layer.name)
+        if isinstance(layer, Fixed):
+            inputs = ["" if c is None else model.add_constant(f"{name}_c{i}", c) for i, c in enumerate(layer.constants)]
+            inputs.insert(layer.data_index, tensor)
+            op = layer.op
+        else:
+            inputs = [tensor] + [model.add_constant(f"{name}_{p}", np.asarray(a)) for p, a in layer.params().items()]
+            op = layer.OP
+        out = output if k == len(layers) - 1 else model.fresh_name(f"{name}_out")
+        model.nodes.append(Node(op, name, inputs, [out], layer.attrs()))
+        tensor = out
+
+
+# --- reading a Model ---------------------------------------------------------------------------------
+
+
+def _floats(model: Model, node: Node, i: int) -> np.ndarray | None:
+    t = node.inputs[i] if i < len(node.inputs) else ""
+    return model.constants[t].astype(np.float64) if t else None
+
+
+def _ints(values: Any, n: int, default: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in values) if values else (default,) * n
+
+
+def _dense(model: Model, node: Node) -> Layer:
+    W, b = gemm_weights(model, node)
+    return Dense(name=node.name, W=W, b=b)
+
+
+def _conv(model: Model, node: Node, shapes: dict[str, tuple[int, ...]]) -> Layer:
+    W = _floats(model, node, 1)
+    out = W.shape[0] if node.op == "Conv" else W.shape[1] * node.attrs.get("group", 1)
+    b = _floats(model, node, 2)
+    b = np.zeros(out) if b is None else b.reshape(-1)
+    nd = W.ndim - 2
+    spatial = tuple(shapes[model.data_inputs(node)[0]][-nd:])
+    common = dict(name=node.name, W=W, b=b, strides=_ints(node.attrs.get("strides"), nd, 1),
+                  dilations=_ints(node.attrs.get("dilations"), nd, 1), group=int(node.attrs.get("group", 1)))
+    if node.op == "Conv":
+        return Conv(pads=tuple(explicit_pads(node.attrs, spatial, tuple(W.shape[2:]))), **common)
+    return ConvTranspose(pads=tuple(transposed_pads(node.attrs, spatial, tuple(W.shape[2:]))),
+                         output_padding=_ints(node.attrs.get("output_padding"), nd, 0), **common)
+
+
+def _pool(model: Model, node: Node, shapes: dict[str, tuple[int, ...]]) -> Layer:
+    kernel = tuple(int(k) for k in node.attrs["kernel_shape"])
+    nd = len(kernel)
+    spatial = tuple(shapes[model.data_inputs(node)[0]][-nd:])
+    common = dict(name=node.name, kernel=kernel, strides=_ints(node.attrs.get("strides"), nd, 1),
+                  pads=tuple(explicit_pads(node.attrs, spatial, kernel)), ceil_mode=int(node.attrs.get("ceil_mode", 0)))
+    if node.op == "MaxPool":
+        return MaxPool(dilations=_ints(node.attrs.get("dilations"), nd, 1), **common)
+    return AvgPool(count_include_pad=int(node.attrs.get("count_include_pad", 0)), **common)
+
+
+def _batchnorm(model: Model, node: Node) -> Layer:
+    gamma, beta, mean, var = (_floats(model, node, i).reshape(-1) for i in range(1, 5))
+    return BatchNorm(name=node.name, gamma=gamma, beta=beta, mean=mean, var=var,
+                     epsilon=float(node.attrs.get("epsilon", 1e-5)))
+
+
+def _fixed(model: Model, node: Node, data: str) -> Layer:
+    index = node.inputs.index(data)
+    constants = [model.constants[t] if t else None for i, t in enumerate(node.inputs) if i != index]
+    return Fixed(name=node.name, op=node.op, constants=constants, attributes=dict(node.attrs), data_index=index)
+
+
+#: How each operator becomes a layer (the rest become ``Fixed``); given the model, the node and the tensor shapes.
+_READERS: dict[str, Callable[[Model, Node, dict], Layer]] = {
+    "Gemm": lambda m, n, s: _dense(m, n) if not n.attrs.get("transA", 0) else _fixed(m, n, m.data_inputs(n)[0]),
+    "Conv": _conv,
+    "ConvTranspose": _conv,
+    "AveragePool": _pool,
+    "MaxPool": _pool,
+    "BatchNormalization": lambda m, n, s: _batchnorm(m, n),
+    "Flatten": lambda m, n, s: Flatten(name=n.name, axis=int(n.attrs.get("axis", 1))),
+    "Relu": lambda m, n, s: Relu(name=n.name),
+    "Sigmoid": lambda m, n, s: Sigmoid(name=n.name),
+    "Tanh": lambda m, n, s: Tanh(name=n.name),
+}
+
+
+def from_model(model: Model, command: str = "the layered form") -> Network:
+    """``model`` as layers, if its nodes form one chain from the input to the output; else a one-line error naming
+    the node that branches (``command`` names the caller)."""
+    if model.unsupported:
+        node = next(iter(model.unsupported))
+        raise NnxformError(f"{command}: node '{node}' is not supported ({model.unsupported[node]})")
+    out = model.output_name
+    shapes = model.shapes()
+    layers: list[Layer] = []
+    tensor = model.input_name
+    while tensor != out:
+        users = model.consumers(tensor)
+        if len(users) != 1:
+            raise NnxformError(f"{command} needs one chain of layers; tensor '{tensor}' is read by {len(users)} nodes "
+                               f"({', '.join(repr(u.name) for u in users)})" if users else
+                               f"{command}: tensor '{tensor}' leads nowhere")
+        node = users[0]
+        data = model.data_inputs(node)
+        if len(data) != 1:
+            raise NnxformError(f"{command} needs one chain of layers; '{node.name}' adds up {len(data)} branches "
+                               "(a skip connection)")
+        reader = _READERS.get(node.op)
+        layers.append(reader(model, node, shapes) if reader else _fixed(model, node, tensor))
+        tensor = node.outputs[0]
+    if len(layers) != len(model.nodes):
+        stray = next(n.name for n in model.nodes if n.name not in {layer.name for layer in layers})
+        raise NnxformError(f"{command} needs one chain of layers; node '{stray}' is off the path to the output")
+    return Network.like(model, layers)
