@@ -20,7 +20,8 @@ from common import MODELS, SHARED, print_table
 from nnxform.domain import Box
 from nnxform.exactness import compare
 from nnxform.ir import load
-from nnxform.passes.compress import compress_aligned, network_size
+from nnxform.layered import model_size
+from nnxform.passes.compress import compress_aligned
 from nnxform.stable import classify
 from nnxform.vnnlib import read_box
 from nnxform.workflows import certify
@@ -68,7 +69,7 @@ def main() -> None:
         small = compression.model
         cmp = compare(model, small, box, samples=10000)
         cert = certify(model, compression, result, box, 1e-5, time_limit=10.0)
-        before, after = network_size(model), network_size(small)
+        before, after = model_size(model), model_size(small)
         sizes.append([name, domain, f"{before.neurons} -> {after.neurons}", f"{before.connections} -> {after.connections}",
                       round(seconds, 2), f"{cmp.max_abs:.2g}", "yes" if cmp.within else "NO",
                       f"{cert.delta_max:.3g} ({cert.method})", round(cert.details["bound_seconds"], 2)])

@@ -38,7 +38,7 @@ from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
-from .analyzers.difference import (Layers, Roundings, align_widths, hidden_network, joint_network, pair_layers,
+from .analyzers.difference import (Roundings, align_widths, hidden_network, joint_network, pair_layers,
                                    propagate, solve)
 from .analyzers.network import Linear, Network, Pool
 from .analyzers.result import INACTIVE, State
@@ -47,7 +47,9 @@ from .domain import Box
 from .errors import NnxformError
 from .evaluate import run
 from .gradient import gradient
+from . import layered
 from .ir import Model
+from .layered import Chain
 from .passes.pad import pad_pair, relu_layers
 from .runtime import OnnxRunner
 
@@ -138,8 +140,8 @@ class Pair:
             la, lb = chains
             pa, pb, padded = pad_pair(la, lb, "a discrepancy")
             pa, pb, aligned = align_widths(pa, pb)
-            self.reshaped_a = [w.shape for w, _ in pa] != [w.shape for w, _ in la]  # padded or widened
-            reshaped_b = [w.shape for w, _ in pb] != [w.shape for w, _ in lb]
+            self.reshaped_a = _shapes(pa) != _shapes(la)  # padded or widened
+            reshaped_b = _shapes(pb) != _shapes(lb)
             ra, rb = (_chain_roundings(net, chain, padded_chain, reshaped)
                       for net, chain, padded_chain, reshaped in ((compiled[0], la, pa, self.reshaped_a),
                                                                  (compiled[1], lb, pb, reshaped_b)))
@@ -338,15 +340,19 @@ class Pair:
         return bounds(net, box, method, time_limit=time_limit, progress=progress, total_time=total_time, solver=solver)
 
 
-def _dead_units(layers: Layers) -> list[np.ndarray]:
+def _shapes(layers: Chain) -> list[tuple[int, ...]]:
+    return [layer.W.shape for layer in layers]
+
+
+def _dead_units(layers: Chain) -> list[np.ndarray]:
     """Per hidden layer of a chain, INACTIVE where a unit has zero weights and bias (it is 0 in float32 too), else 0.
 
     The analyzers' slack would otherwise make such a unit (alignment pads with them) unstable.
     """
-    return [np.where(~W.any(axis=1) & (b == 0), INACTIVE, 0) for W, b in layers[:-1]]
+    return [np.where(~layer.W.any(axis=1) & (layer.b == 0), INACTIVE, 0) for layer in layers[:-1]]
 
 
-def _chain_roundings(net: Network, chain: Layers, padded: Layers, reshaped: bool) -> Roundings | None:
+def _chain_roundings(net: Network, chain: Chain, padded: Chain, reshaped: bool) -> Roundings | None:
     """How the float network ``net`` rounds each layer of ``padded`` (its ``chain`` padded and widened), or None
     when that cannot be said layer by layer.
 
@@ -356,16 +362,16 @@ def _chain_roundings(net: Network, chain: Layers, padded: Layers, reshaped: bool
     normalised input).
     """
     steps = [s for s in net.steps if isinstance(s, Linear)]
-    if len(steps) != len(chain) or any(len(s.sources) != 1 or s.weights[0].shape != W.shape
-                                       for s, (W, _) in zip(steps, chain)):
+    if len(steps) != len(chain) or any(len(s.sources) != 1 or s.weights[0].shape != layer.W.shape
+                                       for s, layer in zip(steps, chain)):
         return None
     roundings = [s.float_rounding for s in steps]
     if not reshaped:
         return roundings
-    plain = all(np.all(r.weights[0] <= np.abs(W) * (1 + 1e-9)) and np.all(r.bias <= np.abs(b) * (1 + 1e-9))
-                for r, (W, b) in zip(roundings, chain))
+    plain = all(np.all(r.weights[0] <= np.abs(layer.W) * (1 + 1e-9)) and np.all(r.bias <= np.abs(layer.b) * (1 + 1e-9))
+                for r, layer in zip(roundings, chain))
     depth = int(max(r.depth.max(initial=0) for r in roundings))
-    return [Rounding.of_gemm([W], b, depth) for W, b in padded] if plain else None
+    return [Rounding.of_gemm([layer.W], layer.b, depth) for layer in padded] if plain else None
 
 
 def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = False) -> State:
@@ -394,39 +400,21 @@ class _Delta(Protocol):
 
 
 class _ChainDelta:
-    """Dense ReLU chains: forward and reverse passes are a few matrix products."""
+    """Dense ReLU chains: forward and reverse passes of their layered form (a few matrix products)."""
 
-    def __init__(self, a: Layers, b: Layers):
-        self.a = [(np.ascontiguousarray(W), bias) for W, bias in a]  # C order: the fast BLAS path
-        self.b = [(np.ascontiguousarray(W), bias) for W, bias in b]
+    def __init__(self, a: Chain, b: Chain):
+        n = a[0].W.shape[1]
+        self.a, self.b = (layered.Network(layered.chain_layers(c, 2), "x", (1, n), "y") for c in (a, b))
 
     def values(self, xs: np.ndarray) -> np.ndarray:
-        return _chain_forward(self.a, xs)[0] - _chain_forward(self.b, xs)[0]
+        return (self.a.forward(xs) - self.b.forward(xs)).reshape(len(xs), -1)
 
     def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        va, ga = _chain_grad(self.a, xs, weights)
-        vb, gb = _chain_grad(self.b, xs, weights)
-        return va - vb, ga - gb
-
-
-def _chain_forward(layers: Layers, xs: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    h, masks = xs, []
-    for k, (W, bias) in enumerate(layers):
-        h = h @ W.T + bias
-        if k < len(layers) - 1:
-            masks.append(h > 0)
-            h = np.where(masks[-1], h, 0.0)
-    return h, masks
-
-
-def _chain_grad(layers: Layers, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    out, masks = _chain_forward(layers, xs)
-    g = weights
-    for k in range(len(layers) - 1, -1, -1):
-        g = g @ layers[k][0]
-        if k > 0:
-            g = g * masks[k - 1]
-    return out, g
+        n = len(xs)
+        g = np.broadcast_to(weights, (n, weights.shape[-1])) if np.ndim(weights) == 1 else weights
+        va, ga = self.a.backward(xs, g)
+        vb, gb = self.b.backward(xs, g)
+        return (va - vb).reshape(n, -1), (ga.input - gb.input).reshape(n, -1)
 
 
 class _ModelDelta:

@@ -265,16 +265,19 @@ class Fixed(Layer):
 
 @dataclass
 class Size:
-    """How big a network is: hidden ReLU units (and per layer), non-zero weights, stored parameters."""
+    """How big a network is: hidden ReLU units (and per ReLU node), non-zero weights, stored parameters."""
 
     neurons: int
     connections: int
     parameters: int
     widths: list[int]
 
+    def totals(self) -> dict[str, int]:
+        """The three counts without the per-layer widths."""
+        return {"neurons": self.neurons, "connections": self.connections, "parameters": self.parameters}
+
     def to_json(self) -> dict[str, Any]:
-        return {"neurons": self.neurons, "connections": self.connections, "parameters": self.parameters,
-                "widths": self.widths}
+        return {**self.totals(), "widths": self.widths}
 
 
 @dataclass
@@ -327,28 +330,9 @@ class Network:
 
     # --- what it holds ----------------------------------------------------------------------
 
-    def dense(self) -> list[Dense]:
-        """The Dense layers, in order."""
-        return [layer for layer in self.layers if isinstance(layer, Dense)]
-
-    def hidden_relus(self) -> list[int]:
-        """Positions of the ReLU layers before the last weighted layer (the network's hidden units)."""
-        last = max((k for k, layer in enumerate(self.layers) if isinstance(layer, Units)), default=-1)
-        return [k for k, layer in enumerate(self.layers) if isinstance(layer, Relu) and k < last]
-
     def size(self) -> Size:
-        """Hidden ReLU units, non-zero weights and stored parameters (an identity layer padding a ReLU on the output
-        is not the network's own: neither it nor the output units count)."""
-        layers = self.layers
-        if len(self.dense()) > 1 and self.dense()[-1].is_identity():
-            cut = layers.index(self.dense()[-1])
-            layers = layers[:cut]
-        weighted = [layer for layer in layers if isinstance(layer, (Dense, Conv, ConvTranspose))]
-        shapes = self.shapes()
-        last = max((k for k, layer in enumerate(layers) if isinstance(layer, Units)), default=-1)
-        units = [int(np.prod(shapes[k + 1])) for k, layer in enumerate(layers) if isinstance(layer, Relu) and k < last]
-        return Size(neurons=sum(units), connections=int(sum(np.count_nonzero(layer.W) for layer in weighted)),
-                    parameters=int(sum(a.size for layer in layers for a in layer.params().values())), widths=units)
+        """Hidden ReLU units, non-zero weights and stored parameters (``model_size`` of the written model)."""
+        return model_size(self.to_model())
 
     def shapes(self) -> list[tuple[int, ...]]:
         """The ONNX shape of the input and of every layer's output."""
@@ -366,6 +350,19 @@ class Network:
         return m
 
 
+def model_size(model: Model) -> Size:
+    """The size of any model (DAGs too): units of the ReLU nodes that are not outputs, non-zero weights of the
+    weighted operators (Gemm, MatMul, Conv, ConvTranspose), every floating-point constant element."""
+    shapes = model.shapes()
+    widths = [int(np.prod(shapes[n.outputs[0]])) for n in model.nodes
+              if n.op == "Relu" and not model.is_graph_output(n.outputs[0])]
+    weighted = [n for n in model.nodes if n.op in OPERATORS and OPERATORS[n.op].weighted and OPERATORS[n.op].neurons]
+    connections = sum(int(np.count_nonzero(model.constants[n.inputs[1]])) for n in weighted
+                      if len(n.inputs) > 1 and n.inputs[1] in model.constants)
+    parameters = sum(int(c.size) for c in model.constants.values() if np.issubdtype(c.dtype, np.floating))
+    return Size(sum(widths), connections, parameters, widths)
+
+
 def write_layers(model: Model, tensor: str, layers: list[Layer], output: str) -> None:
     """Append ``layers`` to ``model``, reading ``tensor``; the last one writes ``output``."""
     for k, layer in enumerate(layers):
@@ -380,6 +377,68 @@ def write_layers(model: Model, tensor: str, layers: list[Layer], output: str) ->
         out = output if k == len(layers) - 1 else model.fresh_name(f"{name}_out")
         model.nodes.append(Node(op, name, inputs, [out], layer.attrs()))
         tensor = out
+
+
+# --- dense ReLU chains -------------------------------------------------------------------------------
+
+#: A dense ReLU chain: Dense layers with a ReLU after every one but the last (the working form of merge, pad,
+#: compress, pruning and the difference analysis; ``chain_network`` makes it a Network).
+Chain = list[Dense]
+
+
+def chain_network(chain: Chain, like: Model, output_shape: tuple[int, ...] | None = None, output: str | None = None,
+                  relu_names: list[str] | None = None, final_relu: bool = False) -> Network:
+    """``chain`` on ``like``'s input, writing ``output`` (default: ``like``'s output name); see ``chain_layers``."""
+    layers = chain_layers(chain, len(like.input_shape), output_shape, relu_names, final_relu)
+    return Network.like(like, layers, output)
+
+
+def chain_layers(chain: Chain, input_rank: int, output_shape: tuple[int, ...] | None = None,
+                 relu_names: list[str] | None = None, final_relu: bool = False) -> list[Layer]:
+    """[Flatten →] Dense → Relu → … → Dense [→ Reshape to ``output_shape``] on an input of rank ``input_rank``.
+
+    ``final_relu``: a last layer that is the identity (``pad`` adds it when the network's output is a ReLU) is
+    written as a ReLU on the output instead. ``relu_names`` names the ReLU layers (default ``relu1``, …).
+    """
+    chain = list(chain)
+    if final_relu and len(chain) > 1 and chain[-1].is_identity():
+        chain = chain[:-1]
+    else:
+        final_relu = False
+    rank = input_rank
+    layers: list[Layer] = []
+    if rank == 1:
+        layers.append(Fixed(name="flatten", op="Reshape", constants=[np.array([1, -1], np.int64)]))
+    elif rank > 2:
+        layers.append(Flatten(name="flatten", axis=1))
+    names = relu_names or [f"relu{k}" for k in range(1, len(chain) + 1)]
+    for k, dense in enumerate(chain):
+        layers.append(dense)
+        if k < len(chain) - 1 or final_relu:
+            layers.append(Relu(name=names[k]))
+    units = chain[-1].units
+    if output_shape is not None and tuple(output_shape) != (1, units):
+        layers.append(Fixed(name="unflatten", op="Reshape", constants=[np.array(output_shape, np.int64)]))
+    return layers
+
+
+def dense(W: np.ndarray, b: np.ndarray, name: str = "layer", ids: np.ndarray | None = None) -> Dense:
+    """A Dense layer of float64 copies of ``W`` and ``b``."""
+    return Dense(name=name, W=np.array(W, dtype=np.float64), b=np.array(b, dtype=np.float64).reshape(-1), ids=ids)
+
+
+def aligned(chain: Chain, original: Chain) -> Chain:
+    """``chain`` laid out at the widths of ``original``: every unit at its original index (its ``ids``), removed
+    units as dead units (zero weights and bias). The same function, paired unit by unit with ``original`` — what
+    the difference analysis needs to bound a pruned or compressed network tightly."""
+    out = []
+    cols = np.arange(original[0].W.shape[1])
+    for layer, base in zip(chain, original):
+        W, b = np.zeros_like(base.W, dtype=np.float64), np.zeros(base.units)
+        W[np.ix_(layer.ids, cols)], b[layer.ids] = layer.W, layer.b
+        out.append(layer.replace(W=W, b=b, ids=np.arange(base.units)))
+        cols = layer.ids
+    return out
 
 
 # --- reading a Model ---------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from .domain import Box
 from .errors import NnxformError
 from .exactness import ATOL, Comparison, Reference
 from .ir import Model
+from .layered import Chain, chain_network, dense
 from .passes import Pass, apply_checked
-from .passes.pad import Layers, chain_model, pad_pair, relu_layers
+from .passes.pad import pad_pair, relu_layers
 from .runtime import OnnxRunner
 
 #: Name of the merged network's output.
@@ -53,18 +54,19 @@ def _block_diag(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def merge_layers(a: Layers, b: Layers, keep_outputs: bool = False) -> Layers:
+def merge_layers(a: Chain, b: Chain, keep_outputs: bool = False) -> Chain:
     """Dense layers of ``x ↦ f_A(x) − f_B(x)`` (then ``f_A``, ``f_B`` with ``keep_outputs``) for equal-depth chains."""
-    first = (np.vstack([a[0][0], b[0][0]]), np.concatenate([a[0][1], b[0][1]]))
-    joined = [first] + [(_block_diag(wa, wb), np.concatenate([ba, bb])) for (wa, ba), (wb, bb) in zip(a[1:], b[1:])]
-    k = a[-1][1].size
+    joined = [(np.vstack([a[0].W, b[0].W]), np.concatenate([a[0].b, b[0].b]))]
+    joined += [(_block_diag(la.W, lb.W), np.concatenate([la.b, lb.b])) for la, lb in zip(a[1:], b[1:])]
+    k = a[-1].units
     eye, zero = np.eye(k), np.zeros((k, k))
     compare = [np.hstack([eye, -eye])]
     if keep_outputs:
         compare += [np.hstack([eye, zero]), np.hstack([zero, eye])]
     C = np.vstack(compare)
     W, bias = joined[-1]
-    return joined[:-1] + [(C @ W, C @ bias)]
+    joined[-1] = (C @ W, C @ bias)
+    return [dense(W, bias, f"layer{k}") for k, (W, bias) in enumerate(joined, start=1)]
 
 
 def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model, MergeReport]:
@@ -72,9 +74,9 @@ def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model,
     la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
     pa, pb, notes = pad_pair(la, lb, "merge")
     layers = merge_layers(pa, pb, keep_outputs)
-    report = MergeReport(len(la), len(lb), len(pa), [w.shape[0] for w, _ in layers], la[-1][1].size,
+    report = MergeReport(len(la), len(lb), len(pa), [layer.units for layer in layers], la[-1].units,
                          a.input_dims or a.input_shape, second.input_dims or second.input_shape, keep_outputs, notes)
-    return chain_model(layers, a, OUTPUT), report
+    return chain_network(layers, a, output=OUTPUT).to_model(), report
 
 
 #: The merge as a pass on the first network: it changes the function, so it is checked against ``difference``.

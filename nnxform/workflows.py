@@ -18,7 +18,8 @@ from .errors import NnxformError, NotExact
 from .exactness import ATOL, Comparison, allowed
 from .ir import Model
 from .passes import apply_checked
-from .passes.compress import RANK_TOL, Compression, Size, network_size
+from .layered import Size, model_size
+from .passes.compress import RANK_TOL, Compression
 from .pruning import PruneResult, SaliencyOptions, prune
 from .pruning.impact import impact_bound
 from .stable import Progress, Stability, classify
@@ -76,7 +77,7 @@ class CompressResult:
         return {"model": model, "output": output, "domain": self.domain,
                 "stable": {"seconds": s.seconds, "totals": s.counts(), "stages": s.to_json()["stages"], "notes": s.notes},
                 "changes": self.compression.changes, "counts": self.compression.counts,
-                "before": self.before.to_json(), "after": self.after.to_json(), "check": self.check.to_json(),
+                "before": self.before.totals(), "after": self.after.totals(), "check": self.check.to_json(),
                 "certificate": None if self.certificate is None else self.certificate.to_json()}
 
 
@@ -111,7 +112,7 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
             raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
                            f"{cert.found:.3g} > {cmp.tolerance(tol)} at a point of the box; nothing written (please "
                            "report this network)")
-    return CompressResult(result, stability, compression, network_size(model), network_size(result), cmp, cert, domain)
+    return CompressResult(result, stability, compression, model_size(model), model_size(result), cmp, cert, domain)
 
 
 @dataclass

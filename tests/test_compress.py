@@ -23,7 +23,9 @@ from nnxform.evaluate import run
 from nnxform.exactness import compare
 from nnxform.ir import from_proto, load
 from nnxform.passes import PASSES
-from nnxform.passes.compress import compress, compress_aligned, independent_rows, leo, network_size
+from nnxform.layered import dense
+from nnxform.layered import model_size as network_size
+from nnxform.passes.compress import compress, compress_aligned, independent_rows, leo
 from nnxform.stable import ACTIVE, INACTIVE, UNSTABLE, LayerStability, classify
 from nnxform.vnnlib import read_box
 from nnxform.workflows import certify
@@ -96,16 +98,16 @@ def test_leo_folds_dependent_active_rows_into_the_next_layer():
     rng = np.random.default_rng(1)
     W0 = rng.normal(size=(2, 3))
     W = np.vstack([W0, W0[0] + 2 * W0[1], rng.normal(size=(1, 3))])
-    layers = [(W, np.array([5.0, 6.0, 17.0, 0.1])), (rng.normal(size=(2, 4)), rng.normal(size=2))]
+    layers = [dense(W, np.array([5.0, 6.0, 17.0, 0.1])), dense(rng.normal(size=(2, 4)), rng.normal(size=2))]
     status = np.array([ACTIVE, ACTIVE, ACTIVE, UNSTABLE])
     result = leo(layers, [status], ["r"])
     out = result.layers
-    assert not result.constant and result.kept == ["r"] and out[0][0].shape == (3, 3)
-    pos = result.positions[0].tolist()  # row 2 = row 0 + 2·row 1: one of the three is folded
+    assert not result.constant and result.kept == ["r"] and out[0].W.shape == (3, 3)
+    pos = out[0].ids.tolist()  # row 2 = row 0 + 2·row 1: one of the three is folded
     assert len(pos) == 3 and pos[-1] == 3 and set(pos[:2]) < {0, 1, 2}
     x = rng.uniform(-0.1, 0.1, (100, 3))  # a box where the first three rows are active
-    ref = np.maximum(x @ W.T + layers[0][1], 0) @ layers[1][0].T + layers[1][1]
-    got = np.maximum(x @ out[0][0].T + out[0][1], 0) @ out[1][0].T + out[1][1]
+    ref = np.maximum(x @ W.T + layers[0].b, 0) @ layers[1].W.T + layers[1].b
+    got = np.maximum(x @ out[0].W.T + out[0].b, 0) @ out[1].W.T + out[1].b
     assert np.allclose(ref, got, atol=1e-12)
 
 

@@ -17,6 +17,7 @@ from test_pad import linear_model
 
 import nnxform
 from nnxform.domain import Box
+from nnxform.layered import dense
 from nnxform.merge import OUTPUT, merge, merge_layers
 from nnxform.summary import verifier_blockers
 from nnxform.vnnlib import read_box
@@ -118,20 +119,21 @@ def test_keep_outputs_order_and_single_affine_layers(tmp_path):
 
 def test_merge_layers_stack_then_block_diagonal_then_comparison():
     rng = np.random.default_rng(0)
-    a = [(rng.normal(size=(3, 2)), rng.normal(size=3)), (rng.normal(size=(4, 3)), rng.normal(size=4)),
-         (rng.normal(size=(2, 4)), rng.normal(size=2))]
-    b = [(rng.normal(size=(5, 2)), rng.normal(size=5)), (rng.normal(size=(1, 5)), rng.normal(size=1)),
-         (rng.normal(size=(2, 1)), rng.normal(size=2))]
-    (W1, b1), (W2, b2), (W3, b3) = merge_layers(a, b)
-    np.testing.assert_array_equal(W1, np.vstack([a[0][0], b[0][0]]))
+    a = [dense(rng.normal(size=(3, 2)), rng.normal(size=3)), dense(rng.normal(size=(4, 3)), rng.normal(size=4)),
+         dense(rng.normal(size=(2, 4)), rng.normal(size=2))]
+    b = [dense(rng.normal(size=(5, 2)), rng.normal(size=5)), dense(rng.normal(size=(1, 5)), rng.normal(size=1)),
+         dense(rng.normal(size=(2, 1)), rng.normal(size=2))]
+    (W1, b1), (W2, b2), (W3, b3) = ((layer.W, layer.b) for layer in merge_layers(a, b))
+    np.testing.assert_array_equal(W1, np.vstack([a[0].W, b[0].W]))
     np.testing.assert_array_equal(W2[:4, 3:], 0)
     np.testing.assert_array_equal(W2[4:, :3], 0)
-    np.testing.assert_array_equal(W3, np.hstack([a[2][0], -b[2][0]]))
-    np.testing.assert_array_equal(b3, a[2][1] - b[2][1])
-    (W3k, b3k) = merge_layers(a, b, keep_outputs=True)[-1]
+    np.testing.assert_array_equal(W3, np.hstack([a[2].W, -b[2].W]))
+    np.testing.assert_array_equal(b3, a[2].b - b[2].b)
+    last = merge_layers(a, b, keep_outputs=True)[-1]
+    W3k, b3k = last.W, last.b
     assert W3k.shape == (6, 5)
-    np.testing.assert_array_equal(W3k[2:4], np.hstack([a[2][0], np.zeros((2, 1))]))
-    np.testing.assert_array_equal(b3k[4:], b[2][1])
+    np.testing.assert_array_equal(W3k[2:4], np.hstack([a[2].W, np.zeros((2, 1))]))
+    np.testing.assert_array_equal(b3k[4:], b[2].b)
 
 
 def test_merge_command_pairs_reshaped_inputs_and_records_provenance(tmp_path):

@@ -18,6 +18,7 @@ from nnxform.domain import Box
 from nnxform.errors import NnxformError
 from nnxform.exactness import compare
 from nnxform.passes import PASSES
+from nnxform.layered import dense
 from nnxform.passes.pad import pad, pad_layers, relu_layers
 
 CHAIN_OPS = {"Flatten", "Gemm", "Relu", "Reshape"}
@@ -64,11 +65,11 @@ def test_pad_without_relu_splits_the_smaller_side(tmp_path, n_in, n_out):
 @given(widths=st.lists(st.integers(1, 6), min_size=2, max_size=5), extra=st.integers(0, 3), seed=st.integers(0, 2**16))
 def test_padded_layers_compute_the_same_function(widths, extra, seed):
     rng = np.random.default_rng(seed)
-    layers = [(rng.normal(size=(o, i)), rng.normal(size=o)) for i, o in zip(widths, widths[1:])]
+    layers = [dense(rng.normal(size=(o, i)), rng.normal(size=o)) for i, o in zip(widths, widths[1:])]
 
     def run(ls, x):
-        for k, (W, b) in enumerate(ls):
-            x = x @ W.T + b
+        for k, layer in enumerate(ls):
+            x = x @ layer.W.T + layer.b
             x = np.maximum(x, 0) if k < len(ls) - 1 else x
         return x
 

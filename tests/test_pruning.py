@@ -24,8 +24,8 @@ from nnxform.exactness import compare
 from nnxform.gradient import gradient
 from nnxform.ir import Model, from_proto, load
 from nnxform.pruning import SaliencyOptions, prune
-from nnxform.pruning.chain import (aligned_layers, all_units, dense_chain, prunable_layers, quota, remove_dead_units,
-                                   remove_units)
+from nnxform.layered import aligned, dense
+from nnxform.pruning.chain import dense_chain, prunable_layers, quota, remove_dead_units, remove_units
 from nnxform.pruning.impact import impact_bound
 from nnxform.pruning.saliency import energy, interval_bounds, output_impact, saliency_matrix
 from nnxform.pruning.weight import zero_smallest
@@ -59,8 +59,8 @@ def bn_net(seed: int, after_relu: bool, zero_gamma: int) -> tuple[Model, list[np
 def chain_outputs(layers, xs: np.ndarray) -> np.ndarray:
     """A dense ReLU chain evaluated in float64 numpy on flat inputs."""
     a = np.asarray(xs, dtype=np.float64)
-    for k, (W, b) in enumerate(layers):
-        a = a @ W.T + b
+    for k, layer in enumerate(layers):
+        a = a @ layer.W.T + layer.b
         a = np.maximum(a, 0.0) if k < len(layers) - 1 else a
     return a
 
@@ -109,18 +109,18 @@ def test_weight_pruning_zeroes_the_smallest_share_and_removal_is_exact(seed, siz
     model = mlp(seed, [3] + sizes + [2])
     layers = dense_chain(model)
     zeroed, count = zero_smallest(layers, ratio, scope)
-    weights = [W for W, _ in layers]
+    weights = [layer.W for layer in layers]
     if scope == "layer":
         assert count == sum(quota(ratio, W.size) for W in weights)
         for W, Z in zip(weights, zeroed):
-            assert (Z[0] == 0).sum() == quota(ratio, W.size)
+            assert (Z.W == 0).sum() == quota(ratio, W.size)
             if 0 < quota(ratio, W.size) < W.size:
-                assert np.abs(W[Z[0] == 0]).max() <= np.abs(W[Z[0] != 0]).min()
+                assert np.abs(W[Z.W == 0]).max() <= np.abs(W[Z.W != 0]).min()
     else:
         total = sum(W.size for W in weights)
-        assert count == quota(ratio, total) == sum((Z[0] == 0).sum() for Z in zeroed)
-        cut = np.concatenate([np.abs(W[Z[0] == 0]) for W, Z in zip(weights, zeroed)])
-        kept = np.concatenate([np.abs(W[Z[0] != 0]) for W, Z in zip(weights, zeroed)])
+        assert count == quota(ratio, total) == sum((Z.W == 0).sum() for Z in zeroed)
+        cut = np.concatenate([np.abs(W[Z.W == 0]) for W, Z in zip(weights, zeroed)])
+        kept = np.concatenate([np.abs(W[Z.W != 0]) for W, Z in zip(weights, zeroed)])
         if cut.size and kept.size:
             assert cut.max() <= kept.min()
     res = prune(model, "weight", ratio, scope=scope)
@@ -137,14 +137,14 @@ def test_dead_units_are_removed_with_their_constant_folded():
     W2 = np.array([[1.0, 2.0, 0.0, -1.0], [0.5, -1.0, 0.0, 2.0]])  # unit 2: no output
     b2 = np.array([0.0, 1.0])
     W3, b3 = np.array([[1.0, 1.0]]), np.array([0.0])
-    layers = [(W1, b1), (W2, b2), (W3, b3)]
-    out, kept, removed, notes = remove_dead_units(layers, [0, 1], all_units(layers))
-    assert removed == 2 and [W.shape[0] for W, _ in out[:-1]] == [2, 2] and not notes
-    assert [k.tolist() for k in kept] == [[0, 3], [0, 1]]
+    layers = [dense(W1, b1), dense(W2, b2), dense(W3, b3)]
+    out, removed, notes = remove_dead_units(layers, [0, 1])
+    assert removed == 2 and [layer.W.shape[0] for layer in out[:-1]] == [2, 2] and not notes
+    assert [layer.ids.tolist() for layer in out[:-1]] == [[0, 3], [0, 1]]
     xs = np.random.default_rng(0).uniform(-3, 3, (200, 2))
     np.testing.assert_allclose(chain_outputs(out, xs), chain_outputs(layers, xs))
-    realigned = aligned_layers(out, kept, [4, 2])
-    assert [W.shape for W, _ in realigned] == [(4, 2), (2, 4), (1, 2)]
+    realigned = aligned(out, layers)
+    assert [layer.W.shape for layer in realigned] == [(4, 2), (2, 4), (1, 2)]
     np.testing.assert_allclose(chain_outputs(realigned, xs), chain_outputs(out, xs))
 
 
@@ -163,7 +163,7 @@ def test_output_units_of_a_relu_output_network_are_never_pruned():
     for method in ("neuron", "saliency"):
         res = prune(model, method, 0.5, scope="layer", box=Box(np.zeros(784), np.ones(784)))
         assert res.after.widths == [25, 25] and res.before.neurons == 100
-        assert [W.shape[0] for W, _ in dense_chain(res.model)] == [25, 25, 10, 10]
+        assert [layer.W.shape[0] for layer in dense_chain(res.model)] == [25, 25, 10, 10]
         assert_chain(res.model, model)
         assert compare(res.model, res.aligned, Box(np.zeros(784), np.ones(784)), samples=200).within
     res = prune(model, "weight", 0.5)
@@ -264,9 +264,9 @@ def test_the_search_estimate_contains_each_operation_sampled():
     for layer, (i, j) in [(0, (3, 5)), (1, (10, 2))]:
         lo, hi = output_impact(layers, bounds, layer, np.array([i]), np.array([j]))
         changed = list(layers)
-        Wn = changed[layer + 1][0].copy()
+        Wn = changed[layer + 1].W.copy()
         Wn[:, j] += Wn[:, i]
-        changed[layer + 1] = (Wn, changed[layer + 1][1])
+        changed[layer + 1] = changed[layer + 1].replace(W=Wn)
         changed = remove_units(changed, layer, np.array([i]))
         delta = chain_outputs(changed, xs) - chain_outputs(layers, xs)
         assert (delta >= lo - 1e-9).all() and (delta <= hi + 1e-9).all()
@@ -312,7 +312,7 @@ def test_impact_bound_survives_a_gradient_attack_on_the_drift():
 def test_the_aligned_form_is_the_pruned_function_at_the_original_widths(method):
     model = load(MODELS / "cartpole.onnx")
     res = prune(model, method, 0.8 if method == "weight" else 0.5, box=Box(np.full(4, -2.0), np.full(4, 2.0)))
-    assert [W.shape[0] for W, _ in dense_chain(res.aligned)[:-1]] == res.before.widths == [64, 64]
+    assert [layer.W.shape[0] for layer in dense_chain(res.aligned)[:-1]] == res.before.widths == [64, 64]
     assert res.after.widths != res.before.widths
     assert compare(res.model, res.aligned, Box(np.full(4, -3.0), np.full(4, 3.0)), samples=500).within
 

@@ -33,14 +33,13 @@ import numpy as np
 
 from ..domain import Box
 from ..errors import NnxformError
+from ..layered import Chain, dense
 from ..operators import activations
 from .encoding import INF, Deadline, Encoder
 from .network import Activation, Input, Linear, Network
 from .result import Progress, State
 from .rounding import Rounding, magnitude
 
-#: Dense affine layers ``(W [out, in], b [out])``; a ReLU follows every layer but the last.
-Layers = list[tuple[np.ndarray, np.ndarray]]
 #: A linear bound ``p·Δz + q·z_B + r`` per neuron.
 Line = tuple[np.ndarray, np.ndarray, np.ndarray]
 #: Per layer of a chain, how its float network rounds it (None: one Gemm of the layer's weights).
@@ -63,7 +62,7 @@ def _match_rows(short: np.ndarray, long: np.ndarray) -> np.ndarray:
     return place
 
 
-def align_widths(a: Layers, b: Layers) -> tuple[Layers, Layers, list[str]]:
+def align_widths(a: Chain, b: Chain) -> tuple[Chain, Chain, list[str]]:
     """Equal-depth chains given equal widths by dead neurons (zero row and bias, zero column next): exact.
 
     The narrower layer's units are placed at the positions of their nearest units (by incoming
@@ -74,45 +73,44 @@ def align_widths(a: Layers, b: Layers) -> tuple[Layers, Layers, list[str]]:
         raise NnxformError(f"cannot align chains of {len(a)} and {len(b)} layers; pad them first")
     a, b, notes = list(a), list(b), []
     for k in range(len(a) - 1):
-        na, nb = a[k][1].size, b[k][1].size
+        na, nb = a[k].units, b[k].units
         if na == nb:
             continue
         (short, width), wide = ((a, "first"), b) if na < nb else ((b, "second"), a)
         n = max(na, nb)
-        W, bias = short[k]
-        place = _match_rows(np.column_stack([W, bias]), np.column_stack(wide[k]))
+        W, bias = short[k].W, short[k].b
+        place = _match_rows(np.column_stack([W, bias]), np.column_stack([wide[k].W, wide[k].b]))
         W_new, b_new = np.zeros((n, W.shape[1])), np.zeros(n)
         W_new[place], b_new[place] = W, bias
-        short[k] = (W_new, b_new)
-        W2, b2 = short[k + 1]
-        W2_new = np.zeros((W2.shape[0], n))
-        W2_new[:, place] = W2
-        short[k + 1] = (W2_new, b2)
+        short[k] = dense(W_new, b_new, short[k].name)
+        W2_new = np.zeros((short[k + 1].units, n))
+        W2_new[:, place] = short[k + 1].W
+        short[k + 1] = short[k + 1].replace(W=W2_new)
         notes.append(f"{width}: layer {k + 1} widened from {min(na, nb)} to {n} neurons with dead neurons "
                      f"(units placed by their nearest unit in the other network)")
     return a, b, notes
 
 
-def chain_network(layers: Layers, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
+def chain_network(layers: Chain, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
     """The analysis form of a dense ReLU chain (no ONNX round trip), computing in ``dtype``."""
     roundings = roundings or [None] * len(layers)
-    steps: list = [Input(layers[0][0].shape[1])]
-    for k, ((W, bias), r) in enumerate(zip(layers, roundings), start=1):
-        steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], bias, r))
+    steps: list = [Input(layers[0].W.shape[1])]
+    for k, (layer, r) in enumerate(zip(layers, roundings), start=1):
+        steps.append(Linear(f"layer{k}", [len(steps) - 1], [layer.W], layer.b, r))
         if k < len(layers):
-            steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, bias.size))
-    return Network(steps, len(steps) - 1, (1, layers[-1][1].size), dtype)
+            steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, layer.units))
+    return Network(steps, len(steps) - 1, (1, layers[-1].units), dtype)
 
 
-def hidden_network(layers: Layers, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
+def hidden_network(layers: Chain, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
     """``chain_network`` of the hidden layers only, ending in a zero probe instead of the output layer.
 
     The difference analysis needs each network's bounds on its hidden layers only (it bounds the
     outputs itself); with a one-value probe as output, symbolic's output-slope refinement is free.
     """
-    n = layers[-1][0].shape[1]
+    n = layers[-1].W.shape[1]
     roundings = (roundings or [None] * len(layers))[:-1] + [Rounding([np.zeros((1, n))], np.zeros(1), np.zeros(1))]
-    return chain_network(layers[:-1] + [(np.zeros((1, n)), np.zeros(1))], roundings, dtype)
+    return chain_network(layers[:-1] + [dense(np.zeros((1, n)), np.zeros(1), "probe")], roundings, dtype)
 
 
 def joint_network(a: Network, b: Network) -> Network:
@@ -170,13 +168,13 @@ class PairLayer:
         return int(self.ba.size)
 
 
-def pair_layers(a: Layers, b: Layers, round_a: Roundings | None = None, round_b: Roundings | None = None
+def pair_layers(a: Chain, b: Chain, round_a: Roundings | None = None, round_b: Roundings | None = None
                 ) -> list[PairLayer]:
     """The layers of two aligned chains side by side; raises if their shapes differ."""
-    if [w.shape for w, _ in a] != [w.shape for w, _ in b]:
+    if [la.W.shape for la in a] != [lb.W.shape for lb in b]:
         raise NnxformError("the two chains differ in shape; align them first")
     round_a, round_b = round_a or [None] * len(a), round_b or [None] * len(b)
-    return [PairLayer(wa, ba, wb, bb, ra, rb) for (wa, ba), (wb, bb), ra, rb in zip(a, b, round_a, round_b)]
+    return [PairLayer(la.W, la.b, lb.W, lb.b, ra, rb) for la, lb, ra, rb in zip(a, b, round_a, round_b)]
 
 
 # --- the difference through one ReLU -----------------------------------------------------------

@@ -13,7 +13,8 @@ from ..discrepancy import Discrepancy
 from ..errors import NnxformError
 from ..fileio import Outputs, read_text
 from ..ir import load
-from ..passes.compress import RANK_TOL, Size
+from ..layered import Size
+from ..passes.compress import RANK_TOL
 from ..stable import Stability
 from ..workflows import compress_checked
 from . import app

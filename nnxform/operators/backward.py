@@ -56,7 +56,7 @@ def gemm(node, args, batched, y, g):
     B = np.swapaxes(b, -1, -2) if at.get("transB", 0) else b
     ga = gb = None
     if batched[0]:
-        gA = alpha * (g @ np.swapaxes(B, -1, -2))
+        gA = alpha * forward.stacked_product(g, np.swapaxes(B, -1, -2))
         ga = np.swapaxes(gA, -1, -2) if at.get("transA", 0) else gA
         ga = _unbroadcast(ga, a, a)
     if batched[1]:
@@ -171,7 +171,7 @@ def batchnorm(node, args, batched, y, g):
 
 
 def gemm_params(node, args, y, g):
-    a, b = args[0], args[1]
+    a = args[0]
     at = node.attrs
     A = np.swapaxes(a, -1, -2) if at.get("transA", 0) else a
     A2, G2 = A.reshape(-1, A.shape[-1]), g.reshape(-1, g.shape[-1])

@@ -58,13 +58,20 @@ def gemm(node, args, batched):
         a = np.swapaxes(a, -1, -2)
     if at.get("transB", 0):
         b = np.swapaxes(b, -1, -2)
-    y = at.get("alpha", 1.0) * (a @ b)
+    y = at.get("alpha", 1.0) * stacked_product(a, b)
     if c is not None:
         y, c = align([y, c], [batched[0] or batched[1], batched[2]])
         shape, y = y.shape, y + at.get("beta", 1.0) * c
         if y.shape != shape:
             raise ValueError("C does not broadcast to the shape of A·B")
     return y
+
+
+def stacked_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b``; a stack of matrices times one matrix as one BLAS call (numpy would multiply them one by one)."""
+    if a.ndim > 2 and b.ndim == 2:
+        return (a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]) @ b).reshape(a.shape[:-1] + b.shape[-1:])
+    return a @ b
 
 
 def matmul_operands(a: np.ndarray, b: np.ndarray, ba: bool, bb: bool) -> tuple[np.ndarray, np.ndarray, Callable]:

@@ -21,16 +21,16 @@ are left as they are. The result equals the input on the box only: check it ther
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from ..affine import set_gemm
 from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
 from ..ir import Model, Node
+from ..layered import Chain, aligned, chain_layers, dense, write_layers
 from . import PASSES, PassReport, register
-from .pad import Layers, is_identity, relu_layers
+from .pad import relu_layers
 
 
 #: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
@@ -38,7 +38,6 @@ from .pad import Layers, is_identity, relu_layers
 RANK_TOL = 1e-9
 #: Operators the dense tail may contain (each with one data input).
 _TAIL_OPS = ("Gemm", "MatMul", "Add", "Mul", "Relu")
-_WEIGHTED = ("Gemm", "MatMul", "Conv")
 
 
 class LayerSigns(Protocol):
@@ -57,35 +56,13 @@ class Signs(Protocol):
 
 
 @dataclass
-class Size:
-    """How big a network is: ReLU neurons, connections (non-zero weights of Gemm/MatMul/Conv), parameters."""
-
-    neurons: int
-    connections: int
-    parameters: int
-
-    def to_json(self) -> dict[str, int]:
-        return {"neurons": self.neurons, "connections": self.connections, "parameters": self.parameters}
-
-
-def network_size(model: Model) -> Size:
-    """The size of ``model`` (parameters: every floating-point constant element)."""
-    shapes = model.shapes()
-    neurons = sum(int(np.prod(shapes[n.outputs[0]])) for n in model.nodes if n.op == "Relu")
-    connections = sum(int(np.count_nonzero(model.constants[n.inputs[1]])) for n in model.nodes
-                      if n.op in _WEIGHTED and len(n.inputs) > 1 and n.inputs[1] in model.constants)
-    parameters = sum(int(c.size) for c in model.constants.values() if np.issubdtype(c.dtype, np.floating))
-    return Size(neurons, connections, parameters)
-
-
-@dataclass
 class Tail:
     """The dense ReLU chain ending the network: its first tensor, its ReLU nodes and its dense layers."""
 
     start: str
     head: list[Node]
     relus: list[str]
-    layers: Layers
+    layers: Chain
     skipped: list[str] = field(default_factory=list)  # ReLU nodes before the tail (left as they are)
 
 
@@ -144,11 +121,11 @@ def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
     return B, K
 
 
-def _constant(layers: Layers) -> np.ndarray:
+def _constant(layers: Chain) -> np.ndarray:
     """Output of the ReLU chain ``layers`` when its input (a ReLU layer's output) is 0."""
-    h = np.zeros(layers[0][0].shape[1])
-    for k, (W, b) in enumerate(layers):
-        h = W @ h + b
+    h = np.zeros(layers[0].W.shape[1])
+    for k, layer in enumerate(layers):
+        h = layer.W @ h + layer.b
         if k < len(layers) - 1:
             h = np.maximum(h, 0.0)
     return h
@@ -156,35 +133,35 @@ def _constant(layers: Layers) -> np.ndarray:
 
 @dataclass
 class Leo:
-    """What LEO++ made of a dense ReLU chain."""
+    """What LEO++ made of a dense ReLU chain; each hidden layer's ``ids`` are its neurons' original positions."""
 
-    layers: Layers
+    layers: Chain
     kept: list[str]  # the ReLU layers left, by name
     constant: bool  # the chain is constant on the domain (``layers`` is one zero-weight layer)
-    positions: list[np.ndarray] | None  # per ReLU layer left, the original index of each neuron (None after a merge)
+    merged: bool  # a layer was merged into the next, so layers no longer line up with the original's
 
 
-def leo(layers: Layers, statuses: list[np.ndarray], names: list[str], rank_tol: float = RANK_TOL,
+def leo(layers: Chain, statuses: list[np.ndarray], names: list[str], rank_tol: float = RANK_TOL,
         report: PassReport | None = None, merge: bool = True) -> Leo:
     """LEO++ on a dense ReLU chain; ``statuses[l]`` holds ACTIVE / INACTIVE / other (kept) per neuron of hidden layer ``l``.
 
     ``merge=False`` keeps a layer whose neurons are all stably active (their independent rows), so that every
-    neuron left keeps its position: what ``aligned_layers`` needs.
+    layer left lines up with the original's: what ``layered.aligned`` needs.
     """
     report = report or PassReport("compress")
-    W, b = (np.array(a, dtype=np.float64) for a in layers[0])
-    out: Layers = []
+    W, b = (np.array(a, dtype=np.float64) for a in (layers[0].W, layers[0].b))
+    out: Chain = []
     kept: list[str] = []
-    positions: list[np.ndarray] | None = []
+    merged = False
     for l, (st, name) in enumerate(zip(statuses, names)):
-        Wn, bn = (np.array(a, dtype=np.float64) for a in layers[l + 1])
+        Wn, bn = (np.array(a, dtype=np.float64) for a in (layers[l + 1].W, layers[l + 1].b))
         if st.size != W.shape[0]:
             raise NnxformError(f"ReLU '{name}' has {W.shape[0]} neurons but its stability lists {st.size}")
         live = st != INACTIVE
         if not live.any():
-            c = _constant([(Wn, bn)] + [tuple(a) for a in layers[l + 2:]])
+            c = _constant([dense(Wn, bn)] + list(layers[l + 2:]))
             report.add("constant", f"{name}: all {st.size} neurons stably inactive, so the network is constant on the domain")
-            return Leo([(np.zeros((c.size, layers[0][0].shape[1])), c)], [], True, None)
+            return Leo([dense(np.zeros((c.size, layers[0].W.shape[1])), c, "compress_gemm1")], [], True, True)
         if not live.all():
             report.counts["removed_inactive"] = report.counts.get("removed_inactive", 0) + int((~live).sum())
         W, b, st, Wn, index = W[live], b[live], st[live], Wn[:, live], np.flatnonzero(live)
@@ -192,7 +169,7 @@ def leo(layers: Layers, statuses: list[np.ndarray], names: list[str], rank_tol: 
         active = np.flatnonzero(st == ACTIVE)
         if active.size == st.size and merge:
             W, b = Wn @ W, Wn @ b + bn
-            positions = None
+            merged = True
             report.add("merged", f"{line}; the {st.size} left are stably active: layer merged into the next")
             continue
         folded = np.zeros(0, dtype=int)
@@ -208,28 +185,11 @@ def leo(layers: Layers, statuses: list[np.ndarray], names: list[str], rank_tol: 
             report.counts["folded_active"] = report.counts.get("folded_active", 0) + int(folded.size)
         report.add("kept", f"{line}; {active.size} stably active (rank {active.size - folded.size}, {folded.size} folded "
                            f"into the next layer); {st.size - active.size} unstable or undecided kept")
-        out.append((W, b))
+        out.append(dense(W, b, f"compress_gemm{len(out) + 1}", ids=index))
         kept.append(name)
-        if positions is not None:
-            positions.append(index)
         W, b = Wn, bn
-    out.append((W, b))
-    return Leo(out, kept, False, positions)
-
-
-def aligned_layers(result: Leo, original: Layers) -> Layers | None:
-    """``result`` re-expanded to the widths of ``original``: dead units (zero weights and bias) where neurons were
-    removed. The same function as ``result``, paired unit by unit with ``original`` (None after a merge: see ``leo``)."""
-    if result.positions is None or result.constant:
-        return None
-    rows = result.positions + [np.arange(original[-1][1].size)]
-    cols = [np.arange(original[0][0].shape[1])] + result.positions
-    expanded = []
-    for (W, b), (W0, b0), r, c in zip(result.layers, original, rows, cols):
-        E, e = np.zeros_like(W0, dtype=np.float64), np.zeros(b0.size)
-        E[np.ix_(r, c)], e[r] = W, b
-        expanded.append((E, e))
-    return expanded
+    out.append(dense(W, b, f"compress_gemm{len(out) + 1}"))
+    return Leo(out, kept, False, merged)
 
 
 @dataclass(kw_only=True)
@@ -238,7 +198,7 @@ class Compression(PassReport):
     certification."""
 
     model: Model
-    aligned: Model | None  # see ``aligned_layers``; None when the result is constant
+    aligned: Model | None  # see ``layered.aligned``; None when the result is constant
 
 
 def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL) -> Compression:
@@ -256,10 +216,10 @@ def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL)
                            f"{sum(sum(c.values()) for c in left)} neurons, {stable} of them stable) are left as they are: "
                            "only the dense layers after the last convolution (or branch) are compressed")
     result = leo(tail.layers, statuses, tail.relus, rank_tol, report)
-    unmerged = result if result.positions is not None else leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
-    expanded = aligned_layers(unmerged, tail.layers)
-    aligned = None if expanded is None else _rebuild(canonical, tail, expanded, tail.relus, False)
-    return Compression(name=report.name, changes=report.changes, counts=report.counts, aligned=aligned,
+    unmerged = result if not result.merged else leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
+    expanded = None if unmerged.merged else _rebuild(canonical, tail, aligned(unmerged.layers, tail.layers),
+                                                      tail.relus, False)
+    return Compression(name=report.name, changes=report.changes, counts=report.counts, aligned=expanded,
                        model=_rebuild(canonical, tail, result.layers, result.kept, result.constant))
 
 
@@ -270,41 +230,17 @@ def compress(model: Model, stability: Signs, rank_tol: float = RANK_TOL) -> tupl
     return c.model, c
 
 
-def _rebuild(model: Model, tail: Tail, layers: Layers, kept: list[str], constant: bool) -> Model:
+def _rebuild(model: Model, tail: Tail, layers: Chain, kept: list[str], constant: bool) -> Model:
     """``model``'s nodes before the tail, then ``[Flatten →] Gemm → Relu → … → Gemm [→ Reshape]`` on ``layers``."""
     out = model.output_name
     out_shape = tuple(model.shapes()[out])
     m = model.copy()
     m.nodes = [] if constant else [n for n in m.nodes if n.name in {h.name for h in tail.head}]
     m.metadata = dict(m.metadata)
-    tensor = m.input_name if constant else tail.start
-    shape = m.input_shape if constant else tuple(model.shapes()[tail.start])
+    start = m.input_name if constant else tail.start
     if constant:
-        layers = [(np.zeros((layers[0][1].size, m.input_size)), layers[0][1])]
-    final_relu = len(layers) > 1 and is_identity(*layers[-1])  # the network ends with a ReLU: keep it so
-    if final_relu:
-        layers = layers[:-1]
-    reshape = out_shape != (1, layers[-1][1].size)
-
-    def add(op: str, name: str, inputs: list[str], output: str | None = None, **attrs: Any) -> Node:
-        nonlocal tensor
-        node = Node(op, m.fresh_name(name), [tensor, *inputs], [output or m.fresh_name(f"{name}_out")], attrs)
-        m.nodes.append(node)
-        tensor = node.outputs[0]
-        return node
-
-    if len(shape) == 1:
-        add("Reshape", "compress_flatten", [m.add_constant("compress_flatten_shape", np.array([1, -1], np.int64))])
-    elif len(shape) > 2:
-        add("Flatten", "compress_flatten", [], axis=1)
-    for k, (W, b) in enumerate(layers):
-        last = k == len(layers) - 1
-        node = add("Gemm", f"compress_gemm{k + 1}", [], out if last and not (reshape or final_relu) else None)
-        set_gemm(m, node, W, b)
-        if not last or final_relu:
-            add("Relu", kept[k], [], out if last and not reshape else None)
-    if reshape:
-        add("Reshape", "compress_unflatten", [m.add_constant("compress_output_shape", np.array(out_shape, np.int64))], out)
+        layers = [dense(np.zeros((layers[0].units, m.input_size)), layers[0].b, layers[0].name)]
+    rank = len(m.input_shape if constant else model.shapes()[tail.start])
+    write_layers(m, start, chain_layers(layers, rank, out_shape, kept, final_relu=True), out)
     m.prune()
     return m
-

@@ -16,7 +16,8 @@ from typing import Any, Callable
 from ..domain import Box
 from ..errors import NnxformError
 from ..ir import Model
-from .chain import Size, aligned_layers, dense_chain, prunable_layers, size, to_model
+from ..layered import Size, aligned, model_size
+from .chain import dense_chain, prunable_layers, to_model
 from .neuron import prune_neurons
 from .saliency import SaliencyOptions, prune_saliency
 from .weight import prune_weights
@@ -72,16 +73,16 @@ def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, 
         raise NnxformError("the network has no hidden layer to prune")
     if method == "weight":
         scope = scope or DEFAULT_SCOPE[method]
-        pruned, kept, details, notes = prune_weights(layers, prunable, ratio, scope)
+        pruned, details, notes = prune_weights(layers, prunable, ratio, scope)
     elif method == "neuron":
-        pruned, kept, details, notes = prune_neurons(model, layers, prunable, ratio, scope)
+        pruned, details, notes = prune_neurons(model, layers, prunable, ratio, scope)
         scope = details["scope"]
     else:
         scope, notes = scope or DEFAULT_SCOPE[method], []
         if box is None:
             box = Box.default(model.input_size)
             notes.append("no domain given: saliency's neuron bounds are taken over the default box [-1, 1]")
-        pruned, kept, details, more = prune_saliency(layers, prunable, ratio, scope, box.fit(model.input_size),
+        pruned, details, more = prune_saliency(layers, prunable, ratio, scope, box.fit(model.input_size),
                                                      options, progress)
         notes += more
     result = to_model(pruned, model)
@@ -91,9 +92,8 @@ def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, 
         parameters.update(step=options.step, alpha=options.alpha, beta=options.beta, phi=options.phi,
                           seed=options.seed)
     result.with_provenance("prune", parameters)
-    widths = [b.size for _, b in layers[:-1]]
-    return PruneResult(result, method, ratio, scope, seconds, size(layers), size(pruned), details, notes,
-                       to_model(aligned_layers(pruned, kept, widths), model))
+    return PruneResult(result, method, ratio, scope, seconds, model_size(to_model(layers, model)), model_size(result),
+                       details, notes, to_model(aligned(pruned, layers), model))
 
 
 def _check_options(o: SaliencyOptions) -> None:

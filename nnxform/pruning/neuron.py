@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Model, Node
-from ..passes.pad import Layers
-from .chain import all_units, quota, remove_units
+from ..layered import Chain
+from .chain import quota, remove_units
 
 _TRANSPARENT = ("Identity", "Dropout")
 
@@ -40,7 +40,7 @@ class BnUnits:
     fill: list[np.ndarray]
 
 
-def batchnorm_units(model: Model, layers: Layers, prunable: list[int]) -> tuple[BnUnits | None, list[str]]:
+def batchnorm_units(model: Model, layers: Chain, prunable: list[int]) -> tuple[BnUnits | None, list[str]]:
     """The BN of each prunable hidden layer of the loaded ``model`` (before folding), or None and why not."""
     bns = [n for n in model.nodes if n.op == "BatchNormalization"]
     if not bns:
@@ -53,7 +53,7 @@ def batchnorm_units(model: Model, layers: Layers, prunable: list[int]) -> tuple[
         if relu is None or relus.index(relu.name) not in prunable:
             continue
         l = relus.index(relu.name)
-        if len(shapes[bn.inputs[0]]) == 2 and shapes[bn.inputs[0]][1] == layers[l][1].size:
+        if len(shapes[bn.inputs[0]]) == 2 and shapes[bn.inputs[0]][1] == layers[l].units:
             found.setdefault(l, []).append((bn, side))
     covered = [l for l in prunable if len(found.get(l, [])) == 1]
     if len(covered) < len(prunable):
@@ -84,11 +84,11 @@ def _neighbouring_relu(model: Model, bn: Node) -> tuple[str, Node | None]:
     return "", None
 
 
-def weight_norm_scores(layers: Layers, prunable: list[int]) -> list[np.ndarray]:
+def weight_norm_scores(layers: Chain, prunable: list[int]) -> list[np.ndarray]:
     """``‖(W_l[k, :], b_l[k])‖₂ · ‖W_{l+1}[:, k]‖₂`` for every unit of every prunable layer."""
     scores = []
     for l in prunable:
-        (W, b), (Wn, _) = layers[l], layers[l + 1]
+        W, b, Wn = layers[l].W, layers[l].b, layers[l + 1].W
         scores.append(np.sqrt((W**2).sum(axis=1) + b**2) * np.sqrt((Wn**2).sum(axis=0)))
     return scores
 
@@ -122,11 +122,11 @@ def select_lowest(scores: list[np.ndarray], ratio: float, scope: str) -> tuple[l
     return [np.sort(c) for c in chosen], notes
 
 
-def prune_neurons(model: Model, layers: Layers, prunable: list[int], ratio: float,
-                  scope: str | None) -> tuple[Layers, list[np.ndarray], dict, list[str]]:
+def prune_neurons(model: Model, layers: Chain, prunable: list[int], ratio: float,
+                  scope: str | None) -> tuple[Chain, dict, list[str]]:
     """Remove the lowest-ranked hidden units (BN |γ| or weight norm) physically.
 
-    Returns the layers, the original index of every hidden unit kept, details and notes.
+    Returns the layers (each unit's original index in its ``ids``), details and notes.
     Without a ``scope``: ``global`` when ranking by BN |γ|, ``layer`` when ranking by weight norm.
     """
     bn, notes = batchnorm_units(model, layers, prunable)
@@ -138,12 +138,11 @@ def prune_neurons(model: Model, layers: Layers, prunable: list[int], ratio: floa
         how = "‖incoming weights and bias‖₂ · ‖outgoing weights‖₂ (no BatchNormalization on every hidden layer)"
     scope = scope or ("global" if bn is not None else "layer")
     drops, more = select_lowest(scores, ratio, scope)
-    result, kept = layers, all_units(layers)
+    result = layers
     for pos, l in enumerate(prunable):
         fill = None if bn is None else bn.fill[pos][drops[pos]]
         result = remove_units(result, l, drops[pos], fill)
-        kept[l] = np.delete(kept[l], drops[pos])
     removed = {str(l + 1): drops[pos].tolist() for pos, l in enumerate(prunable)}
     details = {"criterion": criterion, "ranking": how, "scope": scope, "units_removed": int(sum(d.size for d in drops)),
                "removed_units": removed}
-    return result, kept, details, notes + more
+    return result, details, notes + more

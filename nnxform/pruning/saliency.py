@@ -37,8 +37,8 @@ from typing import Callable
 import numpy as np
 
 from ..domain import Box
-from ..passes.pad import Layers
-from .chain import all_units, quota, remove_units
+from ..layered import Chain
+from .chain import quota, remove_units
 
 #: Candidates whose impact is computed together, and the examination cap per pool visit (× its step).
 _WINDOW, _EXAMINE = 256, 16
@@ -59,23 +59,22 @@ class SaliencyOptions:
 
 @dataclass
 class _Search:
-    """The state of one run: layers being pruned, original unit ids, cumulative impact, counters."""
+    """The state of one run: layers being pruned (with their units' original ids), cumulative impact, counters."""
 
-    layers: Layers
-    ids: list[np.ndarray]
+    layers: Chain
     lower: np.ndarray
     upper: np.ndarray
     pairs: list[tuple[int, int, int]] = field(default_factory=list)
     done: int = 0
 
 
-def interval_bounds(layers: Layers, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
+def interval_bounds(layers: Chain, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
     """Interval-arithmetic bounds of every layer's pre-activation over ``box``."""
     lo, hi = box.lower, box.upper
     out = []
-    for k, (W, b) in enumerate(layers):
+    for layer in layers:
         c, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
-        zc, zr = W @ c + b, np.abs(W) @ r
+        zc, zr = layer.W @ c + layer.b, np.abs(layer.W) @ r
         out.append((zc - zr, zc + zr))
         lo, hi = np.maximum(zc - zr, 0.0), np.maximum(zc + zr, 0.0)
     return out
@@ -92,18 +91,18 @@ def saliency_matrix(W: np.ndarray, b: np.ndarray, W_next: np.ndarray) -> np.ndar
     return S
 
 
-def output_impact(layers: Layers, bounds: list[tuple[np.ndarray, np.ndarray]], layer: int, nominee: np.ndarray,
+def output_impact(layers: Chain, bounds: list[tuple[np.ndarray, np.ndarray]], layer: int, nominee: np.ndarray,
                   delegate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Intervals ``(B, outputs)`` of the output change of removing each ``nominee`` into its ``delegate``."""
     alo, ahi = np.maximum(bounds[layer][0], 0.0), np.maximum(bounds[layer][1], 0.0)
     dlo, dhi = alo[delegate] - ahi[nominee], ahi[delegate] - alo[nominee]
-    w = layers[layer + 1][0][:, nominee].T  # (B, next width)
+    w = layers[layer + 1].W[:, nominee].T  # (B, next width)
     lo = np.minimum(w * dlo[:, None], w * dhi[:, None])
     hi = np.maximum(w * dlo[:, None], w * dhi[:, None])
     for k in range(layer + 1, len(layers) - 1):
         zhi = np.maximum(bounds[k][1], 0.0)
         lo, hi = np.maximum(np.minimum(lo, 0.0), -zhi), np.minimum(np.maximum(hi, 0.0), np.maximum(zhi + hi, 0.0))
-        W = layers[k + 1][0]
+        W = layers[k + 1].W
         c, r = 0.5 * (lo + hi) @ W.T, 0.5 * (hi - lo) @ np.abs(W).T
         lo, hi = c - r, c + r
     return lo, hi
@@ -126,14 +125,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def prune_saliency(layers: Layers, prunable: list[int], ratio: float, scope: str, box: Box,
+def prune_saliency(layers: Chain, prunable: list[int], ratio: float, scope: str, box: Box,
                    options: SaliencyOptions, progress: Callable[[int, int], None] | None = None,
-                   ) -> tuple[Layers, list[np.ndarray], dict, list[str]]:
+                   ) -> tuple[Chain, dict, list[str]]:
     """Remove the requested share of hidden units by saliency-ranked, annealed delegate pruning.
 
-    Returns the layers, the original index of every hidden unit kept, details and notes.
+    Returns the layers (each unit's original index in its ``ids``), details and notes.
     """
-    widths = {l: layers[l][1].size for l in prunable}
+    widths = {l: layers[l].units for l in prunable}
     notes: list[str] = []
     if scope == "layer":
         pools = [[l] for l in prunable]
@@ -151,8 +150,8 @@ def prune_saliency(layers: Layers, prunable: list[int], ratio: float, scope: str
                          "that every hidden layer keeps one")
     steps = {tuple(p): max(1, math.ceil(options.step * sum(widths[l] for l in p))) for p in pools}
     total = sum(targets.values())
-    m = layers[-1][1].size
-    state = _Search([(W.copy(), b.copy()) for W, b in layers], all_units(layers), np.zeros(m), np.zeros(m))
+    m = layers[-1].units
+    state = _Search(list(layers), np.zeros(m), np.zeros(m))
     pruned = {tuple(p): 0 for p in pools}
     rng = np.random.default_rng(options.seed)
     epochs = 0
@@ -176,7 +175,7 @@ def prune_saliency(layers: Layers, prunable: list[int], ratio: float, scope: str
                "heuristic_impact": {"lower": state.lower.tolist(), "upper": state.upper.tolist(),
                                     "note": "interval estimate that guided the search; not the reported bound"},
                "pairs": [{"layer": l + 1, "nominee": i, "delegate": j} for l, i, j in state.pairs]}
-    return state.layers, state.ids, details, notes
+    return state.layers, details, notes
 
 
 def _visit(state: _Search, pool: list[int], k: int, temperature: float, box: Box, options: SaliencyOptions,
@@ -186,7 +185,7 @@ def _visit(state: _Search, pool: list[int], k: int, temperature: float, box: Box
     bounds = interval_bounds(layers, box)
     cand_layer, cand_i, cand_j, cand_s = [], [], [], []
     for l in pool:
-        S = saliency_matrix(layers[l][0], layers[l][1], layers[l + 1][0])
+        S = saliency_matrix(layers[l].W, layers[l].b, layers[l + 1].W)
         i, j = np.nonzero(np.isfinite(S))
         cand_layer.append(np.full(i.size, l))
         cand_i.append(i)
@@ -194,8 +193,8 @@ def _visit(state: _Search, pool: list[int], k: int, temperature: float, box: Box
         cand_s.append(S[i, j])
     order = np.argsort(np.concatenate(cand_s), kind="stable")
     c_layer, c_i, c_j = (np.concatenate(a)[order] for a in (cand_layer, cand_i, cand_j))
-    locked = {l: np.zeros(layers[l][1].size, dtype=bool) for l in pool}
-    room = {l: layers[l][1].size - 1 for l in pool}
+    locked = {l: np.zeros(layers[l].units, dtype=bool) for l in pool}
+    room = {l: layers[l].units - 1 for l in pool}
     chosen: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
     last, examined, budget = 0.0, 0, _EXAMINE * k
     for start in range(0, order.size, _WINDOW):
@@ -233,14 +232,12 @@ def _visit(state: _Search, pool: list[int], k: int, temperature: float, box: Box
         if not mine:
             continue
         nominees, delegates = np.array([p[0] for p in mine]), np.array([p[1] for p in mine])
-        Wn, bn = layers[l + 1]
-        Wn = Wn.copy()
+        Wn = layers[l + 1].W.copy()
         Wn[:, delegates] += Wn[:, nominees]
-        layers[l + 1] = (Wn, bn)
-        ids = state.ids[l]
+        layers[l + 1] = layers[l + 1].replace(W=Wn)
+        ids = layers[l].ids
         state.pairs.extend((l, int(ids[i]), int(ids[j])) for i, j in mine)
         state.layers = layers = remove_units(layers, l, nominees)
-        state.ids[l] = np.delete(ids, nominees)
     for _, _, _, lo_c, hi_c in chosen:
         state.lower = state.lower + lo_c
         state.upper = state.upper + hi_c

@@ -12,42 +12,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..passes.pad import Layers
-from .chain import all_units, identity_output, quota, remove_dead_units
+from ..layered import Chain
+from .chain import identity_output, quota, remove_dead_units
 
 
-def zero_smallest(layers: Layers, ratio: float, scope: str) -> tuple[Layers, int]:
+def zero_smallest(layers: Chain, ratio: float, scope: str) -> tuple[Chain, int]:
     """``layers`` with the requested share of smallest-magnitude weights set to zero, and how many."""
-    out = [(W.copy(), b.copy()) for W, b in layers]
+    out = [layer.replace(W=layer.W.copy()) for layer in layers]
     if scope == "layer":
         zeroed = 0
-        for W, _ in out:
+        for W in (layer.W for layer in out):
             k = quota(ratio, W.size)
             flat = W.reshape(-1)
             flat[np.argsort(np.abs(flat), kind="stable")[:k]] = 0.0
             zeroed += k
         return out, zeroed
-    magnitudes = np.concatenate([np.abs(W).reshape(-1) for W, _ in out])
+    magnitudes = np.concatenate([np.abs(layer.W).reshape(-1) for layer in out])
     k = quota(ratio, magnitudes.size)
     chosen = np.zeros(magnitudes.size, dtype=bool)
     chosen[np.argsort(magnitudes, kind="stable")[:k]] = True
     start = 0
-    for W, _ in out:
+    for W in (layer.W for layer in out):
         W.reshape(-1)[chosen[start:start + W.size]] = 0.0
         start += W.size
     return out, k
 
 
-def prune_weights(layers: Layers, prunable: list[int], ratio: float,
-                  scope: str) -> tuple[Layers, list[np.ndarray], dict, list[str]]:
+def prune_weights(layers: Chain, prunable: list[int], ratio: float, scope: str) -> tuple[Chain, dict, list[str]]:
     """Zero the smallest weights, then remove the units that lost all inputs or all outputs.
 
-    Returns the layers, the original index of every hidden unit kept, details and notes.
+    Returns the layers (each unit's original index in its ``ids``), details and notes.
     """
     own = len(layers) - int(identity_output(layers))
     zeroed_layers, zeroed = zero_smallest(layers[:own], ratio, scope)
-    result, kept, removed, notes = remove_dead_units(zeroed_layers + layers[own:], prunable, all_units(layers))
-    total = sum(W.size for W, _ in layers[:own])
+    result, removed, notes = remove_dead_units(zeroed_layers + layers[own:], prunable)
+    total = sum(layer.W.size for layer in layers[:own])
     details = {"weights": total, "weights_zeroed": zeroed, "units_removed": removed,
                "rule": f"⌊ratio·M⌋ smallest |w| zeroed ({'per layer' if scope == 'layer' else 'over all layers'})"}
-    return result, kept, details, notes
+    return result, details, notes
