@@ -8,7 +8,8 @@ from pathlib import Path
 
 from common import machine
 
-SCRIPTS = ["foundation.py", "bounds.py", "rounding.py", "solvers.py", "campaign.py", "discrepancy.py", "stable.py", "pruning.py"]
+SCRIPTS = ["foundation.py", "bounds.py", "rounding.py", "solvers.py", "campaign.py", "discrepancy.py", "stable.py", "pruning.py",
+           "training.py"]
 
 
 def main() -> int:

@@ -44,19 +44,23 @@ class Layer:
         return {p: getattr(self, p) for p in self.PARAMS}
 
     def node(self) -> Node:
-        return Node(self.OP, self.name, ["x", *self.PARAMS], ["y"], self.attrs())
+        """The ONNX node the layer evaluates as (built once: a layer's attributes are not changed in place)."""
+        if "_node" not in self.__dict__:
+            self.__dict__["_node"] = Node(self.OP, self.name, ["x", *self.PARAMS], ["y"], self.attrs())
+        return self.__dict__["_node"]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The layer's output for ``x`` (samples on the first axis, then the ONNX shape)."""
         args = [x, *self.params().values()]
         return OPERATORS[self.OP].evaluate(self.node(), args, [True] + [False] * (len(args) - 1))
 
-    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Gradients, given ``g`` on the output ``y`` of ``x``: on ``x`` per sample, and on each trained parameter
-        summed over samples (statistics such as a BatchNorm's running mean have none)."""
+    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray, input_grad: bool = True
+                 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Gradients, given ``g`` on the output ``y`` of ``x``: on ``x`` per sample (None without ``input_grad``),
+        and on each trained parameter summed over samples (statistics such as a BatchNorm's running mean have none)."""
         spec = OPERATORS[self.OP]
         node, args = self.node(), [x, *self.params().values()]
-        gx = spec.vjp(node, args, [True] + [False] * (len(args) - 1), y, g)[0]
+        gx = spec.vjp(node, args, [True] + [False] * (len(args) - 1), y, g)[0] if input_grad else None
         if spec.param_vjp is None or not self.PARAMS:
             return gx, {}
         grads = spec.param_vjp(node, args, y, g)[1:]
@@ -252,13 +256,19 @@ class Fixed(Layer):
         return args, [i == self.data_index for i in range(len(args))]
 
     def node(self) -> Node:
-        return Node(self.op, self.name, [f"in{i}" for i in range(len(self.constants) + 1)], ["y"], self.attrs())
+        if "_node" not in self.__dict__:
+            self.__dict__["_node"] = Node(self.op, self.name, [f"in{i}" for i in range(len(self.constants) + 1)],
+                                          ["y"], self.attrs())
+        return self.__dict__["_node"]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         args, batched = self._args(x)
         return OPERATORS[self.op].evaluate(self.node(), args, batched)
 
-    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray, input_grad: bool = True
+                 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        if not input_grad:
+            return None, {}
         args, batched = self._args(x)
         return OPERATORS[self.op].vjp(self.node(), args, batched, y, g)[self.data_index], {}
 
@@ -284,7 +294,7 @@ class Size:
 class Gradients:
     """What ``Network.backward`` gives: the gradient on the input per sample and, per layer, on each parameter."""
 
-    input: np.ndarray
+    input: np.ndarray | None
     params: list[dict[str, np.ndarray]]
 
 
@@ -318,15 +328,21 @@ class Network:
             values.append(h)
         return values if keep else h
 
-    def backward(self, xs: np.ndarray, grad_out: np.ndarray) -> tuple[np.ndarray, Gradients]:
+    def backward(self, xs: np.ndarray, grad_out: np.ndarray, input_grad: bool = True
+                 ) -> tuple[np.ndarray, Gradients]:
         """The output and the gradients of ``Σ grad_out · output`` (``grad_out`` shaped like the output, or flat
-        per sample) with respect to the input and to every parameter."""
+        per sample) with respect to every parameter and, with ``input_grad``, to the input (else None: training
+        skips that product)."""
         values = self.forward(xs, keep=True)
+        return values[-1], self.backward_from(values, grad_out, input_grad)
+
+    def backward_from(self, values: list[np.ndarray], grad_out: np.ndarray, input_grad: bool = True) -> Gradients:
+        """``backward`` given the values ``forward(xs, keep=True)`` returned."""
         g = np.asarray(grad_out, dtype=np.float64).reshape(values[-1].shape)
         params: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
         for k in range(len(self.layers) - 1, -1, -1):
-            g, params[k] = self.layers[k].backward(values[k], values[k + 1], g)
-        return values[-1], Gradients(g, params)
+            g, params[k] = self.layers[k].backward(values[k], values[k + 1], g, input_grad or k > 0)
+        return Gradients(g, params)
 
     # --- what it holds ----------------------------------------------------------------------
 

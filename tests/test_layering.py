@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nnxform.passes",),
     # analyses and tools built on the passes
     ("nnxform.merge", "nnxform.discrepancy", "nnxform.stable", "nnxform.pruning", "nnxform.accuracy",
-     "nnxform.summary", "nnxform.verifiers"),
+     "nnxform.summary", "nnxform.verifiers", "nnxform.training"),
     # workflows the commands run, callable from Python (compress certifies with the discrepancy analysis)
     ("nnxform.workflows",),
     # the command line and the package's front door (which hands the IR its evaluator)

@@ -58,8 +58,12 @@ def gemm(node, args, batched):
         a = np.swapaxes(a, -1, -2)
     if at.get("transB", 0):
         b = np.swapaxes(b, -1, -2)
-    y = at.get("alpha", 1.0) * stacked_product(a, b)
-    if c is not None:
+    y = stacked_product(a, b)
+    if at.get("alpha", 1.0) != 1.0:
+        y *= at["alpha"]
+    if c is not None and batched[0] and not batched[2] and c.ndim == 1 and at.get("beta", 1.0) == 1.0:
+        y += c  # a bias row on a batch of rows: the common case, without the general broadcast below
+    elif c is not None:
         y, c = align([y, c], [batched[0] or batched[1], batched[2]])
         shape, y = y.shape, y + at.get("beta", 1.0) * c
         if y.shape != shape:

@@ -1,0 +1,133 @@
+"""``nnxform train``: train or fine-tune a network on labelled data (SGD or Adam, L1 penalties, zero mask)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..accuracy import load_data
+from ..fileio import Outputs, file_sha256
+from ..ir import load
+from ..training import OPTIMIZERS, EpochRecord, TrainOptions, train, trainable
+from . import app
+from .common import bounded, json_text, say
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.1%}"
+
+
+def epoch_line(record: EpochRecord, epochs: int) -> str:
+    """One line per epoch: objective, training accuracy, validation accuracy and loss, time."""
+    line = f"  epoch {record.epoch}/{epochs}  loss {record.loss:.4g}  accuracy {_percent(record.accuracy)}"
+    if record.validation_loss is not None:
+        line += f"  validation {_percent(record.validation_accuracy)} (loss {record.validation_loss:.4g})"
+    return line + f"  {record.seconds:.2f} s"
+
+
+class EpochBar:
+    """Per-epoch report, after the ``header`` lines once training is under way: a rich bar with the latest loss and
+    accuracy and a line per epoch above it on a terminal, one plain line per epoch otherwise, nothing when the
+    JSON goes to stdout."""
+
+    def __init__(self, header: list[str], quiet: bool):
+        self.header, self.quiet, self.bar = header, quiet, None
+        self.task = None
+
+    def __call__(self, record: EpochRecord, epochs: int) -> None:
+        if self.quiet:
+            return
+        for line in self.header:
+            say(line)
+        self.header = []
+        if not sys.stdout.isatty():
+            say(epoch_line(record, epochs))
+            return
+        if self.bar is None:
+            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=Console())
+            self.bar.start()
+            self.task = self.bar.add_task("training", total=epochs, stats="")
+        self.bar.console.print(epoch_line(record, epochs))
+        self.bar.update(self.task, completed=record.epoch,
+                        stats=f"loss {record.loss:.4g}  accuracy {_percent(record.accuracy)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command(name="train", short_help="Train or fine-tune a network on labelled data (SGD/Adam, L1, zero mask).",
+             help="Train a copy of MODEL on labelled data with mini-batch SGD with momentum or Adam on the "
+                  "cross-entropy of the softmax of its output, in numpy (float64; written as float32). Data: as "
+                  "nnxform evaluate (CSV 'label,feature,…' or .npz with x and y, features divided by --scale). "
+                  "Trained: Gemm, Conv and ConvTranspose weights and biases, and BatchNormalization γ and β (kept "
+                  "as a trainable affine map of its fixed running statistics; fold it afterwards with fold-bn or "
+                  "canon); other layers pass gradients and keep their constants. A model without BatchNormalization "
+                  "is canonicalised first. --l1 adds l1·Σ|W| over the weights, --l1-bn-gamma adds l1·Σ|γ| (sparse "
+                  "training before pruning by |γ|); --keep-zeros keeps every weight that is exactly 0 at 0 "
+                  "(fine-tuning after pruning). --validation S holds out that share of the points (chosen by "
+                  "--seed), stops after --patience epochs without a better validation accuracy and keeps the best "
+                  "epoch's parameters. The same seed and data write the same file; the input and output names and "
+                  "shapes are kept, and the provenance records the data's sha256, the seed and every "
+                  "hyper-parameter. A loss that turns NaN or infinite stops with an error and writes nothing.")
+def train_command(
+    model: str = typer.Argument(..., help="ONNX network to train."),
+    data: str = typer.Option(..., "--data", help="Labelled data: CSV 'label,features' or .npz with x, y."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the trained ONNX."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Divide the features by this (e.g. 255; > 0).",
+                                          callback=bounded(0, above=True)),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the training points (>= 1).", callback=bounded(1)),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (> 0).", callback=bounded(0, above=True)),
+    batch_size: int = typer.Option(64, "--batch-size", help="Points per step (>= 1).", callback=bounded(1)),
+    optimizer: str = typer.Option("adam", "--optimizer", help=f"One of: {', '.join(OPTIMIZERS)}."),
+    momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum, in [0, 1).", callback=bounded(0)),
+    l1: float = typer.Option(0.0, "--l1", help="L1 penalty on the weights of Gemm/Conv/ConvTranspose (>= 0).",
+                             callback=bounded(0)),
+    l1_bn_gamma: float = typer.Option(0.0, "--l1-bn-gamma", help="L1 penalty on BatchNormalization γ (>= 0).",
+                                      callback=bounded(0)),
+    keep_zeros: bool = typer.Option(False, "--keep-zeros", help="Keep weights that are exactly 0 at 0."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation split and the shuffling.", callback=bounded(0)),
+    validation: float = typer.Option(0.0, "--validation", help="Share of the points held out for early stopping, "
+                                                               "in [0, 1).", callback=bounded(0, 1)),
+    patience: int = typer.Option(5, "--patience", help="With --validation: epochs without improvement before "
+                                                       "stopping (>= 1).", callback=bounded(1)),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
+) -> None:
+    options = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
+                           l1=l1, l1_bn_gamma=l1_bn_gamma, keep_zeros=keep_zeros, seed=seed, validation=validation,
+                           patience=patience).check()
+    outputs = Outputs([model, data])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
+    source = load(model)
+    points = load_data(data, scale).fit(source)
+    net, notes = trainable(source)
+    quiet = json_path == "-"
+    header = [f"train: {model} on {points.path}: {len(points.y)} points{f', features / {scale:g}' if scale else ''}, "
+              f"{optimizer}, lr {lr:g}, batch {batch_size}", *(f"  note: {note}" for note in notes)]
+    bar = EpochBar(header, quiet)
+    try:
+        trained, result = train(net, points.x, labels=points.y, options=options, progress=bar)
+    finally:
+        bar.close()
+    data_sha256 = file_sha256(data)
+    provenance = {"data": Path(data).name, "data_sha256": data_sha256, "scale": scale, **options.to_json()}
+    written = trained.to_model().with_provenance("train", provenance)
+    doc = {"model": model, "output": output, "data": data, "data_file_sha256": data_sha256, "scale": scale,
+           "notes": notes, **result.to_json()}
+    outputs.put(output, written.to_bytes())
+    outputs.put(json_path, json_text(doc))
+    outputs.commit()
+    best = result.epochs[result.best_epoch - 1]
+    stop = f"stopped early after epoch {result.epochs[-1].epoch}; " if result.stopped_early else ""
+    kept = f"kept epoch {result.best_epoch} (validation accuracy {_percent(best.validation_accuracy)})" \
+        if result.validation_samples else f"accuracy {_percent(best.accuracy)} on the training points"
+    say(f"  {stop}{kept}; {result.seconds:.2f} s -> {output}", quiet)
+    if result.untrained:
+        say(f"  not trained (constants kept): {', '.join(result.untrained)}", quiet)
