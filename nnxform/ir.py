@@ -653,17 +653,29 @@ def _unsupported_nodes(model: Model, where: str, supported_only: bool) -> dict[s
     for n in model.nodes:
         reason = _unsupported_reason(model, n)
         if reason and supported_only:
-            hint = f"; supported: {', '.join(sorted(OPERATORS))}" if n.op not in OPERATORS else ""
+            known = n.op in OPERATORS or n.op in _QUANTIZATION
+            hint = "" if known else f"; supported: {', '.join(sorted(OPERATORS))}"
             raise UnsupportedOperator(f"{where}: {reason}{hint}")
         if reason:
             reasons[n.name] = reason
     return reasons
 
 
+#: Quantisation operators: on constants (weight-only QDQ) ``_fold_static`` folds them; on data they are refused.
+_QUANTIZATION = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "MatMulInteger", "ConvInteger")
+
+
 def _unsupported_reason(model: Model, n: Node) -> str | None:
     """Why the evaluator cannot compute ``n`` exactly as onnxruntime does, or None when it can."""
     if n.domain:
         return f"operator {n.domain}.{n.op} (node '{n.name}') is not supported"
+    if n.op in _QUANTIZATION:
+        data = next(t for t in n.inputs if t and t not in model.constants)
+        return (f"{n.op} node '{n.name}' acts on '{data}', which depends on the network input: activation "
+                "quantisation is refused, because rounding activations is not piecewise linear, so the analyzers "
+                "cannot bound it exactly (weight-only quantisation, DequantizeLinear of constant integer weights, "
+                "is folded to float weights at load)")
     if n.op not in OPERATORS:
         return f"operator {n.op} (node '{n.name}') is not supported on data"
     used_extra = [t for t in n.outputs[1:] if t and (model.consumers(t) or t in model.output_names)]

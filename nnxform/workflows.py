@@ -1,10 +1,12 @@
 """Workflows the commands run, callable from Python: ``compress_checked`` (classify → compress → check → certify →
-provenance) and ``prune_with_impact`` (prune → impact bound → accuracy). Each returns a result whose ``to_json()``
+provenance), ``prune_with_impact`` (prune → impact bound → accuracy) and ``quantize_with_drift`` (quantize →
+provenance → drift bound → sampled check). Each returns a result whose ``to_json()``
 is the command's JSON report; the command line only parses options, calls, prints and writes.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -12,14 +14,15 @@ import numpy as np
 
 from .accuracy import DEFAULT_EPS, Dataset, Evaluation, measure
 from .discrepancy import METHODS as IMPACT_METHODS
-from .discrepancy import Discrepancy, Pair
+from .discrepancy import Discrepancy, Pair, discrepancy
 from .domain import Box
 from .errors import NnxformError, NotExact
-from .exactness import ATOL, Comparison, allowed
+from .exactness import ATOL, Comparison, allowed, compare
 from .ir import Model
 from .passes import apply_checked
 from .layered import Size, model_size
 from .passes.compress import RANK_TOL, Compression
+from .passes.quantize import LayerQuantization, grid_name, quantize
 from .pruning import PruneResult, SaliencyOptions, prune
 from .pruning.impact import impact_bound
 from .stable import Progress, Stability, classify
@@ -164,6 +167,76 @@ def prune_with_impact(model: Model, box: Box | None, method: str, ratio: float, 
     evaluations = [] if data is None else [measure(m, data, list(fgsm_eps or DEFAULT_EPS), clip)
                                            for m in (model, result.model)]
     return PruneReport(result, impact, evaluations, data, scale, domain)
+
+
+@dataclass
+class QuantizeResult:
+    """A quantised network and what is known of it: per-layer errors, and with a box the sound bound on its drift
+    ``max ‖f_q − f‖∞`` there and the largest difference seen in onnxruntime (which never exceeds it)."""
+
+    model: Model
+    bits: int | None
+    per_channel: bool
+    layers: list[LayerQuantization]
+    seconds: float
+    drift: Discrepancy | None = None
+    sampled: Comparison | None = None
+    domain: dict[str, Any] | None = None
+
+    @property
+    def grid(self) -> str:
+        return grid_name(self.bits, self.per_channel)
+
+    @property
+    def sampled_max(self) -> float:
+        """The largest ``‖f_q − f‖∞`` seen: over the samples, and at the discrepancy analysis's witness."""
+        if self.drift is None or self.sampled is None:
+            return float("nan")
+        return max(self.sampled.max_abs, self.drift.found)
+
+    def to_json(self, model: str, output: str) -> dict[str, Any]:
+        """The report of ``nnxform quantize`` (``model``, ``output``: the files read and written)."""
+        report: dict[str, Any] = {
+            "model": model, "output": output, "grid": self.grid, "bits": self.bits, "per_channel": self.per_channel,
+            "float16": self.bits is None, "stored_as": "float32 (the weights' own float type)",
+            "biases": "unchanged (float32)", "seconds": self.seconds,
+            "layers": [layer.to_json() for layer in self.layers], "domain": self.domain,
+        }
+        if self.drift is not None and self.sampled is not None:
+            report.update(drift_bound=self.drift.delta_max, drift_method=self.drift.method,
+                          sampled_max=self.sampled_max,
+                          sampled={"samples": self.sampled.samples, "max_abs": self.sampled.max_abs,
+                                   "mean_abs": self.sampled.mean_abs},
+                          drift=self.drift.to_json())
+        return report
+
+
+def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool = False, float16: bool = False, *,
+                        box: Box | None = None, method: str = "symbolic", time_limit: float = 60.0,
+                        samples: int = 10000, seed: int = 0, domain: dict[str, Any] | None = None,
+                        progress: Progress | None = None) -> QuantizeResult:
+    """``model`` quantised (``passes.quantize``: ``bits`` or ``float16``) with provenance, and with ``box`` the sound
+    bound on ``max ‖f_q − f‖∞`` by the discrepancy analysis (``method``, its solves within ``time_limit``) and the
+    largest difference over ``samples`` uniform points (plus corners and centre) in onnxruntime; a sampled
+    difference beyond the bound is refused (it would be a bug of the analysis). ``progress(stage, done, total)``
+    reports the bound's solves (stage ``"impact"``)."""
+    if method not in IMPACT_METHODS:
+        raise NnxformError(f"unknown drift method '{method}'; choose one of {', '.join(IMPACT_METHODS)}")
+    t0 = time.perf_counter()
+    result, report = quantize(model, bits=bits, per_channel=per_channel, float16=float16)
+    seconds = time.perf_counter() - t0
+    result.with_provenance("quantize", {"bits": bits, "per_channel": per_channel, "float16": float16,
+                                        "domain": domain})
+    out = QuantizeResult(result, bits, per_channel, report.layers, seconds, domain=domain)
+    if box is None:
+        return out
+    box = box.fit(model.input_size)
+    out.drift = discrepancy(result, model, box, method, time_limit=time_limit, progress=_stage(progress, "impact"))
+    out.sampled = compare(model, result, box, samples=samples, seed=seed)
+    if out.sampled_max > out.drift.delta_max:
+        raise NnxformError(f"the sampled difference {out.sampled_max:.6g} exceeds the sound drift bound "
+                           f"{out.drift.delta_max:.6g}; nothing written (please report this network)")
+    return out
 
 
 def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:

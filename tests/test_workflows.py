@@ -34,9 +34,9 @@ REWRITES = {"canon", "fold-bn", "pad", "canonical-gemm", "merge-affine", "remove
 
 
 def test_the_registry_holds_every_pass_with_its_properties():
-    assert set(PASSES) == REWRITES | {"compress"}
+    assert set(PASSES) == REWRITES | {"compress", "quantize"}
     for name, p in PASSES.items():
-        assert isinstance(p, Pass) and p.name == name and p.preserves
+        assert isinstance(p, Pass) and p.name == name and p.preserves == (name != "quantize")
         assert p.description and "\n" not in p.description
     assert PASSES["compress"].needs == ("stability",) and set(PASSES["compress"].parameters) == {"rank_tol"}
     assert set(PASSES["pad"].parameters) == {"depth"} and PASSES["canon"].parameters == {}

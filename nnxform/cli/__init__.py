@@ -83,5 +83,5 @@ def _fail(message: str, status: int) -> NoReturn:
 
 # Registering the commands: each module adds its own to ``app``.
 from . import bounds, canon, check, discrepancy, info  # noqa: E402,F401
-from . import compress, evaluate_cmd, merge, pad, prune, stable, vnnlib_cmd  # noqa: E402,F401
+from . import compress, evaluate_cmd, merge, pad, prune, quantize, stable, vnnlib_cmd  # noqa: E402,F401
 from . import init_cmd, train  # noqa: E402,F401

@@ -1,0 +1,83 @@
+"""``nnxform quantize``: weights on a symmetric integer grid (or float16), stored as float32; a sound drift bound."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from ..discrepancy import METHODS
+from ..errors import NnxformError
+from ..fileio import Outputs
+from ..ir import load
+from ..passes.quantize import LAYERS, MAX_BITS, MIN_BITS
+from ..workflows import quantize_with_drift
+from . import app
+from .common import DomainOptions, bounded, json_text, say, table, with_domain
+from .stable import StageBars
+
+
+@app.command(name="quantize", short_help="Round the weights to an integer grid or float16 and bound the drift.",
+             help="Quantise the weights of every Gemm, MatMul, Conv and ConvTranspose (their constant weight input): "
+                  "--bits N rounds them to the symmetric integer grid of 2^(N-1) - 1 levels per side, scale = "
+                  "max|w| / (2^(N-1) - 1) per tensor or, with --per-channel, per output channel (round half to even); "
+                  "--float16 rounds them to the nearest float16. The result is stored as float32 (the weights' own "
+                  "float type), exactly as DequantizeLinear(q, scale) computes it, so every verifier reads it; biases "
+                  "and all other constants stay float32 as they are. The report gives, per layer, the largest and "
+                  "mean weight error and the scale. With a domain (--lower/--upper, --center/--eps, --vnnlib), it also "
+                  "bounds max |f_quantized − f| over it soundly, by the discrepancy analysis of the two networks "
+                  "(--drift-method), and gives the largest difference over --samples points of the domain in "
+                  "onnxruntime, which never exceeds the bound (nothing is written if it did).")
+@with_domain
+def quantize(
+    model: str = typer.Argument(..., help="ONNX network to quantise."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the quantised ONNX."),
+    bits: Optional[int] = typer.Option(None, "--bits", help=f"Width of the integer grid, {MIN_BITS}..{MAX_BITS}.",
+                                       callback=bounded(MIN_BITS, MAX_BITS)),
+    per_channel: bool = typer.Option(False, "--per-channel", help="With --bits: one scale per output channel."),
+    float16: bool = typer.Option(False, "--float16", help="Round the weights to float16 instead of an integer grid."),
+    drift_method: str = typer.Option("symbolic", "--drift-method",
+                                     help=f"Discrepancy method of the drift bound: {', '.join(METHODS)}."),
+    samples: int = typer.Option(10000, "--samples", help="Uniform samples of the domain for the sampled difference.",
+                                callback=bounded(1)),
+    seed: int = typer.Option(0, "--seed", help="Seed of the samples.", callback=bounded(0)),
+    time_limit: float = typer.Option(60.0, "--time-limit", callback=bounded(0, above=True),
+                                     help="Time limit of the drift bound's solves (lp, milp), in seconds."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    if (bits is None) == (not float16):
+        raise NnxformError("give one quantisation: --bits N or --float16")
+    if per_channel and float16:
+        raise NnxformError("--per-channel applies to --bits, not to --float16")
+    outputs = Outputs([model, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
+    net = load(model)
+    box = domain.box(net, default=False)
+    bars = StageBars(enabled=sys.stderr.isatty())
+    try:
+        result = quantize_with_drift(net, bits, per_channel, float16, box=box, method=drift_method,
+                                     time_limit=time_limit, samples=samples, seed=seed, domain=domain.describe(),
+                                     progress=bars)
+    finally:
+        bars.close()
+    outputs.put(output, result.model.to_bytes())
+    outputs.put(json_path, json_text(result.to_json(model, output)))
+    outputs.commit()
+
+    quiet = json_path == "-"
+    say(f"quantize: {model} -> {output}: weights of {', '.join(LAYERS)} on the {result.grid} grid, stored as float32; "
+        "biases unchanged (float32)", quiet)
+    table(["node", "op", "weight", "shape", "scale", "max |w|", "max error", "mean error"],
+          [[q.node, q.op, q.weight, "x".join(map(str, q.shape)), q.scale_text(), q.max_weight, q.max_error,
+            q.mean_error] for q in result.layers], quiet)
+    if result.drift is not None and result.sampled is not None:
+        d = result.drift
+        say(f"  drift: max |f_quantized − f| <= {d.delta_max:.6g} on the domain ({d.method}, sound; "
+            f"{d.seconds:.2f} s); largest difference seen {result.sampled_max:.6g} (over {result.sampled.samples} "
+            f"points in onnxruntime and the analysis's witness)", quiet)
+    else:
+        say("  no domain given: no bound on |f_quantized − f| (give --lower/--upper, --center/--eps or --vnnlib)",
+            quiet)
