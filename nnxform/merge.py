@@ -1,12 +1,19 @@
 """Two ReLU networks as one on ONE shared input, output ``f_A(x) − f_B(x)`` (DESIGN.md, "Merging with a comparison layer").
 
-Both networks are canonicalised and compiled to dense layers (convolutions become dense Gemm),
-padded to the same depth with exact identity layers (``passes.pad``), and joined layer by
-layer: the first Gemm stacks ``[W_A; W_B]`` on the shared flattened input (row-major, so
-``[1,784,1]`` and ``[1,1,28,28]`` pair up), the hidden ones are block-diagonal, and the last
-one has the comparison ``[I, −I]`` folded in: ``[W_A, −W_B]``, bias ``b_A − b_B``. The result
-is a single Gemm/Relu chain — no Sub (Marabou 2.0.0 mis-encodes it), no parallel branches
-(nnenum rejects them). With ``keep_outputs`` the output is ``[f_A − f_B, f_A, f_B]``.
+Both networks are canonicalised and compiled to dense layers, padded to the same depth with exact
+identity layers (``passes.pad``), and joined layer by layer: the first Gemm stacks ``[W_A; W_B]``
+on the shared flattened input (row-major, so ``[1,784,1]`` and ``[1,1,28,28]`` pair up), the
+hidden ones are block-diagonal, and the last one has the comparison ``[I, −I]`` folded in:
+``[W_A, −W_B]``, bias ``b_A − b_B``. The result is a single chain — no Sub (Marabou 2.0.0
+mis-encodes it), no parallel branches (nnenum rejects them). With ``keep_outputs`` the output is
+``[f_A − f_B, f_A, f_B]``.
+
+Convolutional networks stay convolutional when their heads match (the same input shape, and layer
+by layer the same kind of layer with the same kernel, strides, pads and dilations, ReLU and pooling
+alike, up to the Flatten before the dense tail): the first Conv stacks both filter banks, later
+Convs are block-diagonal over channels (zero cross blocks), pools and ReLUs act per channel, and
+the Flatten of ``[channels of A, channels of B]`` is ``[flat A, flat B]``, which the dense tail's
+block-diagonal Gemms read. Otherwise the convolutions become dense Gemms, and the report says why.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from .domain import Box
 from .errors import NnxformError
 from .exactness import ATOL, Comparison, Reference
 from .ir import Model
-from .layered import Chain, chain_network, dense
+from . import layered
+from .layered import Chain, Conv, Layer, chain_layers, chain_network, dense
 from .passes import Pass, apply_checked
-from .passes.pad import pad_pair, relu_layers
+from .passes.pad import NotMergeable, conv_head_and_tail, pad_pair, relu_layers
 from .runtime import OnnxRunner
 
 #: Name of the merged network's output.
@@ -41,6 +49,7 @@ class MergeReport:
     input_shape_b: tuple
     keep_outputs: bool
     padding: list[str] = field(default_factory=list)
+    convolutions: str = ""  # how convolutions were merged ("kept", or why they became dense); "" without any
 
     @property
     def shapes_differ(self) -> bool:
@@ -54,9 +63,14 @@ def _block_diag(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def merge_layers(a: Chain, b: Chain, keep_outputs: bool = False) -> Chain:
-    """Dense layers of ``x ↦ f_A(x) − f_B(x)`` (then ``f_A``, ``f_B`` with ``keep_outputs``) for equal-depth chains."""
-    joined = [(np.vstack([a[0].W, b[0].W]), np.concatenate([a[0].b, b[0].b]))]
+def merge_layers(a: Chain, b: Chain, keep_outputs: bool = False, stacked: bool = True) -> Chain:
+    """Dense layers of ``x ↦ f_A(x) − f_B(x)`` (then ``f_A``, ``f_B`` with ``keep_outputs``) for equal-depth chains.
+
+    ``stacked``: both first layers read the same input (``[W_A; W_B]``); else each reads its own half of a
+    concatenated input (block-diagonal, as after a merged convolutional head).
+    """
+    first = np.vstack([a[0].W, b[0].W]) if stacked else _block_diag(a[0].W, b[0].W)
+    joined = [(first, np.concatenate([a[0].b, b[0].b]))]
     joined += [(_block_diag(la.W, lb.W), np.concatenate([la.b, lb.b])) for la, lb in zip(a[1:], b[1:])]
     k = a[-1].units
     eye, zero = np.eye(k), np.zeros((k, k))
@@ -71,12 +85,62 @@ def merge_layers(a: Chain, b: Chain, keep_outputs: bool = False) -> Chain:
 
 def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model, MergeReport]:
     """One ReLU chain on the first network's input computing ``f_A − f_B`` (then ``f_A``, ``f_B`` with ``keep_outputs``)."""
+    shapes = (a.input_dims or a.input_shape, second.input_dims or second.input_shape)
+    convolutional = any(n.op in ("Conv", "ConvTranspose") for m in (a, second) for n in m.nodes)
+    why = ""
+    if convolutional:
+        try:
+            return _merged_convolutional(a, second, keep_outputs, shapes)
+        except NotMergeable as exc:
+            why = f"convolutions merged as dense Gemms: {exc}"
     la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
     pa, pb, notes = pad_pair(la, lb, "merge")
     layers = merge_layers(pa, pb, keep_outputs)
-    report = MergeReport(len(la), len(lb), len(pa), [layer.units for layer in layers], la[-1].units,
-                         a.input_dims or a.input_shape, second.input_dims or second.input_shape, keep_outputs, notes)
+    report = MergeReport(len(la), len(lb), len(pa), [layer.units for layer in layers], la[-1].units, *shapes,
+                         keep_outputs, notes, why)
     return chain_network(layers, a, output=OUTPUT).to_model(), report
+
+
+def _merged_convolutional(a: Model, second: Model, keep_outputs: bool, shapes: tuple) -> tuple[Model, MergeReport]:
+    """The merge of two CNNs whose heads match layer by layer, convolutions kept (see the module docstring)."""
+    if tuple(a.input_shape) != tuple(second.input_shape):
+        raise NotMergeable(f"the input shapes differ ({list(a.input_shape)} and {list(second.input_shape)})")
+    (ha, ta), (hb, tb) = conv_head_and_tail(a, "first"), conv_head_and_tail(second, "second")
+    head = _merge_heads(ha, hb)
+    pa, pb, notes = pad_pair(ta, tb, "merge")
+    tail = merge_layers(pa, pb, keep_outputs, stacked=False)
+    convs = sum(isinstance(layer, Conv) for layer in head)
+    layers = head + chain_layers(tail, 2)
+    widths = [layer.units for layer in head if isinstance(layer, Conv)] + [layer.units for layer in tail]
+    report = MergeReport(convs + len(ta), convs + len(tb), convs + len(pa), widths, ta[-1].units, *shapes,
+                         keep_outputs, notes, f"kept: {convs} Conv layers merged channel-wise (no dense matrix)")
+    return layered.Network.like(a, layers, OUTPUT).to_model(), report
+
+
+def _merge_heads(ha: list[Layer], hb: list[Layer]) -> list[Layer]:
+    """Two matching heads as one on the shared input: the first Conv stacked, later ones block-diagonal."""
+    if [type(x) for x in ha] != [type(x) for x in hb]:
+        raise NotMergeable("their layers before the dense tail differ in kind or number")
+    out: list[Layer] = []
+    first = True
+    for k, (x, y) in enumerate(zip(ha, hb)):
+        if x.attrs() != y.attrs() or (isinstance(x, Conv) and x.W.shape[2:] != y.W.shape[2:]):
+            raise NotMergeable(f"layer {k + 1} ('{x.name}' and '{y.name}') differs in kernel, strides, pads or "
+                               "dilations")
+        if isinstance(x, Conv):
+            if first:
+                W = np.concatenate([x.W, y.W], axis=0)
+            else:
+                W = np.zeros((x.W.shape[0] + y.W.shape[0], x.W.shape[1] + y.W.shape[1]) + x.W.shape[2:])
+                W[:x.W.shape[0], :x.W.shape[1]], W[x.W.shape[0]:, x.W.shape[1]:] = x.W, y.W
+            out.append(x.replace(name=f"conv{len(out) + 1}", W=W, b=np.concatenate([x.b, y.b]),
+                                 ids=np.arange(W.shape[0])))
+            first = False
+        else:
+            out.append(x.replace(name=f"{type(x).__name__.lower()}{k + 1}"))
+    if first:
+        raise NotMergeable("no Conv before the dense tail")
+    return out
 
 
 #: The merge as a pass on the first network: it changes the function, so it is checked against ``difference``.

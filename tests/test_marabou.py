@@ -59,6 +59,7 @@ def solve(onnx_path: Path, property_path: Path) -> tuple[str, np.ndarray | None,
     ("cartpole", perturbed, True),
     ("ACASXU_run2a_1_1_batch_2000", perturbed, False),
     ("mnist-net_256x2", float16_copy, False),
+    ("bn_cnn", perturbed, True),  # convolutions kept: stacked, then block-diagonal over channels
 ])
 def test_marabou_reads_merged_networks_and_evaluates_like_onnxruntime(tmp_path, name, make_b, keep_outputs):
     a = nnxform.load(MODELS / f"{name}.onnx")

@@ -17,7 +17,8 @@ from test_pad import linear_model
 
 import nnxform
 from nnxform.domain import Box
-from nnxform.layered import dense
+from nnxform.ir import Node
+from nnxform.layered import dense, model_size
 from nnxform.merge import OUTPUT, merge, merge_layers
 from nnxform.summary import verifier_blockers
 from nnxform.vnnlib import read_box
@@ -54,10 +55,11 @@ def run_file(path: Path, xs: np.ndarray) -> np.ndarray:
 
 
 def assert_merged(a: Path, b: Path, merged: Path, box: Box, keep_outputs: bool = False, samples: int = 100) -> np.ndarray:
-    """The merged file is one Flatten/Gemm/Relu chain computing f_A − f_B (then f_A, f_B); returns f_A − f_B."""
+    """The merged file is one Flatten/Gemm/Relu chain (Conv too, for two CNNs) computing f_A − f_B (then f_A, f_B);
+    returns f_A − f_B."""
     model = nnxform.load(merged)
     assert verifier_blockers(model) == []
-    assert set(model.op_counts()) <= {"Flatten", "Gemm", "Relu"}
+    assert set(model.op_counts()) <= {"Flatten", "Gemm", "Relu", "Conv"}
     assert model.output_names == [OUTPUT]
     xs = box.points(samples, np.random.default_rng(1))
     ya, yb, ym = run_file(a, xs), run_file(b, xs), run_file(merged, xs)
@@ -79,7 +81,38 @@ def test_merge_bundled_pairs(tmp_path, a, make_b, box):
     delta = assert_merged(path_a, path_b, tmp_path / "ab.onnx", box)
     assert np.abs(delta).max() > 0  # the copies really differ
     assert report.depth == report.depth_a == report.depth_b and not report.shapes_differ
-    assert merged.op_counts()["Gemm"] == report.depth and cmp.within
+    counts = merged.op_counts()
+    assert counts["Gemm"] + counts.get("Conv", 0) == report.depth and cmp.within
+    assert (counts.get("Conv", 0) > 0) == (a == "cifar_base_kw")  # convolutions stay convolutions
+
+
+def test_two_cnns_merge_channel_wise_within_twice_the_parameters(tmp_path):
+    """cifar_base_kw with itself: first Conv stacked, second block-diagonal over channels, dense tail block-diagonal;
+    the merged network holds at most 2 × the two networks' parameters (the dense merge held 80 ×)."""
+    model = nnxform.load(MODELS / "cifar_base_kw.onnx")
+    box = Box(np.zeros(3072), np.ones(3072))
+    merged, report, cmp = merge(model, model, box=box, samples=200)
+    assert cmp.within and report.convolutions.startswith("kept: 2 Conv")
+    assert model_size(merged).parameters <= 2 * 2 * model_size(model).parameters
+    first, second = (merged.constants[n.inputs[1]] for n in merged.nodes if n.op == "Conv")
+    assert first.shape == (16, 3, 4, 4) and second.shape == (32, 16, 4, 4)
+    assert not second[:16, 8:].any() and not second[16:, :8].any()  # zero cross blocks
+    merged.save(tmp_path / "aa.onnx")
+    assert np.abs(assert_merged(MODELS / "cifar_base_kw.onnx", MODELS / "cifar_base_kw.onnx", tmp_path / "aa.onnx",
+                                box)).max() == 0
+
+
+def test_cnns_whose_heads_differ_are_merged_densely_and_say_why():
+    a = nnxform.load(MODELS / "bn_cnn.onnx")
+    b = a.copy()
+    relu = next(n for n in b.nodes if n.op == "Relu")
+    b.rename_uses(relu.outputs[0], "pooled")
+    b.nodes.insert(b.nodes.index(relu) + 1, Node("AveragePool", "pool", [relu.outputs[0]], ["pooled"],
+                                                 {"kernel_shape": [1, 1]}))  # the same function, one more layer
+    merged, report, cmp = merge(a, b, samples=200)
+    assert cmp.within and "Conv" not in merged.op_counts()
+    assert report.convolutions == ("convolutions merged as dense Gemms: their layers before the dense tail differ "
+                                   "in kind or number")
 
 
 def test_acasxu_against_itself_is_zero(tmp_path):

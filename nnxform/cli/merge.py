@@ -26,7 +26,10 @@ def _dims(dims: tuple) -> str:
              help="Merge two ReLU networks into one on ONE shared input whose output is f_A(x) − f_B(x): a "
                   "single chain Flatten → Gemm → Relu → … → Gemm, the first Gemm stacking [W_A; W_B], the hidden "
                   "ones block-diagonal, the comparison [I, −I] folded into the last (no Sub, no parallel "
-                  "branches). Convolutions are merged as dense Gemm layers. Different depths are padded with "
+                  "branches). Two CNNs whose layers before the last Flatten match (Conv, Relu, pooling with the same "
+                  "kernels, strides, pads) stay convolutional: the first Conv stacks both filter banks, later ones "
+                  "are block-diagonal over channels; other convolutions are merged as dense Gemm layers, and the "
+                  "output says why. Different depths are padded with "
                   "exact identity layers, widths may differ; the inputs must have the same number of elements "
                   "(paired in row-major order, so [1,784,1] and [1,1,28,28] match) and the outputs the same size. "
                   "The merged network keeps the first network's input; its output is 'delta' = f_A − f_B, or "
@@ -83,7 +86,8 @@ def merge(
         "input_shapes": [list(report.input_shape_a), list(report.input_shape_b)],
         "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
         "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
-        "padding": report.padding, "vnnlib": write_vnnlib, "instances": csv, "instance": line,
+        "padding": report.padding, "convolutions": report.convolutions or None, "vnnlib": write_vnnlib,
+        "instances": csv, "instance": line,
         "check": cmp.to_json()}))
     outputs.commit()
 
@@ -95,7 +99,9 @@ def merge(
     say(f"  affine layers: {report.depth_a} and {report.depth_b} -> {report.depth}", quiet)
     for note in report.padding:
         say(f"    padded {note}", quiet)
-    say(f"  merged Gemm widths: {', '.join(map(str, report.widths))}", quiet)
+    if report.convolutions:
+        say(f"  convolutions {report.convolutions}", quiet)
+    say(f"  merged layer widths (channels of a Conv, units of a Gemm): {', '.join(map(str, report.widths))}", quiet)
     what = "f_A − f_B, f_A, f_B" if keep_outputs else "f_A − f_B"
     say(f"  output '{OUTPUT}': {what}, {report.outputs} values each", quiet)
     say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)

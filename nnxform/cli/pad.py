@@ -25,7 +25,8 @@ MAX_DEPTH = 1000
                   "inserting exact identity layers before its last layer: Gemm(I) → Relu after a ReLU, or "
                   "[I; −I] → Relu → [I, −I] (relu(x) − relu(−x)) in a network without ReLU. The network must be "
                   "a chain of affine layers and ReLUs; it is written as one dense chain, Flatten → Gemm → Relu → "
-                  "… → Gemm (convolutions become dense Gemm layers). Before writing, the result is run in "
+                  "… → Gemm, except that Conv, Relu and pooling layers before the last Flatten are kept as they are "
+                  "and only the dense layers after it are padded. Before writing, the result is run in "
                   "onnxruntime against the input on --samples points of the domain (plus corners and centre); "
                   "nothing is written beyond --tol. " + DEFAULT_BOX_HELP)
 @with_domain

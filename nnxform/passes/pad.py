@@ -1,9 +1,10 @@
 """``pad``: give a ReLU network more affine layers with exact identity layers (DESIGN.md, "Identity-layer padding").
 
-The network is canonicalised and compiled to its dense layers (``analyzers.network``), so every
-affine layer — Conv included — becomes one dense Gemm, and written back as a single chain
-(``layered.chain_network``): Flatten (unless the input is already ``[1, n]``), then
-``Gemm → Relu → … → Gemm``. Identity layers go before the last Gemm, where values are ReLU outputs
+The network is canonicalised and compiled to its dense layers (``analyzers.network``) and written
+back as a single chain (``layered.chain_network``): Flatten (unless the input is already
+``[1, n]``), then ``Gemm → Relu → … → Gemm``. A convolutional network whose layers before the last
+Flatten are group-1 Convs, ReLUs and pools keeps them (``conv_head_and_tail``); only its dense tail
+is padded. Identity layers go before the last Gemm, where values are ReLU outputs
 (≥ 0), so ``Gemm(I) → Relu`` is exact. A network without ReLU has no such point: its values can be
 negative, so it gets ``[I; −I] → Relu → [I, −I]`` (``relu(x) − relu(−x) = x``), one of the two
 matrices folded into its affine layer. ``merge`` pads with the same functions.
@@ -16,7 +17,8 @@ import numpy as np
 from ..analyzers.network import Activation, Pool, compile_model
 from ..errors import NnxformError
 from ..ir import Model
-from ..layered import Chain, chain_network, dense
+from .. import layered
+from ..layered import Chain, Conv, Dense, Flatten, Layer, Relu, chain_layers, chain_network, dense
 from . import PASSES, PassReport, register
 
 
@@ -86,15 +88,57 @@ def pad_pair(la: Chain, lb: Chain, what: str) -> tuple[Chain, Chain, list[str]]:
     return pa, pb, [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b]
 
 
+class NotMergeable(Exception):
+    """Why a network's convolutions cannot be kept layer by layer (``pad`` and ``merge`` then densify them)."""
+
+
+def conv_head_and_tail(model: Model, which: str) -> tuple[list[Layer], Chain]:
+    """The canonical layers of ``model`` up to its last Flatten (group-1 Conv, ReLU, pooling) and the dense ReLU
+    chain after it; NotMergeable (naming ``which`` network) for anything else."""
+    canonical, _ = PASSES["canon"](model)  # folded BN, explicit group-1 convolutions
+    try:
+        net = layered.from_model(canonical, "the layered form")
+    except NnxformError as exc:
+        raise NotMergeable(f"{which} network: {exc}") from None
+    cut = max((k for k, layer in enumerate(net.layers) if isinstance(layer, Flatten)), default=-1) + 1
+    head, rest = net.layers[:cut], net.layers[cut:]
+    for layer in head:
+        if not isinstance(layer, (Conv, Relu, layered.MaxPool, layered.AvgPool, Flatten)) or \
+                isinstance(layer, Conv) and layer.group != 1:
+            raise NotMergeable(f"{which} network: layer '{layer.name}' ({type(layer).__name__}) before the dense "
+                               "tail is not a group-1 Conv, ReLU or pooling")
+    tail = [layer for layer in rest if isinstance(layer, Dense)]
+    expected = [kind for d in tail for kind in (Dense, Relu)][:-1]
+    if not tail or [type(layer) for layer in rest] != expected:
+        raise NotMergeable(f"{which} network: the layers after its last Flatten are not a Gemm/Relu chain")
+    return head, tail
+
+
 @register("pad")
 def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
-    """``model`` as a dense ReLU chain with ``depth`` affine layers, the same function (exact identity layers)."""
-    layers = relu_layers(model, "pad")
-    padded, notes = pad_layers(layers, depth)
-    out = model.output_name
-    result = chain_network(padded, model, tuple(model.shapes()[out])).to_model()
+    """``model`` as a ReLU chain with ``depth`` affine layers, the same function (exact identity layers)."""
     report = PassReport("pad")
-    report.counts.update(layers_before=len(layers), layers_after=depth)
+    out = model.output_name
+    output_shape = tuple(model.shapes()[out])
+    head: list[Layer] = []
+    if any(n.op in ("Conv", "ConvTranspose") for n in model.nodes):
+        try:
+            head, layers = conv_head_and_tail(model, "the")
+        except NotMergeable as exc:
+            report.add("densified", f"convolutions written as dense Gemms: {exc}")
+    if not head:
+        layers = relu_layers(model, "pad")
+    convs = sum(isinstance(layer, Conv) for layer in head)
+    if depth < convs + len(layers):
+        raise NnxformError(f"the network already has {convs + len(layers)} affine layers; cannot pad it to {depth}")
+    padded, notes = pad_layers(layers, depth - convs)
+    if head:
+        tail = chain_layers(padded, 2, output_shape)
+        result = layered.Network.like(model, head + tail).to_model()
+        report.add("kept", f"{convs} Conv layers kept as they are; the dense layers after the last Flatten padded")
+    else:
+        result = chain_network(padded, model, output_shape).to_model()
+    report.counts.update(layers_before=convs + len(layers), layers_after=depth)
     for line in notes:
         report.add("inserted", line)
     return result, report
