@@ -378,7 +378,7 @@ def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = 
     """Symbolic bounds of a ``hidden_network``, starting from the signs its ReLU layers are known to have."""
     state = State.start(net, box, real)
     for k, s in enumerate(signs):
-        state.assume_signs(2 * k + 1, s)
+        state.assume_signs(net.linear_steps[k], s)
     return symbolic.symbolic(interval.interval(state))
 
 

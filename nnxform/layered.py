@@ -111,8 +111,8 @@ class Dense(Units, Layer):
 
 
 @dataclass(eq=False, kw_only=True)
-class Conv(Units, Layer):
-    """A convolution (``W [out, in/group, *kernel]``) with every attribute explicit."""
+class _Kernel(Units, Layer):
+    """What a convolution and a transposed convolution share: weights, bias and every window attribute."""
 
     W: np.ndarray
     b: np.ndarray
@@ -120,12 +120,18 @@ class Conv(Units, Layer):
     pads: tuple[int, ...]
     dilations: tuple[int, ...]
     group: int = 1
-    OP: ClassVar[str] = "Conv"
     PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
 
     def attrs(self) -> dict[str, Any]:
         return {"dilations": list(self.dilations), "group": self.group, "kernel_shape": list(self.W.shape[2:]),
                 "pads": list(self.pads), "strides": list(self.strides)}
+
+
+@dataclass(eq=False, kw_only=True)
+class Conv(_Kernel):
+    """A convolution (``W [out, in/group, *kernel]``) with every attribute explicit."""
+
+    OP: ClassVar[str] = "Conv"
 
     @property
     def units(self) -> int:
@@ -133,22 +139,14 @@ class Conv(Units, Layer):
 
 
 @dataclass(eq=False, kw_only=True)
-class ConvTranspose(Units, Layer):
+class ConvTranspose(_Kernel):
     """A transposed convolution (``W [in, out/group, *kernel]``) with every attribute explicit."""
 
-    W: np.ndarray
-    b: np.ndarray
-    strides: tuple[int, ...]
-    pads: tuple[int, ...]
-    dilations: tuple[int, ...]
     output_padding: tuple[int, ...]
-    group: int = 1
     OP: ClassVar[str] = "ConvTranspose"
-    PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
 
     def attrs(self) -> dict[str, Any]:
-        return {"dilations": list(self.dilations), "group": self.group, "kernel_shape": list(self.W.shape[2:]),
-                "output_padding": list(self.output_padding), "pads": list(self.pads), "strides": list(self.strides)}
+        return {**super().attrs(), "output_padding": list(self.output_padding)}
 
     @property
     def units(self) -> int:

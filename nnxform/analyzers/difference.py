@@ -289,7 +289,7 @@ def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State,
     u_a, u_b = state_a.net.unit_roundoff, state_b.net.unit_roundoff
     out: list[LayerDelta] = []
     for k, L in enumerate(layers):
-        step = 2 * k + 1
+        step = state_a.net.linear_steps[k]
         if k == 0:  # one affine map of the box: the interval is exact
             c, r = L.d @ mid + L.db, L.abs_d @ rad
         else:

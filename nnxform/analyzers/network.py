@@ -110,6 +110,11 @@ class Network:
     def input_size(self) -> int:
         return self.steps[0].size
 
+    @cached_property
+    def linear_steps(self) -> list[int]:
+        """Indices of the Linear steps, in graph order (of a chain: its affine layers)."""
+        return [i for i, s in enumerate(self.steps) if isinstance(s, Linear)]
+
     @property
     def nonlinear(self) -> list[int]:
         """Indices of the Activation and Pool steps, in graph order."""

@@ -98,19 +98,24 @@ def concat(node, args, batched, y, g):
     return [p if b else None for p, b in zip(parts, batched)]
 
 
+def _grouped(node, x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, Windows, int, int, np.ndarray]:
+    """A Conv's input folded to ``[samples, channels, *spatial]``, its windows, the input channels per group, the
+    number of groups, and the output gradient as ``[samples, group, out channels per group, *out]``."""
+    xf, _ = merge_lead(x, w.ndim - 1)
+    win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
+    group = node.attrs.get("group", 1)
+    gy = g.reshape((xf.shape[0], group, w.shape[0] // group) + win.out)
+    return xf, win, xf.shape[1] // group, group, gy
+
+
 def conv(node, args, batched, y, g):
     x, w = args[0], args[1]
     nd = w.ndim - 2
-    xf, lead = merge_lead(x, nd + 1)
-    win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
-    group = node.attrs.get("group", 1)
+    xf, win, cg, group, gy = _grouped(node, x, w, g)
     s, c = xf.shape[:2]
-    o = w.shape[0]
-    cg, og = c // group, o // group
     padded = tuple(xf.shape[2 + i] + win.pads[i] + win.pads[i + nd] for i in range(nd))
     gxp = np.zeros((s, group, cg) + padded)
-    gy = g.reshape((s, group, og) + win.out)
-    wg = w.reshape((group, og, cg) + win.kernel)
+    wg = w.reshape((group, gy.shape[2], cg) + win.kernel)
     for k, sl in win.slices():
         gxp[sl] += np.einsum("sgo...,goc->sgc...", gy, wg[(Ellipsis,) + k], optimize=True)
     return [_unpad(gxp.reshape((s, c) + padded), win, xf.shape).reshape(x.shape)]
@@ -188,16 +193,10 @@ def gemm_params(node, args, y, g):
 def conv_params(node, args, y, g):
     x, w = args[0], args[1]
     nd = w.ndim - 2
-    xf, _ = merge_lead(x, nd + 1)
-    win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
-    group = node.attrs.get("group", 1)
-    s, c = xf.shape[:2]
-    o = w.shape[0]
-    cg, og = c // group, o // group
+    xf, win, cg, group, gy = _grouped(node, x, w, g)
     xp = np.pad(xf, win.pad_widths())
-    xg = xp.reshape((s, group, cg) + xp.shape[2:])
-    gy = g.reshape((s, group, og) + win.out)
-    gw = np.zeros((group, og, cg) + win.kernel)
+    xg = xp.reshape((xf.shape[0], group, cg) + xp.shape[2:])
+    gw = np.zeros((group, gy.shape[2], cg) + win.kernel)
     for k, sl in win.slices():
         gw[(Ellipsis,) + k] = np.einsum("sgo...,sgc...->goc", gy, xg[sl], optimize=True)
     gb = gy.sum(axis=(0,) + tuple(range(3, 3 + nd))).reshape(-1) if len(args) > 2 and args[2] is not None else None

@@ -72,12 +72,14 @@ def register(name: str, *, preserves: bool = True, needs: tuple[str, ...] = ()) 
 
 
 def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, samples: int = 1000, tol: float = ATOL,
-                  parameters: dict[str, Any] | None = None, reference: Reference | None = None,
+                  parameters: dict[str, Any] | None = None,
+                  reference: Reference | Callable[[Any], Reference] | None = None,
                   **pass_parameters: Any) -> tuple[Model, Any, Comparison]:
     """Run ``pass_`` (a name in ``PASSES``, or a Pass) on ``model`` with ``pass_parameters``, check the result in
     onnxruntime on ``box`` (the default box when None) against ``model`` (or ``reference``, which a pass that
-    changes the function needs), and stamp its provenance: ``parameters``, the pass parameters but its ``needs``,
-    ``tol`` and ``samples``. Raises NotExact beyond ``tol·(1 + |y|)``: nothing is returned then.
+    changes the function needs: given, or made from the pass's report when the pass itself computes what its
+    result must equal), and stamp its provenance: ``parameters``, the pass parameters but its ``needs``, ``tol``
+    and ``samples``. Raises NotExact beyond ``tol·(1 + |y|)``: nothing is returned then.
 
     Returns ``(model, report, comparison)``; ``comparison.to_json()`` is the "check" of a JSON report.
     """
@@ -85,6 +87,8 @@ def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, sampl
     if not p.preserves and reference is None:
         raise NnxformError(f"{p.name} changes the function: give the reference its result is checked against")
     result, report = p(model, **pass_parameters)
+    if reference is not None and not isinstance(reference, Reference):
+        reference = reference(report)
     comparison = ensure_same_function(model, result, box, what=p.name, samples=samples, tol=tol, reference=reference)
     recorded = {k: v for k, v in pass_parameters.items() if k not in p.needs}
     result.with_provenance(p.name, dict(parameters or {}, **recorded, tol=tol, samples=samples))

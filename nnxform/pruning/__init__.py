@@ -13,10 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from ..domain import Box
 from ..errors import NnxformError
+from ..exactness import ATOL, Comparison, Reference
 from ..ir import Model
-from ..layered import Size, aligned, model_size
+from ..layered import Network, Size, aligned, chain_network, model_size
+from ..passes import Pass, apply_checked
 from .chain import dense_chain, prunable_layers, to_model
 from .neuron import prune_neurons
 from .saliency import SaliencyOptions, prune_saliency
@@ -44,20 +48,50 @@ class PruneResult:
     details: dict[str, Any]
     notes: list[str]
     aligned: Model  # the pruned network at the original widths, removed units zero: what the impact bound analyses
+    network: Network  # the pruned chain as layers: the function the written model is checked against
+    check: Comparison | None = None  # the written model against ``network`` in onnxruntime
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "ratio": self.ratio, "scope": self.scope, "seconds": self.seconds,
                 "before": self.before.to_json(), "after": self.after.to_json(), "details": self.details,
-                "notes": self.notes}
+                "notes": self.notes, "check": None if self.check is None else self.check.to_json()}
 
 
 def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, box: Box | None = None,
-          options: SaliencyOptions | None = None, progress: Callable[[int, int], None] | None = None) -> PruneResult:
-    """Prune ``model`` by ``method`` to remove the share ``ratio`` (hidden units, or weights for ``weight``).
+          options: SaliencyOptions | None = None, progress: Callable[[int, int], None] | None = None,
+          samples: int = 1000, tol: float = ATOL) -> PruneResult:
+    """Prune ``model`` by ``method`` to remove the share ``ratio`` (hidden units, or weights for ``weight``), the
+    written model checked in onnxruntime on ``samples`` points of ``box`` against the pruned layers it stands for.
 
     ``box``: the input domain whose neuron bounds guide ``saliency`` (default box when None);
     ``options``: saliency's step, α, β, φ and seed; ``progress(done, total)`` reports saliency's units.
     """
+    options = options or SaliencyOptions()
+    parameters = {}
+    if method == "saliency":
+        parameters = dict(step=options.step, alpha=options.alpha, beta=options.beta, phi=options.phi,
+                          seed=options.seed)
+    _, result, check = apply_checked(PRUNE, model, box, samples, tol, parameters, _as_written, method=method,
+                                     ratio=ratio, scope=scope, guide=box, options=options, progress=progress)
+    result.check = check
+    return result
+
+
+def _as_written(result: PruneResult) -> Reference:
+    """The pruned layers' function in float64: what the written model must compute."""
+
+    def outputs(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = result.network.forward(xs).reshape(len(xs), -1)
+        return y, np.abs(y)
+
+    return Reference(outputs, "the written pruned network differs from the pruned layers by {max_abs:.3g} over "
+                              "{samples} samples, beyond {tol:g}·(1 + |y|); nothing written (please report this network)")
+
+
+def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, guide: Box | None = None,
+            options: SaliencyOptions | None = None,
+            progress: Callable[[int, int], None] | None = None) -> tuple[Model, PruneResult]:
+    """The pruned model (see ``prune``; ``guide`` is its ``box``) and what pruning did."""
     if method not in METHODS:
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if scope is not None and scope not in SCOPES:
@@ -79,21 +113,23 @@ def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, 
         scope = details["scope"]
     else:
         scope, notes = scope or DEFAULT_SCOPE[method], []
-        if box is None:
-            box = Box.default(model.input_size)
+        if guide is None:
+            guide = Box.default(model.input_size)
             notes.append("no domain given: saliency's neuron bounds are taken over the default box [-1, 1]")
-        pruned, details, more = prune_saliency(layers, prunable, ratio, scope, box.fit(model.input_size),
-                                                     options, progress)
+        pruned, details, more = prune_saliency(layers, prunable, ratio, scope, guide.fit(model.input_size),
+                                               options, progress)
         notes += more
     result = to_model(pruned, model)
-    seconds = time.perf_counter() - t0
-    parameters = {"method": method, "ratio": ratio, "scope": scope}
-    if method == "saliency":
-        parameters.update(step=options.step, alpha=options.alpha, beta=options.beta, phi=options.phi,
-                          seed=options.seed)
-    result.with_provenance("prune", parameters)
-    return PruneResult(result, method, ratio, scope, seconds, model_size(to_model(layers, model)), model_size(result),
-                       details, notes, to_model(aligned(pruned, layers), model))
+    out = model.output_name
+    network = chain_network(pruned, model, tuple(model.shapes()[out]), final_relu=True)
+    return result, PruneResult(result, method, ratio, scope, time.perf_counter() - t0,
+                               model_size(to_model(layers, model)), model_size(result), details, notes,
+                               to_model(aligned(pruned, layers), model), network)
+
+
+#: Pruning as a pass: it changes the function, so its result is checked against the pruned layers it writes.
+PRUNE = Pass("prune", "Prune hidden units or weights of a dense ReLU chain.", False, _pruned,
+             needs=("guide", "options", "progress"))
 
 
 def _check_options(o: SaliencyOptions) -> None:

@@ -36,6 +36,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..analyzers.difference import chain_network
+from ..analyzers.interval import interval
+from ..analyzers.result import State
 from ..domain import Box
 from ..layered import Chain
 from .chain import quota, remove_units
@@ -69,15 +72,10 @@ class _Search:
 
 
 def interval_bounds(layers: Chain, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Interval-arithmetic bounds of every layer's pre-activation over ``box``."""
-    lo, hi = box.lower, box.upper
-    out = []
-    for layer in layers:
-        c, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
-        zc, zr = layer.W @ c + layer.b, np.abs(layer.W) @ r
-        out.append((zc - zr, zc + zr))
-        lo, hi = np.maximum(zc - zr, 0.0), np.maximum(zc + zr, 0.0)
-    return out
+    """Interval bounds (``analyzers.interval``, real arithmetic) of every layer's pre-activation over ``box``."""
+    net = chain_network(layers)
+    state = interval(State.start(net, box, real=True))
+    return [(state.lo[i], state.hi[i]) for i in net.linear_steps]
 
 
 def saliency_matrix(W: np.ndarray, b: np.ndarray, W_next: np.ndarray) -> np.ndarray:
