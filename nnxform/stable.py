@@ -87,10 +87,19 @@ class LayerStability:
 
     node: str
     status: np.ndarray
+    channels: int = 0  # of a ReLU on convolution outputs ``[1, C, *positions]``: C (0 for dense layers)
 
     @property
     def size(self) -> int:
         return int(self.status.size)
+
+    def channel_status(self) -> np.ndarray | None:
+        """Per channel: INACTIVE when every position is stably inactive (``compress`` removes the channel), ACTIVE
+        when every position is stably active, else UNSTABLE; None for a dense layer."""
+        if not self.channels:
+            return None
+        per = self.status.reshape(self.channels, -1)
+        return np.where((per == INACTIVE).all(axis=1), INACTIVE, np.where((per == ACTIVE).all(axis=1), ACTIVE, UNSTABLE))
 
     def indices(self, kind: int) -> list[int]:
         return np.flatnonzero(self.status == kind).tolist()
@@ -147,7 +156,7 @@ class Stability:
                 status = np.full(int(entry["neurons"]), UNDECIDED, np.int8)
                 for kind, name in STATUS_NAMES.items():
                     status[np.asarray(entry[name], dtype=np.int64)] = kind
-                layers.append(LayerStability(str(entry["node"]), status))
+                layers.append(LayerStability(str(entry["node"]), status, int(entry.get("channels", 0))))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise NnxformError(f"the stability file is not a 'nnxform stable --json' document ({type(exc).__name__}: "
                                f"{exc})") from None
@@ -174,7 +183,8 @@ class Stability:
             "neurons": sum(layer.size for layer in self.layers),
             "totals": self.counts(),
             "layers": [{"node": layer.node, "neurons": layer.size,
-                        **{name: layer.indices(kind) for kind, name in STATUS_NAMES.items()}} for layer in self.layers],
+                        **{name: layer.indices(kind) for kind, name in STATUS_NAMES.items()}, **_channels(layer)}
+                       for layer in self.layers],
             "stages": [{"name": s.name, "seconds": s.seconds, "settled": s.settled, "note": s.note} for s in self.stages],
             "notes": self.notes,
         }
@@ -250,7 +260,11 @@ class _Classifier:
         if left and self.time_bound:
             self.notes.append("the time limit bound, so which neurons are settled can differ between runs; a node "
                               "limit per MILP solve (with a time limit that does not bind) gives the same result every run")
-        layers = [LayerStability(self.net.steps[k].node, st) for k, st in zip(self.relus, self.status)]
+        shapes, nodes = self.model.shapes(), {n.name: n for n in self.model.nodes}
+        layers = []
+        for k, st in zip(self.relus, self.status):
+            shape = shapes[nodes[self.net.steps[k].node].outputs[0]]
+            layers.append(LayerStability(self.net.steps[k].node, st, int(shape[1]) if len(shape) > 2 else 0))
         return Stability(layers, self.stages, time.perf_counter() - self.t0, self.box, self.time_limit,
                          self._witnesses(), self.notes, self.time_bound, self.node_limit, self.model.source.get("sha256", ""))
 
@@ -616,6 +630,15 @@ class _Classifier:
         pos = [np.where(st == UNSTABLE, p, -1) for st, p in zip(self.status, self.pos_at)]
         neg = [np.where(st == UNSTABLE, n, -1) for st, n in zip(self.status, self.neg_at)]
         return Witnesses(self.points, pos, neg)
+
+
+def _channels(layer: LayerStability) -> dict[str, Any]:
+    """A convolutional ReLU layer's channels in ``stable --json``: how many, and which are stable at every position."""
+    per = layer.channel_status()
+    if per is None:
+        return {}
+    return {"channels": layer.channels, "inactive_channels": np.flatnonzero(per == INACTIVE).tolist(),
+            "active_channels": np.flatnonzero(per == ACTIVE).tolist()}
 
 
 def box_sha256(box: Box) -> str:

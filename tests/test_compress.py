@@ -269,3 +269,37 @@ def test_cli_refuses_a_wrong_result_and_writes_nothing(tmp_path, monkeypatch):
     r = _cli(MNIST, "--vnnlib", MNIST_BOX, "-o", out, "--samples", "1000")
     assert isinstance(r.exception, NotExact) and "nothing written" in str(r.exception)
     assert not out.exists()
+
+
+def test_dead_conv_channels_are_removed_and_the_function_kept_on_the_box():
+    """A channel stably inactive at every position goes from its Conv and from the layer reading it (here the Gemm
+    after the Flatten); stably active positions stay; the result and its aligned form equal the original on the box."""
+    model = load(MODELS / "bn_cnn.onnx")
+    box = Box.default(model.input_size)
+    result = classify(model, box, time_limit=60, seed=0)
+    spatial = [layer for layer in result.layers if layer.channels]
+    dead = [int((layer.channel_status() == INACTIVE).sum()) for layer in spatial]
+    assert sum(dead) > 0
+    c = compress_aligned(model, result)
+    assert c.counts["removed_channels"] == sum(min(d, layer.channels - 1) for d, layer in zip(dead, spatial))
+
+    def channels(m):
+        return sum(m.constants[n.inputs[1]].shape[0] for n in m.nodes if n.op == "Conv")
+
+    assert channels(c.model) == channels(PASSES["canon"](model)[0]) - c.counts["removed_channels"]
+    assert_exact(model, c.model, box)
+    assert_exact(c.model, c.aligned, box, samples=2000)
+    assert network_size(c.model).parameters < network_size(model).parameters
+
+
+def test_stable_reports_channels_of_convolutional_relus(tmp_path):
+    model = load(MODELS / "bn_cnn.onnx")
+    result = classify(model, Box.default(model.input_size), time_limit=60, seed=0)
+    doc = result.to_json()
+    spatial = [entry for entry in doc["layers"] if "channels" in entry]
+    assert [entry["channels"] for entry in spatial] == [4, 4]
+    for entry, layer in zip(spatial, [layer for layer in result.layers if layer.channels]):
+        per = layer.status.reshape(layer.channels, -1)
+        assert entry["inactive_channels"] == np.flatnonzero((per == INACTIVE).all(axis=1)).tolist()
+    again = type(result).from_json(json.loads(json.dumps(doc)), model, Box.default(model.input_size))
+    assert [layer.channels for layer in again.layers] == [layer.channels for layer in result.layers]

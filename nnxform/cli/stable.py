@@ -10,7 +10,8 @@ import typer
 from ..domain import Box
 from ..fileio import Outputs
 from ..ir import Model, load
-from ..stable import STATUS_NAMES, Stability, classify
+from ..analyzers.result import INACTIVE
+from ..stable import STATUS_NAMES, LayerStability, Stability, classify
 from . import app
 from ..analyzers.solvers import check_solver
 from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table,
@@ -41,10 +42,10 @@ class StageBars:
 
 def print_stability(result: Stability, quiet: bool) -> None:
     """The per-layer and per-stage tables and the totals line."""
-    rows = [[layer.node, layer.size, *layer.counts().values()] for layer in result.layers]
+    rows = [[layer.node, layer.size, *layer.counts().values(), _dead_channels(layer)] for layer in result.layers]
     total = result.counts()
-    rows.append(["total", sum(layer.size for layer in result.layers), *total.values()])
-    table(["ReLU layer", "neurons", *STATUS_NAMES.values()], rows, quiet)
+    rows.append(["total", sum(layer.size for layer in result.layers), *total.values(), ""])
+    table(["ReLU layer", "neurons", *STATUS_NAMES.values(), "dead channels"], rows, quiet)
     say("", quiet)
     table(["stage", "seconds", "settled", "note"],
                      [[s.name, round(s.seconds, 3), s.settled, s.note] for s in result.stages], quiet)
@@ -54,6 +55,12 @@ def print_stability(result: Stability, quiet: bool) -> None:
         f"{total['unstable']} unstable, {total['undecided']} undecided; {result.seconds:.2f} s", quiet)
     for note in result.notes:
         say(f"  note: {note}", quiet)
+
+
+def _dead_channels(layer: LayerStability) -> str:
+    """``k/C``: channels stably inactive at every position (what compress removes); empty for a dense layer."""
+    per = layer.channel_status()
+    return "" if per is None else f"{int((per == INACTIVE).sum())}/{layer.channels}"
 
 
 def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int,

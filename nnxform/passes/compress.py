@@ -14,8 +14,10 @@ layer of the dense ReLU chain at the end of the network is rewritten, first to l
 - a layer whose neurons are all stably inactive makes the rest of the network **constant** on the
   box: the result is one Gemm with zero weights whose bias is that constant.
 
-Unstable and undecided neurons are kept. Convolutional layers (and anything before the dense tail)
-are left as they are. The result equals the input on the box only: check it there.
+Unstable and undecided neurons are kept. Before the dense tail, a chain of convolutions loses the
+channels stably inactive at every position (``remove_dead_channels``); anything else there is left
+as it is (a convolution shares its weights across positions, so one stable position cannot go).
+The result equals the input on the box only: check it there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
 from ..ir import Model, Node
-from ..layered import Chain, aligned, chain_layers, dense, write_layers
+from .. import layered
+from ..layered import Chain, Relu, aligned, chain_layers, dense, write_layers
 from . import PASSES, PassReport, register
 from .pad import relu_layers
 
@@ -206,21 +209,70 @@ def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL)
     if rank_tol < 0:
         raise NnxformError("the rank tolerance must be >= 0")
     canonical, _ = PASSES["canon"](model)
-    tail = dense_tail(canonical)
-    statuses = [stability.layer(name).status for name in tail.relus]
     report = PassReport("compress")
+    thinned = remove_dead_channels(canonical, stability, report)
+    tail, small_tail = dense_tail(canonical), dense_tail(thinned)
+    statuses = [stability.layer(name).status for name in tail.relus]
     if tail.skipped:
         left = [stability.layer(name).counts() for name in tail.skipped]
         stable = sum(c["active"] + c["inactive"] for c in left)
         report.add("left", f"{len(tail.skipped)} ReLU layers before the dense tail ({', '.join(tail.skipped)}: "
-                           f"{sum(sum(c.values()) for c in left)} neurons, {stable} of them stable) are left as they are: "
-                           "only the dense layers after the last convolution (or branch) are compressed")
-    result = leo(tail.layers, statuses, tail.relus, rank_tol, report)
-    unmerged = result if not result.merged else leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
+                           f"{sum(sum(c.values()) for c in left)} neurons, {stable} of them stable) are left as they "
+                           "are but for channels stably inactive at every position, which are removed (a convolution "
+                           "shares its weights across positions); the dense layers after the last convolution (or "
+                           "branch) are compressed neuron by neuron")
+    result = leo(small_tail.layers, statuses, small_tail.relus, rank_tol, report)
+    unmerged = result if not result.merged and thinned is canonical else \
+        leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
     expanded = None if unmerged.merged else _rebuild(canonical, tail, aligned(unmerged.layers, tail.layers),
                                                       tail.relus, False)
     return Compression(name=report.name, changes=report.changes, counts=report.counts, aligned=expanded,
-                       model=_rebuild(canonical, tail, result.layers, result.kept, result.constant))
+                       model=_rebuild(thinned, small_tail, result.layers, result.kept, result.constant))
+
+
+def remove_dead_channels(model: Model, stability: Signs, report: PassReport) -> Model:
+    """``model`` (canonical) without the conv channels whose every position is stably inactive on the box, removed
+    from their Conv and from the layer reading them (the next Conv's input channels, or their block of columns of
+    the Gemm after the Flatten, through pools); ``model`` itself when there is none. Exact on the box: such a
+    channel is 0 after its ReLU there. A layer keeps at least one channel."""
+    if not any(n.op == "Conv" for n in model.nodes):
+        return model
+    try:
+        net = layered.from_model(model, "compress")
+    except NnxformError:  # not one chain (e.g. skip connections): the convolutions are left as they are
+        return model
+    layers, shapes, removed = list(net.layers), net.shapes(), 0
+    for k, layer in enumerate(layers):
+        conv = layers[k - 1] if k else None
+        if not isinstance(layer, Relu) or not isinstance(conv, layered.Conv):
+            continue
+        status = stability.layer(layer.name).status.reshape(conv.units, -1)
+        dead = np.flatnonzero((status == INACTIVE).all(axis=1))[:conv.units - 1]
+        j = k + 1
+        while j < len(layers) and isinstance(layers[j], (layered.MaxPool, layered.AvgPool)):
+            j += 1
+        if dead.size == 0 or j >= len(layers):
+            continue
+        keep = np.setdiff1d(np.arange(conv.units), dead)
+        reader = layers[j]
+        if isinstance(reader, layered.Conv) and reader.group == 1:
+            layers[j] = reader.replace(W=reader.W[:, keep])
+        elif isinstance(reader, layered.Flatten) and j + 1 < len(layers) and isinstance(layers[j + 1], layered.Dense):
+            block = int(np.prod(shapes[j][2:]))  # positions per channel where the Flatten reads them
+            gemm = layers[j + 1]
+            layers[j + 1] = gemm.replace(W=gemm.W[:, (keep[:, None] * block + np.arange(block)).ravel()])
+        else:
+            continue
+        layers[k - 1] = conv.replace(W=conv.W[keep], b=conv.b[keep], ids=conv.ids[keep])
+        removed += int(dead.size)
+        report.changes.append(f"{conv.name}: {dead.size} of {conv.units} channels stably inactive at every position "
+                              f"removed (channels {', '.join(map(str, conv.ids[dead]))})")
+    if not removed:
+        return model
+    report.counts["removed_channels"] = removed
+    thinned = layered.Network.like(model, layers).to_model()
+    thinned.metadata = dict(model.metadata)
+    return thinned
 
 
 @register("compress", needs=("stability",))
