@@ -14,6 +14,7 @@ alike, up to the Flatten before the dense tail): the first Conv stacks both filt
 Convs are block-diagonal over channels (zero cross blocks), pools and ReLUs act per channel, and
 the Flatten of ``[channels of A, channels of B]`` is ``[flat A, flat B]``, which the dense tail's
 block-diagonal Gemms read. Otherwise the convolutions become dense Gemms, and the report says why.
+Networks that are no chain (skip connections) are merged as one graph (``_merged_graph``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import numpy as np
 from .domain import Box
 from .errors import NnxformError
 from .exactness import ATOL, Comparison, Reference
-from .ir import Model
+from .ir import Model, Node
 from . import layered
+from .operators import OPERATORS
 from .layered import Chain, Conv, Layer, chain_layers, chain_network, dense
-from .passes import Pass, apply_checked
+from .passes import PASSES, Pass, apply_checked
 from .passes.pad import NotMergeable, conv_head_and_tail, pad_pair, relu_layers
 from .runtime import OnnxRunner
 
@@ -49,7 +51,7 @@ class MergeReport:
     input_shape_b: tuple
     keep_outputs: bool
     padding: list[str] = field(default_factory=list)
-    convolutions: str = ""  # how convolutions were merged ("kept", or why they became dense); "" without any
+    form: str = ""  # how the layers were merged when not as one dense chain (convolutions kept, or a graph), and why
 
     @property
     def shapes_differ(self) -> bool:
@@ -86,6 +88,10 @@ def merge_layers(a: Chain, b: Chain, keep_outputs: bool = False, stacked: bool =
 def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model, MergeReport]:
     """One ReLU chain on the first network's input computing ``f_A − f_B`` (then ``f_A``, ``f_B`` with ``keep_outputs``)."""
     shapes = (a.input_dims or a.input_shape, second.input_dims or second.input_shape)
+    other = next((n for m in (a, second) for n in m.nodes if n.op in OPERATORS and OPERATORS[n.op].activation
+                  and n.op != "Relu"), None)
+    if other is not None:
+        raise NnxformError(f"merge supports ReLU chains; '{other.name}' is a {other.op}")
     convolutional = any(n.op in ("Conv", "ConvTranspose") for m in (a, second) for n in m.nodes)
     why = ""
     if convolutional:
@@ -93,7 +99,10 @@ def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model,
             return _merged_convolutional(a, second, keep_outputs, shapes)
         except NotMergeable as exc:
             why = f"convolutions merged as dense Gemms: {exc}"
-    la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
+    try:
+        la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
+    except NnxformError as exc:  # skip connections, pools or other activations: both graphs side by side
+        return _merged_graph(a, second, keep_outputs, shapes, str(exc))
     pa, pb, notes = pad_pair(la, lb, "merge")
     layers = merge_layers(pa, pb, keep_outputs)
     report = MergeReport(len(la), len(lb), len(pa), [layer.units for layer in layers], la[-1].units, *shapes,
@@ -113,8 +122,52 @@ def _merged_convolutional(a: Model, second: Model, keep_outputs: bool, shapes: t
     layers = head + chain_layers(tail, 2)
     widths = [layer.units for layer in head if isinstance(layer, Conv)] + [layer.units for layer in tail]
     report = MergeReport(convs + len(ta), convs + len(tb), convs + len(pa), widths, ta[-1].units, *shapes,
-                         keep_outputs, notes, f"kept: {convs} Conv layers merged channel-wise (no dense matrix)")
+                         keep_outputs, notes, f"convolutions kept: {convs} Conv layers merged channel-wise (no dense "
+                                              "matrix)")
     return layered.Network.like(a, layers, OUTPUT).to_model(), report
+
+
+def _merged_graph(a: Model, second: Model, keep_outputs: bool, shapes: tuple, why: str) -> tuple[Model, MergeReport]:
+    """Both canonical graphs side by side on the first one's input (the second's nodes, tensors and constants
+    prefixed ``second/``), its last Gemm negated (or its output times −1), one Add giving ``f_A − f_B``: a DAG,
+    for networks that are no chain (skip connections) — read by the verifiers that read graphs."""
+    ga, _ = PASSES["canon"](a)
+    gb, _ = PASSES["canon"](second)
+    out_shape = tuple(ga.shapes()[ga.output_name])
+    if int(np.prod(out_shape)) != int(np.prod(gb.shapes()[gb.output_name])):
+        raise NnxformError(f"the outputs differ in size: {list(out_shape)} and {list(gb.shapes()[gb.output_name])}; "
+                           "merge needs outputs of the same size")
+    m = Model(nodes=list(ga.nodes), constants=dict(ga.constants), input_name=ga.input_name,
+              input_shape=tuple(ga.input_shape), output_names=[OUTPUT], input_dims=tuple(ga.input_dims),
+              dtype=ga.dtype, source=dict(a.source))
+    names = {t: f"second/{t}" for n in gb.nodes for t in n.outputs} | {t: f"second/{t}" for t in gb.constants}
+    names[gb.input_name] = ga.input_name
+    if tuple(gb.input_shape) != tuple(ga.input_shape):  # paired element by element in row-major order
+        names[gb.input_name] = "second/input"
+        m.nodes.append(Node("Reshape", "second/input_reshape",
+                            [ga.input_name, m.add_constant("second/input_shape", np.array(gb.input_shape, np.int64))],
+                            ["second/input"]))
+    m.constants.update({names[k]: v for k, v in gb.constants.items()})
+    m.nodes += [Node(n.op, f"second/{n.name}", [names.get(t, t) for t in n.inputs], [names[t] for t in n.outputs],
+                     dict(n.attrs)) for n in gb.nodes]
+    y_a, y_b = ga.output_name, names[gb.output_name]
+    if tuple(gb.shapes()[gb.output_name]) != out_shape:
+        m.nodes.append(Node("Reshape", "second/output_reshape",
+                            [y_b, m.add_constant("second/output_shape", np.array(out_shape, np.int64))],
+                            ["second/output"]))
+        y_b = "second/output"
+    minus = m.add_constant("minus_one", np.array(-1.0))
+    m.nodes.append(Node("Mul", "negate_second", [y_b, minus], ["second/negated"]))
+    ends = [Node("Add", "compare", [y_a, "second/negated"], [OUTPUT if not keep_outputs else "difference"])]
+    if keep_outputs:
+        ends.append(Node("Concat", "outputs", ["difference", y_a, y_b], [OUTPUT], {"axis": -1}))
+    m.nodes += ends
+    weighted = [sum(n.op in ("Gemm", "Conv", "MatMul", "ConvTranspose") for n in g.nodes) for g in (ga, gb)]
+    report = MergeReport(*weighted, max(weighted), [], int(np.prod(out_shape)), *shapes, keep_outputs, [],
+                         f"graph: {why}; the two graphs side by side on one input and f_A − f_B = Add(f_A, −f_B): a "
+                         "DAG, which verifiers reading graphs take (α,β-CROWN; Marabou when it reads both networks' "
+                         "operators) and single-chain verifiers (nnenum) do not")
+    return m, report
 
 
 def _merge_heads(ha: list[Layer], hb: list[Layer]) -> list[Layer]:

@@ -19,6 +19,7 @@ import nnxform
 from nnxform.domain import Box
 from nnxform.ir import Node
 from nnxform.layered import dense, model_size
+from nnxform.runtime import OnnxRunner
 from nnxform.merge import OUTPUT, merge, merge_layers
 from nnxform.summary import verifier_blockers
 from nnxform.vnnlib import read_box
@@ -92,7 +93,7 @@ def test_two_cnns_merge_channel_wise_within_twice_the_parameters(tmp_path):
     model = nnxform.load(MODELS / "cifar_base_kw.onnx")
     box = Box(np.zeros(3072), np.ones(3072))
     merged, report, cmp = merge(model, model, box=box, samples=200)
-    assert cmp.within and report.convolutions.startswith("kept: 2 Conv")
+    assert cmp.within and report.form.startswith("convolutions kept: 2 Conv")
     assert model_size(merged).parameters <= 2 * 2 * model_size(model).parameters
     first, second = (merged.constants[n.inputs[1]] for n in merged.nodes if n.op == "Conv")
     assert first.shape == (16, 3, 4, 4) and second.shape == (32, 16, 4, 4)
@@ -111,7 +112,7 @@ def test_cnns_whose_heads_differ_are_merged_densely_and_say_why():
                                                  {"kernel_shape": [1, 1]}))  # the same function, one more layer
     merged, report, cmp = merge(a, b, samples=200)
     assert cmp.within and "Conv" not in merged.op_counts()
-    assert report.convolutions == ("convolutions merged as dense Gemms: their layers before the dense tail differ "
+    assert report.form == ("convolutions merged as dense Gemms: their layers before the dense tail differ "
                                    "in kind or number")
 
 
@@ -194,9 +195,22 @@ def test_merge_command_pairs_reshaped_inputs_and_records_provenance(tmp_path):
     ("mnist-net_256x2", "cartpole", ("inputs differ in size", "784", "4")),
     ("marabou_fc_2-2-3", "marabou_linear2-3_bn1-linear3-1", ("outputs differ in size", "3", "1")),
     ("torch_nhwc_mlp", "torch_nhwc_mlp", ("merge supports ReLU chains", "is a Tanh")),
-    ("torch_resnet", "torch_resnet", ("merge supports ReLU chains", "skip connection")),
 ])
 def test_merge_command_errors(tmp_path, a, b, fragments):
     out = tmp_path / "ab.onnx"
     assert_clean_error(run_cli("merge", MODELS / f"{a}.onnx", MODELS / f"{b}.onnx", "-o", out), *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_networks_with_skip_connections_merge_as_one_graph(tmp_path):
+    """Residual networks are no chain: both graphs side by side on one input, f_A − f_B = Add(f_A, −f_B), checked
+    like any merge, and the report says which verifiers read the result."""
+    a = nnxform.load(MODELS / "torch_resnet.onnx")
+    b = nnxform.load(perturbed(tmp_path, "torch_resnet"))
+    box = Box(np.zeros(a.input_size), np.ones(a.input_size))
+    merged, report, cmp = merge(a, b, keep_outputs=True, box=box, samples=200)
+    assert cmp.within and report.form.startswith("graph: ") and "skip connection" in report.form
+    assert "Marabou" in report.form and merged.output_names == [OUTPUT]
+    xs = box.points(50, np.random.default_rng(0))
+    ya, yb = OnnxRunner(a)(xs), OnnxRunner(b)(xs)
+    np.testing.assert_allclose(OnnxRunner(merged)(xs), np.hstack([ya - yb, ya, yb]), atol=1e-5)

@@ -29,7 +29,9 @@ def _dims(dims: tuple) -> str:
                   "branches). Two CNNs whose layers before the last Flatten match (Conv, Relu, pooling with the same "
                   "kernels, strides, pads) stay convolutional: the first Conv stacks both filter banks, later ones "
                   "are block-diagonal over channels; other convolutions are merged as dense Gemm layers, and the "
-                  "output says why. Different depths are padded with "
+                  "output says why. Networks with skip connections (or MaxPool outside a matching convolutional "
+                  "head) are merged as one graph: both side by side on the shared input, f_A − f_B = Add(f_A, "
+                  "−f_B), a DAG for the verifiers that read graphs. Different depths are padded with "
                   "exact identity layers, widths may differ; the inputs must have the same number of elements "
                   "(paired in row-major order, so [1,784,1] and [1,1,28,28] match) and the outputs the same size. "
                   "The merged network keeps the first network's input; its output is 'delta' = f_A − f_B, or "
@@ -86,7 +88,7 @@ def merge(
         "input_shapes": [list(report.input_shape_a), list(report.input_shape_b)],
         "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
         "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
-        "padding": report.padding, "convolutions": report.convolutions or None, "vnnlib": write_vnnlib,
+        "padding": report.padding, "form": report.form or None, "vnnlib": write_vnnlib,
         "instances": csv, "instance": line,
         "check": cmp.to_json()}))
     outputs.commit()
@@ -99,8 +101,8 @@ def merge(
     say(f"  affine layers: {report.depth_a} and {report.depth_b} -> {report.depth}", quiet)
     for note in report.padding:
         say(f"    padded {note}", quiet)
-    if report.convolutions:
-        say(f"  convolutions {report.convolutions}", quiet)
+    if report.form:
+        say(f"  {report.form}", quiet)
     say(f"  merged layer widths (channels of a Conv, units of a Gemm): {', '.join(map(str, report.widths))}", quiet)
     what = "f_A − f_B, f_A, f_B" if keep_outputs else "f_A − f_B"
     say(f"  output '{OUTPUT}': {what}, {report.outputs} values each", quiet)
