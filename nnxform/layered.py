@@ -455,6 +455,77 @@ def aligned(chain: Chain, original: Chain) -> Chain:
     return out
 
 
+# --- channels: naming and removing them ------------------------------------------------------------------------
+
+#: Layers a channel passes through unchanged in number between a weighted layer and the next.
+CHANNELWISE = (Relu, MaxPool, AvgPool, BatchNorm, Flatten)
+
+
+@dataclass
+class Site:
+    """A prunable layer: ``layer`` (a Conv or hidden Dense) and its ``consumer``, the next weighted layer,
+    with the channel-wise layers ``between`` them (ReLU, pools, BN, per-channel affine Convs, Flatten);
+    ``block`` input columns of the consumer per channel (``H·W`` after a Flatten, else 1)."""
+
+    layer: int
+    consumer: int
+    between: list[int]
+    block: int
+
+
+def is_channel_affine(layer: Layer) -> bool:
+    """True for a 1×1 Conv with a diagonal weight matrix (no pads, stride 1): a per-channel affine map, the form
+    canon gives a BatchNormalization it cannot fold (one after a ReLU, before a zero-padded Conv)."""
+    if not isinstance(layer, Conv) or any(k != 1 for k in layer.W.shape[2:]) or any(layer.pads) or \
+            any(s != 1 for s in layer.strides) or layer.W.shape[0] != layer.W.shape[1]:
+        return False
+    square = layer.W.reshape(layer.W.shape[:2])
+    return not (square - np.diag(np.diag(square))).any()
+
+
+def weighted_layers(layers: list[Layer]) -> list[int]:
+    """Indices of the Conv and Dense layers that mix channels or units (not the per-channel affine Convs)."""
+    return [k for k, layer in enumerate(layers) if isinstance(layer, (Conv, Dense)) and not is_channel_affine(layer)]
+
+
+def sites(net: Network) -> list[Site]:
+    """Every Conv and Dense whose output reaches another weighted layer through channel-wise layers, in order."""
+    shapes = net.shapes()
+    weighted = weighted_layers(net.layers)
+    out = []
+    for k, nxt in zip(weighted, weighted[1:]):
+        between = list(range(k + 1, nxt))
+        flat = [j for j in between if isinstance(net.layers[j], Flatten)]
+        block = int(np.prod(shapes[flat[0]][2:])) if flat else 1
+        out.append(Site(k, nxt, between, block))
+    return out
+
+
+def channel_columns(keep: np.ndarray, block: int) -> np.ndarray:
+    """The consumer's input columns of channels ``keep`` (``block`` columns each, row-major NCHW)."""
+    return (keep[:, None] * block + np.arange(block)).reshape(-1)
+
+
+def remove_channels(layers: list[Layer], site: Site, drop: np.ndarray) -> list[Layer]:
+    """``layers`` without the channels at positions ``drop`` of ``site`` (filters, BN channels, the consumer's
+    input slice; their ids go with them)."""
+    here = layers[site.layer]
+    keep = np.setdiff1d(np.arange(here.units), drop)
+    out = list(layers)
+    out[site.layer] = here.replace(W=here.W[keep], b=here.b[keep], ids=here.ids[keep])
+    for j in site.between:
+        bn = out[j]
+        if isinstance(bn, BatchNorm):
+            out[j] = bn.replace(gamma=bn.gamma[keep], beta=bn.beta[keep], mean=bn.mean[keep], var=bn.var[keep],
+                                ids=bn.ids[keep])
+        elif isinstance(bn, Conv):  # a per-channel affine
+            out[j] = bn.replace(W=bn.W[np.ix_(keep, keep)], b=bn.b[keep], ids=bn.ids[keep])
+    consumer = out[site.consumer]
+    out[site.consumer] = consumer.replace(W=consumer.W[:, channel_columns(keep, site.block)] if isinstance(consumer, Dense)
+                                          else consumer.W[:, keep])
+    return out
+
+
 # --- reading a Model ---------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""``nnxform prune``: a smaller network by weight, neuron or saliency pruning, with a sound drift bound."""
+"""``nnxform prune``: a smaller network by weight, neuron (units or conv channels) or saliency pruning, with a sound
+drift bound."""
 
 from __future__ import annotations
 
@@ -20,13 +21,20 @@ from .evaluate_cmd import describe_data, fgsm_clip, metric_rows
 from .stable import StageBars
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
-             "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)"}
+             "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)",
+             "mixed": "ranked by BatchNormalization |γ| where a layer has one, else by weight norm"}
 
 
 @app.command(name="prune", short_help="Prune a ReLU network (weight, neuron, saliency) and bound the drift.",
-             help="Make a fully connected ReLU network smaller for verifiers, without retraining. The network is "
+             help="Make a ReLU network smaller for verifiers, without retraining. A fully connected network is "
                   "canonicalised to a dense chain and written back as one chain [Flatten →] Gemm → Relu → … → Gemm "
-                  "with fewer units (removed units are gone, not zeroed); convolutional networks are refused. "
+                  "with fewer units (removed units are gone, not zeroed). A convolutional network (Conv, ReLU, "
+                  "MaxPool/AveragePool, BatchNormalization, Flatten, dense tail) stays convolutional: neuron removes "
+                  "whole output channels of every Conv (filter, bias, BN channel, and the next Conv's input slice or "
+                  "the next Gemm's H×W block of columns after the Flatten) together with hidden units of the dense "
+                  "tail, ranked by the BN |γ| following each Conv (network slimming) else by ‖filter, bias‖₂·‖outgoing "
+                  "weights‖₂, every layer keeping one channel; weight zeroes conv kernel and dense weights (conv "
+                  "weights stay as zeros); saliency and residual (Add) networks are refused. "
                   "Methods: weight — zero the ⌊R·M⌋ smallest |w| of the M weights of the affine layers (output "
                   "layer included), then remove units left with no input (their constant output moves into the next "
                   "bias) or no output; neuron — remove ⌊R·N⌋ of the N hidden units, ranked by |γ| of their "
@@ -47,8 +55,9 @@ _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
 def prune(
     model: str = typer.Argument(..., help="ONNX network to prune."),
     method: str = typer.Option(..., "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    ratio: float = typer.Option(..., "--ratio", "-r", help="Share to remove, in [0, 1]: of hidden units, or of "
-                                                           "weights for --method weight.", callback=bounded(0, 1)),
+    ratio: float = typer.Option(..., "--ratio", "-r", help="Share to remove, in [0, 1]: of hidden units and conv "
+                                                           "channels, or of weights for --method weight.",
+                                callback=bounded(0, 1)),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the pruned ONNX."),
     scope: Optional[str] = typer.Option(None, "--scope", help=f"One of: {', '.join(SCOPES)} (default per method)."),
     seed: int = typer.Option(0, "--seed", help="Seed of saliency's annealing.", callback=bounded(0)),
@@ -104,6 +113,8 @@ def prune(
             ["parameters", b.parameters, a.parameters],
             ["widths", " ".join(map(str, b.widths)), " ".join(map(str, a.widths))]]
     table(["", "before", "after"], rows, quiet)
+    for layer, ids in result.details.get("removed_channels", {}).items():
+        say(f"  {layer}: {len(ids)} channel(s) removed ({' '.join(map(str, ids)) or '-'})", quiet)
     for note in result.notes:
         say(f"  note: {note}", quiet)
     say(f"  pruned in {result.seconds:.3f} s; the written network checked on {result.check.samples} points against "

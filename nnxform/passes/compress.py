@@ -241,29 +241,16 @@ def remove_dead_channels(model: Model, stability: Signs, report: PassReport) -> 
         net = layered.from_model(model, "compress")
     except NnxformError:  # not one chain (e.g. skip connections): the convolutions are left as they are
         return model
-    layers, shapes, removed = list(net.layers), net.shapes(), 0
-    for k, layer in enumerate(layers):
-        conv = layers[k - 1] if k else None
-        if not isinstance(layer, Relu) or not isinstance(conv, layered.Conv):
+    layers, removed = list(net.layers), 0
+    for site in reversed(layered.sites(net)):  # last first: removing channels leaves earlier sites' indices valid
+        conv, relu = layers[site.layer], layers[site.between[0]] if site.between else None
+        if not isinstance(conv, layered.Conv) or not isinstance(relu, Relu):
             continue
-        status = stability.layer(layer.name).status.reshape(conv.units, -1)
+        status = stability.layer(relu.name).status.reshape(conv.units, -1)
         dead = np.flatnonzero((status == INACTIVE).all(axis=1))[:conv.units - 1]
-        j = k + 1
-        while j < len(layers) and isinstance(layers[j], (layered.MaxPool, layered.AvgPool)):
-            j += 1
-        if dead.size == 0 or j >= len(layers):
+        if dead.size == 0:
             continue
-        keep = np.setdiff1d(np.arange(conv.units), dead)
-        reader = layers[j]
-        if isinstance(reader, layered.Conv) and reader.group == 1:
-            layers[j] = reader.replace(W=reader.W[:, keep])
-        elif isinstance(reader, layered.Flatten) and j + 1 < len(layers) and isinstance(layers[j + 1], layered.Dense):
-            block = int(np.prod(shapes[j][2:]))  # positions per channel where the Flatten reads them
-            gemm = layers[j + 1]
-            layers[j + 1] = gemm.replace(W=gemm.W[:, (keep[:, None] * block + np.arange(block)).ravel()])
-        else:
-            continue
-        layers[k - 1] = conv.replace(W=conv.W[keep], b=conv.b[keep], ids=conv.ids[keep])
+        layers = layered.remove_channels(layers, site, dead)
         removed += int(dead.size)
         report.changes.append(f"{conv.name}: {dead.size} of {conv.units} channels stably inactive at every position "
                               f"removed (channels {', '.join(map(str, conv.ids[dead]))})")

@@ -1,10 +1,12 @@
-"""Pruning a fully connected ReLU network to make it smaller for verifiers: ``prune(model, method, ratio)``.
+"""Pruning a ReLU network to make it smaller for verifiers: ``prune(model, method, ratio)``.
 
 Methods (DESIGN.md, "Pruning"): ``weight`` (magnitude, paper 001 Alg. 2), ``neuron`` (BN |γ| or
 weight norm, paper 001 Alg. 1) and ``saliency`` (data-free delegate pruning with simulated
-annealing, paper 003). All of them work on the canonical dense ReLU chain and write it back as
-one chain with fewer units, no zeros standing in for removed units. None retrains. Pruning
-changes the function: ``pruning.impact.impact_bound`` bounds by how much, soundly.
+annealing, paper 003). A fully connected network is pruned as its canonical dense ReLU chain and
+written back as one chain with fewer units, no zeros standing in for removed units; a
+convolutional one keeps its Conv layers (``pruning.channel``: ``neuron`` removes whole channels,
+``weight`` zeroes kernel weights; ``saliency`` is refused). None retrains. Pruning changes the
+function: ``pruning.impact.impact_bound`` bounds by how much, soundly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
 from ..passes import Pass, apply_checked
 from .chain import dense_chain, prunable_layers, to_model
+from .channel import aligned_network, conv_network, is_convolutional, prune_channels, prune_conv_weights
 from .neuron import prune_neurons
 from .saliency import SaliencyOptions, prune_saliency
 from .weight import prune_weights
@@ -101,6 +104,8 @@ def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, g
     options = options or SaliencyOptions()
     _check_options(options)
     t0 = time.perf_counter()
+    if is_convolutional(model):
+        return _pruned_convolutional(model, method, ratio, scope, t0)
     layers = dense_chain(model)
     prunable = prunable_layers(layers)
     if not prunable:
@@ -127,8 +132,27 @@ def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, g
                                to_model(aligned(pruned, layers), model), network)
 
 
+def _pruned_convolutional(model: Model, method: str, ratio: float, scope: str | None,
+                          t0: float) -> tuple[Model, PruneResult]:
+    """``_pruned`` for a network with convolutions: channel pruning (``neuron``) or weight pruning on its layered
+    form, written back with its Conv layers (``pruning.channel``)."""
+    if method == "saliency":
+        raise NnxformError("saliency pruning of convolutional layers is not supported yet; use -m neuron or -m weight")
+    original = Network.like(model, conv_network(model).layers)
+    if method == "weight":
+        scope = scope or DEFAULT_SCOPE[method]
+        pruned, details, notes = prune_conv_weights(original, ratio, scope)
+    else:
+        pruned, details, notes = prune_channels(model, original, ratio, scope)
+        scope = details["scope"]
+    result = pruned.to_model()
+    return result, PruneResult(result, method, ratio, scope, time.perf_counter() - t0, model_size(original.to_model()),
+                               model_size(result), details, notes, aligned_network(pruned, original).to_model(),
+                               pruned)
+
+
 #: Pruning as a pass: it changes the function, so its result is checked against the pruned layers it writes.
-PRUNE = Pass("prune", "Prune hidden units or weights of a dense ReLU chain.", False, _pruned,
+PRUNE = Pass("prune", "Prune hidden units, conv channels or weights of a ReLU network.", False, _pruned,
              needs=("guide", "options", "progress"))
 
 

@@ -27,9 +27,9 @@ from ..passes.pad import relu_layers
 def dense_chain(model: Model, command: str = "prune") -> Chain:
     """The dense layers of a fully connected ReLU chain, or a one-line error for anything else."""
     for node in model.nodes:
-        if OPERATORS[node.op].spatial:  # pruning handles dense layers only (refused, never densified)
-            raise NnxformError(f"{command} supports fully connected ReLU networks; '{node.name}' is a {node.op} "
-                               "(convolutional networks are not supported yet)")
+        if OPERATORS[node.op].spatial:  # convolutional networks go to pruning.channel (never densified)
+            raise NnxformError(f"{command}: '{node.name}' is a {node.op}; a dense ReLU chain has none (prune "
+                               "convolutional networks with pruning.channel)")
     return relu_layers(model, command)
 
 

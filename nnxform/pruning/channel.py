@@ -1,0 +1,265 @@
+"""Pruning a convolutional network: channel (filter) pruning and weight pruning on its layered form.
+
+The network is canonicalised (BN folded, group-1 convolutions with explicit attributes) and read as
+``layered`` layers: Conv layers, then a Flatten and a dense tail, with ReLU, MaxPool, AveragePool,
+BatchNormalization and per-channel affine 1×1 Conv layers (an unfoldable BN) in between. A *site* is
+a Conv, or a hidden Dense, whose output reaches the next weighted layer (its *consumer*) through
+channel-wise layers only: its channels (units) can be removed physically, the Conv's filter rows and
+bias, the same channels of every BatchNorm or per-channel affine in between, and the consumer's input
+slice — ``W[:, keep]`` of a Conv, the ``H·W`` block of columns ``c·H·W … (c+1)·H·W − 1`` of a Dense
+after the Flatten (row-major NCHW), a column of a Dense after a Dense.
+
+``neuron``: each site's channels are ranked, lowest first, by ``|γ|`` of the BatchNormalization that
+follows it in the loaded network (network slimming; read before canon folds it, right after the Conv
+or after its ReLU), else by ``‖(filter, bias)‖₂ · ‖outgoing weights of the channel‖₂``; the share is
+counted over all sites (``global``) or in each (``layer``), conv channels and dense tail units alike,
+and every site keeps one channel. A removed BN channel is replaced by the constant it outputs at γ = 0
+(``relu(β)`` for a BN before the ReLU, ``β`` after it), moved into the consumer's bias when that
+constant is the same at every position the consumer reads — not through a zero-padded Conv (or an
+AveragePool counting pads), whose border windows read less of it: there the channel is removed without
+its constant (a note says so). ``weight``: the smallest weights of conv kernels and dense layers are zeroed (global or per
+layer; conv weights stay as zeros), dense tail units left without inputs or outputs are removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NnxformError
+from ..ir import Model, Node
+from ..layered import (CHANNELWISE, BatchNorm, Conv, Dense, Fixed, Flatten, Layer, Network, Relu, Site, channel_columns,
+                       from_model, remove_channels, sites, weighted_layers)
+from ..operators import OPERATORS
+from ..passes import PASSES
+from .chain import remove_dead_units
+from .neuron import select_lowest
+from .weight import zero_smallest
+
+#: Layers a channel passes through unchanged in number between a site and its consumer.
+_TRANSPARENT = ("Identity", "Dropout")
+
+
+def is_convolutional(model: Model) -> bool:
+    """True when ``model`` has an operator on channels × positions (a convolution or a pooling): this path prunes it."""
+    return any(n.op in OPERATORS and OPERATORS[n.op].spatial for n in model.nodes)
+
+
+def conv_network(model: Model) -> Network:
+    """``model`` canonicalised as layers (group-1 Convs, pools, BN, Flatten, dense tail), or a one-line error naming
+    the node or layer channel pruning cannot take (a skip connection, a transposed convolution between others, …)."""
+    for node in model.nodes:
+        data = model.data_inputs(node)
+        if len(data) > 1:
+            raise NnxformError(f"prune: '{node.name}' ({node.op}) adds up {len(data)} branches (a skip connection); "
+                               "channel pruning of residual networks is not supported yet")
+    canonical, _ = PASSES["canon"](model)
+    net = from_model(canonical, "prune")
+    for layer in net.layers:  # canon wrote every grouped Conv as one group (block-diagonal weight)
+        if isinstance(layer, Flatten) and layer.axis != 1:
+            raise NnxformError(f"prune: Flatten '{layer.name}' has axis {layer.axis}; only axis 1 keeps channels "
+                               "in blocks")
+    weighted = weighted_layers(net.layers)
+    if not weighted:
+        raise NnxformError("prune: the network has no Conv or Gemm layer")
+    flattened = False
+    for k in range(weighted[0], weighted[-1]):
+        layer = net.layers[k]
+        if not isinstance(layer, (Conv, Dense) + CHANNELWISE):  # a per-channel affine is a Conv
+            raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) between the convolutions and the "
+                               "dense tail is not a Conv, Gemm, Relu, pooling, BatchNormalization or Flatten")
+        if flattened and not isinstance(layer, (Dense, Relu)):
+            raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) after the Flatten is not a Gemm "
+                               "or Relu")
+        flattened = flattened or isinstance(layer, Flatten)
+    return net
+
+
+def fill_bias(layers: list[Layer], site: Site, drop: np.ndarray, fill: np.ndarray, start: int,
+              shape: tuple[int, ...]) -> np.ndarray | None:
+    """The consumer's bias with the dropped channels replaced by the constants ``fill``, given at the output of
+    layer ``start`` (``shape``: that output's shape) and carried through the later channel-wise layers; None when
+    the consumer does not see one constant per channel at every output position (zero padding at its borders)."""
+    x = np.zeros((1,) + tuple(shape))  # one sample of the ONNX shape [1, C, *spatial]
+    x[0, 0, drop] = np.asarray(fill, dtype=np.float64).reshape((-1,) + (1,) * (len(shape) - 2))
+    for j in site.between:
+        if j > start and not isinstance(layers[j], Flatten):
+            x = layers[j].forward(x)
+    kept = np.ones(x.shape[2], dtype=bool)
+    kept[drop] = False
+    x[:, :, kept] = 0.0  # what the kept channels read is not replaced (a BN or affine maps 0 elsewhere)
+    consumer = layers[site.consumer]
+    if isinstance(consumer, Dense):
+        x = x.reshape(1, 1, -1)
+    delta = (consumer.forward(x) - consumer.forward(np.zeros_like(x))).reshape(consumer.units, -1)
+    if np.ptp(delta, axis=1).max() > 1e-12 * (1.0 + np.abs(delta).max()):
+        return None
+    return consumer.b + delta[:, 0]
+
+
+# --- BN γ of the loaded network -----------------------------------------------------------------------------
+
+
+@dataclass
+class BnChannels:
+    """A site's BN in the loaded network: |γ| per channel, and each channel's output at γ = 0 (``fill``), given
+    after the site's layer (``after_relu`` False) or after its ReLU."""
+
+    gamma: np.ndarray
+    fill: np.ndarray
+    after_relu: bool
+
+
+def batchnorm_channels(model: Model, name: str, units: int) -> BnChannels | None:
+    """The one BatchNormalization right after node ``name`` of the loaded ``model`` (before its ReLU) or right after
+    that ReLU, with ``units`` channels; None without one."""
+    node = next((n for n in model.nodes if n.name == name), None)
+    if node is None:
+        return None
+    user = _next(model, node)
+    after_relu = user is not None and user.op == "Relu"
+    if after_relu:
+        user = _next(model, user)
+    if user is None or user.op != "BatchNormalization":
+        return None
+    scale, beta, mean = (model.constants[t].astype(np.float64).reshape(-1) for t in user.inputs[1:4])
+    if scale.size != units:
+        return None
+    return BnChannels(np.abs(scale), mean if after_relu else beta, after_relu)
+
+
+def _next(model: Model, node: Node) -> Node | None:
+    tensor = node.outputs[0]
+    while (user := model.sole_consumer(tensor)) is not None and user.op in _TRANSPARENT:
+        tensor = user.outputs[0]
+    return user
+
+
+def weight_norm_scores(layers: list[Layer], site: Site) -> np.ndarray:
+    """``‖(filter_c, b_c)‖₂ · ‖outgoing weights of channel c‖₂`` for every channel (unit) of ``site``."""
+    here, consumer = layers[site.layer], layers[site.consumer]
+    W = here.W.reshape(here.units, -1)
+    incoming = np.sqrt((W**2).sum(axis=1) + here.b**2)
+    Wn = consumer.W
+    if isinstance(consumer, Dense):
+        outgoing = (Wn.reshape(Wn.shape[0], here.units, site.block)**2).sum(axis=(0, 2))
+    else:
+        outgoing = (np.swapaxes(Wn, 0, 1).reshape(here.units, -1)**2).sum(axis=1)
+    return incoming * np.sqrt(outgoing)
+
+
+# --- the methods ----------------------------------------------------------------------------------------------
+
+
+def prune_channels(model: Model, net: Network, ratio: float, scope: str | None
+                   ) -> tuple[Network, dict, list[str]]:
+    """Remove the lowest-ranked channels of every Conv and units of every hidden Dense (BN |γ| or weight norm).
+
+    Returns the pruned network (each channel's original index in its layer's ``ids``), details and notes.
+    Without a ``scope``: ``global`` when every site is ranked by BN |γ|, else ``layer``.
+    """
+    layers = list(net.layers)
+    found = sites(net)
+    if not found:
+        raise NnxformError("the network has no hidden layer to prune")
+    shapes = net.shapes()
+    bns = [batchnorm_channels(model, layers[s.layer].name, layers[s.layer].units) for s in found]
+    scores = [weight_norm_scores(layers, s) if bn is None else bn.gamma for s, bn in zip(found, bns)]
+    ranked = sum(bn is not None for bn in bns)
+    criterion = "bn-gamma" if ranked == len(found) else "weight-norm" if ranked == 0 else "mixed"
+    scope = scope or ("global" if criterion == "bn-gamma" else "layer")
+    notes = []
+    if criterion == "mixed":
+        notes.append(f"{ranked} of {len(found)} layers have a BatchNormalization (ranked by |γ|), the others are "
+                     "ranked by weight norm" + ("; the two scores are not comparable across layers" if
+                                                scope == "global" else ""))
+    drops, more = select_lowest(scores, ratio, scope)
+    names = [layers[s.layer].name for s in found]
+    notes += [f"{note} (hidden layer k is the k-th of {', '.join(names)})" for note in more]
+    unfilled = []
+    for site, bn, drop in zip(found, bns, drops):
+        if drop.size == 0:
+            continue
+        bias = None
+        if bn is not None:
+            start = site.layer if not bn.after_relu else \
+                next(j for j in site.between if isinstance(layers[j], Relu))
+            bias = fill_bias(layers, site, drop, bn.fill[drop], start, shapes[start + 1])
+            if bias is None:
+                unfilled.append(layers[site.layer].name)
+        layers = remove_channels(layers, site, drop)
+        if bias is not None:
+            layers[site.consumer] = layers[site.consumer].replace(b=bias)
+    if unfilled:
+        notes.append(f"{', '.join(unfilled)}: a removed channel's constant output at γ = 0 does not reach the next "
+                     "layer as one value per channel (zero padding of the next Conv, or of an AveragePool that "
+                     "counts pads, reads less of it at the borders); those channels are removed without it")
+    conv = [(s, d) for s, d in zip(found, drops) if isinstance(layers[s.layer], Conv)]
+    dense = [(s, d) for s, d in zip(found, drops) if isinstance(layers[s.layer], Dense)]
+    details = {"criterion": criterion, "scope": scope, "layers": names,
+               "ranking": {"bn-gamma": "|γ| of each channel's BatchNormalization (network slimming)",
+                           "weight-norm": "‖filter, bias‖₂ · ‖outgoing weights‖₂ per channel (no BatchNormalization)",
+                           "mixed": "|γ| of the BatchNormalization where a layer has one, else ‖filter, bias‖₂ · "
+                                    "‖outgoing weights‖₂"}[criterion],
+               "channels_removed": int(sum(d.size for _, d in conv)),
+               "units_removed": int(sum(d.size for _, d in dense)),
+               "removed_channels": {net.layers[s.layer].name: net.layers[s.layer].ids[d].tolist() for s, d in conv},
+               "removed_units": {net.layers[s.layer].name: net.layers[s.layer].ids[d].tolist() for s, d in dense}}
+    return _like(net, layers), details, notes
+
+
+def prune_conv_weights(net: Network, ratio: float, scope: str) -> tuple[Network, dict, list[str]]:
+    """Zero the smallest weights of every Conv and Dense layer (globally or per layer); conv weights stay as zeros,
+    dense tail units left with no input or no output are removed (``chain.remove_dead_units``)."""
+    weighted = weighted_layers(net.layers)
+    zeroed_layers, zeroed = zero_smallest([net.layers[k] for k in weighted], ratio, scope)
+    layers = list(net.layers)
+    for k, layer in zip(weighted, zeroed_layers):
+        layers[k] = layer
+    tail = [k for k in weighted if isinstance(layers[k], Dense)]
+    chained = all(nxt == k + 2 and isinstance(layers[k + 1], Relu) for k, nxt in zip(tail, tail[1:]))
+    removed, notes = 0, []
+    if chained and len(tail) > 1:
+        pruned, removed, notes = remove_dead_units([layers[k] for k in tail], list(range(len(tail) - 1)))
+        for k, layer in zip(tail, pruned):
+            layers[k] = layer
+    total = sum(net.layers[k].W.size for k in weighted)
+    details = {"weights": total, "weights_zeroed": zeroed, "units_removed": removed,
+               "rule": f"⌊ratio·M⌋ smallest |w| of conv kernels and dense layers zeroed "
+                       f"({'per layer' if scope == 'layer' else 'over all layers'}); conv weights kept as zeros"}
+    return _like(net, layers), details, notes
+
+
+def _like(net: Network, layers: list[Layer]) -> Network:
+    return Network(layers, net.input_name, net.input_shape, net.output_name, net.input_dims, net.dtype,
+                   dict(net.source))
+
+
+def aligned_network(pruned: Network, original: Network) -> Network:
+    """``pruned`` at the widths of ``original``: every channel and unit at its original index (its ``ids``), removed
+    ones as zero channels (zero filter and bias, zero consumer slice; BN γ = β = μ = 0, σ² = 1; a zero diagonal
+    entry of a per-channel affine). The same function,
+    paired channel by channel with ``original`` — what the difference analysis needs to bound the drift tightly."""
+    layers: list[Layer] = []
+    ids, width = None, None  # the channels flowing (their original indices) and how many there were
+    block = 1
+    for layer, base in zip(pruned.layers, original.layers):
+        if isinstance(layer, Flatten) and ids is not None:
+            block = int(np.prod(original.shapes()[len(layers)][2:]))
+            ids, width = channel_columns(ids, block), width * block
+        if isinstance(layer, (Conv, Dense)):
+            W = np.zeros_like(base.W, dtype=np.float64)
+            b = np.zeros(base.units)
+            cols = np.arange(W.shape[1]) if ids is None else ids
+            W[np.ix_(layer.ids, cols)], b[layer.ids] = layer.W, layer.b
+            layer, ids, width = layer.replace(W=W, b=b, ids=np.arange(base.units)), layer.ids, base.units
+        elif isinstance(layer, BatchNorm):
+            params = {p: np.full(base.units, 1.0 if p == "var" else 0.0) for p in layer.PARAMS}
+            for p in layer.PARAMS:
+                params[p][layer.ids] = getattr(layer, p)
+            layer = layer.replace(ids=np.arange(base.units), **params)
+        elif isinstance(layer, Fixed) and ids is not None and ids.size != width:
+            raise NnxformError(f"prune: layer '{layer.name}' reads pruned channels; cannot align it")
+        layers.append(layer)
+    return _like(pruned, layers)
