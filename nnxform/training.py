@@ -56,12 +56,7 @@ class TrainOptions:
         """Refuse values no training can use, in one line naming the option."""
         if self.optimizer not in OPTIMIZERS:
             raise NnxformError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise NnxformError(f"{name} must be an integer >= 1, got {value}")
-        if not (np.isfinite(self.lr) and self.lr > 0):
-            raise NnxformError(f"lr must be a positive number, got {self.lr}")
+        check_common(self, ("epochs", "batch_size", "patience"))
         if not (np.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise NnxformError(f"momentum must be in [0, 1), got {self.momentum}")
         for name in ("l1", "l1_bn_gamma"):
@@ -69,12 +64,23 @@ class TrainOptions:
                 raise NnxformError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not (np.isfinite(self.validation) and 0 <= self.validation < 1):
             raise NnxformError(f"validation must be a share in [0, 1), got {self.validation}")
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise NnxformError(f"seed must be an integer >= 0, got {self.seed}")
         return self
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_common(options: Any, counts: tuple[str, ...]) -> None:
+    """Refuse, in one line naming the option, a count in ``counts`` below 1, a non-positive ``lr`` or a negative
+    ``seed`` of ``options`` (what training and the workflows built on it share)."""
+    for name in counts:
+        value = getattr(options, name)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise NnxformError(f"{name} must be an integer >= 1, got {value}")
+    if not (np.isfinite(options.lr) and options.lr > 0):
+        raise NnxformError(f"lr must be a positive number, got {options.lr}")
+    if not isinstance(options.seed, (int, np.integer)) or options.seed < 0:
+        raise NnxformError(f"seed must be an integer >= 0, got {options.seed}")
 
 
 @dataclass

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nnxform.merge", "nnxform.discrepancy", "nnxform.stable", "nnxform.pruning", "nnxform.accuracy",
      "nnxform.summary", "nnxform.verifiers", "nnxform.training"),
     # workflows the commands run, callable from Python (compress certifies with the discrepancy analysis)
-    ("nnxform.workflows",),
+    ("nnxform.workflows", "nnxform.repair"),
     # the command line and the package's front door (which hands the IR its evaluator)
     ("nnxform.cli", "nnxform.__main__", "nnxform"),
 ]

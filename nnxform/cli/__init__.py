@@ -85,3 +85,4 @@ def _fail(message: str, status: int) -> NoReturn:
 from . import bounds, canon, check, discrepancy, info  # noqa: E402,F401
 from . import compress, evaluate_cmd, merge, pad, prune, quantize, stable, vnnlib_cmd  # noqa: E402,F401
 from . import init_cmd, train  # noqa: E402,F401
+from . import repair  # noqa: E402,F401

@@ -1,0 +1,353 @@
+"""Repair of a compressed network (paper 000, Algorithm 1): retrain it toward the original until the sound
+discrepancy over a domain is small enough.
+
+Each round bounds ``f1 − f2`` per output over every box of the domain by the difference analysis
+(``discrepancy.Pair``, sound for the float32 networks as onnxruntime runs them), draws samples of the domain
+(half uniform, half random vertices of its boxes), builds targets for f2 and retrains it a few epochs on mean squared error (``training.train``), then bounds the
+discrepancy again; it stops when the bound lies in the target set (``‖f1 − f2‖∞ <= target``) or after ``rounds``.
+Targets (``update``):
+
+- ``paper``: ``ŷ2 = f2(x) + δ̃/α`` with ``δ̃`` the per-output upper bound of ``f1 − f2`` over the domain
+  (eq. 16 and 20 of the paper): one shift of every sample by the worst case;
+- ``pointwise``: ``ŷ2 = f2(x) + (f1(x) − f2(x))/α`` on the samples plus each round's witnesses (the witness
+  search's best input in the boxes with the largest bounds, and in every box the vertices where the analysis's
+  linear bound of each output is worst): f2 moves toward f1 where they differ. It is the default: on the
+  benchmarks (``bench/repair.py``) it reduces the sound bound several times where the paper's shift does not.
+
+``train_points`` (outside the domain, e.g. the training data) are retrained with the same rule, as the paper adds
+images outside its boxes, so that the network is not repaired on the boxes at the cost of accuracy elsewhere.
+Every bound reported is sound: each round's is checked against the largest difference sampled in onnxruntime
+(a sampled difference beyond a bound is an error, never a report), and the final one is recomputed on the network
+as written, which must load and evaluate in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from .accuracy import Dataset
+from .analyzers import bounds as output_bounds
+from .discrepancy import DIFFERENCE_METHODS, Pair
+from .domain import Box
+from .errors import NnxformError
+from .evaluate import run
+from .ir import Model, from_proto
+from .layered import Network, model_size
+from .runtime import OnnxRunner
+from .training import TrainOptions, check_common, train, trainable
+
+UPDATES = ("pointwise", "paper")
+#: Boxes whose witnesses join the pointwise rule's samples each round (those with the largest bounds).
+WITNESS_BOXES = 4
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    """Algorithm 1's knobs: the step ``alpha`` (>= 1), the update rule, at most ``rounds`` rounds of ``epochs``
+    epochs on ``samples`` samples of the domain, the target (``target`` on ``‖f1 − f2‖∞``, or ``target_ratio`` of
+    the initial bound; neither: run every round), the training's ``lr`` and ``batch_size``, the discrepancy
+    ``method`` and the ``seed`` of the samples and the shuffling."""
+
+    alpha: float = 2.0
+    update: str = "pointwise"
+    rounds: int = 10
+    epochs: int = 3
+    samples: int = 1000
+    target: float | None = None
+    target_ratio: float | None = None
+    lr: float = 1e-3
+    batch_size: int = 64
+    method: str = "symbolic"
+    seed: int = 0
+
+    def check(self) -> "RepairOptions":
+        """Refuse values no repair can use, in one line naming the option."""
+        if self.update not in UPDATES:
+            raise NnxformError(f"update must be one of {', '.join(UPDATES)}, got '{self.update}'")
+        if self.method not in DIFFERENCE_METHODS:
+            raise NnxformError(f"method must be one of {', '.join(DIFFERENCE_METHODS)}, got '{self.method}'")
+        check_common(self, ("rounds", "epochs", "samples", "batch_size"))
+        if not (np.isfinite(self.alpha) and self.alpha >= 1):
+            raise NnxformError(f"alpha must be a number >= 1 (the paper's step 1/alpha), got {self.alpha}")
+        if self.target is not None and self.target_ratio is not None:
+            raise NnxformError("give one target: target (a bound on ‖f1 − f2‖∞) or target_ratio (a share of the "
+                               "initial bound)")
+        if self.target is not None and not (np.isfinite(self.target) and self.target > 0):
+            raise NnxformError(f"target must be a positive number, got {self.target}")
+        if self.target_ratio is not None and not (np.isfinite(self.target_ratio) and 0 < self.target_ratio < 1):
+            raise NnxformError(f"target ratio must be in (0, 1), got {self.target_ratio}")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DomainBound:
+    """Sound bounds of ``f1 − f2`` over a domain of boxes: per output over all boxes, ``δ_max`` per box, and the
+    largest ``|f1 − f2|`` found in onnxruntime (which never exceeds them)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    per_box: np.ndarray  # sound ‖f1 − f2‖∞ bound per box
+    per_box_outputs: np.ndarray  # per box, the mean over outputs of the sound max |f1,i − f2,i|
+    sampled_max: float
+    seconds: float
+
+    @property
+    def delta_max(self) -> float:
+        return float(self.per_box.max())
+
+    @property
+    def mean(self) -> float:
+        """The mean over the boxes of their sound ``δ_max``."""
+        return float(self.per_box.mean())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bound": self.delta_max, "mean_box_bound": self.mean, "sampled_max": self.sampled_max,
+                "lower": self.lower.tolist(), "upper": self.upper.tolist(), "per_box": self.per_box.tolist(),
+                "per_box_mean_over_outputs": self.per_box_outputs.tolist(), "seconds": self.seconds}
+
+
+@dataclass
+class RoundRecord:
+    """One round: the sound bound after it (round 0: before any training), the mean over boxes, the largest
+    difference sampled, accuracy on the test data (None without), the training's last loss and the time taken."""
+
+    round: int
+    bound: float
+    mean_box_bound: float
+    sampled_max: float
+    accuracy: float | None
+    loss: float | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RepairResult:
+    """The repaired network (as written and reloaded) and what the repair did: the bounds before and after (the
+    final one recomputed on the written network), every round, why it stopped, accuracies, sizes, and the
+    guaranteed output range of the compressed network on the first box before and after (paper 000's Fig. 2)."""
+
+    model: Model
+    options: RepairOptions
+    boxes: int
+    train_points: int
+    initial: DomainBound
+    final: DomainBound
+    rounds: list[RoundRecord]
+    target: float | None
+    reached: bool | None  # None without a target
+    accuracy: dict[str, float | None]
+    output_ranges: dict[str, Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reduction(self) -> float:
+        """How many times smaller the sound bound is after repair."""
+        return self.initial.delta_max / self.final.delta_max if self.final.delta_max > 0 else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"options": self.options.to_json(), "boxes": self.boxes, "train_points": self.train_points,
+                "initial_bound": self.initial.delta_max, "final_bound": self.final.delta_max,
+                "reduction": self.reduction if np.isfinite(self.reduction) else None,
+                "target": self.target, "reached": self.reached,
+                "before": self.initial.to_json(), "after": self.final.to_json(),
+                "accuracy": self.accuracy, "rounds": [r.to_json() for r in self.rounds],
+                "output_ranges": self.output_ranges, "size": model_size(self.model).totals(),
+                "seconds": self.seconds, "notes": list(self.notes)}
+
+
+#: Called after every round with its record and the number of rounds asked for.
+Progress = Callable[[RoundRecord, int], None]
+
+
+def boxes_around(points: np.ndarray, eps: float, clip: tuple[float | None, float | None] = (None, None)
+                 ) -> list[Box]:
+    """The L∞ boxes of radius ``eps`` around each point (flat rows), clipped to ``clip`` (e.g. pixels in [0, 1])."""
+    if not (np.isfinite(eps) and eps >= 0):
+        raise NnxformError(f"eps must be a finite number >= 0, got {eps}")
+    points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    if not np.all(np.isfinite(points)):
+        raise NnxformError("the points contain NaN or infinite values")
+    lo = points - eps if clip[0] is None else np.maximum(points - eps, clip[0])
+    hi = points + eps if clip[1] is None else np.minimum(points + eps, clip[1])
+    return [Box(a, b) for a, b in zip(lo, hi)]
+
+
+def repair(original: Model, compressed: Model, boxes: list[Box], options: RepairOptions = RepairOptions(), *,
+           train_points: np.ndarray | None = None, test: Dataset | None = None, progress: Progress | None = None
+           ) -> RepairResult:
+    """``compressed`` retrained until its sound discrepancy to ``original`` over the union of ``boxes`` lies in
+    the target set or ``options.rounds`` have passed (see the module's docstring); ``train_points`` are retrained
+    too, ``test`` (labelled) measures accuracy after every round."""
+    options.check()
+    started = time.perf_counter()
+    _check_pair(original, compressed)
+    if not boxes:
+        raise NnxformError("the domain holds no box")
+    for box in boxes:
+        box.fit(original.input_size)
+    extra = _points(train_points, original.input_size)
+    if test is not None:
+        test.fit(original)
+        test.fit(compressed)
+    net, notes = trainable(compressed)
+    rng = np.random.default_rng(options.seed)
+    lowers, uppers = np.stack([b.lower for b in boxes]), np.stack([b.upper for b in boxes])
+    centres = 0.5 * (lowers + uppers)
+
+    t0 = time.perf_counter()
+    initial, witnesses = _analyse(Pair(original, compressed), boxes, options, rng)
+    accuracy = _accuracy(compressed, test)
+    rounds = [RoundRecord(0, initial.delta_max, initial.mean, initial.sampled_max, accuracy, None,
+                          time.perf_counter() - t0)]
+    if progress is not None:
+        progress(rounds[0], options.rounds)
+    target = options.target if options.target_ratio is None else options.target_ratio * initial.delta_max
+    current, model = initial, compressed
+    for k in range(1, options.rounds + 1):
+        if target is not None and current.delta_max <= target:
+            break
+        t0 = time.perf_counter()
+        xs, _ = _sample(lowers, uppers, options.samples, rng)
+        xs = np.vstack([xs, centres] + ([witnesses] if options.update == "pointwise" else []) + [extra])
+        y2 = net.forward(xs).reshape(len(xs), -1)
+        if options.update == "paper":
+            targets = y2 + current.upper / options.alpha
+        else:
+            y1 = run(original, xs).reshape(len(xs), -1)
+            targets = y2 + (y1 - y2) / options.alpha
+        train_options = TrainOptions(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
+                                     seed=options.seed + k)
+        net, trained = train(net, xs, targets=targets, options=train_options)
+        model = _written(net)
+        current, witnesses = _analyse(Pair(original, model), boxes, options, rng)
+        rounds.append(RoundRecord(k, current.delta_max, current.mean, current.sampled_max, _accuracy(model, test),
+                                  trained.epochs[-1].data_loss, time.perf_counter() - t0))
+        if progress is not None:
+            progress(rounds[-1], options.rounds)
+
+    final_model = _reloaded(model, centres).with_provenance("repair", {
+        **options.to_json(), "boxes": len(boxes), "train_points": len(extra),
+        "original_sha256": original.source.get("sha256", "")})
+    final_model.metadata["nnxform.source_sha256"] = compressed.source.get("sha256", "")
+    final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed))
+    reached = None if target is None else final.delta_max <= target
+    accuracy_summary = {"original": _accuracy(original, test), "compressed": rounds[0].accuracy,
+                        "repaired": _accuracy(final_model, test)}
+    ranges = _output_ranges(original, compressed, final_model, boxes[0], options.method)
+    return RepairResult(final_model, options, len(boxes), len(extra), initial, final, rounds, target, reached,
+                        accuracy_summary, ranges, time.perf_counter() - started, notes)
+
+
+def _check_pair(original: Model, compressed: Model) -> None:
+    """Refuse two networks that do not take and give the same number of values (Assumption 1 (i)-(ii))."""
+    if original.input_size != compressed.input_size:
+        raise NnxformError(f"the inputs differ in size: the original takes {original.input_size} values, the "
+                           f"compressed network {compressed.input_size}")
+    sizes = [int(np.prod(m.shapes()[m.output_name], dtype=np.int64)) for m in (original, compressed)]
+    if sizes[0] != sizes[1]:
+        raise NnxformError(f"the outputs differ in size: the original gives {sizes[0]} values, the compressed "
+                           f"network {sizes[1]}")
+
+
+def _points(points: np.ndarray | None, size: int) -> np.ndarray:
+    """Extra retraining points as flat float64 rows (none: an empty array); one-line errors for bad ones."""
+    if points is None:
+        return np.empty((0, size))
+    points = np.asarray(points, dtype=np.float64)
+    points = points.reshape(len(points), -1) if points.ndim else points.reshape(0, size)
+    if points.shape[1] != size:
+        raise NnxformError(f"the retraining points have {points.shape[1]} features but the network input has {size}")
+    if not np.all(np.isfinite(points)):
+        raise NnxformError("the retraining points contain NaN or infinite values")
+    return points
+
+
+def _written(net: Network) -> Model:
+    """The network as the ONNX file it would be written as (float32 weights), read back."""
+    return from_proto(onnx.load_from_string(net.to_model().to_bytes()))
+
+
+def _reloaded(model: Model, xs: np.ndarray) -> Model:
+    """``model`` serialised and loaded back, after checking onnxruntime loads it and gives finite outputs on ``xs``."""
+    loaded = from_proto(onnx.load_from_string(model.to_bytes()))
+    try:
+        out = OnnxRunner(loaded)(xs)
+    except Exception as exc:  # onnxruntime's own error types
+        raise NnxformError(f"the repaired network does not run in onnxruntime ({exc}); nothing written") from None
+    if not np.all(np.isfinite(out)):
+        raise NnxformError("the repaired network gives non-finite outputs in onnxruntime; nothing written")
+    return loaded
+
+
+def _analyse(pair: Pair, boxes: list[Box], options: RepairOptions, rng: np.random.Generator
+             ) -> tuple[DomainBound, np.ndarray]:
+    """Sound bounds over every box, the largest difference seen in onnxruntime, and the witnesses: the witness
+    search's best input in the boxes with the largest bounds, and in every box the vertices where the analysis's
+    linear bounds of each output are worst (plus an LP's solutions). The difference is seen at the witnesses and
+    at samples of the domain; one beyond a bound is refused (it would be a bug of the analysis)."""
+    t0 = time.perf_counter()
+    found = [pair.bound(box, options.method) for box in boxes]
+    lower, upper = np.stack([r.lower for r in found]), np.stack([r.upper for r in found])
+    magnitude = np.maximum(np.abs(lower), np.abs(upper))
+    per_box = magnitude.max(axis=1)
+    worst = np.argsort(-per_box, kind="stable")[:WITNESS_BOXES]
+    points = [(int(i), pair.witness(boxes[i], seed=options.seed)[0][None]) for i in worst]
+    for i, (box, r) in enumerate(zip(boxes, found)):
+        if r.input_coef is not None:  # rows [lower; −upper]: each row's linear bound is least at this vertex
+            points.append((i, np.where(r.input_coef > 0, box.lower, box.upper)))
+        if r.points:
+            points.append((i, np.stack(r.points)))
+    witnesses = np.vstack([p for _, p in points])
+    xs, which = _sample(np.stack([b.lower for b in boxes]), np.stack([b.upper for b in boxes]), options.samples, rng)
+    xs = np.vstack([xs, witnesses])
+    box_of = np.concatenate([which] + [np.full(len(p), i) for i, p in points])
+    ra, rb = pair.runners
+    seen = np.abs(ra(xs).astype(np.float64) - rb(xs).astype(np.float64)).max(axis=1)
+    beyond = seen > per_box[box_of]
+    if beyond.any():
+        i = int(np.argmax(beyond))
+        raise NnxformError(f"a sampled difference {seen[i]:.6g} exceeds the sound bound {per_box[box_of[i]]:.6g} of "
+                           f"box {box_of[i]}; nothing written (please report these networks)")
+    bound = DomainBound(lower.min(axis=0), upper.max(axis=0), per_box, magnitude.mean(axis=1), float(seen.max()),
+                        time.perf_counter() - t0)
+    return bound, witnesses
+
+
+def _accuracy(model: Model, test: Dataset | None) -> float | None:
+    """Accuracy of ``model`` on ``test`` in onnxruntime (None without test data)."""
+    if test is None:
+        return None
+    return float(np.mean(OnnxRunner(model)(test.x).argmax(axis=1) == test.y))
+
+
+def _output_ranges(original: Model, before: Model, after: Model, box: Box, method: str) -> dict[str, Any]:
+    """Paper 000's Fig. 2 on ``box``: the original's outputs at its centre, and the sound output range of the
+    compressed network over the box before and after repair (interval or symbolic bounds)."""
+    centre = 0.5 * (box.lower + box.upper)
+    kind = "interval" if method == "interval" else "symbolic"
+    ranges = {}
+    for name, m in (("before", before), ("after", after)):
+        b = output_bounds(m, box, kind)
+        ranges[name] = {"lower": b.output_lower.tolist(), "upper": b.output_upper.tolist()}
+    return {"box": 0, "original": OnnxRunner(original)(centre[None])[0].astype(np.float64).tolist(), **ranges}
+
+
+def _sample(lowers: np.ndarray, uppers: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points of the union of the boxes, each in a box chosen uniformly: half uniform in it, half random
+    vertices of it (where a difference of two nearly linear maps is largest), and their boxes."""
+    which = rng.integers(0, len(lowers), n)
+    u = rng.random((n, lowers.shape[1]))
+    u[n // 2:] = np.round(u[n // 2:])
+    return lowers[which] + (uppers[which] - lowers[which]) * u, which
