@@ -412,8 +412,8 @@ class _ChainDelta:
     def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(xs)
         g = np.broadcast_to(weights, (n, weights.shape[-1])) if np.ndim(weights) == 1 else weights
-        va, ga = self.a.backward(xs, g)
-        vb, gb = self.b.backward(xs, g)
+        va, ga = self.a.backward(xs, g, param_grads=False)
+        vb, gb = self.b.backward(xs, g, param_grads=False)
         return (va - vb).reshape(n, -1), (ga.input - gb.input).reshape(n, -1)
 
 

@@ -54,14 +54,15 @@ class Layer:
         args = [x, *self.params().values()]
         return OPERATORS[self.OP].evaluate(self.node(), args, [True] + [False] * (len(args) - 1))
 
-    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray, input_grad: bool = True
-                 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray, input_grad: bool = True,
+                 param_grads: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Gradients, given ``g`` on the output ``y`` of ``x``: on ``x`` per sample (None without ``input_grad``),
-        and on each trained parameter summed over samples (statistics such as a BatchNorm's running mean have none)."""
+        and with ``param_grads`` on each trained parameter summed over samples (statistics such as a BatchNorm's
+        running mean have none)."""
         spec = OPERATORS[self.OP]
         node, args = self.node(), [x, *self.params().values()]
         gx = spec.vjp(node, args, [True] + [False] * (len(args) - 1), y, g)[0] if input_grad else None
-        if spec.param_vjp is None or not self.PARAMS:
+        if spec.param_vjp is None or not self.PARAMS or not param_grads:
             return gx, {}
         grads = spec.param_vjp(node, args, y, g)[1:]
         return gx, {p: gp for p, gp in zip(self.PARAMS, grads) if gp is not None}
@@ -263,8 +264,8 @@ class Fixed(Layer):
         args, batched = self._args(x)
         return OPERATORS[self.op].evaluate(self.node(), args, batched)
 
-    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray, input_grad: bool = True
-                 ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def backward(self, x: np.ndarray, y: np.ndarray, g: np.ndarray, input_grad: bool = True,
+                 param_grads: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         if not input_grad:
             return None, {}
         args, batched = self._args(x)
@@ -326,21 +327,17 @@ class Network:
             values.append(h)
         return values if keep else h
 
-    def backward(self, xs: np.ndarray, grad_out: np.ndarray, input_grad: bool = True
+    def backward(self, xs: np.ndarray, grad_out: np.ndarray, input_grad: bool = True, param_grads: bool = True
                  ) -> tuple[np.ndarray, Gradients]:
         """The output and the gradients of ``Σ grad_out · output`` (``grad_out`` shaped like the output, or flat
-        per sample) with respect to every parameter and, with ``input_grad``, to the input (else None: training
-        skips that product)."""
+        per sample) with respect to every parameter (unless not ``param_grads``: an attack needs none) and, with
+        ``input_grad``, to the input (else None: training skips that product)."""
         values = self.forward(xs, keep=True)
-        return values[-1], self.backward_from(values, grad_out, input_grad)
-
-    def backward_from(self, values: list[np.ndarray], grad_out: np.ndarray, input_grad: bool = True) -> Gradients:
-        """``backward`` given the values ``forward(xs, keep=True)`` returned."""
         g = np.asarray(grad_out, dtype=np.float64).reshape(values[-1].shape)
         params: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
         for k in range(len(self.layers) - 1, -1, -1):
-            g, params[k] = self.layers[k].backward(values[k], values[k + 1], g, input_grad or k > 0)
-        return Gradients(g, params)
+            g, params[k] = self.layers[k].backward(values[k], values[k + 1], g, input_grad or k > 0, param_grads)
+        return values[-1], Gradients(g, params)
 
     # --- what it holds ----------------------------------------------------------------------
 
