@@ -18,6 +18,7 @@ import highspy
 import numpy as np
 
 from ..errors import NnxformError
+from .conv import ConvMap
 from .network import Activation, Input, Linear, Pool
 from .result import State
 from .solvers import SOLVERS, PulpModel
@@ -141,10 +142,10 @@ class Encoder:
         self.col[i] = self._cols(self.state.lo[i], self.state.hi[i])
         rs, cs, vs = [np.arange(n)], [self.col[i] + np.arange(n)], [np.ones(n)]
         for src, w in zip(s.sources, s.weights):
-            r, c = np.nonzero(w)
+            r, c, v = w.entries() if isinstance(w, ConvMap) else (*np.nonzero(w), None)
             rs.append(r)
             cs.append(self.col[src] + c)
-            vs.append(-w[r, c])
+            vs.append(-(w[r, c] if v is None else v))
         m = self.state.linear_noise(i)  # the float network's rounding of this step
         self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), s.bias - m, s.bias + m)
 

@@ -19,10 +19,13 @@ import numpy as np
 from ..errors import NnxformError
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
-from ..operators.forward import Windows, merge_lead
+from ..operators.forward import Windows, explicit_pads, merge_lead
+from .conv import ConvMap, abs_of
 from .rounding import Rounding, absolute_node, roundings, unit_roundoff
 #: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
 _CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
+#: A Conv step whose dense matrix would hold more entries than this is kept as the convolution (``ConvMap``).
+DENSE_CONV_LIMIT = 2**24
 
 
 @dataclass
@@ -51,8 +54,8 @@ class Linear:
         return self.rounding or Rounding.of_gemm(self.weights, self.bias)
 
     @cached_property
-    def abs_weights(self) -> list[np.ndarray]:
-        return [np.abs(w) for w in self.weights]
+    def abs_weights(self) -> list[np.ndarray | ConvMap]:
+        return [abs_of(w) for w in self.weights]
 
 
 @dataclass
@@ -145,6 +148,8 @@ def compile_model(model: Model) -> Network:
     shapes = model.shapes()
     anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if _nonlinear(n)]
     targets = [n.inputs[0] for n in model.nodes if _nonlinear(n)] + [model.output_name]
+    convs = _large_convs(model, shapes, set(anchors), set(targets))
+    targets = [t for t in targets if t not in convs]
     chunk = _check_memory(model, shapes, anchors, set(targets))
     feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
     zero = _affine_values(model, feed, shapes)
@@ -159,6 +164,9 @@ def compile_model(model: Model) -> Network:
     linear: dict[str, int] = {}  # target tensor -> step
 
     def linear_step(t: str) -> int:
+        if t in convs and t not in linear:
+            steps.append(_conv_step(model, convs[t], shapes, index, depth[t]))
+            linear[t] = len(steps) - 1
         if t not in linear:
             srcs = [a for a in anchors if t in columns[a]]
             bias = zero[t].reshape(-1)
@@ -180,6 +188,35 @@ def compile_model(model: Model) -> Network:
         index[n.outputs[0]] = len(steps) - 1
     out = linear_step(model.output_name)
     return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)
+
+
+def _large_convs(model: Model, shapes: dict, anchors: set[str], targets: set[str]) -> dict[str, Node]:
+    """The analysis targets computed by one Conv straight from an anchor whose dense matrix would exceed
+    ``DENSE_CONV_LIMIT`` entries, by target tensor: they become ``ConvMap`` steps."""
+    out = {}
+    for n in model.nodes:
+        t = n.outputs[0]
+        if n.op == "Conv" and t in targets and n.inputs[0] in anchors and \
+                all(x in model.constants for x in n.inputs[1:] if x):
+            dense = np.prod(shapes[n.inputs[0]], dtype=np.int64) * np.prod(shapes[t], dtype=np.int64)
+            if dense > DENSE_CONV_LIMIT:
+                out[t] = n
+    return out
+
+
+def _conv_step(model: Model, node: Node, shapes: dict, index: dict[str, int], depth: int) -> Linear:
+    """The Linear step of Conv ``node`` kept as the convolution (its rounding: the same convolution with |W|)."""
+    x, t = node.inputs[0], node.outputs[0]
+    weight = model.constants[node.inputs[1]].astype(np.float64)
+    explicit = Node("Conv", node.name, list(node.inputs), list(node.outputs),
+                    dict(node.attrs, pads=list(explicit_pads(node.attrs, shapes[x][2:], weight.shape[2:]))))
+    explicit.attrs.pop("auto_pad", None)
+    conv = ConvMap(explicit, weight, tuple(shapes[x]), tuple(shapes[t]))
+    positions = int(np.prod(shapes[t][2:], dtype=np.int64))
+    b = model.constants[node.inputs[2]].astype(np.float64) if len(node.inputs) > 2 and node.inputs[2] else \
+        np.zeros(weight.shape[0])
+    bias = np.repeat(b.reshape(-1), positions)
+    return Linear(t, [index[x]], [conv], bias, Rounding([conv.abs()], np.abs(bias), np.full(bias.size, depth)))
 
 
 def _nonlinear(n: Node) -> bool:

@@ -25,6 +25,8 @@ from .result import State
 
 #: Signed-gradient steps on the output rows' ReLU lower slopes, and the first step size.
 SLOPE_STEPS, SLOPE_STEP = 10, 0.25
+#: Memory one back-substitution's coefficients may take.
+BACKSUB_BYTES = 256 * 2**20
 
 
 def symbolic(state: State) -> State:
@@ -43,11 +45,19 @@ def symbolic(state: State) -> State:
         rows = net.rows_to_tighten(i, lo, hi)
         if rows.size == 0:
             continue
-        b = lower_bound(state, i - 1, *_stacked(s, rows))
-        lo[rows], hi[rows] = b[: rows.size], -b[rows.size:]
+        for part in np.array_split(rows, -(-rows.size // _rows_per_pass(net))):
+            b = lower_bound(state, i - 1, *_stacked(s, part))
+            lo[part], hi[part] = b[: part.size], -b[part.size:]
         state.set_linear(i, lo, hi)
     _optimize_output_slopes(state)
     return state
+
+
+def _rows_per_pass(net) -> int:
+    """How many rows one back-substitution takes, so that its coefficients (two per row and step width, float64)
+    stay within ``BACKSUB_BYTES``: wide convolutional layers are bounded in several passes."""
+    widest = max(step.size for step in net.steps)
+    return max(1, BACKSUB_BYTES // (16 * widest))
 
 
 def _stacked(s: Linear, rows: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:

@@ -1,0 +1,119 @@
+"""A convolution as the matrix of its linear part, applied without being formed.
+
+A large Conv step's dense matrix has (input size × output size) entries — 23,328² for a small CIFAR
+network — while the convolution itself holds a few thousand weights. ``ConvMap`` stands in for that
+matrix in the analyzers: ``W @ x`` is the convolution of ``x`` (columns as samples), ``L @ W`` its
+transpose applied to the rows of ``L`` (the operator table's input VJP, as back-substitution needs),
+``W[rows]`` the dense rows asked for, ``absolute(W)`` the convolution with ``|W|``. Memory then grows
+with parameters × positions, never with inputs × outputs. ``np.asarray(W)`` still forms the dense
+matrix, for the analyses that need one (LP/MILP rows, the difference analysis of two chains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Node
+from ..operators import OPERATORS
+from ..operators.forward import Windows
+
+
+@dataclass(frozen=True, eq=False)
+class ConvMap:
+    """The linear part of Conv ``node`` (weights ``weight``, no bias) from ``in_shape`` to ``out_shape`` (ONNX
+    shapes), used like a dense ``(out size, in size)`` matrix."""
+
+    node: Node
+    weight: np.ndarray
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    __array_ufunc__ = None  # ``ndarray @ ConvMap`` defers to ``__rmatmul__`` instead of forming an object array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
+
+    def _conv(self, xs: np.ndarray) -> np.ndarray:
+        """The convolution (no bias) of samples ``xs`` ``(n, in size)``, as ``(n, out size)``."""
+        x = xs.reshape((len(xs),) + tuple(self.in_shape))
+        return OPERATORS["Conv"].evaluate(self.node, [x, self.weight], [True, False]).reshape(len(xs), -1)
+
+    def _transposed(self, rows: np.ndarray) -> np.ndarray:
+        """``rows @ W`` for ``rows`` ``(n, out size)``: the gradient of the convolution, as ``(n, in size)``."""
+        n = len(rows)
+        g = rows.reshape((n,) + tuple(self.out_shape))
+        like = np.broadcast_to(np.zeros(1), (n,) + tuple(self.in_shape))  # the input's shape, no memory
+        return OPERATORS["Conv"].vjp(self.node, [like, self.weight], [True, False], None, g)[0].reshape(n, -1)
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return self._conv(v[None, :])[0] if v.ndim == 1 else self._conv(v.T).T
+
+    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.float64)
+        return self._transposed(rows[None, :])[0] if rows.ndim == 1 else self._transposed(rows)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """The dense rows ``rows`` (an index array) of the matrix."""
+        rows = np.asarray(rows).reshape(-1)
+        unit = np.zeros((rows.size, self.shape[0]))
+        unit[np.arange(rows.size), rows] = 1.0
+        return self._transposed(unit)
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero entries ``(rows, cols, values)`` of the matrix, from the windows (what an LP row needs)."""
+        c_in, spatial = self.in_shape[1], tuple(self.in_shape[2:])
+        out_channels, positions = self.out_shape[1], int(np.prod(self.out_shape[2:]))
+        group = self.node.attrs.get("group", 1)
+        per_in, per_out = c_in // group, out_channels // group
+        cells = int(np.prod(spatial))
+        index = np.arange(cells).reshape((1, 1) + spatial)
+        win = Windows.of(self.node.attrs, spatial, tuple(self.weight.shape[2:]))
+        padded = np.pad(index, win.pad_widths(), constant_values=-1)
+        rows, cols, vals = [], [], []
+        o = np.arange(out_channels)
+        for k, sl in win.slices():
+            where = padded[sl].reshape(-1)  # input cell of every output position for this kernel offset
+            real = np.flatnonzero(where >= 0)
+            for c in range(per_in):  # input channel within the group
+                w = self.weight[(slice(None), c) + k]  # per output channel
+                keep = np.flatnonzero(w != 0)
+                if keep.size == 0:
+                    continue
+                channel_in = (o[keep] // per_out) * per_in + c
+                rows.append((o[keep][:, None] * positions + real[None, :]).reshape(-1))
+                cols.append((channel_in[:, None] * cells + where[real][None, :]).reshape(-1))
+                vals.append(np.repeat(w[keep], real.size))
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+    @property
+    def T(self) -> "_Transposed":
+        return _Transposed(self)
+
+    def abs(self) -> "ConvMap":
+        """The convolution with ``|W|``: the matrix of absolute values (each entry is one weight or 0)."""
+        return ConvMap(self.node, np.abs(self.weight), self.in_shape, self.out_shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[np.arange(self.shape[0])].astype(dtype or np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class _Transposed:
+    """``ConvMap.T``: ``G @ W.T`` is ``(W @ Gᵀ)ᵀ``."""
+
+    of: ConvMap
+    __array_ufunc__ = None
+
+    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
+        return (self.of @ np.asarray(rows, dtype=np.float64).T).T if np.ndim(rows) == 2 else self.of @ rows
+
+
+def abs_of(w: np.ndarray | ConvMap) -> np.ndarray | ConvMap:
+    """``|W|`` of a dense matrix or a ``ConvMap``."""
+    return w.abs() if isinstance(w, ConvMap) else np.abs(w)

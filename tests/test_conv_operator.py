@@ -1,0 +1,90 @@
+"""Convolutions kept as operators in the analyzers (``analyzers.conv.ConvMap``): the same matrix as the dense
+form in every use the analyzers make of it, the same bounds, and bounds on networks whose dense form would not fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from conftest import MODELS, make_model
+from nnxform.analyzers import bounds, network
+from nnxform.analyzers.conv import ConvMap
+from nnxform.domain import Box
+from nnxform.ir import Node, from_proto, load
+from nnxform.operators import OPERATORS
+from nnxform.passes import PASSES
+from nnxform.runtime import OnnxRunner
+
+RNG = np.random.default_rng(0)
+CONVS = [  # attributes, weight shape, input shape
+    ({"strides": [2, 1], "pads": [1, 0, 2, 1], "dilations": [1, 2], "group": 1, "kernel_shape": [3, 2]}, (4, 3, 3, 2),
+     (1, 3, 7, 6)),
+    ({"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 2, "kernel_shape": [3, 3]}, (6, 2, 3, 3),
+     (1, 4, 5, 5)),
+    ({"strides": [2], "pads": [0, 1], "dilations": [1], "group": 1, "kernel_shape": [3]}, (2, 3, 3), (1, 3, 9)),
+]
+
+
+@pytest.mark.parametrize("attrs, wshape, ishape", CONVS, ids=["strided-padded-dilated", "grouped", "1d"])
+def test_the_operator_is_its_dense_matrix(attrs, wshape, ishape):
+    w = RNG.normal(size=wshape)
+    w.reshape(-1)[::5] = 0.0
+    node = Node("Conv", "c", ["x", "W"], ["y"], attrs)
+    out = OPERATORS["Conv"].evaluate(node, [np.zeros((1,) + ishape), w], [True, False]).shape[1:]
+    conv = ConvMap(node, w, ishape, out)
+    D = np.asarray(conv)
+    assert D.shape == conv.shape
+    x, X = RNG.normal(size=conv.shape[1]), RNG.normal(size=(conv.shape[1], 4))
+    L, G = RNG.normal(size=(3, conv.shape[0])), RNG.normal(size=(2, conv.shape[1]))
+    np.testing.assert_allclose(conv @ x, D @ x, atol=1e-12)
+    np.testing.assert_allclose(conv @ X, D @ X, atol=1e-12)
+    np.testing.assert_allclose(L @ conv, L @ D, atol=1e-12)
+    np.testing.assert_allclose(G @ conv.T, G @ D.T, atol=1e-12)
+    np.testing.assert_allclose(conv[np.array([0, 5, 2])], D[[0, 5, 2]], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(conv.abs()), np.abs(D), atol=1e-12)
+    r, c, v = conv.entries()
+    S = np.zeros(conv.shape)
+    np.add.at(S, (r, c), v)
+    np.testing.assert_array_equal(S, D)
+    assert r.size == np.count_nonzero(D)
+
+
+@pytest.mark.parametrize("name, method", [("bn_cnn", "symbolic"), ("bn_cnn", "milp"), ("cifar_base_kw", "interval"),
+                                          ("cifar_base_kw", "symbolic"), ("bn_after_relu_conv", "lp")])
+def test_bounds_with_convolution_operators_equal_the_dense_ones(monkeypatch, name, method):
+    model, _ = PASSES["canon"](load(MODELS / f"{name}.onnx"))  # BN folded: each Conv feeds its ReLU
+    box = Box(np.full(model.input_size, 0.4), np.full(model.input_size, 0.6))
+    dense = bounds(model, box, method, time_limit=30)
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    kept = bounds(model, box, method, time_limit=30)
+    assert any(isinstance(w, ConvMap) for s in kept.state.net.steps for w in getattr(s, "weights", []))
+    tol = 1e-5 if method == "milp" else 1e-9  # a MILP bound is exact up to the solver's gap, reached another way
+    np.testing.assert_allclose(kept.output_lower, dense.output_lower, rtol=tol, atol=tol)
+    np.testing.assert_allclose(kept.output_upper, dense.output_upper, rtol=tol, atol=tol)
+    assert kept.exact == dense.exact
+
+
+def test_a_network_too_large_for_dense_matrices_gets_sound_bounds():
+    """3×48×48 → Conv 8 → Relu → Conv 8 (stride 2) → Relu → Flatten → Gemm: its two convolutions as dense matrices
+    hold 212 M entries (3.4 GB with their absolute chains); as operators, a few hundred weights."""
+    ws = {"W1": RNG.normal(0, 0.3, (8, 3, 3, 3)), "b1": RNG.normal(0, 0.1, 8),
+          "W2": RNG.normal(0, 0.2, (8, 8, 3, 3)), "b2": RNG.normal(0, 0.1, 8),
+          "W3": RNG.normal(0, 0.02, (10, 8 * 24 * 24)), "b3": RNG.normal(0, 0.1, 10)}
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "W3", "b3"], ["y"], transB=1)]
+    model = from_proto(make_model(nodes, [1, 3, 48, 48], weights=ws))
+    centre = RNG.uniform(0.2, 0.8, model.input_size)
+    box = Box(centre - 0.01, centre + 0.01)
+    steps = network.compile_model(model).steps
+    assert sum(isinstance(w, ConvMap) for s in steps for w in getattr(s, "weights", [])) == 2
+    xs = box.points(500, RNG)
+    ys = OnnxRunner(model)(xs).astype(np.float64)
+    for method in ("interval", "symbolic"):
+        b = bounds(model, box, method)
+        assert np.all(ys >= b.output_lower) and np.all(ys <= b.output_upper), method
+    assert np.all(b.output_upper - b.output_lower < 10)
