@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 NNX    := $(BIN)/nnxform
 OUT    := build/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench verifiers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+
+# Which external verifiers read what nnxform writes (issue 14): each installed in its own venv under
+# build/verifiers/ (gigabytes of wheels, so not part of `make test`); the table goes to build/verifiers/matrix.md.
+verifiers: $(VENV)/.installed
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/verifiers.py --out build/verifiers/matrix.md
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis

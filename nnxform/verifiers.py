@@ -2,21 +2,30 @@
 
 Every rule names the parser file it comes from (a repository path; the maraboupy one is the file the 2.0.0
 wheel installs). A rule looks at one node and returns why the parser refuses it, or silently reads another
-function, with the nnxform command that removes the cause (None when no command does).
+function, with the nnxform command that removes the cause (None when no command does). ``prepare_for`` runs
+those commands (``nnxform canon --for``), each checked in onnxruntime, until the verifier reads the result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from onnx import defs
 
-from .ir import Model, Node
+from .domain import Box
+from .errors import NnxformError
+from .exactness import ATOL, Comparison
+from .ir import Model, Node, from_proto
 from .operators import EXPORT_OPSET
+from .passes import PassReport, apply_checked
 from .passes.canonicalize import CANONICAL_OPS
+from .passes.pad import relu_layers
 
 CANON = "nnxform canon"
+#: canonical operators canon still removes where it can: shape-only chains become one Flatten/Reshape, a Transpose
+#: before Flatten→Gemm goes into the weights (passes/reshapes.py)
+_CANON_ABSORBS = frozenset({"Squeeze", "Unsqueeze", "Transpose"})
 
 #: a rule's verdict on one node: (reason, fixing command or None), or None when the node passes
 Verdict = Optional[tuple[str, Optional[str]]]
@@ -50,7 +59,8 @@ class Profile:
         found = [b for check in self.graph_checks for b in check(model)]
         for n in model.nodes:
             if n.op not in self.operators or n.domain:
-                fix = CANON if n.op not in CANONICAL_OPS and n.name not in model.unsupported else None
+                removable = n.op not in CANONICAL_OPS or n.op in _CANON_ABSORBS
+                fix = CANON if removable and n.name not in model.unsupported else None
                 found.append(Blocker(n.name, f"{n.op} node '{n.name}': {self.name}'s parser has no {n.op}", fix))
                 continue
             for check in self.operators[n.op]:
@@ -80,6 +90,15 @@ def _constant_input(index: int, what: str, fix: Optional[str] = None) -> NodeChe
     def check(model: Model, node: Node) -> Verdict:
         if len(node.inputs) > index and node.inputs[index] and node.inputs[index] not in model.constants:
             return f"takes its {what} from the data, the parser reads it as a constant", fix
+        return None
+    return check
+
+
+def _one_constant(parser: str) -> NodeCheck:
+    """A MatMul read as a dense layer: one operand comes from the model's constants."""
+    def check(model: Model, node: Node) -> Verdict:
+        if not any(t in model.constants for t in node.inputs):
+            return f"multiplies two data tensors: {parser} reads one operand as a constant", None
         return None
     return check
 
@@ -189,7 +208,8 @@ def _nnenum_graph(model: Model) -> list[Blocker]:
         found.append(Blocker("", f"{len(model.output_names)} outputs: nnenum asserts a single output", None))
     relus = [n for n in model.nodes if n.op == "Relu"]
     if not relus:  # assert relus, "expected at least one relu layer in network"
-        found.append(Blocker("", "no Relu: nnenum asserts at least one Relu layer", None))
+        # prepare_for writes a linear network (one affine layer after canon) as relu(y) − relu(−y)
+        found.append(Blocker("", "no Relu: nnenum asserts at least one Relu layer", f"{CANON} --for nnenum"))
     # each linear part runs from the previous Relu's output alone (stan_select_model_inputs_outputs)
     part = {model.input_name: model.input_name}
     expected = model.input_name
@@ -225,13 +245,13 @@ NNENUM = Profile(
 # NeVerTools/pyNeVer pynever/strategies/conversion/converters/onnx.py (ONNXConverter.to_neural_network)
 
 
-def _pynever_explicit(node: Node) -> Verdict:
-    """kernel_shape and pads written out, pads symmetric (to_neural_network and the torch conversion)."""
-    # onnx.py: "we do not support auto_pad and implicit kernel_shape"; the default padding is a tuple of float
-    # tensors, which torch's pad() refuses
-    missing = [k for k in ("kernel_shape", "pads") if k not in node.attrs]
+def _pynever_explicit(node: Node, required: tuple[str, ...], fix: Optional[str]) -> Verdict:
+    """The ``required`` attributes written out, pads symmetric (to_neural_network and the torch conversion)."""
+    # onnx.py: "we do not support auto_pad and implicit kernel_shape"; the defaults of pads, strides and dilations
+    # are tuples of float tensors (tuple(torch.ones(...))), which torch's pad() and conv2d() refuse
+    missing = [k for k in required if k not in node.attrs]
     if missing:
-        return f"leaves {' and '.join(missing)} implicit, which pynever's converter cannot default", CANON
+        return f"leaves {', '.join(missing)} implicit, which pynever's converter cannot default", fix
     pads = _ints(node, "pads")
     # converters/pytorch.py, ConvNode to torch: padding = layer.padding[:int(len(layer.padding) / 2)]
     if pads[:len(pads) // 2] != pads[len(pads) // 2:]:
@@ -240,15 +260,16 @@ def _pynever_explicit(node: Node) -> Verdict:
 
 
 def _pynever_conv(model: Model, node: Node) -> Verdict:
-    """Conv: reads 'groups' (never ONNX's 'group'), and needs explicit, symmetric pads and kernel_shape."""
+    """Conv: reads 'groups' (never ONNX's 'group'), and needs every attribute written (canon writes them)."""
     if node.attrs.get("group", 1) != 1:
         return f"has group={node.attrs['group']}: pynever's converter reads 'groups', not 'group'", CANON
-    return _pynever_explicit(node)
+    return _pynever_explicit(node, ("kernel_shape", "pads", "strides", "dilations"), CANON)
 
 
 def _pynever_pool(model: Model, node: Node) -> Verdict:
-    """AveragePool/MaxPool: explicit, symmetric pads and kernel_shape, as for Conv."""
-    return _pynever_explicit(node)
+    """AveragePool/MaxPool: explicit, symmetric pads and strides (and dilations for MaxPool), as for Conv."""
+    required = ("kernel_shape", "pads", "strides") + (("dilations",) if node.op == "MaxPool" else ())
+    return _pynever_explicit(node, required, None)
 
 
 def _pynever_gemm(model: Model, node: Node) -> Verdict:
@@ -378,8 +399,155 @@ ABCROWN = Profile(
 )
 
 
-#: ``nnxform info --for NAME``; NNV and ERAN are not here: their parsers were not read
-PROFILES: dict[str, Profile] = {"marabou": MARABOU, "nnenum": NNENUM, "pynever": PYNEVER, "abcrown": ABCROWN}
+# --- NNV ------------------------------------------------------------------------------------------------
+# verivital/nnv code/nnv/engine/utils/onnx2nnv.m (MATLAB's importONNXNetwork, then importONNXLayers) and
+# code/nnv/engine/utils/matlab2nnv.m (the MATLAB layer classes it converts; any other: "Unsupported Class of Layer").
+# Which ONNX operator becomes which MATLAB layer is MATLAB's importer (closed source; its documented table "ONNX
+# Operators Supported for Conversion into Built-In MATLAB Layers"): Gemm/MatMul → FullyConnectedLayer, Conv →
+# Convolution1D/2DLayer (group > 1: GroupedConvolution2DLayer), an Add/Sub/Mul/Div by a constant →
+# ElementwiseAffineLayer, an Add of two tensors → AdditionLayer, anything else → a custom layer.
+
+
+def _nnv_spatial(*ranks: int) -> NodeCheck:
+    """matlab2nnv converts convolutions and pools of these spatial ranks only (Conv1D/2D, MaxPooling2D, ...)."""
+    def check(model: Model, node: Node) -> Verdict:
+        rank = len(model.shapes()[node.inputs[0]]) - 2
+        if rank not in ranks:
+            return f"is {rank}-D: matlab2nnv converts only {'/'.join(map(str, ranks))}-D {node.op} layers", None
+        return None
+    return check
+
+
+def _nnv_grouped(model: Model, node: Node) -> Verdict:
+    """group > 1 imports as GroupedConvolution2DLayer, a class matlab2nnv does not convert."""
+    if node.attrs.get("group", 1) != 1:
+        return f"has group={node.attrs['group']}: MATLAB imports it as a grouped convolution, which matlab2nnv " \
+               "does not convert", CANON
+    return None
+
+
+def _nnv_elementwise(model: Model, node: Node) -> Verdict:
+    """Sub/Mul/Div: an ElementwiseAffineLayer only with a constant operand (Add of two tensors: AdditionLayer)."""
+    if len(model.data_inputs(node)) > 1:
+        fix = CANON if node.op in ("Sub", "Div") else None  # canon leaves no Sub or Div
+        return "combines two data tensors: MATLAB makes it a custom layer, which matlab2nnv does not convert", fix
+    return None
+
+
+NNV = Profile(
+    name="NNV",
+    source="verivital/nnv code/nnv/engine/utils/matlab2nnv.m, onnx2nnv.m",
+    operators={
+        "Gemm": (_constant_input(1, "weight"), _constant_input(2, "bias")),  # FullyConnectedLayer
+        "MatMul": (_one_constant("MATLAB's importer"),),
+        "Conv": (_nnv_grouped, _nnv_spatial(1, 2), _constant_input(1, "weight")),  # Conv1DLayer, Conv2DLayer
+        "ConvTranspose": (_nnv_grouped, _nnv_spatial(1, 2), _constant_input(1, "weight")),
+        "MaxPool": (_nnv_spatial(2),), "AveragePool": (_nnv_spatial(2),),  # MaxPooling2DLayer, AveragePooling2DLayer
+        "Relu": (), "LeakyRelu": (), "Tanh": (), "Sigmoid": (), "BatchNormalization": (),
+        "Add": (), "Sub": (_nnv_elementwise,), "Mul": (_nnv_elementwise,), "Div": (_nnv_elementwise,),
+        "Concat": (), "Flatten": (), "Dropout": (),  # ConcatenationLayer, FlattenLayer, PlaceholderLayer
+        "Reshape": (_constant_input(1, "shape", CANON),),  # the custom "...ReshapeLayer" matlab2nnv accepts
+    },
+)
+
+
+# --- ERAN ------------------------------------------------------------------------------------------------
+# eth-sri/eran tf_verify/onnx_translator.py (prepare_model: the ops it knows, else "Operations of type ... are not
+# yet supported"; ONNXTranslator.translate: operations_to_be_ignored, and the *_resources readers)
+
+_ERAN_OPS = ("Flatten", "Constant", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Conv", "MaxPool", "AveragePool",
+             "Relu", "Sigmoid", "Tanh", "Softmax", "BatchNormalization", "LeakyRelu", "Gather", "Shape", "Reshape",
+             "Unsqueeze", "Concat", "Tile", "Expand", "Pad")  # prepare_model's branches
+
+
+def _eran_ignored(model: Model, node: Node) -> Verdict:
+    """translate: BatchNormalization and Softmax are in operations_to_be_ignored, so ERAN analyses another function."""
+    return "is dropped by ERAN's translator (operations_to_be_ignored): it would verify another function", \
+        CANON if node.op == "BatchNormalization" else None
+
+
+def _eran_concat(model: Model, node: Node) -> Verdict:
+    """translate: Concat is in operations_to_be_ignored, so only its first input is passed on."""
+    if len(node.inputs) > 1:
+        return "is dropped by ERAN's translator, which passes on its first input only", None
+    return None
+
+
+def _eran_unsqueeze(model: Model, node: Node) -> Verdict:
+    """prepare_model reads the axes as node.attribute[0], an input from opset 13 on (nnxform writes opset 13)."""
+    if int(model.source.get("opset") or 1) >= 13:  # in memory the axes are an attribute whatever the file says
+        return "takes its axes as an input (opset 13 and later): ERAN's translator reads an 'axes' attribute", CANON
+    return None
+
+
+def _eran_conv(model: Model, node: Node) -> Verdict:
+    """conv_resources: 2-D, reads strides, pads and kernel_shape only (group and dilations ignored, strides needed)."""
+    weight = model.constants.get(node.inputs[1])
+    if weight is not None and weight.ndim != 4:  # filters.transpose(1, 2, 3, 0)
+        return f"is {weight.ndim - 2}-D: ERAN's translator reads 2-D convolutions only", None
+    if node.attrs.get("group", 1) != 1:
+        return f"has group={node.attrs['group']}, which ERAN's translator ignores", CANON
+    if any(d != 1 for d in _ints(node, "dilations")):
+        return f"has dilations={_ints(node, 'dilations')}, which ERAN's translator ignores", None
+    if "strides" not in node.attrs or "kernel_shape" not in node.attrs:  # read unconditionally
+        return "leaves strides or kernel_shape implicit: ERAN's translator reads both from the attributes", CANON
+    return _auto_pad(node)
+
+
+def _eran_pool(model: Model, node: Node) -> Verdict:
+    """pool_resources: strides read unconditionally, pads asserted symmetric, dilations and ceil_mode not applied."""
+    pads = _ints(node, "pads") or [0, 0, 0, 0]
+    if "strides" not in node.attrs:
+        return "leaves strides implicit: ERAN's translator reads them from the attributes", None
+    if pads[:len(pads) // 2] != pads[len(pads) // 2:]:
+        return f"has asymmetric pads {pads}: ERAN's translator asserts symmetric padding", None
+    if any(d != 1 for d in _ints(node, "dilations")) or node.attrs.get("ceil_mode", 0):
+        return "has dilations or ceil_mode, which ERAN's translator does not apply", None
+    return _auto_pad(node)
+
+
+def _eran_gemm(model: Model, node: Node) -> Verdict:
+    """gemm_resources: the bias is input 2, read from the constants."""
+    return None if len(node.inputs) > 2 and node.inputs[2] else ("has no bias input: ERAN's translator reads "
+                                                                  "one", CANON)
+
+
+def _eran_binary(model: Model, node: Node) -> Verdict:
+    """translate: Add of two tensors is Resadd; Sub/Mul of two tensors assert; Div only as input normalisation."""
+    if node.op == "Div":
+        return "is read by ERAN's translator only as the input normalisation before the first layer", CANON
+    if len(model.data_inputs(node)) > 1 and node.op != "Add":
+        return "combines two data tensors: ERAN's translator asserts one operand is a constant", \
+            CANON if node.op == "Sub" else None
+    return None
+
+
+def _single_output(model: Model) -> list[Blocker]:
+    """The translator builds one chain of operations ending at the last node: one output."""
+    if len(model.output_names) != 1:
+        return [Blocker("", f"{len(model.output_names)} outputs (the parser reads one)", None)]
+    return []
+
+
+ERAN = Profile(
+    name="ERAN",
+    source="eth-sri/eran tf_verify/onnx_translator.py",
+    operators={op: () for op in _ERAN_OPS} | {
+        "BatchNormalization": (_eran_ignored,), "Softmax": (_eran_ignored,), "Concat": (_eran_concat,),
+        "Unsqueeze": (_eran_unsqueeze,), "Conv": (_eran_conv, _constant_input(1, "weight")),
+        "MaxPool": (_eran_pool,), "AveragePool": (_eran_pool,),
+        "Gemm": (_eran_gemm, _constant_input(1, "weight"), _constant_input(2, "bias")),
+        "MatMul": (_one_constant("ERAN's translator"),),  # matmul_resources
+        "Add": (_eran_binary,), "Sub": (_eran_binary,), "Mul": (_eran_binary,), "Div": (_eran_binary,),
+        "Reshape": (_constant_input(1, "shape", CANON),),
+    },
+    graph_checks=(_single_output,),
+)
+
+
+#: ``nnxform info --for NAME`` and ``nnxform canon --for NAME``
+PROFILES: dict[str, Profile] = {"marabou": MARABOU, "nnenum": NNENUM, "pynever": PYNEVER, "abcrown": ABCROWN,
+                                "nnv": NNV, "eran": ERAN}
 
 
 def readability(model: Model, verifier: str) -> dict[str, object]:
@@ -392,3 +560,78 @@ def readability(model: Model, verifier: str) -> dict[str, object]:
         "readable": not blockers,
         "blockers": [{"node": b.node, "reason": b.reason, "fix": b.fix, "text": b.text()} for b in blockers],
     }
+
+
+# --- canon --for -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One checked pass of ``prepare_for``: its name, its report and its onnxruntime comparison with its input."""
+
+    name: str
+    report: PassReport
+    check: Comparison
+
+    def to_json(self) -> dict[str, Any]:
+        """The step for a JSON report."""
+        return {"pass": self.name, "counts": self.report.counts, "changes": self.report.changes,
+                "check": self.check.to_json()}
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What ``canon --for`` produced: the model the verifier reads and the checked passes that made it."""
+
+    verifier: str
+    model: Model
+    steps: tuple[Step, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON report of ``nnxform canon --for``."""
+        return {"verifier": self.verifier, "parser": PROFILES[self.verifier].source, "readable": True,
+                "steps": [s.to_json() for s in self.steps], "operators_after": self.model.op_counts()}
+
+
+def written(model: Model) -> Model:
+    """``model`` as its ONNX file reads back (opset and IR version as nnxform writes them), for the profile checks."""
+    return from_proto(model.to_onnx(), source={"path": "the result"}, supported_only=False)
+
+
+def prepare_for(model: Model, verifier: str, box: Optional[Box] = None, samples: int = 1000, tol: float = ATOL,
+                parameters: Optional[dict[str, Any]] = None) -> Preparation:
+    """Rewrite ``model`` with checked passes into what ``verifier``'s parser reads, or raise naming what remains.
+
+    ``canon`` first (which folds BatchNormalization as fold-bn does and makes convolutions explicit); if the
+    verifier still refuses it and the network is a ReLU chain, it is rewritten as one chain by the ``pad`` pass at
+    the network's own depth (no identity layer added; a single affine layer, which has no Relu, at depth 2:
+    ``[W; −W] → Relu → [I, −I]``), kept when the verifier refuses less of it. Every pass output is checked in
+    onnxruntime on ``box`` against its input; the result is never returned unchecked.
+    """
+    if verifier not in PROFILES:
+        raise NnxformError(f"unknown verifier '{verifier}'; choose one of {', '.join(PROFILES)}")
+    profile = PROFILES[verifier]
+    recorded = dict(parameters or {}, verifier=verifier)
+    result, report, check = apply_checked("canon", model, box, samples=samples, tol=tol, parameters=recorded)
+    steps = [Step("canon", report, check)]
+    blockers = profile.blockers(written(result))
+    if blockers:
+        try:
+            depth = len(relu_layers(result, "canon --for"))
+        except NnxformError:  # not a ReLU chain: the dense form does not exist
+            depth = 0
+        # one affine layer and no Relu (nnenum needs one): depth 2 splits it exactly, relu(y) − relu(−y)
+        for tried in ([depth, 2] if depth == 1 else [depth] if depth else []):
+            chain, report, check = apply_checked("pad", result, box, samples=samples, tol=tol, parameters=recorded,
+                                                 depth=tried)
+            remaining = profile.blockers(written(chain))
+            if len(remaining) < len(blockers):
+                result, blockers = chain, remaining
+                steps.append(Step(f"one chain (pad --depth {tried})", report, check))
+                break
+    if blockers:
+        first = next((b for b in blockers if b.node), blockers[0])  # a node to name, when there is one
+        more = f" (and {len(blockers) - 1} more: nnxform info --for {verifier})" if len(blockers) > 1 else ""
+        raise NnxformError(f"{profile.name} cannot read the result of {' and '.join(s.name for s in steps)}: "
+                           f"{first.reason}{more}; no nnxform command removes it")
+    return Preparation(verifier, result, tuple(steps))

@@ -1,5 +1,6 @@
 """Verifier profiles (``nnxform info --for``): each reads a canon output and names what blocks it in a model it
-cannot read; the Marabou profile agrees with Marabou's own parser."""
+cannot read; the Marabou profile agrees with Marabou's own parser. ``prepare_for`` (``canon --for``) gives what a
+verifier reads, the same function, or refuses naming the node."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from conftest import MODELS, make_model, run_cli, save
 from onnx import helper
 
-from nnxform.ir import load
-from nnxform.verifiers import PROFILES, readability
+from nnxform.errors import NnxformError
+from nnxform.ir import Model, load
+from nnxform.verifiers import PROFILES, prepare_for, readability, written
 
 GROUPED = MODELS / "bn_after_relu_conv.onnx"  # BatchNormalization and a group=2 Conv ('conv3')
 
@@ -96,8 +98,8 @@ def test_info_for_through_the_cli(tmp_path: Path, canon_of_grouped: Path) -> Non
     as_json = run_cli("info", GROUPED, "--for", "nnenum", "--json", "-")
     verdict = json.loads(as_json.stdout)["for"]
     assert verdict["verifier"] == "nnenum" and verdict["readable"] is False and len(verdict["blockers"]) == 3
-    unknown = run_cli("info", GROUPED, "--for", "nnv")
-    assert unknown.returncode != 0 and "unknown verifier 'nnv'" in unknown.stderr
+    unknown = run_cli("info", GROUPED, "--for", "reluplex")
+    assert unknown.returncode != 0 and "unknown verifier 'reluplex'" in unknown.stderr
 
 
 def test_marabou_profile_agrees_with_marabous_parser(tmp_path: Path, canon_of_grouped: Path) -> None:
@@ -111,3 +113,59 @@ def test_marabou_profile_agrees_with_marabous_parser(tmp_path: Path, canon_of_gr
         assert not readability(load(rejected), "marabou")["readable"]
         with pytest.raises(AssertionError):
             marabou.read_onnx(str(rejected))
+
+
+def test_nnv_blocks_grouped_conv_and_eran_drops_batchnorm() -> None:
+    nnv = readability(load(GROUPED), "nnv")["blockers"]
+    assert [(b["node"], b["fix"]) for b in nnv] == [("conv3", "nnxform canon")] and "matlab2nnv" in nnv[0]["reason"]
+    eran = {b["node"]: b for b in readability(load(GROUPED), "eran")["blockers"]}
+    assert set(eran) == {"bn1", "bn2", "bn3", "conv3"} and all(b["fix"] == "nnxform canon" for b in eran.values())
+    assert "operations_to_be_ignored" in eran["bn1"]["reason"] and "group=2" in eran["conv3"]["reason"]
+
+
+def test_eran_needs_written_strides_and_an_axes_attribute(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="c1", kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Unsqueeze", ["f", "axes"], ["y"], name="u")]
+    path = save(make_model(nodes, [1, 1, 2, 2], weights={"W": np.ones((1, 1, 1, 1)), "axes": np.array([0])}),
+                tmp_path / "implicit.onnx")
+    found = {b["node"]: b for b in readability(load(path), "eran")["blockers"]}
+    assert "strides" in found["c1"]["reason"] and "axes" in found["u"]["reason"]
+    assert readability(written(prepare_for(load(path), "eran", samples=50).model), "eran")["readable"]
+
+
+def _same_in_onnxruntime(a: Model, b: Model) -> None:
+    """``a`` and ``b`` as written give the same outputs on 200 random inputs (independently of the pass check)."""
+    import onnxruntime as ort
+    runs = [ort.InferenceSession(m.to_bytes()) for m in (a, b)]
+    x = np.random.default_rng(2).uniform(-1, 1, size=(200, *a.input_shape)).astype(np.float32)
+    ya, yb = (np.stack([r.run(None, {r.get_inputs()[0].name: row})[0] for row in x]) for r in runs)
+    np.testing.assert_allclose(yb, ya, rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_for_nnenum_folds_batchnorm_and_keeps_the_function() -> None:
+    model = load(GROUPED)
+    prepared = prepare_for(model, "nnenum", samples=200)
+    assert [s.name for s in prepared.steps] == ["canon"] and "BatchNormalization" not in prepared.model.op_counts()
+    assert readability(written(prepared.model), "nnenum")["readable"]
+    _same_in_onnxruntime(model, prepared.model)
+    report = prepared.to_json()
+    assert report["verifier"] == "nnenum" and report["steps"][0]["check"]["max_abs"] < 1e-4
+
+
+def test_prepare_for_nnenum_gives_a_linear_network_a_relu() -> None:
+    model = load(MODELS / "marabou_linear2-3_bn1-linear3-1.onnx")  # Gemm, BN, Gemm: no Relu, which nnenum needs
+    assert any("no Relu" in b["reason"] for b in readability(model, "nnenum")["blockers"])
+    prepared = prepare_for(model, "nnenum", samples=200)
+    assert [s.name for s in prepared.steps] == ["canon", "one chain (pad --depth 2)"]
+    assert prepared.model.op_counts() == {"Gemm": 2, "Relu": 1}
+    assert readability(written(prepared.model), "nnenum")["readable"]
+    _same_in_onnxruntime(model, prepared.model)
+
+
+def test_prepare_for_refuses_what_no_command_removes() -> None:
+    with pytest.raises(NnxformError, match=r"nnenum cannot read the result of canon: Tanh node '/Tanh'.*no nnxform "
+                                           r"command removes it"):
+        prepare_for(load(MODELS / "torch_nhwc_mlp.onnx"), "nnenum", samples=50)
+    with pytest.raises(NnxformError, match="unknown verifier 'reluplex'"):
+        prepare_for(load(GROUPED), "reluplex")

@@ -10,6 +10,7 @@ import typer
 from ..fileio import Outputs
 from ..ir import load
 from ..passes import apply_checked
+from ..verifiers import PROFILES, prepare_for
 from . import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, json_text, samples_option, say, tol_option, with_domain
 
@@ -52,6 +53,29 @@ def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, sa
     say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) — same function", quiet)
 
 
+def _run_for(verifier: str, model_path: str, output: str, domain: DomainOptions, samples: int, tol: float,
+             json_path: Optional[str]) -> None:
+    quiet = json_path == "-"
+    outputs = Outputs([model_path, *domain.files()])
+    outputs.add_path(output, "-o")
+    outputs.add_path(json_path, "--json", stdout=True)
+    model = load(model_path)
+    prepared = prepare_for(model, verifier, domain.box(model), samples=samples, tol=tol,
+                           parameters={"domain": domain.describe()})
+    outputs.put(output, prepared.model.to_bytes())
+    outputs.put(json_path, json_text({"pass": "canon", "input": model_path, "output": output,
+                                      "operators_before": model.op_counts(), **prepared.to_json()}))
+    outputs.commit()
+    say(f"canon --for {verifier}: {model_path} -> {output}", quiet)
+    say(f"  operators before: {_ops(model.op_counts())}", quiet)
+    say(f"  operators after:  {_ops(prepared.model.op_counts())}", quiet)
+    for step in prepared.steps:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(step.report.counts.items()) if v) or "nothing to change"
+        say(f"  {step.name}: {counts}; checked on {step.check.samples} points: max |difference| "
+            f"{step.check.max_abs:.3g} (tolerance {step.check.tolerance(tol)})", quiet)
+    say(f"  readable by {verifier}: yes (rules from {PROFILES[verifier].source})", quiet)
+
+
 def _ops(counts: dict[str, int]) -> str:
     return ", ".join(f"{op} {n}" for op, n in counts.items())
 
@@ -59,7 +83,11 @@ def _ops(counts: dict[str, int]) -> str:
 @app.command(short_help="Rewrite into verifier-friendly ONNX (checked before writing).",
              help="Rewrite a model into verifier-friendly ONNX: one input and output; Gemm/MatMul, Conv, "
                   "Relu, Flatten, …; no BatchNormalization, Sub, Div, Identity, Dropout, Constant, Shape, "
-                  "Gather; input normalisation and consecutive affine layers folded. " + _CHECK_HELP)
+                  "Gather; input normalisation and consecutive affine layers folded. --for VERIFIER also "
+                  "rewrites a ReLU network as one chain (pad at its own depth) when that verifier needs it, "
+                  "and refuses (exit 2, nothing written) when its parser still cannot read the result, naming "
+                  "the node and why. "
+                  + _CHECK_HELP)
 @with_domain
 def canon(
     model: str = typer.Argument(..., help="Input ONNX file."),
@@ -68,9 +96,14 @@ def canon(
     tol: float = tol_option(),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List every change."),
+    verifier: Optional[str] = typer.Option(None, "--for", help=f"Produce what this verifier reads: one of "
+                                                                f"{', '.join(PROFILES)}."),
     domain: DomainOptions = None,
 ) -> None:
-    _run("canon", model, output, domain, samples, tol, json_path, verbose)
+    if verifier is None:
+        _run("canon", model, output, domain, samples, tol, json_path, verbose)
+    else:
+        _run_for(verifier, model, output, domain, samples, tol, json_path)
 
 
 @app.command("fold-bn", short_help="Fold BatchNormalization away (checked before writing).",

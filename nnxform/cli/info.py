@@ -21,7 +21,8 @@ from .common import json_text, say, table
                   "verifier-friendly (a single chain without BN or Sub), naming what blocks it. A model with "
                   "operators nnxform does not support is described too, naming those nodes. --for VERIFIER says whether "
                   "that verifier's ONNX parser reads the model (rules read from its source) and, if not, which "
-                  "nodes block it and which nnxform command fixes each.")
+                  "nodes block it and which nnxform command fixes each (`nnxform canon --for VERIFIER` runs "
+                  "them).")
 def info(
     model: str = typer.Argument(..., help="ONNX file."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the description as JSON ('-' for stdout)."),
