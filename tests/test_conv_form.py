@@ -45,3 +45,17 @@ def test_the_bundled_grouped_conv_model_comes_out_ungrouped(tmp_path) -> None:
     assert convs and all(n.attrs.get("group", 1) == 1 and "pads" in n.attrs for n in convs)
     info = run_cli("info", out)
     assert "verifier-friendly: yes" in info.stdout
+
+
+@pytest.mark.parametrize("name", ["bn_after_relu_conv", "bn_cnn", "bn_on_input"])
+def test_fold_bn_writes_the_source_convolutions_as_every_verifier_reads_them(name):
+    """fold-bn folds the BNs and, like canon, makes the source's grouped or attribute-implicit convolutions one
+    group with every attribute written (what Marabou and pynever could not read in the compatibility matrix)."""
+    from nnxform.verifiers import PROFILES
+
+    model = load(MODELS / f"{name}.onnx")
+    folded, report = PASSES["fold-bn"](model)
+    assert "BatchNormalization" not in folded.op_counts()
+    for verifier in ("marabou", "pynever"):
+        assert PROFILES[verifier].blockers(folded) == [], verifier
+    assert compare(model, folded, Box.default(model.input_size), samples=300).within

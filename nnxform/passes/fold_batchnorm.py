@@ -7,6 +7,7 @@ folding"). In order of preference a BN is folded *backward* into the Conv or the
 MatMul (possibly behind a Flatten or Reshape) or unpadded Conv reading its output, or else
 rewritten as an *explicit* diagonal Gemm or diagonal 1×1 Conv (one group, every attribute written:
 the form every verifier reads, ``conv_form``; a depthwise Conv is what Marabou and pynever cannot read).
+The source's own convolutions are written that way too (``explicit_convs``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ from ..affine import set_conv, set_gemm
 from ..errors import NnxformError, UnsupportedOperator
 from ..ir import Model, Node
 from . import PassReport, register
+from .conv_form import explicit_convs
 from .scale_shift import Shapes, fold_backward, fold_forward
 
 
 @register("fold-bn")
+def fold_bn(model: Model) -> tuple[Model, PassReport]:
+    """Fold every BatchNormalization away and write every convolution the way every verifier reads it."""
+    model, report = fold_batchnorm(model)
+    model, written = explicit_convs(model)  # the source's convolutions too: one group, every attribute written
+    report.changes.extend(written.changes)  # the counts stay the BNs' (backward, forward, explicit)
+    return model, report
+
+
 def fold_batchnorm(model: Model) -> tuple[Model, PassReport]:
     """Replace every BatchNormalization by folding it into an affine neighbour (or an explicit affine node)."""
     model = model.copy()
