@@ -57,6 +57,12 @@ class MergeReport:
     def shapes_differ(self) -> bool:
         return tuple(self.input_shape_a) != tuple(self.input_shape_b)
 
+    def to_json(self) -> dict:
+        """What ``nnxform merge --json`` says of the merge itself (the command adds the files and the check)."""
+        return {"keep_outputs": self.keep_outputs, "input_shapes": [list(self.input_shape_a), list(self.input_shape_b)],
+                "shapes_differ": self.shapes_differ, "depths": [self.depth_a, self.depth_b], "depth": self.depth,
+                "widths": self.widths, "outputs": self.outputs, "padding": self.padding, "form": self.form or None}
+
 
 def _block_diag(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros((a.shape[0] + b.shape[0], a.shape[1] + b.shape[1]))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Optional
 
 import typer
 
 from ..fileio import Outputs
 from ..ir import load
-from ..passes import apply_checked
+from ..passes import rewrite
 from ..verifiers import PROFILES, prepare_for
 from . import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, json_text, samples_option, say, tol_option, with_domain
@@ -28,18 +27,11 @@ def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, sa
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
     model = load(model_path)
-    box = domain.box(model)
-    result, report, cmp = apply_checked(
-        pass_name, model, box, samples=samples, tol=tol, parameters={"domain": domain.describe()}
-    )
-    kinds = Counter(line.split(" ")[0] for line in report.changes)
+    done = rewrite(pass_name, model, domain.box(model), samples=samples, tol=tol,
+                   parameters={"domain": domain.describe()})
+    result, report, cmp = done.model, done.report, done.check
     outputs.put(output, result.to_bytes())
-    outputs.put(json_path, json_text({
-        "pass": pass_name, "input": model_path, "output": output,
-        "operators_before": model.op_counts(), "operators_after": result.op_counts(),
-        "counts": report.counts, "changes": report.changes, "kinds": dict(kinds),
-        "check": cmp.to_json(),
-    }))
+    outputs.put(json_path, json_text(done.to_json(model_path, output)))
     outputs.commit()
     say(f"{pass_name}: {model_path} -> {output}", quiet)
     say(f"  operators before: {_ops(model.op_counts())}", quiet)

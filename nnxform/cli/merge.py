@@ -83,14 +83,9 @@ def merge(
     if equiv_eps is not None:
         outputs.put(write_vnnlib, equivalence_property(box, n_outputs, equiv_eps, report.outputs))
         outputs.put(csv, csv_text)
-    outputs.put(json_path, json_text({
-        "first": model_a, "second": model_b, "output": output, "keep_outputs": keep_outputs,
-        "input_shapes": [list(report.input_shape_a), list(report.input_shape_b)],
-        "shapes_differ": report.shapes_differ, "depths": [report.depth_a, report.depth_b],
-        "depth": report.depth, "widths": report.widths, "outputs": report.outputs,
-        "padding": report.padding, "form": report.form or None, "vnnlib": write_vnnlib,
-        "instances": csv, "instance": line,
-        "check": cmp.to_json()}))
+    outputs.put(json_path, json_text({"first": model_a, "second": model_b, "output": output, **report.to_json(),
+                                      "vnnlib": write_vnnlib, "instances": csv, "instance": line,
+                                      "check": cmp.to_json()}))
     outputs.commit()
 
     quiet = json_path == "-"

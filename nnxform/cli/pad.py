@@ -10,7 +10,7 @@ import typer
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
-from ..passes import apply_checked
+from ..passes import rewrite
 from ..passes.pad import relu_layers
 from . import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
@@ -48,14 +48,13 @@ def pad(
     outputs.add_path(json_path, "--json", stdout=True)
     source = load(model)
     target = depth if like is None else len(relu_layers(load(like), "pad"))
-    result, report, cmp = apply_checked("pad", source, domain.box(source), samples=samples, tol=tol,
-                                        parameters={"like": None if like is None else Path(like).name,
-                                                    "domain": domain.describe()}, depth=target)
+    done = rewrite("pad", source, domain.box(source), samples=samples, tol=tol,
+                   parameters={"like": None if like is None else Path(like).name, "domain": domain.describe()},
+                   depth=target)
+    result, report, cmp = done.model, done.report, done.check
     before, after = report.counts["layers_before"], report.counts["layers_after"]
     outputs.put(output, result.to_bytes())
-    outputs.put(json_path, json_text({"input": model, "output": output, "layers_before": before, "layers_after": after,
-                                      "changes": report.changes, "operators_after": result.op_counts(),
-                                      "check": cmp.to_json()}))
+    outputs.put(json_path, json_text({**done.to_json(model, output), "layers_before": before, "layers_after": after}))
     outputs.commit()
     quiet = json_path == "-"
     say(f"pad: {model} -> {output}", quiet)

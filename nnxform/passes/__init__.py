@@ -9,6 +9,7 @@ the reference a pass that changes the function must compute), and stamp provenan
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -93,6 +94,31 @@ def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, sampl
     recorded = {k: v for k, v in pass_parameters.items() if k not in p.needs}
     result.with_provenance(p.name, dict(parameters or {}, **recorded, tol=tol, samples=samples))
     return result, report, comparison
+
+
+@dataclass
+class Rewrite:
+    """What a command reports of a checked pass: the model before and after, the pass's report and the check."""
+
+    before: Model
+    model: Model
+    report: PassReport
+    check: Comparison
+
+    def to_json(self, source: str, output: str) -> dict[str, Any]:
+        """The JSON report of ``canon``, ``fold-bn`` or ``pad`` (``source``, ``output``: the files)."""
+        kinds = Counter(line.split(" ")[0] for line in self.report.changes)
+        return {"pass": self.report.name, "input": source, "output": output,
+                "operators_before": self.before.op_counts(), "operators_after": self.model.op_counts(),
+                "counts": self.report.counts, "changes": self.report.changes, "kinds": dict(kinds),
+                "check": self.check.to_json()}
+
+
+def rewrite(pass_: str | Pass, model: Model, box: Box | None = None, samples: int = 1000, tol: float = ATOL,
+            parameters: dict[str, Any] | None = None, **pass_parameters: Any) -> Rewrite:
+    """``apply_checked`` for a function-preserving pass, as a ``Rewrite`` (what the rewrite commands run)."""
+    result, report, check = apply_checked(pass_, model, box, samples, tol, parameters, **pass_parameters)
+    return Rewrite(model, result, report, check)
 
 
 # Registering the passes: each module adds itself to PASSES.
