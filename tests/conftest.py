@@ -26,6 +26,17 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           cwd=cwd or ROOT, timeout=300)
 
 
+def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    """Run the real entry point (``nnxform.cli.main``) in this process: exit status, stdout, stderr."""
+    from nnxform.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out = capsys.readouterr()
+    return stop.value.code, out.out, out.err
+
+
 def make_model(nodes, input_shape, output_name="y", weights=None, opset=13, input_name="x",
                extra_inputs=(), ir_version=7) -> onnx.ModelProto:
     """A float32 ONNX model from nodes, an input shape and named numpy weights."""

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import run_main
 from nnxform.accuracy import load_data
 from nnxform.cli import main
 from nnxform.domain import Box
@@ -248,13 +249,6 @@ def test_drift_bound_on_a_network_with_convolutions():
 # --- the command -----------------------------------------------------------------------------------
 
 
-def _main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    """Run the real entry point (``nnxform.cli.main``) in this process: exit status, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    out = capsys.readouterr()
-    return stop.value.code, out.out, out.err
 
 
 def test_cli_writes_the_network_and_the_report(tmp_path, monkeypatch, capsys):
@@ -283,7 +277,7 @@ def test_activation_qdq_is_refused_with_the_reason(tmp_path, monkeypatch, capsys
              helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]), helper.make_node("MatMul", ["xd", "w"], ["y"])]
     path, out = tmp_path / "act.onnx", tmp_path / "q.onnx"
     onnx.save(_proto(nodes, inits, [1, 4]), path)
-    code, _, err = _main(monkeypatch, capsys, "quantize", path, "-o", out, "--bits", "8")
+    code, _, err = run_main(monkeypatch, capsys, "quantize", path, "-o", out, "--bits", "8")
     assert code == 2 and not out.exists()
     assert len(err.strip().splitlines()) == 1
     assert "QuantizeLinear" in err and "activation quantisation" in err and "not piecewise linear" in err
@@ -293,7 +287,7 @@ def test_activation_qdq_is_refused_with_the_reason(tmp_path, monkeypatch, capsys
                                   ("--float16", "--per-channel")])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, monkeypatch, capsys, args):
     out = tmp_path / "q.onnx"
-    code, _, err = _main(monkeypatch, capsys, "quantize", MODELS / "cartpole.onnx", "-o", out, *args)
+    code, _, err = run_main(monkeypatch, capsys, "quantize", MODELS / "cartpole.onnx", "-o", out, *args)
     assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1
     assert "--bits" in err or "--per-channel" in err
 

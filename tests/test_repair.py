@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
+from conftest import run_main
 from nnxform.accuracy import load_data
 from nnxform.cli import main
 from nnxform.ir import Model
@@ -93,13 +94,6 @@ def test_the_same_seed_gives_the_same_network(digits):
 # --- the command -----------------------------------------------------------------------------------
 
 
-def _main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    """Run the real entry point in this process: exit status, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    out = capsys.readouterr()
-    return stop.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +147,6 @@ def test_cli_writes_the_network_the_report_and_the_plot(files, tmp_path, monkeyp
 def test_bad_input_exits_2_and_writes_nothing(files, tmp_path, monkeypatch, capsys, case):
     out = tmp_path / "r.onnx"
     args = [files.get(a, a) for a in case]
-    code, _, err = _main(monkeypatch, capsys, "repair", files["original"], args[0], "-o", out, *args[1:])
+    code, _, err = run_main(monkeypatch, capsys, "repair", files["original"], args[0], "-o", out, *args[1:])
     assert code == 2 and not out.exists(), err
     assert len(err.strip().splitlines()) == 1
