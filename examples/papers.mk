@@ -1,0 +1,167 @@
+# Papers 000, 001 and 002 on the bundled digits data, with nnxform's own commands (issue 11).
+#
+#   make -f examples/papers.mk            # all three pipelines, from the repository root, into build/papers/
+#   make -f examples/papers.mk paper000   # quantise to 2 bits per channel, then repair (Algorithm 1) on ten images
+#   make -f examples/papers.mk paper001   # sparse training, neuron / weight pruning, fine-tuning, queries
+#   make -f examples/papers.mk paper002   # l1 training and exact compression on the whole domain [0,1]^64
+#   make -f examples/papers.mk QUERIES="0 1" -j2     # fewer queries (each MILP query may take its 60 s)
+#
+# Time on 2 cores: the networks, evaluations and compressions take about 2 minutes; the queries up to 60 s each
+# (6 networks x 20 images; the dense Baseline, Sparse and WP 50 % ones mostly use the whole 60 s), so the full run
+# takes about an hour (with QUERIES="0 1": 16 minutes). Results of the same pipeline: bench/RESULTS.md, "Papers
+# 001 and 002 on digits (issue 11)" (bench/papers.py decides the queries, which the commands cannot yet).
+#
+# Paper 001 (Guidotti et al.): init 64-256-64-10 with BatchNormalization; train without a penalty (baseline) and
+# with L1 on the BN gamma (sparse); prune the sparse network by |gamma| (neuron, 50 % and 75 %) and the baseline by
+# |w| (weight, 50 % and 90 %); fine-tune (--keep-zeros after weight pruning, so pruned weights stay 0); fold BN;
+# evaluate accuracy and FGSM robustness; for every network and test image in QUERIES, write the L-infinity
+# robustness query as VNN-LIB with an instances.csv line (for Marabou, nnenum, alpha-beta-CROWN: 60 s timeout),
+# and bound the outputs over the query's box with the exact MILP (bounds --method milp, 60 s).
+# Paper 002 (Serra et al.): init 64-100-100-10; train with each l1 in L1S; compress on [0,1]^64; evaluate both.
+# Paper 000: init and train 64-256-64-10; quantize to 2 bits per output channel; repair it toward the original on
+# L-infinity boxes (EPS0) around the first ten test images, retraining on the training data too (pointwise targets,
+# alpha 2); the report (repaired.json) has the sound discrepancy and the accuracy per round, repaired.png paper
+# 000's Fig. 2 (needs the plot extra). The ten-image file is the test CSV's first ten rows (head).
+#
+# Every step is an nnxform command, except one: no command turns a data row into an input box, so the box of a
+# query is written from the CSV row by awk (see "box" below). Reports (*.json) sit next to every file.
+
+NNX       ?= .venv/bin/nnxform
+OUT       ?= build/papers
+TRAIN     ?= models/data/digits_train.csv
+TEST      ?= models/data/digits_test.csv
+SCALE     ?= 16
+SEED      ?= 0
+# paper 001
+EPOCHS    ?= 40
+FT_EPOCHS ?= 20
+BN_L1     ?= 1e-2
+EPS       ?= 0.05
+TIMEOUT   ?= 60
+# test rows (0-based) of the robustness queries
+QUERIES   ?= 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19
+# paper 002
+EPOCHS2   ?= 100
+L1S       ?= 0 1e-4 3e-4 1e-3 2e-3
+
+# paper 000
+EPS0      ?= 0.02
+ALPHA     ?= 2
+
+P0     := $(OUT)/p000
+P1     := $(OUT)/p001
+P2     := $(OUT)/p002
+NETS   := baseline sparse np50 np75 wp50 wp90
+TRAINO := --data $(TRAIN) --scale $(SCALE) --seed $(SEED)
+
+.PHONY: all paper000 paper001 paper002 queries clean
+.SECONDARY:
+.DELETE_ON_ERROR:
+
+all: paper000 paper001 paper002
+
+# --- paper 000 ----------------------------------------------------------------------------------------------------
+
+paper000: $(P0)/repaired.onnx
+
+$(P0)/init.onnx:
+	@mkdir -p $(@D)
+	$(NNX) init --layers 64,256,64,10 --seed $(SEED) -o $@
+
+$(P0)/original.onnx: $(P0)/init.onnx
+	$(NNX) train $< $(TRAINO) --epochs $(EPOCHS) -o $@ --json $(@:.onnx=.json)
+
+$(P0)/compressed.onnx: $(P0)/original.onnx
+	$(NNX) quantize $< --bits 2 --per-channel -o $@ --json $(@:.onnx=.json)
+
+$(P0)/ten.csv: $(TEST)
+	@mkdir -p $(@D)
+	head -n 10 $< > $@
+
+$(P0)/repaired.onnx: $(P0)/original.onnx $(P0)/compressed.onnx $(P0)/ten.csv
+	$(NNX) repair $(P0)/original.onnx $(P0)/compressed.onnx -o $@ --data $(P0)/ten.csv --eps $(EPS0) \
+	  --clip-lower 0 --clip-upper 1 --scale $(SCALE) --train-data $(TRAIN) --test-data $(TEST) --alpha $(ALPHA) \
+	  --rounds 10 --epochs 3 --seed $(SEED) --json $(@:.onnx=.json)
+
+# --- paper 001 ----------------------------------------------------------------------------------------------------
+
+paper001: $(foreach n,$(NETS),$(P1)/$(n).eval.json) queries
+
+$(P1)/init.onnx:
+	@mkdir -p $(@D)
+	$(NNX) init --layers 64,256,64,10 --batchnorm --seed $(SEED) -o $@
+
+$(P1)/baseline_bn.onnx: $(P1)/init.onnx
+	$(NNX) train $< $(TRAINO) --epochs $(EPOCHS) -o $@ --json $(@:.onnx=.json)
+
+$(P1)/sparse_bn.onnx: $(P1)/init.onnx
+	$(NNX) train $< $(TRAINO) --epochs $(EPOCHS) --l1-bn-gamma $(BN_L1) -o $@ --json $(@:.onnx=.json)
+
+# neuron pruning by |gamma| of the sparse network; weight pruning by |w| of the baseline (BN folded by prune)
+$(P1)/np%_pruned.onnx: $(P1)/sparse_bn.onnx
+	$(NNX) prune $< -m neuron -r 0.$* -o $@ --data $(TEST) --scale $(SCALE) --fgsm-eps $(EPS) --json $(@:.onnx=.json)
+
+$(P1)/wp%_pruned.onnx: $(P1)/baseline_bn.onnx
+	$(NNX) prune $< -m weight -r 0.$* -o $@ --data $(TEST) --scale $(SCALE) --fgsm-eps $(EPS) --json $(@:.onnx=.json)
+
+# fine-tuning: pruned neurons are gone; pruned weights are exact zeros that --keep-zeros keeps at zero
+$(P1)/np%_bn.onnx: $(P1)/np%_pruned.onnx
+	$(NNX) train $< $(TRAINO) --epochs $(FT_EPOCHS) -o $@ --json $(@:.onnx=.json)
+
+$(P1)/wp%_bn.onnx: $(P1)/wp%_pruned.onnx
+	$(NNX) train $< $(TRAINO) --epochs $(FT_EPOCHS) --keep-zeros -o $@ --json $(@:.onnx=.json)
+
+# BatchNormalization folded into the Gemm layers (a no-op, checked, on the pruned chains)
+$(P1)/%.onnx: $(P1)/%_bn.onnx
+	$(NNX) fold-bn $< -o $@
+
+$(P1)/%.eval.json: $(P1)/%.onnx
+	$(NNX) evaluate $< --data $(TEST) --scale $(SCALE) --eps $(EPS) --json $@
+
+# box of query i: row i+1 of the test CSV, pixels / SCALE, +- EPS, clipped to [0, 1], as VNN-LIB input bounds
+$(P1)/queries/box_%.vnnlib: $(TEST)
+	@mkdir -p $(@D)
+	awk -F, -v row=$$(($*+1)) -v s=$(SCALE) -v e=$(EPS) 'NR==row { \
+	  for (k = 2; k <= NF; k++) printf "(declare-const X_%d Real)\n", k-2; \
+	  for (k = 0; k < 10; k++) printf "(declare-const Y_%d Real)\n", k; \
+	  for (k = 2; k <= NF; k++) { lo = $$k/s - e; hi = $$k/s + e; if (lo < 0) lo = 0; if (hi > 1) hi = 1; \
+	    printf "(assert (>= X_%d %.17g))\n(assert (<= X_%d %.17g))\n", k-2, lo, k-2, hi } }' $< > $@
+
+label = $(shell awk -F, 'NR==$(1)+1 {print $$1}' $(TEST))
+
+# one query per network and image: the VNN-LIB robustness property (unsat = robust) with its instances.csv line,
+# and the MILP output bounds over its box
+define query
+$(P1)/queries/$(1)_$(2).vnnlib: $(P1)/$(1).onnx $(P1)/queries/box_$(2).vnnlib
+	$(NNX) vnnlib $$< --vnnlib $(P1)/queries/box_$(2).vnnlib --property robustness --label $$(call label,$(2)) \
+	  -o $$@ --instances $(P1)/queries/instances.csv --timeout $(TIMEOUT)
+
+$(P1)/queries/$(1)_$(2).bounds.json: $(P1)/$(1).onnx $(P1)/queries/$(1)_$(2).vnnlib
+	$(NNX) bounds $$< --vnnlib $(P1)/queries/$(1)_$(2).vnnlib --method milp --time-limit $(TIMEOUT) --json $$@ > /dev/null
+
+QUERY_FILES += $(P1)/queries/$(1)_$(2).vnnlib $(P1)/queries/$(1)_$(2).bounds.json
+endef
+$(foreach n,$(NETS),$(foreach i,$(QUERIES),$(eval $(call query,$(n),$(i)))))
+
+queries: $(QUERY_FILES)
+
+# --- paper 002 ----------------------------------------------------------------------------------------------------
+
+paper002: $(foreach l,$(L1S),$(P2)/l1_$(l).eval.json $(P2)/l1_$(l).compressed.eval.json)
+
+$(P2)/init.onnx:
+	@mkdir -p $(@D)
+	$(NNX) init --layers 64,100,100,10 --seed $(SEED) -o $@
+
+$(P2)/l1_%.onnx: $(P2)/init.onnx
+	$(NNX) train $< $(TRAINO) --epochs $(EPOCHS2) --l1 $* -o $@ --json $(@:.onnx=.json)
+
+# exact compression on the whole input domain [0,1]^64, checked in onnxruntime before writing
+$(P2)/l1_%.compressed.onnx: $(P2)/l1_%.onnx
+	$(NNX) compress $< --lower 0 --upper 1 --seed $(SEED) -o $@ --json $(@:.onnx=.json)
+
+$(P2)/%.eval.json: $(P2)/%.onnx
+	$(NNX) evaluate $< --data $(TEST) --scale $(SCALE) --eps $(EPS) --json $@
+
+clean:
+	rm -rf $(OUT)
