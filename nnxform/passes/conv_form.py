@@ -22,10 +22,16 @@ _CONVS = ("Conv", "ConvTranspose")
 @register("explicit-convs")
 def explicit_convs(model: Model) -> tuple[Model, PassReport]:
     """Every grouped convolution as one block-diagonal group; every convolution attribute explicit."""
-    model = model.copy()
-    report = PassReport("explicit-convs")
-    shapes = model.shapes()
-    for node in [n for n in model.nodes if n.op in _CONVS]:
+    model, report = model.copy(), PassReport("explicit-convs")
+    write_explicit(model, report)
+    return model, report
+
+
+def write_explicit(model: Model, report: PassReport) -> None:
+    """``explicit_convs`` in place, on a model the caller owns (``fold-bn``'s own copy)."""
+    todo = [n for n in model.nodes if n.op in _CONVS and _implicit(n)]
+    shapes = model.shapes() if todo else {}
+    for node in todo:
         weight = model.constants[node.inputs[1]]
         group = int(node.attrs.get("group", 1))
         if group > 1:
@@ -43,7 +49,13 @@ def explicit_convs(model: Model) -> tuple[Model, PassReport]:
         node.attrs = {**explicit, **attrs}
         if added:
             report.add("attributes", f"{node.op} '{node.name}': {', '.join(added)} written out")
-    return model, report
+
+
+def _implicit(node) -> bool:
+    """True for a convolution with groups, an ``auto_pad``, or an attribute left to its default."""
+    wanted = ("kernel_shape", "strides", "dilations", "pads") + (("output_padding",) if node.op == "ConvTranspose" else ())
+    return int(node.attrs.get("group", 1)) > 1 or node.attrs.get("auto_pad", "NOTSET") != "NOTSET" or \
+        any(k not in node.attrs for k in wanted)
 
 
 def _ungrouped(weight: np.ndarray, group: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from ..affine import set_conv, set_gemm
 from ..errors import NnxformError, UnsupportedOperator
 from ..ir import Model, Node
 from . import PassReport, register
-from .conv_form import explicit_convs
+from .conv_form import write_explicit
 from .scale_shift import Shapes, fold_backward, fold_forward
 
 
@@ -26,7 +26,8 @@ from .scale_shift import Shapes, fold_backward, fold_forward
 def fold_bn(model: Model) -> tuple[Model, PassReport]:
     """Fold every BatchNormalization away and write every convolution the way every verifier reads it."""
     model, report = fold_batchnorm(model)
-    model, written = explicit_convs(model)  # the source's convolutions too: one group, every attribute written
+    written = PassReport("explicit-convs")
+    write_explicit(model, written)  # the source's convolutions too: one group, every attribute written
     report.changes.extend(written.changes)  # the counts stay the BNs' (backward, forward, explicit)
     return model, report
 
