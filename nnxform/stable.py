@@ -33,6 +33,7 @@ import highspy
 import numpy as np
 
 from .analyzers import bounds as analyze
+from .analyzers.conv import ConvMap, zero_rows
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
@@ -424,7 +425,7 @@ class _Classifier:
         """A pre-activation with all-zero weights is its bias exactly (float32 too): stable even when the bias is 0."""
         for L, i in enumerate(self.sources):
             s = self.net.steps[i]
-            zero = np.all(np.stack([~np.any(w != 0, axis=1) for w in s.weights]), axis=0)
+            zero = np.all(np.stack([zero_rows(w) for w in s.weights]), axis=0)
             settle = zero & (self.status[L] == UNDECIDED)
             self.status[L][settle] = np.where(s.bias[settle] > 0, ACTIVE, INACTIVE)
 
@@ -442,20 +443,26 @@ class _Classifier:
         """The bounds on a copy of the network without its stably inactive ReLUs (they output 0 on the box, so
         the MILP is the same without them, only smaller), and per ReLU layer each neuron's row in the copy (-1: removed).
 
-        A ReLU layer is thinned only when its Linear step feeds nothing else and only Linear steps read it.
+        A ReLU layer is thinned only when its Linear step feeds nothing else and only Linear steps read it, and
+        neither is a convolution kept as an operator (``ConvMap``: its rows cannot be picked out).
         """
         net, steps = self.net, self.net.steps
+        operator = {i for i, s in enumerate(steps) if isinstance(s, Linear) and any(isinstance(w, ConvMap)
+                                                                                  for w in s.weights)}
         readers: dict[int, list] = {}
         for s in steps:
             for src in (s.sources if isinstance(s, Linear) else [getattr(s, "source", None)]):
                 readers.setdefault(src, []).append(s)
         rows: dict[int, np.ndarray] = {}  # step -> kept entries (Linear rows, Activation neurons)
         for L, (k, src) in enumerate(zip(self.relus, self.sources)):
-            if len(readers.get(src, [])) == 1 and net.relu_only[src] and all(isinstance(r, Linear) for r in readers.get(k, [])):
+            if len(readers.get(src, [])) == 1 and net.relu_only[src] and src not in operator and \
+                    all(isinstance(r, Linear) and steps.index(r) not in operator for r in readers.get(k, [])):
                 rows[src] = rows[k] = self.status[L] != INACTIVE
         new: list = []
         for i, s in enumerate(steps):
-            if isinstance(s, Linear):
+            if isinstance(s, Linear) and i in operator:
+                new.append(s)
+            elif isinstance(s, Linear):
                 keep = rows.get(i, slice(None))
                 r = s.float_rounding
                 cols = [rows.get(src, slice(None)) for src in s.sources]

@@ -88,3 +88,20 @@ def test_a_network_too_large_for_dense_matrices_gets_sound_bounds():
         b = bounds(model, box, method)
         assert np.all(ys >= b.output_lower) and np.all(ys <= b.output_upper), method
     assert np.all(b.output_upper - b.output_lower < 10)
+
+
+def test_stable_and_compress_with_convolution_operators(monkeypatch):
+    """The classification's stages (dead-row thinning skips operator steps) and compress work on ConvMap steps, with
+    the same statuses as on the dense matrices."""
+    from nnxform.exactness import compare
+    from nnxform.passes.compress import compress_aligned
+    from nnxform.stable import classify
+
+    model, _ = PASSES["canon"](load(MODELS / "bn_cnn.onnx"))
+    box = Box.default(model.input_size)
+    dense = classify(model, box, time_limit=60, seed=0)
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    kept = classify(model, box, time_limit=60, seed=0)
+    assert [layer.status.tolist() for layer in kept.layers] == [layer.status.tolist() for layer in dense.layers]
+    small = compress_aligned(model, kept).model
+    assert compare(model, small, box, samples=2000).within

@@ -117,3 +117,10 @@ class _Transposed:
 def abs_of(w: np.ndarray | ConvMap) -> np.ndarray | ConvMap:
     """``|W|`` of a dense matrix or a ``ConvMap``."""
     return w.abs() if isinstance(w, ConvMap) else np.abs(w)
+
+
+def zero_rows(w: np.ndarray | ConvMap) -> np.ndarray:
+    """Per row, True when every weight in it is 0 (for a ``ConvMap``, from its non-zero entries)."""
+    if isinstance(w, ConvMap):
+        return np.bincount(w.entries()[0], minlength=w.shape[0]) == 0
+    return ~np.any(w != 0, axis=1)
