@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -127,30 +129,50 @@ class Outputs:
     def commit(self) -> None:
         """Write every output put: all files, or none and an NnxformError saying which could not be written."""
         files = [(self.paths[given][0], data) for given, data in self.content.items() if given != STDOUT]
-        temporaries: list[tuple[str, Path, bool]] = []  # (temporary, target, whether the target existed)
-        renamed: list[tuple[Path, bool]] = []
+        temporaries: list[tuple[str, Path]] = []  # (temporary holding the new content, target)
+        backups: dict[Path, str | None] = {}  # target -> a second name of its old content (None: it was new)
+        replaced: list[Path] = []
         target = None
         try:
             for target, data in files:
-                temporaries.append((_temporary(target, data), target, target.exists()))
-            for tmp, target, existed in temporaries:
+                temporaries.append((_temporary(target, data), target))
+            for tmp, target in temporaries:
+                backups[target] = _backup(target) if target.exists() else None
                 os.replace(tmp, target)
-                renamed.append((target, existed))
-        except BaseException as exc:  # an I/O error or an interrupt: undo what this commit created
-            for path, existed in renamed:
-                if not existed:
+                replaced.append(target)
+        except BaseException as exc:  # an I/O error or an interrupt: every target back as it was
+            for path in reversed(replaced):
+                if backups[path] is None:
                     path.unlink(missing_ok=True)
+                else:
+                    os.replace(backups.pop(path), path)
+            for backup in backups.values():
+                if backup is not None:
+                    os.unlink(backup)
             if isinstance(exc, OSError):
                 raise NnxformError(f"{target}: cannot be written ({exc.strerror}); check the folder's permissions "
                                    "and free space") from None
             raise
         finally:
-            for tmp, _, _ in temporaries:
+            for tmp, _ in temporaries:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
+        for backup in backups.values():
+            if backup is not None:
+                os.unlink(backup)
         if STDOUT in self.content:
             sys.stdout.write(self.content[STDOUT].decode())
             sys.stdout.flush()
+
+
+def _backup(target: Path) -> str:
+    """A second name for ``target``'s current content beside it (a hard link, or a copy where links fail)."""
+    backup = str(target.parent / f".{target.name}.{uuid.uuid4().hex}.old")
+    try:
+        os.link(target, backup)
+    except OSError:
+        shutil.copy2(target, backup)
+    return backup
 
 
 def _temporary(target: Path, data: bytes) -> str:

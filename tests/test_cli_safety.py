@@ -445,3 +445,25 @@ def test_stable_and_compress_take_a_milp_solver(tmp_path: Path) -> None:
     r = run_cli("compress", mnist, "--vnnlib", box, "--solver", "cbc", "-o", tmp_path / "c.onnx")
     assert r.returncode == 0, r.stderr
     assert_clean_error(run_cli("stable", mnist, "--vnnlib", box, "--solver", "glpk"), "unknown MILP solver 'glpk'")
+
+
+def test_a_replaced_file_is_put_back_when_a_later_output_fails(tmp_path: Path, monkeypatch) -> None:
+    """An existing output already replaced gets its old content back when a later one cannot be written."""
+    old, new = tmp_path / "old.txt", tmp_path / "new.txt"
+    old.write_text("old")
+    outputs = Outputs()
+    for path in (old, new):
+        outputs.add_path(path)
+    outputs.put(old, "changed")
+    outputs.put(new, b"new")
+    real_replace = os.replace
+
+    def replace(src: str, dst: os.PathLike) -> None:
+        if Path(dst) == new:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(NnxformError, match="new.txt: cannot be written"):
+        outputs.commit()
+    assert files(tmp_path) == ["old.txt"] and old.read_text() == "old"
