@@ -368,7 +368,7 @@ def _chain_roundings(net: Network, chain: Chain, padded: Chain, reshaped: bool) 
     roundings = [s.float_rounding for s in steps]
     if not reshaped:
         return roundings
-    plain = all(np.all(r.weights[0] <= np.abs(layer.W) * (1 + 1e-9)) and np.all(r.bias <= np.abs(layer.b) * (1 + 1e-9))
+    plain = all(np.all(np.asarray(r.weights[0]) <= np.abs(layer.W) * (1 + 1e-9)) and np.all(r.bias <= np.abs(layer.b) * (1 + 1e-9))
                 for r, layer in zip(roundings, chain))
     depth = int(max(r.depth.max(initial=0) for r in roundings))
     return [Rounding.of_gemm([layer.W], layer.b, depth) for layer in padded] if plain else None

@@ -105,3 +105,16 @@ def test_stable_and_compress_with_convolution_operators(monkeypatch):
     assert [layer.status.tolist() for layer in kept.layers] == [layer.status.tolist() for layer in dense.layers]
     small = compress_aligned(model, kept).model
     assert compare(model, small, box, samples=2000).within
+
+
+def test_the_dense_tools_refuse_a_convolution_too_large_for_memory(monkeypatch):
+    """pad, merge, discrepancy and pruning need dense layers: a convolution kept as an operator that would not fit
+    that way is refused in one line, not attempted."""
+    from nnxform.errors import NnxformError
+    from nnxform.passes.pad import relu_layers
+
+    model, _ = PASSES["canon"](load(MODELS / "cifar_base_kw.onnx"))
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    monkeypatch.setattr(network, "_available_memory", lambda: 20 * 2**20)  # the Gemms fit, the convolutions not
+    with pytest.raises(NnxformError, match="the difference analysis: a convolution over 3072 inputs .* GiB"):
+        relu_layers(model, "the difference analysis")

@@ -294,6 +294,19 @@ def _check_memory(model: Model, shapes: dict, anchors: list[str], targets: set[s
     return int(max(1, min(_CHUNK, _CHUNK_BYTES // (8 * 4 * widest))))
 
 
+def dense_weights(w: np.ndarray | ConvMap, what: str) -> np.ndarray:
+    """``w`` as a dense matrix for the tools that need one (the difference analysis, pad, merge, pruning), or a
+    one-line error naming ``what`` when a convolution kept as an operator would not fit in memory that way."""
+    if not isinstance(w, ConvMap):
+        return w
+    need = 3 * 8 * w.shape[0] * w.shape[1]  # the matrix and the copies the chain tools make of it
+    if need > 0.8 * _available_memory():
+        raise NnxformError(f"{what}: a convolution over {w.shape[1]} inputs to {w.shape[0]} outputs needs about "
+                           f"{need / 2**30:.1f} GiB as a dense matrix; convolutional networks of this size are not "
+                           "supported there yet (bounds and stable take them as they are)")
+    return np.asarray(w)
+
+
 def _available_memory() -> int:
     """Bytes of memory available to this process (MemAvailable, else physical memory)."""
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analyzers.network import Activation, Pool, compile_model
+from ..analyzers.network import Activation, Pool, compile_model, dense_weights
 from ..errors import NnxformError
 from ..ir import Model
 from .. import layered
@@ -40,7 +40,7 @@ def relu_layers(model: Model, command: str) -> Chain:
         if step.sources != [i - 1]:
             raise NnxformError(f"{command} supports ReLU chains; '{node.name}' adds up {len(step.sources)} "
                                "branches (a skip connection)")
-        layers.append(dense(step.weights[0], step.bias, f"layer{len(layers) + 1}"))
+        layers.append(dense(dense_weights(step.weights[0], command), step.bias, f"layer{len(layers) + 1}"))
     return layers
 
 
