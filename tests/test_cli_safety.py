@@ -164,14 +164,7 @@ def test_outputs_are_all_written_or_none(tmp_path: Path, monkeypatch) -> None:
         outputs.add_path(path)
     outputs.put(new, b"new")
     outputs.put(old, "changed")
-    real_replace = os.replace
-
-    def replace(src: str, dst: os.PathLike) -> None:
-        if Path(dst) == old:
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    _full_disk_for(monkeypatch, old)
     with pytest.raises(NnxformError, match="old.txt: cannot be written"):
         outputs.commit()
     assert files(tmp_path) == ["old.txt"] and old.read_text() == "old"  # new.txt, renamed first, is gone again
@@ -456,14 +449,19 @@ def test_a_replaced_file_is_put_back_when_a_later_output_fails(tmp_path: Path, m
         outputs.add_path(path)
     outputs.put(old, "changed")
     outputs.put(new, b"new")
+    _full_disk_for(monkeypatch, new)
+    with pytest.raises(NnxformError, match="new.txt: cannot be written"):
+        outputs.commit()
+    assert files(tmp_path) == ["old.txt"] and old.read_text() == "old"
+
+
+def _full_disk_for(monkeypatch, path: Path) -> None:
+    """Make every rename onto ``path`` fail as on a full disk."""
     real_replace = os.replace
 
     def replace(src: str, dst: os.PathLike) -> None:
-        if Path(dst) == new:
+        if Path(dst) == path:
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(NnxformError, match="new.txt: cannot be written"):
-        outputs.commit()
-    assert files(tmp_path) == ["old.txt"] and old.read_text() == "old"
