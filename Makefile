@@ -44,6 +44,12 @@ demo: $(VENV)/.installed
 	@echo; echo "== 10. Exact compression on the box: stable ReLUs found and removed, checked, and certified on the whole box"
 	$(NNX) compress models/mnist-net_256x2.onnx -o $(OUT)/mnist.compressed.onnx --vnnlib models/vnnlib/mnist_prop_0_0.03.vnnlib --certify
 	$(NNX) check models/mnist-net_256x2.onnx $(OUT)/mnist.compressed.onnx --vnnlib models/vnnlib/mnist_prop_0_0.03.vnnlib --samples 10000
+	@echo; echo "== 11. The training half: train on the bundled digits, quantise to 2 bits, repair on boxes around ten test images (paper 000)"
+	$(NNX) init --layers 64,256,64,10 --seed 0 -o $(OUT)/digits.init.onnx
+	$(NNX) train $(OUT)/digits.init.onnx --data models/data/digits_train.csv --scale 16 --epochs 20 -o $(OUT)/digits.onnx
+	$(NNX) quantize $(OUT)/digits.onnx --bits 2 --per-channel -o $(OUT)/digits.q2.onnx
+	head -n 10 models/data/digits_test.csv > $(OUT)/digits_ten.csv
+	$(NNX) repair $(OUT)/digits.onnx $(OUT)/digits.q2.onnx -o $(OUT)/digits.repaired.onnx --data $(OUT)/digits_ten.csv --eps 0.02 --clip-lower 0 --clip-upper 1 --scale 16 --train-data models/data/digits_train.csv --test-data models/data/digits_test.csv --rounds 5 --epochs 3
 
 # One BLAS thread: on 2 shared cores a second OpenBLAS thread makes the small products 5-10x slower.
 test: $(VENV)/.installed-test
