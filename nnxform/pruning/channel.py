@@ -53,7 +53,7 @@ def conv_network(model: Model) -> Network:
         data = model.data_inputs(node)
         if len(data) > 1:
             raise NnxformError(f"prune: '{node.name}' ({node.op}) adds up {len(data)} branches (a skip connection); "
-                               "channel pruning of residual networks is not supported yet")
+                               "pruning residual networks is not supported yet")
     canonical, _ = PASSES["canon"](model)
     net = from_model(canonical, "prune")
     for layer in net.layers:  # canon wrote every grouped Conv as one group (block-diagonal weight)
