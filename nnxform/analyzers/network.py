@@ -155,8 +155,12 @@ def compile_model(model: Model) -> Network:
     zero = _affine_values(model, feed, shapes)
     abs_zero = _affine_values(model, feed, shapes, absolute=True)
     columns, abs_columns = {}, {}
+    reach = _reach(model, anchors)
     for a in anchors:
-        columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), set(targets), chunk)
+        if reach[a] & set(targets):  # an anchor read only by convolutions kept as operators needs no basis run
+            columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), set(targets), chunk)
+        else:
+            columns[a], abs_columns[a] = {}, {}
     depth = _roundings(model, shapes, set(anchors))
 
     steps: list[Step] = [Input(model.input_size)]
@@ -276,13 +280,7 @@ def _check_memory(model: Model, shapes: dict, anchors: list[str], targets: set[s
     """Refuse at once a model whose dense matrices would not fit in memory (instead of failing minutes later);
     return how many basis vectors one batch may evaluate."""
     sizes = {t: int(np.prod(s, dtype=np.int64)) for t, s in shapes.items()}
-    reach = {a: {a} for a in anchors}
-    for n in model.nodes:
-        if _nonlinear(n):
-            continue
-        for a in anchors:
-            if any(t in reach[a] for t in n.inputs):
-                reach[a].add(n.outputs[0])
+    reach = _reach(model, anchors)
     dense = sum(sizes[a] * sizes[t] for a in anchors for t in reach[a] & targets)
     need = 2 * 8 * dense  # the weights and their absolute chain, float64
     free = _available_memory()
@@ -305,6 +303,18 @@ def dense_weights(w: np.ndarray | ConvMap, what: str) -> np.ndarray:
                            f"{need / 2**30:.1f} GiB as a dense matrix; convolutional networks of this size are not "
                            "supported there yet (bounds and stable take them as they are)")
     return np.asarray(w)
+
+
+def _reach(model: Model, anchors: list[str]) -> dict[str, set[str]]:
+    """Per anchor, the tensors its affine nodes reach (the anchor included)."""
+    reach = {a: {a} for a in anchors}
+    for n in model.nodes:
+        if _nonlinear(n):
+            continue
+        for a in anchors:
+            if any(t in reach[a] for t in n.inputs):
+                reach[a].add(n.outputs[0])
+    return reach
 
 
 def _available_memory() -> int:
