@@ -33,7 +33,7 @@ import highspy
 import numpy as np
 
 from .analyzers import bounds as analyze
-from .analyzers.conv import ConvMap, zero_rows
+from .analyzers.conv import Operator, zero_rows
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
@@ -444,10 +444,10 @@ class _Classifier:
         the MILP is the same without them, only smaller), and per ReLU layer each neuron's row in the copy (-1: removed).
 
         A ReLU layer is thinned only when its Linear step feeds nothing else and only Linear steps read it, and
-        neither is a convolution kept as an operator (``ConvMap``: its rows cannot be picked out).
+        neither is a matrix kept as an operator (``analyzers.conv``: its rows cannot be picked out).
         """
         net, steps = self.net, self.net.steps
-        operator = {i for i, s in enumerate(steps) if isinstance(s, Linear) and any(isinstance(w, ConvMap)
+        operator = {i for i, s in enumerate(steps) if isinstance(s, Linear) and any(isinstance(w, Operator)
                                                                                   for w in s.weights)}
         readers: dict[int, list] = {}
         for s in steps:

@@ -79,14 +79,19 @@ def test_a_total_time_limit_bounds_the_whole_analysis(method):
 
 
 def test_memory_is_estimated_before_compiling():
-    """A convolution over a large image would need terabytes as dense matrices: refused at once, with the estimate."""
+    """An affine map over a large image that only a dense matrix can hold (here a transposition feeding a ReLU)
+    would need terabytes: refused at once, with the estimate. A convolution of the same size, and the identity
+    between a ReLU and the output, are kept as operators instead (``analyzers.conv``)."""
+    from nnxform.analyzers.conv import Operator
     from nnxform.errors import NnxformError
 
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2]), helper.make_node("Relu", ["t"], ["y"])]
+    with pytest.raises(NnxformError, match="GiB"):
+        compile_model(from_proto(make_model(nodes, [1, 3, 512, 512])))
     w = np.random.default_rng(0).normal(size=(16, 3, 3, 3)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
-    model = from_proto(make_model(nodes, [1, 3, 512, 512], weights={"w": w}))
-    with pytest.raises(NnxformError, match="GiB"):
-        compile_model(model)
+    net = compile_model(from_proto(make_model(nodes, [1, 3, 512, 512], weights={"w": w})))
+    assert all(isinstance(s.weights[0], Operator) for s in net.steps if hasattr(s, "weights"))
 
 
 def test_a_node_limit_makes_the_classification_repeatable_and_a_binding_time_limit_is_said():

@@ -114,13 +114,56 @@ class _Transposed:
         return (self.of @ np.asarray(rows, dtype=np.float64).T).T if np.ndim(rows) == 2 else self.of @ rows
 
 
+@dataclass(frozen=True, eq=False)
+class IdentityMap:
+    """The identity on ``size`` values as a matrix: the Linear step between an activation and a MaxPool reading it
+    (or a ReLU output), which as a dense matrix would hold ``size²`` entries."""
+
+    size: int
+    __array_ufunc__ = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.size, self.size
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        return np.asarray(v, dtype=np.float64)
+
+    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(rows, dtype=np.float64)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows).reshape(-1)
+        out = np.zeros((rows.size, self.size))
+        out[np.arange(rows.size), rows] = 1.0
+        return out
+
+    @property
+    def T(self) -> "IdentityMap":
+        return self
+
+    def abs(self) -> "IdentityMap":
+        return self
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = np.arange(self.size)
+        return k, k, np.ones(self.size)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.eye(self.size, dtype=dtype or np.float64)
+
+
+#: A weight matrix the analyzers apply without forming it.
+Operator = (ConvMap, IdentityMap)
+
+
 def abs_of(w: np.ndarray | ConvMap) -> np.ndarray | ConvMap:
     """``|W|`` of a dense matrix or a ``ConvMap``."""
-    return w.abs() if isinstance(w, ConvMap) else np.abs(w)
+    return w.abs() if isinstance(w, Operator) else np.abs(w)
 
 
 def zero_rows(w: np.ndarray | ConvMap) -> np.ndarray:
     """Per row, True when every weight in it is 0 (for a ``ConvMap``, from its non-zero entries)."""
-    if isinstance(w, ConvMap):
+    if isinstance(w, Operator):
         return np.bincount(w.entries()[0], minlength=w.shape[0]) == 0
     return ~np.any(w != 0, axis=1)

@@ -128,7 +128,7 @@ def joint_network(a: Network, b: Network) -> Network:
 
     for s in b.steps[1:]:
         if isinstance(s, Linear):
-            steps.append(Linear(f"b:{s.tensor}", [moved(i) for i in s.sources], s.weights, s.bias))
+            steps.append(Linear(f"b:{s.tensor}", [moved(i) for i in s.sources], s.weights, s.bias, s.rounding))
         elif isinstance(s, Activation):
             steps.append(Activation(s.op, f"b:{s.node}", moved(s.source), s.size))
         else:

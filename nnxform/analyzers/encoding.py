@@ -18,7 +18,7 @@ import highspy
 import numpy as np
 
 from ..errors import NnxformError
-from .conv import ConvMap
+from .conv import Operator
 from .network import Activation, Input, Linear, Pool
 from .result import State
 from .solvers import SOLVERS, PulpModel
@@ -142,7 +142,7 @@ class Encoder:
         self.col[i] = self._cols(self.state.lo[i], self.state.hi[i])
         rs, cs, vs = [np.arange(n)], [self.col[i] + np.arange(n)], [np.ones(n)]
         for src, w in zip(s.sources, s.weights):
-            r, c, v = w.entries() if isinstance(w, ConvMap) else (*np.nonzero(w), None)
+            r, c, v = w.entries() if isinstance(w, Operator) else (*np.nonzero(w), None)
             rs.append(r)
             cs.append(self.col[src] + c)
             vs.append(-(w[r, c] if v is None else v))

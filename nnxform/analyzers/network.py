@@ -20,7 +20,7 @@ from ..errors import NnxformError
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
 from ..operators.forward import Windows, explicit_pads, merge_lead
-from .conv import ConvMap, abs_of
+from .conv import ConvMap, IdentityMap, Operator, abs_of
 from .rounding import Rounding, absolute_node, roundings, unit_roundoff
 #: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
 _CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
@@ -149,7 +149,8 @@ def compile_model(model: Model) -> Network:
     anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if _nonlinear(n)]
     targets = [n.inputs[0] for n in model.nodes if _nonlinear(n)] + [model.output_name]
     convs = _large_convs(model, shapes, set(anchors), set(targets))
-    targets = [t for t in targets if t not in convs]
+    identities = set(targets) & set(anchors[1:])  # an activation's output read by a MaxPool, or the network output
+    targets = [t for t in targets if t not in convs and t not in identities]
     chunk = _check_memory(model, shapes, anchors, set(targets))
     feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
     zero = _affine_values(model, feed, shapes)
@@ -170,6 +171,11 @@ def compile_model(model: Model) -> Network:
     def linear_step(t: str) -> int:
         if t in convs and t not in linear:
             steps.append(_conv_step(model, convs[t], shapes, index, depth[t]))
+            linear[t] = len(steps) - 1
+        if t in identities and t not in linear:
+            n = int(np.prod(shapes[t], dtype=np.int64))
+            steps.append(Linear(t, [index[t]], [IdentityMap(n)], np.zeros(n),
+                                Rounding([IdentityMap(n)], np.zeros(n), np.zeros(n))))
             linear[t] = len(steps) - 1
         if t not in linear:
             srcs = [a for a in anchors if t in columns[a]]
@@ -295,7 +301,7 @@ def _check_memory(model: Model, shapes: dict, anchors: list[str], targets: set[s
 def dense_weights(w: np.ndarray | ConvMap, what: str) -> np.ndarray:
     """``w`` as a dense matrix for the tools that need one (the difference analysis, pad, merge, pruning), or a
     one-line error naming ``what`` when a convolution kept as an operator would not fit in memory that way."""
-    if not isinstance(w, ConvMap):
+    if not isinstance(w, Operator):
         return w
     need = 3 * 8 * w.shape[0] * w.shape[1]  # the matrix and the copies the chain tools make of it
     if need > 0.8 * _available_memory():
