@@ -333,11 +333,16 @@ class Network:
         per sample) with respect to every parameter (unless not ``param_grads``: an attack needs none) and, with
         ``input_grad``, to the input (else None: training skips that product)."""
         values = self.forward(xs, keep=True)
+        return values[-1], self.gradients(values, grad_out, input_grad, param_grads)
+
+    def gradients(self, values: list[np.ndarray], grad_out: np.ndarray, input_grad: bool = True,
+                  param_grads: bool = True) -> Gradients:
+        """``backward``'s gradients from the values ``forward(xs, keep=True)`` gave (training has them already)."""
         g = np.asarray(grad_out, dtype=np.float64).reshape(values[-1].shape)
         params: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
         for k in range(len(self.layers) - 1, -1, -1):
             g, params[k] = self.layers[k].backward(values[k], values[k + 1], g, input_grad or k > 0, param_grads)
-        return values[-1], Gradients(g, params)
+        return Gradients(g, params)
 
     # --- what it holds ----------------------------------------------------------------------
 

@@ -198,28 +198,11 @@ def trained_parameters(net: Network) -> list[tuple[int, str]]:
 # --- the objective -------------------------------------------------------------------------------------------------
 
 
-def _forward(layers: list[Layer], x: np.ndarray) -> list[np.ndarray]:
-    """Every layer's input and the output (``Network.forward``)."""
-    values = [x]
-    for layer in layers:
-        values.append(layer.forward(values[-1]))
-    return values
-
-
-def _backward(layers: list[Layer], values: list[np.ndarray], g: np.ndarray,
-              out: list[dict[str, np.ndarray]] | None = None) -> list[dict[str, np.ndarray]]:
-    """Parameter gradients (summed over samples) of ``Σ g · output``, copied into ``out`` when given (the flat
-    buffer training keeps); no input gradient is computed below the first layer."""
-    grads: list[dict[str, np.ndarray]] = out if out is not None else [{} for _ in layers]
-    g = g.reshape(values[-1].shape)
-    for k in range(len(layers) - 1, -1, -1):
-        g, computed = layers[k].backward(values[k], values[k + 1], g, input_grad=k > 0)
-        if out is None:
-            grads[k] = computed
-        else:
-            for p, into in grads[k].items():
-                into[...] = computed[p]
-    return grads
+def _into(buffers: list[dict[str, np.ndarray]], grads: list[dict[str, np.ndarray]]) -> None:
+    """Copy per-layer parameter gradients into the views of the flat buffer training keeps."""
+    for into, computed in zip(buffers, grads):
+        for p, view in into.items():
+            view[...] = computed[p]
 
 
 def _data_loss(out: np.ndarray, labels: np.ndarray | None, targets: np.ndarray | None
@@ -270,9 +253,9 @@ def loss_and_gradients(net: Network, xs: np.ndarray, labels: np.ndarray | None =
     sign(0) = 0 as its subgradient."""
     xs, labels, targets = _checked(net, xs, labels, targets)
     trained_parameters(net)  # refuses weights the engine cannot train
-    values = _forward(net.layers, xs)
+    values = net.forward(xs, keep=True)
     loss, g, _ = _data_loss(values[-1], labels, targets)
-    grads = _backward(net.layers, values, g)
+    grads = net.gradients(values, g, input_grad=False).params
     _add_penalty_gradients(net.layers, grads, l1, l1_bn_gamma)
     return loss + _penalty(net.layers, l1, l1_bn_gamma), grads
 
@@ -406,6 +389,7 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
     vx, vy, vt = xs[val], pick(labels, val), pick(targets, val)
 
     optimizer = _Optimizer(flat, options)
+    work = dataclasses.replace(net, layers=layers)  # the copy being trained (its parameters: views of ``flat``)
     largest = float(np.finfo(net.dtype).max)  # what the written network can hold
     records: list[EpochRecord] = []
     best: tuple[int, tuple[float, float], np.ndarray] | None = None
@@ -417,7 +401,7 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
         correct = 0
         for start in range(0, len(tx), options.batch_size):
             idx = perm[start:start + options.batch_size]
-            values = _forward(layers, tx[idx])
+            values = work.forward(tx[idx], keep=True)
             loss, g, right = _data_loss(values[-1], pick(ty, idx), pick(tt, idx))
             objective = loss + _penalty(layers, options.l1, options.l1_bn_gamma)
             if not np.isfinite(objective):
@@ -425,7 +409,7 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
                                    f"{start}-{start + len(idx) - 1} (lr {options.lr:g}); try a smaller lr")
             loss_sum, data_sum = loss_sum + objective * len(idx), data_sum + loss * len(idx)
             correct += right or 0
-            _backward(layers, values, g, grads)
+            _into(grads, work.gradients(values, g, input_grad=False).params)
             _add_penalty_gradients(layers, grads, options.l1, options.l1_bn_gamma)
             if masked:
                 grad_flat *= keep
@@ -435,7 +419,7 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
                                f"epoch {epoch} (lr {options.lr:g}); try a smaller lr")
         v_loss = v_acc = None
         if n_val:
-            v_loss, v_acc = _evaluate(layers, vx, vy, vt)
+            v_loss, v_acc = _evaluate(work, vx, vy, vt)
         record = EpochRecord(epoch, loss_sum / len(tx), data_sum / len(tx),
                              correct / len(tx) if labels is not None else None, v_loss, v_acc,
                              time.perf_counter() - t0)
@@ -456,16 +440,16 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
                          "mse" if targets is not None else "cross-entropy", len(tx), n_val, digest,
                          [layer.name for layer in layers if isinstance(layer, Fixed)],
                          time.perf_counter() - started)
-    return dataclasses.replace(net, layers=layers), result
+    return work, result
 
 
-def _evaluate(layers: list[Layer], xs: np.ndarray, labels: np.ndarray | None, targets: np.ndarray | None
+def _evaluate(net: Network, xs: np.ndarray, labels: np.ndarray | None, targets: np.ndarray | None
               ) -> tuple[float, float | None]:
     """Data loss and accuracy (None without labels) on held-out points, in chunks."""
     loss, correct = 0.0, 0
     for start in range(0, len(xs), _CHUNK):
         sl = slice(start, start + _CHUNK)
-        out = _forward(layers, xs[sl])[-1]
+        out = net.forward(xs[sl])
         part, _, right = _data_loss(out, None if labels is None else labels[sl],
                                     None if targets is None else targets[sl])
         loss += part * len(out)
