@@ -443,17 +443,31 @@ def dense(W: np.ndarray, b: np.ndarray, name: str = "layer", ids: np.ndarray | N
     return Dense(name=name, W=np.array(W, dtype=np.float64), b=np.array(b, dtype=np.float64).reshape(-1), ids=ids)
 
 
-def aligned(chain: Chain, original: Chain) -> Chain:
-    """``chain`` laid out at the widths of ``original``: every unit at its original index (its ``ids``), removed
-    units as dead units (zero weights and bias). The same function, paired unit by unit with ``original`` — what
-    the difference analysis needs to bound a pruned or compressed network tightly."""
-    out = []
-    cols = np.arange(original[0].W.shape[1])
-    for layer, base in zip(chain, original):
-        W, b = np.zeros_like(base.W, dtype=np.float64), np.zeros(base.units)
-        W[np.ix_(layer.ids, cols)], b[layer.ids] = layer.W, layer.b
-        out.append(layer.replace(W=W, b=b, ids=np.arange(base.units)))
-        cols = layer.ids
+def aligned(layers: list[Layer], original: list[Layer], shapes: list[tuple[int, ...]] | None = None) -> list[Layer]:
+    """``layers`` (a pruned or compressed copy of ``original``) at the widths of ``original``: every unit and
+    channel at its original index (its ``ids``), removed ones as dead ones (zero weights and bias, zero slice of
+    the next layer; BN γ = β = μ = 0, σ² = 1). The same function, paired unit by unit with ``original`` — what the
+    difference analysis needs to bound the drift tightly. ``shapes`` (``original``'s, as ``Network.shapes``) is
+    needed where a Flatten turns channels into blocks of columns."""
+    out: list[Layer] = []
+    ids, width = None, None  # the channels or units flowing (their original indices), and how many there were
+    for layer, base in zip(layers, original):
+        if isinstance(layer, Flatten) and ids is not None:
+            block = int(np.prod(shapes[len(out)][2:]))
+            ids, width = channel_columns(ids, block), width * block
+        if isinstance(layer, (Conv, Dense)):
+            W, b = np.zeros_like(base.W, dtype=np.float64), np.zeros(base.units)
+            cols = np.arange(W.shape[1]) if ids is None else ids
+            W[np.ix_(layer.ids, cols)], b[layer.ids] = layer.W, layer.b
+            layer, ids, width = layer.replace(W=W, b=b, ids=np.arange(base.units)), layer.ids, base.units
+        elif isinstance(layer, BatchNorm):
+            params = {p: np.full(base.units, 1.0 if p == "var" else 0.0) for p in layer.PARAMS}
+            for p in layer.PARAMS:
+                params[p][layer.ids] = getattr(layer, p)
+            layer = layer.replace(ids=np.arange(base.units), **params)
+        elif isinstance(layer, Fixed) and ids is not None and ids.size != width:
+            raise NnxformError(f"layer '{layer.name}' reads removed channels; cannot lay them out at their places")
+        out.append(layer)
     return out
 
 

@@ -23,14 +23,15 @@ layer; conv weights stay as zeros), dense tail units left without inputs or outp
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import NnxformError
 from ..ir import Model, Node
-from ..layered import (CHANNELWISE, BatchNorm, Conv, Dense, Fixed, Flatten, Layer, Network, Relu, Site, channel_columns,
-                       from_model, remove_channels, sites, weighted_layers)
+from ..layered import (CHANNELWISE, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned, from_model,
+                       remove_channels, sites, weighted_layers)
 from ..operators import OPERATORS
 from ..passes import PASSES
 from .chain import remove_dead_units
@@ -206,7 +207,7 @@ def prune_channels(model: Model, net: Network, ratio: float, scope: str | None
                "units_removed": int(sum(d.size for _, d in dense)),
                "removed_channels": {net.layers[s.layer].name: net.layers[s.layer].ids[d].tolist() for s, d in conv},
                "removed_units": {net.layers[s.layer].name: net.layers[s.layer].ids[d].tolist() for s, d in dense}}
-    return _like(net, layers), details, notes
+    return dataclasses.replace(net, layers=layers), details, notes
 
 
 def prune_conv_weights(net: Network, ratio: float, scope: str) -> tuple[Network, dict, list[str]]:
@@ -228,38 +229,10 @@ def prune_conv_weights(net: Network, ratio: float, scope: str) -> tuple[Network,
     details = {"weights": total, "weights_zeroed": zeroed, "units_removed": removed,
                "rule": f"⌊ratio·M⌋ smallest |w| of conv kernels and dense layers zeroed "
                        f"({'per layer' if scope == 'layer' else 'over all layers'}); conv weights kept as zeros"}
-    return _like(net, layers), details, notes
-
-
-def _like(net: Network, layers: list[Layer]) -> Network:
-    return Network(layers, net.input_name, net.input_shape, net.output_name, net.input_dims, net.dtype,
-                   dict(net.source))
+    return dataclasses.replace(net, layers=layers), details, notes
 
 
 def aligned_network(pruned: Network, original: Network) -> Network:
-    """``pruned`` at the widths of ``original``: every channel and unit at its original index (its ``ids``), removed
-    ones as zero channels (zero filter and bias, zero consumer slice; BN γ = β = μ = 0, σ² = 1; a zero diagonal
-    entry of a per-channel affine). The same function,
-    paired channel by channel with ``original`` — what the difference analysis needs to bound the drift tightly."""
-    layers: list[Layer] = []
-    ids, width = None, None  # the channels flowing (their original indices) and how many there were
-    block = 1
-    for layer, base in zip(pruned.layers, original.layers):
-        if isinstance(layer, Flatten) and ids is not None:
-            block = int(np.prod(original.shapes()[len(layers)][2:]))
-            ids, width = channel_columns(ids, block), width * block
-        if isinstance(layer, (Conv, Dense)):
-            W = np.zeros_like(base.W, dtype=np.float64)
-            b = np.zeros(base.units)
-            cols = np.arange(W.shape[1]) if ids is None else ids
-            W[np.ix_(layer.ids, cols)], b[layer.ids] = layer.W, layer.b
-            layer, ids, width = layer.replace(W=W, b=b, ids=np.arange(base.units)), layer.ids, base.units
-        elif isinstance(layer, BatchNorm):
-            params = {p: np.full(base.units, 1.0 if p == "var" else 0.0) for p in layer.PARAMS}
-            for p in layer.PARAMS:
-                params[p][layer.ids] = getattr(layer, p)
-            layer = layer.replace(ids=np.arange(base.units), **params)
-        elif isinstance(layer, Fixed) and ids is not None and ids.size != width:
-            raise NnxformError(f"prune: layer '{layer.name}' reads pruned channels; cannot align it")
-        layers.append(layer)
-    return _like(pruned, layers)
+    """``pruned`` at the widths of ``original`` (``layered.aligned``): the same function, paired channel by channel
+    with ``original`` — what the difference analysis needs to bound the drift tightly."""
+    return dataclasses.replace(pruned, layers=aligned(pruned.layers, original.layers, original.shapes()))
