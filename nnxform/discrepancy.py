@@ -3,7 +3,9 @@
 ``discrepancy(a, b, box, method)`` bounds, for every output ``i``, ``min`` and ``max`` of
 ``f_A,i(x) − f_B,i(x)`` over the box, and ``δ_max = max ‖f_A − f_B‖∞``. ReLU chains (any depth
 and width: both are canonicalised, padded with exact identity layers and widened with dead
-neurons to the same shape) are analysed as a *difference* (``analyzers.difference``):
+neurons to the same shape) are analysed as a *difference* (``analyzers.difference``). CNN chains
+keep their convolutions as operators: a channel-pruned copy is widened channel by channel (zero
+filters), so memory grows with parameters × positions, never with inputs × outputs.
 
 - ``interval``: ``Δ`` propagated as intervals (per-network bounds symbolic);
 - ``symbolic``: ``Δ`` back-substituted to the input through NeuroDiff-style relaxations;
@@ -38,8 +40,10 @@ from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
-from .analyzers.difference import (Roundings, align_widths, hidden_network, joint_network, pair_layers,
-                                   propagate, solve)
+from .analyzers.conv import zero_rows
+from .analyzers.difference import (ChainLayer, NotAligned, PairLayer, Roundings, align_widths, aligned_chains,
+                                   analysis_chain, hidden_network, joint_network, layers_network, padded_chain,
+                                   pair_layers, propagate, solve)
 from .analyzers.network import Linear, Network, Pool
 from .analyzers.result import INACTIVE, State
 from .analyzers.rounding import Rounding
@@ -128,6 +132,15 @@ class Pair:
         self.a, self.b = a, b
         self.notes: list[str] = []
         self._runners: tuple[OnnxRunner, OnnxRunner] | None = None
+        dense_why = ""
+        if any(n.op == "Conv" for m in (a, b) for n in m.nodes):
+            compiled = compile_model(a, dense_limit=0), compile_model(b, dense_limit=0)
+            self._joint = joint_network(*compiled)
+            try:
+                self._convolutional(*compiled)
+                return
+            except NotAligned as exc:
+                dense_why = f"convolutions written out as dense matrices ({exc})"
         chains, reasons = [], []
         for which, model in (("first", a), ("second", b)):
             try:
@@ -135,7 +148,8 @@ class Pair:
             except NnxformError as exc:
                 reasons.append(f"{which} network: {exc}")
         compiled = compile_model(a), compile_model(b)
-        self._joint = joint_network(*compiled)
+        if not hasattr(self, "_joint"):
+            self._joint = joint_network(*compiled)
         if not reasons:
             la, lb = chains
             pa, pb, padded = pad_pair(la, lb, "a discrepancy")
@@ -155,11 +169,26 @@ class Pair:
                               "bounded separately, expect loose bounds)")
             self._delta_fn: _Delta = _ModelDelta(a, b)
             return
-        self.notes += padded + aligned
+        self.notes += ([dense_why] if dense_why else []) + padded + aligned
         self.dead_a, self.dead_b = _dead_units(pa), _dead_units(pb)
         self.layers = pair_layers(pa, pb, ra, rb)
         self.net_a, self.net_b = hidden_network(pa, ra, a.dtype), hidden_network(pb, rb, b.dtype)
         self._delta_fn = _ChainDelta(pa, pb)
+
+    def _convolutional(self, net_a: Network, net_b: Network) -> None:
+        """The difference analysis of two CNN chains with their convolutions kept as operators: padded with identity
+        layers to one depth, channels aligned (``aligned_chains``); NotAligned when they are not two ReLU chains."""
+        ca, cb = analysis_chain(net_a, self.a.shapes(), "first"), analysis_chain(net_b, self.b.shapes(), "second")
+        depth = max(len(ca), len(cb))
+        (pa, notes_a), (pb, notes_b) = padded_chain(ca, depth), padded_chain(cb, depth)
+        wa, wb, aligned = aligned_chains(pa, pb)
+        self.notes += [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b] + aligned
+        self.reshaped_a = len(pa) != len(ca) or any(x.b.size != y.b.size for x, y in zip(wa, ca))
+        self.layers = [PairLayer(x.W, x.b, y.W, y.b, x.rounding, y.rounding) for x, y in zip(wa, wb)]
+        self.net_a, self.net_b = layers_network(wa, self.a.dtype, probe=True), layers_network(wb, self.b.dtype, probe=True)
+        self.dead_a, self.dead_b = _dead_layers(wa), _dead_layers(wb)
+        self._delta_fn = _ModelDelta(self.a, self.b)
+        self.chains = True
 
     @property
     def outputs(self) -> int:
@@ -350,6 +379,11 @@ def _dead_units(layers: Chain) -> list[np.ndarray]:
     The analyzers' slack would otherwise make such a unit (alignment pads with them) unstable.
     """
     return [np.where(~layer.W.any(axis=1) & (layer.b == 0), INACTIVE, 0) for layer in layers[:-1]]
+
+
+def _dead_layers(layers: list[ChainLayer]) -> list[np.ndarray]:
+    """``_dead_units`` of a chain in analysis form (convolutions included)."""
+    return [np.where(zero_rows(layer.W) & (layer.b == 0), INACTIVE, 0) for layer in layers[:-1]]
 
 
 def _chain_roundings(net: Network, chain: Chain, padded: Chain, reshaped: bool) -> Roundings | None:

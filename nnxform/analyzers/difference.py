@@ -1,7 +1,8 @@
 """Bounds of ``f_A − f_B`` propagated as a difference, layer by layer (ReluDiff ICSE'20, NeuroDiff ASE'20).
 
-Two ReLU chains of the same shape (``pad_layers`` and ``align_widths`` make them so, exactly)
-are analysed together. With ``Δ = a_A − a_B`` the difference of the pre-activations is
+Two ReLU chains of the same shape (``pad_layers`` and ``align_widths`` make them so, exactly; for
+CNNs ``padded_chain`` and ``aligned_chains`` do it in the analysis form, convolutions kept as
+``ConvMap`` operators and widened by channels) are analysed together. With ``Δ = a_A − a_B`` the difference of the pre-activations is
 ``Δz = W_A·Δa + (W_A − W_B)·a_B + (b_A − b_B)``, so it never subtracts two loose bounds of the
 copies: the small terms stay small. Through the ReLUs ``Δa = relu(z_B + Δz) − relu(z_B)``, whose
 bounds come from a case analysis of the two neurons' states and a linear relaxation in
@@ -35,9 +36,11 @@ from ..domain import Box
 from ..errors import NnxformError
 from ..layered import Chain, dense
 from ..operators import activations
+from .conv import ConvMap, Operator, abs_of
 from .encoding import INF, Deadline, Encoder
 from .network import Activation, Input, Linear, Network
 from .result import Progress, State
+from .symbolic import BACKSUB_BYTES
 from .rounding import Rounding, magnitude
 
 #: A linear bound ``p·Δz + q·z_B + r`` per neuron.
@@ -141,25 +144,220 @@ def joint_network(a: Network, b: Network) -> Network:
     return Network(steps, len(steps) - 1, a.output_shape, a.dtype)
 
 
+# --- the pair of chains in analysis form (convolutions kept as operators) ------------------------
+
+
+class NotAligned(NnxformError):
+    """The two networks cannot be analysed layer by layer in their analysis form (the reason says why)."""
+
+
+#: A weight matrix of the analysis form: dense, or a convolution applied without being formed.
+Matrix = np.ndarray | ConvMap
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a layer's channels go in a wider layer: channel ``c`` to ``index[c]`` of ``width``, each a block of
+    ``positions`` consecutive units (``c·positions + p``, row-major NCHW; a Gemm's units are channels of one)."""
+
+    index: np.ndarray
+    width: int
+    positions: int
+
+    @classmethod
+    def same(cls, channels: int, positions: int) -> "Placement":
+        return cls(np.arange(channels), channels, positions)
+
+    @property
+    def size(self) -> int:
+        return self.width * self.positions
+
+    @property
+    def units(self) -> np.ndarray:
+        """The flat position of every unit of the layer in the wider one."""
+        return (self.index[:, None] * self.positions + np.arange(self.positions)[None, :]).reshape(-1)
+
+    @property
+    def identity(self) -> bool:
+        return self.index.size == self.width and bool(np.all(self.index == np.arange(self.width)))
+
+
+def widen(w: Matrix, rows: Placement, cols: Placement) -> Matrix:
+    """``w`` with its rows (output channels) and columns (input channels) at their places in wider layers, zero
+    elsewhere: the same map on the units that exist, and dead units (0, read by nobody) for the others."""
+    if rows.identity and cols.identity:
+        return w
+    if isinstance(w, ConvMap):
+        (c_out, c_in), spatial = w.weight.shape[:2], w.weight.shape[2:]
+        rows = rows if not rows.identity else Placement.same(c_out, int(np.prod(w.out_shape[2:])))
+        cols = cols if not cols.identity else Placement.same(c_in, int(np.prod(w.in_shape[2:])))
+        if rows.positions != np.prod(w.out_shape[2:]) or cols.positions != np.prod(w.in_shape[2:]):
+            raise NotAligned(f"Conv '{w.node.name}' reads or writes units that are not its channels")
+        kernel = np.zeros((rows.width, cols.width) + spatial)
+        kernel[np.ix_(rows.index, cols.index)] = w.weight
+        return ConvMap(w.node, kernel, (1, cols.width) + w.in_shape[2:], (1, rows.width) + w.out_shape[2:])
+    out = np.zeros((rows.size, cols.size))
+    out[np.ix_(rows.units, cols.units)] = w
+    return out
+
+
+def widen_rows(v: np.ndarray, rows: Placement) -> np.ndarray:
+    """A per-unit vector (bias, rounding depth) at its places in a wider layer, zero elsewhere."""
+    if rows.identity:
+        return v
+    out = np.zeros(rows.size, dtype=v.dtype)
+    out[rows.units] = v
+    return out
+
+
+@dataclass
+class ChainLayer:
+    """One affine layer of a ReLU chain in analysis form: ``z = W·a + b`` (W dense or a ``ConvMap``), how the
+    float network rounds it, and its units as ``channels × positions``."""
+
+    W: Matrix
+    b: np.ndarray
+    rounding: Rounding
+    channels: int
+    positions: int
+
+    def signatures(self) -> np.ndarray:
+        """Per channel, its weights and bias flattened: what channel matching compares."""
+        if isinstance(self.W, ConvMap):
+            return np.column_stack([self.W.weight.reshape(self.channels, -1), self.b[:: self.positions]])
+        W = np.asarray(self.W).reshape(self.channels, -1)
+        return np.column_stack([W, self.b.reshape(self.channels, -1)])
+
+    def widened(self, rows: Placement, cols: Placement) -> "ChainLayer":
+        r = self.rounding
+        rounding = Rounding([widen(w, rows, cols) for w in r.weights], widen_rows(r.bias, rows),
+                            widen_rows(np.asarray(r.depth, dtype=np.float64), rows))
+        return ChainLayer(widen(self.W, rows, cols), widen_rows(self.b, rows), rounding, rows.width, rows.positions)
+
+
+def analysis_chain(net: Network, shapes: dict[str, tuple[int, ...]], which: str) -> list[ChainLayer]:
+    """The affine layers of a compiled ReLU chain (``Linear``, ``Relu``, …, ``Linear``), or NotAligned naming what
+    is in the way (a pooling, another activation, a skip connection, a grouped convolution)."""
+    layers: list[ChainLayer] = []
+    for i, step in enumerate(net.steps[1:], start=1):
+        expect = 0 if not layers else net.linear_steps[len(layers) - 1] + 1
+        if isinstance(step, Linear):
+            if step.sources != [expect] or isinstance(step.weights[0], Operator) and not isinstance(step.weights[0], ConvMap):
+                raise NotAligned(f"{which} network: '{step.tensor}' is not one affine layer of a ReLU chain")
+            w = step.weights[0]
+            if isinstance(w, ConvMap) and w.node.attrs.get("group", 1) != 1:
+                raise NotAligned(f"{which} network: Conv '{w.node.name}' is grouped")
+            shape = shapes[step.tensor]
+            channels, positions = (shape[1], int(np.prod(shape[2:], dtype=np.int64))) if len(shape) > 2 else \
+                (step.size, 1)
+            layers.append(ChainLayer(w, step.bias, step.float_rounding, int(channels), positions))
+        elif not (isinstance(step, Activation) and step.op == "Relu" and step.source == i - 1):
+            raise NotAligned(f"{which} network: '{getattr(step, 'node', '?')}' ({step.op}) is not a ReLU of the "
+                             "layer before it")
+    if not layers or net.output != net.linear_steps[-1]:
+        raise NotAligned(f"{which} network: not a ReLU chain ending in an affine layer")
+    return layers
+
+
+def padded_chain(layers: list[ChainLayer], depth: int) -> tuple[list[ChainLayer], list[str]]:
+    """``layers`` with identity layers (and their ReLU) before the last one up to ``depth`` layers: the same function
+    (the identity reads a ReLU's output, so the ReLU after it changes nothing) and no rounding (nothing computes it)."""
+    extra = depth - len(layers)
+    if extra <= 0:
+        return layers, []
+    if len(layers) < 2:
+        raise NotAligned("a network without hidden layers cannot be padded in analysis form")
+    last = layers[-2]
+    n = last.b.size
+    if n * n > 2**24:
+        raise NotAligned(f"an identity layer over {n} units is too large to pad with")
+    zero = Rounding([np.zeros((n, n))], np.zeros(n), np.zeros(n))
+    identity = ChainLayer(np.eye(n), np.zeros(n), zero, last.channels, last.positions)
+    notes = [f"identity layer ({n} units) before the last layer"] * extra
+    return layers[:-1] + [identity] * extra + layers[-1:], notes
+
+
+def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[ChainLayer], list[ChainLayer], list[str]]:
+    """Two equal-depth chains widened layer by layer to the wider one's channels: each channel of the narrower layer
+    placed at its nearest channel (weights and bias, greedy) of the wider one, the others dead — the same functions.
+    A convolution stays one (its kernel gains zero filters and input channels); NotAligned when a layer's
+    positions differ between the two and one of them is a convolution."""
+    if len(a) != len(b):
+        raise NotAligned(f"the chains have {len(a)} and {len(b)} affine layers")
+    cols_a = cols_b = Placement.same(a[0].W.shape[1], 1)
+    out_a, out_b, notes = [], [], []
+    for k, (la, lb) in enumerate(zip(a, b)):
+        if la.positions != lb.positions or isinstance(la.W, ConvMap) != isinstance(lb.W, ConvMap):
+            if isinstance(la.W, ConvMap) or isinstance(lb.W, ConvMap):
+                raise NotAligned(f"layer {k + 1} is a convolution in one network and differs in kind or positions "
+                                 "in the other")
+            la, lb = (ChainLayer(x.W, x.b, x.rounding, x.b.size, 1) for x in (la, lb))  # units as channels of one
+        if isinstance(la.W, ConvMap) and (la.W.node.attrs != lb.W.node.attrs or
+                                          la.W.weight.shape[2:] != lb.W.weight.shape[2:]):
+            raise NotAligned(f"layer {k + 1}: the convolutions differ in kernel, strides, pads or dilations")
+        rows_a, rows_b = Placement.same(la.channels, la.positions), Placement.same(lb.channels, lb.positions)
+        if k < len(a) - 1 and la.channels != lb.channels:
+            wide_a, wide_b = la.widened(rows_a, cols_a), lb.widened(rows_b, cols_b)  # in the same input space
+            (short, name), long = ((wide_a, "first"), wide_b) if la.channels < lb.channels else ((wide_b, "second"), wide_a)
+            place = Placement(_match_rows(short.signatures(), long.signatures()), long.channels, long.positions)
+            if short is wide_a:
+                rows_a = place
+            else:
+                rows_b = place
+            notes.append(f"{name}: layer {k + 1} widened from {short.channels} to {long.channels} "
+                         f"{'channels' if long.positions > 1 else 'neurons'} with dead ones (placed by their nearest "
+                         "in the other network)")
+        elif k == len(a) - 1 and la.b.size != lb.b.size:
+            raise NotAligned(f"the outputs differ in size: {la.b.size} and {lb.b.size} values")
+        out_a.append(la.widened(rows_a, cols_a))
+        out_b.append(lb.widened(rows_b, cols_b))
+        cols_a, cols_b = rows_a, rows_b
+    return out_a, out_b, notes
+
+
+def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bool = False) -> Network:
+    """The analysis Network of a chain of ``ChainLayer``s; ``probe``: the last layer replaced by a zero probe (the
+    difference analysis bounds the outputs itself and needs each network's hidden bounds only)."""
+    steps: list = [Input(layers[0].W.shape[1])]
+    for k, layer in enumerate(layers, start=1):
+        W, b, r = layer.W, layer.b, layer.rounding
+        if probe and k == len(layers):
+            n = W.shape[1]
+            W, b, r = np.zeros((1, n)), np.zeros(1), Rounding([np.zeros((1, n))], np.zeros(1), np.zeros(1))
+        steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], b, r))
+        if k < len(layers):
+            steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, layer.b.size))
+    return Network(steps, len(steps) - 1, (1, steps[-1].size), dtype)
+
+
+def _minus(a: Matrix, b: Matrix) -> Matrix:
+    """``a − b`` of two weight matrices; two convolutions of one geometry stay a convolution."""
+    if isinstance(a, ConvMap) and isinstance(b, ConvMap) and a.node.attrs == b.node.attrs and \
+            a.weight.shape == b.weight.shape:
+        return ConvMap(a.node, a.weight - b.weight, a.in_shape, a.out_shape)
+    return np.asarray(a) - np.asarray(b)
+
+
 @dataclass
 class PairLayer:
     """One affine layer of both chains and of their difference: ``Δz = wa·Δa + d·a_B + db``."""
 
-    wa: np.ndarray
+    wa: Matrix
     ba: np.ndarray
-    wb: np.ndarray
+    wb: Matrix
     bb: np.ndarray
     round_a: Rounding | None = None  # how each float network rounds the layer (None: one Gemm of its weights)
     round_b: Rounding | None = None
-    d: np.ndarray = field(init=False)
+    d: Matrix = field(init=False)
     db: np.ndarray = field(init=False)
-    abs_wa: np.ndarray = field(init=False)
-    abs_d: np.ndarray = field(init=False)
+    abs_wa: Matrix = field(init=False)
+    abs_d: Matrix = field(init=False)
 
     def __post_init__(self) -> None:
-        self.wa, self.wb = np.ascontiguousarray(self.wa), np.ascontiguousarray(self.wb)  # fast BLAS paths
-        self.d, self.db = self.wa - self.wb, self.ba - self.bb
-        self.abs_wa, self.abs_d = np.abs(self.wa), np.abs(self.d)
+        if not isinstance(self.wa, Operator):
+            self.wa, self.wb = np.ascontiguousarray(self.wa), np.ascontiguousarray(self.wb)  # fast BLAS paths
+        self.d, self.db = _minus(self.wa, self.wb), self.ba - self.bb
+        self.abs_wa, self.abs_d = abs_of(self.wa), abs_of(self.d)
         self.round_a = self.round_a or Rounding.of_gemm([self.wa], self.ba)
         self.round_b = self.round_b or Rounding.of_gemm([self.wb], self.bb)
 
@@ -310,18 +508,29 @@ def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State,
         cur.tighten()
         if symbolic and k > 0:
             rows = np.arange(L.size) if last else np.flatnonzero(cur.unsettled)
-            if rows.size:
-                b, coef = back_substitute(layers, out, k, rows, mid, rad)
-                b -= np.tile((ma + mb)[rows], 2)
+            chunk, coefs = _backsub_rows(layers[: k + 1]), []
+            for start in range(0, rows.size, chunk):
+                part = rows[start: start + chunk]
+                b, coef = back_substitute(layers, out, k, part, mid, rad)
+                b -= np.tile((ma + mb)[part], 2)
+                coefs.append(coef.reshape(2, part.size, -1))
+                cur.lo_d[part] = np.maximum(cur.lo_d[part], b[: part.size])
+                cur.hi_d[part] = np.minimum(cur.hi_d[part], -b[part.size:])
+            if coefs:
                 if last:
-                    cur.input_coef = coef
-                cur.lo_d[rows] = np.maximum(cur.lo_d[rows], b[: rows.size])
-                cur.hi_d[rows] = np.minimum(cur.hi_d[rows], -b[rows.size:])
+                    cur.input_coef = np.concatenate(coefs, axis=1).reshape(2 * rows.size, -1)
                 cur.tighten()
         if not last:
             cur.relax()
         out.append(cur)
     return out
+
+
+def _backsub_rows(layers: list[PairLayer]) -> int:
+    """Rows back-substituted together: their coefficient arrays (about eight of ``2·rows × width``) stay within
+    ``symbolic.BACKSUB_BYTES``, so wide convolutional layers are bounded in several passes."""
+    widest = max(max(L.wa.shape) for L in layers)
+    return max(1, BACKSUB_BYTES // (128 * widest))
 
 
 def _inputs(box: Box, out: list[LayerDelta], side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -331,9 +540,9 @@ def _inputs(box: Box, out: list[LayerDelta], side: str) -> tuple[np.ndarray, np.
     return np.maximum(getattr(out[-1], f"lo_{side}"), 0.0), np.maximum(getattr(out[-1], f"hi_{side}"), 0.0)
 
 
-def _affine_interval(W: np.ndarray, bias: np.ndarray, lo: np.ndarray, hi: np.ndarray, noise: np.ndarray
+def _affine_interval(W: Matrix, bias: np.ndarray, lo: np.ndarray, hi: np.ndarray, noise: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-    c, r = W @ (0.5 * (lo + hi)) + bias, np.abs(W) @ (0.5 * (hi - lo)) + noise
+    c, r = W @ (0.5 * (lo + hi)) + bias, abs_of(W) @ (0.5 * (hi - lo)) + noise
     return c - r, c + r
 
 
@@ -404,11 +613,11 @@ class DifferenceEncoder(Encoder):
         src_b = self.x if k == 0 else self.ab[k - 1]
         self.dz_scale[k] = sd = _scale(D.lo_d, D.hi_d)
         self.dz[k] = self._cols(D.lo_d / sd, D.hi_d / sd)
-        terms = [(L.d, src_b)] + ([] if k == 0 else [(L.wa * self.da_scale[k - 1], self.da[k - 1])])
+        terms = [(L.d, 1.0, src_b)] + ([] if k == 0 else [(L.wa, self.da_scale[k - 1], self.da[k - 1])])
         self._affine(self.dz[k], sd, terms, L.db, D.noise_a + D.noise_b)
         if k < len(self.layers) - 1:
             self.zb[k] = self._cols(D.lo_b.copy(), D.hi_b.copy())
-            self._affine(self.zb[k], 1.0, [(L.wb, src_b)], L.bb, D.noise_b)
+            self._affine(self.zb[k], 1.0, [(L.wb, 1.0, src_b)], L.bb, D.noise_b)
 
     def update_layer(self, k: int) -> None:
         """Copy the (tightened) bounds of hidden layer ``k`` onto its columns."""
@@ -448,16 +657,20 @@ class DifferenceEncoder(Encoder):
         bound, closed = self.mip_min(col, sign)
         return sd * bound, closed
 
-    def _affine(self, out: int, out_coef: float, terms: list[tuple[np.ndarray, int]], bias: np.ndarray,
+    def _affine(self, out: int, out_coef: float, terms: list[tuple[Matrix, float, int]], bias: np.ndarray,
                 noise: np.ndarray) -> None:
-        """Rows ``|out_coef · out − Σ W·src − bias| <= noise`` (``out``, ``src``: first columns of blocks)."""
+        """Rows ``|out_coef · out − Σ scale·W·src − bias| <= noise`` (``out``, ``src``: first columns of blocks)."""
         n = bias.size
         rs, cs, vs = [np.arange(n)], [out + np.arange(n)], [np.full(n, out_coef)]
-        for W, src in terms:
-            r, c = np.nonzero(W)
+        for W, scale, src in terms:
+            if isinstance(W, Operator):
+                r, c, v = W.entries()
+            else:
+                r, c = np.nonzero(W)
+                v = W[r, c]
             rs.append(r)
             cs.append(src + c)
-            vs.append(-W[r, c])
+            vs.append(-scale * v)
         self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias - noise, bias + noise)
 
     def _combo(self, idx: np.ndarray, terms: list[tuple[int, float | np.ndarray]], lower: np.ndarray,

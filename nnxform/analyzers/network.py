@@ -142,13 +142,19 @@ class Network:
         return np.flatnonzero((lo < 0) & (hi > 0)) if self.relu_only[i] else np.arange(lo.size)
 
 
-def compile_model(model: Model) -> Network:
-    """The analysis form of ``model``; raises NnxformError on a node that is not affine in its data."""
+def compile_model(model: Model, dense_limit: int | None = None) -> Network:
+    """The analysis form of ``model``; raises NnxformError on a node that is not affine in its data.
+
+    A Conv read straight from an anchor whose dense matrix would hold more than ``dense_limit`` entries (default
+    ``DENSE_CONV_LIMIT``) stays the convolution (``ConvMap``); 0 keeps every such Conv (the difference analysis
+    aligns their channels).
+    """
     _check_affine(model)
     shapes = model.shapes()
     anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if _nonlinear(n)]
     targets = [n.inputs[0] for n in model.nodes if _nonlinear(n)] + [model.output_name]
-    convs = _large_convs(model, shapes, set(anchors), set(targets))
+    convs = _large_convs(model, shapes, set(anchors), set(targets),
+                        DENSE_CONV_LIMIT if dense_limit is None else dense_limit)
     identities = set(targets) & set(anchors[1:])  # an activation's output read by a MaxPool, or the network output
     targets = [t for t in targets if t not in convs and t not in identities]
     chunk = _check_memory(model, shapes, anchors, set(targets))
@@ -200,16 +206,16 @@ def compile_model(model: Model) -> Network:
     return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)
 
 
-def _large_convs(model: Model, shapes: dict, anchors: set[str], targets: set[str]) -> dict[str, Node]:
+def _large_convs(model: Model, shapes: dict, anchors: set[str], targets: set[str], limit: int) -> dict[str, Node]:
     """The analysis targets computed by one Conv straight from an anchor whose dense matrix would exceed
-    ``DENSE_CONV_LIMIT`` entries, by target tensor: they become ``ConvMap`` steps."""
+    ``limit`` entries, by target tensor: they become ``ConvMap`` steps."""
     out = {}
     for n in model.nodes:
         t = n.outputs[0]
         if n.op == "Conv" and t in targets and n.inputs[0] in anchors and \
                 all(x in model.constants for x in n.inputs[1:] if x):
             dense = np.prod(shapes[n.inputs[0]], dtype=np.int64) * np.prod(shapes[t], dtype=np.int64)
-            if dense > DENSE_CONV_LIMIT:
+            if dense > limit:
                 out[t] = n
     return out
 
