@@ -105,11 +105,11 @@ def test_a_shallower_dense_tail_is_padded_with_identity_layers():
 
 
 def test_a_cnn_pair_too_large_for_dense_matrices_is_analysed_as_convolutions(monkeypatch):
-    """2×48×48 inputs, 16 and 24 channels: the convolutions' dense matrices would need several GiB; the analysis
-    never forms them (the dense path is made to fail if it is tried)."""
-    a = cnn(channels=(16, 24), hidden=(16,), size=48)
-    b = cnn(channels=(16, 24), hidden=(16,), size=48, drop=((3, 9), (1, 2, 17)))
-    monkeypatch.setattr(network, "_available_memory", lambda: 2**30)
+    """2×32×32 inputs, 16 and 24 channels: the first convolution's dense matrix (and its copies) would take over
+    700 MB; with 128 MiB "available" the dense path would refuse it, the analysis never forms it."""
+    a = cnn(channels=(16, 24), hidden=(16,), size=32)
+    b = cnn(channels=(16, 24), hidden=(16,), size=32, drop=((3, 9), (1, 2, 17)))
+    monkeypatch.setattr(network, "_available_memory", lambda: 2**27)
     pair = Pair(a, b)
     assert pair.chains and all(isinstance(L.wa, ConvMap) for L in pair.layers[:2])
     centre = RNG.uniform(0.2, 0.8, a.input_size)

@@ -57,26 +57,39 @@ class ConvMap:
         return self._transposed(rows[None, :])[0] if rows.ndim == 1 else self._transposed(rows)
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        """The dense rows ``rows`` (an index array) of the matrix."""
+        """The dense rows ``rows`` (an index array) of the matrix, each its channel's kernel placed on its window."""
         rows = np.asarray(rows).reshape(-1)
-        unit = np.zeros((rows.size, self.shape[0]))
-        unit[np.arange(rows.size), rows] = 1.0
-        return self._transposed(unit)
+        channel, position = np.divmod(rows, int(np.prod(self.out_shape[2:])))
+        per_in, group = self.weight.shape[1], self.node.attrs.get("group", 1)
+        first_in = (channel // (self.out_shape[1] // group)) * per_in  # the group's first input channel
+        cells = int(np.prod(self.in_shape[2:]))
+        out = np.zeros((rows.size, self.shape[1]))
+        index = np.arange(rows.size)
+        for k, where in self._windows():
+            cell = where[position]  # the input cell each row reads at this kernel offset (-1: padding)
+            real = cell >= 0
+            for c in range(per_in):
+                out[index[real], (first_in[real] + c) * cells + cell[real]] = self.weight[(channel[real], c) + k]
+        return out
+
+    def _windows(self):
+        """Per kernel offset, the input cell every output position reads (``-1`` where it reads padding)."""
+        spatial = tuple(self.in_shape[2:])
+        index = np.arange(int(np.prod(spatial))).reshape((1, 1) + spatial)
+        win = Windows.of(self.node.attrs, spatial, tuple(self.weight.shape[2:]))
+        padded = np.pad(index, win.pad_widths(), constant_values=-1)
+        for k, sl in win.slices():
+            yield k, padded[sl].reshape(-1)
 
     def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The non-zero entries ``(rows, cols, values)`` of the matrix, from the windows (what an LP row needs)."""
-        c_in, spatial = self.in_shape[1], tuple(self.in_shape[2:])
+        c_in, cells = self.in_shape[1], int(np.prod(self.in_shape[2:]))
         out_channels, positions = self.out_shape[1], int(np.prod(self.out_shape[2:]))
         group = self.node.attrs.get("group", 1)
         per_in, per_out = c_in // group, out_channels // group
-        cells = int(np.prod(spatial))
-        index = np.arange(cells).reshape((1, 1) + spatial)
-        win = Windows.of(self.node.attrs, spatial, tuple(self.weight.shape[2:]))
-        padded = np.pad(index, win.pad_widths(), constant_values=-1)
         rows, cols, vals = [], [], []
         o = np.arange(out_channels)
-        for k, sl in win.slices():
-            where = padded[sl].reshape(-1)  # input cell of every output position for this kernel offset
+        for k, where in self._windows():  # the input cell of every output position for this kernel offset
             real = np.flatnonzero(where >= 0)
             for c in range(per_in):  # input channel within the group
                 w = self.weight[(slice(None), c) + k]  # per output channel

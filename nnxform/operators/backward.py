@@ -109,16 +109,20 @@ def _grouped(node, x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndar
 
 
 def conv(node, args, batched, y, g):
+    """The gradient scattered back per kernel offset: one BLAS product per group, channels last."""
     x, w = args[0], args[1]
     nd = w.ndim - 2
     xf, win, cg, group, gy = _grouped(node, x, w, g)
     s, c = xf.shape[:2]
+    og = gy.shape[2]
+    gl = np.ascontiguousarray(np.moveaxis(gy, (1, 2), (0, -1))).reshape(group, -1, og)  # [group, s·positions, og]
     padded = tuple(xf.shape[2 + i] + win.pads[i] + win.pads[i + nd] for i in range(nd))
-    gxp = np.zeros((s, group, cg) + padded)
-    wg = w.reshape((group, gy.shape[2], cg) + win.kernel)
+    gxp = np.zeros((group, s) + padded + (cg,))
+    wg = w.reshape((group, og, cg) + win.kernel)
     for k, sl in win.slices():
-        gxp[sl] += np.einsum("sgo...,goc->sgc...", gy, wg[(Ellipsis,) + k], optimize=True)
-    return [_unpad(gxp.reshape((s, c) + padded), win, xf.shape).reshape(x.shape)]
+        gxp[(slice(None), slice(None)) + sl[1:]] += (gl @ wg[(Ellipsis,) + k]).reshape((group, s) + win.out + (cg,))
+    gx = np.moveaxis(gxp, (0, -1), (1, 2)).reshape((s, c) + padded)
+    return [_unpad(gx, win, xf.shape).reshape(x.shape)]
 
 
 def conv_transpose(node, args, batched, y, g):

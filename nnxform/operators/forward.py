@@ -272,6 +272,7 @@ def _kernel_operands(node, args) -> tuple[np.ndarray, np.ndarray | None, np.ndar
 
 
 def conv(node, args, batched):
+    """Per kernel offset one BLAS product per group, channels last: ``[samples·positions, c] @ [c, o]``."""
     w, b, xf, lead = _kernel_operands(node, args)
     nd = w.ndim - 2
     win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
@@ -280,14 +281,15 @@ def conv(node, args, batched):
     s, c = xf.shape[:2]
     o = w.shape[0]
     cg, og = c // group, o // group
-    xg = xp.reshape((s, group, cg) + xp.shape[2:])
+    xl = np.moveaxis(xp.reshape((s, group, cg) + xp.shape[2:]), (1, 2), (-2, -1))  # [s, *padded, group, cg]
     wg = w.reshape((group, og, cg) + win.kernel)
-    y = np.zeros((s, group, og) + win.out)
+    n = s * int(np.prod(win.out))
+    y = np.zeros((group, n, og))
     for k, sl in win.slices():
-        y += np.einsum("sgc...,goc->sgo...", xg[sl], wg[(Ellipsis,) + k], optimize=True)
-    y = y.reshape((s, o) + win.out)
+        y += xl[(slice(None),) + sl[1:]].reshape(n, group, cg).swapaxes(0, 1) @ wg[(Ellipsis,) + k].swapaxes(1, 2)
+    y = np.moveaxis(y.reshape((group, s) + win.out + (og,)), (0, -1), (1, 2)).reshape((s, o) + win.out)
     if b is not None:
-        y += b.reshape((1, o) + (1,) * nd)
+        y = y + b.reshape((1, o) + (1,) * nd)
     return y.reshape(lead + y.shape[1:])
 
 
