@@ -134,7 +134,7 @@ class Pair:
         self._runners: tuple[OnnxRunner, OnnxRunner] | None = None
         dense_why = ""
         if any(n.op == "Conv" for m in (a, b) for n in m.nodes):
-            compiled = compile_model(a, dense_limit=0), compile_model(b, dense_limit=0)
+            compiled = compile_model(a, keep_convs=True), compile_model(b, keep_convs=True)
             self._joint = joint_network(*compiled)
             try:
                 self._convolutional(*compiled)

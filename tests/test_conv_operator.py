@@ -118,3 +118,63 @@ def test_the_dense_tools_refuse_a_convolution_too_large_for_memory(monkeypatch):
     monkeypatch.setattr(network, "_available_memory", lambda: 20 * 2**20)  # the Gemms fit, the convolutions not
     with pytest.raises(NnxformError, match="the difference analysis: a convolution over 3072 inputs .* GiB"):
         relu_layers(model, "the difference analysis")
+
+
+def _segment_network():
+    """Conv → BatchNormalization → Relu → AveragePool → Conv → Relu → (+ skip through a 1×1 Conv) → Relu → Flatten →
+    Gemm: steps made of several affine nodes, one of them adding two anchors' branches."""
+    ws = {"W1": RNG.normal(0, 0.4, (4, 2, 3, 3)), "b1": RNG.normal(0, 0.1, 4),
+          "g": RNG.uniform(0.5, 1.5, 4), "be": RNG.normal(0, 0.1, 4), "mu": RNG.normal(0, 0.1, 4),
+          "var": RNG.uniform(0.5, 1.5, 4),
+          "W2": RNG.normal(0, 0.3, (4, 4, 3, 3)), "b2": RNG.normal(0, 0.1, 4),
+          "Ws": RNG.normal(0, 0.3, (4, 4, 1, 1)),
+          "W3": RNG.normal(0, 0.1, (3, 4 * 4 * 4)), "b3": RNG.normal(0, 0.1, 3)}
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "g", "be", "mu", "var"], ["n1"]),
+             helper.make_node("Relu", ["n1"], ["r1"]),
+             helper.make_node("AveragePool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "W2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["p1", "Ws"], ["s"]),
+             helper.make_node("Add", ["r2", "s"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r3"]),
+             helper.make_node("Flatten", ["r3"], ["f"]),
+             helper.make_node("Gemm", ["f", "W3", "b3"], ["y"], transB=1)]
+    return from_proto(make_model(nodes, [1, 2, 8, 8], weights=ws))
+
+
+def test_an_affine_segment_is_its_dense_matrix_and_gives_the_same_bounds(monkeypatch):
+    """Steps of several affine nodes (Conv+BN, AvgPool+Conv, a residual Add of two branches) kept as ``SubgraphMap``s:
+    products, rows, entries and the absolute form equal the dense matrices read off basis vectors, and every
+    bound is the same."""
+    from nnxform.analyzers.conv import SubgraphMap
+    model = _segment_network()
+    dense_net = network.compile_model(model)
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    kept_net = network.compile_model(model)
+    maps = 0
+    for d, k in zip(dense_net.steps, kept_net.steps):
+        for wd, wk, ad, ak in zip(getattr(d, "weights", []), getattr(k, "weights", []),
+                                  getattr(d, "rounding", None) and d.rounding.weights or [],
+                                  getattr(k, "rounding", None) and k.rounding.weights or []):
+            if not isinstance(wk, SubgraphMap):
+                continue
+            maps += 1
+            x, L = RNG.normal(size=wk.shape[1]), RNG.normal(size=(3, wk.shape[0]))
+            np.testing.assert_allclose(wk @ x, wd @ x, atol=1e-12)
+            np.testing.assert_allclose(L @ wk, L @ wd, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(wk), wd, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(ak), ad, atol=1e-12)  # the absolute chain, for the rounding
+            r, c, v = wk.entries()
+            S = np.zeros(wk.shape)
+            S[r, c] = v
+            np.testing.assert_allclose(S, wd, atol=1e-12)
+    assert maps >= 4  # BN after Conv, AvgPool before Conv, the skip branch, the Gemm after the Flatten
+    box = Box(np.full(model.input_size, 0.3), np.full(model.input_size, 0.7))
+    for method in ("interval", "symbolic", "lp"):
+        monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 2**24)
+        dense = bounds(model, box, method, time_limit=30)
+        monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+        kept = bounds(model, box, method, time_limit=30)
+        np.testing.assert_allclose(kept.output_lower, dense.output_lower, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(kept.output_upper, dense.output_upper, rtol=1e-9, atol=1e-9)

@@ -121,7 +121,7 @@ def test_a_cnn_pair_too_large_for_dense_matrices_is_analysed_as_convolutions(mon
 def test_widening_keeps_the_function_of_dense_and_convolution_layers():
     """``widen`` puts rows and columns at their places: on the units that exist, the same products."""
     a = cnn()
-    step = network.compile_model(a, dense_limit=0).steps[3]  # the second Conv, read from the first ReLU
+    step = network.compile_model(a, keep_convs=True).steps[3]  # the second Conv, read from the first ReLU
     w = step.weights[0]
     assert isinstance(w, ConvMap)
     rows, cols = Placement(np.array([0, 2, 3, 5, 6, 7, 9, 11]), 12, 16), Placement(np.array([1, 2, 4, 5, 6, 7]), 8, 64)
@@ -136,8 +136,8 @@ def test_widening_keeps_the_function_of_dense_and_convolution_layers():
 
 
 def test_convolutions_of_different_geometry_are_not_aligned():
-    a = network.compile_model(cnn(), dense_limit=0)
-    b = network.compile_model(cnn(size=10), dense_limit=0)
+    a = network.compile_model(cnn(), keep_convs=True)
+    b = network.compile_model(cnn(size=10), keep_convs=True)
     from nnxform.analyzers.difference import analysis_chain
     ca = analysis_chain(a, cnn().shapes(), "first")
     cb = analysis_chain(b, cnn(size=10).shapes(), "second")

@@ -11,6 +11,7 @@ matrix, for the analyses that need one (LP/MILP rows, the difference analysis of
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from ..ir import Node
 from ..operators import OPERATORS
 from ..operators.forward import Windows
+from .rounding import absolute_node
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,17 +168,117 @@ class IdentityMap:
         return np.eye(self.size, dtype=dtype or np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class SubgraphMap:
+    """The linear part of the affine ``nodes`` from tensor ``anchor`` to tensor ``target`` (any other data they read
+    held at its value in ``fixed``), used like a dense ``(target size, anchor size)`` matrix: ``W @ x`` runs the
+    nodes, ``L @ W`` their VJPs in reverse (a Conv → BatchNormalization → AveragePool segment, a residual branch).
+    ``absolute``: the absolute chain of the nodes (``rounding``), ``>= |W|`` entrywise."""
+
+    nodes: tuple[Node, ...]
+    constants: dict[str, np.ndarray]
+    anchor: str
+    target: str
+    shapes: dict[str, tuple[int, ...]]
+    fixed: dict[str, np.ndarray]  # every tensor's value (batch of one) with all anchors at zero
+    abs_fixed: dict[str, np.ndarray]  # the same for the absolute chain
+    absolute: bool = False
+
+    __array_ufunc__ = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(np.prod(self.shapes[self.target])), int(np.prod(self.shapes[self.anchor]))
+
+    def _args(self, node: Node, values: dict[str, np.ndarray]) -> tuple[Node, list, list[bool]]:
+        args, batched = [], []
+        for t in node.inputs:
+            batched.append(t in values)
+            if t in values:
+                args.append(values[t])
+            elif t in self.constants:
+                c = self.constants[t]
+                args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
+            else:
+                args.append(self._fixed[t][0] if t in self._fixed else None)
+        if self.absolute:
+            node, args = absolute_node(node, args, batched)
+        return node, args, batched
+
+    def _forward(self, xs: np.ndarray) -> np.ndarray:
+        values = {self.anchor: xs.reshape((len(xs),) + tuple(self.shapes[self.anchor]))}
+        for n in self.nodes:
+            node, args, batched = self._args(n, values)
+            values[n.outputs[0]] = OPERATORS[node.op].evaluate(node, args, batched)
+        return (values[self.target] - self._fixed[self.target]).reshape(len(xs), -1)
+
+    def _transposed(self, rows: np.ndarray) -> np.ndarray:
+        n = len(rows)
+        like = {t: np.broadcast_to(np.zeros(1), (n,) + tuple(self.shapes[t]))  # shapes only: the map is affine
+                for t in [self.anchor] + [m.outputs[0] for m in self.nodes]}
+        grads = {self.target: rows.reshape((n,) + tuple(self.shapes[self.target]))}
+        for n_ in reversed(self.nodes):
+            g = grads.pop(n_.outputs[0], None)
+            if g is None:
+                continue
+            node, args, batched = self._args(n_, {t: like[t] for t in n_.inputs if t in like})
+            for k, gk in enumerate(OPERATORS[node.op].vjp(node, args, batched, like[n_.outputs[0]], g)):
+                if gk is not None and batched[k]:
+                    t = n_.inputs[k]
+                    grads[t] = grads[t] + gk if t in grads else gk
+        return grads.get(self.anchor, np.zeros((n,) + tuple(self.shapes[self.anchor]))).reshape(n, -1)
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return self._forward(v[None, :])[0] if v.ndim == 1 else self._forward(v.T).T
+
+    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.float64)
+        return self._transposed(rows[None, :])[0] if rows.ndim == 1 else self._transposed(rows)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows).reshape(-1)
+        unit = np.zeros((rows.size, self.shape[0]))
+        unit[np.arange(rows.size), rows] = 1.0
+        return self._transposed(unit)
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero entries, from the dense rows a block at a time (for LP rows of small maps)."""
+        parts = []
+        block = max(1, 2**25 // max(1, self.shape[1]))
+        for start in range(0, self.shape[0], block):
+            rows = np.arange(start, min(self.shape[0], start + block))
+            r, c = np.nonzero(dense := self[rows])
+            parts.append((rows[r], c, dense[r, c]))
+        return tuple(np.concatenate(p) for p in zip(*parts)) if parts else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+
+    @property
+    def T(self) -> "_Transposed":
+        return _Transposed(self)
+
+    def abs(self) -> "SubgraphMap":
+        """The absolute chain (a sound ``|W|`` for rounding and interval radii; exact without cancellation)."""
+        return dataclasses.replace(self, absolute=True)
+
+    @property
+    def _fixed(self) -> dict[str, np.ndarray]:
+        return self.abs_fixed if self.absolute else self.fixed
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[np.arange(self.shape[0])].astype(dtype or np.float64)
+
+
 #: A weight matrix the analyzers apply without forming it.
-Operator = (ConvMap, IdentityMap)
+Operator = (ConvMap, IdentityMap, SubgraphMap)
 
 
 def abs_of(w: np.ndarray | ConvMap) -> np.ndarray | ConvMap:
-    """``|W|`` of a dense matrix or a ``ConvMap``."""
+    """``|W|`` of a dense matrix or an operator."""
     return w.abs() if isinstance(w, Operator) else np.abs(w)
 
 
 def zero_rows(w: np.ndarray | ConvMap) -> np.ndarray:
-    """Per row, True when every weight in it is 0 (for a ``ConvMap``, from its non-zero entries)."""
+    """Per row, True when every weight in it is 0 (for an operator: its absolute form's row sums are 0)."""
     if isinstance(w, Operator):
-        return np.bincount(w.entries()[0], minlength=w.shape[0]) == 0
+        return (w.abs() @ np.ones(w.shape[1])) == 0
     return ~np.any(w != 0, axis=1)

@@ -20,11 +20,12 @@ from ..errors import NnxformError
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
 from ..operators.forward import Windows, explicit_pads, merge_lead
-from .conv import ConvMap, IdentityMap, Operator, abs_of
+from .conv import ConvMap, IdentityMap, Operator, SubgraphMap, abs_of
 from .rounding import Rounding, absolute_node, roundings, unit_roundoff
 #: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
 _CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
-#: A Conv step whose dense matrix would hold more entries than this is kept as the convolution (``ConvMap``).
+#: The part of a Linear step from one anchor whose dense matrix would hold more entries than this is kept as an
+#: operator: the convolution (``ConvMap``) or the affine nodes themselves (``SubgraphMap``).
 DENSE_CONV_LIMIT = 2**24
 
 
@@ -142,32 +143,40 @@ class Network:
         return np.flatnonzero((lo < 0) & (hi > 0)) if self.relu_only[i] else np.arange(lo.size)
 
 
-def compile_model(model: Model, dense_limit: int | None = None) -> Network:
+def compile_model(model: Model, keep_convs: bool = False) -> Network:
     """The analysis form of ``model``; raises NnxformError on a node that is not affine in its data.
 
-    A Conv read straight from an anchor whose dense matrix would hold more than ``dense_limit`` entries (default
-    ``DENSE_CONV_LIMIT``) stays the convolution (``ConvMap``); 0 keeps every such Conv (the difference analysis
-    aligns their channels).
+    The part of a step from one anchor whose dense matrix would hold more than ``DENSE_CONV_LIMIT`` entries stays
+    an operator (``_operator``); ``keep_convs``: every single Conv does (the difference analysis aligns them by
+    channels).
     """
     _check_affine(model)
     shapes = model.shapes()
     anchors = [model.input_name] + [n.outputs[0] for n in model.nodes if _nonlinear(n)]
     targets = [n.inputs[0] for n in model.nodes if _nonlinear(n)] + [model.output_name]
-    convs = _large_convs(model, shapes, set(anchors), set(targets),
-                        DENSE_CONV_LIMIT if dense_limit is None else dense_limit)
     identities = set(targets) & set(anchors[1:])  # an activation's output read by a MaxPool, or the network output
-    targets = [t for t in targets if t not in convs and t not in identities]
-    chunk = _check_memory(model, shapes, anchors, set(targets))
+    targets = [t for t in targets if t not in identities]
+    reach = _reach(model, anchors)
+    sizes = {t: int(np.prod(shape, dtype=np.int64)) for t, shape in shapes.items()}
+    paths = {(a, t): _path(model, t, reach[a]) for a in anchors for t in reach[a] & set(targets)}
+    kept = {(a, t) for (a, t), nodes in paths.items()
+            if sizes[a] * sizes[t] > DENSE_CONV_LIMIT or keep_convs and _conv_map(model, a, nodes, shapes)}
+    dense = {a: {t for t in reach[a] & set(targets) if (a, t) not in kept} for a in anchors}
+    chunk = _check_memory(model, shapes, dense)
     feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
     zero = _affine_values(model, feed, shapes)
     abs_zero = _affine_values(model, feed, shapes, absolute=True)
     columns, abs_columns = {}, {}
-    reach = _reach(model, anchors)
     for a in anchors:
-        if reach[a] & set(targets):  # an anchor read only by convolutions kept as operators needs no basis run
-            columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), set(targets), chunk)
+        if dense[a]:  # an anchor read only by maps kept as operators needs no basis run
+            columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), dense[a], chunk)
         else:
             columns[a], abs_columns[a] = {}, {}
+        for t in reach[a] & set(targets):
+            if (a, t) in kept:
+                columns[a][t] = _conv_map(model, a, paths[a, t], shapes) or \
+                    SubgraphMap(tuple(paths[a, t]), model.constants, a, t, shapes, zero, abs_zero)
+                abs_columns[a][t] = columns[a][t].abs()
     depth = _roundings(model, shapes, set(anchors))
 
     steps: list[Step] = [Input(model.input_size)]
@@ -175,9 +184,6 @@ def compile_model(model: Model, dense_limit: int | None = None) -> Network:
     linear: dict[str, int] = {}  # target tensor -> step
 
     def linear_step(t: str) -> int:
-        if t in convs and t not in linear:
-            steps.append(_conv_step(model, convs[t], shapes, index, depth[t]))
-            linear[t] = len(steps) - 1
         if t in identities and t not in linear:
             n = int(np.prod(shapes[t], dtype=np.int64))
             steps.append(Linear(t, [index[t]], [IdentityMap(n)], np.zeros(n),
@@ -206,33 +212,26 @@ def compile_model(model: Model, dense_limit: int | None = None) -> Network:
     return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)
 
 
-def _large_convs(model: Model, shapes: dict, anchors: set[str], targets: set[str], limit: int) -> dict[str, Node]:
-    """The analysis targets computed by one Conv straight from an anchor whose dense matrix would exceed
-    ``limit`` entries, by target tensor: they become ``ConvMap`` steps."""
-    out = {}
-    for n in model.nodes:
-        t = n.outputs[0]
-        if n.op == "Conv" and t in targets and n.inputs[0] in anchors and \
-                all(x in model.constants for x in n.inputs[1:] if x):
-            dense = np.prod(shapes[n.inputs[0]], dtype=np.int64) * np.prod(shapes[t], dtype=np.int64)
-            if dense > limit:
-                out[t] = n
-    return out
+def _path(model: Model, target: str, reach: set[str]) -> list[Node]:
+    """The affine nodes on the paths from an anchor (``reach``: the tensors it reaches) to ``target``, in order."""
+    needed, nodes = {target}, []
+    for n in reversed(model.nodes):
+        if not _nonlinear(n) and n.outputs[0] in needed and n.outputs[0] in reach:
+            nodes.insert(0, n)
+            needed.update(t for t in n.inputs if t)
+    return nodes
 
 
-def _conv_step(model: Model, node: Node, shapes: dict, index: dict[str, int], depth: int) -> Linear:
-    """The Linear step of Conv ``node`` kept as the convolution (its rounding: the same convolution with |W|)."""
-    x, t = node.inputs[0], node.outputs[0]
-    weight = model.constants[node.inputs[1]].astype(np.float64)
-    explicit = Node("Conv", node.name, list(node.inputs), list(node.outputs),
-                    dict(node.attrs, pads=list(explicit_pads(node.attrs, shapes[x][2:], weight.shape[2:]))))
+def _conv_map(model: Model, anchor: str, nodes: list[Node], shapes: dict) -> ConvMap | None:
+    """The convolution itself (pads written out) when one Conv of constant weights is all there is on the path."""
+    n = nodes[0] if len(nodes) == 1 else None
+    if n is None or n.op != "Conv" or n.inputs[0] != anchor or not all(x in model.constants for x in n.inputs[1:] if x):
+        return None
+    weight = model.constants[n.inputs[1]].astype(np.float64)
+    explicit = Node("Conv", n.name, list(n.inputs), list(n.outputs),
+                    dict(n.attrs, pads=list(explicit_pads(n.attrs, shapes[anchor][2:], weight.shape[2:]))))
     explicit.attrs.pop("auto_pad", None)
-    conv = ConvMap(explicit, weight, tuple(shapes[x]), tuple(shapes[t]))
-    positions = int(np.prod(shapes[t][2:], dtype=np.int64))
-    b = model.constants[node.inputs[2]].astype(np.float64) if len(node.inputs) > 2 and node.inputs[2] else \
-        np.zeros(weight.shape[0])
-    bias = np.repeat(b.reshape(-1), positions)
-    return Linear(t, [index[x]], [conv], bias, Rounding([conv.abs()], np.abs(bias), np.full(bias.size, depth)))
+    return ConvMap(explicit, weight, tuple(shapes[anchor]), tuple(shapes[n.outputs[0]]))
 
 
 def _nonlinear(n: Node) -> bool:
@@ -288,12 +287,11 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
     return values
 
 
-def _check_memory(model: Model, shapes: dict, anchors: list[str], targets: set[str]) -> int:
-    """Refuse at once a model whose dense matrices would not fit in memory (instead of failing minutes later);
-    return how many basis vectors one batch may evaluate."""
+def _check_memory(model: Model, shapes: dict, dense_targets: dict[str, set[str]]) -> int:
+    """Refuse at once a model whose dense matrices (per anchor, the targets read off as dense columns) would not
+    fit in memory (instead of failing minutes later); return how many basis vectors one batch may evaluate."""
     sizes = {t: int(np.prod(s, dtype=np.int64)) for t, s in shapes.items()}
-    reach = _reach(model, anchors)
-    dense = sum(sizes[a] * sizes[t] for a in anchors for t in reach[a] & targets)
+    dense = sum(sizes[a] * sizes[t] for a, targets in dense_targets.items() for t in targets)
     need = 2 * 8 * dense  # the weights and their absolute chain, float64
     free = _available_memory()
     if need > 0.8 * free:
