@@ -5,8 +5,9 @@ weight norm, paper 001 Alg. 1) and ``saliency`` (data-free delegate pruning with
 annealing, paper 003). A fully connected network is pruned as its canonical dense ReLU chain and
 written back as one chain with fewer units, no zeros standing in for removed units; a
 convolutional one keeps its Conv layers (``pruning.channel``: ``neuron`` removes whole channels,
-``weight`` zeroes kernel weights; ``saliency`` is refused). None retrains. Pruning changes the
-function: ``pruning.impact.impact_bound`` bounds by how much, soundly.
+``weight`` zeroes kernel weights, ``saliency`` merges each removed channel into its most similar
+sibling). None retrains. Pruning changes the function: ``pruning.impact.impact_bound`` bounds by
+how much, soundly.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
 from ..passes import Pass, apply_checked
 from .chain import dense_chain, prunable_layers, to_model
-from .channel import aligned_network, conv_network, is_convolutional, prune_channels, prune_conv_weights
+from .channel import (aligned_network, conv_network, is_convolutional, prune_channel_saliency, prune_channels,
+                      prune_conv_weights)
 from .neuron import prune_neurons
 from .saliency import SaliencyOptions, prune_saliency
 from .weight import prune_weights
@@ -105,7 +107,7 @@ def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, g
     _check_options(options)
     t0 = time.perf_counter()
     if is_convolutional(model):
-        return _pruned_convolutional(model, method, ratio, scope, t0)
+        return _pruned_convolutional(model, method, ratio, scope, options, progress, t0)
     layers = dense_chain(model)
     prunable = prunable_layers(layers)
     if not prunable:
@@ -132,16 +134,20 @@ def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, g
                                to_model(aligned(pruned, layers), model), network)
 
 
-def _pruned_convolutional(model: Model, method: str, ratio: float, scope: str | None,
-                          t0: float) -> tuple[Model, PruneResult]:
-    """``_pruned`` for a network with convolutions: channel pruning (``neuron``) or weight pruning on its layered
-    form, written back with its Conv layers (``pruning.channel``)."""
-    if method == "saliency":
-        raise NnxformError("saliency pruning of convolutional layers is not supported yet; use -m neuron or -m weight")
+def _pruned_convolutional(model: Model, method: str, ratio: float, scope: str | None, options: SaliencyOptions,
+                          progress: Callable[[int, int], None] | None, t0: float) -> tuple[Model, PruneResult]:
+    """``_pruned`` for a network with convolutions: channel pruning (``neuron``, ``saliency``) or weight pruning on its
+    layered form, written back with its Conv layers (``pruning.channel``)."""
     original = Network.like(model, conv_network(model).layers)
     if method == "weight":
         scope = scope or DEFAULT_SCOPE[method]
         pruned, details, notes = prune_conv_weights(original, ratio, scope)
+    elif method == "saliency":
+        scope = scope or DEFAULT_SCOPE[method]
+        pruned, details, notes = prune_channel_saliency(original, ratio, scope, options.step, progress)
+        if options != SaliencyOptions(step=options.step):
+            notes.append("convolutional saliency pruning is greedy by saliency (no interval impact, no annealing): "
+                         "α, β, φ and the seed do not apply")
     else:
         pruned, details, notes = prune_channels(model, original, ratio, scope)
         scope = details["scope"]

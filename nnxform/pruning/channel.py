@@ -9,6 +9,12 @@ bias, the same channels of every BatchNorm or per-channel affine in between, and
 slice — ``W[:, keep]`` of a Conv, the ``H·W`` block of columns ``c·H·W … (c+1)·H·W − 1`` of a Dense
 after the Flatten (row-major NCHW), a column of a Dense after a Dense.
 
+``saliency`` (paper 003 on channels): a channel is removed into its most similar sibling of the same
+layer (saliency of the flattened filters and biases times the outgoing weights' norm, greedily,
+lowest first), its outgoing weights added to the sibling's — exact when the two filters are equal.
+Sites with a BatchNorm or per-channel affine before their consumer scale channels unequally, so that
+rule would not hold there: they are skipped, with a note.
+
 ``neuron``: each site's channels are ranked, lowest first, by ``|γ|`` of the BatchNormalization that
 follows it in the loaded network (network slimming; read before canon folds it, right after the Conv
 or after its ReLU), else by ``‖(filter, bias)‖₂ · ‖outgoing weights of the channel‖₂``; the share is
@@ -24,18 +30,21 @@ layer; conv weights stay as zeros), dense tail units left without inputs or outp
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from ..errors import NnxformError
 from ..ir import Model, Node
-from ..layered import (CHANNELWISE, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned, from_model,
-                       remove_channels, sites, weighted_layers)
+from ..layered import (CHANNELWISE, BatchNorm, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned,
+                       from_model, remove_channels, sites, weighted_layers)
 from ..operators import OPERATORS
 from ..passes import PASSES
-from .chain import remove_dead_units
+from .chain import quota, remove_dead_units
 from .neuron import select_lowest
+from .saliency import saliency_matrix
 from .weight import zero_smallest
 
 #: Layers a channel passes through unchanged in number between a site and its consumer.
@@ -53,14 +62,15 @@ def conv_network(model: Model) -> Network:
     for node in model.nodes:
         data = model.data_inputs(node)
         if len(data) > 1:
-            raise NnxformError(f"prune: '{node.name}' ({node.op}) adds up {len(data)} branches (a skip connection); "
-                               "pruning residual networks is not supported yet")
+            raise NnxformError(f"prune: '{node.name}' ({node.op}) joins {len(data)} branches (a skip connection); "
+                               "prune follows channels along one chain of layers, so a residual network is refused: "
+                               "prune a network without skip connections")
     canonical, _ = PASSES["canon"](model)
     net = from_model(canonical, "prune")
     for layer in net.layers:  # canon wrote every grouped Conv as one group (block-diagonal weight)
         if isinstance(layer, Flatten) and layer.axis != 1:
             raise NnxformError(f"prune: Flatten '{layer.name}' has axis {layer.axis}; only axis 1 keeps channels "
-                               "in blocks")
+                               "in blocks: export the network with Flatten(axis=1)")
     weighted = weighted_layers(net.layers)
     if not weighted:
         raise NnxformError("prune: the network has no Conv or Gemm layer")
@@ -69,10 +79,11 @@ def conv_network(model: Model) -> Network:
         layer = net.layers[k]
         if not isinstance(layer, (Conv, Dense) + CHANNELWISE):  # a per-channel affine is a Conv
             raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) between the convolutions and the "
-                               "dense tail is not a Conv, Gemm, Relu, pooling, BatchNormalization or Flatten")
+                               "dense tail is not a Conv, Gemm, Relu, pooling, BatchNormalization or Flatten, which "
+                               "keep channels apart: replace it with those, or prune a network without it")
         if flattened and not isinstance(layer, (Dense, Relu)):
             raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) after the Flatten is not a Gemm "
-                               "or Relu")
+                               "or Relu: replace it with those, or prune a network without it")
         flattened = flattened or isinstance(layer, Flatten)
     return net
 
@@ -208,6 +219,130 @@ def prune_channels(model: Model, net: Network, ratio: float, scope: str | None
                "removed_channels": {net.layers[s.layer].name: net.layers[s.layer].ids[d].tolist() for s, d in conv},
                "removed_units": {net.layers[s.layer].name: net.layers[s.layer].ids[d].tolist() for s, d in dense}}
     return dataclasses.replace(net, layers=layers), details, notes
+
+
+def outgoing_weights(layers: list[Layer], site: Site) -> np.ndarray:
+    """Column ``c``: channel (unit) ``c``'s outgoing weights, its input slice of the consumer flattened (in-channel
+    kernels of a Conv, the ``H·W`` block of columns of a Dense after the Flatten, a column after a Dense)."""
+    here, W = layers[site.layer], layers[site.consumer].W
+    if isinstance(layers[site.consumer], Dense):
+        per = W.reshape(W.shape[0], here.units, site.block).transpose(1, 0, 2)
+    else:
+        per = np.swapaxes(W, 0, 1)
+    return per.reshape(here.units, -1).T
+
+
+def merge_channels(layers: list[Layer], site: Site, nominees: np.ndarray, delegates: np.ndarray) -> list[Layer]:
+    """``layers`` with each nominee channel's outgoing weights added to its delegate's (paper 003's merge rule, exact
+    when the two channels reach the consumer equal), then the nominees removed physically (``remove_channels``)."""
+    consumer = layers[site.consumer]
+    W = consumer.W.copy()
+    blocks = W.reshape(W.shape[0], layers[site.layer].units, -1)  # a view: [out, channel, block or kernel]
+    blocks[:, delegates] += blocks[:, nominees]
+    out = list(layers)
+    out[site.consumer] = consumer.replace(W=W)
+    return remove_channels(out, site, nominees)
+
+
+def _scaled_between(layers: list[Layer], site: Site) -> str | None:
+    """The BatchNorm or per-channel affine between ``site`` and its consumer (which scales channels unequally, so
+    merging outgoing weights is not the exact rule), or None."""
+    return next((layers[j].name for j in site.between if isinstance(layers[j], (BatchNorm, Conv))), None)
+
+
+def prune_channel_saliency(net: Network, ratio: float, scope: str, step: float,
+                           progress: Callable[[int, int], None] | None = None) -> tuple[Network, dict, list[str]]:
+    """Remove channels of every Conv and units of every hidden Dense into their most similar sibling (paper 003's
+    saliency on filters and bias, flattened, times the outgoing weights' norm), greedily by ascending saliency.
+
+    Each round, every pool (a site with ``layer`` scope, all sites with ``global``) takes up to ``⌈step·n⌉`` pairs
+    (``n`` its original width), no channel in two; the nominee's outgoing weights are added to its delegate's
+    (``merge_channels``) and saliencies recomputed. Sites with a BatchNorm or per-channel affine before their
+    consumer are skipped (a note names them): there the merge rule would have to rescale. Every site keeps one.
+    """
+    layers = list(net.layers)
+    found = sites(net)
+    if not found:
+        raise NnxformError("the network has no hidden layer to prune")
+    notes: list[str] = []
+    scaled = [(s, _scaled_between(layers, s)) for s in found]
+    skipped = {layers[s.layer].name: by for s, by in scaled if by is not None}
+    usable = [s for s, by in scaled if by is None]
+    if skipped:
+        notes.append("skipped (a per-channel scale between the layer and its consumer, so adding outgoing weights "
+                     "is not the merge rule; their channels are neither counted nor pruned): " +
+                     ", ".join(f"{name} (through {by})" for name, by in skipped.items()))
+    widths = [layers[s.layer].units for s in usable]
+    names = [layers[s.layer].name for s in usable]
+    if scope == "layer":
+        pools = [[q] for q in range(len(usable))]
+        targets = [min(quota(ratio, w), w - 1) for w in widths]
+        notes += [f"{name}: the ratio asks for all {w} channels; 1 kept" for name, w in zip(names, widths)
+                  if quota(ratio, w) > w - 1]
+    else:
+        pools = [list(range(len(usable)))] if usable else []
+        want = quota(ratio, sum(widths))
+        targets = [min(want, sum(widths) - len(usable))] if usable else []
+        if usable and want > targets[0]:
+            notes.append(f"the ratio asks for {want} of {sum(widths)} channels and units; {targets[0]} removed so "
+                         "that every layer keeps one")
+    steps = [max(1, math.ceil(step * sum(widths[q] for q in pool))) for pool in pools]
+    done, total = [0] * len(pools), sum(targets)
+    pairs: list[tuple[int, int, int]] = []
+    rounds = 0
+    while sum(done) < total:
+        rounds += 1
+        for p, pool in enumerate(pools):
+            if done[p] < targets[p]:
+                chosen = _round(layers, usable, pool, min(targets[p] - done[p], steps[p]))
+                for q in pool:
+                    mine = np.array([(i, j) for qq, i, j in chosen if qq == q], dtype=np.int64).reshape(-1, 2)
+                    if mine.size:
+                        ids = layers[usable[q].layer].ids
+                        pairs += [(q, int(ids[i]), int(ids[j])) for i, j in mine]
+                        layers = merge_channels(layers, usable[q], mine[:, 0], mine[:, 1])
+                done[p] += len(chosen)
+                if progress is not None:
+                    progress(sum(done), total)
+    removed = {q: [n for qq, n, _ in pairs if qq == q] for q in range(len(usable))}
+    conv = [q for q in removed if isinstance(layers[usable[q].layer], Conv)]
+    dense = [q for q in removed if isinstance(layers[usable[q].layer], Dense)]
+    details = {"scope": scope, "layers": names, "skipped": sorted(skipped), "step": step, "rounds": rounds,
+               "rule": "saliency (‖filter_i − filter_j‖₂ + |b_i − b_j|/|b_i + b_j|)·‖outgoing_i‖₂, lowest first; "
+                       "nominee i's outgoing weights added to delegate j's, i removed",
+               "channels_removed": sum(len(removed[q]) for q in conv),
+               "units_removed": sum(len(removed[q]) for q in dense),
+               "removed_channels": {names[q]: sorted(removed[q]) for q in conv},
+               "removed_units": {names[q]: sorted(removed[q]) for q in dense},
+               "pairs": [{"layer": names[q], "nominee": i, "delegate": j} for q, i, j in pairs]}
+    return dataclasses.replace(net, layers=layers), details, notes
+
+
+def _round(layers: list[Layer], usable: list[Site], pool: list[int], k: int) -> list[tuple[int, int, int]]:
+    """Up to ``k`` pairs ``(site, nominee, delegate)`` of ``pool``'s sites by ascending saliency, no channel in two,
+    every site keeping one channel."""
+    site_of, nominee, delegate, score = [], [], [], []
+    for q in pool:
+        here = layers[usable[q].layer]
+        S = saliency_matrix(here.W.reshape(here.units, -1), here.b, outgoing_weights(layers, usable[q]))
+        i, j = np.nonzero(np.isfinite(S))
+        site_of.append(np.full(i.size, q))
+        nominee.append(i)
+        delegate.append(j)
+        score.append(S[i, j])
+    order = np.argsort(np.concatenate(score), kind="stable")
+    c_site, c_i, c_j = (np.concatenate(a)[order] for a in (site_of, nominee, delegate))
+    locked = {q: np.zeros(layers[usable[q].layer].units, dtype=bool) for q in pool}
+    room = {q: layers[usable[q].layer].units - 1 for q in pool}
+    chosen: list[tuple[int, int, int]] = []
+    for q, i, j in zip(c_site.tolist(), c_i.tolist(), c_j.tolist()):  # a walk over pairs, stopping at k
+        if len(chosen) == k:
+            break
+        if room[q] > 0 and not locked[q][i] and not locked[q][j]:
+            chosen.append((q, i, j))
+            locked[q][i] = locked[q][j] = True
+            room[q] -= 1
+    return chosen
 
 
 def prune_conv_weights(net: Network, ratio: float, scope: str) -> tuple[Network, dict, list[str]]:
