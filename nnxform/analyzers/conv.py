@@ -115,7 +115,7 @@ class ConvMap:
         return ConvMap(self.node, np.abs(self.weight), self.in_shape, self.out_shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self[np.arange(self.shape[0])].astype(dtype or np.float64)
+        return np.asarray(self[np.arange(self.shape[0])], dtype=dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,7 +265,7 @@ class SubgraphMap:
         return self.abs_fixed if self.absolute else self.fixed
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self[np.arange(self.shape[0])].astype(dtype or np.float64)
+        return np.asarray(self[np.arange(self.shape[0])], dtype=dtype)
 
 
 #: A weight matrix the analyzers apply without forming it.

@@ -159,24 +159,28 @@ def compile_model(model: Model, keep_convs: bool = False) -> Network:
     reach = _reach(model, anchors)
     sizes = {t: int(np.prod(shape, dtype=np.int64)) for t, shape in shapes.items()}
     paths = {(a, t): _path(model, t, reach[a]) for a in anchors for t in reach[a] & set(targets)}
-    kept = {(a, t) for (a, t), nodes in paths.items()
-            if sizes[a] * sizes[t] > DENSE_CONV_LIMIT or keep_convs and _conv_map(model, a, nodes, shapes)}
+    convs = {pair: conv for pair, nodes in paths.items() if (conv := _conv_map(model, pair[0], nodes, shapes))}
+    kept = {(a, t) for a, t in paths if sizes[a] * sizes[t] > DENSE_CONV_LIMIT or keep_convs and (a, t) in convs}
     dense = {a: {t for t in reach[a] & set(targets) if (a, t) not in kept} for a in anchors}
     chunk = _check_memory(model, shapes, dense)
+    basis = {a: {t for t in dense[a] if (a, t) not in convs} for a in anchors}  # a lone Conv's matrix is its kernel
     feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
     zero = _affine_values(model, feed, shapes)
     abs_zero = _affine_values(model, feed, shapes, absolute=True)
     columns, abs_columns = {}, {}
     for a in anchors:
-        if dense[a]:  # an anchor read only by maps kept as operators needs no basis run
-            columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), dense[a], chunk)
+        if basis[a]:  # an anchor read only by operators or lone Convs needs no basis run
+            columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), basis[a], chunk)
         else:
             columns[a], abs_columns[a] = {}, {}
         for t in reach[a] & set(targets):
             if (a, t) in kept:
-                columns[a][t] = _conv_map(model, a, paths[a, t], shapes) or \
-                    SubgraphMap(tuple(paths[a, t]), model.constants, a, t, shapes, zero, abs_zero)
+                columns[a][t] = convs.get((a, t)) or SubgraphMap(tuple(paths[a, t]), model.constants, a, t, shapes,
+                                                                 zero, abs_zero)
                 abs_columns[a][t] = columns[a][t].abs()
+            elif (a, t) in convs:  # the kernel placed on every window: what a basis run would give, exactly
+                columns[a][t] = np.asarray(convs[a, t])
+                abs_columns[a][t] = np.abs(columns[a][t])
     depth = _roundings(model, shapes, set(anchors))
 
     steps: list[Step] = [Input(model.input_size)]
