@@ -8,12 +8,16 @@ hidden ones are block-diagonal, and the last one has the comparison ``[I, −I]`
 mis-encodes it), no parallel branches (nnenum rejects them). With ``keep_outputs`` the output is
 ``[f_A − f_B, f_A, f_B]``.
 
-Convolutional networks stay convolutional when their heads match (the same input shape, and layer
+Convolutional networks stay convolutional when their heads align (the same input shape, and layer
 by layer the same kind of layer with the same kernel, strides, pads and dilations, ReLU and pooling
 alike, up to the Flatten before the dense tail): the first Conv stacks both filter banks, later
 Convs are block-diagonal over channels (zero cross blocks), pools and ReLUs act per channel, and
 the Flatten of ``[channels of A, channels of B]`` is ``[flat A, flat B]``, which the dense tail's
-block-diagonal Gemms read. Otherwise the convolutions become dense Gemms, and the report says why.
+block-diagonal Gemms read. Heads of different depths are aligned (``_aligned_heads``): a layer of one
+head without a counterpart in the other gets an exact identity layer of its kind there — a Conv of its
+geometry with one non-zero tap (stride 1, spatial size kept), a Relu where the values are already ≥ 0,
+a pooling only when it is 1×1 with stride 1 — so both heads keep equal spatial sizes at every merged
+layer. Otherwise the convolutions become dense Gemms, and the report says why.
 Networks that are no chain (skip connections) are merged as one graph (``_merged_graph``).
 """
 
@@ -29,9 +33,10 @@ from .exactness import ATOL, Comparison, Reference
 from .ir import Model, Node
 from . import layered
 from .operators import OPERATORS
-from .layered import Chain, Conv, Layer, chain_layers, chain_network, dense
+from .layered import Chain, Conv, Flatten, Layer, Relu, chain_layers, chain_network, dense
 from .passes import PASSES, Pass, apply_checked
-from .passes.pad import NotMergeable, conv_head_and_tail, pad_pair, relu_layers
+from .passes.pad import (MAX_DENSE_IDENTITY, NotMergeable, channels, conv_head_and_tail, identity_conv, identity_tap,
+                          identity_width, nonnegative, pad_pair, relu_layers)
 from .runtime import OnnxRunner
 
 #: Name of the merged network's output.
@@ -108,7 +113,13 @@ def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model,
     try:
         la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
     except NnxformError as exc:  # skip connections, pools or other activations: both graphs side by side
-        return _merged_graph(a, second, keep_outputs, shapes, str(exc))
+        return _merged_graph(a, second, keep_outputs, shapes, "; ".join(filter(None, (why, str(exc)))))
+    depth = max(len(la), len(lb))
+    wide = max(identity_width(la, depth), identity_width(lb, depth))
+    if convolutional and wide > MAX_DENSE_IDENTITY:
+        return _merged_graph(a, second, keep_outputs, shapes, f"{why}; as dense Gemms the shallower one would need "
+                                                              f"identity layers over {wide} units (at most "
+                                                              f"{MAX_DENSE_IDENTITY})")
     pa, pb, notes = pad_pair(la, lb, "merge")
     layers = merge_layers(pa, pb, keep_outputs)
     report = MergeReport(len(la), len(lb), len(pa), [layer.units for layer in layers], la[-1].units, *shapes,
@@ -121,15 +132,17 @@ def _merged_convolutional(a: Model, second: Model, keep_outputs: bool, shapes: t
     if tuple(a.input_shape) != tuple(second.input_shape):
         raise NotMergeable(f"the input shapes differ ({list(a.input_shape)} and {list(second.input_shape)})")
     (ha, ta), (hb, tb) = conv_head_and_tail(a, "first"), conv_head_and_tail(second, "second")
+    conv_a, conv_b = (sum(isinstance(layer, Conv) for layer in h) for h in (ha, hb))
+    ha, hb, inserted = _aligned_heads(ha, hb, tuple(a.input_shape))
     head = _merge_heads(ha, hb)
     pa, pb, notes = pad_pair(ta, tb, "merge")
     tail = merge_layers(pa, pb, keep_outputs, stacked=False)
     convs = sum(isinstance(layer, Conv) for layer in head)
     layers = head + chain_layers(tail, 2)
     widths = [layer.units for layer in head if isinstance(layer, Conv)] + [layer.units for layer in tail]
-    report = MergeReport(convs + len(ta), convs + len(tb), convs + len(pa), widths, ta[-1].units, *shapes,
-                         keep_outputs, notes, f"convolutions kept: {convs} Conv layers merged channel-wise (no dense "
-                                              "matrix)")
+    report = MergeReport(conv_a + len(ta), conv_b + len(tb), convs + len(pa), widths, ta[-1].units, *shapes,
+                         keep_outputs, inserted + notes, f"convolutions kept: {convs} Conv layers merged channel-wise "
+                                                         "(no dense matrix)")
     return layered.Network.like(a, layers, OUTPUT).to_model(), report
 
 
@@ -176,16 +189,108 @@ def _merged_graph(a: Model, second: Model, keep_outputs: bool, shapes: tuple, wh
     return m, report
 
 
+def _identity_of(layer: Layer, nonnegative_there: bool) -> str:
+    """Why no identity layer of ``layer``'s kind and geometry can stand beside it in the other head ("": one can)."""
+    if isinstance(layer, Conv):
+        return "" if identity_tap(layer) is not None else \
+            (f"no Conv of its geometry (kernel {list(layer.W.shape[2:])}, strides {list(layer.strides)}, pads "
+             f"{list(layer.pads)}) is the identity")
+    if isinstance(layer, Relu):
+        return "" if nonnegative_there else "the other's values there can be negative"
+    if isinstance(layer, (layered.MaxPool, layered.AvgPool)):
+        trivial = set(layer.kernel) | set(layer.strides) == {1} and not any(layer.pads)
+        return "" if trivial else f"a {'×'.join(map(str, layer.kernel))} pooling window is no identity"
+    return "a Flatten ends the head before the dense tail"
+
+
+def _moves(ha: list[Layer], hb: list[Layer], signs: tuple[list[bool], list[bool]], i: int, j: int
+           ) -> list[tuple[int, int]]:
+    """The alignment steps from ``ha[i:]``, ``hb[j:]``: (1, 1) matches two layers of one kind and attributes, (0, 1)
+    sets ``hb[j]`` beside an identity in the first head, (1, 0) ``ha[i]`` beside one in the second."""
+    moves = []
+    if i < len(ha) and j < len(hb) and type(ha[i]) is type(hb[j]) and ha[i].attrs() == hb[j].attrs():
+        moves.append((1, 1))
+    if j < len(hb) and not _identity_of(hb[j], signs[0][i]):
+        moves.append((0, 1))
+    if i < len(ha) and not _identity_of(ha[i], signs[1][j]):
+        moves.append((1, 0))
+    return moves
+
+
+def _aligned_heads(ha: list[Layer], hb: list[Layer], input_shape: tuple[int, ...]
+                   ) -> tuple[list[Layer], list[Layer], list[str]]:
+    """Both heads at one depth, layer by layer of the same kind and geometry, and one line per identity inserted.
+
+    Sequence alignment with the fewest insertions: a layer is matched with a layer of the same kind and attributes
+    in the other head, or stands beside an exact identity of its kind there (``_identity_of``). Matched layers read
+    inputs of one spatial size and identities keep it, so the two heads have equal spatial sizes everywhere.
+    NotMergeable, naming the pair of layers where the alignments stop, when there is none.
+    """
+    heads, signs = (ha, hb), (nonnegative(ha), nonnegative(hb))
+    n, m = len(ha), len(hb)
+    cost = np.full((n + 1, m + 1), np.inf)  # cost[i, j]: fewest identities aligning ha[i:] with hb[j:]
+    cost[n, m] = 0
+    for i in range(n, -1, -1):
+        for j in range(m, -1, -1):
+            for di, dj in _moves(ha, hb, signs, i, j):
+                cost[i, j] = min(cost[i, j], cost[i + di, j + dj] + (di != dj))
+    if np.isinf(cost[0, 0]):
+        raise NotMergeable(_unaligned(ha, hb, signs))
+    width = (channels(ha, input_shape[1]), channels(hb, input_shape[1]))
+    out: tuple[list[Layer], list[Layer]] = ([], [])
+    notes: list[str] = []
+    i = j = 0
+    while (i, j) != (n, m):
+        di, dj = next(d for d in _moves(ha, hb, signs, i, j) if cost[i + d[0], j + d[1]] + (d[0] != d[1]) == cost[i, j])
+        if di == dj:
+            out[0].append(ha[i])
+            out[1].append(hb[j])
+        else:
+            gap = di  # 0: the identity goes in the first head, beside hb[j]; 1: in the second, beside ha[i]
+            layer = heads[1 - gap][(j, i)[gap]]
+            identity, line = _identity(layer, width[gap][(i, j)[gap]], len(input_shape) - 2)
+            out[gap].append(identity)
+            out[1 - gap].append(layer)
+            notes.append(f"{('first', 'second')[gap]}: identity {line} at head layer {len(out[0])}, beside "
+                         f"'{layer.name}'")
+        i, j = i + di, j + dj
+    return out[0], out[1], notes
+
+
+def _identity(layer: Layer, width: int, nd: int) -> tuple[Layer, str]:
+    """The exact identity standing beside ``layer`` over ``width`` channels, and how the report names it."""
+    if isinstance(layer, Conv):
+        kernel = "×".join(map(str, layer.W.shape[2:]))
+        return identity_conv(width, nd, layer), f"Conv ({width} channels, {kernel} kernel with one non-zero tap)"
+    if isinstance(layer, Relu):
+        return Relu(name="identity_relu"), "Relu (its input is ≥ 0)"
+    return layer.replace(name="identity_pool"), f"{layer.OP} (1×1 window, stride 1)"
+
+
+def _unaligned(ha: list[Layer], hb: list[Layer], signs: tuple[list[bool], list[bool]]) -> str:
+    """Why two heads do not align: the layers where the alignments from their start stop, at the stop that passed
+    the most layers of both heads (then the fewest identities)."""
+    reached = np.zeros((len(ha) + 1, len(hb) + 1), bool)
+    reached[0, 0] = True
+    for i in range(len(ha) + 1):
+        for j in range(len(hb) + 1):
+            for di, dj in _moves(ha, hb, signs, i, j) if reached[i, j] else []:
+                reached[i + di, j + dj] = True
+    i, j = max(zip(*np.nonzero(reached)), key=lambda ij: (min(ij), -ij[0] - ij[1]))
+    ends = [(f"the first's '{ha[i].name}'", ha[i], signs[1][j])] if i < len(ha) else []
+    ends += [(f"the second's '{hb[j].name}'", hb[j], signs[0][i])] if j < len(hb) else []
+    what = " and ".join(f"{name} ({type(z).__name__})" for name, z, _ in ends)
+    why = "; ".join(f"beside {name}: {_identity_of(z, s)}" for name, z, s in ends if not isinstance(z, Flatten))
+    return (f"their layers before the dense tail do not align (kind, kernel, strides, pads) and no exact identity "
+            f"layer fills the gap: after {i} layers of the first head and {j} of the second, {what} ({why})")
+
+
 def _merge_heads(ha: list[Layer], hb: list[Layer]) -> list[Layer]:
-    """Two matching heads as one on the shared input: the first Conv stacked, later ones block-diagonal."""
-    if [type(x) for x in ha] != [type(x) for x in hb]:
-        raise NotMergeable("their layers before the dense tail differ in kind or number")
+    """Two aligned heads (``_aligned_heads``) as one on the shared input: the first Conv stacked, later ones
+    block-diagonal."""
     out: list[Layer] = []
     first = True
     for k, (x, y) in enumerate(zip(ha, hb)):
-        if x.attrs() != y.attrs() or (isinstance(x, Conv) and x.W.shape[2:] != y.W.shape[2:]):
-            raise NotMergeable(f"layer {k + 1} ('{x.name}' and '{y.name}') differs in kernel, strides, pads or "
-                               "dilations")
         if isinstance(x, Conv):
             if first:
                 W = np.concatenate([x.W, y.W], axis=0)

@@ -11,7 +11,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
-from ..passes.pad import relu_layers
+from ..passes.pad import MAX_DENSE_IDENTITY, affine_depth
 from . import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
                      with_domain)
@@ -25,8 +25,11 @@ MAX_DEPTH = 1000
                   "inserting exact identity layers before its last layer: Gemm(I) → Relu after a ReLU, or "
                   "[I; −I] → Relu → [I, −I] (relu(x) − relu(−x)) in a network without ReLU. The network must be "
                   "a chain of affine layers and ReLUs; it is written as one dense chain, Flatten → Gemm → Relu → "
-                  "… → Gemm, except that Conv, Relu and pooling layers before the last Flatten are kept as they are "
-                  "and only the dense layers after it are padded. Before writing, the result is run in "
+                  "… → Gemm, except that Conv, Relu and pooling layers before the last Flatten are kept as they are: "
+                  "the identity layers then go in the dense layers after it, or, when those have no hidden layer, "
+                  "as 1×1 Convs with identity kernels, each followed by a Relu, after the "
+                  "head's last Relu or pooling (values ≥ 0, so exact). A dense identity over more than "
+                  f"{MAX_DENSE_IDENTITY} units of a densified CNN is refused. Before writing, the result is run in "
                   "onnxruntime against the input on --samples points of the domain (plus corners and centre); "
                   "nothing is written beyond --tol. " + DEFAULT_BOX_HELP)
 @with_domain
@@ -47,7 +50,7 @@ def pad(
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
     source = load(model)
-    target = depth if like is None else len(relu_layers(load(like), "pad"))
+    target = depth if like is None else affine_depth(load(like))
     done = rewrite("pad", source, domain.box(source), samples=samples, tol=tol,
                    parameters={"like": None if like is None else Path(like).name, "domain": domain.describe()},
                    depth=target)

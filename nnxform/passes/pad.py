@@ -4,8 +4,12 @@ The network is canonicalised and compiled to its dense layers (``analyzers.netwo
 back as a single chain (``layered.chain_network``): Flatten (unless the input is already
 ``[1, n]``), then ``Gemm → Relu → … → Gemm``. A convolutional network whose layers before the last
 Flatten are group-1 Convs, ReLUs and pools keeps them (``conv_head_and_tail``); only its dense tail
-is padded. Identity layers go before the last Gemm, where values are ReLU outputs
-(≥ 0), so ``Gemm(I) → Relu`` is exact. A network without ReLU has no such point: its values can be
+is padded: identity layers go before the last Gemm, where values are ReLU outputs (≥ 0), so
+``Gemm(I) → Relu`` is exact. When that tail has no hidden layer, the identity layers are 1×1 Convs
+with identity kernels, each followed by a Relu, at the head's last point where values are ≥ 0
+(``pad_head``): a dense identity over a flattened feature map (23,328 units in a real CNN: 2 GB) is
+never written, and one over more than ``MAX_DENSE_IDENTITY`` units of a densified network is
+refused. A network without ReLU has no point where values are ≥ 0: its values can be
 negative, so it gets ``[I; −I] → Relu → [I, −I]`` (``relu(x) − relu(−x) = x``), one of the two
 matrices folded into its affine layer. ``merge`` pads with the same functions.
 """
@@ -20,6 +24,10 @@ from ..ir import Model
 from .. import layered
 from ..layered import Chain, Conv, Dense, Flatten, Layer, Relu, chain_layers, chain_network, dense
 from . import PASSES, PassReport, register
+
+#: The widest dense identity written into a convolutional network whose convolutions became dense Gemms (a
+#: 4096 × 4096 Gemm is 64 MiB in float32; over a real CNN's flattened feature map it would pass ONNX's 2 GB limit).
+MAX_DENSE_IDENTITY = 4096
 
 
 def relu_layers(model: Model, command: str) -> Chain:
@@ -68,6 +76,13 @@ def pad_layers(layers: Chain, depth: int) -> tuple[Chain, list[str]]:
     return _renamed(layers[:-1] + identity + layers[-1:]), notes
 
 
+def identity_width(layers: Chain, depth: int) -> int:
+    """The width of the dense identity layers ``pad_layers(layers, depth)`` inserts (0: none), before building them."""
+    if depth <= len(layers):
+        return 0
+    return 2 * min(layers[0].W.shape) if len(layers) == 1 else int(layers[-1].W.shape[1])
+
+
 def _renamed(layers: Chain) -> Chain:
     """The layers named ``layer1``, ``layer2``, … in order (their position in the written chain)."""
     return [layer.replace(name=f"layer{k}") for k, layer in enumerate(layers, start=1)]
@@ -114,28 +129,110 @@ def conv_head_and_tail(model: Model, which: str) -> tuple[list[Layer], Chain]:
     return head, tail
 
 
+def nonnegative(head: list[Layer]) -> list[bool]:
+    """Per point of ``head`` (before its first layer, after each), whether the values there are ≥ 0 whatever the
+    input: from a Relu on, through pools and Flatten, until the next Conv (an identity layer changes nothing)."""
+    signs = [False]
+    for layer in head:
+        signs.append(isinstance(layer, Relu) or (signs[-1] and not isinstance(layer, Conv)))
+    return signs
+
+
+def channels(head: list[Layer], input_channels: int) -> list[int]:
+    """Per point of ``head`` (as ``nonnegative``), the number of channels there."""
+    out = [input_channels]
+    for layer in head:
+        out.append(layer.units if isinstance(layer, Conv) else out[-1])
+    return out
+
+
+def identity_tap(conv: Conv) -> tuple[int, ...] | None:
+    """The kernel tap at which a Conv of ``conv``'s geometry is ``x ↦ x`` (stride 1, pads keeping the spatial size,
+    the begin pad a whole number of dilations), or None when no Conv of that geometry is the identity."""
+    nd = conv.W.ndim - 2
+    kernel, strides, dil = np.array(conv.W.shape[2:]), np.array(conv.strides), np.array(conv.dilations)
+    begin, end = np.array(conv.pads[:nd]), np.array(conv.pads[nd:])
+    if (strides != 1).any() or (begin + end != dil * (kernel - 1)).any() or (begin % dil).any():
+        return None
+    return tuple(int(t) for t in begin // dil)
+
+
+def identity_conv(width: int, nd: int, like: Conv | None = None, name: str = "identity") -> Conv:
+    """``x ↦ x`` over ``width`` channels as a group-1 Conv with zero bias: 1×1 (stride 1, no pad), or in ``like``'s
+    geometry with one non-zero tap (``identity_tap``), so that it merges channel-wise with ``like``."""
+    geometry = {"strides": (1,) * nd, "pads": (0,) * 2 * nd, "dilations": (1,) * nd} if like is None else \
+        {"strides": like.strides, "pads": like.pads, "dilations": like.dilations}
+    kernel, tap = ((1,) * nd, (0,) * nd) if like is None else (like.W.shape[2:], identity_tap(like))
+    W = np.zeros((width, width) + tuple(kernel))
+    W[(np.arange(width), np.arange(width)) + tap] = 1.0
+    return Conv(name=name, W=W, b=np.zeros(width), **geometry)
+
+
+def pad_head(head: list[Layer], extra: int, input_shape: tuple[int, ...]) -> tuple[list[Layer], list[str]]:
+    """``head`` with ``extra`` identity 1×1 Conv → Relu pairs at its last point before the Flatten where values are
+    ≥ 0 (so relu(x) = x exactly, in float too; ``nonnegative`` must find one), and one line per pair."""
+    signs = nonnegative(head)
+    at = max(k for k in range(len(head)) if signs[k])  # head[-1] is the Flatten: insert before it
+    nd, c = len(input_shape) - 2, channels(head, input_shape[1])[at]
+    pairs = [[identity_conv(c, nd, name=f"identity_conv{k}"), Relu(name=f"identity_relu{k}")]
+             for k in range(1, extra + 1)]
+    notes = [f"identity Conv 1×1 ({c} → {c} channels, zero bias) → Relu after '{head[at - 1].name}' (its values are "
+             "≥ 0)"] * extra
+    return head[:at] + [layer for pair in pairs for layer in pair] + head[at:], notes
+
+
+def affine_depth(model: Model) -> int:
+    """The number of affine layers ``pad`` counts in ``model`` (its Convs and Gemms), without densifying a CNN."""
+    if any(n.op in ("Conv", "ConvTranspose") for n in model.nodes):
+        try:
+            head, tail = conv_head_and_tail(model, "the")
+            return sum(isinstance(layer, Conv) for layer in head) + len(tail)
+        except NotMergeable:
+            pass
+    return len(relu_layers(model, "pad"))
+
+
 @register("pad")
 def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
-    """``model`` as a ReLU chain with ``depth`` affine layers, the same function (exact identity layers)."""
+    """``model`` as a ReLU chain with ``depth`` affine layers, the same function (exact identity layers): a CNN gets
+    them in its dense tail when that has a hidden layer, else as 1×1 Convs in its head (``pad_head``)."""
     report = PassReport("pad")
     out = model.output_name
     output_shape = tuple(model.shapes()[out])
     head: list[Layer] = []
-    if any(n.op in ("Conv", "ConvTranspose") for n in model.nodes):
+    convolutional = any(n.op in ("Conv", "ConvTranspose") for n in model.nodes)
+    why = ""
+    if convolutional:
         try:
             head, layers = conv_head_and_tail(model, "the")
         except NotMergeable as exc:
-            report.add("densified", f"convolutions written as dense Gemms: {exc}")
+            why = str(exc)
+            report.add("densified", f"convolutions written as dense Gemms: {why}")
     if not head:
         layers = relu_layers(model, "pad")
     convs = sum(isinstance(layer, Conv) for layer in head)
     if depth < convs + len(layers):
         raise NnxformError(f"the network already has {convs + len(layers)} affine layers; cannot pad it to {depth}")
-    padded, notes = pad_layers(layers, depth - convs)
+    extra = depth - convs - len(layers)
+    in_head = bool(head) and extra > 0 and len(layers) == 1 and any(nonnegative(head)[:-1])
+    if in_head:
+        head, notes = pad_head(head, extra, tuple(model.input_shape))
+        padded = layers
+    else:
+        width = identity_width(layers, depth - convs)
+        if convolutional and (not head or len(layers) == 1) and width > MAX_DENSE_IDENTITY:
+            fix = "identity 1×1 Convs need a Relu before the last Flatten, and it has none" if head else \
+                f"identity Convs need group-1 Conv, Relu and pooling layers before the last Flatten ({why})"
+            raise NnxformError(f"pad: the identity layers would be dense {width}×{width} Gemms over the network's "
+                               f"convolutional features ({4 * width * width / 2**20:.0f} MiB each, at most "
+                               f"{MAX_DENSE_IDENTITY} units); {fix}")
+        padded, notes = pad_layers(layers, depth - convs)
     if head:
         tail = chain_layers(padded, 2, output_shape)
         result = layered.Network.like(model, head + tail).to_model()
-        report.add("kept", f"{convs} Conv layers kept as they are; the dense layers after the last Flatten padded")
+        report.add("kept", f"{convs} Conv layers kept as they are; " +
+                   ("identity 1×1 Convs added in the head" if in_head else
+                    "the dense layers after the last Flatten padded"))
     else:
         result = chain_network(padded, model, output_shape).to_model()
     report.counts.update(layers_before=convs + len(layers), layers_after=depth)
