@@ -50,13 +50,26 @@ def test_the_operator_is_its_dense_matrix(attrs, wshape, ishape):
     assert r.size == np.count_nonzero(D)
 
 
+def dense_forms(monkeypatch) -> None:
+    """Every step compiled as a dense matrix (the reference the operators must equal)."""
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 2**40)
+    monkeypatch.setattr(network, "CONV_MAP_LIMIT", 2**40)
+
+
+def operator_forms(monkeypatch) -> None:
+    """Every step kept as an operator (``ConvMap`` or ``SubgraphMap``)."""
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    monkeypatch.setattr(network, "CONV_MAP_LIMIT", 0)
+
+
 @pytest.mark.parametrize("name, method", [("bn_cnn", "symbolic"), ("bn_cnn", "milp"), ("cifar_base_kw", "interval"),
                                           ("cifar_base_kw", "symbolic"), ("bn_after_relu_conv", "lp")])
 def test_bounds_with_convolution_operators_equal_the_dense_ones(monkeypatch, name, method):
     model, _ = PASSES["canon"](load(MODELS / f"{name}.onnx"))  # BN folded: each Conv feeds its ReLU
     box = Box(np.full(model.input_size, 0.4), np.full(model.input_size, 0.6))
+    dense_forms(monkeypatch)
     dense = bounds(model, box, method, time_limit=30)
-    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    operator_forms(monkeypatch)
     kept = bounds(model, box, method, time_limit=30)
     assert any(isinstance(w, ConvMap) for s in kept.state.net.steps for w in getattr(s, "weights", []))
     tol = 1e-5 if method == "milp" else 1e-9  # a MILP bound is exact up to the solver's gap, reached another way
@@ -99,8 +112,9 @@ def test_stable_and_compress_with_convolution_operators(monkeypatch):
 
     model, _ = PASSES["canon"](load(MODELS / "bn_cnn.onnx"))
     box = Box.default(model.input_size)
+    dense_forms(monkeypatch)
     dense = classify(model, box, time_limit=60, seed=0)
-    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    operator_forms(monkeypatch)
     kept = classify(model, box, time_limit=60, seed=0)
     assert [layer.status.tolist() for layer in kept.layers] == [layer.status.tolist() for layer in dense.layers]
     small = compress_aligned(model, kept).model
@@ -114,7 +128,7 @@ def test_the_dense_tools_refuse_a_convolution_too_large_for_memory(monkeypatch):
     from nnxform.passes.pad import relu_layers
 
     model, _ = PASSES["canon"](load(MODELS / "cifar_base_kw.onnx"))
-    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    operator_forms(monkeypatch)
     monkeypatch.setattr(network, "_available_memory", lambda: 20 * 2**20)  # the Gemms fit, the convolutions not
     with pytest.raises(NnxformError, match="the difference analysis: a convolution over 3072 inputs .* GiB"):
         relu_layers(model, "the difference analysis")
@@ -149,8 +163,9 @@ def test_an_affine_segment_is_its_dense_matrix_and_gives_the_same_bounds(monkeyp
     bound is the same."""
     from nnxform.analyzers.conv import SubgraphMap
     model = _segment_network()
+    dense_forms(monkeypatch)
     dense_net = network.compile_model(model)
-    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+    operator_forms(monkeypatch)
     kept_net = network.compile_model(model)
     maps = 0
     for d, k in zip(dense_net.steps, kept_net.steps):
@@ -172,9 +187,9 @@ def test_an_affine_segment_is_its_dense_matrix_and_gives_the_same_bounds(monkeyp
     assert maps >= 4  # BN after Conv, AvgPool before Conv, the skip branch, the Gemm after the Flatten
     box = Box(np.full(model.input_size, 0.3), np.full(model.input_size, 0.7))
     for method in ("interval", "symbolic", "lp"):
-        monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 2**24)
+        dense_forms(monkeypatch)
         dense = bounds(model, box, method, time_limit=30)
-        monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
+        operator_forms(monkeypatch)
         kept = bounds(model, box, method, time_limit=30)
         np.testing.assert_allclose(kept.output_lower, dense.output_lower, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(kept.output_upper, dense.output_upper, rtol=1e-9, atol=1e-9)

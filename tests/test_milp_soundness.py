@@ -78,16 +78,21 @@ def test_a_total_time_limit_bounds_the_whole_analysis(method):
     assert np.all(b.output_lower <= lo) and np.all(b.output_upper >= hi)
 
 
-def test_memory_is_estimated_before_compiling():
-    """An affine map over a large image that only a dense matrix can hold (here a transposition feeding a ReLU)
-    would need terabytes: refused at once, with the estimate. A convolution of the same size, and the identity
-    between a ReLU and the output, are kept as operators instead (``analyzers.conv``)."""
-    from nnxform.analyzers.conv import Operator
+def test_memory_is_estimated_before_compiling(monkeypatch):
+    """An affine map over a large image (here a transposition feeding a ReLU) is kept as an operator (``analyzers.conv``:
+    ``SubgraphMap``); forced into a dense matrix it would need terabytes: refused at once, with the estimate. A
+    convolution of the same size, and the identity between a ReLU and the output, are operators too."""
+    from nnxform.analyzers import network
+    from nnxform.analyzers.conv import Operator, SubgraphMap
     from nnxform.errors import NnxformError
 
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2]), helper.make_node("Relu", ["t"], ["y"])]
+    model = from_proto(make_model(nodes, [1, 3, 512, 512]))
+    assert isinstance(compile_model(model).steps[1].weights[0], SubgraphMap)
+    monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 2**62)
     with pytest.raises(NnxformError, match="GiB"):
-        compile_model(from_proto(make_model(nodes, [1, 3, 512, 512])))
+        compile_model(model)
+    monkeypatch.undo()
     w = np.random.default_rng(0).normal(size=(16, 3, 3, 3)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
     net = compile_model(from_proto(make_model(nodes, [1, 3, 512, 512], weights={"w": w})))
