@@ -214,9 +214,9 @@ def test_saliency_on_a_cnn_merges_channel_pairs():
     assert res.check.within
 
 
-def test_cli_refuses_a_residual_network_naming_the_add(tmp_path):
+def test_cli_refuses_saliency_on_a_residual_network_naming_the_add(tmp_path):
     out = tmp_path / "r.onnx"
-    r = run_cli("prune", MODELS / "torch_resnet.onnx", "-m", "neuron", "-r", "0.5", "-o", out)
+    r = run_cli("prune", MODELS / "torch_resnet.onnx", "-m", "saliency", "-r", "0.5", "-o", out)
     assert r.returncode == 2 and "Add" in r.stderr and "skip connection" in r.stderr and not out.exists()
 
 

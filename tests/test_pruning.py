@@ -380,7 +380,7 @@ def test_cli_errors_write_nothing(tmp_path):
     out = tmp_path / "x.onnx"
     r = _run(MODELS / "cartpole.onnx", "-m", "magic", "-r", "0.5", "-o", out)
     assert isinstance(r.exception, NnxformError) and "magic" in str(r.exception)
-    r = _run(MODELS / "torch_resnet.onnx", "-m", "neuron", "-r", "0.5", "-o", out)
+    r = _run(MODELS / "torch_resnet.onnx", "-m", "saliency", "-r", "0.5", "-o", out)
     assert isinstance(r.exception, NnxformError) and "skip connection" in str(r.exception)
     r = _run(MODELS / "cartpole.onnx", "-m", "neuron", "-r", "0.5", "-o", out, "--scale", "255")
     assert isinstance(r.exception, NnxformError) and "--data" in str(r.exception)

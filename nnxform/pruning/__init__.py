@@ -24,7 +24,9 @@ from ..exactness import ATOL, Comparison, Reference
 from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
 from ..passes import Pass, apply_checked
+from ..evaluate import run
 from .chain import dense_chain, prunable_layers, to_model
+from .graph import canonical, has_skip_connections, prune_graph_channels, prune_graph_weights
 from .channel import (aligned_network, conv_network, is_convolutional, prune_channel_saliency, prune_channels,
                       prune_conv_weights)
 from .neuron import prune_neurons
@@ -53,7 +55,8 @@ class PruneResult:
     details: dict[str, Any]
     notes: list[str]
     aligned: Model  # the pruned network at the original widths, removed units zero: what the impact bound analyses
-    network: Network  # the pruned chain as layers: the function the written model is checked against
+    network: Network | Model  # the pruned layers (a graph: the pruned model, run by the numpy evaluator): the
+    # function the written model is checked against
     check: Comparison | None = None  # the written model against ``network`` in onnxruntime
 
     def to_json(self) -> dict[str, Any]:
@@ -86,7 +89,8 @@ def _as_written(result: PruneResult) -> Reference:
     """The pruned layers' function in float64: what the written model must compute."""
 
     def outputs(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y = result.network.forward(xs).reshape(len(xs), -1)
+        net = result.network
+        y = (run(net, xs) if isinstance(net, Model) else net.forward(xs)).reshape(len(xs), -1)
         return y, np.abs(y)
 
     return Reference(outputs, "the written pruned network differs from the pruned layers by {max_abs:.3g} over "
@@ -106,6 +110,8 @@ def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, g
     options = options or SaliencyOptions()
     _check_options(options)
     t0 = time.perf_counter()
+    if has_skip_connections(model):
+        return _pruned_graph(model, method, ratio, scope, t0)
     if is_convolutional(model):
         return _pruned_convolutional(model, method, ratio, scope, options, progress, t0)
     layers = dense_chain(model)
@@ -155,6 +161,24 @@ def _pruned_convolutional(model: Model, method: str, ratio: float, scope: str | 
     return result, PruneResult(result, method, ratio, scope, time.perf_counter() - t0, model_size(original.to_model()),
                                model_size(result), details, notes, aligned_network(pruned, original).to_model(),
                                pruned)
+
+
+def _pruned_graph(model: Model, method: str, ratio: float, scope: str | None, t0: float) -> tuple[Model, PruneResult]:
+    """``_pruned`` for a network with skip connections, on its graph (``pruning.graph``)."""
+    if method == "saliency":
+        join = next(n for n in model.nodes if len(model.data_inputs(n)) > 1)
+        raise NnxformError(f"prune: saliency pairs channels along one chain of layers, and '{join.name}' ({join.op}) "
+                           f"joins {len(model.data_inputs(join))} branches (a skip connection): use --method neuron "
+                           "(channels not tied by it) or weight")
+    if method == "weight":
+        scope = scope or DEFAULT_SCOPE[method]
+        result, details, notes = prune_graph_weights(model, ratio, scope)
+        aligned_model = result
+    else:
+        result, aligned_model, details, notes = prune_graph_channels(model, ratio, scope)
+        scope = details["scope"]
+    return result, PruneResult(result, method, ratio, scope, time.perf_counter() - t0, model_size(canonical(model)),
+                               model_size(result), details, notes, aligned_model, result)
 
 
 #: Pruning as a pass: it changes the function, so its result is checked against the pruned layers it writes.
