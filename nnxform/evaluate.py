@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import NnxformError, UnsupportedOperator
-from .ir import Model
+from .ir import Model, Node
 from .operators import OPERATORS
 from .runtime import onnxruntime_shapes
 
@@ -29,15 +29,7 @@ def run(model: Model, xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarra
     xs = np.asarray(xs, dtype=np.float64).reshape((-1,) + tuple(model.input_shape))
     values: dict[str, np.ndarray] = {model.input_name: xs}
     for node in model.nodes:
-        args = []
-        for name in node.inputs:
-            if name == "":
-                args.append(None)
-            elif name in values:
-                args.append(values[name])
-            else:
-                args.append(None if name not in model.constants else _const(model.constants[name]))
-        batched = [name in values for name in node.inputs]
+        args, batched = arguments(node, values, model.constants)
         spec = OPERATORS.get(node.op)
         if spec is None:
             raise UnsupportedOperator(f"operator {node.op} (node '{node.name}') cannot be evaluated")
@@ -82,8 +74,21 @@ def batch_agnostic(model: Model) -> bool:
     return True
 
 
-def _const(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
+def arguments(node: Node, values: dict[str, np.ndarray], constants: dict[str, np.ndarray],
+              fixed: dict[str, np.ndarray] | None = None) -> tuple[list, list[bool]]:
+    """A node's inputs and which are batched: tensors of ``values`` (with a sample axis), constants (floats as
+    float64), else one sample of ``fixed`` or None (an omitted input)."""
+    args, batched = [], []
+    for name in node.inputs:
+        batched.append(name in values)
+        if name in values:
+            args.append(values[name])
+        elif name in constants:
+            c = constants[name]
+            args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
+        else:
+            args.append(fixed[name][0] if fixed is not None and name in fixed else None)
+    return args, batched
 
 
 #: The kernel of every operator, as the table has it.

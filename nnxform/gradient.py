@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UnsupportedOperator
-from .evaluate import run
+from .evaluate import arguments, run
 from .ir import Model
 from .operators import OPERATORS
 
@@ -34,16 +34,7 @@ def gradient(model: Model, xs: np.ndarray, weights: np.ndarray, tensor: str | No
         g = grads.pop(node.outputs[0], None)
         if g is None:
             continue
-        args, batched = [], []
-        for t in node.inputs:
-            batched.append(t in values)
-            if t in values:
-                args.append(values[t])
-            elif t in model.constants:
-                c = model.constants[t]
-                args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
-            else:
-                args.append(None)
+        args, batched = arguments(node, values, model.constants)
         spec = OPERATORS.get(node.op)
         if spec is None:
             raise UnsupportedOperator(f"operator {node.op} (node '{node.name}') has no gradient")

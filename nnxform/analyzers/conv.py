@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..evaluate import arguments
 from ..ir import Node
 from ..operators import OPERATORS
 from ..operators.forward import Windows
@@ -191,16 +192,7 @@ class SubgraphMap:
         return int(np.prod(self.shapes[self.target])), int(np.prod(self.shapes[self.anchor]))
 
     def _args(self, node: Node, values: dict[str, np.ndarray]) -> tuple[Node, list, list[bool]]:
-        args, batched = [], []
-        for t in node.inputs:
-            batched.append(t in values)
-            if t in values:
-                args.append(values[t])
-            elif t in self.constants:
-                c = self.constants[t]
-                args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
-            else:
-                args.append(self._fixed[t][0] if t in self._fixed else None)
+        args, batched = arguments(node, values, self.constants, self._fixed)
         if self.absolute:
             node, args = absolute_node(node, args, batched)
         return node, args, batched

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import NnxformError
+from ..evaluate import arguments
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
 from ..operators.forward import Windows, explicit_pads, merge_lead
@@ -271,21 +272,7 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
             continue
         if only is not None and not any(t in only for t in n.inputs):
             continue
-        args, batched = [], []
-        for t in n.inputs:
-            if t in values:
-                args.append(values[t])
-                batched.append(True)
-            elif t in model.constants:
-                c = model.constants[t]
-                args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
-                batched.append(False)
-            elif fixed is not None and t in fixed:
-                args.append(fixed[t][0])
-                batched.append(False)
-            else:
-                args.append(None)
-                batched.append(False)
+        args, batched = arguments(n, values, model.constants, fixed)
         node = n
         if absolute:
             node, args = absolute_node(n, args, batched)
