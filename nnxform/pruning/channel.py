@@ -44,7 +44,7 @@ from ..operators import OPERATORS
 from ..passes import PASSES
 from .chain import quota, remove_dead_units
 from .neuron import select_lowest
-from .saliency import saliency_matrix
+from .saliency import ranked_pairs, saliency_matrix
 from .weight import zero_smallest
 
 #: Layers a channel passes through unchanged in number between a site and its consumer.
@@ -321,17 +321,11 @@ def prune_channel_saliency(net: Network, ratio: float, scope: str, step: float,
 def _round(layers: list[Layer], usable: list[Site], pool: list[int], k: int) -> list[tuple[int, int, int]]:
     """Up to ``k`` pairs ``(site, nominee, delegate)`` of ``pool``'s sites by ascending saliency, no channel in two,
     every site keeping one channel."""
-    site_of, nominee, delegate, score = [], [], [], []
-    for q in pool:
+    def saliency(q: int) -> np.ndarray:
         here = layers[usable[q].layer]
-        S = saliency_matrix(here.W.reshape(here.units, -1), here.b, outgoing_weights(layers, usable[q]))
-        i, j = np.nonzero(np.isfinite(S))
-        site_of.append(np.full(i.size, q))
-        nominee.append(i)
-        delegate.append(j)
-        score.append(S[i, j])
-    order = np.argsort(np.concatenate(score), kind="stable")
-    c_site, c_i, c_j = (np.concatenate(a)[order] for a in (site_of, nominee, delegate))
+        return saliency_matrix(here.W.reshape(here.units, -1), here.b, outgoing_weights(layers, usable[q]))
+
+    c_site, c_i, c_j = ranked_pairs({q: saliency(q) for q in pool})
     locked = {q: np.zeros(layers[usable[q].layer].units, dtype=bool) for q in pool}
     room = {q: layers[usable[q].layer].units - 1 for q in pool}
     chosen: list[tuple[int, int, int]] = []

@@ -119,6 +119,19 @@ def energy(lower: np.ndarray, upper: np.ndarray, alpha: float, beta: float, phi:
     return alpha * _sigmoid(norm) + beta * _sigmoid(ent)
 
 
+def ranked_pairs(saliencies: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every finite entry ``(key, nominee i, delegate j)`` of the saliency matrices, lowest saliency first."""
+    keys, nominees, delegates, scores = [], [], [], []
+    for key, S in saliencies.items():
+        i, j = np.nonzero(np.isfinite(S))
+        keys.append(np.full(i.size, key))
+        nominees.append(i)
+        delegates.append(j)
+        scores.append(S[i, j])
+    order = np.argsort(np.concatenate(scores), kind="stable")
+    return tuple(np.concatenate(a)[order] for a in (keys, nominees, delegates))  # type: ignore[return-value]
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -181,21 +194,12 @@ def _visit(state: _Search, pool: list[int], k: int, temperature: float, box: Box
     """One pool visit of Algorithm 1: accept up to ``k`` operations, apply them, return how many."""
     layers = state.layers
     bounds = interval_bounds(layers, box)
-    cand_layer, cand_i, cand_j, cand_s = [], [], [], []
-    for l in pool:
-        S = saliency_matrix(layers[l].W, layers[l].b, layers[l + 1].W)
-        i, j = np.nonzero(np.isfinite(S))
-        cand_layer.append(np.full(i.size, l))
-        cand_i.append(i)
-        cand_j.append(j)
-        cand_s.append(S[i, j])
-    order = np.argsort(np.concatenate(cand_s), kind="stable")
-    c_layer, c_i, c_j = (np.concatenate(a)[order] for a in (cand_layer, cand_i, cand_j))
+    c_layer, c_i, c_j = ranked_pairs({l: saliency_matrix(layers[l].W, layers[l].b, layers[l + 1].W) for l in pool})
     locked = {l: np.zeros(layers[l].units, dtype=bool) for l in pool}
     room = {l: layers[l].units - 1 for l in pool}
     chosen: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
     last, examined, budget = 0.0, 0, _EXAMINE * k
-    for start in range(0, order.size, _WINDOW):
+    for start in range(0, c_layer.size, _WINDOW):
         if len(chosen) == k or examined >= budget:
             break
         wl, wi, wj = c_layer[start:start + _WINDOW], c_i[start:start + _WINDOW], c_j[start:start + _WINDOW]
