@@ -132,12 +132,12 @@ class Pair:
         self.a, self.b = a, b
         self.notes: list[str] = []
         self._runners: tuple[OnnxRunner, OnnxRunner] | None = None
-        dense_why = ""
+        dense_why, kept = "", None
         if any(n.op == "Conv" for m in (a, b) for n in m.nodes):
-            compiled = compile_model(a, keep_convs=True), compile_model(b, keep_convs=True)
-            self._joint = joint_network(*compiled)
+            kept = compile_model(a, keep_convs=True), compile_model(b, keep_convs=True)
+            self._joint = joint_network(*kept)
             try:
-                self._convolutional(*compiled)
+                self._convolutional(*kept)
                 return
             except NotAligned as exc:
                 dense_why = f"convolutions written out as dense matrices ({exc})"
@@ -148,8 +148,7 @@ class Pair:
             except NnxformError as exc:
                 reasons.append(f"{which} network: {exc}")
         compiled = compile_model(a), compile_model(b)
-        if not hasattr(self, "_joint"):
-            self._joint = joint_network(*compiled)
+        self._joint = joint_network(*(kept or compiled))
         if not reasons:
             la, lb = chains
             pa, pb, padded = pad_pair(la, lb, "a discrepancy")
@@ -185,7 +184,8 @@ class Pair:
         self.notes += [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b] + aligned
         self.reshaped_a = len(pa) != len(ca) or any(x.b.size != y.b.size for x, y in zip(wa, ca))
         self.layers = [PairLayer(x.W, x.b, y.W, y.b, x.rounding, y.rounding) for x, y in zip(wa, wb)]
-        self.net_a, self.net_b = layers_network(wa, self.a.dtype, probe=True), layers_network(wb, self.b.dtype, probe=True)
+        self.net_a = layers_network(wa, self.a.dtype, probe=True)
+        self.net_b = layers_network(wb, self.b.dtype, probe=True)
         self.dead_a, self.dead_b = _dead_layers(wa), _dead_layers(wb)
         self._delta_fn = _ModelDelta(self.a, self.b)
         self.chains = True
