@@ -190,7 +190,10 @@ def _pool_back(state: State, s: Pool, L: np.ndarray, coef: dict[int, np.ndarray]
     P, N = np.maximum(L, 0.0), np.minimum(L, 0.0)
     linear = P + np.where(exact, N, 0.0)
     out = np.zeros((L.shape[0], lo.size))
-    np.add.at(out.T, arg, linear.T)
+    if np.unique(arg).size == arg.size:  # every window took a different input (no overlap): one scatter
+        out[:, arg] = linear
+    else:
+        np.add.at(out.T, arg, linear.T)
     _add(coef, s.source, out)
     return np.where(exact, 0.0, N) @ top
 
