@@ -167,7 +167,7 @@ def compile_model(model: Model, keep_convs: bool = False) -> Network:
     conv_limit = 0 if keep_convs else CONV_MAP_LIMIT
     kept = {(a, t) for a, t in paths if sizes[a] * sizes[t] > (conv_limit if (a, t) in convs else DENSE_CONV_LIMIT)}
     dense = {a: {t for t in reach[a] & set(targets) if (a, t) not in kept} for a in anchors}
-    chunk = _check_memory(model, shapes, dense)
+    _check_memory(model, shapes, dense)
     basis = {a: {t for t in dense[a] if (a, t) not in convs} for a in anchors}  # a lone Conv's matrix is its kernel
     feed = {a: np.zeros((1,) + shapes[a]) for a in anchors}
     zero = _affine_values(model, feed, shapes)
@@ -175,6 +175,8 @@ def compile_model(model: Model, keep_convs: bool = False) -> Network:
     columns, abs_columns = {}, {}
     for a in anchors:
         if basis[a]:  # an anchor read only by operators or lone Convs needs no basis run
+            widest = max(sizes[t] for t in reach[a])  # the tensors one batch of basis vectors runs through
+            chunk = int(max(1, min(_CHUNK, _CHUNK_BYTES // (8 * 4 * widest))))
             columns[a], abs_columns[a] = _basis_response(model, a, shapes, (zero, abs_zero), basis[a], chunk)
         else:
             columns[a], abs_columns[a] = {}, {}
@@ -282,9 +284,9 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
     return values
 
 
-def _check_memory(model: Model, shapes: dict, dense_targets: dict[str, set[str]]) -> int:
+def _check_memory(model: Model, shapes: dict, dense_targets: dict[str, set[str]]) -> None:
     """Refuse at once a model whose dense matrices (per anchor, the targets read off as dense columns) would not
-    fit in memory (instead of failing minutes later); return how many basis vectors one batch may evaluate."""
+    fit in memory (instead of failing minutes later)."""
     sizes = {t: int(np.prod(s, dtype=np.int64)) for t, s in shapes.items()}
     dense = sum(sizes[a] * sizes[t] for a, targets in dense_targets.items() for t in targets)
     need = 2 * 8 * dense  # the weights and their absolute chain, float64
@@ -293,8 +295,6 @@ def _check_memory(model: Model, shapes: dict, dense_targets: dict[str, set[str]]
         raise NnxformError(f"the analyzers compile every affine layer into a dense matrix: this network needs about "
                            f"{need / 2**30:.1f} GiB for them, more than the {free / 2**30:.1f} GiB available; "
                            "convolutional networks of this size are not supported by the analyzers yet")
-    widest = max(sizes[t] for t in sizes if t not in model.constants)
-    return int(max(1, min(_CHUNK, _CHUNK_BYTES // (8 * 4 * widest))))
 
 
 def dense_weights(w: np.ndarray | ConvMap, what: str) -> np.ndarray:
