@@ -193,3 +193,19 @@ def test_an_affine_segment_is_its_dense_matrix_and_gives_the_same_bounds(monkeyp
         kept = bounds(model, box, method, time_limit=30)
         np.testing.assert_allclose(kept.output_lower, dense.output_lower, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(kept.output_upper, dense.output_upper, rtol=1e-9, atol=1e-9)
+
+
+def test_symbolic_past_its_time_limit_still_bounds_the_output():
+    """A deadline stops the hidden layers' back-substitution (they keep interval bounds) but not the output's: the
+    bounds stay sound, at least as tight as interval, and say the limit was reached."""
+    model = _segment_network()
+    box = Box(np.full(model.input_size, 0.3), np.full(model.input_size, 0.7))
+    full = bounds(model, box, "symbolic")
+    cut = bounds(model, box, "symbolic", total_time=1e-9)
+    coarse = bounds(model, box, "interval")
+    assert cut.details["time_limit_reached"] and not full.details.get("time_limit_reached")
+    assert np.all(cut.output_lower >= coarse.output_lower - 1e-12) and np.all(cut.output_upper <= coarse.output_upper + 1e-12)
+    assert np.all(cut.output_lower <= full.output_lower + 1e-12) and np.all(cut.output_upper >= full.output_upper - 1e-12)
+    xs = box.points(2000, RNG)
+    ys = OnnxRunner(model)(xs).astype(np.float64)
+    assert np.all(ys >= cut.output_lower) and np.all(ys <= cut.output_upper)

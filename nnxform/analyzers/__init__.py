@@ -31,9 +31,9 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
     ``seed``: bounds of a cheaper method on the same compiled Network to start from (else the
     chain of cheaper methods runs first). ``time_limit``: seconds per LP or MILP solve. ``neurons``:
     with ``milp``, also tighten every unstable ReLU's bounds by MILP (else only the outputs).
-    ``progress(done, total)`` is called as ``lp``/``milp`` solve problems. ``total_time``: seconds for all the
-    solves together; past it the bounds not yet tightened keep the cheaper method's (sound) bounds, and the
-    result says so (``details["time_limit_reached"]``). ``solver``: the MILP solver (``solvers.SOLVERS``;
+    ``progress(done, total)`` is called as ``lp``/``milp`` solve problems. ``total_time``: seconds for the symbolic
+    back-substitution and all the solves together; past it the bounds not yet tightened keep the cheaper method's
+    (sound) bounds, the output is still back-substituted, and the result says so (``details["time_limit_reached"]``). ``solver``: the MILP solver (``solvers.SOLVERS``;
     HiGHS through its own matrices by default).
     """
     if method not in METHODS:
@@ -63,7 +63,7 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
         if m == "interval":
             interval.interval(state)
         elif m == "symbolic":
-            symbolic.symbolic(state)
+            symbolic.symbolic(state, deadline)
         elif m == "lp":
             lp.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
         else:

@@ -21,6 +21,7 @@ from ..operators.activations import Relaxation
 from . import relaxation
 from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
+from .encoding import Deadline
 from .result import State
 
 #: Signed-gradient steps on the output rows' ReLU lower slopes, and the first step size.
@@ -29,8 +30,13 @@ SLOPE_STEPS, SLOPE_STEP = 10, 0.25
 BACKSUB_BYTES = 256 * 2**20
 
 
-def symbolic(state: State) -> State:
-    """Tighten every step's bounds of ``state`` (seeded, e.g. by interval) by back-substitution, in place."""
+def symbolic(state: State, deadline: Deadline | None = None) -> State:
+    """Tighten every step's bounds of ``state`` (seeded, e.g. by interval) by back-substitution, in place.
+
+    Past ``deadline`` the hidden rows not back-substituted yet keep their interval bounds (sound, looser) and only
+    the output is back-substituted, without slope optimisation: a network too large for a full pass in time still
+    gets bounds, and ``deadline.reached`` says they are not the full analysis's.
+    """
     net = state.net
     for i, s in enumerate(net.steps):
         if i == 0:
@@ -43,13 +49,14 @@ def symbolic(state: State) -> State:
         state.set_linear(i, *linear_interval(state, i))
         lo, hi = state.lo[i].copy(), state.hi[i].copy()
         rows = net.rows_to_tighten(i, lo, hi)
-        if rows.size == 0:
-            continue
-        for part in np.array_split(rows, -(-rows.size // _rows_per_pass(net))):
+        for part in np.array_split(rows, -(-rows.size // _rows_per_pass(net))) if rows.size else []:
+            if i != net.output and deadline is not None and deadline.passed():
+                break
             b = lower_bound(state, i - 1, *_stacked(s, part))
             lo[part], hi[part] = b[: part.size], -b[part.size:]
         state.set_linear(i, lo, hi)
-    _optimize_output_slopes(state)
+    if deadline is None or not deadline.passed():
+        _optimize_output_slopes(state)
     return state
 
 

@@ -30,7 +30,10 @@ from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, SOLVER_HELP, 
 def bounds(
     model: str = typer.Argument(..., help="ONNX file."),
     method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for all LP/MILP solves together.",
+    time_limit: float = typer.Option(60.0, "--time-limit",
+                                     help="Seconds for the symbolic back-substitution and all LP/MILP solves together "
+                                          "(past it, hidden bounds keep the cheaper method's and the output is "
+                                          "bounded from them).",
                                      callback=bounded(0, above=True)),
     neurons: bool = typer.Option(False, "--neurons", help="With milp: also tighten every unstable ReLU input by MILP."),
     solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),
@@ -67,7 +70,7 @@ def bounds(
     if b.details.get("note"):
         say(f"  note: {b.details['note']}", quiet)
     if b.details.get("time_limit_reached"):
-        say("  --time-limit reached: the bounds no solve tightened in time keep the cheaper method's bounds", quiet)
+        say("  --time-limit reached: the bounds not tightened in time keep the cheaper method's bounds", quiet)
     elif method == "milp" and not b.exact:
         say("  not exact: some MILP solves did not close their gap (or did not replay); their proven (dual) bounds "
             "are reported", quiet)
