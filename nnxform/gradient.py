@@ -8,11 +8,13 @@ searches (soundness tests of the bound analyzers, FGSM-style attacks, witness se
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .errors import UnsupportedOperator
 from .evaluate import arguments, run
-from .ir import Model
+from .ir import Model, Node
 from .operators import OPERATORS
 
 
@@ -29,18 +31,30 @@ def gradient(model: Model, xs: np.ndarray, weights: np.ndarray, tensor: str | No
     values = run(model, xs, keep=True)
     out = values[tensor]
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64).reshape(-1 if np.ndim(weights) == 1 else (n, -1)), (n, out[0].size))
-    grads: dict[str, np.ndarray] = {tensor: w.reshape(out.shape).copy()}
-    for node in reversed(model.nodes):
+    grads = backpropagate(model.nodes, values, {tensor: w.reshape(out.shape).copy()},
+                          lambda node, vals: (node, *arguments(node, vals, model.constants)))
+    gx = grads.get(model.input_name, np.zeros_like(xs))
+    return out.reshape(n, -1), gx.reshape(n, -1)
+
+
+#: A node's operator node and arguments as its VJP takes them: ``(node, args, batched)`` from the values at hand.
+Inputs = Callable[[Node, dict[str, np.ndarray]], tuple[Node, list, list[bool]]]
+
+
+def backpropagate(nodes: list[Node], values: dict[str, np.ndarray], grads: dict[str, np.ndarray],
+                  inputs: Inputs) -> dict[str, np.ndarray]:
+    """Reverse mode over ``nodes`` (in graph order): the gradients seeded in ``grads`` carried back onto every batched
+    input by each operator's VJP (``values`` holds every node's inputs and output), accumulated where paths join."""
+    for node in reversed(nodes):
         g = grads.pop(node.outputs[0], None)
         if g is None:
             continue
-        args, batched = arguments(node, values, model.constants)
-        spec = OPERATORS.get(node.op)
+        op_node, args, batched = inputs(node, values)
+        spec = OPERATORS.get(op_node.op)
         if spec is None:
             raise UnsupportedOperator(f"operator {node.op} (node '{node.name}') has no gradient")
-        for k, gk in enumerate(spec.vjp(node, args, batched, values[node.outputs[0]], g)):
-            t = node.inputs[k] if k < len(node.inputs) else ""
+        for k, gk in enumerate(spec.vjp(op_node, args, batched, values[node.outputs[0]], g)):
             if gk is not None and batched[k]:
+                t = node.inputs[k]
                 grads[t] = grads[t] + gk if t in grads else gk
-    gx = grads.get(model.input_name, np.zeros_like(xs))
-    return out.reshape(n, -1), gx.reshape(n, -1)
+    return grads

@@ -17,14 +17,38 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..evaluate import arguments
+from ..gradient import backpropagate
 from ..ir import Node
 from ..operators import OPERATORS
 from ..operators.forward import Windows
 from .rounding import absolute_node
 
 
+class _AppliedMatrix:
+    """What every matrix applied without being formed shares, from what each defines: ``W @ x`` from
+    ``_forward(samples)``, ``L @ W`` from ``_transposed(rows)``, ``W.T``, and the dense form from its rows
+    (``__getitem__``) and ``shape``."""
+
+    __array_ufunc__ = None  # ``ndarray @ W`` defers to ``__rmatmul__`` instead of forming an object array
+
+    def __matmul__(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return self._forward(v[None, :])[0] if v.ndim == 1 else self._forward(v.T).T
+
+    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.float64)
+        return self._transposed(rows[None, :])[0] if rows.ndim == 1 else self._transposed(rows)
+
+    @property
+    def T(self) -> "_Transposed":
+        return _Transposed(self)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[np.arange(self.shape[0])], dtype=dtype)
+
+
 @dataclass(frozen=True, eq=False)
-class ConvMap:
+class ConvMap(_AppliedMatrix):
     """The linear part of Conv ``node`` (weights ``weight``, no bias) from ``in_shape`` to ``out_shape`` (ONNX
     shapes), used like a dense ``(out size, in size)`` matrix."""
 
@@ -33,13 +57,11 @@ class ConvMap:
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
 
-    __array_ufunc__ = None  # ``ndarray @ ConvMap`` defers to ``__rmatmul__`` instead of forming an object array
-
     @property
     def shape(self) -> tuple[int, int]:
         return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
 
-    def _conv(self, xs: np.ndarray) -> np.ndarray:
+    def _forward(self, xs: np.ndarray) -> np.ndarray:
         """The convolution (no bias) of samples ``xs`` ``(n, in size)``, as ``(n, out size)``."""
         x = xs.reshape((len(xs),) + tuple(self.in_shape))
         return OPERATORS["Conv"].evaluate(self.node, [x, self.weight], [True, False]).reshape(len(xs), -1)
@@ -50,14 +72,6 @@ class ConvMap:
         g = rows.reshape((n,) + tuple(self.out_shape))
         like = np.broadcast_to(np.zeros(1), (n,) + tuple(self.in_shape))  # the input's shape, no memory
         return OPERATORS["Conv"].vjp(self.node, [like, self.weight], [True, False], None, g)[0].reshape(n, -1)
-
-    def __matmul__(self, v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v, dtype=np.float64)
-        return self._conv(v[None, :])[0] if v.ndim == 1 else self._conv(v.T).T
-
-    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.float64)
-        return self._transposed(rows[None, :])[0] if rows.ndim == 1 else self._transposed(rows)
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         """The dense rows ``rows`` (an index array) of the matrix, each its channel's kernel placed on its window."""
@@ -107,23 +121,16 @@ class ConvMap:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
-    @property
-    def T(self) -> "_Transposed":
-        return _Transposed(self)
-
     def abs(self) -> "ConvMap":
         """The convolution with ``|W|``: the matrix of absolute values (each entry is one weight or 0)."""
         return ConvMap(self.node, np.abs(self.weight), self.in_shape, self.out_shape)
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self[np.arange(self.shape[0])], dtype=dtype)
-
 
 @dataclass(frozen=True, eq=False)
 class _Transposed:
-    """``ConvMap.T``: ``G @ W.T`` is ``(W @ Gᵀ)ᵀ``."""
+    """``W.T`` of an applied matrix: ``G @ W.T`` is ``(W @ Gᵀ)ᵀ``."""
 
-    of: ConvMap
+    of: _AppliedMatrix
     __array_ufunc__ = None
 
     def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
@@ -170,7 +177,7 @@ class IdentityMap:
 
 
 @dataclass(frozen=True, eq=False)
-class SubgraphMap:
+class SubgraphMap(_AppliedMatrix):
     """The linear part of the affine ``nodes`` from tensor ``anchor`` to tensor ``target`` (any other data they read
     held at its value in ``fixed``), used like a dense ``(target size, anchor size)`` matrix: ``W @ x`` runs the
     nodes, ``L @ W`` their VJPs in reverse (a Conv → BatchNormalization → AveragePool segment, a residual branch).
@@ -184,8 +191,6 @@ class SubgraphMap:
     fixed: dict[str, np.ndarray]  # every tensor's value (batch of one) with all anchors at zero
     abs_fixed: dict[str, np.ndarray]  # the same for the absolute chain
     absolute: bool = False
-
-    __array_ufunc__ = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -208,27 +213,12 @@ class SubgraphMap:
         n = len(rows)
         like = {t: np.broadcast_to(np.zeros(1), (n,) + tuple(self.shapes[t]))  # shapes only: the map is affine
                 for t in [self.anchor] + [m.outputs[0] for m in self.nodes]}
-        grads = {self.target: rows.reshape((n,) + tuple(self.shapes[self.target]))}
-        for n_ in reversed(self.nodes):
-            g = grads.pop(n_.outputs[0], None)
-            if g is None:
-                continue
-            node, args, batched = self._args(n_, {t: like[t] for t in n_.inputs if t in like})
-            for k, gk in enumerate(OPERATORS[node.op].vjp(node, args, batched, like[n_.outputs[0]], g)):
-                if gk is not None and batched[k]:
-                    t = n_.inputs[k]
-                    grads[t] = grads[t] + gk if t in grads else gk
+        grads = backpropagate(list(self.nodes), like, {self.target: rows.reshape((n,) + tuple(self.shapes[self.target]))},
+                              self._args)
         return grads.get(self.anchor, np.zeros((n,) + tuple(self.shapes[self.anchor]))).reshape(n, -1)
 
-    def __matmul__(self, v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v, dtype=np.float64)
-        return self._forward(v[None, :])[0] if v.ndim == 1 else self._forward(v.T).T
-
-    def __rmatmul__(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.float64)
-        return self._transposed(rows[None, :])[0] if rows.ndim == 1 else self._transposed(rows)
-
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """The dense rows ``rows``: the transposed map of unit rows."""
         rows = np.asarray(rows).reshape(-1)
         unit = np.zeros((rows.size, self.shape[0]))
         unit[np.arange(rows.size), rows] = 1.0
@@ -244,10 +234,6 @@ class SubgraphMap:
             parts.append((rows[r], c, dense[r, c]))
         return tuple(np.concatenate(p) for p in zip(*parts)) if parts else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
 
-    @property
-    def T(self) -> "_Transposed":
-        return _Transposed(self)
-
     def abs(self) -> "SubgraphMap":
         """The absolute chain (a sound ``|W|`` for rounding and interval radii; exact without cancellation)."""
         return dataclasses.replace(self, absolute=True)
@@ -255,9 +241,6 @@ class SubgraphMap:
     @property
     def _fixed(self) -> dict[str, np.ndarray]:
         return self.abs_fixed if self.absolute else self.fixed
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self[np.arange(self.shape[0])], dtype=dtype)
 
 
 #: A weight matrix the analyzers apply without forming it.
