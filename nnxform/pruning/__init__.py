@@ -23,10 +23,10 @@ from ..errors import NnxformError
 from ..exactness import ATOL, Comparison, Reference
 from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
-from ..passes import Pass, apply_checked
+from ..passes import PASSES, Pass, apply_checked
 from ..evaluate import run
 from .chain import dense_chain, prunable_layers, to_model
-from .graph import canonical, has_skip_connections, prune_graph_channels, prune_graph_weights
+from .graph import has_skip_connections, prune_graph_channels, prune_graph_weights
 from .channel import (aligned_network, conv_network, is_convolutional, prune_channel_saliency, prune_channels,
                       prune_conv_weights)
 from .neuron import prune_neurons
@@ -170,14 +170,15 @@ def _pruned_graph(model: Model, method: str, ratio: float, scope: str | None, t0
         raise NnxformError(f"prune: saliency pairs channels along one chain of layers, and '{join.name}' ({join.op}) "
                            f"joins {len(model.data_inputs(join))} branches (a skip connection): use --method neuron "
                            "(channels not tied by it) or weight")
+    canonical, _ = PASSES["canon"](model)  # BN folded where exact, group-1 convolutions, Gemm weights [out, in]
     if method == "weight":
         scope = scope or DEFAULT_SCOPE[method]
-        result, details, notes = prune_graph_weights(model, ratio, scope)
+        result, details, notes = prune_graph_weights(canonical, ratio, scope)
         aligned_model = result
     else:
-        result, aligned_model, details, notes = prune_graph_channels(model, ratio, scope)
+        result, aligned_model, details, notes = prune_graph_channels(canonical, ratio, scope)
         scope = details["scope"]
-    return result, PruneResult(result, method, ratio, scope, time.perf_counter() - t0, model_size(canonical(model)),
+    return result, PruneResult(result, method, ratio, scope, time.perf_counter() - t0, model_size(canonical),
                                model_size(result), details, notes, aligned_model, result)
 
 

@@ -21,7 +21,6 @@ import numpy as np
 from ..errors import NnxformError
 from ..ir import Model, Node
 from ..layered import dense
-from ..passes import PASSES
 from .neuron import select_lowest
 from .weight import zero_smallest
 
@@ -82,12 +81,6 @@ def graph_sites(model: Model) -> tuple[list[GraphSite], dict[str, str]]:
     return found, tied
 
 
-def canonical(model: Model) -> Model:
-    """``model`` canonicalised for pruning (BN folded where exact, group-1 convolutions, Gemm weights ``[out, in]``)."""
-    out, _ = PASSES["canon"](model)
-    return out
-
-
 def remove_graph_channels(model: Model, site: GraphSite, drop: np.ndarray, zero: bool = False) -> None:
     """Channels ``drop`` of ``site`` removed from ``model`` in place (``zero``: their weights set to 0 instead, the
     shapes kept — the aligned form)."""
@@ -116,8 +109,8 @@ def remove_graph_channels(model: Model, site: GraphSite, drop: np.ndarray, zero:
 
 
 def prune_graph_channels(model: Model, ratio: float, scope: str | None) -> tuple[Model, Model, dict, list[str]]:
-    """``neuron`` pruning of a network with skip connections: the pruned model, its aligned form, details, notes."""
-    model = canonical(model)
+    """``neuron`` pruning of a canonical network with skip connections: the pruned model, its aligned form, details,
+    notes."""
     found, tied = graph_sites(model)
     if not found:
         raise NnxformError("prune: no Conv or Gemm of this network feeds a single layer through channel-wise nodes "
@@ -147,8 +140,9 @@ def prune_graph_channels(model: Model, ratio: float, scope: str | None) -> tuple
 
 
 def prune_graph_weights(model: Model, ratio: float, scope: str) -> tuple[Model, dict, list[str]]:
-    """``weight`` pruning of any network: the smallest weights of every Conv and Gemm zeroed (global or per layer)."""
-    model = canonical(model)
+    """``weight`` pruning of a canonical network: the smallest weights of every Conv and Gemm zeroed (global or per
+    layer), on a copy."""
+    model = model.copy()
     nodes = [n for n in model.nodes if n.op in ("Conv", "Gemm") and n.inputs[1] in model.constants]
     if not nodes:
         raise NnxformError("prune: the network has no Conv or Gemm layer")
