@@ -1,10 +1,32 @@
-"""nnxform: transform ONNX neural networks for formal verification and exact compression."""
+"""nnxform: transform ONNX neural networks for formal verification and exact compression.
 
-from . import evaluate, ir, runtime
-from .ir import Model, Node, load
+Importing the package loads nothing heavy: ``Model``, ``Node`` and ``load`` (the IR's) load onnx on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import handoff
 from .version import __version__
 
-# The IR computes shapes and runs onnxruntime through the layers above it; this is where they are handed in.
-ir.use_evaluator(ir.Evaluator(evaluate.tensor_shapes, evaluate.batch_agnostic, runtime.constant_values))
-
 __all__ = ["Model", "Node", "load", "__version__"]
+
+
+def _ir_evaluator() -> Any:
+    """The IR's evaluator: shapes and batch agnosticism from the numpy evaluator, constants from onnxruntime."""
+    from . import evaluate, ir, runtime
+
+    return ir.Evaluator(evaluate.tensor_shapes, evaluate.batch_agnostic, runtime.constant_values)
+
+
+handoff.ir_evaluator = _ir_evaluator
+
+
+def __getattr__(name: str) -> Any:
+    """``Model``, ``Node`` and ``load`` from the IR, imported on first use."""
+    if name in ("Model", "Node", "load"):
+        from . import ir
+
+        return getattr(ir, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ writes plain opset-13 ONNX that verifiers read.
 
 The IR imports nothing above it: tensor shapes (the numpy evaluator) and the values of a file's
 input-independent part (onnxruntime) come from the layers above, handed in once by ``nnxform/__init__.py``
-(``use_evaluator``).
+(``handoff.ir_evaluator``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from . import handoff
 from .errors import NnxformError, UnsupportedOperator
 from .fileio import atomic_write_bytes, read_bytes
 from .operators import EXPORT_OPSET, OPERATORS
@@ -355,15 +356,13 @@ class Evaluator:
 _installed: Evaluator | None = None
 
 
-def use_evaluator(evaluator: Evaluator) -> None:
-    """Hand the IR what it needs from above (``nnxform/__init__.py`` does, once, so importing any module suffices)."""
-    global _installed
-    _installed = evaluator
-
-
 def _evaluator() -> Evaluator:
+    """The evaluator the package's front door hands in (``handoff``), built on first use."""
+    global _installed
     if _installed is None:
-        raise RuntimeError("the IR has no evaluator: import nnxform, which installs it")
+        if handoff.ir_evaluator is None:
+            raise RuntimeError("the IR has no evaluator: import nnxform, which hands it in")
+        _installed = handoff.ir_evaluator()
     return _installed
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 import time
 
 import highspy
@@ -24,9 +25,9 @@ from .result import State
 from .solvers import SOLVERS, PulpModel
 
 INF = highspy.kHighsInf
-#: Statuses after which HiGHS's MIP dual bound is a proven bound.
+#: Statuses after which HiGHS's MIP dual bound is a proven bound (an interrupted solve never returns: see ``solve``).
 _PROVEN = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit,
-           highspy.HighsModelStatus.kInterrupt, highspy.HighsModelStatus.kSolutionLimit)
+           highspy.HighsModelStatus.kSolutionLimit)
 
 
 def quiet_highs() -> highspy.Highs:
@@ -43,6 +44,47 @@ def quiet_highs() -> highspy.Highs:
         os.dup2(saved, 1)
         os.close(saved)
     return h
+
+
+def solve(h: highspy.Highs) -> None:
+    """``h.run()``, ended at once by Ctrl-C, which is then raised here: an interrupted solve is never taken for a
+    finished one.
+
+    Python runs its SIGINT handler only between bytecodes of the main thread, so a solve run there would finish
+    (up to its time limit) before Ctrl-C is seen. The solve runs in a worker thread instead (HiGHS releases the
+    GIL) while this thread waits; on Ctrl-C HiGHS is asked to stop through its interrupt callbacks, subscribed
+    only then so that a normal solve pays nothing, and waited for, since the process may not exit while HiGHS
+    still runs.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+    threading.Thread(target=_run_then_set, args=(h, done, failure), name="highs", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        h.HandleUserInterrupt = True
+        h.cancelSolve()
+        while not done.is_set():
+            try:
+                done.wait()
+            except KeyboardInterrupt:  # pressed again while HiGHS stops: it is stopping already
+                pass
+        h.HandleUserInterrupt = False  # the model may be solved again (the cancel request is forgotten)
+        raise
+    if failure:
+        raise failure[0]
+    if h.getModelStatus() == highspy.HighsModelStatus.kInterrupt:
+        raise KeyboardInterrupt
+
+
+def _run_then_set(h: highspy.Highs, done: threading.Event, failure: list[BaseException]) -> None:
+    """The worker of ``solve``: run, keep what it raised, then say it is done."""
+    try:
+        h.run()
+    except BaseException as exc:  # handed to the waiting thread, which raises it
+        failure.append(exc)
+    finally:
+        done.set()
 
 
 class Deadline:
@@ -235,7 +277,7 @@ class Encoder:
         if limit is not None:
             spent = 0.0 if self.integers else self.h.getRunTime()
             self.h.setOptionValue("time_limit", spent + float(limit))
-        self.h.run()
+        solve(self.h)
 
     def lp_min(self, col: int, sign: float = 1.0) -> float:
         """Rigorous lower bound of ``sign · column`` over the LP (from the dual, never the primal)."""

@@ -9,6 +9,9 @@ cheaper method's bound. CBC ships with pulp; Gurobi and CPLEX need their own ins
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +38,31 @@ def check_solver(name: str) -> None:
                            "use --solver highs or cbc")
 
 
+def _solve(problem: pulp.LpProblem, solver: pulp.LpSolver) -> int:
+    """``problem.solve(solver)``; on Ctrl-C the solver's process is ended too (pulp leaves it running), then the
+    interrupt goes on."""
+    try:
+        return problem.solve(solver)
+    except KeyboardInterrupt:
+        _end_children()
+        raise
+
+
+def _end_children() -> None:
+    """Send SIGTERM to every child process of this one (Linux lists them under /proc; elsewhere nothing is done and
+    a solver started through pulp ends at its own time limit)."""
+    for listing in Path("/proc/self/task").glob("*/children"):
+        try:
+            children = listing.read_text().split()
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except OSError:  # ended meanwhile
+                pass
+
+
 class PulpModel:
     """An encoder's MILP as a pulp problem, rebuilt when the encoder grew, minimised column by column."""
 
@@ -54,7 +82,7 @@ class PulpModel:
         options = {"msg": False, "gapRel": GAP}
         if seconds is not None:
             options["timeLimit"] = max(1.0, float(seconds))
-        self.problem.solve(pulp.getSolver(SOLVERS[self.name], **options))
+        _solve(self.problem, pulp.getSolver(SOLVERS[self.name], **options))
         optimal = self.problem.sol_status == pulp.LpSolutionOptimal
         values = [v.varValue for v in self.variables]
         self.values = None if any(v is None for v in values) else np.array(values, dtype=np.float64)
@@ -74,7 +102,7 @@ class PulpModel:
         var.lowBound, var.upBound = float(lo), float(hi)
         self.problem.setObjective(pulp.LpAffineExpression([(var, sign)]))
         options = {"msg": False} if seconds is None else {"msg": False, "timeLimit": max(1.0, float(seconds))}
-        status = self.problem.solve(pulp.getSolver(SOLVERS[self.name], **options))
+        status = _solve(self.problem, pulp.getSolver(SOLVERS[self.name], **options))
         values = [v.varValue for v in self.variables]
         var.lowBound, var.upBound = float(enc.col_lo[col]), float(enc.col_hi[col])
         if status == pulp.LpStatusInfeasible:

@@ -1,88 +1,43 @@
 """The ``nnxform`` command line: a thin typer shell over the library, one module per command.
 
 Every error a user can cause ends as one line on stderr and exit status 2; outputs are written
-atomically, so a failed command leaves no file behind.
+atomically, so a failed command leaves no file behind. This module imports nothing but the standard
+library at its top, so that Ctrl-C while the application and the library load is answered like any other.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any
 
-import typer
-import typer.main
-
-from ..version import __version__
-from ..errors import NnxformError
-
-app = typer.Typer(
-    name="nnxform",
-    help="Transform ONNX neural networks for formal verification and exact compression.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"nnxform {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    """Transform ONNX neural networks for formal verification and exact compression.
-
-    Commands are file in, file out; errors exit with status 2 and write nothing.
-    """
-
-
-#: click's usage error (bad or missing option, unknown command), reached through typer, which re-exports
-#: click's ``BadParameter`` in every version but vendors click itself in recent ones.
-UsageError = typer.BadParameter.__base__
+if TYPE_CHECKING:
+    from typer import Typer
 
 
 def main() -> None:
-    """Console entry point: run the app; a user error, a usage error or an interrupt ends as one line on stderr."""
-    args = sys.argv[1:]
-    command = typer.main.get_command(app)
+    """Console entry point: load the application and run it; Ctrl-C at any moment ends as one line, exit 130."""
     try:
-        with command.make_context("nnxform", args) as ctx:
-            command.invoke(ctx)
-    except typer.Exit as exc:  # --help, --version, and commands that choose their status
-        sys.exit(exc.exit_code)
-    except NnxformError as exc:
-        _fail(f"error: {exc}", 2)
-    except UsageError as exc:
-        if not args:  # no arguments: the help, as the app asks for (no_args_is_help)
-            exc.show()
-            sys.exit(exc.exit_code)
-        name = args[0] if args[0] in getattr(command, "commands", {}) else ""  # for errors that know no context
-        where = exc.ctx.command_path if exc.ctx is not None else f"nnxform {name}".rstrip()
-        _fail(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')", 2)
-    except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted; nothing written", 130)
-    except BrokenPipeError:  # stdout closed early (e.g. piped into head): nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
-    except Exception as exc:  # a bug: one line unless debugging is asked for
-        if os.environ.get("NNXFORM_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set NNXFORM_DEBUG=1 for the traceback)", 3)
+        from .application import run
+
+        _with_commands()
+        run(sys.argv[1:])
+    except KeyboardInterrupt:  # while loading: ``run`` answers it itself once running
+        sys.stderr.write("nnxform: interrupted; nothing written\n")
+        sys.exit(130)
 
 
-def _fail(message: str, status: int) -> NoReturn:
-    typer.echo(f"nnxform: {message}", err=True)
-    sys.exit(status)
+def _with_commands() -> "Typer":
+    """The typer application with every command registered: each command's module adds its own when imported."""
+    from . import bounds, canon, check, discrepancy, info  # noqa: F401
+    from . import compress, evaluate_cmd, merge, pad, prune, quantize, stable, vnnlib_cmd  # noqa: F401
+    from . import init_cmd, repair, train  # noqa: F401
+    from .application import app
+
+    return app
 
 
-# Registering the commands: each module adds its own to ``app``.
-from . import bounds, canon, check, discrepancy, info  # noqa: E402,F401
-from . import compress, evaluate_cmd, merge, pad, prune, quantize, stable, vnnlib_cmd  # noqa: E402,F401
-from . import init_cmd, train  # noqa: E402,F401
-from . import repair  # noqa: E402,F401
+def __getattr__(name: str) -> Any:
+    """``app``: the typer application with every command, loaded on first use."""
+    if name == "app":
+        return _with_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

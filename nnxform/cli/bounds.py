@@ -12,7 +12,7 @@ from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
 from ..ir import load
-from . import app
+from .application import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text,
                      say, table, with_domain)
 

@@ -10,7 +10,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
 from ..verifiers import PROFILES, prepare_for
-from . import app
+from .application import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, json_text, samples_option, say, tol_option, with_domain
 
 _CHECK_HELP = (

@@ -12,7 +12,7 @@ from ..errors import NnxformError
 from ..exactness import compare
 from ..fileio import Outputs
 from ..ir import load
-from . import app
+from .application import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option, with_domain
 
 

@@ -17,7 +17,7 @@ from ..layered import Size
 from ..passes.compress import RANK_TOL
 from ..stable import Stability
 from ..workflows import compress_checked
-from . import app
+from .application import app
 from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, bounded, json_text, samples_option, say, table,
                      tol_option, with_domain)
 from .stable import StageBars

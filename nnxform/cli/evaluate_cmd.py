@@ -11,7 +11,7 @@ from ..accuracy import DEFAULT_EPS, Dataset, Evaluation, Preprocessing, channel_
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
-from . import app
+from .application import app
 from .common import bounded, json_text, say, table
 
 

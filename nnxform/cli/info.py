@@ -11,7 +11,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..summary import summarize
 from ..verifiers import PROFILES, readability
-from . import app
+from .application import app
 from .common import json_text, say, table
 
 

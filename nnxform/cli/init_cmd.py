@@ -9,7 +9,7 @@ import typer
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..training import init_network
-from . import app
+from .application import app
 from .common import bounded, json_text, say
 
 

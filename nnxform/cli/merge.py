@@ -13,7 +13,7 @@ from ..ir import load
 from ..merge import OUTPUT
 from ..merge import merge as merge_models
 from ..vnnlib import equivalence_property, instances_csv
-from . import app
+from .application import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
                      with_domain)
 

@@ -12,7 +12,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
 from ..passes.pad import MAX_DENSE_IDENTITY, affine_depth
-from . import app
+from .application import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
                      with_domain)
 

@@ -15,7 +15,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..workflows import prune_with_impact
-from . import app
+from .application import app
 from .common import DomainOptions, bounded, json_text, say, table, with_domain
 from .evaluate_cmd import describe_data, fgsm_clip, metric_rows
 from .stable import StageBars

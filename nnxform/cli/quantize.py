@@ -13,7 +13,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..passes.quantize import LAYERS, MAX_BITS, MIN_BITS
 from ..workflows import quantize_with_drift
-from . import app
+from .application import app
 from .common import DomainOptions, bounded, json_text, say, table, with_domain
 from .stable import StageBars
 

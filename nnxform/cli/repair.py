@@ -18,7 +18,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import Model, load
 from ..repair import UPDATES, RepairOptions, RepairResult, RoundRecord, boxes_around, repair
-from . import app
+from .application import app
 from .common import DomainOptions, bounded, json_text, say, table, with_domain
 from .domain_options import option_values
 

@@ -12,7 +12,7 @@ from ..fileio import Outputs
 from ..ir import Model, load
 from ..analyzers.result import INACTIVE
 from ..stable import STATUS_NAMES, LayerStability, Stability, classify
-from . import app
+from .application import app
 from ..analyzers.solvers import check_solver
 from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table,
                      with_domain)

@@ -14,7 +14,7 @@ from ..accuracy import load_data
 from ..fileio import Outputs, file_sha256
 from ..ir import load
 from ..training import OPTIMIZERS, EpochRecord, TrainOptions, train, trainable
-from . import app
+from .application import app
 from .common import bounded, json_text, say
 
 

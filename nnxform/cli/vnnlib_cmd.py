@@ -14,7 +14,7 @@ from ..fileio import Outputs, read_text
 from ..ir import load
 from ..vnnlib import (bounds_property, equivalence_property, instances_csv, instances_csv_lines, normalize,
                       robustness_property)
-from . import app
+from .application import app
 from .common import DomainOptions, bounded, say, with_domain
 from .domain_options import is_file_value, option_values
 

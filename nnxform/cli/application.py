@@ -1,0 +1,78 @@
+"""The typer application: the root options, every command registered (one module each), and how each way a
+command can end becomes an exit status and at most one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import typer
+import typer.main
+
+from ..version import __version__
+from ..errors import NnxformError
+
+app = typer.Typer(
+    name="nnxform",
+    help="Transform ONNX neural networks for formal verification and exact compression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nnxform {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Transform ONNX neural networks for formal verification and exact compression.
+
+    Commands are file in, file out; errors exit with status 2 and write nothing.
+    """
+
+
+#: click's usage error (bad or missing option, unknown command), reached through typer, which re-exports
+#: click's ``BadParameter`` in every version but vendors click itself in recent ones.
+UsageError = typer.BadParameter.__base__
+
+
+def run(args: list[str]) -> None:
+    """Run the app (its commands registered) on ``args``; a user error, a usage error or an interrupt ends as one
+    line on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        with command.make_context("nnxform", args) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as exc:  # --help, --version, and commands that choose their status
+        sys.exit(exc.exit_code)
+    except NnxformError as exc:
+        _fail(f"error: {exc}", 2)
+    except UsageError as exc:
+        if not args:  # no arguments: the help, as the app asks for (no_args_is_help)
+            exc.show()
+            sys.exit(exc.exit_code)
+        name = args[0] if args[0] in getattr(command, "commands", {}) else ""  # for errors that know no context
+        where = exc.ctx.command_path if exc.ctx is not None else f"nnxform {name}".rstrip()
+        _fail(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')", 2)
+    except (KeyboardInterrupt, typer.Abort):  # typer.Abort: click's word for Ctrl-C at a prompt
+        _fail("interrupted; nothing written", 130)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as exc:  # a bug: one line unless debugging is asked for
+        if os.environ.get("NNXFORM_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set NNXFORM_DEBUG=1 for the traceback)", 3)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    typer.echo(f"nnxform: {message}", err=True)
+    sys.exit(status)

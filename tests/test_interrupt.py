@@ -1,0 +1,129 @@
+"""Ctrl-C at any moment ends a command with exit 130, one line, nothing written: while the library loads, inside a
+HiGHS solve, inside a CBC solve run through pulp. Each signal is sent at a point the test knows the command has
+reached, never after a guessed delay.
+
+The commands are started with SIGINT at its default, as a terminal gives it: a suite launched as a background job
+(``make test &``, a CI runner) inherits SIGINT ignored, and so would every command it starts, which then never
+sees the signal (the cause of the one failure a fresh clone's suite showed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import highspy
+import numpy as np
+import pytest
+from conftest import MODELS, ROOT
+
+from nnxform.analyzers.encoding import quiet_highs, solve
+
+MNIST = MODELS / "mnist-net_256x2.onnx"
+PROPERTY = MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib"
+INTERRUPTED = "nnxform: interrupted; nothing written"
+
+
+def _terminal_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(args: list, cwd: Path = ROOT) -> subprocess.Popen:
+    """The command as a terminal user starts it (SIGINT at its default), its output captured."""
+    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_sigint, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+
+
+def children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux)."""
+    found = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in listing.read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def assert_interrupted(proc: subprocess.Popen, folder: Path) -> None:
+    """Exit 130 soon after the signal, the one line last on stderr, no traceback, nothing in ``folder``."""
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.strip().splitlines()[-1] == INTERRUPTED and "Traceback" not in err, err
+    assert sorted(p.name for p in folder.iterdir()) == []
+
+
+def test_interrupt_inside_a_highs_solve(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    proc = start([sys.executable, "-m", "nnxform", "bounds", MNIST, "--vnnlib", PROPERTY, "--method", "milp",
+                  "--neurons", "--time-limit", "600", "--json", out])
+    first = proc.stderr.readline()  # HiGHS's banner: printed when the MILP stage makes its model, 30 s of solves ahead
+    assert "HiGHS" in first, first
+    proc.send_signal(signal.SIGINT)
+    assert_interrupted(proc, tmp_path)
+
+
+def test_interrupt_inside_a_cbc_solve(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    proc = start([sys.executable, "-m", "nnxform", "bounds", MNIST, "--vnnlib", PROPERTY, "--method", "milp",
+                  "--solver", "cbc", "--neurons", "--time-limit", "600", "--json", out])
+    deadline = time.monotonic() + 120
+    while not children(proc.pid):  # pulp has started CBC: the command waits on the solver's process
+        assert proc.poll() is None and time.monotonic() < deadline, "CBC never started"
+        time.sleep(0.01)
+    solver = children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    assert_interrupted(proc, tmp_path)
+    for pid in solver:  # the solver's process was ended with the command, not left running
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_interrupt_while_the_library_loads(tmp_path: Path) -> None:
+    """The signal arrives when the command's modules import onnx, before any command runs."""
+    script = (
+        "import importlib.abc, os, signal, sys\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'onnx':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        f"sys.argv = ['nnxform', 'canon', {str(MNIST)!r}, '-o', 'out.onnx']\n"
+        "from nnxform.cli import main\n"
+        "main()\n")
+    proc = start([sys.executable, "-c", script], cwd=tmp_path)
+    assert_interrupted(proc, tmp_path)
+
+
+def _unfinishable_mip() -> highspy.Highs:
+    """Subset sum with even weights and an odd target: infeasible, and HiGHS needs minutes to prove it."""
+    h = quiet_highs()
+    n = 40
+    w = np.random.default_rng(0).integers(10**6, 2 * 10**6, n).astype(float) * 2
+    idx = np.arange(n, dtype=np.int32)
+    h.addVars(n, np.zeros(n), np.ones(n))
+    h.changeColsIntegrality(n, idx, np.full(n, highspy.HighsVarType.kInteger))
+    h.changeColsCost(n, idx, -w)
+    h.addRow(w.sum() / 2 + 1, w.sum() / 2 + 1, n, idx, w)
+    return h
+
+
+def test_a_solve_ends_at_once_on_ctrl_c_and_raises_it() -> None:
+    """Inside the solve (which would run for minutes), Ctrl-C stops HiGHS and comes out as KeyboardInterrupt, never
+    as a finished solve; the same model then solves normally again."""
+    h = _unfinishable_mip()
+    h.setOptionValue("time_limit", 300.0)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        solve(h)
+    assert time.monotonic() - started < 60
+    h.setOptionValue("time_limit", 0.2)
+    solve(h)  # no interrupt pending: runs to its time limit and returns
+    assert h.getModelStatus() == highspy.HighsModelStatus.kTimeLimit
