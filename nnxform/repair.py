@@ -5,6 +5,8 @@ Each round bounds ``f1 − f2`` per output over every box of the domain by the d
 (``discrepancy.Pair``, sound for the float32 networks as onnxruntime runs them), draws samples of the domain
 (half uniform, half random vertices of its boxes), builds targets for f2 and retrains it a few epochs on mean squared error (``training.train``), then bounds the
 discrepancy again; it stops when the bound lies in the target set (``‖f1 − f2‖∞ <= target``) or after ``rounds``.
+The network written is the round's with the smallest sound bound (round 0, the compressed network as given, when no
+round improves on it), so a repair never gives a network with a larger bound than the one it was given.
 Targets (``update``):
 
 - ``paper``: ``ŷ2 = f2(x) + δ̃/α`` with ``δ̃`` the per-output upper bound of ``f1 − f2`` over the domain
@@ -134,7 +136,8 @@ class RoundRecord:
 @dataclass
 class RepairResult:
     """The repaired network (as written and reloaded) and what the repair did: the bounds before and after (the
-    final one recomputed on the written network), every round, why it stopped, accuracies, sizes, and the
+    final one recomputed on the written network), every round, the round whose network is written (``kept``, the
+    smallest sound bound; 0: the compressed network unchanged), why it stopped, accuracies, sizes, and the
     guaranteed output range of the compressed network on the first box before and after (paper 000's Fig. 2)."""
 
     model: Model
@@ -144,6 +147,7 @@ class RepairResult:
     initial: DomainBound
     final: DomainBound
     rounds: list[RoundRecord]
+    kept: int
     target: float | None
     reached: bool | None  # None without a target
     accuracy: dict[str, float | None]
@@ -160,7 +164,7 @@ class RepairResult:
         return {"options": self.options.to_json(), "boxes": self.boxes, "train_points": self.train_points,
                 "initial_bound": self.initial.delta_max, "final_bound": self.final.delta_max,
                 "reduction": self.reduction if np.isfinite(self.reduction) else None,
-                "target": self.target, "reached": self.reached,
+                "kept_round": self.kept, "target": self.target, "reached": self.reached,
                 "before": self.initial.to_json(), "after": self.final.to_json(),
                 "accuracy": self.accuracy, "rounds": [r.to_json() for r in self.rounds],
                 "output_ranges": self.output_ranges, "size": model_size(self.model).totals(),
@@ -188,8 +192,8 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
            train_points: np.ndarray | None = None, test: Dataset | None = None, progress: Progress | None = None
            ) -> RepairResult:
     """``compressed`` retrained until its sound discrepancy to ``original`` over the union of ``boxes`` lies in
-    the target set or ``options.rounds`` have passed (see the module's docstring); ``train_points`` are retrained
-    too, ``test`` (labelled) measures accuracy after every round."""
+    the target set or ``options.rounds`` have passed, the round with the smallest bound kept (see the module's
+    docstring); ``train_points`` are retrained too, ``test`` (labelled) measures accuracy after every round."""
     options.check()
     started = time.perf_counter()
     _check_pair(original, compressed)
@@ -215,6 +219,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         progress(rounds[0], options.rounds)
     target = options.target if options.target_ratio is None else options.target_ratio * initial.delta_max
     current, model = initial, compressed
+    kept, best = 0, compressed  # the round with the smallest sound bound so far, and its network
     for k in range(1, options.rounds + 1):
         if target is not None and current.delta_max <= target:
             break
@@ -234,11 +239,13 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         current, witnesses = _analyse(Pair(original, model), boxes, options, rng)
         rounds.append(RoundRecord(k, current.delta_max, current.mean, current.sampled_max, _accuracy(model, test),
                                   trained.epochs[-1].data_loss, time.perf_counter() - t0))
+        if current.delta_max < rounds[kept].bound:
+            kept, best = k, model
         if progress is not None:
             progress(rounds[-1], options.rounds)
 
-    final_model = _reloaded(model, centres).with_provenance("repair", {
-        **options.to_json(), "boxes": len(boxes), "train_points": len(extra),
+    final_model = _reloaded(best, centres).with_provenance("repair", {
+        **options.to_json(), "boxes": len(boxes), "train_points": len(extra), "kept_round": kept,
         "original_sha256": original.source.get("sha256", "")})
     final_model.metadata["nnxform.source_sha256"] = compressed.source.get("sha256", "")
     final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed))
@@ -246,7 +253,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     accuracy_summary = {"original": _accuracy(original, test), "compressed": rounds[0].accuracy,
                         "repaired": _accuracy(final_model, test)}
     ranges = _output_ranges(original, compressed, final_model, boxes[0], options.method)
-    return RepairResult(final_model, options, len(boxes), len(extra), initial, final, rounds, target, reached,
+    return RepairResult(final_model, options, len(boxes), len(extra), initial, final, rounds, kept, target, reached,
                         accuracy_summary, ranges, time.perf_counter() - started, notes)
 
 

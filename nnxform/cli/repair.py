@@ -30,6 +30,22 @@ def round_line(record: RoundRecord, rounds: int) -> str:
             f"{record.mean_box_bound:.5g}; seen {record.sampled_max:.5g}){accuracy}  {record.seconds:.2f} s")
 
 
+def outcome_line(result: RepairResult, output: str) -> str:
+    """Why the repair stopped, which round's network is written and how its sound bound (recomputed on it) compares
+    with the one the compressed network had."""
+    done = len(result.rounds) - 1
+    stop = ("target reached" if result.reached else "target not reached") if result.target is not None else "no target"
+    if result.kept == 0:
+        why = "no round improved the bound; " if done else ""
+        kept, details = f"{why}the given network is written unchanged", f"sound bound {result.final.delta_max:.5g}"
+    else:
+        kept = (f"kept round {result.kept}, the smallest sound bound: {result.initial.delta_max:.5g} -> "
+                f"{result.final.delta_max:.5g}, recomputed on the network as written")
+        details = f"{result.reduction:.3g}x smaller"
+    target = f"target {result.target:.5g}; " if result.target is not None else ""
+    return f"  {stop} after {done} rounds; {kept} ({details}; {target}{result.seconds:.1f} s) -> {output}"
+
+
 def _domain(domain: DomainOptions, data: Optional[str], scale: Optional[float], model: Model) -> tuple[list[Box], str]:
     """The boxes of the domain: the domain options' one box, or an ``--eps`` box around every point of ``--data``
     (clipped by --clip-lower/--clip-upper); and how to describe it."""
@@ -45,9 +61,7 @@ def _domain(domain: DomainOptions, data: Optional[str], scale: Optional[float], 
     if domain.eps is None:
         raise NnxformError("--data needs --eps (the radius of the L-infinity box around each point)")
     size = model.input_size
-    points = load_data(data, scale).x
-    if points.shape[1] != size:
-        raise NnxformError(f"{data}: points have {points.shape[1]} features but the network input has {size} elements")
+    points = load_data(data, scale).fit(model).x
     clip = tuple(None if v is None else option_values(option, v, size)
                  for option, v in (("--clip-lower", domain.clip_lower), ("--clip-upper", domain.clip_upper)))
     boxes = boxes_around(points, domain.eps, clip)  # type: ignore[arg-type]
@@ -56,8 +70,8 @@ def _domain(domain: DomainOptions, data: Optional[str], scale: Optional[float], 
 
 def plot_repair(result: RepairResult) -> bytes:
     """A PNG of paper 000's Fig. 2 (the original's outputs at the first box's centre as dots, the compressed
-    network's guaranteed output range over that box before and after repair as whiskers) and Figs. 3-4 (the
-    sound bound and the accuracy per round)."""
+    network's guaranteed output range over that box before repair and as written as whiskers) and Figs. 3-4 (the
+    sound bound and the accuracy per round, the written round marked)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,10 +84,11 @@ def plot_repair(result: RepairResult) -> bytes:
     ax = axes[0]
     n = len(ranges["original"])
     idx = np.arange(n)
-    for name, shift, colour in (("before", -0.15, "tab:green"), ("after", 0.15, "tab:red")):
+    for name, shift, colour, what in (("before", -0.15, "tab:green", "before repair"),
+                                      ("after", 0.15, "tab:red", f"as written (round {result.kept})")):
         lo, hi = np.array(ranges[name]["lower"]), np.array(ranges[name]["upper"])
         ax.errorbar(idx + shift, 0.5 * (lo + hi), yerr=0.5 * (hi - lo), fmt="none", ecolor=colour, capsize=4,
-                    label=f"compressed, {name} repair (sound range)")
+                    label=f"compressed, {what} (sound range)")
     ax.plot(idx, ranges["original"], "o", color="tab:blue", label="original at the centre")
     ax.set_xticks(idx)
     ax.set_xlabel("output")
@@ -85,6 +100,8 @@ def plot_repair(result: RepairResult) -> bytes:
     ax.plot(rounds, [r.bound for r in result.rounds], "o-", label="sound ‖f1 − f2‖∞ over the domain")
     ax.plot(rounds, [r.mean_box_bound for r in result.rounds], "s--", label="mean over boxes")
     ax.plot(rounds, [r.sampled_max for r in result.rounds], "x:", label="largest difference seen")
+    ax.plot([result.kept], [result.final.delta_max], "*", color="tab:red", markersize=12,
+            label=f"written: round {result.kept}, bound recomputed on it")
     if result.target is not None:
         ax.axhline(result.target, color="grey", linewidth=0.8, label="target")
     ax.set_xlabel("round")
@@ -94,9 +111,11 @@ def plot_repair(result: RepairResult) -> bytes:
     if panels == 3:
         ax = axes[2]
         ax.plot(rounds, [100 * a for a in accuracy], "o-")
+        ax.plot([result.kept], [100 * result.accuracy["repaired"]], "*", color="tab:red", markersize=12,
+                label=f"written: round {result.kept}")
         if result.accuracy.get("original") is not None:
             ax.axhline(100 * result.accuracy["original"], color="grey", linewidth=0.8, label="original")
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
         ax.set_xlabel("round")
         ax.set_ylabel("accuracy (%)")
         ax.set_title("test accuracy per round (Fig. 4)")
@@ -114,18 +133,20 @@ def plot_repair(result: RepairResult) -> bytes:
                   "sets targets and retrains the compressed "
                   "network --epochs epochs on their mean squared error (Adam, --lr), then bounds the discrepancy "
                   "again; it stops when the bound is <= --target, or <= --target-ratio times the initial bound (the "
-                  "paper uses 0.67), or after --rounds. Targets (--update): pointwise (default), f2(x) + (f1(x) − "
-                  "f2(x))/alpha on the samples plus each round's worst inputs (the witness search's, and the vertices "
-                  "where the analysis's linear bounds are worst); "
+                  "paper uses 0.67), or after --rounds. The round with the smallest sound bound is written (the "
+                  "compressed network unchanged when no round improves on it). Targets (--update): pointwise "
+                  "(default), f2(x) + (f1(x) − f2(x))/alpha on the samples plus each round's worst inputs (the "
+                  "witness search's, and the vertices where the analysis's linear bounds are worst); "
                   "paper, f2(x) + δ/alpha with δ the per-output upper bound of f1 − f2 over the domain (eq. 16, 20). "
                   "Domain: the shared options (one box), or --data POINTS --eps E for an L-infinity box around each "
                   "point (clipped by --clip-lower/--clip-upper). --train-data adds points outside the domain that are "
                   "retrained with the same rule each round (the paper adds ten images; the training data keeps the "
                   "accuracy), --test-data (labelled) measures accuracy after every round; features of all three "
-                  "files are divided by --scale. Every bound printed is sound (checked against the differences "
-                  "sampled in onnxruntime each round; the final one recomputed on the network as written), and the "
-                  "result is written only if it loads and runs in onnxruntime. --plot draws paper 000's Fig. 2 and "
-                  "the per-round curves of Figs. 3-4 (needs matplotlib, the plot extra).")
+                  "files are divided by --scale, and their labels must be classes of the networks. Every bound "
+                  "printed is sound (checked against the differences sampled in onnxruntime each round; the final "
+                  "one recomputed on the network as written), and the result is written only if it loads and runs "
+                  "in onnxruntime. --plot draws paper 000's Fig. 2 and the per-round curves of Figs. 3-4 (needs "
+                  "matplotlib, the plot extra).")
 @with_domain
 def repair_command(
     original: str = typer.Argument(..., help="The original ONNX network (f1)."),
@@ -134,7 +155,7 @@ def repair_command(
     data: Optional[str] = typer.Option(None, "--data", help="Points (CSV 'label,features' or .npz x, y) whose --eps "
                                                             "boxes make the domain."),
     train_data: Optional[str] = typer.Option(None, "--train-data", help="Points outside the domain retrained each "
-                                                                        "round too (labels unused)."),
+                                                                        "round too (labels unused, but checked)."),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="Labelled points: accuracy after every round."),
     scale: Optional[float] = typer.Option(None, "--scale", help="Divide the features of the data files by this (> 0).",
                                           callback=bounded(0, above=True)),
@@ -170,8 +191,8 @@ def repair_command(
     outputs.add_path(plot, "--plot")
     f1, f2 = load(original), load(compressed)
     boxes, described = _domain(domain, data, scale, f1)
-    extra = load_data(train_data, scale).x if train_data else None
-    test = load_data(test_data, scale) if test_data else None
+    extra = load_data(train_data, scale).fit(f1).x if train_data else None
+    test = load_data(test_data, scale).fit(f1) if test_data else None
     quiet = json_path == "-"
     say(f"repair: {compressed} toward {original} on {described}; update {update}, alpha {alpha:g}, up to {rounds} "
         f"rounds x {epochs} epochs on {samples} samples{f' + {len(extra)} retraining points' if extra is not None else ''}",
@@ -187,16 +208,13 @@ def repair_command(
     outputs.commit()
 
     before, after = result.initial, result.final
-    table(["", "before", "after"],
+    table(["", "before", f"written (round {result.kept})"],
           [["sound ‖f1 − f2‖∞ over the domain", before.delta_max, after.delta_max],
            ["mean over boxes", before.mean, after.mean],
            ["largest difference seen", before.sampled_max, after.sampled_max],
            *([["accuracy", result.accuracy["compressed"], result.accuracy["repaired"]]] if test is not None else [])],
           quiet)
-    stop = ("target reached" if result.reached else "target not reached") if result.target is not None else "no target"
-    say(f"  {stop} after {len(result.rounds) - 1} rounds ({result.reduction:.3g}x smaller; "
-        f"{f'target {result.target:.5g}, ' if result.target is not None else ''}{result.seconds:.1f} s); the final bound "
-        f"recomputed on the network as written -> {output}", quiet)
+    say(outcome_line(result, output), quiet)
     if test is not None:
         say(f"  accuracy on {Path(test.path).name}: original {result.accuracy['original']:.1%}, compressed "
             f"{result.accuracy['compressed']:.1%}, repaired {result.accuracy['repaired']:.1%}", quiet)

@@ -1,5 +1,6 @@
 """Shape-only nodes: collapse Reshape/Flatten/Squeeze/Unsqueeze chains into one Flatten (or Reshape),
-and absorb a Transpose that feeds a Flatten→Gemm into the Gemm's weights (NHWC exports)."""
+and absorb a Transpose that feeds a Flatten→Gemm into the Gemm's weights (NHWC exports). Under a symbolic batch
+dimension a Reshape that keeps the batch axis reads -1 there, so the written file still takes any batch."""
 
 from __future__ import annotations
 
@@ -12,19 +13,48 @@ from . import PassReport, register
 _SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
+def _perm(node: Node, rank: int) -> list[int]:
+    """A Transpose's permutation; without ``perm`` ONNX reverses the axes."""
+    return list(node.attrs.get("perm") or reversed(range(rank)))
+
+
 def _moves_only_unit_axes(shape: tuple[int, ...], perm: list[int]) -> bool:
     """A Transpose is a mere reshape when the non-unit axes keep their order."""
     kept = [p for p in perm if shape[p] != 1]
     return kept == sorted(kept)
 
 
+def _symbolic_batch(model: Model) -> bool:
+    """The model declares a symbolic batch dimension (its shapes here are those of a batch of 1)."""
+    return bool(model.input_dims) and isinstance(model.input_dims[0], str)
+
+
+def _keeps_batch(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """Both shapes lead with the batch axis (1 here), which a reshape between them keeps."""
+    return bool(in_shape) and bool(out_shape) and in_shape[0] == 1 == out_shape[0]
+
+
 def _as_reshape(model: Model, node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
-    """Turn ``node`` into the simplest node producing ``out_shape`` from its data input of ``in_shape``."""
-    if len(out_shape) == 2 and in_shape and in_shape[0] == 1 and out_shape[0] == 1:
+    """Turn ``node`` into the simplest node producing ``out_shape`` from its data input of ``in_shape``: a Flatten,
+    or a Reshape whose target leads with -1 where the node keeps a symbolic batch axis first, so that it reshapes
+    each sample of any batch (a 1 there would tie the written file to a batch of 1)."""
+    if len(out_shape) == 2 and _keeps_batch(in_shape, out_shape):
         node.op, node.inputs, node.attrs = "Flatten", node.inputs[:1], {"axis": 1}
-    else:
-        shape_const = model.add_constant(f"{node.name}_shape", np.asarray(out_shape, np.int64))
-        node.op, node.inputs, node.attrs = "Reshape", [node.inputs[0], shape_const], {}
+        return
+    target = np.asarray(out_shape, np.int64)
+    moves_batch = node.op == "Transpose" and _perm(node, len(in_shape))[0] != 0
+    if _symbolic_batch(model) and _keeps_batch(in_shape, out_shape) and not moves_batch:
+        target[0] = -1
+    shape_const = model.add_constant(f"{node.name}_shape", target)
+    node.op, node.inputs, node.attrs = "Reshape", [node.inputs[0], shape_const], {}
+
+
+def _rewritable(model: Model, node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """A Reshape keeping the batch axis that ``_as_reshape`` writes better: as a Flatten, or, under a symbolic
+    batch, with -1 for the literal 1 that leads its target (``Shape`` folded at a batch of 1 gives one)."""
+    if node.op != "Reshape" or not _keeps_batch(in_shape, out_shape):
+        return False
+    return len(out_shape) == 2 or (_symbolic_batch(model) and int(model.constants[node.inputs[1]][0]) == 1)
 
 
 @register("simplify-reshapes")
@@ -38,7 +68,8 @@ def simplify_reshapes(model: Model) -> tuple[Model, PassReport]:
         shapes = model.shapes()
         for node in model.nodes:
             is_shape = node.op in _SHAPE_OPS or (
-                node.op == "Transpose" and _moves_only_unit_axes(shapes[node.inputs[0]], node.attrs.get("perm") or [])
+                node.op == "Transpose" and _moves_only_unit_axes(shapes[node.inputs[0]],
+                                                                 _perm(node, len(shapes[node.inputs[0]])))
             )
             if not is_shape:
                 continue
@@ -52,7 +83,7 @@ def simplify_reshapes(model: Model) -> tuple[Model, PassReport]:
             elif shapes[src] == out_shape:
                 model.bypass(node)
                 report.add("removed", f"{node.op} '{node.name}' keeps the shape; removed")
-            elif node.op == "Transpose" or (node.op == "Reshape" and len(out_shape) == 2 and out_shape[0] == 1 == shapes[src][0]):
+            elif node.op == "Transpose" or _rewritable(model, node, shapes[src], out_shape):
                 _as_reshape(model, node, shapes[src], out_shape)
                 report.add("rewritten", f"'{node.name}' rewritten as {node.op}")
             else:
@@ -77,7 +108,7 @@ def absorb_transpose(model: Model) -> tuple[Model, PassReport]:
         in_shape = shapes[node.inputs[0]]
         if gemm is None or not is_affine(model, gemm) or gemm.op != "Gemm" or gemm.attrs.get("transA", 0) or in_shape[0] != 1:
             continue
-        perm = node.attrs.get("perm") or list(reversed(range(len(in_shape))))
+        perm = _perm(node, len(in_shape))
         if perm[0] != 0:
             continue
         # flatten(transpose(x))[j] = flatten(x)[idx[j]]
