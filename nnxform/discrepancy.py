@@ -147,7 +147,8 @@ class Pair:
                 chains.append(relu_layers(model, "the difference analysis"))
             except NnxformError as exc:
                 reasons.append(f"{which} network: {exc}")
-        compiled = compile_model(a), compile_model(b)
+        # dense forms only where they are read: the chains' roundings, or the merged network of two dense networks
+        compiled = (compile_model(a), compile_model(b)) if not reasons or kept is None else kept
         self._joint = joint_network(*(kept or compiled))
         if not reasons:
             la, lb = chains

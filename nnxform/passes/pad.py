@@ -34,7 +34,7 @@ def relu_layers(model: Model, command: str) -> Chain:
     """The dense layers of ``model`` if it is a chain Input → Linear → Relu → … → Linear, else a clear error."""
     canonical, _ = PASSES["canon"](model)
     net = compile_model(canonical)
-    layers: Chain = []
+    linear = []  # the structure first: no dense matrix is made of a network that is no chain
     for i, step in enumerate(net.steps[1:], start=1):
         if isinstance(step, Pool):
             raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a MaxPool")
@@ -48,7 +48,9 @@ def relu_layers(model: Model, command: str) -> Chain:
         if step.sources != [i - 1]:
             raise NnxformError(f"{command} supports ReLU chains; '{node.name}' adds up {len(step.sources)} "
                                "branches (a skip connection)")
-        layers.append(dense(dense_weights(step.weights[0], command), step.bias, f"layer{len(layers) + 1}"))
+        linear.append(step)
+    layers: Chain = [dense(dense_weights(step.weights[0], command), step.bias, f"layer{k + 1}")
+                     for k, step in enumerate(linear)]
     return layers
 
 
