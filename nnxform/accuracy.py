@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .domain import FLOAT32_RULE, outside_float32
 from .errors import NnxformError
 from .fileio import read_text
 from .evaluate import run
@@ -84,7 +85,8 @@ class Evaluation:
 
 
 def load_data(path: str | Path, scale: float | None = None) -> Dataset:
-    """Labelled points from a CSV (``label,features``) or ``.npz`` (``x``, ``y``) file; features / ``scale``."""
+    """Labelled points from a CSV (``label,features``) or ``.npz`` (``x``, ``y``) file; features / ``scale``, each
+    within float32's range (``outside_float32``: the network computes in float32), else an error naming where."""
     p = Path(path)
     if not p.is_file():
         raise NnxformError(f"{p}: no such file")
@@ -92,31 +94,40 @@ def load_data(path: str | Path, scale: float | None = None) -> Dataset:
         raise NnxformError(f"--scale must be a positive number, got {scale:g}")
     if p.suffix.lower() == ".npz":
         x, labels = _read_npz(p)
+        lines = None
     else:
-        table = _read_csv(p)
+        table, lines = _read_csv(p)
         x, labels = table[:, 1:], table[:, 0]
-    if not np.all(np.isfinite(x)):
-        raise NnxformError(f"{p}: the features contain NaN or infinite values")
     if labels.size == 0:
         raise NnxformError(f"{p}: no data points")
-    if np.any(labels != np.round(labels)) or np.any(labels < 0):
+    if not np.all((labels >= 0) & (labels == np.round(labels)) & (labels < 2**31)):
         raise NnxformError(f"{p}: labels must be non-negative integers")
     shape = tuple(int(d) for d in x.shape[1:])
-    x = x.reshape(len(x), -1).astype(np.float64)
-    return Dataset(x / scale if scale is not None else x, labels.astype(np.int64), str(p), shape)
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    with np.errstate(over="ignore"):  # a tiny --scale may overflow: refused just below
+        scaled = flat / scale if scale is not None else flat
+    bad = outside_float32(scaled)
+    if bad is not None:
+        row, col = divmod(bad, scaled.shape[1])
+        where = f"x[{row}], feature {col}" if lines is None else f"line {lines[row]}, column {col + 2}"
+        value = f"{flat[row, col]:g}" + ("" if scale is None else f" / --scale {scale:g}")
+        raise NnxformError(f"{p}: {where}: {value} is not {FLOAT32_RULE}")
+    return Dataset(scaled, labels.astype(np.int64), str(p), shape)
 
 
-def _read_csv(p: Path) -> np.ndarray:
-    lines = [line for line in read_text(p, "a CSV of numbers (label,feature,…)").splitlines() if line.strip()]
-    if lines and not _numeric(lines[0].split(",")[0]):
-        lines = lines[1:]  # a header row
+def _read_csv(p: Path) -> tuple[np.ndarray, list[int]]:
+    """The numbers of a CSV (a header row skipped) and the line number of each row, for error messages."""
+    text = read_text(p, "a CSV of numbers (label,feature,…)")
+    rows = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if rows and not _numeric(rows[0][1].split(",")[0]):
+        rows = rows[1:]  # a header row
     try:
-        table = np.array([[float(v) for v in line.split(",")] for line in lines], dtype=np.float64)
+        table = np.array([[float(v) for v in line.split(",")] for _, line in rows], dtype=np.float64)
     except ValueError:
         raise NnxformError(f"{p}: not a CSV of numbers (label,feature,…)") from None
     if table.ndim != 2 or table.shape[1] < 2:
         raise NnxformError(f"{p}: rows must have the same number of values, a label then features")
-    return table
+    return table, [number for number, _ in rows]
 
 
 def _numeric(text: str) -> bool:

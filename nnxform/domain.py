@@ -5,11 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import NnxformError
 
 #: Used by function-preserving passes when the user gives no domain (stated in --help).
 DEFAULT_LOW, DEFAULT_HIGH = -1.0, 1.0
+
+#: The largest float32: networks compute in float32, where a larger input is infinite and every bound on it NaN.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: What every box bound and data value must be, as error messages state it.
+FLOAT32_RULE = f"a finite number within ±{FLOAT32_MAX:.6g} (float32's range, in which networks compute)"
+
+
+def outside_float32(values: ArrayLike) -> int | None:
+    """The flat index of the first value that is not ``FLOAT32_RULE`` (NaN, infinite or larger in magnitude), else
+    None: the one check of network inputs (box bounds, data points), so that no analysis starts from an input that
+    float32 cannot hold."""
+    with np.errstate(over="ignore"):  # a wider float (float128) cast to float64 may overflow: refused just below
+        flat = np.asarray(values, dtype=np.float64).ravel()
+    bad = np.flatnonzero(~(np.abs(flat) <= FLOAT32_MAX))
+    return int(bad[0]) if bad.size else None
 
 
 @dataclass(frozen=True)
@@ -42,9 +58,13 @@ class Box:
         return cls(np.full(size, DEFAULT_LOW), np.full(size, DEFAULT_HIGH))
 
     def fit(self, size: int) -> "Box":
-        """Check the box matches a network input of ``size`` elements."""
+        """Check the box matches a network input of ``size`` elements, within float32's range (``outside_float32``)."""
         if self.size != size:
             raise NnxformError(f"the domain has {self.size} elements but the network input has {size}")
+        for values, side in ((self.lower, "lower"), (self.upper, "upper")):
+            i = outside_float32(values)
+            if i is not None:
+                raise NnxformError(f"the box's {side} bound at input {i} is {values[i]:g}, not {FLOAT32_RULE}")
         return self
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:

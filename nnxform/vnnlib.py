@@ -11,10 +11,11 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from .domain import Box
+from .domain import FLOAT32_RULE, Box, outside_float32
 from .errors import NnxformError
 from .fileio import atomic_write_bytes, read_text
 
@@ -25,6 +26,9 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 #: SMT-LIB housekeeping commands some generators emit; they do not constrain the box.
 _IGNORED_COMMANDS = frozenset({"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"})
 _FLIP = {"<=": ">=", ">=": "<=", "=": "="}
+
+#: A network's input size and output size (None: the outputs are not compared), checked against the declarations.
+Sizes = tuple[int, Optional[int]]
 
 
 class _List(list):
@@ -107,10 +111,11 @@ def _conjoin(left: list[tuple], right: list[tuple]) -> list[tuple]:
 
 
 class _Reader:
-    """Turns the text of one VNN-LIB file into boxes; ``where`` names the file in errors."""
+    """Turns the text of one VNN-LIB file into boxes; ``where`` names the file in errors, ``network`` (when given)
+    the sizes the declarations must have (its input bounds must then also be within float32's range)."""
 
-    def __init__(self, text: str, where: str) -> None:
-        self.text, self.where = text, where
+    def __init__(self, text: str, where: str, network: Sizes | None = None) -> None:
+        self.text, self.where, self.network = text, where, network
         self.inputs: dict[str, int] = {}
         self.outputs: dict[str, int] = {}
         self.asserts: list[object] = []  # the top-level assertions, as read (``boxes`` fills it)
@@ -161,9 +166,42 @@ class _Reader:
         missing = next((i for i in range(n) if i not in indices), None)
         if missing is not None:
             raise self.error(None, f"input indices must run X_0..X_{n - 1} without gaps, but X_{missing} is not declared")
+        self.check_network()
         self.asserts = asserts
         conjs = self.conjunction(asserts)
+        for a in asserts:
+            self.check_declared(a)
         return [self.box(c, k, len(conjs)) for k, c in enumerate(conjs)]
+
+    @property
+    def n_outputs(self) -> int:
+        """The outputs the declarations cover: Y_0 up to the highest Y_j declared."""
+        return max(self.outputs.values(), default=-1) + 1
+
+    def check_network(self) -> None:
+        """Refuse declarations that do not fit ``network``: as many X_i as its input elements and, when Y_j are
+        declared and its output size is given, as many Y_j as its output elements (else it is another network's
+        property)."""
+        if self.network is None:
+            return
+        (inputs, outputs), n, m = self.network, len(self.inputs), self.n_outputs
+        if n != inputs:
+            raise self.error(None, f"the property bounds {n} inputs (X_0..X_{n - 1}) but the network input has "
+                                   f"{inputs}")
+        if m and outputs is not None and m != outputs:
+            raise self.error(None, f"the property declares {m} outputs (Y_0..Y_{m - 1}) but the network output "
+                                   f"has {outputs}")
+
+    def check_declared(self, e: object) -> None:
+        """Refuse a variable that assertion ``e`` uses without declaring it (a number or an operator is no variable)."""
+        if not isinstance(e, list):
+            return
+        for k, x in enumerate(e):
+            if isinstance(x, list):
+                self.check_declared(x)
+            elif k and (x[0].isalpha() or x[0] == "_") and x not in self.inputs and x not in self.outputs:
+                raise self.error(e.pos, f"{_show(e)}: {x} is not declared; a property may use only the X_i and Y_j "
+                                        "it declares")
 
     def declare(self, cmd: _List) -> None:
         if len(cmd) != 3 or not isinstance(cmd[1], str) or cmd[2] != "Real":
@@ -266,6 +304,8 @@ class _Reader:
         value = float(e)
         if not math.isfinite(value):
             raise self.error(pos, f"number {e} is out of range")
+        if self.network is not None and outside_float32(value) is not None:  # a bound of the network's input
+            raise self.error(pos, f"number {e} is out of range for the network: each bound must be {FLOAT32_RULE}")
         return value
 
     def box(self, c: _Conj, k: int, count: int) -> Box:
@@ -284,20 +324,21 @@ class _Reader:
         return Box(lo, hi)
 
 
-def parse_boxes(text: str, where: str = "<vnnlib>") -> list[Box]:
-    """The distinct input boxes stated by VNN-LIB ``text``; ``where`` names it in error messages."""
-    return _Reader(text, where).boxes()
+def parse_boxes(text: str, where: str = "<vnnlib>", network: Sizes | None = None) -> list[Box]:
+    """The distinct input boxes stated by VNN-LIB ``text``; ``where`` names it in error messages; declarations that
+    do not fit ``network`` (when given) are refused."""
+    return _Reader(text, where, network).boxes()
 
 
-def read_boxes(path: str | os.PathLike[str]) -> list[Box]:
-    """The distinct input boxes of a VNN-LIB file (one per disjunct of an ``or`` over inputs)."""
-    return parse_boxes(read_text(path, "VNN-LIB"), str(Path(path)))
+def read_boxes(path: str | os.PathLike[str], network: Sizes | None = None) -> list[Box]:
+    """The distinct input boxes of a VNN-LIB file (one per disjunct of an ``or`` over inputs), for ``network``."""
+    return parse_boxes(read_text(path, "VNN-LIB"), str(Path(path)), network)
 
 
-def read_box(path: str | os.PathLike[str], index: int | None = None) -> Box:
+def read_box(path: str | os.PathLike[str], index: int | None = None, network: Sizes | None = None) -> Box:
     """The input box of a VNN-LIB file, or its box number ``index`` (0-based) when an ``or`` over inputs states
-    several: nnxform's passes take one box, not a union."""
-    boxes = read_boxes(path)
+    several: nnxform's passes take one box, not a union; declarations that do not fit ``network`` are refused."""
+    boxes = read_boxes(path, network)
     if index is None:
         if len(boxes) != 1:
             raise NnxformError(f"{path}: the file has {len(boxes)} input boxes (an 'or' over inputs); nnxform takes "
@@ -309,15 +350,16 @@ def read_box(path: str | os.PathLike[str], index: int | None = None) -> Box:
     return boxes[index]
 
 
-def normalize(text: str, where: str = "<vnnlib>") -> list[str]:
+def normalize(text: str, where: str = "<vnnlib>", network: Sizes | None = None) -> list[str]:
     """A VNN-LIB property in the form the simplest parsers read (pynever's rejects a top-level ``(assert (>= Y_0 …))``),
     one file per input box: the declarations, one ``(assert (<= X_i v))``/``(assert (>= X_i v))`` per bound, and
     the output condition as one ``(assert (or (and …) …))``. The meaning is the same: the same boxes (numbers as
-    exact float reprs) and the same disjuncts of the same comparisons."""
-    reader = _Reader(text, where)
+    exact float reprs) and the same disjuncts of the same comparisons. Declarations that do not fit ``network``
+    (when given: the network the property is written for) are refused."""
+    reader = _Reader(text, where, network)
     reader.boxes()
     cases = reader.cases()
-    n_outputs = max(reader.outputs.values(), default=-1) + 1
+    n_outputs = reader.n_outputs
     declarations = "".join(f"(declare-const X_{i} Real)\n" for i in range(len(reader.inputs)))
     declarations += "".join(f"(declare-const Y_{j} Real)\n" for j in range(n_outputs))
     files = []

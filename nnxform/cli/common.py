@@ -148,8 +148,9 @@ def with_domain(fn: Callable) -> Callable:
 
 
 def json_text(data: Any) -> str:
-    """``data`` as the text of a JSON report (numpy values as plain numbers and lists)."""
-    return json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    """``data`` as the text of a JSON report (numpy values as plain numbers and lists); a NaN or an infinity, which
+    JSON cannot hold, is a bug that stops the command (``ValueError``) rather than writing a file no reader parses."""
+    return json.dumps(data, indent=2, sort_keys=False, default=_json_default, allow_nan=False) + "\n"
 
 
 def _json_default(value: Any) -> Any:

@@ -4,14 +4,13 @@ naming the option when it is wrong."""
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
-from ..domain import Box
+from ..domain import FLOAT32_RULE, Box, outside_float32
 from ..errors import NnxformError
 from ..vnnlib import read_box
 
@@ -20,13 +19,13 @@ BoundValue = Union[str, float, "os.PathLike[str]"]
 
 
 def _number(option: str, value: str | float) -> float:
-    """A finite number given as a CLI string or a float."""
+    """A number given as a CLI string or a float, within float32's range (``outside_float32``)."""
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise NnxformError(f"{option}: '{value}' is not a number") from None
-    if not math.isfinite(x):
-        raise NnxformError(f"{option}: '{value}' is not a finite number")
+    if outside_float32(x) is not None:
+        raise NnxformError(f"{option}: '{value}' is not {FLOAT32_RULE}")
     return x
 
 
@@ -41,10 +40,10 @@ def option_values(option: str, value: BoundValue, size: int) -> np.ndarray:
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not is_file_value(text):
         try:
-            number = float(text)
+            float(text)
         except (TypeError, ValueError):
             raise NnxformError(f"{option}: '{text}' is neither a number nor a .npy file") from None
-        return np.full(size, _number(option, number))
+        return np.full(size, _number(option, text))
     if not Path(text).is_file():
         raise NnxformError(f"{option}: {text}: no such file")
     try:
@@ -55,8 +54,10 @@ def option_values(option: str, value: BoundValue, size: int) -> np.ndarray:
         raise NnxformError(f"{option}: {text} does not hold a numeric array")
     if arr.size != size:
         raise NnxformError(f"{option}: {text} has {arr.size} elements but the network input has {size}")
-    if not np.all(np.isfinite(arr)):
-        raise NnxformError(f"{option}: {text} contains NaN or infinite values")
+    bad = outside_float32(arr)
+    if bad is not None:
+        raise NnxformError(f"{option}: {text} contains NaN or infinite values or values beyond float32 (element "
+                           f"{bad} is {arr.ravel()[bad]:g}); each must be {FLOAT32_RULE}")
     return arr.astype(np.float64).ravel()
 
 
@@ -82,10 +83,7 @@ def box_from_options(input_size: int, *, lower: BoundValue | None = None, upper:
             raise NnxformError("--clip-lower/--clip-upper need a box to clip (--lower/--upper, --center/--eps or --vnnlib)")
         return None if default is None else default.fit(input_size)
     if vnnlib is not None:
-        box = read_box(vnnlib, box_index)
-        if box.size != input_size:
-            raise NnxformError(f"{vnnlib}: the property bounds {box.size} inputs "
-                               f"(X_0..X_{box.size - 1}) but the network input has {input_size}")
+        box = read_box(vnnlib, box_index, network=(input_size, None))
     elif lower is not None or upper is not None:
         if lower is None or upper is None:
             raise NnxformError("--lower needs --upper" if upper is None else "--upper needs --lower")

@@ -64,7 +64,7 @@ def _domain(domain: DomainOptions, data: Optional[str], scale: Optional[float], 
     points = load_data(data, scale).fit(model).x
     clip = tuple(None if v is None else option_values(option, v, size)
                  for option, v in (("--clip-lower", domain.clip_lower), ("--clip-upper", domain.clip_upper)))
-    boxes = boxes_around(points, domain.eps, clip)  # type: ignore[arg-type]
+    boxes = [b.fit(size) for b in boxes_around(points, domain.eps, clip)]  # type: ignore[arg-type]
     return boxes, f"{len(boxes)} boxes of radius {domain.eps:g} around the points of {Path(data).name}"
 
 

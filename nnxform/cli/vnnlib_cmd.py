@@ -11,7 +11,7 @@ import typer
 
 from ..errors import NnxformError
 from ..fileio import Outputs, read_text
-from ..ir import load
+from ..ir import Model, load
 from ..vnnlib import (bounds_property, equivalence_property, instances_csv, instances_csv_lines, normalize,
                       robustness_property)
 from .application import app
@@ -29,6 +29,11 @@ class Property(str, Enum):
 
 _ONLY_FOR = {"--equiv-eps": Property.equivalence, "--differences": Property.equivalence,
              "--label": Property.robustness, "--output-lower": Property.bounds, "--output-upper": Property.bounds}
+
+
+def _output_size(net: Model) -> int:
+    """The number of elements of the network's (one) output: the Y_j of its properties."""
+    return int(np.prod(net.shapes()[net.output_name], dtype=np.int64))
 
 
 @app.command(short_help="Write a VNN-LIB property: equivalence, robustness or output bounds.",
@@ -73,7 +78,7 @@ def vnnlib(
     box = domain.box(net, default=False)
     if box is None:
         raise NnxformError("give the input box: --lower/--upper, --center/--eps or --vnnlib")
-    n_outputs = int(np.prod(net.shapes()[net.output_name], dtype=np.int64))
+    n_outputs = _output_size(net)
     if prop is Property.equivalence:
         if equiv_eps is None:
             raise NnxformError("--property equivalence needs --equiv-eps")
@@ -99,8 +104,9 @@ def vnnlib(
                   "condition as one (assert (or (and ...) ...)) (pynever refuses VNN-COMP's top-level "
                   "(assert (>= Y_0 ...)) as 'mixed input and output variables'). A disjunction over input boxes "
                   "(ACAS Xu prop_6) becomes one file per box, OUT's name with _0, _1, … before its suffix, and with "
-                  "--onnx their lines in an instances.csv beside them. (A command of its own: `nnxform vnnlib` "
-                  "takes a model as its argument.)")
+                  "--onnx their lines in an instances.csv beside them (the property must then declare as many X_i "
+                  "as the network has inputs and, if it declares Y_j, as many as it has outputs). (A command of its "
+                  "own: `nnxform vnnlib` takes a model as its argument.)")
 def vnnlib_normalize(
     source: str = typer.Argument(..., help="VNN-LIB file to normalise."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the normalised property."),
@@ -108,7 +114,9 @@ def vnnlib_normalize(
     timeout: float = typer.Option(60.0, "--timeout", help="Timeout in seconds written in instances.csv.",
                                   callback=bounded(0, above=True)),
 ) -> None:
-    files = normalize(read_text(source, "VNN-LIB"), source)
+    net = None if onnx is None else load(onnx)
+    sizes = None if net is None else (net.input_size, _output_size(net))
+    files = normalize(read_text(source, "VNN-LIB"), source, sizes)
     target = Path(output)
     paths = [str(target)] if len(files) == 1 else [str(target.with_name(f"{target.stem}_{k}{target.suffix}"))
                                                  for k in range(len(files))]
