@@ -29,7 +29,7 @@ import numpy as np
 
 from .domain import Box
 from .errors import NnxformError
-from .exactness import ATOL, Comparison, Reference
+from .exactness import ATOL, Comparison, Reference, magnitudes
 from .ir import Model, Node
 from . import layered
 from .operators import OPERATORS
@@ -323,15 +323,18 @@ def merge(a: Model, b: Model, *, keep_outputs: bool = False, box: Box | None = N
 
 def difference(a: Model, b: Model, keep_outputs: bool = False) -> Reference:
     """``f_A − f_B`` (and ``f_A``, ``f_B``) in onnxruntime, what the merged network must compute; the tolerance scales
-    with the outputs of the two networks, not with their (possibly tiny) difference."""
+    with what the two networks compute (``|f|`` and their absolute chains), not with their (possibly tiny) difference."""
+    copies = 3 if keep_outputs else 1
 
     def outputs(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ya = OnnxRunner(a)(xs).astype(np.float64)
         yb = OnnxRunner(b)(xs).astype(np.float64)
-        scale = np.maximum(np.abs(ya), np.abs(yb))
-        if keep_outputs:
-            return np.hstack([ya - yb, ya, yb]), np.tile(scale, 3)
-        return ya - yb, scale
+        scale = np.tile(np.maximum(np.abs(ya), np.abs(yb)), copies)
+        return (np.hstack([ya - yb, ya, yb]) if keep_outputs else ya - yb), scale
+
+    def chain(xs: np.ndarray, reach: float) -> np.ndarray:
+        return np.tile(np.maximum(magnitudes(a, xs, reach), magnitudes(b, xs, reach)), copies)
 
     return Reference(outputs, "the merged network differs from f_A − f_B by {max_abs:.3g} over {samples} samples, "
-                              "beyond {tol:g} + {tol:g}·max(|f_A|, |f_B|); nothing written (please report these networks)")
+                              "beyond {rule} (|y| of the larger of f_A, f_B); nothing written (please report these "
+                              "networks)", chain)

@@ -72,6 +72,17 @@ def register(name: str, *, preserves: bool = True, needs: tuple[str, ...] = ()) 
     return deco
 
 
+def computable(model: Model, what: str) -> Model:
+    """``model``, which the pass ``what`` built from a network that computes, once its shapes evaluate; otherwise a
+    RuntimeError (an internal error, not the user's: a rewrite that breaks a working network is a bug)."""
+    try:
+        model.shapes()
+    except NnxformError as exc:
+        raise RuntimeError(f"{what} built a network that cannot be computed ({exc}); nothing written (please report "
+                           "this network)") from None
+    return model
+
+
 def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, samples: int = 1000, tol: float = ATOL,
                   parameters: dict[str, Any] | None = None,
                   reference: Reference | Callable[[Any], Reference] | None = None,
@@ -80,7 +91,8 @@ def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, sampl
     onnxruntime on ``box`` (the default box when None) against ``model`` (or ``reference``, which a pass that
     changes the function needs: given, or made from the pass's report when the pass itself computes what its
     result must equal), and stamp its provenance: ``parameters``, the pass parameters but its ``needs``, ``tol``
-    and ``samples``. Raises NotExact beyond ``tol·(1 + |y|)``: nothing is returned then.
+    and ``samples``. Raises NotExact beyond the tolerance (``exactness.allowed``): nothing is returned then; a
+    RuntimeError (an internal error) when the result cannot be computed at all (``computable``).
 
     Returns ``(model, report, comparison)``; ``comparison.to_json()`` is the "check" of a JSON report.
     """
@@ -88,6 +100,7 @@ def apply_checked(pass_: str | Pass, model: Model, box: Box | None = None, sampl
     if not p.preserves and reference is None:
         raise NnxformError(f"{p.name} changes the function: give the reference its result is checked against")
     result, report = p(model, **pass_parameters)
+    computable(result, p.name)
     if reference is not None and not isinstance(reference, Reference):
         reference = reference(report)
     comparison = ensure_same_function(model, result, box, what=p.name, samples=samples, tol=tol, reference=reference)

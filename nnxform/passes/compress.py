@@ -15,8 +15,10 @@ layer of the dense ReLU chain at the end of the network is rewritten, first to l
   box: the result is one Gemm with zero weights whose bias is that constant.
 
 Unstable and undecided neurons are kept. Before the dense tail, a chain of convolutions loses the
-channels stably inactive at every position (``remove_dead_channels``); anything else there is left
-as it is (a convolution shares its weights across positions, so one stable position cannot go).
+channels stably inactive at every position (``remove_dead_channels``; from the Conv and from what
+reads them, a ConvTranspose included); anything else there is left as it is (a convolution shares
+its weights across positions, so one stable position cannot go). The result is never larger than
+the input (neurons, connections): where the canonical form would be, the input is written as it is.
 The result equals the input on the box only: check it there.
 """
 
@@ -31,8 +33,8 @@ from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
 from ..ir import Model, Node
 from .. import layered
-from ..layered import Chain, Relu, aligned, chain_layers, dense, write_layers
-from . import PASSES, PassReport, register
+from ..layered import Chain, Relu, aligned, chain_layers, dense, model_size, write_layers
+from . import PASSES, PassReport, computable, register
 from .pad import relu_layers
 
 
@@ -148,8 +150,10 @@ def leo(layers: Chain, statuses: list[np.ndarray], names: list[str], rank_tol: f
         report: PassReport | None = None, merge: bool = True) -> Leo:
     """LEO++ on a dense ReLU chain; ``statuses[l]`` holds ACTIVE / INACTIVE / other (kept) per neuron of hidden layer ``l``.
 
-    ``merge=False`` keeps a layer whose neurons are all stably active (their independent rows), so that every
-    layer left lines up with the original's: what ``layered.aligned`` needs.
+    A layer whose neurons are all stably active is merged into the next unless the product has more non-zero
+    weights than the two (a narrow layer between wide ones): then, as with ``merge=False``, it keeps its independent
+    rows. ``merge=False`` keeps every layer, so that every layer left lines up with the original's: what
+    ``layered.aligned`` needs.
     """
     report = report or PassReport("compress")
     W, b = (np.array(a, dtype=np.float64) for a in (layers[0].W, layers[0].b))
@@ -170,8 +174,9 @@ def leo(layers: Chain, statuses: list[np.ndarray], names: list[str], rank_tol: f
         W, b, st, Wn, index = W[live], b[live], st[live], Wn[:, live], np.flatnonzero(live)
         line = f"{name}: {int((~live).sum())} stably inactive removed"
         active = np.flatnonzero(st == ACTIVE)
-        if active.size == st.size and merge:
-            W, b = Wn @ W, Wn @ b + bn
+        product = Wn @ W if active.size == st.size and merge else None
+        if product is not None and np.count_nonzero(product) <= np.count_nonzero(W) + np.count_nonzero(Wn):
+            W, b = product, Wn @ b + bn
             merged = True
             report.add("merged", f"{line}; the {st.size} left are stably active: layer merged into the next")
             continue
@@ -226,40 +231,99 @@ def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL)
         leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
     expanded = None if unmerged.merged else _rebuild(canonical, tail, aligned(unmerged.layers, tail.layers),
                                                       tail.relus, False)
-    return Compression(name=report.name, changes=report.changes, counts=report.counts, aligned=expanded,
-                       model=_rebuild(thinned, small_tail, result.layers, result.kept, result.constant))
+    return _no_larger(model, Compression(name=report.name, changes=report.changes, counts=report.counts,
+                                         aligned=expanded, model=_rebuild(thinned, small_tail, result.layers,
+                                                                          result.kept, result.constant)))
+
+
+def _no_larger(model: Model, compression: Compression) -> Compression:
+    """``compression``, or ``model`` as it is when the compressed network has more ReLU neurons or connections: a
+    compression never grows the network. (The canonical form can: a BatchNormalization canon cannot fold, e.g. after
+    a ConvTranspose, becomes a diagonal 1×1 Conv whose channels count as connections, and merged Gemms can hold
+    more non-zero weights than the two.)"""
+    before, after = model_size(model), model_size(compression.model)
+    grown = [f"{k} {getattr(before, k):,} → {getattr(after, k):,}" for k in ("neurons", "connections")
+             if getattr(after, k) > getattr(before, k)]
+    if not grown:
+        return compression
+    compression.counts = {"unchanged": 1}
+    compression.changes.append(f"the compressed form would be larger than the input ({', '.join(grown)}): the input "
+                               "is written as it is")
+    compression.model, compression.aligned = model.copy(), model.copy()
+    return compression
 
 
 def remove_dead_channels(model: Model, stability: Signs, report: PassReport) -> Model:
     """``model`` (canonical) without the conv channels whose every position is stably inactive on the box, removed
-    from their Conv and from the layer reading them (the next Conv's input channels, or their block of columns of
-    the Gemm after the Flatten, through pools); ``model`` itself when there is none. Exact on the box: such a
-    channel is 0 after its ReLU there. A layer keeps at least one channel."""
+    from their Conv and from the layer reading them (the next Conv's input channels, their block of columns of the
+    Gemm after the Flatten, through pools, or a ConvTranspose's input channels); ``model`` itself when there is none.
+    Exact on the box: such a channel is 0 after its ReLU there, and a channel is only removed where that 0 reaches
+    its reader as 0 (not through a BN or per-channel affine adding a constant). A layer keeps at least one channel."""
     if not any(n.op == "Conv" for n in model.nodes):
         return model
     try:
         net = layered.from_model(model, "compress")
     except NnxformError:  # not one chain (e.g. skip connections): the convolutions are left as they are
         return model
-    layers, removed = list(net.layers), 0
-    for site in reversed(layered.sites(net)):  # last first: removing channels leaves earlier sites' indices valid
-        conv, relu = layers[site.layer], layers[site.between[0]] if site.between else None
+    layers, removed, shapes = list(net.layers), 0, net.shapes()
+    for found in reversed(layered.sites(net)):  # last first: removing channels leaves earlier sites' indices valid
+        site, conv = _reader(layers, found), layers[found.layer]
+        relu = layers[site.between[0]] if site is not None and site.between else None
         if not isinstance(conv, layered.Conv) or not isinstance(relu, Relu):
             continue
         status = stability.layer(relu.name).status.reshape(conv.units, -1)
-        dead = np.flatnonzero((status == INACTIVE).all(axis=1))[:conv.units - 1]
+        dead = np.flatnonzero((status == INACTIVE).all(axis=1) & _zero_at_reader(layers, site, shapes))
+        dead = dead[:conv.units - 1]
         if dead.size == 0:
             continue
-        layers = layered.remove_channels(layers, site, dead)
+        layers = _remove_channels(layers, site, dead)
         removed += int(dead.size)
         report.changes.append(f"{conv.name}: {dead.size} of {conv.units} channels stably inactive at every position "
                               f"removed (channels {', '.join(map(str, conv.ids[dead]))})")
     if not removed:
         return model
     report.counts["removed_channels"] = removed
-    thinned = layered.Network.like(model, layers).to_model()
+    thinned = computable(layered.Network.like(model, layers).to_model(), "compress")
     thinned.metadata = dict(model.metadata)
     return thinned
+
+
+def _reader(layers: list[layered.Layer], site: layered.Site) -> layered.Site | None:
+    """``site`` ending at the first layer after its Conv that reads channels together: its consumer, or a one-group
+    ConvTranspose before it (which ``layered.sites`` does not count as weighted); None when a layer on the way is
+    neither channel-wise nor one of those (a sigmoid, a grouped ConvTranspose, …), so no channel can go there."""
+    for k, j in enumerate(site.between):
+        layer = layers[j]
+        if isinstance(layer, layered.CHANNELWISE) or layered.is_channel_affine(layer):
+            continue
+        flattened = any(isinstance(layers[i], layered.Flatten) for i in site.between[:k])
+        if isinstance(layer, layered.ConvTranspose) and layer.group == 1 and not flattened:
+            return layered.Site(site.layer, j, site.between[:k], 1)
+        return None
+    return site
+
+
+def _zero_at_reader(layers: list[layered.Layer], site: layered.Site, shapes: list[tuple[int, ...]]) -> np.ndarray:
+    """Per channel of ``site``'s Conv: True when a 0 after its ReLU (the first layer between) is still 0 where the
+    reader reads it (a BN or per-channel affine after the ReLU adds a constant a removed channel would lose)."""
+    x = np.zeros((1,) + shapes[site.between[0] + 1])  # the ReLU's output, one sample
+    for j in site.between[1:]:
+        if not isinstance(layers[j], layered.Flatten):
+            x = layers[j].forward(x)
+    return ~x[0, 0].reshape(x.shape[2], -1).any(axis=1)
+
+
+def _remove_channels(layers: list[layered.Layer], site: layered.Site, drop: np.ndarray) -> list[layered.Layer]:
+    """``layered.remove_channels``, also when the reader is a ConvTranspose: its input channels are the first axis of
+    its weight ``[in, out, *kernel]`` (a Conv's are the second), so it is narrowed as its weight's transpose."""
+    reader = layers[site.consumer]
+    if not isinstance(reader, layered.ConvTranspose):
+        return layered.remove_channels(layers, site, drop)
+    swapped = list(layers)
+    swapped[site.consumer] = reader.replace(W=reader.W.swapaxes(0, 1))
+    out = layered.remove_channels(swapped, site, drop)
+    out[site.consumer] = reader.replace(W=np.ascontiguousarray(out[site.consumer].W.swapaxes(0, 1)))
+    return out
 
 
 @register("compress", needs=("stability",))

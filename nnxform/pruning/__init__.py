@@ -86,7 +86,8 @@ def prune(model: Model, method: str, ratio: float, *, scope: str | None = None, 
 
 
 def _as_written(result: PruneResult) -> Reference:
-    """The pruned layers' function in float64: what the written model must compute."""
+    """The pruned layers' function in float64: what the written model must compute (in exact arithmetic, so the
+    absolute chain of the rule is the written model's alone)."""
 
     def outputs(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         net = result.network
@@ -94,7 +95,7 @@ def _as_written(result: PruneResult) -> Reference:
         return y, np.abs(y)
 
     return Reference(outputs, "the written pruned network differs from the pruned layers by {max_abs:.3g} over "
-                              "{samples} samples, beyond {tol:g}·(1 + |y|); nothing written (please report this network)")
+                              "{samples} samples, beyond {rule}; nothing written (please report this network)")
 
 
 def _pruned(model: Model, method: str, ratio: float, scope: str | None = None, guide: Box | None = None,

@@ -363,5 +363,9 @@ def prune_conv_weights(net: Network, ratio: float, scope: str) -> tuple[Network,
 
 def aligned_network(pruned: Network, original: Network) -> Network:
     """``pruned`` at the widths of ``original`` (``layered.aligned``): the same function, paired channel by channel
-    with ``original`` — what the difference analysis needs to bound the drift tightly."""
-    return dataclasses.replace(pruned, layers=aligned(pruned.layers, original.layers, original.shapes()))
+    with ``original`` — what the difference analysis needs to bound the drift tightly. The layers before the first
+    Conv or Dense that mixes channels are never pruned (a ConvTranspose there, which ``layered.aligned`` does not
+    follow, included) and stay as they are."""
+    start = weighted_layers(original.layers)[0]
+    return dataclasses.replace(pruned, layers=pruned.layers[:start] + aligned(
+        pruned.layers[start:], original.layers[start:], original.shapes()[start:]))
