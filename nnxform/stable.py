@@ -11,35 +11,39 @@ when ``z >= 0``, *unstable* when both signs occur. Evidence is gathered cheapest
   unstable ReLUs optimised per neuron, for every neuron the bounds leave unstable, layer by layer,
   which also tightens the big-M constants of the MILP) prove *stability*, with the analyzers'
   float32 margin;
-- **milp**: one HiGHS big-M model of the network, grown layer by layer; each remaining candidate
-  gets a feasibility solve "is there an input with ``z`` on the wrong side of its margin?" (a
-  column bound, objective pushing ``z`` further). Infeasible proves the neuron stable; a
-  solution is replayed in numpy and onnxruntime and marks the neurons it flips unstable. Neurons
-  proven stable become linear in the model before the next layer is added.
+- **milp**: one HiGHS big-M model of the float network (each row with its rounding noise), grown
+  layer by layer and rescaled by powers of two so that the solver's absolute tolerances are
+  relative to each neuron; each remaining candidate gets a feasibility solve "is there an input
+  with ``z`` on the wrong side of its margin?" (a column bound, objective pushing ``z`` further),
+  the margin being the float margin plus the solver's tolerance times the row's activity.
+  Infeasible proves the neuron stable; a solution is replayed in numpy and onnxruntime and marks
+  the neurons it flips unstable. Neurons proven stable become linear in the model before the next
+  layer is added.
 
-A neuron that no evidence settles (time limit, a solution that does not replay, a maximum within
-the float margin of 0) is ``undecided`` and must be treated as unstable: stability is only ever
-claimed from a proven bound, never from a solver's primal value or from samples.
+A neuron that no evidence settles (time limit, a solution that does not replay, bounds within the
+solver's tolerances of 0) is ``undecided`` and must be treated as unstable: stability is only ever
+claimed from a proven bound, never from a solver's primal value or from samples. A classification
+read from a file holds claims, not proofs: ``reprove`` proves them again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import highspy
 import numpy as np
 
 from .analyzers import bounds as analyze
-from .analyzers.conv import Operator, zero_rows
-from .analyzers.encoding import Encoder
-from .analyzers.network import Activation, Linear, Network, compile_model
+from .analyzers.conv import ConvMap, IdentityMap, Operator, zero_rows
+from .analyzers.encoding import Encoder, solve
+from .analyzers.network import Activation, Linear, Network, Pool, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
 from .analyzers.milp import beyond_solver
-from .analyzers.rounding import Rounding
-from .analyzers.solvers import check_solver
+from .analyzers.rounding import Rounding, gamma, magnitude
+from .analyzers.solvers import INTEGRALITY, check_solver
 from .analyzers.symbolic import optimized_bounds
 from .domain import Box
 from .errors import NnxformError
@@ -51,8 +55,10 @@ from .runtime import OnnxRunner
 UNDECIDED = 2
 STATUS_NAMES = {ACTIVE: "active", INACTIVE: "inactive", UNSTABLE: "unstable", UNDECIDED: "undecided"}
 
-#: A sampled pre-activation counts as a sign only beyond this (float64) distance from 0.
-WITNESS_MARGIN = 1e-7
+#: A sampled pre-activation counts as a sign only beyond this (float64) distance from 0, or beyond this share of
+#: the neuron's spread of values when that is smaller (a network whose values are all tiny), and only if onnxruntime
+#: shows the same sign at the same point (``confirm_unstable``).
+WITNESS_MARGIN, WITNESS_SHARE = 1e-7, 1e-3
 #: Samples evaluated per forward pass (bounds memory on convolutional networks).
 _CHUNK = 1024
 #: Signed-gradient search: starts per candidate, steps per round, rounds at most.
@@ -65,11 +71,25 @@ MIN_SOLVE_SECONDS = 1.0
 _MIP_OPTIONS = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False,
                 "mip_heuristic_run_root_reduced_cost": False, "mip_heuristic_run_feasibility_jump": False,
                 "mip_max_improving_sols": 1, "presolve": "off"}
+#: Said when the time limit left neurons undecided.
+_TIME_BOUND_NOTE = ("the time limit bound, so which neurons are settled can differ between runs; a node limit per MILP "
+                    "solve (with a time limit that does not bind) gives the same result every run")
 #: α stage: signed-gradient steps on the ReLU lower slopes, neurons bounded per batch.
 ALPHA_STEPS, _ALPHA_ROWS = 20, 256
 
 #: ``progress(stage, done, total)``: layers done by the alpha stage, candidates by the milp stage.
 Progress = Callable[[str, int, int], None]
+#: One candidate of the milp stage: Linear step, ReLU layer, neuron, row in the solver's network, whether to prove
+#: it inactive (else active), and the solver's tolerance slack of that row (``_Classifier._settle``).
+Task = tuple[int, int, int, int, bool, float]
+#: How far below its activity (in powers of two) a neuron's scale may go (``_rescaled``): a value that much smaller
+#: than its terms is below every tolerance anyway, and its row's coefficients stay below ``2**_SCALE_SPREAD``.
+_SCALE_SPREAD = 20
+#: How a step's values may be rescaled for the solver: per neuron, by one factor, not at all (``_exponents``).
+_FREE, _UNIFORM, _FIXED = 0, 1, 2
+#: The milp stage stops before a step it cannot rescale whose unstable neurons reach less than this many times the
+#: solver's absolute tolerance (their big-M constants are then of the tolerances' size).
+RESOLVED = 1e3
 
 
 @dataclass
@@ -132,6 +152,8 @@ class Stability:
     time_limit_reached: bool = False  # the time limit cut work short: another run may settle other neurons
     node_limit: int | None = None
     model_sha256: str = ""  # of the ONNX file classified: a classification is only read back for the same one
+    proven: bool = True  # every stable status was proved in this process (read from a file: claims, see ``reprove``)
+    reproof: dict[str, int] | None = None  # after ``reprove``: the file's stable claims, how many were proved again
 
     def counts(self) -> dict[str, int]:
         """Totals over all ReLU layers."""
@@ -144,7 +166,8 @@ class Stability:
     @classmethod
     def from_json(cls, doc: dict[str, Any], model: Model, box: Box) -> "Stability":
         """A classification read back from ``nnxform stable --json``, refused unless it was made for this very
-        ONNX file and box (its proofs hold there only)."""
+        ONNX file and box (its proofs hold there only); its stable statuses are claims (``proven`` False): anyone can
+        edit the file, so only ``reprove`` makes them something to remove neurons or certify on."""
         try:
             if doc["model_sha256"] != model.source.get("sha256") or not doc["model_sha256"]:
                 raise NnxformError("the stability file was made for another model (sha256 differs); run "
@@ -164,7 +187,7 @@ class Stability:
         empty = [np.zeros(0, np.int64) for _ in layers]
         return cls(layers, [], 0.0, box, float(doc.get("time_limit", 0.0)), Witnesses(np.zeros((0, box.size)), empty, empty),
                    ["classification read from a 'nnxform stable --json' file"] + list(doc.get("notes", [])),
-                   bool(doc.get("time_limit_reached", False)), doc.get("node_limit"), doc["model_sha256"])
+                   bool(doc.get("time_limit_reached", False)), doc.get("node_limit"), doc["model_sha256"], proven=False)
 
     def layer(self, node: str) -> LayerStability:
         found = [layer for layer in self.layers if layer.node == node]
@@ -203,16 +226,41 @@ def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int 
     (``analyzers.solvers``). ``progress(stage, done, total)`` is called as the alpha stage works
     through the layers and the milp stage through its candidates.
     """
-    if time_limit < 0:
-        raise NnxformError("the time limit must be >= 0")
     if samples < 1:
         raise NnxformError("the number of samples must be >= 1")
+    _check_limits(time_limit, node_limit, solver)
+    return _Classifier(model, box, time_limit, samples, seed, progress, node_limit, solver).run()
+
+
+def reprove(model: Model, box: Box, claims: Stability, *, time_limit: float = 300.0, progress: Progress | None = None,
+            node_limit: int | None = None, solver: str = "highs") -> Stability:
+    """The stable claims of ``claims`` (a classification read from a file) proved again on ``model`` and ``box``.
+
+    Each claimed active or inactive neuron is proved by the classifier's bound stages (interval, symbolic, alpha:
+    the same bounds and float margins as ``classify``), those they leave by its milp stage aimed at the claimed
+    sign, within ``time_limit`` (``node_limit``, ``solver`` as ``classify``); sampling, which only proves
+    instability, is skipped. A claim proved keeps its status; any other neuron ends unstable, kept by compress,
+    which is always exact (the file's undecided ones stay undecided). ``reproof`` counts the claims and how many
+    were proved again; the result is ``proven``.
+    """
+    _check_limits(time_limit, node_limit, solver)
+    classifier = _Classifier(model, box, time_limit, 1, 0, progress, node_limit, solver)
+    nodes = [classifier.net.steps[k].node for k in classifier.relus]
+    sizes = [st.size for st in classifier.status]
+    if [layer.node for layer in claims.layers] != nodes or [layer.size for layer in claims.layers] != sizes:
+        raise NnxformError("the stability file's ReLU layers are not this model's; run 'nnxform stable' on it")
+    return classifier.recheck([layer.status for layer in claims.layers])
+
+
+def _check_limits(time_limit: float, node_limit: int | None, solver: str) -> None:
+    """Refuse a negative time limit, a node limit below 1 or for a solver other than HiGHS, an unknown solver."""
+    if time_limit < 0:
+        raise NnxformError("the time limit must be >= 0")
     if node_limit is not None and node_limit < 1:
         raise NnxformError("the node limit must be >= 1")
     check_solver(solver)
     if node_limit is not None and solver != "highs":
         raise NnxformError("a node limit needs the highs solver (the others are not given one through pulp)")
-    return _Classifier(model, box, time_limit, samples, seed, progress, node_limit, solver).run()
 
 
 class _Classifier:
@@ -239,6 +287,7 @@ class _Classifier:
         self.bounds: Bounds | None = None
         self.state: State | None = None
         self._probe: tuple[OnnxRunner | None, dict[str, tuple[int, int]]] | None = None
+        self.claims: list[np.ndarray] | None = None  # with ``recheck``: the statuses to prove again
         self._stage("compile", self.undecided())
 
     # --- driver -----------------------------------------------------------------------------
@@ -247,20 +296,50 @@ class _Classifier:
         self.sampling()
         stages = {"interval": self.interval, "symbolic": self.symbolic, "gradient": self.gradient_search,
                   "alpha": self.alpha, "milp": self.milp}
+        self._stages(stages)
+        left = self.undecided()
+        if left:
+            self.notes.append(f"{left} neurons undecided: no evidence settled them; treat them as unstable")
+        if left and self.time_bound:
+            self.notes.append(_TIME_BOUND_NOTE)
+        return self._result()
+
+    def recheck(self, claims: list[np.ndarray]) -> Stability:
+        """Prove the stable statuses ``claims`` again (see ``reprove``): the bound stages, then the milp stage on the
+        claimed-stable neurons they leave, pushed towards the claimed sign; a claim not proved ends unstable."""
+        self.claims = claims
+        stable = [np.isin(c, (ACTIVE, INACTIVE)) for c in claims]
+        self._stages({"interval": self.interval, "symbolic": self.symbolic, "alpha": self.alpha},
+                     lambda: any((st[c] == UNDECIDED).any() for st, c in zip(self.status, stable)))
+        for st, c in zip(self.status, stable):  # only claims need a proof: the others are kept
+            st[(st == UNDECIDED) & ~c] = UNSTABLE
+        if not self.time_bound:
+            self._stages({"milp": self.milp})
+        proved = [c & (st == claim) for st, c, claim in zip(self.status, stable, claims)]
+        for st, c, p, claim in zip(self.status, stable, proved, claims):
+            st[:] = np.where(p, claim, np.where(c | (claim == UNSTABLE), UNSTABLE, UNDECIDED))
+        total, done = sum(int(c.sum()) for c in stable), sum(int(p.sum()) for p in proved)
+        self.notes.append(f"classification read from a 'nnxform stable --json' file: its {total} stable claims proved "
+                          f"again in this run, {done} re-proved, {total - done} not re-proved (kept as unstable)")
+        if total > done and self.time_bound:
+            self.notes.append(_TIME_BOUND_NOTE)
+        result = self._result()
+        result.reproof = {"claims": total, "reproved": done, "not_reproved": total - done}
+        return result
+
+    def _stages(self, stages: dict[str, Callable[[], None]], open_work: Callable[[], bool] | None = None) -> None:
+        """Run ``stages`` in order while ``open_work()`` (default: some neuron is undecided) and time is left."""
         for name, stage in stages.items():
-            if not self.undecided():
+            if not (open_work or self.undecided)():
                 break
             if self.remaining() <= 0:
                 self.notes.append(f"time limit of {self.time_limit:g} s reached before the {name} stage")
                 self.time_bound = True
                 break
             stage()
-        left = self.undecided()
-        if left:
-            self.notes.append(f"{left} neurons undecided: no evidence settled them; treat them as unstable")
-        if left and self.time_bound:
-            self.notes.append("the time limit bound, so which neurons are settled can differ between runs; a node "
-                              "limit per MILP solve (with a time limit that does not bind) gives the same result every run")
+
+    def _result(self) -> Stability:
+        """The statuses so far as a Stability."""
         shapes, nodes = self.model.shapes(), {n.name: n for n in self.model.nodes}
         layers = []
         for k, st in zip(self.relus, self.status):
@@ -330,8 +409,8 @@ class _Classifier:
 
     def confirm_unstable(self) -> None:
         """Mark UNSTABLE every undecided neuron whose two witnesses show both signs in float64 and in onnxruntime."""
-        seen = [(st == UNDECIDED) & (p > WITNESS_MARGIN) & (n < -WITNESS_MARGIN)
-                for st, p, n in zip(self.status, self.pos_val, self.neg_val)]
+        margins = [self._witness_margin(L) for L in range(len(self.status))]
+        seen = [(st == UNDECIDED) & (p > m) & (n < -m) for st, p, n, m in zip(self.status, self.pos_val, self.neg_val, margins)]
         if not any(s.any() for s in seen):
             return
         rows = np.unique(np.concatenate([np.concatenate([self.pos_at[L][s], self.neg_at[L][s]]) for L, s in enumerate(seen)]))
@@ -342,6 +421,10 @@ class _Classifier:
             j = np.flatnonzero(s)
             ok = (replay[L][where[self.pos_at[L][j]], j] > 0) & (replay[L][where[self.neg_at[L][j]], j] < 0)
             self.status[L][j[ok]] = UNSTABLE
+
+    def _witness_margin(self, L: int) -> np.ndarray:
+        """Per neuron of ReLU layer ``L``: how far from 0 a seen value must be to count as a sign (``WITNESS_MARGIN``)."""
+        return np.minimum(WITNESS_MARGIN, WITNESS_SHARE * np.maximum(self.pos_val[L] - self.neg_val[L], 0.0))
 
     def _replay(self, xs: np.ndarray) -> list[np.ndarray]:
         """Every ReLU input at ``xs`` computed by onnxruntime (float32), per layer ``(len(xs), size)``."""
@@ -379,7 +462,7 @@ class _Classifier:
     def _push(self, L: int, cand: np.ndarray) -> None:
         """Projected signed-gradient ascent of each candidate's pre-activation (descent when it was seen > 0)."""
         box, starts = self.box, GRADIENT_STARTS
-        up = self.pos_val[L][cand] <= WITNESS_MARGIN  # never seen positive: push up
+        up = self.pos_val[L][cand] <= self._witness_margin(L)[cand]  # never seen positive: push up
         best = np.where(up, self.pos_at[L][cand], self.neg_at[L][cand])
         x = np.concatenate([self.points[best][:, None, :],
                             box.sample(cand.size * (starts - 1), self.rng).reshape(cand.size, starts - 1, -1)],
@@ -422,21 +505,28 @@ class _Classifier:
         self._bounds_stage("symbolic")
 
     def _constant_rows(self) -> None:
-        """A pre-activation with all-zero weights is its bias exactly (float32 too): stable even when the bias is 0."""
+        """A pre-activation no input reaches (its absolute chain, ``rounding``, is all zero: no path, not even
+        cancelling ones) is its bias as the float network computes it, within the rounding of the bias chain:
+        stable when that rounding cannot reach 0, even when the bias is 0 and nothing is added to it (exactly 0)."""
         for L, i in enumerate(self.sources):
             s = self.net.steps[i]
-            zero = np.all(np.stack([zero_rows(w) for w in s.weights]), axis=0)
-            settle = zero & (self.status[L] == UNDECIDED)
+            r = s.float_rounding
+            zero = np.all(np.stack([zero_rows(w) for w in r.weights]), axis=0)
+            noise = gamma(r.depth, self.net.unit_roundoff) * r.bias
+            settle = zero & (self.status[L] == UNDECIDED) & ((np.abs(s.bias) > noise) | (r.bias == 0))
             self.status[L][settle] = np.where(s.bias[settle] > 0, ACTIVE, INACTIVE)
 
     def _candidates(self, i: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """For Linear step ``i``: (layer, undecided neurons, True where the neuron has not been seen > 0)."""
+        """For Linear step ``i``: (layer, undecided neurons, True where the neuron is to be proved inactive: it has not
+        been seen > 0, or, re-proving, it is claimed inactive)."""
         out = []
         for L, src in enumerate(self.sources):
             if src == i:
                 cand = np.flatnonzero(self.status[L] == UNDECIDED)
                 if cand.size:
-                    out.append((L, cand, self.pos_val[L][cand] <= WITNESS_MARGIN))
+                    up = self.pos_val[L][cand] <= self._witness_margin(L)[cand] if self.claims is None else \
+                        self.claims[L][cand] == INACTIVE
+                    out.append((L, cand, up))
         return out
 
     def _without_dead(self) -> tuple[State, list[np.ndarray]]:
@@ -519,6 +609,7 @@ class _Classifier:
         """
         before = self.undecided()
         state, kept = self._without_dead()
+        state, input_exp, unscaled = _rescaled(state)
         too_large = beyond_solver(state)
         if too_large:  # the solver's infeasibility proofs are not to be trusted there
             self.notes.append(f"milp stage skipped: {too_large}")
@@ -530,8 +621,9 @@ class _Classifier:
             return self._stage("milp", before, "not supported on this network")
         for key, value in _MIP_OPTIONS.items():
             enc.h.setOptionValue(key, value)
-        counts = {"done": 0, "unreplayed": 0}
-        pending: list[tuple[tuple[int, int, int, int, bool], float]] = []  # (task, seconds it was given)
+        tol = _solver_tolerance(enc)
+        counts = {"done": 0, "unreplayed": 0, "unresolved": 0}
+        pending: list[tuple[Task, float]] = []  # (task, seconds it was given)
         for i, s in enumerate(self.net.steps):
             if self.remaining() <= 0:
                 break
@@ -540,26 +632,34 @@ class _Classifier:
             elif self.net.relu_only[i] and not self.net.first_layer(i) and self._candidates(i):
                 _alpha_step(state, i, until=lambda: self.remaining() <= 0)  # again: the neurons the MILP proved stable below are linear now
                 self._settle_rows(state, i, kept)
+            if i in unscaled and _unresolved(state, i, tol):
+                self.notes.append(f"milp stage stopped at '{s.tensor}': unstable values below {RESOLVED * tol:g} in a "
+                                  "step kept as an operator, which the solver's absolute tolerances do not resolve")
+                break
             enc.add(i)
             if not isinstance(s, Linear):
                 continue
+            slack = _reach(state, i, tol)  # in the row's scaled units, see _settle
             for L, cand, up in self._candidates(i):
                 for j, push_up in zip(cand, up):
-                    task = (i, L, int(j), int(kept[L][j]), bool(push_up))
+                    r = int(kept[L][j])
+                    task = (i, L, int(j), r, bool(push_up), float(slack[r]))
                     seconds = max(MIN_SOLVE_SECONDS, self.remaining() / max(1, self.undecided() - len(pending)))
-                    if self.remaining() <= 0 or not self._settle(enc, state, task, seconds, counts, before):
+                    if self.remaining() <= 0 or not self._settle(enc, state, task, seconds, counts, before, input_exp):
                         pending.append((task, seconds))
             enc.set_bounds(i)
         while pending and self.remaining() > 0 and self.node_limit is None:  # a node limit gives the same answer again
             retry, pending = pending, []
             for task, seconds in retry:
-                if self.remaining() <= 0 or not self._settle(enc, state, task, 4 * seconds, counts, before):
+                if self.remaining() <= 0 or not self._settle(enc, state, task, 4 * seconds, counts, before, input_exp):
                     pending.append((task, 4 * seconds))
         self.time_bound |= self.remaining() <= 0 and bool(pending)
         limit = "their node limit" if self.node_limit is not None else "time"
         notes = [f"{len(pending)} solves ran out of {limit}"] if pending else []
         if counts["unreplayed"]:
             notes.append(f"{counts['unreplayed']} solver solutions did not replay as flips (float margin): left undecided")
+        if counts["unresolved"]:
+            notes.append(f"{counts['unresolved']} within the solver's tolerances of 0: left undecided")
         self._stage("milp", before, "; ".join(notes))
 
     def _settle_rows(self, state: State, i: int, kept: list[np.ndarray]) -> None:
@@ -571,38 +671,48 @@ class _Classifier:
                 self.status[L][j[lo >= 0]] = ACTIVE
                 self.status[L][j[hi <= 0]] = INACTIVE
 
-    def _settle(self, enc: Encoder, state: State, task: tuple[int, int, int, int, bool], seconds: float,
-                counts: dict[str, int], total: int) -> bool:
+    def _settle(self, enc: Encoder, state: State, task: Task, seconds: float, counts: dict[str, int],
+                total: int, input_exp: np.ndarray) -> bool:
         """One candidate's feasibility solve (neuron ``j`` of ReLU layer ``L``, row ``r`` of Linear step ``i`` of the
-        solver's network); False when the solver could not decide within ``seconds``."""
-        i, L, j, r, push_up = task
+        solver's network, whose inputs are the box's divided by ``2**input_exp``); False when the solver could not
+        decide within ``seconds``.
+
+        The solver's answer holds only up to its tolerances, so a sign is proven only beyond ``gap``: the
+        analyzers' float margin plus ``slack`` (``_reach``: how far the row's value moves when it and each of its
+        sources are off by the tolerance, which the rescaling makes relative to each value: ``_rescaled``). An
+        infeasible "z >= -gap" then still excludes every input with z >= 0, whatever the solver's errors within
+        its tolerances; a neuron whose bounds leave no room beyond ``gap`` cannot be resolved by the solver and
+        stays undecided. The float32 rounding of the network is in the model itself (each row's noise,
+        ``Encoder._linear``)."""
+        i, L, j, r, push_up, slack = task
         if self.status[L][j] == UNDECIDED:  # else settled meanwhile by another solution's replay
-            tol = enc.h.getOptionValue("mip_feasibility_tolerance")
-            big = float(np.max(np.abs(np.concatenate([enc.col_lo, enc.col_hi]))))
-            slack = (tol[1] if isinstance(tol, tuple) else tol) * (1.0 + big)  # as Encoder.mip_min allows
             lo, hi = state.lo[i][r], state.hi[i][r]
             gap = _margin(lo, hi) + slack  # prove z < -gap (inactive) or z > gap (active)
-            verdict, x = self._feasible(enc, enc.col[i] + r, -gap if push_up else gap, push_up, seconds)
-            if verdict == "unknown":
-                return False
-            if verdict == "infeasible":
-                self.status[L][j] = INACTIVE if push_up else ACTIVE
-                if push_up:
-                    state.hi[i][r] = min(hi, -slack)
-                else:
-                    state.lo[i][r] = max(lo, slack)
+            if (lo >= -gap) if push_up else (hi <= gap):
+                counts["unresolved"] += 1
             else:
-                self.observe(x[None])
-                self.confirm_unstable()
-                counts["unreplayed"] += int(self.status[L][j] == UNDECIDED)
+                verdict, x = self._feasible(enc, enc.col[i] + r, -gap if push_up else gap, push_up, seconds, input_exp)
+                if verdict == "unknown":
+                    return False
+                if verdict == "infeasible":
+                    self.status[L][j] = INACTIVE if push_up else ACTIVE
+                    if push_up:
+                        state.hi[i][r] = min(hi, -slack)
+                    else:
+                        state.lo[i][r] = max(lo, slack)
+                else:
+                    self.observe(x[None])
+                    self.confirm_unstable()
+                    counts["unreplayed"] += int(self.status[L][j] == UNDECIDED)
         counts["done"] += 1
         if self.progress:
             self.progress("milp", counts["done"], total)
         return True
 
-    def _feasible(self, enc: Encoder, col: int, threshold: float, push_up: bool,
-                  seconds: float) -> tuple[str, np.ndarray | None]:
-        """Is there an input with column ``col`` >= ``threshold`` (push_up) or <= it? 'infeasible', 'solution' (+ input) or 'unknown'."""
+    def _feasible(self, enc: Encoder, col: int, threshold: float, push_up: bool, seconds: float,
+                  input_exp: np.ndarray) -> tuple[str, np.ndarray | None]:
+        """Is there an input with column ``col`` >= ``threshold`` (push_up) or <= it? 'infeasible', 'solution' (+ the
+        input, its columns times ``2**input_exp``) or 'unknown'."""
         h = enc.h
         lo, hi = enc.col_lo[col], enc.col_hi[col]
         if (push_up and threshold > hi) or (not push_up and threshold < lo):
@@ -612,7 +722,8 @@ class _Classifier:
                                                     hi if push_up else min(hi, threshold), -1.0 if push_up else 1.0,
                                                     max(min(seconds, self.remaining()), 1e-3))
             n = self.box.size
-            x = None if values is None else np.clip(values[enc.col[0]:enc.col[0] + n], self.box.lower, self.box.upper)
+            x = None if values is None else np.clip(np.ldexp(values[enc.col[0]:enc.col[0] + n], input_exp), self.box.lower,
+                                                    self.box.upper)
             return verdict, x
         h.changeColBounds(col, max(lo, threshold) if push_up else lo, hi if push_up else min(hi, threshold))
         h.changeColCost(col, -1.0 if push_up else 1.0)
@@ -620,12 +731,13 @@ class _Classifier:
             h.setOptionValue("mip_max_nodes", int(self.node_limit))
             seconds = self.remaining()
         h.setOptionValue("time_limit", max(min(seconds, self.remaining()), 1e-3))  # HiGHS 1.15: per run
-        h.run()
+        solve(h)  # Ctrl-C stops it and is raised, never read as an answer
         status = h.getModelStatus()
         x = None
         if h.getInfo().primal_solution_status == 2:  # kSolutionStatusFeasible
             n = self.box.size
-            x = np.clip(np.asarray(h.getSolution().col_value[enc.col[0]:enc.col[0] + n]), self.box.lower, self.box.upper)
+            x = np.clip(np.ldexp(np.asarray(h.getSolution().col_value[enc.col[0]:enc.col[0] + n]), input_exp), self.box.lower,
+                        self.box.upper)
         h.changeColCost(col, 0.0)
         h.changeColBounds(col, lo, hi)
         if status == highspy.HighsModelStatus.kInfeasible:
@@ -666,6 +778,113 @@ def _alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False)
     state.set_linear(i, lo, hi)
 
 
+def _solver_tolerance(enc: Encoder) -> float:
+    """The largest absolute tolerance the MILP solver applies to bounds, rows and integrality (HiGHS's options; the
+    same values stand for a solver through pulp, ``analyzers.solvers.INTEGRALITY``)."""
+    values = [enc.h.getOptionValue(name) for name in ("mip_feasibility_tolerance", "primal_feasibility_tolerance")]
+    return max([v[1] if isinstance(v, tuple) else v for v in values] + [INTEGRALITY])
+
+
+def _reach(state: State, i: int, tol: float) -> np.ndarray:
+    """Per row of Linear step ``i`` of the solver's network: how far its value moves when the row and each of its
+    sources are off by ``tol``, the solver's absolute tolerance: ``tol·(1 + Σ |W|)``."""
+    s = state.net.steps[i]
+    return tol * (1.0 + sum(aw @ np.ones(aw.shape[1]) for aw in s.abs_weights))
+
+
+def _unresolved(state: State, i: int, tol: float) -> bool:
+    """Whether Linear step ``i`` (not rescaled) has an unstable neuron below ``RESOLVED`` tolerances in magnitude, whose
+    big-M constants the solver's absolute tolerances do not resolve (it then calls feasible models infeasible)."""
+    lo, hi = state.lo[i], state.hi[i]
+    return bool(np.any((lo < 0) & (hi > 0) & (magnitude(lo, hi) < RESOLVED * tol)))
+
+
+def _activity(state: State, i: int) -> np.ndarray:
+    """Per row of Linear step ``i``: ``|b| + Σ |W|·max|x|``, what the magnitudes of the terms it adds up sum to."""
+    s = state.net.steps[i]
+    return np.abs(s.bias) + sum(aw @ magnitude(state.lo[src], state.hi[src]) for src, aw in zip(s.sources, s.abs_weights))
+
+
+def _exponents(state: State) -> tuple[list[np.ndarray], list[int]]:
+    """Per step, the power of two its values are divided by in the solver's network (``_rescaled``), and how each
+    step may be scaled (``_FREE``, ``_UNIFORM``, ``_FIXED``).
+
+    A step whose values reach later steps only through dense matrices (the input too) is scaled neuron by neuron:
+    its magnitude (not below ``2**-_SCALE_SPREAD`` of its activity) becomes about 1. Operators cannot be rescaled row
+    by row, so a step computed or read by a convolution (``ConvMap``: its kernel takes one factor), or read by a
+    MaxPool (which compares its window's values), is scaled by one factor; an IdentityMap step keeps its source's
+    scales; a step computed or read by a ``SubgraphMap``, or read by an activation other than ReLU, is not scaled.
+    """
+    steps = state.net.steps
+    need = [_FREE] * len(steps)
+    for i in range(len(steps) - 1, 0, -1):
+        s = steps[i]
+        if isinstance(s, Linear):
+            kinds = [_FREE if isinstance(w, (np.ndarray, IdentityMap)) else _UNIFORM if isinstance(w, ConvMap) else
+                     _FIXED for w in s.weights]
+            need[i] = max([need[i]] + kinds)
+            for src, w, kind in zip(s.sources, s.weights, kinds):
+                need[src] = max(need[src], need[i] if isinstance(w, IdentityMap) else kind)
+        else:  # a ReLU commutes with a positive factor, a maximum with a common one, other activations with none
+            kind = _UNIFORM if isinstance(s, Pool) else _FREE if s.op == "Relu" else _FIXED
+            need[s.source] = max(need[s.source], need[i], kind)
+    exps: list[np.ndarray] = []
+    for i, s in enumerate(steps):
+        if isinstance(s, (Activation, Pool)):
+            e = exps[s.source] if isinstance(s, Activation) else np.full(s.size, exps[s.source].max())
+        elif isinstance(s, Linear) and any(isinstance(w, IdentityMap) for w in s.weights):
+            e = exps[s.sources[0]].copy()
+        elif need[i] == _FIXED:
+            e = np.zeros(s.size, np.int64)
+        else:
+            e = np.frexp(magnitude(state.lo[i], state.hi[i]))[1].astype(np.int64)
+            if isinstance(s, Linear):
+                e = np.maximum(e, np.frexp(_activity(state, i))[1] - _SCALE_SPREAD)
+            e = np.full(s.size, e.max()) if need[i] == _UNIFORM else e
+        exps.append(e)
+    return exps, need
+
+
+def _rescaled(state: State) -> tuple[State, np.ndarray, set[int]]:
+    """``state`` on the same network with every value divided by a power of two of its magnitude (``_exponents``),
+    the input's exponents (a solution's input is its columns times ``2**exponents``) and the Linear steps not rescaled.
+
+    The MILP solver's tolerances are absolute (1e-7 on rows and bounds, 1e-6 on integrality): on values of 1e-6
+    they are as large as the values, and HiGHS then calls feasible models infeasible. Rescaled, every tolerance is
+    relative to the neurons it applies to. Scaling by powers of two is exact in binary floating point: weights,
+    biases, bounds, rounding noise and the absolute chain are the original's times ``2**(e_source - e_row)``, the
+    signs are unchanged and each neuron keeps its row.
+    """
+    exps, need = _exponents(state)
+    net = state.net
+
+    def scaled(w: Any, rows: np.ndarray, cols: np.ndarray) -> Any:
+        if isinstance(w, np.ndarray):
+            return w * np.ldexp(1.0, -rows)[:, None] * np.ldexp(1.0, cols)[None, :]
+        if isinstance(w, ConvMap):
+            return replace(w, weight=np.ldexp(w.weight, int(cols[0] - rows[0])))
+        return w  # an IdentityMap between equal scales, or an unscaled SubgraphMap
+
+    steps: list = []
+    for i, s in enumerate(net.steps):
+        if isinstance(s, Linear):
+            e, r = exps[i], s.float_rounding
+            weights = [scaled(w, e, exps[src]) for src, w in zip(s.sources, s.weights)]
+            rounding = Rounding([scaled(a, e, exps[src]) for src, a in zip(s.sources, r.weights)],
+                                np.ldexp(r.bias, -e), r.depth)
+            steps.append(Linear(s.tensor, list(s.sources), weights, np.ldexp(s.bias, -e), rounding))
+        else:
+            steps.append(s)
+
+    def divided(values: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        return [None if v is None else np.ldexp(v, -e) for v, e in zip(values, exps)]
+
+    box = Box(np.ldexp(state.box.lower, -exps[0]), np.ldexp(state.box.upper, -exps[0]))
+    unscaled = {i for i, s in enumerate(net.steps) if isinstance(s, Linear) and need[i] == _FIXED}
+    return (State(Network(steps, net.output, net.output_shape, net.dtype), box, divided(state.lo), divided(state.hi),
+                  divided(state.noise)), exps[0], unscaled)
+
+
 def _margin(lo: float, hi: float) -> float:
     """The analyzers' float32 margin of a neuron with bounds ``[lo, hi]``."""
     wlo, _ = widen(np.array([lo]), np.array([hi]))
@@ -673,4 +892,4 @@ def _margin(lo: float, hi: float) -> float:
 
 
 __all__ = ["ACTIVE", "INACTIVE", "STATUS_NAMES", "UNDECIDED", "UNSTABLE", "LayerStability", "Stability", "Stage",
-           "Witnesses", "classify"]
+           "Witnesses", "classify", "reprove"]

@@ -25,7 +25,7 @@ from .passes.compress import RANK_TOL, Compression
 from .passes.quantize import LayerQuantization, grid_name, quantize
 from .pruning import PruneResult, SaliencyOptions, prune
 from .pruning.impact import impact_bound
-from .stable import Progress, Stability, classify
+from .stable import Progress, Stability, classify, reprove
 
 #: Samples of the classification's sampling stage (as ``nnxform stable``).
 STABLE_SAMPLES = 4096
@@ -38,11 +38,15 @@ def certify(original: Model, compression: Compression, stability: Stability, box
     within ``time_limit`` seconds in all; ``progress(done, total)`` as they go).
 
     The original is paired unit by unit with ``compression.aligned`` (the same function as the result) and
-    each network's bounds start from the signs the classification proved, so on a correct compression the
+    each network's bounds start from the signs the classification proved (in this run: ``stability.proven``;
+    a classification read from a file is refused until ``stable.reprove``), so on a correct compression the
     real-valued symbolic bound is zero up to the analysis's slack and what is left is the two float networks'
     rounding (``details["float_margin"]``). The MILP runs when the real-valued bound exceeds ``tol``, or when
     ``exact`` asks for it (39 s on mnist-net_256x4, every gap closed).
     """
+    if not stability.proven:
+        raise NnxformError("a certificate rests only on signs proved in this run: prove the classification read from "
+                           "a file again first (stable.reprove)")
     other = compression.aligned or compression.model
     pair = Pair(original, other)
     signs: list[np.ndarray] | None = [layer.status for layer in stability.layers]
@@ -78,7 +82,8 @@ class CompressResult:
         """The report of ``nnxform compress`` (``model``, ``output``: the files read and written)."""
         s = self.stability
         return {"model": model, "output": output, "domain": self.domain,
-                "stable": {"seconds": s.seconds, "totals": s.counts(), "stages": s.to_json()["stages"], "notes": s.notes},
+                "stable": {"seconds": s.seconds, "totals": s.counts(), "stages": s.to_json()["stages"], "notes": s.notes,
+                           "reproof": s.reproof},
                 "changes": self.compression.changes, "counts": self.compression.counts,
                 "before": self.before.totals(), "after": self.after.totals(), "check": self.check.to_json(),
                 "certificate": None if self.certificate is None else self.certificate.to_json()}
@@ -92,17 +97,21 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
     """``model`` without its stable ReLUs on ``box``, checked in onnxruntime on ``samples`` points and, with
     ``certify_box``, bounded on the whole box; raises NotExact (nothing returned) beyond ``tol·(1 + |y|)``.
 
-    ``stability`` reuses a classification of this model and box; otherwise the ReLUs are classified (``time_limit``,
-    ``node_limit``, ``seed``, ``solver`` as ``nnxform stable``). ``domain`` describes the box in the provenance and report;
-    ``progress(stage, done, total)`` reports the classification's stages, then the certificate's solves.
+    ``stability`` reuses a classification of this model and box; one read from a file (not ``proven``) has its
+    stable claims proved again first (``stable.reprove``, within ``time_limit``: a claim not re-proved keeps its
+    neuron), so that nothing is removed or certified on a claim this run did not prove. Otherwise the ReLUs are
+    classified (``time_limit``, ``node_limit``, ``seed``, ``solver`` as ``nnxform stable``). ``domain`` describes the
+    box in the provenance and report; ``progress(stage, done, total)`` reports the classification's stages, then the
+    certificate's solves.
     """
     if certify_exact and not certify_box:
         raise NnxformError("--certify-exact goes with --certify")
-    if stability is not None and node_limit is not None:
-        raise NnxformError("--node-limit classifies; --stability reuses a classification: give one of them")
     if stability is None:
         stability = classify(model, box, time_limit=time_limit, samples=STABLE_SAMPLES, seed=seed,
                              progress=progress, node_limit=node_limit, solver=solver)
+    elif not stability.proven:
+        stability = reprove(model, box, stability, time_limit=time_limit, progress=progress, node_limit=node_limit,
+                            solver=solver)
     provenance = {"domain": domain, "time_limit": time_limit, "seed": seed, "stable": stability.counts()}
     result, compression, cmp = apply_checked("compress", model, box, samples, tol, provenance, stability=stability,
                                              rank_tol=rank_tol)

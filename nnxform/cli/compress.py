@@ -39,19 +39,22 @@ from .stable import StageBars
                   "starting from the signs the classification proved; MILP when that is not within --tol) and "
                   "refuses to write when it finds a difference beyond --tol. Tolerances are tol·(1 + |y|), |y| the "
                   "original's output, everywhere. --stability FILE reuses a 'nnxform stable --json' classification "
-                  "of the same file and box instead of classifying again. "
+                  "of the same file and box instead of classifying again: its stable claims are proved again in this "
+                  "run (bounds, then one MILP per claim they leave, within --time-limit), a claim not re-proved keeps "
+                  "its neuron, and the run says how many those are. "
                   "The result equals the input on the box only. " + DEFAULT_BOX_HELP)
 @with_domain
 def compress(
     model: str = typer.Argument(..., help="ONNX file."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the compressed ONNX."),
-    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs.",
-                                     callback=bounded(0)),
+    time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs (with "
+                                     "--stability: for proving its claims again).", callback=bounded(0)),
     node_limit: Optional[int] = typer.Option(None, "--node-limit", callback=bounded(1),
                                              help="Branch-and-bound nodes per MILP solve of the classification, "
                                                   "instead of a share of --time-limit: the same result on every run."),
     stability_path: Optional[str] = typer.Option(None, "--stability", help="Reuse this 'nnxform stable --json' "
-                                                 "classification (made on the same ONNX file and box)."),
+                                                 "classification (made on the same ONNX file and box); its stable "
+                                                 "claims are proved again, those that are not keep their neurons."),
     rank_tol: float = typer.Option(RANK_TOL, "--rank-tol", help="Relative tolerance of the rank test (folding active "
                                                                 "neurons).", callback=bounded(0)),
     samples: int = samples_option(10000),
