@@ -97,6 +97,8 @@ class Dense(Units, Layer):
     b: np.ndarray
     OP: ClassVar[str] = "Gemm"
     PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
+    OUT_AXIS: ClassVar[int] = 0  # the axis of ``W`` over output units
+    IN_AXIS: ClassVar[int] = 1  # the axis of ``W`` over input units (columns)
 
     def attrs(self) -> dict[str, Any]:
         return {"transB": 1}
@@ -122,6 +124,8 @@ class _Kernel(Units, Layer):
     dilations: tuple[int, ...]
     group: int = 1
     PARAMS: ClassVar[tuple[str, ...]] = ("W", "b")
+    OUT_AXIS: ClassVar[int] = 0  # the axis of ``W`` over output channels (per group)
+    IN_AXIS: ClassVar[int] = 1  # the axis of ``W`` over input channels (per group)
 
     def attrs(self) -> dict[str, Any]:
         return {"dilations": list(self.dilations), "group": self.group, "kernel_shape": list(self.W.shape[2:]),
@@ -145,6 +149,8 @@ class ConvTranspose(_Kernel):
 
     output_padding: tuple[int, ...]
     OP: ClassVar[str] = "ConvTranspose"
+    OUT_AXIS: ClassVar[int] = 1
+    IN_AXIS: ClassVar[int] = 0
 
     def attrs(self) -> dict[str, Any]:
         return {**super().attrs(), "output_padding": list(self.output_padding)}
@@ -368,11 +374,13 @@ class Network:
 
 def model_size(model: Model) -> Size:
     """The size of any model (DAGs too): units of the ReLU nodes that are not outputs, non-zero weights of the
-    weighted operators (Gemm, MatMul, Conv, ConvTranspose), every floating-point constant element."""
+    weighted operators (Gemm, MatMul, Conv, ConvTranspose) and non-zero scales γ of a BatchNormalization (so that a
+    BN and its diagonal 1×1 Conv form count the same), every floating-point constant element."""
     shapes = model.shapes()
     widths = [int(np.prod(shapes[n.outputs[0]])) for n in model.nodes
               if n.op == "Relu" and not model.is_graph_output(n.outputs[0])]
-    weighted = [n for n in model.nodes if n.op in OPERATORS and OPERATORS[n.op].weighted and OPERATORS[n.op].neurons]
+    weighted = [n for n in model.nodes if n.op == "BatchNormalization" or
+                n.op in OPERATORS and OPERATORS[n.op].weighted and OPERATORS[n.op].neurons]
     connections = sum(int(np.count_nonzero(model.constants[n.inputs[1]])) for n in weighted
                       if len(n.inputs) > 1 and n.inputs[1] in model.constants)
     parameters = sum(int(c.size) for c in model.constants.values() if np.issubdtype(c.dtype, np.floating))
@@ -446,27 +454,33 @@ def dense(W: np.ndarray, b: np.ndarray, name: str = "layer", ids: np.ndarray | N
 def aligned(layers: list[Layer], original: list[Layer], shapes: list[tuple[int, ...]] | None = None) -> list[Layer]:
     """``layers`` (a pruned or compressed copy of ``original``) at the widths of ``original``: every unit and
     channel at its original index (its ``ids``), removed ones as dead ones (zero weights and bias, zero slice of
-    the next layer; BN γ = β = μ = 0, σ² = 1). The same function, paired unit by unit with ``original`` — what the
-    difference analysis needs to bound the drift tightly. ``shapes`` (``original``'s, as ``Network.shapes``) is
-    needed where a Flatten turns channels into blocks of columns."""
+    the next layer, a ConvTranspose's on its weight's first axis; BN γ = β = μ = 0, σ² = 1). The same function,
+    paired unit by unit with ``original`` — what the difference analysis needs to bound the drift tightly.
+    ``shapes`` (``original``'s, as ``Network.shapes``) is needed where a Flatten turns channels into blocks of
+    columns. A grouped convolution, never pruned, is taken as it is, as is any other layer that reads every
+    channel; each must read them all."""
     out: list[Layer] = []
-    ids, width = None, None  # the channels or units flowing (their original indices), and how many there were
+    ids, width = None, None  # the channels or units flowing (their original indices; None: all of them), how many
     for layer, base in zip(layers, original):
         if isinstance(layer, Flatten) and ids is not None:
             block = int(np.prod(shapes[len(out)][2:]))
             ids, width = channel_columns(ids, block), width * block
-        if isinstance(layer, (Conv, Dense)):
+        if isinstance(layer, WEIGHTED) and not is_grouped(layer):
             W, b = np.zeros_like(base.W, dtype=np.float64), np.zeros(base.units)
-            cols = np.arange(W.shape[1]) if ids is None else ids
-            W[np.ix_(layer.ids, cols)], b[layer.ids] = layer.W, layer.b
+            at = [None, None]  # the places of its units and of the channels it reads, on their axes of W
+            cols = np.arange(W.shape[layer.IN_AXIS]) if ids is None else ids
+            at[layer.OUT_AXIS], at[layer.IN_AXIS] = layer.ids, cols
+            W[np.ix_(*at)], b[layer.ids] = layer.W, layer.b
             layer, ids, width = layer.replace(W=W, b=b, ids=np.arange(base.units)), layer.ids, base.units
         elif isinstance(layer, BatchNorm):
             params = {p: np.full(base.units, 1.0 if p == "var" else 0.0) for p in layer.PARAMS}
             for p in layer.PARAMS:
                 params[p][layer.ids] = getattr(layer, p)
             layer = layer.replace(ids=np.arange(base.units), **params)
-        elif isinstance(layer, Fixed) and ids is not None and ids.size != width:
-            raise NnxformError(f"layer '{layer.name}' reads removed channels; cannot lay them out at their places")
+        elif isinstance(layer, (Fixed, _Kernel)):  # a Reshape, an Add, …, or a grouped convolution
+            if ids is not None and ids.size != width:
+                raise NnxformError(f"layer '{layer.name}' reads removed channels; cannot lay them out at their places")
+            ids = None
         out.append(layer)
     return out
 
@@ -475,12 +489,15 @@ def aligned(layers: list[Layer], original: list[Layer], shapes: list[tuple[int, 
 
 #: Layers a channel passes through unchanged in number between a weighted layer and the next.
 CHANNELWISE = (Relu, MaxPool, AvgPool, BatchNorm, Flatten)
+#: Layers that mix channels or units through a weight: a channel is removed from ``W`` on their ``OUT_AXIS`` (its
+#: filter) and from the next one's ``IN_AXIS`` (what reads it).
+WEIGHTED = (Dense, Conv, ConvTranspose)
 
 
 @dataclass
 class Site:
-    """A prunable layer: ``layer`` (a Conv or hidden Dense) and its ``consumer``, the next weighted layer,
-    with the channel-wise layers ``between`` them (ReLU, pools, BN, per-channel affine Convs, Flatten);
+    """A prunable layer: ``layer`` (a Conv, ConvTranspose or hidden Dense) and its ``consumer``, the next weighted
+    layer, with the channel-wise layers ``between`` them (ReLU, pools, BN, per-channel affine Convs, Flatten);
     ``block`` input columns of the consumer per channel (``H·W`` after a Flatten, else 1)."""
 
     layer: int
@@ -499,17 +516,26 @@ def is_channel_affine(layer: Layer) -> bool:
     return not (square - np.diag(np.diag(square))).any()
 
 
+def is_grouped(layer: Layer) -> bool:
+    """True for a convolution of more than one group: its channels are tied to their groups, so none is removed."""
+    return isinstance(layer, _Kernel) and layer.group != 1
+
+
 def weighted_layers(layers: list[Layer]) -> list[int]:
-    """Indices of the Conv and Dense layers that mix channels or units (not the per-channel affine Convs)."""
-    return [k for k, layer in enumerate(layers) if isinstance(layer, (Conv, Dense)) and not is_channel_affine(layer)]
+    """Indices of the Conv, ConvTranspose and Dense layers that mix channels or units (not the per-channel affine
+    Convs)."""
+    return [k for k, layer in enumerate(layers) if isinstance(layer, WEIGHTED) and not is_channel_affine(layer)]
 
 
 def sites(net: Network) -> list[Site]:
-    """Every Conv and Dense whose output reaches another weighted layer through channel-wise layers, in order."""
+    """Every Conv, ConvTranspose and Dense whose output reaches another weighted layer through channel-wise layers,
+    in order; a grouped convolution is neither a site nor a consumer (``is_grouped``)."""
     shapes = net.shapes()
     weighted = weighted_layers(net.layers)
     out = []
     for k, nxt in zip(weighted, weighted[1:]):
+        if is_grouped(net.layers[k]) or is_grouped(net.layers[nxt]):
+            continue
         between = list(range(k + 1, nxt))
         flat = [j for j in between if isinstance(net.layers[j], Flatten)]
         block = int(np.prod(shapes[flat[0]][2:])) if flat else 1
@@ -522,13 +548,26 @@ def channel_columns(keep: np.ndarray, block: int) -> np.ndarray:
     return (keep[:, None] * block + np.arange(block)).reshape(-1)
 
 
+def filters(layer: Dense | _Kernel) -> np.ndarray:
+    """Each output channel's (unit's) weights, flattened: ``[units, …]`` (a ConvTranspose's on its weight's second
+    axis)."""
+    return np.moveaxis(layer.W, layer.OUT_AXIS, 0).reshape(layer.units, -1)
+
+
+def by_input_channel(consumer: Dense | _Kernel, channels: int) -> np.ndarray:
+    """A view of ``consumer``'s weight with the ``channels`` it reads on the first axis: ``[channel, …]`` (a
+    ConvTranspose's first axis already, a Conv's second, a Dense's block of columns per channel after a Flatten)."""
+    W = consumer.W.reshape(consumer.W.shape[0], channels, -1) if isinstance(consumer, Dense) else consumer.W
+    return np.moveaxis(W, consumer.IN_AXIS, 0)
+
+
 def remove_channels(layers: list[Layer], site: Site, drop: np.ndarray) -> list[Layer]:
     """``layers`` without the channels at positions ``drop`` of ``site`` (filters, BN channels, the consumer's
-    input slice; their ids go with them)."""
+    input slice; their ids go with them), each on the axis of its weight it is on (``OUT_AXIS``, ``IN_AXIS``)."""
     here = layers[site.layer]
     keep = np.setdiff1d(np.arange(here.units), drop)
     out = list(layers)
-    out[site.layer] = here.replace(W=here.W[keep], b=here.b[keep], ids=here.ids[keep])
+    out[site.layer] = here.replace(W=np.take(here.W, keep, axis=here.OUT_AXIS), b=here.b[keep], ids=here.ids[keep])
     for j in site.between:
         bn = out[j]
         if isinstance(bn, BatchNorm):
@@ -537,8 +576,8 @@ def remove_channels(layers: list[Layer], site: Site, drop: np.ndarray) -> list[L
         elif isinstance(bn, Conv):  # a per-channel affine
             out[j] = bn.replace(W=bn.W[np.ix_(keep, keep)], b=bn.b[keep], ids=bn.ids[keep])
     consumer = out[site.consumer]
-    out[site.consumer] = consumer.replace(W=consumer.W[:, channel_columns(keep, site.block)] if isinstance(consumer, Dense)
-                                          else consumer.W[:, keep])
+    out[site.consumer] = consumer.replace(W=np.take(consumer.W, channel_columns(keep, site.block),
+                                                    axis=consumer.IN_AXIS))
     return out
 
 

@@ -2,9 +2,8 @@
 
 A dead Conv channel read by a ConvTranspose goes from the ConvTranspose's input channels too (the first axis of
 its weight ``[in, out, *kernel]``); a channel whose 0 reaches its reader as a constant (a BN after the ReLU) stays;
-a rewrite that breaks the network is an internal error, not the user's; and canon's explicit forms (a BN after a
-ConvTranspose becomes a diagonal 1×1 Conv, counted as connections) or a merged bottleneck never make the written
-network larger than its input. Prune, too, takes ConvTransposes before the layers it prunes.
+a rewrite that breaks the network is an internal error, not the user's; and a merged bottleneck never makes the
+written network larger than its input. Prune, too, takes ConvTransposes before the layers it prunes.
 ``data/round3/convt`` holds the reported network and box.
 """
 

@@ -39,7 +39,9 @@ def _dims(dims: tuple) -> str:
                   "The merged network keeps the first network's input; its output is 'delta' = f_A − f_B, or "
                   "f_A − f_B then f_A then f_B (one output, 3× the size) with --keep-outputs. Before writing "
                   "it is run in onnxruntime against f_A − f_B on --samples points of the domain (plus corners "
-                  "and centre); nothing is written beyond --tol·(1 + max(|f_A|, |f_B|)). With --write-vnnlib and --equiv-eps E it also writes the "
+                  "and centre); nothing is written beyond --tol·(1 + |y|) + --tol·|W|·|x| (|y| the larger of "
+                  "|f_A|, |f_B|; |W|·|x| the larger of their absolute chains). With --write-vnnlib and --equiv-eps E "
+                  "it also writes the "
                   "ε-equivalence query (unsafe: some |Y_j| >= E; unsat proves |f_A − f_B| < E on the box, which "
                   "must then be given) and its line in a VNN-COMP instances.csv. " + DEFAULT_BOX_HELP)
 @with_domain
@@ -103,6 +105,7 @@ def merge(
     say(f"  merged layer widths (channels of a Conv, units of a Gemm): {', '.join(map(str, report.widths))}", quiet)
     what = "f_A − f_B, f_A, f_B" if keep_outputs else "f_A − f_B"
     say(f"  output '{OUTPUT}': {what}, {report.outputs} values each", quiet)
-    say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} (tolerance {tol:g})", quiet)
+    say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} "
+        f"(tolerance {cmp.tolerance(tol)})", quiet)
     if line is not None:
         say(f"  ε-equivalence query (ε = {equiv_eps!r}): {write_vnnlib}; {csv}: {line}", quiet)

@@ -125,7 +125,8 @@ def prune(
     for note in result.notes:
         say(f"  note: {note}", quiet)
     say(f"  pruned in {result.seconds:.3f} s; the written network checked on {result.check.samples} points against "
-        f"the pruned layers: max difference {result.check.max_abs:.3g}", quiet)
+        f"the pruned layers: max difference {result.check.max_abs:.3g} (tolerance "
+        f"{result.check.tolerance(result.check.tol)})", quiet)
     if box is not None:
         impact = doc["impact"]
         say(f"  impact: max |f_pruned − f| <= {doc['impact_bound']:.6g} on the domain ({doc['impact_method']}, "

@@ -14,11 +14,12 @@ layer of the dense ReLU chain at the end of the network is rewritten, first to l
 - a layer whose neurons are all stably inactive makes the rest of the network **constant** on the
   box: the result is one Gemm with zero weights whose bias is that constant.
 
-Unstable and undecided neurons are kept. Before the dense tail, a chain of convolutions loses the
-channels stably inactive at every position (``remove_dead_channels``; from the Conv and from what
-reads them, a ConvTranspose included); anything else there is left as it is (a convolution shares
-its weights across positions, so one stable position cannot go). The result is never larger than
-the input (neurons, connections): where the canonical form would be, the input is written as it is.
+Unstable and undecided neurons are kept. Before the dense tail, a chain of convolutions and
+transposed convolutions loses the channels stably inactive at every position
+(``remove_dead_channels``: from the layer writing them and from the one reading them); anything
+else there is left as it is (a convolution shares its weights across positions, so one stable
+position cannot go). The result is never larger than the input (neurons, connections): where the
+canonical form would be, the input is written as it is.
 The result equals the input on the box only: check it there.
 """
 
@@ -238,9 +239,8 @@ def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL)
 
 def _no_larger(model: Model, compression: Compression) -> Compression:
     """``compression``, or ``model`` as it is when the compressed network has more ReLU neurons or connections: a
-    compression never grows the network. (The canonical form can: a BatchNormalization canon cannot fold, e.g. after
-    a ConvTranspose, becomes a diagonal 1×1 Conv whose channels count as connections, and merged Gemms can hold
-    more non-zero weights than the two.)"""
+    compression never grows the network. (The canonical form can: two affine layers canon merges, like a layer LEO
+    merges into the next, can hold more non-zero weights than the two.)"""
     before, after = model_size(model), model_size(compression.model)
     grown = [f"{k} {getattr(before, k):,} → {getattr(after, k):,}" for k in ("neurons", "connections")
              if getattr(after, k) > getattr(before, k)]
@@ -255,28 +255,30 @@ def _no_larger(model: Model, compression: Compression) -> Compression:
 
 def remove_dead_channels(model: Model, stability: Signs, report: PassReport) -> Model:
     """``model`` (canonical) without the conv channels whose every position is stably inactive on the box, removed
-    from their Conv and from the layer reading them (the next Conv's input channels, their block of columns of the
-    Gemm after the Flatten, through pools, or a ConvTranspose's input channels); ``model`` itself when there is none.
-    Exact on the box: such a channel is 0 after its ReLU there, and a channel is only removed where that 0 reaches
-    its reader as 0 (not through a BN or per-channel affine adding a constant). A layer keeps at least one channel."""
-    if not any(n.op == "Conv" for n in model.nodes):
+    from their Conv or ConvTranspose and from the layer reading them (the next Conv's or ConvTranspose's input
+    channels, their block of columns of the Gemm after the Flatten, through pools); ``model`` itself when there is
+    none. Exact on the box: such a channel is 0 after its ReLU there, and a channel is only removed where that 0
+    reaches its reader as 0 (not through a BN or per-channel affine adding a constant). A layer keeps at least one
+    channel."""
+    if not any(n.op in ("Conv", "ConvTranspose") for n in model.nodes):
         return model
     try:
         net = layered.from_model(model, "compress")
     except NnxformError:  # not one chain (e.g. skip connections): the convolutions are left as they are
         return model
     layers, removed, shapes = list(net.layers), 0, net.shapes()
-    for found in reversed(layered.sites(net)):  # last first: removing channels leaves earlier sites' indices valid
-        site, conv = _reader(layers, found), layers[found.layer]
-        relu = layers[site.between[0]] if site is not None and site.between else None
-        if not isinstance(conv, layered.Conv) or not isinstance(relu, Relu):
+    for site in reversed(layered.sites(net)):  # last first: removing channels leaves earlier sites' indices valid
+        conv = layers[site.layer]
+        relu = layers[site.between[0]] if site.between else None
+        if not isinstance(conv, (layered.Conv, layered.ConvTranspose)) or not isinstance(relu, Relu) or \
+                not _channelwise(layers, site):
             continue
         status = stability.layer(relu.name).status.reshape(conv.units, -1)
         dead = np.flatnonzero((status == INACTIVE).all(axis=1) & _zero_at_reader(layers, site, shapes))
         dead = dead[:conv.units - 1]
         if dead.size == 0:
             continue
-        layers = _remove_channels(layers, site, dead)
+        layers = layered.remove_channels(layers, site, dead)
         removed += int(dead.size)
         report.changes.append(f"{conv.name}: {dead.size} of {conv.units} channels stably inactive at every position "
                               f"removed (channels {', '.join(map(str, conv.ids[dead]))})")
@@ -288,19 +290,11 @@ def remove_dead_channels(model: Model, stability: Signs, report: PassReport) -> 
     return thinned
 
 
-def _reader(layers: list[layered.Layer], site: layered.Site) -> layered.Site | None:
-    """``site`` ending at the first layer after its Conv that reads channels together: its consumer, or a one-group
-    ConvTranspose before it (which ``layered.sites`` does not count as weighted); None when a layer on the way is
-    neither channel-wise nor one of those (a sigmoid, a grouped ConvTranspose, …), so no channel can go there."""
-    for k, j in enumerate(site.between):
-        layer = layers[j]
-        if isinstance(layer, layered.CHANNELWISE) or layered.is_channel_affine(layer):
-            continue
-        flattened = any(isinstance(layers[i], layered.Flatten) for i in site.between[:k])
-        if isinstance(layer, layered.ConvTranspose) and layer.group == 1 and not flattened:
-            return layered.Site(site.layer, j, site.between[:k], 1)
-        return None
-    return site
+def _channelwise(layers: list[layered.Layer], site: layered.Site) -> bool:
+    """True when every layer between ``site``'s convolution and its reader keeps channels apart (channel-wise or a
+    per-channel affine); not through a sigmoid, a Reshape, …, where no channel can go."""
+    return all(isinstance(layers[j], layered.CHANNELWISE) or layered.is_channel_affine(layers[j])
+               for j in site.between)
 
 
 def _zero_at_reader(layers: list[layered.Layer], site: layered.Site, shapes: list[tuple[int, ...]]) -> np.ndarray:
@@ -311,19 +305,6 @@ def _zero_at_reader(layers: list[layered.Layer], site: layered.Site, shapes: lis
         if not isinstance(layers[j], layered.Flatten):
             x = layers[j].forward(x)
     return ~x[0, 0].reshape(x.shape[2], -1).any(axis=1)
-
-
-def _remove_channels(layers: list[layered.Layer], site: layered.Site, drop: np.ndarray) -> list[layered.Layer]:
-    """``layered.remove_channels``, also when the reader is a ConvTranspose: its input channels are the first axis of
-    its weight ``[in, out, *kernel]`` (a Conv's are the second), so it is narrowed as its weight's transpose."""
-    reader = layers[site.consumer]
-    if not isinstance(reader, layered.ConvTranspose):
-        return layered.remove_channels(layers, site, drop)
-    swapped = list(layers)
-    swapped[site.consumer] = reader.replace(W=reader.W.swapaxes(0, 1))
-    out = layered.remove_channels(swapped, site, drop)
-    out[site.consumer] = reader.replace(W=np.ascontiguousarray(out[site.consumer].W.swapaxes(0, 1)))
-    return out
 
 
 @register("compress", needs=("stability",))

@@ -2,11 +2,13 @@
 
 Shared by ``fold-bn`` (a BatchNormalization is such a map, per channel) and ``fold-elementwise``
 (a Mul or Add by a constant). ``s`` and ``t`` are given at the full shape of ``z``. Backward, the
-map folds into the Conv (when it is per channel) or the Gemm / MatMul (+ Add of a bias)
-producing ``z``: ``W' = diag(s)·W``, ``b' = s⊙b + t``. Forward, it folds into the one Gemm /
-MatMul reading ``z`` (possibly behind a Flatten or a Reshape to one row): ``W'' = W·diag(s)``,
-``b'' = b + W·t``; or into a Conv reading ``z`` when it is per channel and the Conv has no
-padding (at a zero-padded border the shift would be wrong; a pure scale is still exact).
+map folds into the Conv or ConvTranspose (when it is per channel) or the Gemm / MatMul (+ Add of a
+bias) producing ``z``: ``W' = diag(s)·W``, ``b' = s⊙b + t`` (a ConvTranspose's output channels are
+its weight's second axis, per group; its bias is added at every position, so the shift is exact at
+its borders too). Forward, it folds into the one Gemm / MatMul reading ``z`` (possibly behind a
+Flatten or a Reshape to one row): ``W'' = W·diag(s)``, ``b'' = b + W·t``; or into a Conv reading
+``z`` when it is per channel and the Conv has no padding (at a zero-padded border the shift would
+be wrong; a pure scale is still exact).
 """
 
 from __future__ import annotations
@@ -65,9 +67,25 @@ def _dense_with_bias(model: Model, end: Node, shapes: Shapes) -> tuple[Node, Nod
     return dense, end, W, b + np.broadcast_to(c, row).reshape(-1)
 
 
-def _is_constant_conv(model: Model, node: Node) -> bool:
-    return node.op == "Conv" and node.inputs[0] not in model.constants and all(
+def _is_constant_conv(model: Model, node: Node, ops: tuple[str, ...] = ("Conv",)) -> bool:
+    """True for a node of ``ops`` with constant weights (and bias, if any) on a data input."""
+    return node.op in ops and node.inputs[0] not in model.constants and all(
         t in model.constants for t in node.inputs[1:] if t)
+
+
+def _kernel_scaled(model: Model, node: Node, s: np.ndarray, t: np.ndarray) -> None:
+    """Make Conv or ConvTranspose ``node`` compute ``s⊙y + t`` of its output ``y`` (``s``, ``t`` per output
+    channel): each weight scaled by the ``s`` of the output channel it writes, the bias (zero when absent) by
+    ``s``, plus ``t``."""
+    W = model.constants[node.inputs[1]].astype(np.float64)
+    if node.op == "Conv":  # [out, in/group, *kernel]
+        channel = np.arange(W.shape[0])[:, None]
+    else:  # ConvTranspose [in, out/group, *kernel]: input channel i writes group i // (in/group)'s block of outputs
+        per_group = W.shape[0] // int(node.attrs.get("group", 1))
+        channel = (np.arange(W.shape[0]) // per_group)[:, None] * W.shape[1] + np.arange(W.shape[1])
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    b = model.constants[bias].astype(np.float64).reshape(-1) if bias else np.zeros(s.size)
+    set_conv(model, node, W * s[channel].reshape(channel.shape + (1,) * (W.ndim - 2)), s * b + t)
 
 
 def fold_backward(model: Model, node: Node, s: np.ndarray, t: np.ndarray, shapes: Shapes) -> str | None:
@@ -79,13 +97,12 @@ def fold_backward(model: Model, node: Node, s: np.ndarray, t: np.ndarray, shapes
     prod = model.producer(src)
     if prod is None or model.sole_consumer(src) is not node:
         return None
-    if _is_constant_conv(model, prod):
+    if _is_constant_conv(model, prod, ("Conv", "ConvTranspose")):
         sc, tc = per_channel(s), per_channel(t)
         if sc is None or tc is None:
             return None
-        W, b = conv_weights(model, prod)
-        set_conv(model, prod, sc.reshape((-1,) + (1,) * (W.ndim - 1)) * W, sc * b + tc)
-        line = f"folded into Conv '{prod.name}'"
+        _kernel_scaled(model, prod, sc, tc)
+        line = f"folded into {prod.op} '{prod.name}'"
     elif s.ndim == 2 and (found := _dense_with_bias(model, prod, shapes)) is not None:
         dense, add, W, b = found
         line = (f"folded into {dense.op} '{dense.name}'" + (f" + Add '{add.name}'" if add else "")

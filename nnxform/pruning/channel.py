@@ -1,13 +1,15 @@
 """Pruning a convolutional network: channel (filter) pruning and weight pruning on its layered form.
 
 The network is canonicalised (BN folded, group-1 convolutions with explicit attributes) and read as
-``layered`` layers: Conv layers, then a Flatten and a dense tail, with ReLU, MaxPool, AveragePool,
-BatchNormalization and per-channel affine 1×1 Conv layers (an unfoldable BN) in between. A *site* is
-a Conv, or a hidden Dense, whose output reaches the next weighted layer (its *consumer*) through
-channel-wise layers only: its channels (units) can be removed physically, the Conv's filter rows and
-bias, the same channels of every BatchNorm or per-channel affine in between, and the consumer's input
-slice — ``W[:, keep]`` of a Conv, the ``H·W`` block of columns ``c·H·W … (c+1)·H·W − 1`` of a Dense
-after the Flatten (row-major NCHW), a column of a Dense after a Dense.
+``layered`` layers: Conv and ConvTranspose layers, then a Flatten and a dense tail, with ReLU, MaxPool,
+AveragePool, BatchNormalization and per-channel affine 1×1 Conv layers (an unfoldable BN) in between.
+A *site* is a Conv, a ConvTranspose or a hidden Dense whose output reaches the next weighted layer (its
+*consumer*) through channel-wise layers only: its channels (units) can be removed physically, its
+filters and bias (``W[keep]`` of a Conv, ``W[:, keep]`` of a ConvTranspose, whose weight is
+``[in, out, *kernel]``), the same channels of every BatchNorm or per-channel affine in between, and
+the consumer's input slice — ``W[:, keep]`` of a Conv, ``W[keep]`` of a ConvTranspose, the ``H·W``
+block of columns ``c·H·W … (c+1)·H·W − 1`` of a Dense after the Flatten (row-major NCHW), a column
+of a Dense after a Dense (``layered.remove_channels``).
 
 ``saliency`` (paper 003 on channels): a channel is removed into its most similar sibling of the same
 layer (saliency of the flattened filters and biases times the outgoing weights' norm, greedily,
@@ -38,8 +40,8 @@ import numpy as np
 
 from ..errors import NnxformError
 from ..ir import Model, Node
-from ..layered import (CHANNELWISE, BatchNorm, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned,
-                       from_model, remove_channels, sites, weighted_layers)
+from ..layered import (CHANNELWISE, WEIGHTED, BatchNorm, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned,
+                       by_input_channel, filters, from_model, remove_channels, sites, weighted_layers)
 from ..operators import OPERATORS
 from ..passes import PASSES
 from .chain import quota, remove_dead_units
@@ -77,10 +79,11 @@ def conv_network(model: Model) -> Network:
     flattened = False
     for k in range(weighted[0], weighted[-1]):
         layer = net.layers[k]
-        if not isinstance(layer, (Conv, Dense) + CHANNELWISE):  # a per-channel affine is a Conv
+        if not isinstance(layer, WEIGHTED + CHANNELWISE):  # a per-channel affine is a Conv
             raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) between the convolutions and the "
-                               "dense tail is not a Conv, Gemm, Relu, pooling, BatchNormalization or Flatten, which "
-                               "keep channels apart: replace it with those, or prune a network without it")
+                               "dense tail is not a Conv, ConvTranspose, Gemm, Relu, pooling, BatchNormalization or "
+                               "Flatten, which keep channels apart: replace it with those, or prune a network without "
+                               "it")
         if flattened and not isinstance(layer, (Dense, Relu)):
             raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) after the Flatten is not a Gemm "
                                "or Relu: replace it with those, or prune a network without it")
@@ -150,15 +153,9 @@ def _next(model: Model, node: Node) -> Node | None:
 
 def weight_norm_scores(layers: list[Layer], site: Site) -> np.ndarray:
     """``‖(filter_c, b_c)‖₂ · ‖outgoing weights of channel c‖₂`` for every channel (unit) of ``site``."""
-    here, consumer = layers[site.layer], layers[site.consumer]
-    W = here.W.reshape(here.units, -1)
-    incoming = np.sqrt((W**2).sum(axis=1) + here.b**2)
-    Wn = consumer.W
-    if isinstance(consumer, Dense):
-        outgoing = (Wn.reshape(Wn.shape[0], here.units, site.block)**2).sum(axis=(0, 2))
-    else:
-        outgoing = (np.swapaxes(Wn, 0, 1).reshape(here.units, -1)**2).sum(axis=1)
-    return incoming * np.sqrt(outgoing)
+    here = layers[site.layer]
+    incoming = np.sqrt((filters(here)**2).sum(axis=1) + here.b**2)
+    return incoming * np.linalg.norm(outgoing_weights(layers, site), axis=0)
 
 
 # --- the methods ----------------------------------------------------------------------------------------------
@@ -206,8 +203,9 @@ def prune_channels(model: Model, net: Network, ratio: float, scope: str | None
     if unfilled:
         notes.append(f"{', '.join(unfilled)}: a removed channel's constant output at γ = 0 does not reach the next "
                      "layer as one value per channel (zero padding of the next Conv, or of an AveragePool that "
-                     "counts pads, reads less of it at the borders); those channels are removed without it")
-    conv = [(s, d) for s, d in zip(found, drops) if isinstance(layers[s.layer], Conv)]
+                     "counts pads, reads less of it at the borders, and a ConvTranspose adds it up unevenly); those "
+                     "channels are removed without it")
+    conv = [(s, d) for s, d in zip(found, drops) if not isinstance(layers[s.layer], Dense)]
     dense = [(s, d) for s, d in zip(found, drops) if isinstance(layers[s.layer], Dense)]
     details = {"criterion": criterion, "scope": scope, "layers": names,
                "ranking": {"bn-gamma": "|γ| of each channel's BatchNormalization (network slimming)",
@@ -223,24 +221,20 @@ def prune_channels(model: Model, net: Network, ratio: float, scope: str | None
 
 def outgoing_weights(layers: list[Layer], site: Site) -> np.ndarray:
     """Column ``c``: channel (unit) ``c``'s outgoing weights, its input slice of the consumer flattened (in-channel
-    kernels of a Conv, the ``H·W`` block of columns of a Dense after the Flatten, a column after a Dense)."""
-    here, W = layers[site.layer], layers[site.consumer].W
-    if isinstance(layers[site.consumer], Dense):
-        per = W.reshape(W.shape[0], here.units, site.block).transpose(1, 0, 2)
-    else:
-        per = np.swapaxes(W, 0, 1)
-    return per.reshape(here.units, -1).T
+    kernels of a Conv or ConvTranspose, the ``H·W`` block of columns of a Dense after the Flatten, a column after a
+    Dense)."""
+    units = layers[site.layer].units
+    return by_input_channel(layers[site.consumer], units).reshape(units, -1).T
 
 
 def merge_channels(layers: list[Layer], site: Site, nominees: np.ndarray, delegates: np.ndarray) -> list[Layer]:
     """``layers`` with each nominee channel's outgoing weights added to its delegate's (paper 003's merge rule, exact
     when the two channels reach the consumer equal), then the nominees removed physically (``remove_channels``)."""
-    consumer = layers[site.consumer]
-    W = consumer.W.copy()
-    blocks = W.reshape(W.shape[0], layers[site.layer].units, -1)  # a view: [out, channel, block or kernel]
-    blocks[:, delegates] += blocks[:, nominees]
+    consumer = layers[site.consumer].replace(W=layers[site.consumer].W.copy())
+    blocks = by_input_channel(consumer, layers[site.layer].units)  # a view: [channel, …]
+    blocks[delegates] += blocks[nominees]
     out = list(layers)
-    out[site.consumer] = consumer.replace(W=W)
+    out[site.consumer] = consumer
     return remove_channels(out, site, nominees)
 
 
@@ -305,7 +299,7 @@ def prune_channel_saliency(net: Network, ratio: float, scope: str, step: float,
                 if progress is not None:
                     progress(sum(done), total)
     removed = {q: [n for qq, n, _ in pairs if qq == q] for q in range(len(usable))}
-    conv = [q for q in removed if isinstance(layers[usable[q].layer], Conv)]
+    conv = [q for q in removed if not isinstance(layers[usable[q].layer], Dense)]
     dense = [q for q in removed if isinstance(layers[usable[q].layer], Dense)]
     details = {"scope": scope, "layers": names, "skipped": sorted(skipped), "step": step, "rounds": rounds,
                "rule": "saliency (‖filter_i − filter_j‖₂ + |b_i − b_j|/|b_i + b_j|)·‖outgoing_i‖₂, lowest first; "
@@ -323,7 +317,7 @@ def _round(layers: list[Layer], usable: list[Site], pool: list[int], k: int) -> 
     every site keeping one channel."""
     def saliency(q: int) -> np.ndarray:
         here = layers[usable[q].layer]
-        return saliency_matrix(here.W.reshape(here.units, -1), here.b, outgoing_weights(layers, usable[q]))
+        return saliency_matrix(filters(here), here.b, outgoing_weights(layers, usable[q]))
 
     c_site, c_i, c_j = ranked_pairs({q: saliency(q) for q in pool})
     locked = {q: np.zeros(layers[usable[q].layer].units, dtype=bool) for q in pool}
@@ -363,9 +357,5 @@ def prune_conv_weights(net: Network, ratio: float, scope: str) -> tuple[Network,
 
 def aligned_network(pruned: Network, original: Network) -> Network:
     """``pruned`` at the widths of ``original`` (``layered.aligned``): the same function, paired channel by channel
-    with ``original`` — what the difference analysis needs to bound the drift tightly. The layers before the first
-    Conv or Dense that mixes channels are never pruned (a ConvTranspose there, which ``layered.aligned`` does not
-    follow, included) and stay as they are."""
-    start = weighted_layers(original.layers)[0]
-    return dataclasses.replace(pruned, layers=pruned.layers[:start] + aligned(
-        pruned.layers[start:], original.layers[start:], original.shapes()[start:]))
+    with ``original`` — what the difference analysis needs to bound the drift tightly."""
+    return dataclasses.replace(pruned, layers=aligned(pruned.layers, original.layers, original.shapes()))
