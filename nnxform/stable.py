@@ -59,6 +59,8 @@ STATUS_NAMES = {ACTIVE: "active", INACTIVE: "inactive", UNSTABLE: "unstable", UN
 #: the neuron's spread of values when that is smaller (a network whose values are all tiny), and only if onnxruntime
 #: shows the same sign at the same point (``confirm_unstable``).
 WITNESS_MARGIN, WITNESS_SHARE = 1e-7, 1e-3
+#: The share of the time left that sampling may spend: the bounds, which prove stability, get the rest.
+SAMPLING_SHARE = 0.25
 #: Samples evaluated per forward pass (bounds memory on convolutional networks).
 _CHUNK = 1024
 #: Signed-gradient search: starts per candidate, steps per round, rounds at most.
@@ -367,13 +369,19 @@ class _Classifier:
         box = self.box
         density = self.rng.uniform(0, 1, (max(1, self.samples // 4), 1))
         mixed = np.where(self.rng.uniform(size=(density.size, box.size)) < density, box.upper, box.lower)
-        self.observe(np.vstack([box.points(self.samples, self.rng), mixed]))
+        budget = time.perf_counter() + SAMPLING_SHARE * self.remaining()
+        whole = self.observe(np.vstack([box.points(self.samples, self.rng), mixed]),
+                             until=lambda: time.perf_counter() > budget)
         self.confirm_unstable()
-        self._stage("sampling", before)
+        self._stage("sampling", before, "" if whole else f"stopped at {SAMPLING_SHARE:.0%} of the time left")
 
-    def observe(self, xs: np.ndarray) -> None:
-        """Evaluate every ReLU input at ``xs`` (float64) and keep, per neuron, the most positive and most negative point."""
+    def observe(self, xs: np.ndarray, until: Callable[[], bool] = lambda: False) -> bool:
+        """Evaluate every ReLU input at ``xs`` (float64) and keep, per neuron, the most positive and most negative
+        point; stops between chunks once ``until()``. Whether every point was evaluated."""
         for start in range(0, len(xs), _CHUNK):
+            if start and until():
+                self._compact()
+                return False
             chunk = xs[start:start + _CHUNK]
             values = run(self.model, chunk.reshape((-1,) + tuple(self.model.input_shape)), keep=True)
             keep = np.full(len(chunk), -1)
@@ -394,6 +402,7 @@ class _Classifier:
                 self.pos_val[L][up], self.pos_at[L][up] = hi[up], keep[hi_row[up]]
                 self.neg_val[L][down], self.neg_at[L][down] = lo[down], keep[lo_row[down]]
         self._compact()
+        return True
 
     def _compact(self) -> None:
         """Drop stored points no neuron refers to any more."""
@@ -471,6 +480,8 @@ class _Classifier:
         w[np.arange(cand.size), :, cand] = np.where(up, 1.0, -1.0)[:, None]
         w = w.reshape(len(x), -1)
         for k in range(GRADIENT_STEPS):
+            if self.remaining() <= 0:
+                break
             _, g = gradient(self.model, x, w, tensor=self.tensors[L])
             x = np.clip(x + (box.upper - box.lower) / (1 + k) * np.sign(g), box.lower, box.upper)
             self.observe(x)
@@ -491,7 +502,7 @@ class _Classifier:
 
     def _bounds_stage(self, method: str) -> None:
         before = self.undecided()
-        self.bounds = analyze(self.net, self.box, method, seed=self.bounds)
+        self.bounds = analyze(self.net, self.box, method, seed=self.bounds, total_time=max(self.remaining(), 0.0))
         self.state = self.bounds.state
         self._apply_bounds([self.state.lo[i] for i in self.sources], [self.state.hi[i] for i in self.sources])
         if method == "interval":
