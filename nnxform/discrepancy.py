@@ -36,6 +36,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from . import stopping
 from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline
 from .analyzers.milp import beyond_solver
@@ -259,8 +260,10 @@ class Pair:
         if splits:
             return self._split(box, method, splits, time_limit, progress)
         check_solver(solver)
-        deadline = None if total_time is None else Deadline(total_time)
-        return self._bound(box, method, time_limit, progress, signs_a, real, deadline, solver)
+        if total_time is None:
+            return self._bound(box, method, time_limit, progress, signs_a, real, None, solver)
+        with stopping.honoured():  # SIGTERM ends it as its time limit
+            return self._bound(box, method, time_limit, progress, signs_a, real, Deadline(total_time), solver)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ from .analyzers.milp import beyond_solver
 from .analyzers.rounding import Rounding, gamma, magnitude
 from .analyzers.solvers import INTEGRALITY, check_solver
 from .analyzers.symbolic import optimized_bounds
+from . import stopping
 from .domain import Box
 from .errors import NnxformError
 from .evaluate import run
@@ -231,7 +232,8 @@ def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int 
     if samples < 1:
         raise NnxformError("the number of samples must be >= 1")
     _check_limits(time_limit, node_limit, solver)
-    return _Classifier(model, box, time_limit, samples, seed, progress, node_limit, solver).run()
+    with stopping.honoured():  # SIGTERM ends it as its time limit
+        return _Classifier(model, box, time_limit, samples, seed, progress, node_limit, solver).run()
 
 
 def reprove(model: Model, box: Box, claims: Stability, *, time_limit: float = 300.0, progress: Progress | None = None,
@@ -251,7 +253,8 @@ def reprove(model: Model, box: Box, claims: Stability, *, time_limit: float = 30
     sizes = [st.size for st in classifier.status]
     if [layer.node for layer in claims.layers] != nodes or [layer.size for layer in claims.layers] != sizes:
         raise NnxformError("the stability file's ReLU layers are not this model's; run 'nnxform stable' on it")
-    return classifier.recheck([layer.status for layer in claims.layers])
+    with stopping.honoured():
+        return classifier.recheck([layer.status for layer in claims.layers])
 
 
 def _check_limits(time_limit: float, node_limit: int | None, solver: str) -> None:
@@ -335,13 +338,17 @@ class _Classifier:
             if not (open_work or self.undecided)():
                 break
             if self.remaining() <= 0:
-                self.notes.append(f"time limit of {self.time_limit:g} s reached before the {name} stage")
+                why = "stopped (SIGTERM)" if stopping.requested() else f"time limit of {self.time_limit:g} s reached"
+                self.notes.append(f"{why} before the {name} stage")
                 self.time_bound = True
                 break
             stage()
 
     def _result(self) -> Stability:
         """The statuses so far as a Stability."""
+        if stopping.requested():
+            self.time_bound = True
+            self.notes.append("stopped early by SIGTERM: what was proved until then")
         shapes, nodes = self.model.shapes(), {n.name: n for n in self.model.nodes}
         layers = []
         for k, st in zip(self.relus, self.status):
@@ -351,7 +358,8 @@ class _Classifier:
                          self._witnesses(), self.notes, self.time_bound, self.node_limit, self.model.source.get("sha256", ""))
 
     def remaining(self) -> float:
-        return self.time_limit - (time.perf_counter() - self.t0)
+        """Seconds left of the time limit (none once a stop is requested: ``stopping``)."""
+        return 0.0 if stopping.requested() else self.time_limit - (time.perf_counter() - self.t0)
 
     def undecided(self) -> int:
         return int(sum((st == UNDECIDED).sum() for st in self.status))

@@ -1,5 +1,6 @@
 """Ctrl-C at any moment ends a command with exit 130, one line, nothing written: while the library loads, inside a
-HiGHS solve, inside a CBC solve run through pulp. Each signal is sent at a point the test knows the command has
+HiGHS solve, inside a CBC solve run through pulp. SIGTERM stops a time-limited analysis as its limit would (what it
+proved is printed and written) and ends anything else like Ctrl-C (exit 143). Each signal is sent at a point the test knows the command has
 reached, never after a guessed delay.
 
 The commands are started with SIGINT at its default, as a terminal gives it: a suite launched as a background job
@@ -9,6 +10,7 @@ sees the signal (the cause of the one failure a fresh clone's suite showed).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 from conftest import MODELS, ROOT
 
+from nnxform import stopping
 from nnxform.analyzers.encoding import quiet_highs, solve
 
 MNIST = MODELS / "mnist-net_256x2.onnx"
@@ -127,3 +130,62 @@ def test_a_solve_ends_at_once_on_ctrl_c_and_raises_it() -> None:
     h.setOptionValue("time_limit", 0.2)
     solve(h)  # no interrupt pending: runs to its time limit and returns
     assert h.getModelStatus() == highspy.HighsModelStatus.kTimeLimit
+
+
+# --- SIGTERM: a time-limited analysis stops as at its limit and still answers; anything else ends at once ------
+
+
+def test_sigterm_stops_a_classification_which_still_answers(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    proc = start([sys.executable, "-m", "nnxform", "stable", MODELS / "ACASXU_run2a_1_1_batch_2000.onnx", "--vnnlib",
+                  MODELS / "vnnlib" / "acasxu_prop_1.vnnlib", "--time-limit", "600", "--json", out])
+    first = proc.stderr.readline()  # HiGHS's banner: the milp stage has started, minutes of solves ahead
+    assert "HiGHS" in first, first
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    report = json.loads(out.read_text())
+    assert "stopped early by SIGTERM: what was proved until then" in report["notes"], report["notes"]
+    assert "undecided" in stdout
+
+
+def test_sigterm_outside_a_time_limited_analysis_ends_the_command(tmp_path: Path) -> None:
+    """The signal arrives while the command loads its model (an import hook raises it), before any analysis."""
+    script = (
+        "import os, signal, sys\n"
+        "sys.argv = ['nnxform', 'canon', %r, '-o', 'out.onnx']\n"
+        "import nnxform.ir\n"
+        "real = nnxform.ir.load\n"
+        "def load(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        "nnxform.ir.load = load\n"
+        "from nnxform.cli import main\n"
+        "main()\n") % str(MNIST)
+    proc = start([sys.executable, "-c", script], cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert err.strip().splitlines()[-1] == "nnxform: terminated; nothing written" and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_stop_request_ends_a_solve_as_its_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within a time-limited analysis SIGTERM only asks to stop: the running solve ends and returns (no exception),
+    its status saying it did not finish; outside one, or asked twice, it raises Terminated."""
+    monkeypatch.setattr(stopping, "_requested", False)
+    h = _unfinishable_mip()
+    h.setOptionValue("time_limit", 300.0)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    before = signal.signal(signal.SIGTERM, stopping.on_sigterm)
+    try:
+        with stopping.honoured():
+            timer.start()
+            solve(h)
+        assert stopping.requested() and h.getModelStatus() == highspy.HighsModelStatus.kInterrupt
+        with pytest.raises(stopping.Terminated), stopping.honoured():
+            stopping.on_sigterm(signal.SIGTERM, None)  # a second request ends the command
+        monkeypatch.setattr(stopping, "_requested", False)
+        with pytest.raises(stopping.Terminated):
+            stopping.on_sigterm(signal.SIGTERM, None)  # outside an analysis
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -8,9 +8,11 @@ from the bounds of the ones before it, so its bounds are never looser than their
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
+from .. import stopping
 from ..domain import Box
 from ..errors import NnxformError
 from ..ir import Model
@@ -59,19 +61,20 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
     details: dict = {}
     exact = False
     deadline = None if total_time is None else Deadline(total_time)
-    for m in METHODS[done: METHODS.index(method) + 1]:
-        if m == "interval":
-            interval.interval(state)
-        elif m == "symbolic":
-            symbolic.symbolic(state, deadline)
-        elif m == "lp":
-            lp.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
-        else:
-            exact, details = milp.milp(state, time_limit=time_limit, neurons=neurons, progress=progress, deadline=deadline,
-                                       solver=solver)
-            if exact and isinstance(model, Model):
-                exact = _replayed(model, state, details)
-            details.pop("points", None)
+    with stopping.honoured() if deadline is not None else nullcontext():  # SIGTERM ends it as its time limit
+        for m in METHODS[done: METHODS.index(method) + 1]:
+            if m == "interval":
+                interval.interval(state)
+            elif m == "symbolic":
+                symbolic.symbolic(state, deadline)
+            elif m == "lp":
+                lp.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
+            else:
+                exact, details = milp.milp(state, time_limit=time_limit, neurons=neurons, progress=progress,
+                                           deadline=deadline, solver=solver)
+                if exact and isinstance(model, Model):
+                    exact = _replayed(model, state, details)
+                details.pop("points", None)
     if deadline is not None and deadline.reached:
         exact = False
         details["time_limit_reached"] = True

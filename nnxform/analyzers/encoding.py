@@ -18,6 +18,7 @@ import time
 import highspy
 import numpy as np
 
+from .. import stopping
 from ..errors import NnxformError
 from .conv import Operator
 from .network import Activation, Input, Linear, Pool
@@ -48,7 +49,7 @@ def quiet_highs() -> highspy.Highs:
 
 def solve(h: highspy.Highs) -> None:
     """``h.run()``, ended at once by Ctrl-C, which is then raised here: an interrupted solve is never taken for a
-    finished one.
+    finished one. A stop requested by SIGTERM (``stopping``) ends it as its time limit would.
 
     Python runs its SIGINT handler only between bytecodes of the main thread, so a solve run there would finish
     (up to its time limit) before Ctrl-C is seen. The solve runs in a worker thread instead (HiGHS releases the
@@ -60,21 +61,32 @@ def solve(h: highspy.Highs) -> None:
     failure: list[BaseException] = []
     threading.Thread(target=_run_then_set, args=(h, done, failure), name="highs", daemon=True).start()
     try:
-        done.wait()
+        while not done.wait(_POLL):
+            if stopping.requested():  # SIGTERM: the solve ends as at its time limit (callers read the status)
+                _cancel(h, done)
     except KeyboardInterrupt:
-        h.HandleUserInterrupt = True
-        h.cancelSolve()
-        while not done.is_set():
-            try:
-                done.wait()
-            except KeyboardInterrupt:  # pressed again while HiGHS stops: it is stopping already
-                pass
-        h.HandleUserInterrupt = False  # the model may be solved again (the cancel request is forgotten)
+        _cancel(h, done)
         raise
     if failure:
         raise failure[0]
-    if h.getModelStatus() == highspy.HighsModelStatus.kInterrupt:
+    if h.getModelStatus() == highspy.HighsModelStatus.kInterrupt and not stopping.requested():
         raise KeyboardInterrupt
+
+
+#: Seconds between two looks at ``stopping.requested`` while a solve runs.
+_POLL = 0.25
+
+
+def _cancel(h: highspy.Highs, done: threading.Event) -> None:
+    """Stop the running solve through HiGHS's interrupt callbacks and wait until it has stopped."""
+    h.HandleUserInterrupt = True
+    h.cancelSolve()
+    while not done.is_set():
+        try:
+            done.wait()
+        except KeyboardInterrupt:  # pressed again while HiGHS stops: it is stopping already
+            pass
+    h.HandleUserInterrupt = False  # the model may be solved again (the cancel request is forgotten)
 
 
 def _run_then_set(h: highspy.Highs, done: threading.Event, failure: list[BaseException]) -> None:
@@ -95,7 +107,8 @@ class Deadline:
         self.reached = False
 
     def left(self) -> float:
-        return self.end - time.monotonic()
+        """Seconds left (none once a stop is requested: ``stopping``)."""
+        return 0.0 if stopping.requested() else self.end - time.monotonic()
 
     def passed(self) -> bool:
         self.reached = self.reached or self.left() <= 0

@@ -4,13 +4,15 @@ command can end becomes an exit status and at most one line on stderr."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 import typer.main
 
 from ..version import __version__
+from .. import stopping
 from ..errors import NnxformError
 
 app = typer.Typer(
@@ -46,8 +48,17 @@ UsageError = typer.BadParameter.__base__
 
 def run(args: list[str]) -> None:
     """Run the app (its commands registered) on ``args``; a user error, a usage error or an interrupt ends as one
-    line on stderr."""
+    line on stderr. SIGTERM stops a time-limited analysis as its limit would, and ends anything else (``stopping``)."""
     command = typer.main.get_command(app)
+    before = signal.signal(signal.SIGTERM, stopping.on_sigterm)
+    try:
+        _run(command, args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run(command: Any, args: list[str]) -> None:
+    """``run``'s body: each way a command can end as its exit status and at most one line on stderr."""
     try:
         with command.make_context("nnxform", args) as ctx:
             command.invoke(ctx)
@@ -62,6 +73,8 @@ def run(args: list[str]) -> None:
         name = args[0] if args[0] in getattr(command, "commands", {}) else ""  # for errors that know no context
         where = exc.ctx.command_path if exc.ctx is not None else f"nnxform {name}".rstrip()
         _fail(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')", 2)
+    except stopping.Terminated:
+        _fail("terminated; nothing written", 143)
     except (KeyboardInterrupt, typer.Abort):  # typer.Abort: click's word for Ctrl-C at a prompt
         _fail("interrupted; nothing written", 130)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): nothing more to say
