@@ -81,7 +81,7 @@ $(P0)/ten.csv: $(TEST)
 $(P0)/repaired.onnx: $(P0)/original.onnx $(P0)/compressed.onnx $(P0)/ten.csv
 	$(NNX) repair $(P0)/original.onnx $(P0)/compressed.onnx -o $@ --data $(P0)/ten.csv --eps $(EPS0) \
 	  --clip-lower 0 --clip-upper 1 --scale $(SCALE) --train-data $(TRAIN) --test-data $(TEST) --alpha $(ALPHA) \
-	  --rounds 10 --epochs 3 --seed $(SEED) --json $(@:.onnx=.json)
+	  --rounds 10 --epochs 3 --seed $(SEED) --json $(@:.onnx=.json) --plot $(@:.onnx=.png)
 
 # --- paper 001 ----------------------------------------------------------------------------------------------------
 

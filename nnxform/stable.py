@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import highspy
 import numpy as np
@@ -62,11 +62,11 @@ STATUS_NAMES = {ACTIVE: "active", INACTIVE: "inactive", UNSTABLE: "unstable", UN
 WITNESS_MARGIN, WITNESS_SHARE = 1e-7, 1e-3
 #: The share of the time left that sampling may spend: the bounds, which prove stability, get the rest.
 SAMPLING_SHARE = 0.25
-#: Samples evaluated per forward pass (bounds memory on convolutional networks).
-_CHUNK = 1024
+#: Points per forward pass at most, and the memory one pass's tensors (float64, all kept) may take: on a 200×200
+#: CNN a thousand points would hold 17 GB, on a dense network the whole thousand fit in a few MB.
+_CHUNK, _PASS_BYTES = 1024, 2**28
 #: Signed-gradient search: starts per candidate, steps per round, rounds at most.
 GRADIENT_STARTS, GRADIENT_STEPS, GRADIENT_ROUNDS = 4, 10, 3
-_GRADIENT_BATCH = 256  # candidates per batched gradient call
 #: Shortest time a MILP solve is given before a candidate is put back for the retry pass.
 MIN_SOLVE_SECONDS = 1.0
 #: HiGHS options for the feasibility solves: the sub-MIP heuristics only look for solutions, and
@@ -293,6 +293,8 @@ class _Classifier:
         self.state: State | None = None
         self._probe: tuple[OnnxRunner | None, dict[str, tuple[int, int]]] | None = None
         self.claims: list[np.ndarray] | None = None  # with ``recheck``: the statuses to prove again
+        per_point = sum(int(np.prod(shape[1:])) for shape in model.shapes().values())
+        self.chunk = int(np.clip(_PASS_BYTES // (8 * max(per_point, 1)), 1, _CHUNK))  # points per forward pass
         self._stage("compile", self.undecided())
 
     # --- driver -----------------------------------------------------------------------------
@@ -374,23 +376,33 @@ class _Classifier:
 
     def sampling(self) -> None:
         before = self.undecided()
-        box = self.box
-        density = self.rng.uniform(0, 1, (max(1, self.samples // 4), 1))
-        mixed = np.where(self.rng.uniform(size=(density.size, box.size)) < density, box.upper, box.lower)
         budget = time.perf_counter() + SAMPLING_SHARE * self.remaining()
-        whole = self.observe(np.vstack([box.points(self.samples, self.rng), mixed]),
-                             until=lambda: time.perf_counter() > budget)
+        whole = True
+        for xs in self._sample_chunks():
+            self.observe(xs)
+            if time.perf_counter() > budget:
+                whole = False
+                break
         self.confirm_unstable()
         self._stage("sampling", before, "" if whole else f"stopped at {SAMPLING_SHARE:.0%} of the time left")
 
-    def observe(self, xs: np.ndarray, until: Callable[[], bool] = lambda: False) -> bool:
-        """Evaluate every ReLU input at ``xs`` (float64) and keep, per neuron, the most positive and most negative
-        point; stops between chunks once ``until()``. Whether every point was evaluated."""
-        for start in range(0, len(xs), _CHUNK):
-            if start and until():
-                self._compact()
-                return False
-            chunk = xs[start:start + _CHUNK]
+    def _sample_chunks(self) -> Iterator[np.ndarray]:
+        """The sampling stage's points, a forward pass at a time (never all at once: on a 200×200 input they alone
+        take gigabytes): vertices drawn with a random density of upper bounds, uniform samples, corners, the centre."""
+        box, n = self.box, self.chunk
+        density = self.rng.uniform(0, 1, (max(1, self.samples // 4), 1))
+        for start in range(0, density.size, n):
+            part = density[start:start + n]
+            yield np.where(self.rng.uniform(size=(part.size, box.size)) < part, box.upper, box.lower)
+        for start in range(0, self.samples, n):
+            yield box.sample(min(n, self.samples - start), self.rng)
+        yield np.vstack([box.corners(min(self.samples, 256), self.rng), 0.5 * (box.lower + box.upper)[None]])
+
+    def observe(self, xs: np.ndarray) -> None:
+        """Evaluate every ReLU input at ``xs`` (float64, a forward pass at a time) and keep, per neuron, the most
+        positive and most negative point."""
+        for start in range(0, len(xs), self.chunk):
+            chunk = xs[start:start + self.chunk]
             values = run(self.model, chunk.reshape((-1,) + tuple(self.model.input_shape)), keep=True)
             keep = np.full(len(chunk), -1)
             updates = []
@@ -410,7 +422,6 @@ class _Classifier:
                 self.pos_val[L][up], self.pos_at[L][up] = hi[up], keep[hi_row[up]]
                 self.neg_val[L][down], self.neg_at[L][down] = lo[down], keep[lo_row[down]]
         self._compact()
-        return True
 
     def _compact(self) -> None:
         """Drop stored points no neuron refers to any more."""
@@ -431,13 +442,19 @@ class _Classifier:
         if not any(s.any() for s in seen):
             return
         rows = np.unique(np.concatenate([np.concatenate([self.pos_at[L][s], self.neg_at[L][s]]) for L, s in enumerate(seen)]))
-        where = np.full(len(self.points), -1)
-        where[rows] = np.arange(rows.size)
-        replay = self._replay(self.points[rows])
-        for L, s in enumerate(seen):
-            j = np.flatnonzero(s)
-            ok = (replay[L][where[self.pos_at[L][j]], j] > 0) & (replay[L][where[self.neg_at[L][j]], j] < 0)
-            self.status[L][j[ok]] = UNSTABLE
+        neurons = [np.flatnonzero(s) for s in seen]
+        pos_ok, neg_ok = [np.zeros(j.size, bool) for j in neurons], [np.zeros(j.size, bool) for j in neurons]
+        for start in range(0, rows.size, self.chunk):  # a forward pass at a time
+            part = rows[start:start + self.chunk]
+            where = np.full(len(self.points), -1)
+            where[part] = np.arange(part.size)
+            replay = self._replay(self.points[part])
+            for L, j in enumerate(neurons):
+                wp, wn = where[self.pos_at[L][j]], where[self.neg_at[L][j]]
+                pos_ok[L] |= (wp >= 0) & (replay[L][np.maximum(wp, 0), j] > 0)
+                neg_ok[L] |= (wn >= 0) & (replay[L][np.maximum(wn, 0), j] < 0)
+        for L, j in enumerate(neurons):
+            self.status[L][j[pos_ok[L] & neg_ok[L]]] = UNSTABLE
 
     def _witness_margin(self, L: int) -> np.ndarray:
         """Per neuron of ReLU layer ``L``: how far from 0 a seen value must be to count as a sign (``WITNESS_MARGIN``)."""
@@ -467,7 +484,8 @@ class _Classifier:
             found = self.undecided()
             for L in range(len(self.tensors)):
                 cand = np.flatnonzero(self.status[L] == UNDECIDED)
-                for part in np.array_split(cand, -(-cand.size // _GRADIENT_BATCH)) if cand.size else []:
+                batch = max(1, self.chunk // GRADIENT_STARTS)  # candidates per gradient call: a pass of points
+                for part in np.array_split(cand, -(-cand.size // batch)) if cand.size else []:
                     if self.remaining() <= 0:
                         break
                     self._push(L, part)
