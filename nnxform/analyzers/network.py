@@ -31,6 +31,9 @@ DENSE_CONV_LIMIT = 2**24
 #: The same for a step that is one Conv: its operator is cheaper than its (sparse) dense matrix from a few
 #: thousand entries on (verivital-style 1×28×28 → 24×28×28: symbolic 90 s dense, 47 s as the convolution).
 CONV_MAP_LIMIT = 2**16
+#: The memory a convolution written out as a dense matrix may take (with the copies the chain tools make): beyond it
+#: those tools refuse, and the difference analysis bounds the merged network, so that every command stays within 2 GB.
+DENSE_BYTES = 2**30
 
 
 @dataclass
@@ -303,7 +306,7 @@ def dense_weights(w: np.ndarray | ConvMap, what: str) -> np.ndarray:
     if not isinstance(w, Operator):
         return w
     need = 3 * 8 * w.shape[0] * w.shape[1]  # the matrix and the copies the chain tools make of it
-    if need > 0.8 * _available_memory():
+    if need > min(DENSE_BYTES, 0.8 * _available_memory()):
         raise NnxformError(f"{what}: a convolution over {w.shape[1]} inputs to {w.shape[0]} outputs needs about "
                            f"{need / 2**30:.1f} GiB as a dense matrix; convolutional networks of this size are not "
                            "supported there yet (bounds and stable take them as they are)")
