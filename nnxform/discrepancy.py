@@ -421,9 +421,10 @@ def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = 
 
 
 def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
-                progress: Callable[[int, int], None] | None = None) -> Discrepancy:
-    """Sound bounds of ``f_A − f_B`` per output over ``box``, ``δ_max``, and a witness replayed in onnxruntime."""
-    return Pair(a, b).analyse(box, method, time_limit=time_limit, progress=progress)
+                progress: Callable[[int, int], None] | None = None, total_time: float | None = None) -> Discrepancy:
+    """Sound bounds of ``f_A − f_B`` per output over ``box``, ``δ_max``, and a witness replayed in onnxruntime
+    (``time_limit`` per solve, ``total_time`` for the whole bound: ``Pair.bound``)."""
+    return Pair(a, b).analyse(box, method, time_limit=time_limit, progress=progress, total_time=total_time)
 
 
 # --- witness search ------------------------------------------------------------------------------

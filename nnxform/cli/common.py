@@ -147,6 +147,10 @@ def with_domain(fn: Callable) -> Callable:
     return wrapper
 
 
+#: What a bound's time limit reached means, as the commands say it.
+LIMIT_REACHED = "the rows not tightened in time keep the cheaper method's bounds (sound, looser)"
+
+
 def json_text(data: Any) -> str:
     """``data`` as the text of a JSON report (numpy values as plain numbers and lists); a NaN or an infinity, which
     JSON cannot hold, is a bug that stops the command (``ValueError``) rather than writing a file no reader parses."""

@@ -13,7 +13,7 @@ from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
 from ..ir import load
 from .application import app
-from .common import DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text, say, table, with_domain
+from .common import LIMIT_REACHED, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text, say, table, with_domain
 
 
 @app.command(short_help="Sound bounds of f_A − f_B over an input box, δ_max, and a witness input.",
@@ -86,7 +86,7 @@ def discrepancy(
     if d.details.get("note"):
         say(f"  note: {d.details['note']}", quiet)
     if d.details.get("time_limit_reached"):
-        say("  --time-limit reached: the bounds no solve tightened in time are the symbolic ones", quiet)
+        say(f"  --time-limit reached: {LIMIT_REACHED}", quiet)
     elif method == "milp" and not d.exact:
         say("  not exact: some MILP solves did not close their gap; their proven (dual) bounds are reported", quiet)
     say(f"  {d.details['bound_seconds']:.3f} s bounds + {d.details['witness_seconds']:.3f} s witness search", quiet)

@@ -16,7 +16,7 @@ from ..ir import load
 from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..workflows import prune_with_impact
 from .application import app
-from .common import DomainOptions, bounded, json_text, say, table, with_domain
+from .common import LIMIT_REACHED, DomainOptions, bounded, json_text, say, table, with_domain
 from .evaluate_cmd import describe_data, fgsm_clip, metric_rows
 from .stable import StageBars
 
@@ -78,7 +78,9 @@ def prune(
                               callback=bounded(0, 1)),
     impact_method: str = typer.Option("symbolic", "--impact-method",
                                       help=f"Discrepancy method of the impact bound: {', '.join(IMPACT_METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds per solve of the impact bound (lp, milp).",
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for the impact bound, all of it (back-"
+                                     "substitution and solves); past it the bounds not tightened keep the cheaper "
+                                     "method's, still sound.",
                                      callback=bounded(0, above=True)),
     data: Optional[str] = typer.Option(None, "--data", help="Labelled data (CSV 'label,features' or .npz x, y) "
                                                             "to measure accuracy and robustness before and after."),
@@ -131,6 +133,8 @@ def prune(
         impact = doc["impact"]
         say(f"  impact: max |f_pruned − f| <= {doc['impact_bound']:.6g} on the domain ({doc['impact_method']}, "
             f"sound); largest difference seen {impact['found']:.6g}", quiet)
+        if impact.get("time_limit_reached"):
+            say(f"  --time-limit reached: {LIMIT_REACHED}", quiet)
     else:
         say("  no domain given: no bound on |f_pruned − f| (give --lower/--upper, --center/--eps or --vnnlib)", quiet)
     if evaluations:

@@ -14,7 +14,7 @@ from ..ir import load
 from ..passes.quantize import LAYERS, MAX_BITS, MIN_BITS
 from ..workflows import quantize_with_drift
 from .application import app
-from .common import DomainOptions, bounded, json_text, say, table, with_domain
+from .common import LIMIT_REACHED, DomainOptions, bounded, json_text, say, table, with_domain
 from .stable import StageBars
 
 
@@ -43,7 +43,8 @@ def quantize(
                                 callback=bounded(1)),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples.", callback=bounded(0)),
     time_limit: float = typer.Option(60.0, "--time-limit", callback=bounded(0, above=True),
-                                     help="Time limit of the drift bound's solves (lp, milp), in seconds."),
+                                     help="Seconds for the drift bound, all of it (back-substitution and solves); "
+                                          "past it the bounds not tightened keep the cheaper method's, still sound."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
@@ -78,6 +79,8 @@ def quantize(
         say(f"  drift: max |f_quantized − f| <= {d.delta_max:.6g} on the domain ({d.method}, sound; "
             f"{d.seconds:.2f} s); largest difference seen {result.sampled_max:.6g} (over {result.sampled.samples} "
             f"points in onnxruntime and the analysis's witness)", quiet)
+        if d.details.get("time_limit_reached"):
+            say(f"  --time-limit reached: {LIMIT_REACHED}", quiet)
     else:
         say("  no domain given: no bound on |f_quantized − f| (give --lower/--upper, --center/--eps or --vnnlib)",
             quiet)

@@ -24,8 +24,9 @@ def impact_bound(original: Model, result: PruneResult, box: Box, method: str = "
     """``{"impact_bound": δ, "impact_method": …, "impact": {…}}``: δ ≥ max over ``box`` of ‖f_pruned − f‖∞.
 
     ``impact`` is the discrepancy of ``f_pruned − f``: per-output bounds, and the largest difference
-    seen at a witness input (``found``, a proven lower bound of the true maximum).
+    seen at a witness input (``found``, a proven lower bound of the true maximum); ``time_limit`` bounds the whole
+    bound (past it the bounds not tightened keep the cheaper method's, still sound).
     """
     d = discrepancy(result.aligned, original, box.fit(original.input_size), method, time_limit=time_limit,
-                    progress=progress)
+                    progress=progress, total_time=time_limit)
     return {"impact_bound": float(d.delta_max), "impact_method": d.method, "impact": d.to_json()}
