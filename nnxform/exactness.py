@@ -156,6 +156,16 @@ def compare_with(reference: Reference, model: Model, box: Box, samples: int = 10
     )
 
 
+def beyond_rule(original: Model, result: Model, x: np.ndarray, delta: np.ndarray, tol: float) -> bool:
+    """Whether ``delta`` (``f_original − f_result`` at the input ``x``, per output) breaks the rule of ``allowed``
+    there: the certificate's witness judged as the sampled check judges its points."""
+    xs = np.asarray(x, dtype=np.float64).reshape(1, -1)
+    _, scale = same_as(original).outputs(xs)
+    over = np.abs(delta).reshape(scale.shape) > tol * (1.0 + scale)
+    scale = scale + _chain(same_as(original), result, xs, over, tol)
+    return bool(np.any(np.abs(delta).reshape(scale.shape) > allowed(tol, scale)))
+
+
 def _chain(reference: Reference, model: Model, xs: np.ndarray, over: np.ndarray, reach: float) -> np.ndarray:
     """The absolute-chain term of the rule, the larger of the reference's and ``model``'s, at the points with an
     output ``over`` the rule without it; 0 at the others (``|y|`` covers them already: the verdict is the rule's, and

@@ -17,7 +17,7 @@ from .discrepancy import METHODS as IMPACT_METHODS
 from .discrepancy import Discrepancy, Pair, discrepancy
 from .domain import Box
 from .errors import NnxformError, NotExact
-from .exactness import ATOL, Comparison, allowed, compare
+from .exactness import ATOL, Comparison, allowed, beyond_rule, compare
 from .ir import Model
 from .passes import apply_checked
 from .layered import Size, model_size
@@ -95,7 +95,8 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
                      certify_time_limit: float = 10.0, domain: dict[str, Any] | None = None,
                      progress: Progress | None = None, solver: str = "highs") -> CompressResult:
     """``model`` without its stable ReLUs on ``box``, checked in onnxruntime on ``samples`` points and, with
-    ``certify_box``, bounded on the whole box; raises NotExact (nothing returned) beyond ``tol·(1 + |y|)``.
+    ``certify_box``, bounded on the whole box; raises NotExact (nothing returned) beyond the rule of ``allowed``
+    (at the sampled points, and at the certificate's witness).
 
     ``stability`` reuses a classification of this model and box; one read from a file (not ``proven``) has its
     stable claims proved again first (``stable.reprove``, within ``time_limit``: a claim not re-proved keeps its
@@ -120,7 +121,7 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
         limit = allowed(tol, cmp.scale)
         cert = certify(model, compression, stability, box, limit, certify_time_limit, certify_exact,
                        progress=_stage(progress, "certificate"))
-        if cert.found > limit:
+        if cert.found > limit and beyond_rule(model, result, cert.witness_input, cert.witness_delta, tol):
             raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
                            f"{cert.found:.3g} > {cmp.tolerance(tol)} at a point of the box; nothing written (please "
                            "report this network)")
