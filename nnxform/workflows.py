@@ -34,8 +34,8 @@ STABLE_SAMPLES = 4096
 def certify(original: Model, compression: Compression, stability: Stability, box: Box, tol: float,
             time_limit: float, exact: bool = False, progress: Callable[[int, int], None] | None = None
             ) -> Discrepancy:
-    """Sound bounds of ``f − f_compressed`` on the whole box by the difference analysis (its LP/MILP solves
-    within ``time_limit`` seconds in all; ``progress(done, total)`` as they go).
+    """Sound bounds of ``f − f_compressed`` on the whole box by the difference analysis (all of it within
+    ``time_limit`` seconds: the symbolic bound, then the MILP in what is left; ``progress(done, total)`` as it goes).
 
     The original is paired unit by unit with ``compression.aligned`` (the same function as the result) and
     each network's bounds start from the signs the classification proved (in this run: ``stability.proven``;
@@ -47,18 +47,23 @@ def certify(original: Model, compression: Compression, stability: Stability, box
     if not stability.proven:
         raise NnxformError("a certificate rests only on signs proved in this run: prove the classification read from "
                            "a file again first (stable.reprove)")
+    end = time.perf_counter() + time_limit
     other = compression.aligned or compression.model
     pair = Pair(original, other)
     signs: list[np.ndarray] | None = [layer.status for layer in stability.layers]
     try:
-        cert = pair.analyse(box, "symbolic", signs_a=signs)
+        cert = pair.analyse(box, "symbolic", signs_a=signs, total_time=time_limit)
     except NnxformError:  # not a plain ReLU chain (a convolutional head): each network starts from its own bounds
         signs = None
-        cert = pair.analyse(box, "symbolic")
+        cert = pair.analyse(box, "symbolic", total_time=max(end - time.perf_counter(), 0.0))
     real = cert.details.get("real_delta_max", cert.delta_max)  # the bound for the real-valued networks
-    if exact or real > tol:
-        cert = pair.analyse(box, "milp", time_limit=time_limit, signs_a=signs, total_time=time_limit, progress=progress)
+    left = end - time.perf_counter()
+    if (exact or real > tol) and left > 0:
+        cert = pair.analyse(box, "milp", time_limit=left, signs_a=signs, total_time=left, progress=progress)
         real = cert.details.get("real_delta_max", cert.delta_max)
+    elif exact or real > tol:
+        cert.details["time_limit_reached"] = True
+    cert.seconds = time.perf_counter() - (end - time_limit)  # the whole certificate, both analyses
     cert.details["proven_signs"] = signs is not None
     cert.details["float_margin"] = max(cert.delta_max - real, 0.0)  # what the float networks' rounding adds
     return cert
