@@ -41,17 +41,13 @@ def random_relu_net(path: Path, widths: list[int], seed: int, noise: float = 0.0
     return save(make_model(nodes, [1, widths[0]], weights=weights), path)
 
 
-def solve(onnx_path: Path, property_path: Path) -> tuple[str, np.ndarray | None, float]:
-    """Marabou's answer on a VNN-LIB query, the input of its counterexample (if sat) and the seconds it took."""
-    import time
-
+def solve(onnx_path: Path, property_path: Path) -> tuple[str, np.ndarray | None]:
+    """Marabou's answer on a VNN-LIB query (within its 60 s timeout) and the input of its counterexample (if sat)."""
     net = Marabou.read_onnx(str(onnx_path))
     options = Marabou.createOptions(timeoutInSeconds=60, verbosity=0)
-    start = time.perf_counter()
     answer, values, _ = net.solve(propertyFilename=str(property_path), options=options, verbose=False)
-    seconds = time.perf_counter() - start
     x = np.array([values[v] for v in net.inputVars[0].ravel()]) if answer == "sat" else None
-    return answer, x, seconds
+    return answer, x
 
 
 @pytest.mark.parametrize("name, make_b, keep_outputs", [
@@ -102,9 +98,8 @@ def test_marabou_agrees_with_the_exact_discrepancy(tmp_path, pair):
     for eps, expected in ((0.5 * delta_max, "sat"), (1.5 * delta_max + 1e-6, "unsat")):
         prop = tmp_path / f"eps_{expected}.vnnlib"
         prop.write_text(equivalence_property(box, report.outputs, eps))
-        answer, x, seconds = solve(tmp_path / "ab.onnx", prop)
+        answer, x = solve(tmp_path / "ab.onnx", prop)
         assert answer == expected, (eps, delta_max, answer)
-        assert seconds < 10
         if x is not None:  # Marabou's counterexample really has a difference of at least eps
             assert np.all((x >= box.lower - 1e-6) & (x <= box.upper + 1e-6))
             assert np.abs(OnnxRunner(merged)(x[None])).max() >= eps - 1e-5
