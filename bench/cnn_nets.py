@@ -11,6 +11,13 @@
   Relu → Gemm 10 (cifar_base_kw's size, with BN), BN γ spread over two decades so that |γ| ranks the channels
   (network slimming). (A first version with 16×32×32, 32×16×16 and 32×8×8 ReLUs took 373 s for one
   ``prune --vnnlib``-style impact bound, so the benchmark uses this one.)
+- ``cgan()``: shaped like VNN-COMP's ``cGAN_imgSz32_nCh_1``, a generator and its discriminator in one graph: latent
+  [1, 5] → Gemm 512 → Relu → Reshape 32×4×4 → (ConvTranspose 4×4 stride 2 → BN → Relu) ×2 (32×8×8, 16×16×16) →
+  ConvTranspose 1×32×32 (the image) → Conv 32 (3×3) → Relu → Conv 32 (4×4, stride 2, pad 1) → Relu → Flatten →
+  Gemm 1 (for ``bench/resources.py``; weights from normal distributions of fixed spread, not He).
+- ``resnet_2b()``: shaped like VNN-COMP 2022's ``resnet_2b`` (CIFAR): 3×32×32 → Conv 8 (3×3, stride 2) → Relu →
+  two residual blocks (8 channels with an identity skip; 16 channels, stride 2, with a 1×1 stride-2 Conv skip) →
+  Flatten → Gemm 100 → Relu → Gemm 10 (for ``bench/resources.py``).
 
 Weights are He-initialised from ``numpy.random.default_rng(seed)``; the same seed writes the same file.
 """
@@ -173,3 +180,93 @@ def image_box(shape: tuple[int, ...], eps: float, seed: int) -> tuple[np.ndarray
     rng = np.random.default_rng(seed)
     centre = rng.uniform(0.0, 1.0, shape).astype(np.float32)
     return centre, np.clip(centre - eps, 0.0, 1.0).astype(np.float32), np.clip(centre + eps, 0.0, 1.0).astype(np.float32)
+
+
+def _graph(nodes: list, inits: dict[str, np.ndarray], name: str, shape: list[int], nout: int) -> onnx.ModelProto:
+    """A graph with input ``x`` of ``shape`` and output ``y`` of shape [1, nout] (``cgan``, ``resnet_2b``)."""
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, nout])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="bench/cnn_nets.py")
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def cgan(seed: int = 0) -> onnx.ModelProto:
+    """A look-alike of VNN-COMP's cGAN_imgSz32_nCh_1 (module docstring); input ``x`` [1, 5], output ``y`` [1, 1]."""
+    rng = np.random.default_rng(seed)
+    inits: dict[str, np.ndarray] = {}
+    nodes: list[onnx.NodeProto] = []
+
+    def p(name: str, value: np.ndarray, dtype=np.float32) -> str:
+        inits[name] = np.asarray(value).astype(dtype)
+        return name
+
+    nodes.append(helper.make_node("Gemm", ["x", p("g0w", rng.normal(0, 0.3, (512, 5))),
+                                           p("g0b", rng.normal(0, 0.1, 512))], ["g0"], transB=1))
+    nodes.append(helper.make_node("Relu", ["g0"], ["g0r"]))
+    nodes.append(helper.make_node("Reshape", ["g0r", p("shp", np.array([1, 32, 4, 4]), np.int64)], ["g1"]))
+
+    def conv_t(x: str, out: str, cin: int, cout: int, k: int, s: int, pad: int) -> None:
+        nodes.append(helper.make_node("ConvTranspose", [x, p(out + "w", rng.normal(0, 0.2, (cin, cout, k, k))),
+                                                        p(out + "b", rng.normal(0, 0.1, cout))], [out + "c"],
+                                      strides=[s, s], pads=[pad] * 4, kernel_shape=[k, k]))
+        nodes.append(helper.make_node("BatchNormalization", [
+            out + "c", p(out + "g", rng.uniform(0.5, 1.5, cout)), p(out + "be", rng.normal(0, 0.1, cout)),
+            p(out + "m", rng.normal(0, 0.1, cout)), p(out + "v", rng.uniform(0.5, 1.5, cout))], [out + "n"]))
+        nodes.append(helper.make_node("Relu", [out + "n"], [out]))
+
+    def conv(x: str, out: str, cin: int, cout: int, k: int, s: int, pad: int) -> None:
+        nodes.append(helper.make_node("Conv", [x, p(out + "w", rng.normal(0, 0.2, (cout, cin, k, k))),
+                                               p(out + "b", rng.normal(0, 0.1, cout))], [out + "c"],
+                                      strides=[s, s], pads=[pad] * 4, kernel_shape=[k, k]))
+        nodes.append(helper.make_node("Relu", [out + "c"], [out]))
+
+    conv_t("g1", "t1", 32, 32, 4, 2, 1)                                             # 32×8×8
+    conv_t("t1", "t2", 32, 16, 4, 2, 1)                                             # 16×16×16
+    nodes.append(helper.make_node("ConvTranspose", ["t2", p("t3w", rng.normal(0, 0.2, (16, 1, 4, 4))),
+                                                    p("t3b", np.zeros(1))], ["img"],
+                                  strides=[2, 2], pads=[1, 1, 1, 1], kernel_shape=[4, 4]))  # 1×32×32
+    conv("img", "d1", 1, 32, 3, 1, 0)                                               # 32×30×30
+    conv("d1", "d2", 32, 32, 4, 2, 1)                                               # 32×15×15
+    nodes.append(helper.make_node("Flatten", ["d2"], ["f"]))
+    nodes.append(helper.make_node("Gemm", ["f", p("ow", rng.normal(0, 0.02, (1, 32 * 15 * 15))), p("ob", np.zeros(1))],
+                                  ["y"], transB=1))
+    return _graph(nodes, inits, "cgan", [1, 5], 1)
+
+
+def resnet_2b(seed: int = 0) -> onnx.ModelProto:
+    """A look-alike of VNN-COMP 2022's resnet_2b (module docstring); input ``x`` [1, 3, 32, 32], output ``y`` [1, 10]."""
+    rng = np.random.default_rng(seed)
+    inits: dict[str, np.ndarray] = {}
+    nodes: list[onnx.NodeProto] = []
+
+    def p(name: str, value: np.ndarray) -> str:
+        inits[name] = np.asarray(value).astype(np.float32)
+        return name
+
+    def conv(x: str, out: str, cin: int, cout: int, k: int, s: int, pad: int, relu: bool = True) -> None:
+        nodes.append(helper.make_node("Conv", [x, p(out + "w", rng.normal(0, np.sqrt(2 / (cin * k * k)), (cout, cin, k, k))),
+                                               p(out + "b", rng.normal(0, 0.05, cout))], [out + ("c" if relu else "")],
+                                      strides=[s, s], pads=[pad] * 4, kernel_shape=[k, k]))
+        if relu:
+            nodes.append(helper.make_node("Relu", [out + "c"], [out]))
+
+    conv("x", "c1", 3, 8, 3, 2, 1)                                                  # 8×16×16
+    conv("c1", "b1a", 8, 8, 3, 1, 1)
+    conv("b1a", "b1b", 8, 8, 3, 1, 1, relu=False)
+    nodes.append(helper.make_node("Add", ["b1b", "c1"], ["s1"]))
+    nodes.append(helper.make_node("Relu", ["s1"], ["r1"]))
+    conv("r1", "b2a", 8, 16, 3, 2, 1)                                               # 16×8×8
+    conv("b2a", "b2b", 16, 16, 3, 1, 1, relu=False)
+    conv("r1", "ds", 8, 16, 1, 2, 0, relu=False)
+    nodes.append(helper.make_node("Add", ["b2b", "ds"], ["s2"]))
+    nodes.append(helper.make_node("Relu", ["s2"], ["r2"]))
+    nodes.append(helper.make_node("Flatten", ["r2"], ["f"]))
+    nodes.append(helper.make_node("Gemm", ["f", p("g1w", rng.normal(0, np.sqrt(2 / 1024), (100, 1024))),
+                                           p("g1b", rng.normal(0, 0.05, 100))], ["g1"], transB=1))
+    nodes.append(helper.make_node("Relu", ["g1"], ["h1"]))
+    nodes.append(helper.make_node("Gemm", ["h1", p("g2w", rng.normal(0, 0.1, (10, 100))), p("g2b", np.zeros(10))],
+                                  ["y"], transB=1))
+    return _graph(nodes, inits, "resnet2b", [1, 3, 32, 32], 10)

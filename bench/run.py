@@ -9,7 +9,8 @@ from pathlib import Path
 from common import machine
 
 SCRIPTS = ["foundation.py", "bounds.py", "rounding.py", "solvers.py", "campaign.py", "discrepancy.py", "stable.py", "pruning.py",
-           "training.py", "repair.py", "papers.py", "cnn.py", "conv_forms.py"]
+           "training.py", "repair.py", "papers.py", "cnn.py", "conv_forms.py",
+           "resources.py"]
 
 
 def main() -> int:
