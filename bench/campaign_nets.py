@@ -21,12 +21,14 @@ Layer = tuple[np.ndarray, np.ndarray]  # (W of shape (out, in), b of shape (out,
 
 @dataclass
 class Case:
-    """One generated network: its proto, named boxes, and whether it is a dense ReLU chain."""
+    """One generated network: its proto, named boxes, whether it is a dense ReLU chain, what to check on it."""
 
     proto: onnx.ModelProto
     boxes: list[tuple[str, Box]]
     dense: bool
     description: str
+    checks: tuple[str, ...] = ("bounds",)  # the claim kinds bench/campaign.py checks on it (``ROUND3_CHECKS``)
+    scale: float = 1.0  # the weight scale it was generated at (a NotExact refusal up to 1e3 is a false refusal)
 
 
 def model_proto(nodes: list[onnx.NodeProto], input_shape: list[int], weights: dict[str, np.ndarray],
@@ -239,6 +241,237 @@ def shapes(seed: int) -> Case:
     return Case(model_proto(nodes, input_shape, weights), boxes, False, description)
 
 
+# --- round three (issue 19): tiny and huge scales, rich convolutions, ConvTranspose, residual CNNs, repair ---------
+
+#: The claims checked on the round-three families (bench/campaign.py): the bound analyses, ``stable``'s signs,
+#: ``compress`` (and its certificate), prune's impact bound, quantize's drift bound, canon's and fold-bn's checked
+#: rewrites; ``repair`` on the repair family.
+ROUND3_CHECKS = ("bounds", "stable", "compress", "prune", "quantize", "passes")
+
+
+def _scaled_layers(rng: np.random.Generator, widths: list[int], scale: float) -> list[Layer]:
+    """Weights N(0,1)/sqrt(fan_in)·scale; each bias N(0,1)·0.5 at the size of its pre-activation, scale^(k+1), so that
+    neurons change sign at every depth (at scale 1e-3 the second layer's pre-activations are about 1e-6)."""
+    return [(rng.normal(size=(widths[k + 1], widths[k])) / np.sqrt(widths[k]) * scale,
+             rng.normal(size=widths[k + 1]) * 0.5 * scale ** (k + 1)) for k in range(len(widths) - 1)]
+
+
+def scaled_dense(seed: int, scale: float) -> Case:
+    """2–8 inputs, 1–3 hidden layers of 3–16 units, 1–3 outputs, Gemm or MatMul+Add, every layer's weights × scale
+    and its bias at its pre-activations' size (``_scaled_layers``); the boxes of ``unit_boxes``."""
+    rng = np.random.default_rng(seed)
+    widths = [int(rng.integers(2, 9))] + [int(w) for w in rng.integers(3, 17, size=int(rng.integers(1, 4)))] \
+        + [int(rng.integers(1, 4))]
+    matmul = bool(rng.integers(2))
+    proto = chain_proto(_scaled_layers(rng, widths, scale), matmul=matmul)
+    return Case(proto, unit_boxes(rng, widths[0]), True, f"{'MatMul+Add' if matmul else 'Gemm'} {widths} ×{scale:g}",
+                ROUND3_CHECKS, scale)
+
+
+def _bn(rng: np.random.Generator, weights: dict[str, np.ndarray], name: str, channels: int, size: float) -> list[str]:
+    """BatchNormalization constants for values of about ``size``: γ ~ size (so the output keeps that size whatever
+    ε does), β and the mean ~ size, the variance ~ size²."""
+    weights[f"g{name}"], weights[f"be{name}"] = rng.uniform(0.5, 2.0, channels) * size, rng.normal(size=channels) * 0.5 * size
+    weights[f"mu{name}"], weights[f"var{name}"] = rng.normal(size=channels) * 0.5 * size, rng.uniform(0.1, 2.0, channels) * size ** 2
+    return [f"g{name}", f"be{name}", f"mu{name}", f"var{name}"]
+
+
+def _dense_tail(rng: np.random.Generator, nodes: list, weights: dict, prev: str, flat: int, hidden: int, outputs: int) -> None:
+    """Flatten → Gemm → Relu → Gemm (unit scale, as in the reported tiny-scale CNNs) from tensor ``prev``."""
+    weights["W1d"], weights["b1d"] = rng.normal(size=(hidden, flat)) / np.sqrt(flat), rng.normal(size=hidden) * 0.5
+    weights["W2d"], weights["b2d"] = rng.normal(size=(outputs, hidden)) / np.sqrt(hidden), rng.normal(size=outputs) * 0.1
+    nodes += [helper.make_node("Flatten", [prev], ["fd"]), helper.make_node("Gemm", ["fd", "W1d", "b1d"], ["zd"], transB=1),
+              helper.make_node("Relu", ["zd"], ["ad"]), helper.make_node("Gemm", ["ad", "W2d", "b2d"], ["y"], transB=1)]
+
+
+def _image_boxes(rng: np.random.Generator, n: int) -> list[tuple[str, Box]]:
+    """``[0, 1]^n`` and an ε = 0.05 box around a random point of it (clipped)."""
+    centre = rng.uniform(0, 1, n)
+    return [("[0,1]", Box(np.zeros(n), np.ones(n))),
+            ("eps 0.05", Box(np.clip(centre - 0.05, 0, 1), np.clip(centre + 0.05, 0, 1)))]
+
+
+def _out_size(size: int, kernel: int, stride: int, begin: int, end: int, dilation: int = 1) -> int:
+    return (size + begin + end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def scaled_cnn(seed: int, scale: float) -> Case:
+    """1–3 blocks of Conv (kernels 1–3 per axis, strides 1–2, asymmetric pads 0–2, dilations 1–2, groups dividing
+    both channel counts) [+ BatchNormalization] + Relu [+ MaxPool/AveragePool], then the unit-scale dense tail;
+    each block's weights × scale and its bias, BN and values at scale^(k+1) (the reported tiny-scale CNNs)."""
+    rng = np.random.default_rng(seed)
+    c, side = int(rng.choice([1, 2, 4])), int(rng.integers(5, 9))
+    nodes, weights, prev, shape, parts = [], {}, "x", [c, side, side], []
+    blocks = int(rng.integers(1, 4))
+    for k in range(blocks):
+        size = scale ** (k + 1)
+        for _ in range(20):  # a geometry whose output is at least 1x1
+            kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+            sh, sw = (int(v) for v in rng.integers(1, 3, 2))
+            dh, dw = (int(v) for v in rng.integers(1, 3, 2))
+            pads = [int(v) for v in rng.integers(0, 3, 4)]  # top, left, bottom, right
+            pads = [min(p, (kk - 1) * d) for p, kk, d in zip(pads, [kh, kw, kh, kw], [dh, dw, dh, dw])]
+            oh = _out_size(shape[1], kh, sh, pads[0], pads[2], dh)
+            ow = _out_size(shape[2], kw, sw, pads[1], pads[3], dw)
+            if oh >= 1 and ow >= 1:
+                break
+        else:
+            kh = kw = sh = sw = dh = dw = 1
+            pads, oh, ow = [0] * 4, shape[1], shape[2]
+        out_c = int(rng.choice([2, 4, 6]))
+        group = int(rng.choice([g for g in (1, 2) if shape[0] % g == 0 and out_c % g == 0]))
+        weights[f"cw{k}"] = rng.normal(size=(out_c, shape[0] // group, kh, kw)) / np.sqrt(shape[0] // group * kh * kw) * scale
+        weights[f"cb{k}"] = rng.normal(size=out_c) * 0.5 * size
+        conv_out = f"c{k}"
+        nodes.append(helper.make_node("Conv", [prev, f"cw{k}", f"cb{k}"], [conv_out], kernel_shape=[kh, kw],
+                                      strides=[sh, sw], pads=pads, dilations=[dh, dw], group=group))
+        part = f"conv{kh}x{kw}/s{sh}{sw}/d{dh}{dw}/p{''.join(map(str, pads))}/g{group}"
+        if rng.random() < 0.5:
+            nodes.append(helper.make_node("BatchNormalization", [conv_out, *_bn(rng, weights, str(k), out_c, size)],
+                                          [f"z{k}"], epsilon=1e-5))
+            conv_out, part = f"z{k}", part + "+BN"
+        nodes.append(helper.make_node("Relu", [conv_out], [f"a{k}"]))
+        prev, shape = f"a{k}", [out_c, oh, ow]
+        if min(oh, ow) >= 2 and rng.random() < 0.6:
+            pool = str(rng.choice(["MaxPool", "AveragePool"]))
+            stride = int(rng.integers(1, 3))
+            nodes.append(helper.make_node(pool, [prev], [f"p{k}"], kernel_shape=[2, 2], strides=[stride, stride]))
+            prev, shape = f"p{k}", [out_c, _out_size(oh, 2, stride, 0, 0), _out_size(ow, 2, stride, 0, 0)]
+            part += f"+{pool[:3]}"
+        parts.append(part)
+    _dense_tail(rng, nodes, weights, prev, int(np.prod(shape)), int(rng.integers(3, 7)), int(rng.integers(1, 4)))
+    proto = model_proto(nodes, [1, c, side, side], weights)
+    return Case(proto, _image_boxes(rng, c * side * side), False,
+                f"{c}x{side}x{side} {' -> '.join(parts)} -> dense ×{scale:g}", ROUND3_CHECKS, scale)
+
+
+def conv_transpose(seed: int) -> Case:
+    """A cGAN generator look-alike: z (3–6) → Gemm → Relu → Reshape [1, C, h, h] → ConvTranspose (kernel 2–3,
+    stride 1–2, pads, output padding, groups 1–2) + BatchNormalization + Relu → ConvTranspose (→ 1–2 channels), with a
+    discriminator's dense tail on odd seeds (the image itself the output on even ones); weight scale 1, 1e-3 or 1e3
+    by seed (seed % 3), the values kept at their layer's size as ``scaled_cnn`` does."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0, 1e-3, 1e3)[seed % 3]
+    z, C, h = int(rng.integers(3, 7)), int(rng.choice([2, 4])), int(rng.integers(2, 4))
+    weights = {"W0": rng.normal(size=(C * h * h, z)) / np.sqrt(z) * scale, "b0": rng.normal(size=C * h * h) * 0.5 * scale,
+               "shape": np.array([-1, C, h, h])}
+    nodes = [helper.make_node("Gemm", ["x", "W0", "b0"], ["h0"], transB=1), helper.make_node("Relu", ["h0"], ["r0"]),
+             helper.make_node("Reshape", ["r0", "shape"], ["s0"])]
+    k1, s1 = int(rng.integers(2, 4)), int(rng.integers(1, 3))
+    op1 = [int(rng.integers(0, s1))] * 2  # output padding below the stride
+    p1 = [int(v) for v in rng.integers(0, k1, 4)]  # top, left, bottom, right: below the kernel
+    while (h - 1) * s1 + k1 + op1[0] - max(p1[0] + p1[2], p1[1] + p1[3]) < 2:  # an output of at least 2x2
+        p1 = [max(p - 1, 0) for p in p1]
+    D, group = int(rng.choice([2, 4])), int(rng.choice([1, 2]))
+    weights["T1"] = rng.normal(size=(C, D // group, k1, k1)) / np.sqrt(C * k1 * k1 / s1 ** 2) * scale
+    weights["c1"] = rng.normal(size=D) * 0.5 * scale ** 2
+    nodes.append(helper.make_node("ConvTranspose", ["s0", "T1", "c1"], ["t1"], kernel_shape=[k1, k1], strides=[s1, s1],
+                                  pads=p1, output_padding=op1, group=group))
+    nodes += [helper.make_node("BatchNormalization", ["t1", *_bn(rng, weights, "1", D, scale ** 2)], ["n1"], epsilon=1e-5),
+              helper.make_node("Relu", ["n1"], ["r1"])]
+    side = (h - 1) * s1 - p1[0] - p1[2] + k1 + op1[0]
+    side_w = (h - 1) * s1 - p1[1] - p1[3] + k1 + op1[1]
+    k2, s2, out_c = int(rng.integers(2, 4)), int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    weights["T2"] = rng.normal(size=(D, out_c, k2, k2)) / np.sqrt(D * k2 * k2 / s2 ** 2) * scale
+    weights["c2"] = rng.normal(size=out_c) * 0.5 * scale ** 3
+    tail = seed % 2 == 1
+    nodes.append(helper.make_node("ConvTranspose", ["r1", "T2", "c2"], ["t2" if tail else "y"], kernel_shape=[k2, k2],
+                                  strides=[s2, s2]))
+    description = (f"z{z} -> Gemm -> Reshape {C}x{h}x{h} -> ConvT k{k1} s{s1} p{''.join(map(str, p1))} op{op1[0]} "
+                   f"g{group} +BN -> ConvT k{k2} s{s2} -> {out_c} ch")
+    if tail:
+        oh, ow = (side - 1) * s2 + k2, (side_w - 1) * s2 + k2
+        nodes.append(helper.make_node("Relu", ["t2"], ["r2"]))
+        _dense_tail(rng, nodes, weights, "r2", out_c * oh * ow, int(rng.integers(3, 6)), int(rng.integers(1, 3)))
+        description += " -> dense"
+    return Case(model_proto(nodes, [1, z], weights), unit_boxes(rng, z), False, f"{description} ×{scale:g}",
+                ROUND3_CHECKS, scale)
+
+
+def conv_deconv(seed: int) -> Case:
+    """An encoder-decoder whose channels prune and compress can reach (no Reshape before them): x [1, c, s, s] →
+    Conv (3x3, stride 2, pad 1) → Relu → ConvTranspose (kernel 2–3, stride 2, pads, output padding, groups 1–2) + BN
+    → Relu → dense tail; weight scale 1, 1e-3 or 1e3 by seed (seed % 3)."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0, 1e-3, 1e3)[seed % 3]
+    c, side, C, D = int(rng.choice([1, 2])), int(rng.integers(4, 7)), int(rng.choice([2, 4])), int(rng.choice([2, 4]))
+    k, group = int(rng.integers(2, 4)), int(rng.choice([1, 2]))
+    h = (side - 1) // 2 + 1
+    op = int(rng.integers(0, 2))
+    pads = [int(v) for v in rng.integers(0, k, 4)]
+    while (h - 1) * 2 + k + op - max(pads[0] + pads[2], pads[1] + pads[3]) < 2:
+        pads = [max(p - 1, 0) for p in pads]
+    oh, ow = (h - 1) * 2 + k + op - pads[0] - pads[2], (h - 1) * 2 + k + op - pads[1] - pads[3]
+    weights = {"K": rng.normal(size=(C, c, 3, 3)) / np.sqrt(9 * c) * scale, "kb": rng.normal(size=C) * 0.5 * scale,
+               "T": rng.normal(size=(C, D // group, k, k)) / np.sqrt(C * k * k / 4) * scale,
+               "tb": rng.normal(size=D) * 0.5 * scale ** 2}
+    nodes = [helper.make_node("Conv", ["x", "K", "kb"], ["c0"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["a0"]),
+             helper.make_node("ConvTranspose", ["a0", "T", "tb"], ["t1"], kernel_shape=[k, k], strides=[2, 2], pads=pads,
+                              output_padding=[op, op], group=group),
+             helper.make_node("BatchNormalization", ["t1", *_bn(rng, weights, "1", D, scale ** 2)], ["n1"], epsilon=1e-5),
+             helper.make_node("Relu", ["n1"], ["a1"])]
+    _dense_tail(rng, nodes, weights, "a1", D * oh * ow, int(rng.integers(3, 6)), int(rng.integers(1, 3)))
+    return Case(model_proto(nodes, [1, c, side, side], weights), _image_boxes(rng, c * side * side), False,
+                f"{c}x{side}x{side} Conv s2 {C}ch -> ConvT k{k} s2 p{''.join(map(str, pads))} op{op} g{group} +BN {D}ch "
+                f"-> dense ×{scale:g}", ROUND3_CHECKS, scale)
+
+
+def residual(seed: int) -> Case:
+    """A residual CNN: Conv (3x3, pad 1) → Relu → 1–2 blocks of [Conv → [BN] → Relu → Conv + skip Add → Relu] (the
+    skip an identity, or on odd blocks a strided block with a 1×1 strided Conv on the skip) → [pool] → dense tail;
+    weight scale 1, 1e-3 or 1e3 by seed (seed % 3), each Conv keeping its input's size."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0, 1e-3, 1e3)[seed % 3]
+    c, side, C = int(rng.choice([1, 2])), int(rng.integers(4, 7)), int(rng.choice([2, 3]))
+    C = 2 if side == 6 else C  # at most about 250 ReLUs
+    weights = {"K0": rng.normal(size=(C, c, 3, 3)) / np.sqrt(9 * c) * scale, "k0": rng.normal(size=C) * 0.5 * scale}
+    nodes = [helper.make_node("Conv", ["x", "K0", "k0"], ["h0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h0"], ["a0"])]
+    prev, size, s, parts = "a0", scale, side, []
+    blocks = int(rng.integers(1, 3))
+    for k in range(1, blocks + 1):
+        strided = s >= 4 and rng.random() < 0.5
+        st = 2 if strided else 1
+        inner = size * scale  # the inner Conv's values; the block's second Conv is rescaled back to ``size``
+        weights[f"K{k}a"] = rng.normal(size=(C, C, 3, 3)) / np.sqrt(9 * C) * scale
+        weights[f"k{k}a"] = rng.normal(size=C) * 0.5 * inner
+        weights[f"K{k}b"] = rng.normal(size=(C, C, 3, 3)) / np.sqrt(9 * C) / scale
+        weights[f"k{k}b"] = rng.normal(size=C) * 0.5 * size
+        nodes.append(helper.make_node("Conv", [prev, f"K{k}a", f"k{k}a"], [f"u{k}"], kernel_shape=[3, 3],
+                                      pads=[1, 1, 1, 1], strides=[st, st]))
+        u, part = f"u{k}", "Conv"
+        if rng.random() < 0.5:
+            nodes.append(helper.make_node("BatchNormalization", [u, *_bn(rng, weights, str(k), C, inner)], [f"n{k}"],
+                                          epsilon=1e-5))
+            u, part = f"n{k}", part + "+BN"
+        nodes += [helper.make_node("Relu", [u], [f"v{k}"]),
+                  helper.make_node("Conv", [f"v{k}", f"K{k}b", f"k{k}b"], [f"w{k}"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+        skip = prev
+        if strided:
+            weights[f"P{k}"] = rng.normal(size=(C, C, 1, 1)) / np.sqrt(C)
+            nodes.append(helper.make_node("Conv", [prev, f"P{k}"], [f"q{k}"], kernel_shape=[1, 1], strides=[2, 2]))
+            skip, s = f"q{k}", (s - 1) // 2 + 1
+        nodes += [helper.make_node("Add", [f"w{k}", skip], [f"z{k}"]), helper.make_node("Relu", [f"z{k}"], [f"a{k}"])]
+        prev = f"a{k}"
+        parts.append(f"[{part}->Relu->Conv{' s2' if strided else ''} + {'1x1 s2' if strided else 'skip'}]")
+    if s >= 4 and rng.random() < 0.5:
+        nodes.append(helper.make_node("AveragePool", [prev], ["pool"], kernel_shape=[2, 2], strides=[2, 2]))
+        prev, s = "pool", s // 2
+        parts.append("AvgPool")
+    _dense_tail(rng, nodes, weights, prev, C * s * s, int(rng.integers(3, 7)), int(rng.integers(1, 4)))
+    return Case(model_proto(nodes, [1, c, side, side], weights), _image_boxes(rng, c * side * side), False,
+                f"{c}x{side}x{side} Conv {C}ch -> {' -> '.join(parts)} -> dense ×{scale:g}", ROUND3_CHECKS, scale)
+
+
+def repair_net(seed: int) -> Case:
+    """A small dense chain for ``repair`` (3–5 inputs, 1–2 hidden layers of 4–10 units, 2 outputs) on its two boxes."""
+    rng = np.random.default_rng(seed)
+    widths = [int(rng.integers(3, 6))] + [int(w) for w in rng.integers(4, 11, size=int(rng.integers(1, 3)))] + [2]
+    return Case(chain_proto(random_layers(rng, widths)), unit_boxes(rng, widths[0]), False, f"Gemm {widths}",
+                ("repair",))
+
+
 #: family name -> (generator of a seed, networks in the full campaign, in --quick, seed base)
 FAMILIES: dict[str, tuple[Callable[[int], Case], int, int, int]] = {
     "dense": (dense, 30, 3, 1000),
@@ -251,6 +484,15 @@ FAMILIES: dict[str, tuple[Callable[[int], Case], int, int, int]] = {
     "tiny boxes": (tiny, 15, 2, 8000),
     "degenerate boxes": (degenerate, 15, 2, 9000),
     "op shapes": (shapes, SHAPES, SHAPES, 10000),
+    # round three (issue 19): every claim kind of ROUND3_CHECKS (repair: the repair bound)
+    "dense x1e-3": (lambda s: scaled_dense(s, 1e-3), 6, 1, 11000),
+    "dense x1e3": (lambda s: scaled_dense(s, 1e3), 6, 1, 11000),  # the same chains as x1e-3
+    "CNN x1e-3": (lambda s: scaled_cnn(s, 1e-3), 6, 1, 12000),
+    "CNN x1e3": (lambda s: scaled_cnn(s, 1e3), 6, 1, 12000),  # the same geometries as x1e-3
+    "ConvTranspose": (conv_transpose, 6, 2, 13000),
+    "Conv-ConvTranspose": (conv_deconv, 3, 1, 13500),
+    "residual CNN": (residual, 4, 1, 14000),
+    "repair": (repair_net, 3, 1, 15000),
 }
 
 
