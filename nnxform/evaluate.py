@@ -42,6 +42,17 @@ def run(model: Model, xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarra
     return values if keep else values[model.output_names[0]]
 
 
+#: The memory one float64 pass of the evaluator may take with every tensor of its points kept (``points_per_pass``).
+PASS_BYTES = 2**28
+
+
+def points_per_pass(model: Model, most: int) -> int:
+    """How many points one float64 pass of ``model`` may evaluate (at most ``most``) with all its tensors within
+    ``PASS_BYTES``: a thousand on a dense network, about twenty on a 200×200 CNN, where a thousand would take 17 GB."""
+    per_point = sum(int(np.prod(shape[1:])) for shape in model.shapes().values())
+    return int(np.clip(PASS_BYTES // (8 * max(per_point, 1)), 1, most))
+
+
 def tensor_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """ONNX shape (without the sample axis) of every tensor, found by evaluating one zero sample
     (in onnxruntime for a model with nodes nnxform cannot evaluate)."""

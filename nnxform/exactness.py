@@ -18,7 +18,7 @@ import numpy as np
 from .analyzers.rounding import absolute_node
 from .domain import Box
 from .errors import NotExact
-from .evaluate import arguments
+from .evaluate import arguments, points_per_pass
 from .ir import Model
 from .operators import OPERATORS
 from .runtime import OnnxRunner
@@ -27,7 +27,7 @@ from .runtime import OnnxRunner
 ATOL, RTOL = 1e-5, 1e-5
 #: The tolerance rule as printed: ``tol·(1 + s)``, ``s`` = ``|y|`` + the absolute chain ``|W|·|x|``.
 RULE = "{tol:g}·(1 + |y|) + {tol:g}·|W|·|x|"
-#: Sample points per chunk of the absolute chain's evaluation (bounds its memory on convolutional networks).
+#: Sample points per chunk of the absolute chain's evaluation at most (fewer on large CNNs: ``points_per_pass``).
 _CHUNK = 256
 
 
@@ -44,7 +44,8 @@ def magnitudes(model: Model, xs: np.ndarray, reach: float) -> np.ndarray:
     on the magnitudes ``m`` of its inputs, starting from ``|x|``; an activation passes ``m`` on with its largest slope
     within ``reach·m`` of its input's value (a ReLU whose input rounding may make positive passes it, an inactive one
     stops it) and never below its own ``|value|``; MaxPool takes its window's largest."""
-    return np.vstack([_magnitudes(model, xs[i:i + _CHUNK], reach) for i in range(0, len(xs), _CHUNK)])
+    step = points_per_pass(model, _CHUNK)
+    return np.vstack([_magnitudes(model, xs[i:i + step], reach) for i in range(0, len(xs), step)])
 
 
 def _magnitudes(model: Model, xs: np.ndarray, reach: float) -> np.ndarray:

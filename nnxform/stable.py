@@ -48,7 +48,7 @@ from .analyzers.symbolic import optimized_bounds
 from . import stopping
 from .domain import Box
 from .errors import NnxformError
-from .evaluate import run
+from .evaluate import points_per_pass, run
 from .gradient import gradient
 from .ir import Model
 from .runtime import OnnxRunner
@@ -62,9 +62,8 @@ STATUS_NAMES = {ACTIVE: "active", INACTIVE: "inactive", UNSTABLE: "unstable", UN
 WITNESS_MARGIN, WITNESS_SHARE = 1e-7, 1e-3
 #: The share of the time left that sampling may spend: the bounds, which prove stability, get the rest.
 SAMPLING_SHARE = 0.25
-#: Points per forward pass at most, and the memory one pass's tensors (float64, all kept) may take: on a 200×200
-#: CNN a thousand points would hold 17 GB, on a dense network the whole thousand fit in a few MB.
-_CHUNK, _PASS_BYTES = 1024, 2**28
+#: Points per forward pass at most (fewer where the network's tensors are large: ``evaluate.points_per_pass``).
+_CHUNK = 1024
 #: Signed-gradient search: starts per candidate, steps per round, rounds at most.
 GRADIENT_STARTS, GRADIENT_STEPS, GRADIENT_ROUNDS = 4, 10, 3
 #: Shortest time a MILP solve is given before a candidate is put back for the retry pass.
@@ -293,8 +292,7 @@ class _Classifier:
         self.state: State | None = None
         self._probe: tuple[OnnxRunner | None, dict[str, tuple[int, int]]] | None = None
         self.claims: list[np.ndarray] | None = None  # with ``recheck``: the statuses to prove again
-        per_point = sum(int(np.prod(shape[1:])) for shape in model.shapes().values())
-        self.chunk = int(np.clip(_PASS_BYTES // (8 * max(per_point, 1)), 1, _CHUNK))  # points per forward pass
+        self.chunk = points_per_pass(model, _CHUNK)
         self._stage("compile", self.undecided())
 
     # --- driver -----------------------------------------------------------------------------
