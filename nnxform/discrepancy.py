@@ -50,7 +50,7 @@ from .analyzers.result import INACTIVE, State
 from .analyzers.rounding import Rounding
 from .domain import Box
 from .errors import NnxformError
-from .evaluate import run
+from .evaluate import in_passes, points_per_pass, run
 from .gradient import gradient
 from . import layered
 from .ir import Model
@@ -64,6 +64,8 @@ METHODS = DIFFERENCE_METHODS + MERGED_METHODS
 
 #: Witness search: uniform samples (plus corners and centre), starts per output and sign, gradient steps.
 SAMPLES, STARTS, STEPS = 1000, 4, 20
+#: The share of a whole-analysis time limit (``total_time``) the bound leaves to the witness search at least.
+WITNESS_SHARE = 0.15
 
 
 @dataclass
@@ -213,16 +215,19 @@ class Pair:
                 solver: str = "highs") -> Discrepancy:
         """The discrepancy over ``box`` (see ``discrepancy``): ``bound`` and ``witness``.
 
-        ``witness_effort`` multiplies the witness search (samples, starts and gradient steps).
+        ``witness_effort`` multiplies the witness search (samples, starts and gradient steps). ``total_time`` bounds
+        all of it: the bound takes up to ``1 − WITNESS_SHARE`` of it, the witness search what is left (at least its
+        first samples), the bound in real arithmetic only if time is left.
         """
         t0 = time.perf_counter()
+        deadline = None if total_time is None else Deadline(total_time)
         r = self.bound(box, method, time_limit=time_limit, progress=progress, splits=splits, signs_a=signs_a,
-                       total_time=total_time, solver=solver)
-        if self.chains and method in DIFFERENCE_METHODS and not splits:  # the same bound in real arithmetic
+                       total_time=None if total_time is None else total_time * (1 - WITNESS_SHARE), solver=solver)
+        if self.chains and method in DIFFERENCE_METHODS and not splits and not (deadline and deadline.passed()):
             real = self.bound(box, "interval" if method == "interval" else "symbolic", signs_a=signs_a, real=True)
             r.details["real_delta_max"] = min(real.delta_max, r.delta_max)
         t1 = time.perf_counter()
-        x, delta = self.witness(box, r.points, effort=witness_effort, seed=seed)
+        x, delta = self.witness(box, r.points, effort=witness_effort, seed=seed, deadline=deadline)
         t2 = time.perf_counter()
         analysis = "difference" if self.chains and method in DIFFERENCE_METHODS else "merged"
         details = dict(r.details, bound_seconds=t1 - t0, witness_seconds=t2 - t1)
@@ -265,11 +270,11 @@ class Pair:
         with stopping.honoured():  # SIGTERM ends it as its time limit
             return self._bound(box, method, time_limit, progress, signs_a, real, Deadline(total_time), solver)
 
-    def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """The input with the largest ``|f_A − f_B|∞`` in onnxruntime among ``search_witness``'s and ``points``,
-        and ``f_A − f_B`` there."""
-        candidates = search_witness(self._delta_fn, box, self.outputs, effort=effort, seed=seed)
+    def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0,
+                deadline: Deadline | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The input with the largest ``|f_A − f_B|∞`` in onnxruntime among ``search_witness``'s (stopped at
+        ``deadline``) and ``points``, and ``f_A − f_B`` there."""
+        candidates = search_witness(self._delta_fn, box, self.outputs, effort=effort, seed=seed, deadline=deadline)
         if len(points):
             candidates = np.vstack([candidates] + [p[None] for p in points])
         ra, rb = self.runners
@@ -421,25 +426,49 @@ def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = 
 
 
 def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
-                progress: Callable[[int, int], None] | None = None, total_time: float | None = None) -> Discrepancy:
+                progress: Callable[[int, int], None] | None = None, total_time: float | None = None,
+                splits: int = 0, solver: str = "highs") -> Discrepancy:
     """Sound bounds of ``f_A − f_B`` per output over ``box``, ``δ_max``, and a witness replayed in onnxruntime
-    (``time_limit`` per solve, ``total_time`` for the whole bound: ``Pair.bound``)."""
-    return Pair(a, b).analyse(box, method, time_limit=time_limit, progress=progress, total_time=total_time)
+    (``time_limit`` per solve, ``total_time`` for all of it, pairing the networks included; the rest as
+    ``Pair.analyse``)."""
+    t0 = time.perf_counter()
+    pair = Pair(a, b)
+    left = None if total_time is None else max(total_time - (time.perf_counter() - t0), 1e-3)
+    return pair.analyse(box, method, time_limit=time_limit, progress=progress, total_time=left, splits=splits,
+                        solver=solver)
 
 
 # --- witness search ------------------------------------------------------------------------------
 
 
 class _Delta(Protocol):
-    """``f_A − f_B`` in float64 with input gradients, for the witness search."""
+    """``f_A − f_B`` in float64 with input gradients, for the witness search; ``step`` points per evaluation pass."""
+
+    step: int
 
     def values(self, xs: np.ndarray) -> np.ndarray: ...
 
     def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def _sampled(fn: _Delta, xs: np.ndarray, deadline: Deadline | None) -> np.ndarray:
+    """``fn.values`` on the points ``xs``, a tenth at a time (or a pass of the evaluator, if fewer) when a
+    ``deadline`` is set, stopping once it has passed (the first part always): the values of the points reached."""
+    if deadline is None:
+        return fn.values(xs)
+    step = max(min(len(xs) // 10, fn.step), 1)
+    parts = []
+    for i in range(0, len(xs), step):
+        parts.append(fn.values(xs[i:i + step]))
+        if deadline.passed():
+            break
+    return np.concatenate(parts)
+
+
 class _ChainDelta:
     """Dense ReLU chains: forward and reverse passes of their layered form (a few matrix products)."""
+
+    step = SAMPLES  # points per evaluation pass: dense chains take them all at once
 
     def __init__(self, a: Chain, b: Chain):
         n = a[0].W.shape[1]
@@ -461,23 +490,33 @@ class _ModelDelta:
 
     def __init__(self, a: Model, b: Model):
         self.a, self.b = a, b
+        self.step = min(points_per_pass(a, SAMPLES), points_per_pass(b, SAMPLES))  # a reverse pass keeps twice
 
     def values(self, xs: np.ndarray) -> np.ndarray:
-        n = len(xs)
-        return run(self.a, xs).reshape(n, -1) - run(self.b, xs).reshape(n, -1)
+        return in_passes(lambda c: run(self.a, c).reshape(len(c), -1) - run(self.b, c).reshape(len(c), -1), xs,
+                         self.step)
 
     def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = np.broadcast_to(weights, (len(xs), np.shape(weights)[-1]))
+        step = max(self.step // 2, 1)
+        parts = [self._value_grad(xs[i:i + step], w[i:i + step]) for i in range(0, len(xs), step)]
+        return np.concatenate([v for v, _ in parts]), np.concatenate([g for _, g in parts])
+
+    def _value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         va, ga = gradient(self.a, xs, weights)
         vb, gb = gradient(self.b, xs, weights)
         return va - vb, ga - gb
 
 
-def search_witness(fn: _Delta, box: Box, outputs: int, *, effort: int = 1, seed: int = 0) -> np.ndarray:
+def search_witness(fn: _Delta, box: Box, outputs: int, *, effort: int = 1, seed: int = 0,
+                   deadline: Deadline | None = None) -> np.ndarray:
     """Candidate inputs with a large ``|f_A,i − f_B,i|``: for each output and sign the best samples, then
-    projected signed-gradient ascent from them; returns the best point of each search and the best sample."""
+    projected signed-gradient ascent from them; returns the best point of each search and the best sample.
+    Past ``deadline`` no more samples are drawn (beyond a first batch) and no more steps taken."""
     rng = np.random.default_rng(seed)
     xs = box.points(SAMPLES * effort, rng)
-    d = fn.values(xs)
+    d = _sampled(fn, xs, deadline)
+    xs = xs[:len(d)]
     starts = min(STARTS * effort, len(xs))
     idx = np.concatenate([np.argsort(-s * d[:, i], kind="stable")[:starts]
                           for i in range(outputs) for s in (1.0, -1.0)])
@@ -488,12 +527,14 @@ def search_witness(fn: _Delta, box: Box, outputs: int, *, effort: int = 1, seed:
     width = box.upper - box.lower
     steps = STEPS * effort
     for t in range(steps + 1):
-        v, g = fn.value_grad(x, w) if t < steps else (fn.values(x), None)
+        last = t == steps or (deadline is not None and deadline.passed())  # out of time: read where it got to
+        v, g = (fn.values(x), None) if last else fn.value_grad(x, w)
         obj = (w * v).sum(axis=1)
         better = obj > best_v
         best_x[better], best_v[better] = x[better], obj[better]
-        if g is not None:
-            x = np.clip(x + 0.25 * 0.85 ** (t * 20 / steps) * width * np.sign(g), box.lower, box.upper)
+        if last:
+            break
+        x = np.clip(x + 0.25 * 0.85 ** (t * 20 / steps) * width * np.sign(g), box.lower, box.upper)
     per_target = best_v.reshape(-1, starts).argmax(axis=1) + np.arange(2 * outputs) * starts
     top = int(np.argmax(np.abs(d).max(axis=1)))
     return np.vstack([best_x[per_target], xs[top][None]])

@@ -49,8 +49,18 @@ PASS_BYTES = 2**28
 def points_per_pass(model: Model, most: int) -> int:
     """How many points one float64 pass of ``model`` may evaluate (at most ``most``) with all its tensors within
     ``PASS_BYTES``: a thousand on a dense network, about twenty on a 200×200 CNN, where a thousand would take 17 GB."""
-    per_point = sum(int(np.prod(shape[1:])) for shape in model.shapes().values())
+    return points_within(sum(int(np.prod(shape[1:])) for shape in model.shapes().values()), most)
+
+
+def points_within(per_point: int, most: int) -> int:
+    """How many points whose float64 tensors take ``per_point`` numbers each fit ``PASS_BYTES`` (1 to ``most``)."""
     return int(np.clip(PASS_BYTES // (8 * max(per_point, 1)), 1, most))
+
+
+def in_passes(f: Callable[[np.ndarray], np.ndarray], xs: np.ndarray, step: int) -> np.ndarray:
+    """``f`` on the points ``xs`` (first axis), ``step`` points at a time, the results stacked: one batched pass's
+    speed with the memory of ``step`` points."""
+    return np.concatenate([f(xs[i:i + step]) for i in range(0, len(xs), step)])
 
 
 def tensor_shapes(model: Model) -> dict[str, tuple[int, ...]]:

@@ -9,7 +9,9 @@ import onnxruntime as ort
 from .errors import NnxformError
 from .ir import Model
 
-_CHUNK = 2048  # samples per batched run
+_CHUNK = 2048  # samples per batched run at most
+#: What the float32 tensors of one batched run may take together (fewer samples per run on large CNNs).
+_RUN_BYTES = 2**28
 
 
 def session_options() -> ort.SessionOptions:
@@ -39,6 +41,7 @@ class OnnxRunner:
         self.single = _session(proto)
         self.batched = _batch_variant(proto, model)
         self.checked = False
+        self.chunk: int | None = None  # samples per batched run, sized from the tensors on first use
 
     def __call__(self, xs: np.ndarray) -> np.ndarray:
         """All outputs, flattened and concatenated per sample, for ``xs`` of shape ``(n, *input_shape)``."""
@@ -54,7 +57,10 @@ class OnnxRunner:
             self.checked = True
         if self.batched is None:
             return self._run_single(xs)
-        return np.vstack([self._run_batched(xs[i:i + _CHUNK]) for i in range(0, len(xs), _CHUNK)])
+        if self.chunk is None:
+            per_sample = sum(int(np.prod(shape[1:])) for shape in m.shapes().values())
+            self.chunk = int(np.clip(_RUN_BYTES // (4 * max(per_sample, 1)), 1, _CHUNK))
+        return np.vstack([self._run_batched(xs[i:i + self.chunk]) for i in range(0, len(xs), self.chunk)])
 
     def _run_single(self, xs: np.ndarray) -> np.ndarray:
         m = self.model

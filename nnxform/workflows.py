@@ -25,6 +25,7 @@ from .passes.compress import RANK_TOL, Compression
 from .passes.quantize import LayerQuantization, grid_name, quantize
 from .pruning import PruneResult, SaliencyOptions, prune
 from .pruning.impact import impact_bound
+from .runtime import OnnxRunner
 from .stable import Progress, Stability, classify, reprove
 
 #: Samples of the classification's sampling stage (as ``nnxform stable``).
@@ -112,11 +113,13 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
     """
     if certify_exact and not certify_box:
         raise NnxformError("--certify-exact goes with --certify")
+    start = time.monotonic()
+    classifying = max(time_limit - _check_seconds(model, box, samples), time_limit / 2)  # the check fits the limit
     if stability is None:
-        stability = classify(model, box, time_limit=time_limit, samples=STABLE_SAMPLES, seed=seed,
+        stability = classify(model, box, time_limit=classifying, samples=STABLE_SAMPLES, seed=seed,
                              progress=progress, node_limit=node_limit, solver=solver)
     elif not stability.proven:
-        stability = reprove(model, box, stability, time_limit=time_limit, progress=progress, node_limit=node_limit,
+        stability = reprove(model, box, stability, time_limit=classifying, progress=progress, node_limit=node_limit,
                             solver=solver)
     provenance = {"domain": domain, "time_limit": time_limit, "seed": seed, "stable": stability.counts()}
     result, compression, cmp = apply_checked("compress", model, box, samples, tol, provenance, stability=stability,
@@ -124,7 +127,8 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
     cert = None
     if certify_box:
         limit = allowed(tol, cmp.scale)
-        cert = certify(model, compression, stability, box, limit, certify_time_limit, certify_exact,
+        budget = min(certify_time_limit, _rest(time_limit + certify_time_limit, start))
+        cert = certify(model, compression, stability, box, limit, budget, certify_exact,
                        progress=_stage(progress, "certificate"))
         if cert.found > limit and beyond_rule(model, result, cert.witness_input, cert.witness_delta, tol):
             raise NotExact(f"compress changed the function: the discrepancy analysis found |f - f_compressed| = "
@@ -176,8 +180,10 @@ def prune_with_impact(model: Model, box: Box | None, method: str, ratio: float, 
         raise NnxformError(f"unknown impact method '{impact_method}'; choose one of {', '.join(IMPACT_METHODS)}")
     if data is not None:
         data.fit(model)
+    start = time.monotonic()
     result = prune(model, method, ratio, scope=scope, box=box, options=options, progress=_stage(progress, "units"))
-    impact = None if box is None else impact_bound(model, result, box, impact_method, time_limit=time_limit,
+    impact = None if box is None else impact_bound(model, result, box, impact_method,
+                                                   time_limit=_rest(time_limit, start),
                                                    progress=_stage(progress, "impact"))
     evaluations = [] if data is None else [measure(m, data, list(fgsm_eps or DEFAULT_EPS), clip)
                                            for m in (model, result.model)]
@@ -237,7 +243,7 @@ def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool
     reports the bound's solves (stage ``"impact"``)."""
     if method not in IMPACT_METHODS:
         raise NnxformError(f"unknown drift method '{method}'; choose one of {', '.join(IMPACT_METHODS)}")
-    t0 = time.perf_counter()
+    start = t0 = time.perf_counter()
     result, report = quantize(model, bits=bits, per_channel=per_channel, float16=float16)
     seconds = time.perf_counter() - t0
     result.with_provenance("quantize", {"bits": bits, "per_channel": per_channel, "float16": float16,
@@ -246,13 +252,32 @@ def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool
     if box is None:
         return out
     box = box.fit(model.input_size)
-    out.drift = discrepancy(result, model, box, method, time_limit=time_limit, progress=_stage(progress, "impact"),
-                            total_time=time_limit)
     out.sampled = compare(model, result, box, samples=samples, seed=seed, chain=False)  # measured, not judged
+    left = _rest(time_limit, start, time.perf_counter)
+    out.drift = discrepancy(result, model, box, method, time_limit=left, progress=_stage(progress, "impact"),
+                            total_time=left)
     if out.sampled_max > out.drift.delta_max:
         raise NnxformError(f"the sampled difference {out.sampled_max:.6g} exceeds the sound drift bound "
                            f"{out.drift.delta_max:.6g}; nothing written (please report this network)")
     return out
+
+
+def _rest(limit: float, start: float, clock: Callable[[], float] = time.monotonic) -> float:
+    """What is left of a command's ``limit`` seconds since ``start`` (on ``clock``) for its time-limited analysis:
+    a millisecond at least, in which it keeps its cheapest sound bounds."""
+    return max(limit - (clock() - start), 1e-3)
+
+
+def _check_seconds(model: Model, box: Box, samples: int) -> float:
+    """The sampled check's time of ``samples`` points through two models (the original and its compression, at
+    most as large), foreseen from a run of a fiftieth of them through ``model`` in onnxruntime."""
+    probe = max(samples // 50, 1)
+    runner = OnnxRunner(model)
+    xs = box.fit(model.input_size).points(probe, np.random.default_rng(0))
+    runner(xs[:2])  # sessions made and the batched form checked: set-up, not the check's cost per point
+    t0 = time.perf_counter()
+    runner(xs)
+    return 2 * (time.perf_counter() - t0) * samples / probe
 
 
 def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:

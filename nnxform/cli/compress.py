@@ -48,7 +48,8 @@ def compress(
     model: str = typer.Argument(..., help="ONNX file."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the compressed ONNX."),
     time_limit: float = typer.Option(300.0, "--time-limit", help="Seconds for classifying the ReLUs (with "
-                                     "--stability: for proving its claims again).", callback=bounded(0)),
+                                     "--stability: for proving its claims again) and the sampled check; the "
+                                     "classification leaves the check the time it foresees.", callback=bounded(0)),
     node_limit: Optional[int] = typer.Option(None, "--node-limit", callback=bounded(1),
                                              help="Branch-and-bound nodes per MILP solve of the classification, "
                                                   "instead of a share of --time-limit: the same result on every run."),
@@ -63,7 +64,8 @@ def compress(
     certify_exact: bool = typer.Option(False, "--certify-exact",
                                        help="With --certify, also run the exact MILP (slower; 'exact' when every gap closes)."),
     certify_time_limit: float = typer.Option(10.0, "--certify-time-limit",
-                                             help="Seconds for all the LP/MILP solves of --certify together.",
+                                             help="Seconds for the certificate, all of it (bounds, solves and the witness "
+                                                  "search), at most what --time-limit left plus this.",
                                              callback=bounded(0, above=True)),
     seed: int = typer.Option(0, "--seed", help="Random seed of the classification.", callback=bounded(0)),
     solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),

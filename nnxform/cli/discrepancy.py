@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..discrepancy import METHODS, Pair
+from ..discrepancy import METHODS
+from ..discrepancy import discrepancy as analyse_pair
 from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
@@ -36,7 +37,8 @@ def discrepancy(
     model_a: str = typer.Argument(..., help="First network (f_A) ONNX file."),
     model_b: str = typer.Argument(..., help="Second network (f_B) ONNX file."),
     method: str = typer.Option("symbolic", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for all LP/MILP solves together.",
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for the analysis, all of it: the bound (back-substitution and "
+                                     "solves) and the witness search.",
                                      callback=bounded(0, above=True)),
     splits: int = typer.Option(0, "--splits", help="Refine interval/symbolic bounds by this many bisections of "
                                                    "the input box, worst part first (worth it for few inputs)."),
@@ -56,11 +58,10 @@ def discrepancy(
     if box is None:
         raise NnxformError("discrepancy needs the input box (--lower/--upper, --center/--eps or --vnnlib): "
                            "a discrepancy over an arbitrary default box would be misleading")
-    pair = Pair(a, b)
     label = "input splits" if splits else f"{method} solves"
     bar = ProgressBar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
     try:
-        d = pair.analyse(box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit,
+        d = analyse_pair(a, b, box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit,
                          solver=solver)
     finally:
         bar.close()

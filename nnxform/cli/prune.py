@@ -78,9 +78,10 @@ def prune(
                               callback=bounded(0, 1)),
     impact_method: str = typer.Option("symbolic", "--impact-method",
                                       help=f"Discrepancy method of the impact bound: {', '.join(IMPACT_METHODS)}."),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for the impact bound, all of it (back-"
-                                     "substitution and solves); past it the bounds not tightened keep the cheaper "
-                                     "method's, still sound.",
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for the whole command: pruning and its "
+                                     "check, then the impact bound (back-substitution, solves and the witness search) "
+                                     "in what is left; past it the bounds not tightened keep the cheaper method's, "
+                                     "still sound.",
                                      callback=bounded(0, above=True)),
     data: Optional[str] = typer.Option(None, "--data", help="Labelled data (CSV 'label,features' or .npz x, y) "
                                                             "to measure accuracy and robustness before and after."),

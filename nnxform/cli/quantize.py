@@ -43,8 +43,10 @@ def quantize(
                                 callback=bounded(1)),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples.", callback=bounded(0)),
     time_limit: float = typer.Option(60.0, "--time-limit", callback=bounded(0, above=True),
-                                     help="Seconds for the drift bound, all of it (back-substitution and solves); "
-                                          "past it the bounds not tightened keep the cheaper method's, still sound."),
+                                     help="Seconds for the whole command: quantising and the sampled check, then the "
+                                          "drift bound (back-substitution, solves and the witness search) in what is "
+                                          "left; past it the bounds not tightened keep the cheaper method's, still "
+                                          "sound."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:

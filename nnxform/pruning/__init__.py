@@ -24,7 +24,7 @@ from ..exactness import ATOL, Comparison, Reference
 from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
 from ..passes import PASSES, Pass, apply_checked
-from ..evaluate import run
+from ..evaluate import in_passes, points_per_pass, points_within, run
 from .chain import dense_chain, prunable_layers, to_model
 from .graph import has_skip_connections, prune_graph_channels, prune_graph_weights
 from .channel import (aligned_network, conv_network, is_convolutional, prune_channel_saliency, prune_channels,
@@ -91,7 +91,12 @@ def _as_written(result: PruneResult) -> Reference:
 
     def outputs(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         net = result.network
-        y = (run(net, xs) if isinstance(net, Model) else net.forward(xs)).reshape(len(xs), -1)
+        if isinstance(net, Model):
+            f, step = (lambda c: run(net, c).reshape(len(c), -1)), points_per_pass(net, len(xs))
+        else:
+            per_point = sum(int(np.prod(shape)) for shape in net.shapes())
+            f, step = (lambda c: net.forward(c).reshape(len(c), -1)), points_within(per_point, len(xs))
+        y = in_passes(f, xs, step)
         return y, np.abs(y)
 
     return Reference(outputs, "the written pruned network differs from the pruned layers by {max_abs:.3g} over "
