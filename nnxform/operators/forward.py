@@ -271,8 +271,15 @@ def _kernel_operands(node, args) -> tuple[np.ndarray, np.ndarray | None, np.ndar
     return w, args[2] if len(args) > 2 else None, xf, lead
 
 
+#: Below this many input channels per group a Conv is one product over all kernel offsets at once (im2col): per
+#: offset, products with so few terms cost less than the passes over the output that add them up (8× on a
+#: 1-channel 5×5 stem).
+_FEW_CHANNELS = 8
+
+
 def conv(node, args, batched):
-    """Per kernel offset one BLAS product per group, channels last: ``[samples·positions, c] @ [c, o]``."""
+    """Per kernel offset one BLAS product per group, channels last: ``[samples·positions, c] @ [c, o]`` (with few
+    input channels, one product of every offset's columns side by side)."""
     w, b, xf, lead = _kernel_operands(node, args)
     nd = w.ndim - 2
     win = Windows.of(node.attrs, xf.shape[2:], tuple(w.shape[2:]))
@@ -284,9 +291,15 @@ def conv(node, args, batched):
     xl = np.moveaxis(xp.reshape((s, group, cg) + xp.shape[2:]), (1, 2), (-2, -1))  # [s, *padded, group, cg]
     wg = w.reshape((group, og, cg) + win.kernel)
     n = s * int(np.prod(win.out))
-    y = np.zeros((group, n, og))
-    for k, sl in win.slices():
-        y += xl[(slice(None),) + sl[1:]].reshape(n, group, cg).swapaxes(0, 1) @ wg[(Ellipsis,) + k].swapaxes(1, 2)
+    if cg < _FEW_CHANNELS:
+        offsets = list(win.slices())
+        cols = np.stack([xl[(slice(None),) + sl[1:]].reshape(n, group, cg) for _, sl in offsets], axis=2)
+        wk = np.stack([wg[(Ellipsis,) + k] for k, _ in offsets], axis=2)  # [group, og, offsets, cg]
+        y = cols.reshape(n, group, -1).swapaxes(0, 1) @ wk.reshape(group, og, -1).swapaxes(1, 2)
+    else:
+        y = np.zeros((group, n, og))
+        for k, sl in win.slices():
+            y += xl[(slice(None),) + sl[1:]].reshape(n, group, cg).swapaxes(0, 1) @ wg[(Ellipsis,) + k].swapaxes(1, 2)
     y = np.moveaxis(y.reshape((group, s) + win.out + (og,)), (0, -1), (1, 2)).reshape((s, o) + win.out)
     if b is not None:
         y = y + b.reshape((1, o) + (1,) * nd)
