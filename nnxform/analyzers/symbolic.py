@@ -104,7 +104,11 @@ def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np
                 a_lo = slopes[k]
             P, N = np.maximum(L, 0.0), np.minimum(L, 0.0)
             const += P @ b_lo + N @ b_up
-            _add(coef, s.source, P * a_lo + N * a_up)
+            P *= a_lo  # in place: three arrays of the coefficients' size at most, on wide convolutional layers
+            N *= a_up
+            P += N
+            del N
+            _add(coef, s.source, P)
         else:
             assert isinstance(s, Pool)
             const += _pool_back(state, s, L, coef)
