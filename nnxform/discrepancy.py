@@ -427,13 +427,13 @@ def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = 
 
 def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
                 progress: Callable[[int, int], None] | None = None, total_time: float | None = None,
-                splits: int = 0, solver: str = "highs") -> Discrepancy:
+                splits: int = 0, solver: str = "highs", started: float | None = None) -> Discrepancy:
     """Sound bounds of ``f_A − f_B`` per output over ``box``, ``δ_max``, and a witness replayed in onnxruntime
-    (``time_limit`` per solve, ``total_time`` for all of it, pairing the networks included; the rest as
-    ``Pair.analyse``)."""
-    t0 = time.perf_counter()
+    (``time_limit`` per solve, ``total_time`` for all of it, pairing the networks included, counted from
+    ``started`` (``time.monotonic()``; default: now); the rest as ``Pair.analyse``)."""
+    started = time.monotonic() if started is None else started
     pair = Pair(a, b)
-    left = None if total_time is None else max(total_time - (time.perf_counter() - t0), 1e-3)
+    left = None if total_time is None else max(total_time - (time.monotonic() - started), 1e-3)
     return pair.analyse(box, method, time_limit=time_limit, progress=progress, total_time=left, splits=splits,
                         solver=solver)
 

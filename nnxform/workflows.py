@@ -99,7 +99,8 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
                      node_limit: int | None = None, seed: int = 0, rank_tol: float = RANK_TOL, samples: int = 10000,
                      tol: float = ATOL, certify_box: bool = False, certify_exact: bool = False,
                      certify_time_limit: float = 10.0, domain: dict[str, Any] | None = None,
-                     progress: Progress | None = None, solver: str = "highs") -> CompressResult:
+                     progress: Progress | None = None, solver: str = "highs", started: float | None = None
+                     ) -> CompressResult:
     """``model`` without its stable ReLUs on ``box``, checked in onnxruntime on ``samples`` points and, with
     ``certify_box``, bounded on the whole box; raises NotExact (nothing returned) beyond the rule of ``allowed``
     (at the sampled points, and at the certificate's witness).
@@ -109,12 +110,13 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
     neuron), so that nothing is removed or certified on a claim this run did not prove. Otherwise the ReLUs are
     classified (``time_limit``, ``node_limit``, ``seed``, ``solver`` as ``nnxform stable``). ``domain`` describes the
     box in the provenance and report; ``progress(stage, done, total)`` reports the classification's stages, then the
-    certificate's solves.
+    certificate's solves. The time limits count from ``started`` (``time.monotonic()`` when the command began;
+    default: now).
     """
     if certify_exact and not certify_box:
         raise NnxformError("--certify-exact goes with --certify")
-    start = time.monotonic()
-    classifying = max(time_limit - _check_seconds(model, box, samples), time_limit / 2)  # the check fits the limit
+    start = time.monotonic() if started is None else started
+    classifying = max(_rest(time_limit, start) - _check_seconds(model, box, samples), time_limit / 2)  # check fits
     if stability is None:
         stability = classify(model, box, time_limit=classifying, samples=STABLE_SAMPLES, seed=seed,
                              progress=progress, node_limit=node_limit, solver=solver)
@@ -169,18 +171,20 @@ def prune_with_impact(model: Model, box: Box | None, method: str, ratio: float, 
                       options: SaliencyOptions | None = None, impact_method: str = "symbolic",
                       time_limit: float = 60.0, data: Dataset | None = None, scale: float | None = None,
                       fgsm_eps: list[float] | None = None, clip: tuple[float | None, float | None] = (None, None),
-                      domain: dict[str, Any] | None = None, progress: Progress | None = None) -> PruneReport:
+                      domain: dict[str, Any] | None = None, progress: Progress | None = None,
+                      started: float | None = None) -> PruneReport:
     """``model`` pruned by ``method`` (``nnxform.pruning.prune``), with a sound bound on ``max |f_pruned − f|`` over
     ``box`` by ``impact_method`` when a box is given, and with ``data`` (features already divided by ``scale``)
     accuracy and FGSM robustness at ``fgsm_eps`` (points clipped to ``clip``) before and after.
 
     ``progress(stage, done, total)`` reports saliency's units (stage ``"units"``), then the impact's solves
-    (``"impact"``); ``domain`` describes the box in the report."""
+    (``"impact"``); ``domain`` describes the box in the report. ``time_limit`` counts from ``started``
+    (``time.monotonic()`` when the command began; default: now): the bound gets what pruning leaves of it."""
     if impact_method not in IMPACT_METHODS:
         raise NnxformError(f"unknown impact method '{impact_method}'; choose one of {', '.join(IMPACT_METHODS)}")
     if data is not None:
         data.fit(model)
-    start = time.monotonic()
+    start = time.monotonic() if started is None else started
     result = prune(model, method, ratio, scope=scope, box=box, options=options, progress=_stage(progress, "units"))
     impact = None if box is None else impact_bound(model, result, box, impact_method,
                                                    time_limit=_rest(time_limit, start),
@@ -235,15 +239,16 @@ class QuantizeResult:
 def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool = False, float16: bool = False, *,
                         box: Box | None = None, method: str = "symbolic", time_limit: float = 60.0,
                         samples: int = 10000, seed: int = 0, domain: dict[str, Any] | None = None,
-                        progress: Progress | None = None) -> QuantizeResult:
+                        progress: Progress | None = None, started: float | None = None) -> QuantizeResult:
     """``model`` quantised (``passes.quantize``: ``bits`` or ``float16``) with provenance, and with ``box`` the sound
     bound on ``max ‖f_q − f‖∞`` by the discrepancy analysis (``method``, all of it within ``time_limit``) and the
     largest difference over ``samples`` uniform points (plus corners and centre) in onnxruntime; a sampled
     difference beyond the bound is refused (it would be a bug of the analysis). ``progress(stage, done, total)``
-    reports the bound's solves (stage ``"impact"``)."""
+    reports the bound's solves (stage ``"impact"``). ``time_limit`` counts from ``started`` (``time.monotonic()``
+    when the command began; default: now): the bound gets what quantising and the sampled check leave of it."""
     if method not in IMPACT_METHODS:
         raise NnxformError(f"unknown drift method '{method}'; choose one of {', '.join(IMPACT_METHODS)}")
-    start = t0 = time.perf_counter()
+    start, t0 = time.monotonic() if started is None else started, time.perf_counter()
     result, report = quantize(model, bits=bits, per_channel=per_channel, float16=float16)
     seconds = time.perf_counter() - t0
     result.with_provenance("quantize", {"bits": bits, "per_channel": per_channel, "float16": float16,
@@ -253,7 +258,7 @@ def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool
         return out
     box = box.fit(model.input_size)
     out.sampled = compare(model, result, box, samples=samples, seed=seed, chain=False)  # measured, not judged
-    left = _rest(time_limit, start, time.perf_counter)
+    left = _rest(time_limit, start)
     out.drift = discrepancy(result, model, box, method, time_limit=left, progress=_stage(progress, "impact"),
                             total_time=left)
     if out.sampled_max > out.drift.delta_max:
@@ -262,10 +267,10 @@ def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool
     return out
 
 
-def _rest(limit: float, start: float, clock: Callable[[], float] = time.monotonic) -> float:
-    """What is left of a command's ``limit`` seconds since ``start`` (on ``clock``) for its time-limited analysis:
-    a millisecond at least, in which it keeps its cheapest sound bounds."""
-    return max(limit - (clock() - start), 1e-3)
+def _rest(limit: float, start: float) -> float:
+    """What is left of a command's ``limit`` seconds since ``start`` (``time.monotonic()``) for its time-limited
+    analysis: a millisecond at least, in which it keeps its cheapest sound bounds."""
+    return max(limit - (time.monotonic() - start), 1e-3)
 
 
 def _check_seconds(model: Model, box: Box, samples: int) -> float:

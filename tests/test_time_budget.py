@@ -133,7 +133,7 @@ def _compress_budgets(monkeypatch, time_limit: float, certify_time_limit: float,
 
 def test_compress_leaves_room_for_its_check(monkeypatch):
     given = _compress_budgets(monkeypatch, 10.0, 1.0)
-    assert given["classify"] == pytest.approx(6.0)  # 10 s less the check's foreseen 4 s
+    assert 5.5 < given["classify"] <= 6.0  # 10 s less the check's foreseen 4 s (and the moments since the start)
     assert given["certify"] == pytest.approx(1.0)  # its own limit: the classification left more
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any, Optional
 
 import typer
@@ -72,6 +73,7 @@ def compress(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a JSON report here ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
+    started = time.monotonic()  # the time limits count from here: loading is part of the command
     check_solver(solver)
     outputs = Outputs([model, stability_path, *domain.files()])
     outputs.add_path(output, "-o")
@@ -84,7 +86,7 @@ def compress(
         result = compress_checked(net, box, stability=stability, time_limit=time_limit, node_limit=node_limit,
                                   seed=seed, rank_tol=rank_tol, samples=samples, tol=tol, certify_box=certify_box,
                                   certify_exact=certify_exact, certify_time_limit=certify_time_limit,
-                                  domain=domain.describe(), progress=bars, solver=solver)
+                                  domain=domain.describe(), progress=bars, solver=solver, started=started)
     finally:
         bars.close()
     outputs.put(output, result.model.to_bytes())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
 
 import typer
@@ -50,6 +51,7 @@ def discrepancy(
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     if splits < 0 or (splits and method in ("lp", "milp")):
         raise NnxformError("--splits takes a count >= 0 and refines the interval and symbolic methods only")
+    started = time.monotonic()  # the time limit counts from here: loading is part of the command
     check_solver(solver)
     outputs = Outputs([model_a, model_b, *domain.files()])
     outputs.add_path(json_path, "--json", stdout=True)
@@ -62,7 +64,7 @@ def discrepancy(
     bar = ProgressBar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
     try:
         d = analyse_pair(a, b, box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit,
-                         solver=solver)
+                         solver=solver, started=started)
     finally:
         bar.close()
     outputs.put(json_path, json_text(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe())))

@@ -4,6 +4,7 @@ drift bound."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import List, Optional
 
 import typer
@@ -94,6 +95,7 @@ def prune(
 ) -> None:
     if (scale is not None or fgsm_eps) and data is None:
         raise NnxformError("--scale and --fgsm-eps need --data")
+    started = time.monotonic()  # the time limit counts from here: loading is part of the command
     outputs = Outputs([model, data, *domain.files()])
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
@@ -105,7 +107,8 @@ def prune(
         report = prune_with_impact(net, box, method, ratio, scope=scope, impact_method=impact_method,
                                    time_limit=time_limit, data=points, scale=scale, fgsm_eps=fgsm_eps,
                                    clip=fgsm_clip(scale, None, None), domain=domain.describe(), progress=bars,
-                                   options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed))
+                                   options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed),
+                                   started=started)
     finally:
         bars.close()
     doc = report.to_json(model, output)

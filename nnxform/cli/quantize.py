@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
 
 import typer
@@ -54,6 +55,7 @@ def quantize(
         raise NnxformError("give one quantisation: --bits N or --float16")
     if per_channel and float16:
         raise NnxformError("--per-channel applies to --bits, not to --float16")
+    started = time.monotonic()  # the time limit counts from here: loading is part of the command
     outputs = Outputs([model, *domain.files()])
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
@@ -63,7 +65,7 @@ def quantize(
     try:
         result = quantize_with_drift(net, bits, per_channel, float16, box=box, method=drift_method,
                                      time_limit=time_limit, samples=samples, seed=seed, domain=domain.describe(),
-                                     progress=bars)
+                                     progress=bars, started=started)
     finally:
         bars.close()
     outputs.put(output, result.model.to_bytes())
