@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 from conftest import MODELS, ROOT, run_cli
 from nnxform.domain import Box
+from nnxform.errors import NnxformError
 from nnxform.ir import Model, from_proto, load
 
 from nnxform.passes import PASSES
@@ -227,3 +228,12 @@ def test_cli_prints_the_channels_and_writes_the_report(tmp_path):
     doc = json.loads(report.read_text())
     assert doc["details"]["channels_removed"] == 4 and set(doc["details"]["removed_channels"]) == {"conv1", "conv2"}
     assert "conv1:" in r.stdout and load(out).op_counts()["Conv"] == 2
+
+
+def test_prune_names_the_layer_a_generator_cannot_keep_channels_through():
+    """A generator's Reshape sits between its dense head and its ConvTransposes: the refusal says where it is
+    without calling that part the convolutions' dense tail."""
+    from test_convtranspose_forms import generator
+
+    with pytest.raises(NnxformError, match=r"layer '.*' \(Reshape\) between the first and the last weighted layer"):
+        prune(generator(), "weight", 0.3)

@@ -80,10 +80,10 @@ def conv_network(model: Model) -> Network:
     for k in range(weighted[0], weighted[-1]):
         layer = net.layers[k]
         if not isinstance(layer, WEIGHTED + CHANNELWISE):  # a per-channel affine is a Conv
-            raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) between the convolutions and the "
-                               "dense tail is not a Conv, ConvTranspose, Gemm, Relu, pooling, BatchNormalization or "
-                               "Flatten, which keep channels apart: replace it with those, or prune a network without "
-                               "it")
+            raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) between the first and the last "
+                               "weighted layer is not a Conv, ConvTranspose, Gemm, Relu, pooling, BatchNormalization "
+                               "or Flatten, which keep channels apart: replace it with those, or prune a network "
+                               "without it")
         if flattened and not isinstance(layer, (Dense, Relu)):
             raise NnxformError(f"prune: layer '{layer.name}' ({layer.node().op}) after the Flatten is not a Gemm "
                                "or Relu: replace it with those, or prune a network without it")
