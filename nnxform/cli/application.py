@@ -3,20 +3,47 @@ command can end becomes an exit status and at most one line on stderr."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 from typing import Any, NoReturn
 
 import typer
+import typer.core
 import typer.main
 
 from ..version import __version__
 from .. import stopping
 from ..errors import NnxformError
+from . import COMMANDS, summary
+
+class _Listed(typer.core.TyperCommand):
+    """A command as ``nnxform --help`` lists it, its module not imported yet."""
+
+
+class _Commands(typer.core.TyperGroup):
+    """The group of commands: every one listed from ``COMMANDS`` (so that ``--help``, ``--version`` and a mistyped
+    name's suggestions load no library), each module imported when its command runs or shows its own ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for name in COMMANDS:
+            self.commands.setdefault(name, _Listed(name, short_help=summary(name)))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and isinstance(self.commands.get(args[0]), _Listed):
+            importlib.import_module(f"{__package__}.{COMMANDS[args[0]][0]}")  # registers it on ``app``
+            self.commands[args[0]] = typer.main.get_command(app).commands[args[0]]
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="nnxform",
+    cls=_Commands,
     help="Transform ONNX neural networks for formal verification and exact compression.",
     no_args_is_help=True,
     add_completion=False,
@@ -70,7 +97,7 @@ def _run(command: Any, args: list[str]) -> None:
         if not args:  # no arguments: the help, as the app asks for (no_args_is_help)
             exc.show()
             sys.exit(exc.exit_code)
-        name = args[0] if args[0] in getattr(command, "commands", {}) else ""  # for errors that know no context
+        name = args[0] if args[0] in COMMANDS else ""  # for errors that know no context
         where = exc.ctx.command_path if exc.ctx is not None else f"nnxform {name}".rstrip()
         _fail(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')", 2)
     except stopping.Terminated:

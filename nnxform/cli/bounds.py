@@ -12,12 +12,13 @@ from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
 from ..ir import load
+from . import summary
 from .application import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text,
                      say, table, with_domain)
 
 
-@app.command(name="bounds", short_help="Sound bounds of the outputs and ReLU inputs over an input box.",
+@app.command(name="bounds", short_help=summary("bounds"),
              help="Bound every output and every ReLU input of a network over an input box with one of: "
                   "interval (interval arithmetic), symbolic (CROWN/DeepPoly back-substitution), lp (triangle "
                   "relaxation on HiGHS) or milp (exact big-M MILP on HiGHS; on a time-out the solver's proven "

@@ -12,11 +12,12 @@ from ..errors import NnxformError
 from ..exactness import compare
 from ..fileio import Outputs
 from ..ir import load
+from . import summary
 from .application import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option, with_domain
 
 
-@app.command(short_help="Sampled equivalence of two networks (exit 1 beyond --tol).",
+@app.command(short_help=summary("check"),
              help="Compare two networks with the same input on sampled points of the domain (uniform samples, "
                   "box corners and the centre) in onnxruntime. Prints the max and mean |difference|; exit status "
                   "0 when every output is within --tol (absolute + relative), 1 beyond it. Runs any model "

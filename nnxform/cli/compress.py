@@ -18,13 +18,14 @@ from ..layered import Size
 from ..passes.compress import RANK_TOL
 from ..stable import Stability
 from ..workflows import compress_checked
+from . import summary
 from .application import app
 from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, bounded, json_text, samples_option, say, table,
                      tol_option, with_domain)
 from .stable import StageBars
 
 
-@app.command(name="compress", short_help="Remove stable ReLUs exactly on a box (LEO++), checked before writing.",
+@app.command(name="compress", short_help=summary("compress"),
              help="Make a network smaller without changing what it computes on an input box. Every ReLU is "
                   "classified first (as by 'nnxform stable'); then, on the dense ReLU layers at the end of the "
                   "network, stably inactive neurons are deleted, linearly dependent stably active neurons are "

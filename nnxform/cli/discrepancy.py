@@ -14,11 +14,12 @@ from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
 from ..fileio import Outputs
 from ..ir import load
+from . import summary
 from .application import app
 from .common import LIMIT_REACHED, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text, say, table, with_domain
 
 
-@app.command(short_help="Sound bounds of f_A − f_B over an input box, δ_max, and a witness input.",
+@app.command(short_help=summary("discrepancy"),
              help="Bound, for every output i, the min and max of f_A,i(x) − f_B,i(x) over an input box, and "
                   "δ_max = max ‖f_A(x) − f_B(x)‖∞. ReLU chains (any depths and widths; padded and aligned "
                   "exactly) "

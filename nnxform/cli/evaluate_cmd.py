@@ -11,6 +11,7 @@ from ..accuracy import DEFAULT_EPS, Dataset, Evaluation, Preprocessing, channel_
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import load
+from . import summary
 from .application import app
 from .common import bounded, json_text, say, table
 
@@ -64,7 +65,7 @@ def metric_rows(evaluations: list[Evaluation]) -> list[list]:
     return rows
 
 
-@app.command(name="evaluate", short_help="Accuracy and FGSM robustness on labelled data (optionally of two networks).",
+@app.command(name="evaluate", short_help=summary("evaluate"),
              help="Measure a classifier on labelled data: accuracy (argmax of the output in onnxruntime) and, for each "
                   "--eps, FGSM robustness: the share of points classified correctly both before and after the attack "
                   "x' = clip(x + ε·sign(∇ₓ cross-entropy)), the gradient computed by nnxform on the ONNX graph (no "

@@ -9,6 +9,7 @@ import typer
 from ..errors import NnxformError
 from ..fileio import Outputs
 from ..training import init_network
+from . import summary
 from .application import app
 from .common import bounded, json_text, say
 
@@ -24,7 +25,7 @@ def int_list(text: str, option: str) -> list[int]:
     return values
 
 
-@app.command(name="init", short_help="A fresh dense ReLU network (He initialisation), optionally with BN.",
+@app.command(name="init", short_help=summary("init"),
              help="Write a new fully connected ReLU network: --layers 64,256,64,10 gives input size 64, hidden layers "
                   "of 256 and 64 units and 10 outputs, as Gemm → [BatchNormalization →] Relu → … → Gemm. "
                   "Weights "

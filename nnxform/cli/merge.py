@@ -13,6 +13,7 @@ from ..ir import load
 from ..merge import OUTPUT
 from ..merge import merge as merge_models
 from ..vnnlib import equivalence_property, instances_csv
+from . import summary
 from .application import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
                      with_domain)
@@ -22,7 +23,7 @@ def _dims(dims: tuple) -> str:
     return "[" + ",".join(str(d) for d in dims) + "]"
 
 
-@app.command(short_help="Merge two networks into one computing f_A − f_B (checked before writing).",
+@app.command(short_help=summary("merge"),
              help="Merge two ReLU networks into one on ONE shared input whose output is f_A(x) − f_B(x): a "
                   "single chain Flatten → Gemm → Relu → … → Gemm, the first Gemm stacking [W_A; W_B], the hidden "
                   "ones block-diagonal, the comparison [I, −I] folded into the last (no Sub, no parallel "

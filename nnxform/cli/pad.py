@@ -12,6 +12,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
 from ..passes.pad import MAX_DENSE_IDENTITY, affine_depth
+from . import summary
 from .application import app
 from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
                      with_domain)
@@ -20,7 +21,7 @@ from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, sample
 MAX_DEPTH = 1000
 
 
-@app.command(short_help="Add exact identity layers up to a depth (checked before writing).",
+@app.command(short_help=summary("pad"),
              help="Give a ReLU network N affine layers (--depth N, or as many as --like OTHER.onnx has) by "
                   "inserting exact identity layers before its last layer: Gemm(I) → Relu after a ReLU, or "
                   "[I; −I] → Relu → [I, −I] (relu(x) − relu(−x)) in a network without ReLU. The network must be "

@@ -16,6 +16,7 @@ from ..fileio import Outputs
 from ..ir import load
 from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..workflows import prune_with_impact
+from . import summary
 from .application import app
 from .common import LIMIT_REACHED, DomainOptions, bounded, json_text, say, table, with_domain
 from .evaluate_cmd import describe_data, fgsm_clip, metric_rows
@@ -26,7 +27,7 @@ _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
              "mixed": "ranked by BatchNormalization |γ| where a layer has one, else by weight norm"}
 
 
-@app.command(name="prune", short_help="Prune a ReLU network (weight, neuron, saliency) and bound the drift.",
+@app.command(name="prune", short_help=summary("prune"),
              help="Make a ReLU network smaller for verifiers, without retraining. A fully connected network is "
                   "canonicalised to a dense chain and written back as one chain [Flatten →] Gemm → Relu → … → Gemm "
                   "with fewer units (removed units are gone, not zeroed). A convolutional network (Conv, ReLU, "

@@ -14,12 +14,13 @@ from ..fileio import Outputs
 from ..ir import load
 from ..passes.quantize import LAYERS, MAX_BITS, MIN_BITS
 from ..workflows import quantize_with_drift
+from . import summary
 from .application import app
 from .common import LIMIT_REACHED, DomainOptions, bounded, json_text, say, table, with_domain
 from .stable import StageBars
 
 
-@app.command(name="quantize", short_help="Round the weights to an integer grid or float16 and bound the drift.",
+@app.command(name="quantize", short_help=summary("quantize"),
              help="Quantise the weights of every Gemm, MatMul, Conv and ConvTranspose (their constant weight input): "
                   "--bits N rounds them to the symmetric integer grid of 2^(N-1) - 1 levels per side, scale = "
                   "max|w| / (2^(N-1) - 1) per tensor or, with --per-channel, per output channel (round half to even); "

@@ -18,6 +18,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from ..ir import Model, load
 from ..repair import UPDATES, RepairOptions, RepairResult, RoundRecord, boxes_around, repair
+from . import summary
 from .application import app
 from .common import DomainOptions, bounded, json_text, say, table, with_domain
 from .domain_options import option_values
@@ -126,7 +127,7 @@ def plot_repair(result: RepairResult) -> bytes:
     return buffer.getvalue()
 
 
-@app.command(name="repair", short_help="Retrain a compressed network until its sound discrepancy is small (paper 000).",
+@app.command(name="repair", short_help=summary("repair"),
              help="Algorithm 1 of paper 000: repair COMPRESSED (e.g. quantised) by retraining it toward ORIGINAL. "
                   "Each round bounds f1 − f2 per output over the domain soundly (the difference analysis, "
                   "--method), draws --samples points of the domain (half uniform, half random vertices of its boxes), "

@@ -12,6 +12,7 @@ from ..fileio import Outputs
 from ..ir import Model, load
 from ..analyzers.result import INACTIVE
 from ..stable import STATUS_NAMES, LayerStability, Stability, classify
+from . import summary
 from .application import app
 from ..analyzers.solvers import check_solver
 from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table,
@@ -74,7 +75,7 @@ def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: in
         bar.close()
 
 
-@app.command(name="stable", short_help="Classify every ReLU as stably active, stably inactive or unstable on a box.",
+@app.command(name="stable", short_help=summary("stable"),
              help="Classify every ReLU of a network on an input box, cheapest evidence first: sampling and "
                   "signed-gradient steps prove a neuron unstable (seen > 0 and < 0, replayed in onnxruntime); "
                   "interval, symbolic and alpha-CROWN bounds prove it stable; then one feasibility MILP per remaining "

@@ -14,6 +14,7 @@ from ..accuracy import load_data
 from ..fileio import Outputs, file_sha256
 from ..ir import load
 from ..training import OPTIMIZERS, EpochRecord, TrainOptions, train, trainable
+from . import summary
 from .application import app
 from .common import bounded, json_text, say
 
@@ -62,7 +63,7 @@ class EpochBar:
             self.bar.stop()
 
 
-@app.command(name="train", short_help="Train or fine-tune a network on labelled data (SGD/Adam, L1, zero mask).",
+@app.command(name="train", short_help=summary("train"),
              help="Train a copy of MODEL on labelled data with mini-batch SGD with momentum or Adam on the "
                   "cross-entropy of the softmax of its output, in numpy (float64; written as float32). Data: as "
                   "nnxform evaluate (CSV 'label,feature,…' or .npz with x and y, features divided by --scale). "

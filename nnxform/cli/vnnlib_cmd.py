@@ -14,6 +14,7 @@ from ..fileio import Outputs, read_text
 from ..ir import Model, load
 from ..vnnlib import (bounds_property, equivalence_property, instances_csv, instances_csv_lines, normalize,
                       robustness_property)
+from . import summary
 from .application import app
 from .common import DomainOptions, bounded, say, with_domain
 from .domain_options import is_file_value, option_values
@@ -36,7 +37,7 @@ def _output_size(net: Model) -> int:
     return int(np.prod(net.shapes()[net.output_name], dtype=np.int64))
 
 
-@app.command(short_help="Write a VNN-LIB property: equivalence, robustness or output bounds.",
+@app.command(short_help=summary("vnnlib"),
              help="Write a VNN-LIB property for MODEL on the input box (which must be given). Like every VNN-LIB "
                   "file it states the UNSAFE region, so 'unsat' from a verifier proves the property: "
                   "equivalence — some |Y_j| >= --equiv-eps among the first --differences outputs (for a network "
@@ -98,7 +99,7 @@ def vnnlib(
         say(f"  {instances}: {line}")
 
 
-@app.command("vnnlib-normalize", short_help="Rewrite a VNN-LIB property in the form every verifier parses.",
+@app.command("vnnlib-normalize", short_help=summary("vnnlib-normalize"),
              help="Rewrite any VNN-LIB 1.0 property in the form the simplest parsers read, with the same meaning: "
                   "the declarations, one (assert (<= X_i v)) / (assert (>= X_i v)) per input bound, and the output "
                   "condition as one (assert (or (and ...) ...)) (pynever refuses VNN-COMP's top-level "
