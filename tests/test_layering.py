@@ -42,6 +42,8 @@ LAYERS: list[tuple[str, ...]] = [
      "nnxform.summary", "nnxform.verifiers", "nnxform.training"),
     # workflows the commands run, callable from Python (compress certifies with the discrepancy analysis)
     ("nnxform.workflows", "nnxform.repair"),
+    # running one command over many rows: workers, engines, results (the command line handed in from above)
+    ("nnxform.batch",),
     # the command line and the package's front door (which hands the IR its evaluator)
     ("nnxform.cli", "nnxform.__main__", "nnxform"),
 ]

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "repair": ("repair", "Retrain a compressed network until its sound discrepancy is small (paper 000)."),
     "vnnlib": ("vnnlib_cmd", "Write a VNN-LIB property: equivalence, robustness or output bounds."),
     "vnnlib-normalize": ("vnnlib_cmd", "Rewrite a VNN-LIB property in the form every verifier parses."),
+    "batch": ("batch", "Run a command on every row of an instances.csv, in parallel or on a Dask cluster."),
+    "batch-compare": ("batch", "Several batches' results side by side: one table, one cactus plot."),
 }
 
 

@@ -1,0 +1,245 @@
+"""``nnxform batch`` and ``nnxform batch-compare``: one command over every row of a benchmark's instances.csv, on
+worker processes here or on a Dask cluster, and several batches' results side by side (one table, one cactus plot)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+import typer.main
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..batch import (BatchResult, BatchSpec, DaskEngine, LocalEngine, cactus_png, load_results, open_output,
+                     read_instances, require_matplotlib, run_batch, serve)
+from ..batch.results import STATUSES
+from ..errors import NnxformError
+from ..fileio import Outputs
+from . import summary
+from .application import UsageError, _run, app
+from .common import bounded, json_text, say, table
+
+#: What a batch worker process runs: import every command once, then answer rows (``nnxform.batch.worker``).
+WORKER_CODE = "from nnxform.cli.batch import serve_rows; serve_rows()"
+
+#: Options each row gets from the batch, which a user may not give: option -> what the batch puts there (``--json``
+#: is the batch's own option, so a row's report is always rows/NAME/report.json).
+_RESERVED = {"-o": "output network", "--output": "output network", "--vnnlib": "property (the CSV's second column)",
+             **{o: "input box (the row's property)" for o in ("--lower", "--upper", "--center", "--eps",
+                                                              "--clip-lower", "--clip-upper")}}
+
+
+def serve_rows() -> None:
+    """A batch worker process: every command registered once, then rows from the supervisor until stdin closes."""
+    from . import _with_commands
+
+    command = typer.main.get_command(_with_commands())
+    serve(lambda argv: _run(command, argv))
+
+
+def _batch_commands() -> dict[str, Any]:
+    """The commands a batch can run: one model argument, a VNN-LIB box (--vnnlib) and a JSON report (--json)."""
+    from . import _with_commands
+
+    group = typer.main.get_command(_with_commands())
+    found = {}
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        arguments = [p.name for p in cmd.params if p.param_type_name == "argument"]
+        options = {opt for p in cmd.params if p.param_type_name == "option" for opt in p.opts}
+        if arguments == ["model"] and {"--vnnlib", "--json"} <= options:
+            found[name] = cmd
+    return found
+
+
+def batch_spec(command: str, options: list[str]) -> BatchSpec:
+    """What every row runs, checked before any row does: a command a batch can run, options it knows (with valid
+    values), none that the batch gives each row itself; a file an option names is sent with each row."""
+    commands = _batch_commands()
+    cmd = commands.get(command)
+    if cmd is None:
+        raise NnxformError(f"batch runs a command that takes one model and a VNN-LIB box ({', '.join(commands)}); "
+                           f"got '{command}'")
+    for token in options:
+        given = token.split("=", 1)[0]
+        if given in _RESERVED:
+            raise NnxformError(f"{command} {given}: batch gives each row its own {_RESERVED[given]}; "
+                               "remove it from the command's options")
+    writes = any("-o" in p.opts for p in cmd.params)
+    probe = ["MODEL", "--vnnlib", "PROPERTY", *options, "--json", "REPORT", *(["-o", "OUT"] if writes else [])]
+    try:
+        cmd.make_context(command, probe)
+    except UsageError as exc:
+        raise NnxformError(f"{command}: {' '.join(exc.format_message().split())} "
+                           f"(see 'nnxform {command} --help')") from None
+    staged, files = [], {}
+    for token in options:
+        if not token.startswith("-") and os.path.isfile(token):
+            name = f"files/{os.path.basename(token)}"
+            if name in files and os.path.abspath(files[name]) != os.path.abspath(token):
+                name = f"files/{len(files)}-{os.path.basename(token)}"
+            files[name] = token
+            token = name
+        staged.append(token)
+    return BatchSpec(command, staged, files, ".onnx" if writes else None)
+
+
+class _RowsBar:
+    """The batch's progress bar on stderr (rows done, failed, running, ETA), only when stderr is a terminal."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.bar: Optional[Progress] = None
+        self.task: Any = None
+
+    def __call__(self, done: int, failed: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = Progress(TextColumn("rows"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[failed]} failed, {task.fields[running]} running"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task("rows", total=total, failed=0, running=0)
+        self.bar.update(self.task, completed=done, failed=failed, running=min(self.slots, total - done))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command(name="batch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             short_help=summary("batch"),
+             help="Run COMMAND (bounds, canon, fold-bn, stable, compress, prune, quantize, pad, …: any command that "
+                  "takes one model and --vnnlib) on every 'onnx,vnnlib[,timeout]' row of INSTANCES (paths relative "
+                  "to its folder, the VNN-COMP layout), followed by COMMAND's own options. Worker processes import "
+                  "nnxform once and run many rows; a row past its time limit (the CSV's third column, or --timeout) "
+                  "is killed with its worker, which is replaced. Each row's report, network and printed output go "
+                  "to --out DIR/rows/NAME/ (all or nothing); DIR/results.csv and results.json hold every row's "
+                  "status, seconds, key figures and outputs, and DIR/instances.csv the networks written, with the "
+                  "rows' properties and time limits. A row whose files cannot be read, or whose command fails or "
+                  "times out, is an error or timeout row; the others go on (exit 0). Ctrl-C stops with the finished "
+                  "rows recorded (exit 130); --resume goes on from there.")
+def batch(
+    ctx: typer.Context,
+    instances: str = typer.Argument(..., help="instances.csv: 'onnx,vnnlib[,timeout]' rows."),
+    command: str = typer.Argument(..., help="The command each row runs, followed by its own options."),
+    out: str = typer.Option(..., "--out", help="Output folder (created if missing)."),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", callback=bounded(1),
+                                       help="Worker processes (default: the number of cores); with --scheduler "
+                                            "local, the LocalCluster's workers."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", callback=bounded(0, above=True),
+                                            help="Time limit of every row in seconds, instead of the CSV's column."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the rows of an earlier run in DIR whose inputs (sha256), "
+                                                        "command and options are unchanged; run the rest."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Run the rows on a Dask cluster: tcp://HOST:PORT of a running "
+                                                 "scheduler, or 'local' for a LocalCluster here (needs "
+                                                 "nnxform's dask extra). Input files are sent to the workers and outputs "
+                                                 "sent back: no shared file system needed."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the cactus plot (PNG; needs matplotlib) here."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Also write the results as JSON here ('-' for stdout)."),
+) -> None:
+    spec = batch_spec(command, list(ctx.args))
+    rows = read_instances(instances)
+    if timeout is not None:
+        rows = [replace(r, timeout=timeout) for r in rows]
+    folder = Path(out)
+    previous = open_output(folder, resume)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)  # before checking --plot DIR/cactus.png
+    try:
+        outputs = Outputs([instances])
+        outputs.add_path(plot, "--plot")
+        outputs.add_path(json_path, "--json", stdout=True)
+        if plot is not None:
+            require_matplotlib()
+        workers = jobs or _cores()
+        engine = DaskEngine(scheduler, workers, WORKER_CODE) if scheduler else LocalEngine(workers, WORKER_CODE)
+    except BaseException:
+        if created:
+            folder.rmdir()  # created just now, still empty: nothing left behind
+        raise
+    bar = _RowsBar(engine.slots)
+    try:
+        result = run_batch(spec, instances, rows, folder, engine, previous, bar)
+    finally:
+        bar.close()
+        engine.close()
+    quiet = json_path == "-"
+    if plot is not None:
+        outputs.put(plot, cactus_png([(folder.name or out, result)]))
+    outputs.put(json_path, json_text(result.to_json()))
+    outputs.commit()
+    _print_summary(result, folder, spec, quiet)
+    if result.interrupted:
+        typer.echo(f"nnxform: interrupted: {len(result.rows)} of {result.total_rows} rows done, recorded in "
+                   f"{folder / 'results.csv'}; run the same command with --resume to finish", err=True)
+        raise typer.Exit(130)
+
+
+def _cores() -> int:
+    """The cores this process may run on (the default number of workers)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _print_summary(result: BatchResult, folder: Path, spec: BatchSpec, quiet: bool) -> None:
+    """The summary for people: counts by status, times, the slowest rows, where the tables are."""
+    s = result.summary()
+    say(f"batch: {result.command} on {result.total_rows} rows of {result.instances} ({result.engine}) -> {folder}", quiet)
+    counts = ", ".join(f"{k} {s[k]}" for k in STATUSES)
+    reused = f"; {result.reused} kept from the earlier run" if result.reused else ""
+    say(f"  {counts}{reused}", quiet)
+    say(f"  wall {result.wall_seconds:.1f} s; rows {s['total_seconds']:.1f} s in all, median {s['median_seconds']:.3f} s",
+        quiet)
+    if s["slowest"]:
+        say("", quiet)
+        table(["slowest", "row", "status", "seconds"],
+              [[r["name"], r["row"], r["status"], round(r["seconds"], 3)] for r in s["slowest"]], quiet)
+    failed = [r for r in result.rows if r.status != "ok"]
+    for r in failed[:5]:
+        say(f"  row {r.row} {r.name}: {r.status}: {r.message}", quiet)
+    if len(failed) > 5:
+        say(f"  … and {len(failed) - 5} more not ok (results.csv has every message)", quiet)
+    tables = "results.csv" + (", instances.csv" if spec.output_suffix else "")
+    say(f"\n  {tables} in {folder}", quiet)
+
+
+@app.command(name="batch-compare", short_help=summary("batch-compare"),
+             help="Compare the output folders of earlier 'nnxform batch' runs (e.g. the original and the pruned "
+                  "networks of one benchmark): rows, ok / error / timeout, solved (ok, and sat or unsat where the "
+                  "command gives a verdict), exact bounds where reported, total and median seconds, one line per "
+                  "run; --plot draws their cactus plots on one figure.")
+def batch_compare(
+    folders: List[str] = typer.Argument(..., help="Output folders of 'nnxform batch' runs."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the cactus plot of every run (PNG) here."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the table as JSON ('-' for stdout)."),
+) -> None:
+    outputs = Outputs()
+    outputs.add_path(plot, "--plot")
+    outputs.add_path(json_path, "--json", stdout=True)
+    if plot is not None:
+        require_matplotlib()
+    runs = [(_label(f, folders), load_results(f)) for f in folders]
+    exact = any("exact" in r.figures for _, result in runs for r in result.rows)
+    headers = ["run", "command", "rows", *STATUSES, "solved", *(["exact"] if exact else []), "total s", "median s"]
+    lines = []
+    for label, result in runs:
+        s = result.summary()
+        exact_count = [sum(r.status == "ok" and r.figures.get("exact") is True for r in result.rows)] if exact else []
+        lines.append([label, result.command, s["rows"], *(s[k] for k in STATUSES), s["solved"], *exact_count,
+                      round(s["total_seconds"], 2), round(s["median_seconds"], 3)])
+    if plot is not None:
+        outputs.put(plot, cactus_png(runs))
+    outputs.put(json_path, json_text({"runs": [dict(zip(headers, line)) for line in lines]}))
+    outputs.commit()
+    table(headers, lines, json_path == "-")
+
+
+def _label(folder: str, folders: list[str]) -> str:
+    """A run's name in the table and the plot: its folder's name, or the path where two folders share a name."""
+    name = Path(folder).resolve().name
+    return name if sum(Path(f).resolve().name == name for f in folders) == 1 else folder
