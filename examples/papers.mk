@@ -5,6 +5,7 @@
 #   make -f examples/papers.mk paper001   # sparse training, neuron / weight pruning, fine-tuning, queries
 #   make -f examples/papers.mk paper002   # l1 training and exact compression on the whole domain [0,1]^64
 #   make -f examples/papers.mk QUERIES="0 1" -j2     # fewer queries (each MILP query may take its 60 s)
+#   make -f examples/papers.mk paper001-batch         # paper 001's question on VNN-COMP's mnist_fc rows (nnxform batch)
 #
 # Time on 2 cores: the networks, evaluations and compressions take about 2 minutes; the queries up to 60 s each
 # (6 networks x 20 images; the dense Baseline, Sparse and WP 50 % ones mostly use the whole 60 s), so the full run
@@ -162,6 +163,23 @@ $(P2)/l1_%.compressed.onnx: $(P2)/l1_%.onnx
 
 $(P2)/%.eval.json: $(P2)/%.onnx
 	$(NNX) evaluate $< --data $(TEST) --scale $(SCALE) --eps $(EPS) --json $@
+
+# --- paper 001 at benchmark scale: the VNN-COMP 2022 mnist_fc rows, original and pruned, with nnxform batch --------
+# make -f examples/papers.mk paper001-batch [MNIST_FC=path/to/vnncomp2022/mnist_fc] [BATCH_ROWS_TIMEOUT=30]
+# Prune every network of the benchmark's instances.csv (30 % of its neurons, the drift bound on the row's box), then
+# bound every row's outputs with the exact MILP on the original and on the pruned instance sets; one table and one
+# cactus plot of both (batch-compare). --resume: an interrupted run picks up where it stopped.
+
+MNIST_FC           ?= ../shared/testdata/vnncomp2022/mnist_fc
+BATCH_ROWS_TIMEOUT ?= 30
+PB                 := $(OUT)/p001-batch
+
+.PHONY: paper001-batch
+paper001-batch:
+	$(NNX) batch $(MNIST_FC)/instances.csv prune --method neuron --ratio 0.3 --out $(PB)/pruned --resume
+	$(NNX) batch $(MNIST_FC)/instances.csv bounds --method milp --time-limit $(BATCH_ROWS_TIMEOUT) --out $(PB)/original-milp --resume
+	$(NNX) batch $(PB)/pruned/instances.csv bounds --method milp --time-limit $(BATCH_ROWS_TIMEOUT) --out $(PB)/pruned-milp --resume
+	$(NNX) batch-compare $(PB)/original-milp $(PB)/pruned-milp --plot $(PB)/cactus.png
 
 clean:
 	rm -rf $(OUT)
