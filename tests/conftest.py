@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +23,40 @@ def models() -> Path:
     return MODELS
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m nnxform ARGS`` as a user would, capturing output."""
-    return subprocess.run([sys.executable, "-m", "nnxform", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=300)
+def run_cli(*args: object, cwd: Path | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """Run the ``nnxform`` command line on ``args``: its exit status, stdout and stderr.
+
+    In this process by default (the real entry point, ``nnxform.cli.main``, its output captured), which spares a
+    Python start and the library's imports per call; in a new ``python -m nnxform`` process when ``process``, for
+    what only a process shows (signals, its environment, what an interrupted run leaves behind)."""
+    argv = [str(a) for a in args]
+    if process:
+        return subprocess.run([sys.executable, "-m", "nnxform", *argv], capture_output=True, text=True,
+                              cwd=cwd or ROOT, timeout=300)
+    from nnxform.cli import main
+
+    out, err, before, saved = io.StringIO(), io.StringIO(), os.getcwd(), sys.argv
+    status = 0
+    try:
+        os.chdir(cwd or ROOT)
+        sys.argv = ["nnxform", *argv]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        os.chdir(before)
+        sys.argv = saved
+    return subprocess.CompletedProcess(["nnxform", *argv], status, out.getvalue(), err.getvalue())
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """What every bad input gets: exit status 2, exactly one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
 
 
 def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS, run_cli
-from test_cli import assert_clean_error
+from conftest import MODELS, assert_clean_error, run_cli
 
 from nnxform.cli.common import json_text
 from nnxform.domain import FLOAT32_MAX, Box

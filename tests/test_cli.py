@@ -8,22 +8,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, make_model, run_cli, save
+from conftest import MODELS, assert_clean_error, make_model, run_cli, save
 from onnx import TensorProto, helper
 
 import nnxform
 
 ACAS = MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    """Exit status 2, exactly one line on stderr containing every fragment, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def test_version_and_help():

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, run_cli
-from test_cli import assert_clean_error
+from conftest import MODELS, assert_clean_error, run_cli
 
 from nnxform.cli import main
 from nnxform.errors import NnxformError

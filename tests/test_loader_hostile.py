@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import MODELS, make_model, run_cli, save
+from conftest import MODELS, assert_clean_error, make_model, run_cli, save
 from onnx import TensorProto, helper, numpy_helper
 
 from nnxform.errors import NnxformError, UnsupportedOperator
@@ -19,15 +19,6 @@ from nnxform.ir import from_proto, load
 from nnxform.passes import PASSES
 
 rng = np.random.default_rng(5)
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    """Exit status 2, one line on stderr containing every fragment, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def mlp(W1: np.ndarray, opset: int = 13) -> onnx.ModelProto:

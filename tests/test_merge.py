@@ -11,8 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import MODELS, run_cli
-from test_cli import assert_clean_error
+from conftest import MODELS, assert_clean_error, run_cli
 from test_pad import linear_model
 
 import nnxform

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, make_model, run_cli, save
+from conftest import MODELS, assert_clean_error, make_model, run_cli, save
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
-from test_cli import assert_clean_error
 
 import nnxform
 from nnxform.domain import Box

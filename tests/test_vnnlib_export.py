@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MODELS, run_cli
-from test_cli import assert_clean_error
+from conftest import MODELS, assert_clean_error, run_cli
 
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
