@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .attack import ValueGrad, ascend
 from .domain import FLOAT32_RULE, outside_float32
 from .errors import NnxformError
 from .fileio import read_text
@@ -275,18 +276,26 @@ def fgsm(model: Model, x: np.ndarray, y: np.ndarray, eps: float | np.ndarray,
          clip: tuple[float | np.ndarray | None, float | np.ndarray | None] = (None, None)) -> np.ndarray:
     """FGSM points ``clip(x + ε·sign(∇ₓ cross-entropy))`` for flat ``x`` and labels ``y``; ``eps`` and the clip
     bounds are numbers or one value per input element (a normalised input: per channel)."""
-    out = []
-    for start in range(0, len(x), _CHUNK):
-        xs, ys = x[start:start + _CHUNK], y[start:start + _CHUNK]
+    lo, hi = -np.inf if clip[0] is None else clip[0], np.inf if clip[1] is None else clip[1]
+    out = [ascend(_cross_entropy(model, y[start:start + _CHUNK]), x[start:start + _CHUNK], lo, hi, lambda k: eps, 1).x
+           for start in range(0, len(x), _CHUNK)]
+    return np.vstack(out) if out else np.clip(x, lo, hi)
+
+
+def _cross_entropy(model: Model, ys: np.ndarray) -> ValueGrad:
+    """The cross-entropy of ``model``'s softmax at the labels ``ys`` and its input gradient, per point."""
+
+    def value_grad(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = run(model, xs).reshape(len(xs), -1)
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        p[np.arange(len(ys)), ys] -= 1.0  # ∂CE/∂logits = softmax − onehot
+        rows = np.arange(len(ys))
+        loss = -np.log(np.maximum(p[rows, ys], 1e-300))
+        p[rows, ys] -= 1.0  # ∂CE/∂logits = softmax − onehot
         _, g = gradient(model, xs, p)
-        out.append(xs + eps * np.sign(g))
-    adv = np.vstack(out) if out else x.copy()
-    lo, hi = clip
-    return np.clip(adv, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+        return loss, g
+
+    return value_grad
 
 
 def measure(model: Model, data: Dataset, eps: list[float],

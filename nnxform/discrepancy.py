@@ -48,6 +48,7 @@ from .analyzers.difference import (ChainLayer, NotAligned, PairLayer, Roundings,
 from .analyzers.network import Linear, Network, Pool
 from .analyzers.result import INACTIVE, State
 from .analyzers.rounding import Rounding
+from .attack import ascend
 from .domain import Box
 from .errors import NnxformError
 from .evaluate import in_passes, points_per_pass, run
@@ -520,21 +521,16 @@ def search_witness(fn: _Delta, box: Box, outputs: int, *, effort: int = 1, seed:
     starts = min(STARTS * effort, len(xs))
     idx = np.concatenate([np.argsort(-s * d[:, i], kind="stable")[:starts]
                           for i in range(outputs) for s in (1.0, -1.0)])
-    x = xs[idx]
     w = np.repeat(np.concatenate([s * np.eye(outputs)[i][None] for i in range(outputs) for s in (1.0, -1.0)]),
                   starts, axis=0)
-    best_x, best_v = x.copy(), (w * d[idx]).sum(axis=1)
-    width = box.upper - box.lower
-    steps = STEPS * effort
-    for t in range(steps + 1):
-        last = t == steps or (deadline is not None and deadline.passed())  # out of time: read where it got to
-        v, g = (fn.values(x), None) if last else fn.value_grad(x, w)
-        obj = (w * v).sum(axis=1)
-        better = obj > best_v
-        best_x[better], best_v[better] = x[better], obj[better]
-        if last:
-            break
-        x = np.clip(x + 0.25 * 0.85 ** (t * 20 / steps) * width * np.sign(g), box.lower, box.upper)
-    per_target = best_v.reshape(-1, starts).argmax(axis=1) + np.arange(2 * outputs) * starts
+
+    def value_grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v, g = fn.value_grad(x, w)
+        return (w * v).sum(axis=1), g
+
+    width, steps = box.upper - box.lower, STEPS * effort
+    a = ascend(value_grad, xs[idx], box.lower, box.upper, lambda k: 0.25 * 0.85 ** (k * 20 / steps) * width, steps,
+               value=lambda x: (w * fn.values(x)).sum(axis=1), stop=None if deadline is None else deadline.passed)
+    per_target = a.best_value.reshape(-1, starts).argmax(axis=1) + np.arange(2 * outputs) * starts
     top = int(np.argmax(np.abs(d).max(axis=1)))
-    return np.vstack([best_x[per_target], xs[top][None]])
+    return np.vstack([a.best_x[per_target], xs[top][None]])

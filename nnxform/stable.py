@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 import highspy
 import numpy as np
 
+from .attack import ascend
 from .analyzers import bounds as analyze
 from .analyzers.conv import ConvMap, IdentityMap, Operator, zero_rows
 from .analyzers.encoding import Encoder, solve
@@ -503,12 +504,14 @@ class _Classifier:
         w = np.zeros((cand.size, starts, self.status[L].size))
         w[np.arange(cand.size), :, cand] = np.where(up, 1.0, -1.0)[:, None]
         w = w.reshape(len(x), -1)
-        for k in range(GRADIENT_STEPS):
-            if self.remaining() <= 0:
-                break
-            _, g = gradient(self.model, x, w, tensor=self.tensors[L])
-            x = np.clip(x + (box.upper - box.lower) / (1 + k) * np.sign(g), box.lower, box.upper)
-            self.observe(x)
+
+        def value_grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            v, g = gradient(self.model, x, w, tensor=self.tensors[L])
+            return (w * v).sum(axis=1), g
+
+        width = box.upper - box.lower
+        ascend(value_grad, x, box.lower, box.upper, lambda k: width / (1 + k), GRADIENT_STEPS,
+               stop=lambda: self.remaining() <= 0, observe=self.observe)  # observe replays each step's points
 
     # --- stability: bounds --------------------------------------------------------------------
 

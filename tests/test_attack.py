@@ -1,0 +1,38 @@
+"""The one attack (``nnxform.attack.ascend``): projected signed-gradient ascent from many starts, the best point of
+each kept, stopped by a deadline, every point shown to whoever records them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnxform.attack import ascend
+
+
+def _distance_to(target: np.ndarray):
+    """The objective −‖x − target‖₁ per row, with its gradient: largest at ``target``."""
+
+    def value_grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return -np.abs(x - target).sum(axis=1), -np.sign(x - target)
+
+    return value_grad
+
+
+def test_ascent_reaches_the_best_point_in_the_box_and_keeps_it():
+    target = np.array([0.3, -0.7, 2.0])  # the last coordinate beyond the box: the best is on its face
+    starts = np.random.default_rng(0).uniform(-1, 1, (5, 3))
+    a = ascend(_distance_to(target), starts, -1.0, 1.0, lambda k: 0.85 ** k, 80,
+               value=lambda x: _distance_to(target)(x)[0])
+    np.testing.assert_allclose(a.best_x, np.tile([0.3, -0.7, 1.0], (5, 1)), atol=1e-4)
+    assert np.all(a.x >= -1) and np.all(a.x <= 1)
+    np.testing.assert_allclose(a.best_value, -1.0, atol=3e-4)
+
+
+def test_ascent_stops_when_told_and_shows_every_point():
+    seen: list[np.ndarray] = []
+    calls = iter(range(100))
+    a = ascend(_distance_to(np.zeros(2)), np.ones((3, 2)), -1.0, 1.0, lambda k: 0.1, 10,
+               stop=lambda: next(calls) >= 4, observe=lambda x: seen.append(x.copy()))
+    assert len(seen) == 4  # four steps, then stopped
+    np.testing.assert_allclose(a.x, seen[-1])
+    np.testing.assert_allclose(a.x, 0.6)
+    np.testing.assert_allclose(a.best_value, -1.4)  # the last point is judged only when ``value`` is given
