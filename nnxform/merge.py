@@ -181,7 +181,7 @@ def _merged_graph(a: Model, second: Model, keep_outputs: bool, shapes: tuple, wh
     if keep_outputs:
         ends.append(Node("Concat", "outputs", ["difference", y_a, y_b], [OUTPUT], {"axis": -1}))
     m.nodes += ends
-    weighted = [sum(n.op in ("Gemm", "Conv", "MatMul", "ConvTranspose") for n in g.nodes) for g in (ga, gb)]
+    weighted = [sum(OPERATORS[n.op].linear_layer for n in g.nodes) for g in (ga, gb)]
     report = MergeReport(*weighted, max(weighted), [], int(np.prod(out_shape)), *shapes, keep_outputs, [],
                          f"graph: {why}; the two graphs side by side on one input and f_A − f_B = Add(f_A, −f_B): a "
                          "DAG, which verifiers reading graphs take (α,β-CROWN; Marabou when it reads both networks' "

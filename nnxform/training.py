@@ -21,15 +21,14 @@ import numpy as np
 
 from .errors import NnxformError
 from .ir import Model
-from .layered import BatchNorm, Conv, ConvTranspose, Dense, Fixed, Flatten, Layer, Network, Relu, from_model
+from .layered import (WEIGHTED, BatchNorm, Conv, ConvTranspose, Dense, Fixed, Flatten, Layer, Network, Relu,
+                      from_model)
 from .operators import OPERATORS
 from .passes import PASSES
 
 #: The parameters trained per layer type (a BatchNorm's running mean and variance are statistics, not trained).
 TRAINED: dict[type, tuple[str, ...]] = {Dense: ("W", "b"), Conv: ("W", "b"), ConvTranspose: ("W", "b"),
                                        BatchNorm: ("gamma", "beta")}
-#: The layers whose weights ``W`` the L1 penalty and the zero mask apply to.
-WEIGHTED = (Dense, Conv, ConvTranspose)
 OPTIMIZERS = ("sgd", "adam")
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _CHUNK = 4096  # samples per forward pass when evaluating (bounds memory)

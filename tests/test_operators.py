@@ -212,3 +212,44 @@ def test_the_table_imports_nothing_above_it():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level > 1 and id(node) not in checking:
                 pytest.fail(f"{path.name} imports {'.' * node.level}{node.module} from above the operator table")
+
+
+# --- facts other modules ask the table (issue 20, item 5) ----------------------------------------------------------
+
+_CHANNELWISE_CASES = {  # a model of one operator on 3 channels, for each channelwise operator
+    "MaxPool": lambda: one_op("MaxPool", [1, 3, 4, 4], kernel_shape=[2, 2]),
+    "AveragePool": lambda: one_op("AveragePool", [1, 3, 4, 4], kernel_shape=[2, 2]),
+    "BatchNormalization": lambda: one_op("BatchNormalization", [1, 3, 4, 4],
+                                         {**_weights(1, g=(3,), b=(3,), m=(3,)), "v": np.ones(3, np.float32)},
+                                         ["d", "g", "b", "m", "v"]),
+}
+
+
+def test_transparent_operators_compute_their_input():
+    transparent = sorted(op for op, spec in operators.OPERATORS.items() if spec.transparent)
+    assert transparent == ["Dropout", "Identity"]
+    for op in transparent:
+        model = from_proto(one_op(op, [1, 3, 4]))
+        xs = np.random.default_rng(0).normal(size=(5,) + model.input_shape)
+        np.testing.assert_array_equal(evaluate.run(model, xs), xs)
+
+
+def test_channelwise_operators_keep_each_channel_apart():
+    """Output channel c changes only when input channel c does."""
+    for op, spec in operators.OPERATORS.items():
+        if not spec.channelwise or spec.transparent:
+            continue
+        model = from_proto(_CHANNELWISE_CASES[op]() if op in _CHANNELWISE_CASES else one_op(op, [1, 3, 4, 4]))
+        x = np.random.default_rng(1).normal(size=(1,) + model.input_shape)
+        moved = x.copy()
+        moved.reshape(1, 1, 3, -1)[:, :, 1] += 1.0  # channel 1 only
+        y, z = (evaluate.run(model, v)[0, 0] for v in (x, moved))
+        assert y.shape[0] == 3, op
+        np.testing.assert_array_equal(y[[0, 2]], z[[0, 2]], err_msg=op)
+        assert not np.array_equal(y[1], z[1]), op
+
+
+def test_the_quantised_layers_are_the_tables_linear_layers():
+    from nnxform.passes.quantize import LAYERS
+
+    assert sorted(LAYERS) == ["Conv", "ConvTranspose", "Gemm", "MatMul"]

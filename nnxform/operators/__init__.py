@@ -44,6 +44,9 @@ class Operator:
     weighted: bool = False  # its constant inputs are parameters (``info``)
     neurons: bool = False  # its outputs count as neurons (``info``)
     spatial: bool = False  # works on channels × positions: the dense-chain tools (pruning) refuse it
+    linear_layer: bool = False  # a layer with a weight matrix or kernel: quantised, counted as a layer by merge
+    transparent: bool = False  # its output is its input (at inference): walked through when following a chain
+    channelwise: bool = False  # each output channel depends on the same input channel only: a channel passes it
     checks: tuple[Check, ...] = ()  # loader: forms the evaluator cannot compute exactly, refused with a reason
     normalise: Callable | None = None  # loader: (model, node) -> None, the one internal form
     export: Callable | None = None  # exporter: node -> (inputs, attrs, extra initializers) for EXPORT_OPSET
@@ -60,7 +63,7 @@ class Operator:
 
 def _activation(kind: Elementwise) -> Operator:
     return Operator(forward.unary(kind.function), backward.elementwise(kind.derivative), None, activation=kind,
-                    neurons=kind is RELU)
+                    neurons=kind is RELU, channelwise=True)
 
 
 def _binary(fn: Callable, affine: str, **kw: Any) -> Operator:
@@ -68,7 +71,8 @@ def _binary(fn: Callable, affine: str, **kw: Any) -> Operator:
 
 
 def _identity(**kw: Any) -> Operator:
-    return Operator(forward.unary(lambda x: x), backward.reshape_back, AFFINE_ALL, canonical=False, **kw)
+    return Operator(forward.unary(lambda x: x), backward.reshape_back, AFFINE_ALL, canonical=False, transparent=True,
+                    channelwise=True, **kw)
 
 
 _CONV_CHECKS = (forms.kernel_rank, forms.same_pads_without_dilations)
@@ -85,9 +89,10 @@ OPERATORS: dict[str, Operator] = {
     "Dropout": _identity(constant_inputs=(1, 2), checks=(forms.dropout_inference,), normalise=forms.dropout_form),
     "Gemm": Operator(forward.gemm, backward.gemm, AFFINE_ONE, param_vjp=backward.gemm_params,
                      roundings=forms.gemm_roundings,
-                     absolute=forms.gemm_absolute, weighted=True, neurons=True, normalise=forms.gemm_form),
+                     absolute=forms.gemm_absolute, weighted=True, neurons=True, linear_layer=True,
+                     normalise=forms.gemm_form),
     "MatMul": Operator(forward.matmul, backward.matmul, AFFINE_ONE, roundings=forms.matmul_roundings, weighted=True,
-                       neurons=True),
+                       neurons=True, linear_layer=True),
     "Flatten": Operator(forward.flatten, backward.reshape_back, AFFINE_ALL),
     "Reshape": Operator(forward.reshape, backward.reshape_back, AFFINE_ALL, constant_inputs=(1,),
                         checks=(forms.reshape_allowzero,), normalise=forms.reshape_form),
@@ -99,19 +104,21 @@ OPERATORS: dict[str, Operator] = {
     "Concat": Operator(forward.concat, backward.concat, AFFINE_ALL),
     "Conv": Operator(forward.conv, backward.conv, AFFINE_FIRST, param_vjp=backward.conv_params, constant_inputs=(1, 2),
                      roundings=forms.conv_roundings,
-                     weighted=True, neurons=True, spatial=True, checks=_CONV_CHECKS, normalise=forms.window_form),
+                     weighted=True, neurons=True, spatial=True, linear_layer=True, checks=_CONV_CHECKS,
+                     normalise=forms.window_form),
     "ConvTranspose": Operator(forward.conv_transpose, backward.conv_transpose, AFFINE_FIRST,
                               param_vjp=backward.conv_transpose_params, constant_inputs=(1, 2),
                               roundings=forms.conv_roundings, weighted=True, neurons=True, spatial=True,
-                              checks=_CONV_CHECKS, normalise=forms.transposed_form),
-    "MaxPool": Operator(forward.pool("max"), backward.pool, None, window_max=True, spatial=True,
+                              linear_layer=True, checks=_CONV_CHECKS, normalise=forms.transposed_form),
+    "MaxPool": Operator(forward.pool("max"), backward.pool, None, window_max=True, spatial=True, channelwise=True,
                         checks=_CONV_CHECKS, normalise=forms.window_form),
     "AveragePool": Operator(forward.pool("avg"), backward.pool, AFFINE_ALL, roundings=forms.average_roundings,
-                            spatial=True, checks=_CONV_CHECKS + (forms.no_pool_dilations,), normalise=forms.window_form),
+                            spatial=True, channelwise=True, checks=_CONV_CHECKS + (forms.no_pool_dilations,), normalise=forms.window_form),
     "BatchNormalization": Operator(forward.batchnorm, backward.batchnorm, AFFINE_FIRST,
                                    param_vjp=backward.batchnorm_params, constant_inputs=(1, 2, 3, 4),
                                    roundings=forms.batchnorm_roundings, absolute=forms.batchnorm_absolute,
-                                   canonical=False, weighted=True, checks=(forms.batchnorm_inference,),
+                                   canonical=False, weighted=True, channelwise=True,
+                                   checks=(forms.batchnorm_inference,),
                                    normalise=forms.batchnorm_form),
 }
 

@@ -170,7 +170,7 @@ def _unpad(gxp: np.ndarray, win: Windows, shape: tuple[int, ...]) -> np.ndarray:
 
 def batchnorm(node, args, batched, y, g):
     x, scale, _, _, var = args[:5]
-    s = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+    s = forward.batchnorm_factor(node, scale, var)
     return [g * s.reshape((1,) * 2 + (-1,) + (1,) * (x.ndim - 3))]
 
 
@@ -232,6 +232,6 @@ def batchnorm_params(node, args, y, g):
     """Gradients of the scale and bias; the running mean and variance are statistics, not trained."""
     x, scale, _, mean, var = args[:5]
     shape = (1,) * 2 + (-1,) + (1,) * (x.ndim - 3)
-    xhat = (x - mean.reshape(shape)) / np.sqrt(var + node.attrs.get("epsilon", 1e-5)).reshape(shape)
+    xhat = (x - mean.reshape(shape)) * forward.batchnorm_factor(node, 1.0, var).reshape(shape)
     axes = tuple(i for i in range(x.ndim) if i != 2)
     return [None, (g * xhat).sum(axis=axes), g.sum(axis=axes), None, None]

@@ -400,12 +400,16 @@ def pool(kind: str):
     return op
 
 
+def batchnorm_factor(node, scale: np.ndarray | float, var: np.ndarray) -> np.ndarray:
+    """A BatchNormalization's factor per channel, ``γ/√(σ² + ε)``: the one place the formula is written."""
+    return scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+
+
 def batchnorm(node, args, batched):
     x, scale, bias, mean, var = args[:5]
     if any(v.size != x.shape[2] for v in (scale, bias, mean, var)):
         raise ValueError(f"scale, bias, mean and variance need one value per channel ({x.shape[2]})")
-    eps = node.attrs.get("epsilon", 1e-5)
-    s = scale / np.sqrt(var + eps)
+    s = batchnorm_factor(node, scale, var)
     shape = (1,) * 2 + (-1,) + (1,) * (x.ndim - 3)  # sample, batch, channel, spatial...
     return (x - mean.reshape(shape)) * s.reshape(shape) + bias.reshape(shape)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..affine import set_conv, set_gemm
 from ..errors import NnxformError, UnsupportedOperator
+from ..operators.forward import batchnorm_factor
 from ..ir import Model, Node
 from . import PassReport, register
 from .conv_form import write_explicit
@@ -58,7 +59,7 @@ def _scale_shift(model: Model, bn: Node, shape: tuple[int, ...]) -> tuple[np.nda
     gamma, beta, mean, var = (
         np.broadcast_to(model.constants[name].astype(np.float64).reshape(-1), shape[1:2]) for name in stats
     )
-    s = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    s = batchnorm_factor(bn, gamma, var)
     per_channel = (1, -1) + (1,) * (len(shape) - 2)
     return tuple(np.broadcast_to(v.reshape(per_channel), shape) for v in (s, beta - s * mean))
 

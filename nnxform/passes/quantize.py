@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from ..operators import OPERATORS
 from ..errors import NnxformError
 from ..ir import Model, Node
 from . import PassReport, register
 
 #: The operators whose constant weight input is quantised (the bias input is not).
-LAYERS = ("Gemm", "MatMul", "Conv", "ConvTranspose")
+LAYERS = tuple(op for op, spec in OPERATORS.items() if spec.linear_layer)
 #: Widths of the integer grid: 2 bits is {−1, 0, 1}·scale; 32 is the widest integer DequantizeLinear reads.
 MIN_BITS, MAX_BITS = 2, 32
 #: The largest finite float16.

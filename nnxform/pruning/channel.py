@@ -49,9 +49,6 @@ from .neuron import select_lowest
 from .saliency import ranked_pairs, saliency_matrix
 from .weight import zero_smallest
 
-#: Layers a channel passes through unchanged in number between a site and its consumer.
-_TRANSPARENT = ("Identity", "Dropout")
-
 
 def is_convolutional(model: Model) -> bool:
     """True when ``model`` has an operator on channels × positions (a convolution or a pooling): this path prunes it."""
@@ -146,7 +143,7 @@ def batchnorm_channels(model: Model, name: str, units: int) -> BnChannels | None
 
 def _next(model: Model, node: Node) -> Node | None:
     tensor = node.outputs[0]
-    while (user := model.sole_consumer(tensor)) is not None and user.op in _TRANSPARENT:
+    while (user := model.sole_consumer(tensor)) is not None and OPERATORS[user.op].transparent:
         tensor = user.outputs[0]
     return user
 

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..operators import OPERATORS
 from ..errors import NnxformError
 from ..ir import Model, Node
 from ..layered import dense
 from .neuron import select_lowest
 from .weight import zero_smallest
-
-#: Nodes a channel passes through unchanged in number, between a site and its consumer.
-_CHANNELWISE = ("Relu", "MaxPool", "AveragePool", "BatchNormalization", "Identity", "Dropout")
 
 
 def has_skip_connections(model: Model) -> bool:
@@ -60,7 +58,7 @@ def graph_sites(model: Model) -> tuple[list[GraphSite], dict[str, str]]:
                 why = f"its channels reach {len(readers)} readers" if len(readers) != 1 else "it is an output"
                 break
             nxt = readers[0]
-            if nxt.op in _CHANNELWISE:
+            if OPERATORS[nxt.op].channelwise:  # a channel passes it unchanged in number
                 between.append(nxt)
                 tensor = nxt.outputs[0]
                 continue

@@ -27,9 +27,8 @@ import numpy as np
 
 from ..ir import Model, Node
 from ..layered import Chain
+from ..operators import OPERATORS
 from .chain import quota, remove_units
-
-_TRANSPARENT = ("Identity", "Dropout")
 
 
 @dataclass
@@ -72,12 +71,12 @@ def batchnorm_units(model: Model, layers: Chain, prunable: list[int]) -> tuple[B
 def _neighbouring_relu(model: Model, bn: Node) -> tuple[str, Node | None]:
     """The Relu right after ``bn`` ("before": BN on the pre-activations) or right before it ("after")."""
     tensor = bn.outputs[0]
-    while (user := model.sole_consumer(tensor)) is not None and user.op in _TRANSPARENT:
+    while (user := model.sole_consumer(tensor)) is not None and OPERATORS[user.op].transparent:
         tensor = user.outputs[0]
     if user is not None and user.op == "Relu":
         return "before", user
     tensor = bn.inputs[0]
-    while (prod := model.producer(tensor)) is not None and prod.op in _TRANSPARENT:
+    while (prod := model.producer(tensor)) is not None and OPERATORS[prod.op].transparent:
         tensor = prod.inputs[0]
     if prod is not None and prod.op == "Relu":
         return "after", prod
