@@ -15,9 +15,9 @@ __all__ = ["Model", "Node", "load", "__version__"]
 
 def _ir_evaluator() -> Any:
     """The IR's evaluator: shapes and batch agnosticism from the numpy evaluator, constants from onnxruntime."""
-    from . import evaluate, ir, runtime
+    from . import interpreter, ir, runtime
 
-    return ir.Evaluator(evaluate.tensor_shapes, evaluate.batch_agnostic, runtime.constant_values)
+    return ir.Evaluator(interpreter.tensor_shapes, interpreter.batch_agnostic, runtime.constant_values)
 
 
 handoff.ir_evaluator = _ir_evaluator

@@ -27,7 +27,7 @@ from .attack import ValueGrad, ascend
 from .domain import FLOAT32_RULE, outside_float32
 from .errors import NnxformError
 from .fileio import read_text
-from .evaluate import run
+from .interpreter import run
 from .gradient import gradient
 from .ir import Model
 from .runtime import OnnxRunner

@@ -51,7 +51,7 @@ from .analyzers.rounding import Rounding
 from .attack import ascend
 from .domain import Box
 from .errors import NnxformError
-from .evaluate import in_passes, points_per_pass, run
+from .interpreter import in_passes, points_per_pass, run
 from .gradient import gradient
 from . import layered
 from .ir import Model

@@ -18,7 +18,7 @@ import numpy as np
 from .analyzers.rounding import absolute_node
 from .domain import Box
 from .errors import NotExact
-from .evaluate import arguments, points_per_pass
+from .interpreter import arguments, points_per_pass
 from .ir import Model
 from .operators import OPERATORS
 from .runtime import OnnxRunner

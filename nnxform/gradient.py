@@ -1,7 +1,7 @@
 """Input gradients by reverse mode over the IR operators, vectorised over samples.
 
 ``gradient(model, xs, weights)`` returns ∂(Σ weights · tensor)/∂x for every sample: the
-vector-Jacobian product of the forward evaluation in ``evaluate``, each operator's from its entry of
+vector-Jacobian product of the forward evaluation in ``interpreter``, each operator's from its entry of
 the operator table (``operators.OPERATORS[op].vjp``). Used by projected-gradient
 searches (soundness tests of the bound analyzers, FGSM-style attacks, witness search).
 """
@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import UnsupportedOperator
-from .evaluate import arguments, run
+from .interpreter import arguments, run
 from .ir import Model, Node
 from .operators import OPERATORS
 

@@ -37,7 +37,7 @@ from .analyzers import bounds as output_bounds
 from .discrepancy import DIFFERENCE_METHODS, Pair
 from .domain import Box
 from .errors import NnxformError
-from .evaluate import run
+from .interpreter import run
 from .ir import Model, from_proto
 from .layered import Network, model_size
 from .runtime import OnnxRunner

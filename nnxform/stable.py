@@ -49,7 +49,7 @@ from .analyzers.symbolic import optimized_bounds
 from . import stopping
 from .domain import Box
 from .errors import NnxformError
-from .evaluate import points_per_pass, run
+from .interpreter import points_per_pass, run
 from .gradient import gradient
 from .ir import Model
 from .runtime import OnnxRunner
@@ -63,7 +63,7 @@ STATUS_NAMES = {ACTIVE: "active", INACTIVE: "inactive", UNSTABLE: "unstable", UN
 WITNESS_MARGIN, WITNESS_SHARE = 1e-7, 1e-3
 #: The share of the time left that sampling may spend: the bounds, which prove stability, get the rest.
 SAMPLING_SHARE = 0.25
-#: Points per forward pass at most (fewer where the network's tensors are large: ``evaluate.points_per_pass``).
+#: Points per forward pass at most (fewer where the network's tensors are large: ``interpreter.points_per_pass``).
 _CHUNK = 1024
 #: Signed-gradient search: starts per candidate, steps per round, rounds at most.
 GRADIENT_STARTS, GRADIENT_STEPS, GRADIENT_ROUNDS = 4, 10, 3

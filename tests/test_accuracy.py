@@ -13,7 +13,7 @@ from conftest import MODELS
 from nnxform.accuracy import fgsm, load_data, measure, predict
 from nnxform.cli import app
 from nnxform.errors import NnxformError
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.ir import load
 from nnxform.runtime import OnnxRunner
 

@@ -12,7 +12,7 @@ from conftest import MODELS, make_model
 from nnxform.analyzers import bounds, compile_model
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.gradient import gradient
 from nnxform.ir import from_proto, load
 from nnxform.runtime import OnnxRunner

@@ -14,7 +14,7 @@ from nnxform.analyzers import bounds, compile_model
 from nnxform.analyzers.encoding import Encoder
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.gradient import gradient
 from nnxform.ir import from_proto, load
 from nnxform.vnnlib import read_box

@@ -19,7 +19,7 @@ from nnxform.cli import app
 from nnxform.discrepancy import Pair
 from nnxform.domain import Box
 from nnxform.errors import NnxformError, NotExact
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.exactness import compare
 from nnxform.ir import from_proto, load
 from nnxform.passes import PASSES

@@ -1,7 +1,7 @@
 """The numpy evaluator computes what onnxruntime computes, operator by operator.
 
 Every bound nnxform proves rests on the evaluator (the analyzers read the network's affine maps off
-it), so each operator of ``evaluate.OPS`` is run here as a one-operator model over broadcast ranks
+it), so each operator of ``interpreter.OPS`` is run here as a one-operator model over broadcast ranks
 and attributes, on random points, against onnxruntime: same values (float64 against onnxruntime's
 float32) and exactly the same shapes, for the evaluated tensor and for ``Model.shapes()``.
 """
@@ -17,7 +17,7 @@ import pytest
 from conftest import make_model
 from onnx import TensorProto, helper
 
-from nnxform import evaluate
+from nnxform import interpreter
 from nnxform.analyzers import bounds
 from nnxform.domain import Box
 from nnxform.errors import UnsupportedOperator
@@ -44,7 +44,7 @@ def _data(name: str, shape: list[int], out: str) -> tuple[list, list[int], dict]
 
 
 def check(proto: onnx.ModelProto, low: float = -2.0, high: float = 2.0, away_from_zero: bool = False) -> None:
-    """``evaluate.run`` on random points equals onnxruntime's output, values and shape."""
+    """``interpreter.run`` on random points equals onnxruntime's output, values and shape."""
     model = from_proto(proto)
     rng = np.random.default_rng(0)
     xs = rng.uniform(low, high, (SAMPLES,) + model.input_shape).astype(np.float32)
@@ -53,7 +53,7 @@ def check(proto: onnx.ModelProto, low: float = -2.0, high: float = 2.0, away_fro
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     out = proto.graph.output[0].name
     ref = np.stack([sess.run([out], {model.input_name: x})[0] for x in xs])
-    got = evaluate.run(model, xs.astype(np.float64), keep=True)[out]
+    got = interpreter.run(model, xs.astype(np.float64), keep=True)[out]
     assert got.shape == ref.shape, f"evaluator shape {got.shape[1:]}, onnxruntime {ref.shape[1:]}"
     assert model.shapes()[out] == ref.shape[1:]
     scale = max(1.0, float(np.abs(ref).max()))
@@ -339,7 +339,7 @@ def test_every_operator_is_covered():
                "Flatten", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Relu", "Sigmoid", "Tanh",
                "Identity", "Dropout",
                "ConvTranspose"}  # its cases: tests/test_operators.py
-    assert set(evaluate.OPS) == covered
+    assert set(interpreter.OPS) == covered
 
 
 # --- what rests on the evaluator: input gradients and the analyzers' bounds -------------------------
@@ -387,7 +387,7 @@ def test_gradient(case):
     d = rng.normal(size=x.shape)
 
     def f(z):
-        return (evaluate.run(model, z).reshape(3, -1) * w).sum(axis=1)
+        return (interpreter.run(model, z).reshape(3, -1) * w).sum(axis=1)
 
     np.testing.assert_allclose((g * d).sum(axis=1), (f(x + d) - f(x - d)) / 2, rtol=1e-9, atol=1e-9)
 

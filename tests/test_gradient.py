@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import MODELS
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.gradient import gradient
 from nnxform.ir import load
 from test_bounds import convnet, mlp, residual

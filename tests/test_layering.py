@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the IR: graph, loader, exporter (shapes and onnxruntime handed in from above by nnxform/__init__.py)
     ("nnxform.ir",),
     # running a Model: numpy evaluator and gradients, onnxruntime, the one gradient attack; writing affine nodes
-    ("nnxform.runtime", "nnxform.evaluate", "nnxform.gradient", "nnxform.affine", "nnxform.attack"),
+    ("nnxform.runtime", "nnxform.interpreter", "nnxform.gradient", "nnxform.affine", "nnxform.attack"),
     # the layered form: a chain of typed layers with parameters and gradients (merge, pad, compress, pruning, training)
     ("nnxform.layered",),
     # input domains, VNN-LIB boxes

@@ -9,7 +9,7 @@ import pytest
 from conftest import MODELS, make_model
 from onnx import TensorProto, helper
 
-from nnxform import evaluate, load
+from nnxform import interpreter, load
 from nnxform.domain import Box
 from nnxform.errors import NnxformError, UnsupportedOperator
 from nnxform.exactness import compare
@@ -150,7 +150,7 @@ def test_loader_matches_onnxruntime_and_canon_is_exact(case):
     xs = np.random.default_rng(1).uniform(-1, 1, (50,) + model.input_shape)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     ref = np.stack([sess.run(None, {model.input_name: x.astype(np.float32)})[0].ravel() for x in xs])
-    np.testing.assert_allclose(evaluate.run(model, xs).reshape(50, -1), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(interpreter.run(model, xs).reshape(50, -1), ref, rtol=1e-4, atol=1e-5)
 
     canon, report = PASSES["canon"](model)
     assert not {n.op for n in canon.nodes} & FORBIDDEN
@@ -250,4 +250,4 @@ def test_pooling_matches_onnxruntime(op, ceil_mode, include_pad, pads, strides):
     xs = np.random.default_rng(3).normal(size=(5,) + model.input_shape)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     ref = np.stack([sess.run(None, {"x": x.astype(np.float32)})[0] for x in xs])
-    np.testing.assert_allclose(evaluate.run(model, xs), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(interpreter.run(model, xs), ref, rtol=1e-5, atol=1e-6)

@@ -281,7 +281,7 @@ def test_load_without_the_supported_operator_check_keeps_the_model_as_read():
            for p in (proto, exported)]
     np.testing.assert_array_equal(*run)
     with pytest.raises(UnsupportedOperator, match="Softmax"):
-        from nnxform.evaluate import run as evaluate
+        from nnxform.interpreter import run as evaluate
 
         evaluate(model, x)
 

@@ -9,7 +9,7 @@ from onnx import helper
 
 from nnxform.analyzers import bounds
 from nnxform.domain import Box
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.ir import from_proto
 
 

@@ -19,7 +19,7 @@ from conftest import make_model, run_cli
 from onnx import helper
 from test_evaluator_vs_onnxruntime import _weights, check, one_op
 
-from nnxform import evaluate, operators
+from nnxform import interpreter, operators
 from nnxform.analyzers import bounds
 from nnxform.analyzers.network import Activation, compile_model
 from nnxform.domain import Box
@@ -91,15 +91,15 @@ def test_conv_transpose_gradient_by_finite_differences(attrs):
     model = from_proto(_conv_transpose(2, attrs, True))
     rng = np.random.default_rng(1)
     xs = rng.normal(size=(3,) + model.input_shape)
-    out_size = evaluate.run(model, xs[:1]).size
+    out_size = interpreter.run(model, xs[:1]).size
     w = rng.normal(size=out_size)
     _, grads = gradient(model, xs, w)
     h = 1e-3
     for k in rng.choice(model.input_size, 12, replace=False):
         e = np.zeros(model.input_size)
         e[k] = h
-        plus = evaluate.run(model, xs + e.reshape(model.input_shape)).reshape(3, -1) @ w
-        minus = evaluate.run(model, xs - e.reshape(model.input_shape)).reshape(3, -1) @ w
+        plus = interpreter.run(model, xs + e.reshape(model.input_shape)).reshape(3, -1) @ w
+        minus = interpreter.run(model, xs - e.reshape(model.input_shape)).reshape(3, -1) @ w
         np.testing.assert_allclose(grads[:, k], (plus - minus) / (2 * h), rtol=1e-6, atol=1e-8)
 
 
@@ -167,8 +167,8 @@ def test_info_and_canon_on_a_conv_transpose_network(network_file, tmp_path):
 
 
 def test_evaluation_and_gradients_come_from_the_table():
-    assert set(evaluate.OPS) == set(operators.OPERATORS)
-    assert all(evaluate.OPS[op] is spec.evaluate for op, spec in operators.OPERATORS.items())
+    assert set(interpreter.OPS) == set(operators.OPERATORS)
+    assert all(interpreter.OPS[op] is spec.evaluate for op, spec in operators.OPERATORS.items())
     assert CANONICAL_OPS == {op for op, spec in operators.OPERATORS.items() if spec.canonical}
 
 
@@ -186,7 +186,7 @@ def test_every_nonlinear_entry_has_a_relaxation():
 
 def test_an_activation_cannot_be_declared_or_analysed_without_its_relaxation():
     with pytest.raises(ValueError, match="relaxation"):
-        operators.Operator(evaluate.OPS["Relu"], operators.OPERATORS["Relu"].vjp, None)
+        operators.Operator(interpreter.OPS["Relu"], operators.OPERATORS["Relu"].vjp, None)
     with pytest.raises(NnxformError, match="Elu node 'e' is not an activation with a declared relaxation"):
         Activation("Elu", "e", 0, 1)
 
@@ -231,7 +231,7 @@ def test_transparent_operators_compute_their_input():
     for op in transparent:
         model = from_proto(one_op(op, [1, 3, 4]))
         xs = np.random.default_rng(0).normal(size=(5,) + model.input_shape)
-        np.testing.assert_array_equal(evaluate.run(model, xs), xs)
+        np.testing.assert_array_equal(interpreter.run(model, xs), xs)
 
 
 def test_channelwise_operators_keep_each_channel_apart():
@@ -243,7 +243,7 @@ def test_channelwise_operators_keep_each_channel_apart():
         x = np.random.default_rng(1).normal(size=(1,) + model.input_shape)
         moved = x.copy()
         moved.reshape(1, 1, 3, -1)[:, :, 1] += 1.0  # channel 1 only
-        y, z = (evaluate.run(model, v)[0, 0] for v in (x, moved))
+        y, z = (interpreter.run(model, v)[0, 0] for v in (x, moved))
         assert y.shape[0] == 3, op
         np.testing.assert_array_equal(y[[0, 2]], z[[0, 2]], err_msg=op)
         assert not np.array_equal(y[1], z[1]), op

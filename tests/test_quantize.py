@@ -17,7 +17,7 @@ from conftest import run_main
 from nnxform.accuracy import load_data
 from nnxform.cli import main
 from nnxform.domain import Box
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.ir import Model, from_proto, load
 from nnxform.passes import PASSES
 from nnxform.passes.quantize import quantize

@@ -22,7 +22,7 @@ from nnxform.analyzers.symbolic import optimized_bounds
 from nnxform.cli import app
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
-from nnxform.evaluate import run
+from nnxform.interpreter import run
 from nnxform.gradient import gradient
 from nnxform.ir import Model, from_proto, load
 from nnxform.runtime import OnnxRunner

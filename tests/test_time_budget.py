@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from nnxform import evaluate, runtime, workflows
+from nnxform import interpreter, runtime, workflows
 from nnxform.analyzers.encoding import Deadline
 from nnxform.discrepancy import SAMPLES, Pair, search_witness
-from nnxform.evaluate import in_passes, points_within, run
+from nnxform.interpreter import in_passes, points_within, run
 from nnxform.runtime import OnnxRunner
 from test_bounds import convnet, random_box
 from test_discrepancy import assert_sound, observed, perturbed
@@ -73,8 +73,8 @@ def test_onnxruntime_runs_in_chunks_that_fit(monkeypatch):
 def test_evaluator_in_passes_matches_one_pass(monkeypatch):
     model = convnet(6)
     xs = random_box(6, model.input_size).points(200, np.random.default_rng(1))
-    monkeypatch.setattr(evaluate, "PASS_BYTES", 8 * 3000)
-    step = evaluate.points_per_pass(model, len(xs))
+    monkeypatch.setattr(interpreter, "PASS_BYTES", 8 * 3000)
+    step = interpreter.points_per_pass(model, len(xs))
     assert step < 20 and step == points_within(sum(int(np.prod(s[1:])) for s in model.shapes().values()), len(xs))
     np.testing.assert_array_equal(in_passes(lambda c: run(model, c), xs, step), run(model, xs))
 

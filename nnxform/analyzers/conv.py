@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluate import arguments
+from ..interpreter import arguments
 from ..gradient import backpropagate
 from ..ir import Node
 from ..operators import OPERATORS

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import NnxformError
-from ..evaluate import arguments
+from ..interpreter import arguments
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
 from ..operators.forward import Windows, explicit_pads, merge_lead

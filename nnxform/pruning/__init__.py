@@ -24,7 +24,7 @@ from ..exactness import ATOL, Comparison, Reference
 from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
 from ..passes import PASSES, Pass, apply_checked
-from ..evaluate import in_passes, points_per_pass, points_within, run
+from ..interpreter import in_passes, points_per_pass, points_within, run
 from .chain import dense_chain, prunable_layers, to_model
 from .graph import has_skip_connections, prune_graph_channels, prune_graph_weights
 from .channel import (aligned_network, conv_network, is_convolutional, prune_channel_saliency, prune_channels,

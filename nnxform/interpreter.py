@@ -1,4 +1,4 @@
-"""Numpy forward evaluation of the IR, vectorised over samples.
+"""The interpreter: numpy forward evaluation of the IR, vectorised over samples.
 
 Every value that depends on the network input carries one extra leading *sample* axis
 on top of its ONNX shape (which includes the model's own batch dimension of 1), so one
