@@ -11,8 +11,6 @@ from typing import Any, List, Optional
 
 import typer
 import typer.main
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..batch import (BatchResult, BatchSpec, DaskEngine, LocalEngine, cactus_png, load_results, open_output,
                      read_instances, require_matplotlib, run_batch, serve)
@@ -21,7 +19,7 @@ from ..errors import NnxformError
 from ..fileio import Outputs
 from . import summary
 from .application import UsageError, _run, app
-from .common import bounded, json_text, say, table
+from .common import ProgressBar, bounded, json_text, say, table
 
 #: What a batch worker process runs: import every command once, then answer rows (``nnxform.batch.worker``).
 WORKER_CODE = "from nnxform.cli.batch import serve_rows; serve_rows()"
@@ -87,30 +85,6 @@ def batch_spec(command: str, options: list[str]) -> BatchSpec:
     return BatchSpec(command, staged, files, ".onnx" if writes else None)
 
 
-class _RowsBar:
-    """The batch's progress bar on stderr (rows done, failed, running, ETA), only when stderr is a terminal."""
-
-    def __init__(self, slots: int):
-        self.slots = slots
-        self.bar: Optional[Progress] = None
-        self.task: Any = None
-
-    def __call__(self, done: int, failed: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if self.bar is None:
-            self.bar = Progress(TextColumn("rows"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[failed]} failed, {task.fields[running]} running"),
-                                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
-            self.bar.start()
-            self.task = self.bar.add_task("rows", total=total, failed=0, running=0)
-        self.bar.update(self.task, completed=done, failed=failed, running=min(self.slots, total - done))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 @app.command(name="batch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              short_help=summary("batch"),
              help="Run COMMAND (bounds, canon, fold-bn, stable, compress, prune, quantize, pad, …: any command that "
@@ -163,9 +137,11 @@ def batch(
         if created:
             folder.rmdir()  # created just now, still empty: nothing left behind
         raise
-    bar = _RowsBar(engine.slots)
+    bar = ProgressBar("rows", sys.stderr.isatty(), "{task.fields[failed]} failed, {task.fields[running]} running")
     try:
-        result = run_batch(spec, instances, rows, folder, engine, previous, bar)
+        result = run_batch(spec, instances, rows, folder, engine, previous,
+                           lambda done, failed, total: bar(done, total, failed=failed,
+                                                           running=min(engine.slots, total - done)))
     finally:
         bar.close()
         engine.close()

@@ -209,25 +209,35 @@ def say(text: str, quiet: bool = False) -> None:
 
 
 class ProgressBar:
-    """A rich progress bar on stderr for long work (LP/MILP solves, pruning rounds), opened on the first
-    report, when the total is known; use it as the ``progress(done, total)`` callback of the library."""
+    """The one progress bar of the commands: rich, on stderr (stdout with ``stdout``), opened on the first report,
+    when the total is known; use it as the library's ``progress(done, total)`` callback. ``fields``: text beside
+    the bar from the keywords of each report (``"{task.fields[loss]}"``); ``print`` writes a line above it."""
 
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled
+    def __init__(self, label: str, enabled: bool, fields: str = "", stdout: bool = False, eta: bool = True):
+        self.label, self.enabled, self.fields, self.stdout, self.eta = label, enabled, fields, stdout, eta
         self.bar: Progress | None = None
         self.task: Any = None
         self.done = 0
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, **fields: Any) -> None:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+            columns += [TextColumn(self.fields)] if self.fields else []
+            columns += [TimeElapsedColumn()] + ([TimeRemainingColumn()] if self.eta else [])
+            self.bar = Progress(*columns, console=Console(stderr=not self.stdout), transient=False)
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total)
-        self.bar.update(self.task, completed=done, total=total)
+            self.task = self.bar.add_task(self.label, total=total, **fields)
+        self.bar.update(self.task, completed=done, total=total, **fields)
         self.done = done
+
+    def print(self, line: str) -> None:
+        """A line above the bar (opened or not yet)."""
+        if self.bar is not None:
+            self.bar.console.print(line)
+        else:
+            Console(stderr=not self.stdout).print(line)
 
     def close(self) -> None:
         if self.bar is not None:

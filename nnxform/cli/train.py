@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..accuracy import load_data
 from ..fileio import Outputs, file_sha256
@@ -16,7 +14,7 @@ from ..ir import load
 from ..training import OPTIMIZERS, EpochRecord, TrainOptions, train, trainable
 from . import summary
 from .application import app
-from .common import bounded, json_text, say
+from .common import ProgressBar, bounded, json_text, say
 
 
 def _percent(share: float | None) -> str:
@@ -32,13 +30,13 @@ def epoch_line(record: EpochRecord, epochs: int) -> str:
 
 
 class EpochBar:
-    """Per-epoch report, after the ``header`` lines once training is under way: a rich bar with the latest loss and
-    accuracy and a line per epoch above it on a terminal, one plain line per epoch otherwise, nothing when the
+    """Per-epoch report, after the ``header`` lines once training is under way: a progress bar with the latest loss
+    and accuracy and a line per epoch above it on a terminal, one plain line per epoch otherwise, nothing when the
     JSON goes to stdout."""
 
     def __init__(self, header: list[str], quiet: bool):
-        self.header, self.quiet, self.bar = header, quiet, None
-        self.task = None
+        self.header, self.quiet = header, quiet
+        self.bar = ProgressBar("training", sys.stdout.isatty(), "{task.fields[stats]}", stdout=True, eta=False)
 
     def __call__(self, record: EpochRecord, epochs: int) -> None:
         if self.quiet:
@@ -46,21 +44,15 @@ class EpochBar:
         for line in self.header:
             say(line)
         self.header = []
-        if not sys.stdout.isatty():
+        if not self.bar.enabled:
             say(epoch_line(record, epochs))
             return
-        if self.bar is None:
-            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=Console())
-            self.bar.start()
-            self.task = self.bar.add_task("training", total=epochs, stats="")
-        self.bar.console.print(epoch_line(record, epochs))
-        self.bar.update(self.task, completed=record.epoch,
-                        stats=f"loss {record.loss:.4g}  accuracy {_percent(record.accuracy)}")
+        self.bar(record.epoch - 1, epochs, stats="")  # opened before its first line, which goes above it
+        self.bar.print(epoch_line(record, epochs))
+        self.bar(record.epoch, epochs, stats=f"loss {record.loss:.4g}  accuracy {_percent(record.accuracy)}")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
 
 @app.command(name="train", short_help=summary("train"),
