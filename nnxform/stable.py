@@ -33,13 +33,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
-import highspy
 import numpy as np
 
 from .attack import ascend
 from .analyzers import bounds as analyze
 from .analyzers.conv import ConvMap, IdentityMap, Operator, zero_rows
-from .analyzers.encoding import Encoder, solve
+from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, Pool, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
 from .analyzers.milp import beyond_solver
@@ -752,38 +751,14 @@ class _Classifier:
 
     def _feasible(self, enc: Encoder, col: int, threshold: float, push_up: bool, seconds: float,
                   input_exp: np.ndarray) -> tuple[str, np.ndarray | None]:
-        """Is there an input with column ``col`` >= ``threshold`` (push_up) or <= it? 'infeasible', 'solution' (+ the
-        input, its columns times ``2**input_exp``) or 'unknown'."""
-        h = enc.h
-        lo, hi = enc.col_lo[col], enc.col_hi[col]
-        if (push_up and threshold > hi) or (not push_up and threshold < lo):
-            return "infeasible", None
-        if enc.external is not None:  # a solver through pulp
-            verdict, values = enc.external.feasible(enc, col, max(lo, threshold) if push_up else lo,
-                                                    hi if push_up else min(hi, threshold), -1.0 if push_up else 1.0,
-                                                    max(min(seconds, self.remaining()), 1e-3))
-            n = self.box.size
-            x = None if values is None else np.clip(np.ldexp(values[enc.col[0]:enc.col[0] + n], input_exp), self.box.lower,
-                                                    self.box.upper)
-            return verdict, x
-        h.changeColBounds(col, max(lo, threshold) if push_up else lo, hi if push_up else min(hi, threshold))
-        h.changeColCost(col, -1.0 if push_up else 1.0)
-        if self.node_limit is not None:  # a limit of work: the same answer on every run
-            h.setOptionValue("mip_max_nodes", int(self.node_limit))
-            seconds = self.remaining()
-        h.setOptionValue("time_limit", max(min(seconds, self.remaining()), 1e-3))  # HiGHS 1.15: per run
-        solve(h)  # Ctrl-C stops it and is raised, never read as an answer
-        status = h.getModelStatus()
-        x = None
-        if h.getInfo().primal_solution_status == 2:  # kSolutionStatusFeasible
-            n = self.box.size
-            x = np.clip(np.ldexp(np.asarray(h.getSolution().col_value[enc.col[0]:enc.col[0] + n]), input_exp), self.box.lower,
-                        self.box.upper)
-        h.changeColCost(col, 0.0)
-        h.changeColBounds(col, lo, hi)
-        if status == highspy.HighsModelStatus.kInfeasible:
-            return "infeasible", None
-        return ("solution", x) if x is not None else ("unknown", None)
+        """``Encoder.feasible`` within the time left (or the node limit), the solution's input as a point of the box:
+        its columns times ``2**input_exp`` (the rescaling), clipped to the box."""
+        by_nodes = self.node_limit is not None and enc.external is None  # HiGHS only: then the time does not bind
+        seconds = self.remaining() if by_nodes else min(seconds, self.remaining())
+        verdict, x = enc.feasible(col, threshold, push_up, seconds, self.node_limit)
+        if x is not None:
+            x = np.clip(np.ldexp(x, input_exp), self.box.lower, self.box.upper)
+        return verdict, x
 
     def _witnesses(self) -> Witnesses:
         self._compact()

@@ -335,6 +335,39 @@ class Encoder:
         tol = tol[1] if isinstance(tol, tuple) else tol
         return bound - tol * (1.0 + abs(bound) + self._big), closed
 
+    def feasible(self, col: int, threshold: float, up: bool, seconds: float, node_limit: int | None = None
+                 ) -> tuple[str, np.ndarray | None]:
+        """Can column ``col`` reach ``threshold`` (at least it when ``up``, at most otherwise)? ``"infeasible"`` (the
+        solver's proof, up to its tolerances: the caller keeps a margin beyond them), ``"solution"`` with the input
+        columns of a point the solver found, or ``"unknown"`` when ``seconds`` (or ``node_limit`` nodes, then the
+        time does not bind) ran out. The column's bounds and cost are restored after."""
+        lo, hi = self.col_lo[col], self.col_hi[col]
+        if (up and threshold > hi) or (not up and threshold < lo):
+            return "infeasible", None
+        low, high, cost = (max(lo, threshold), hi, -1.0) if up else (lo, min(hi, threshold), 1.0)
+        inputs = slice(self.col[0], self.col[0] + self.state.net.input_size)
+        if self.external is not None:  # a solver through pulp
+            verdict, values = self.external.feasible(self, col, low, high, cost, max(seconds, 1e-3))
+            return verdict, None if values is None else np.asarray(values[inputs], dtype=np.float64)
+        h = self.h
+        h.changeColBounds(col, low, high)
+        h.changeColCost(col, cost)
+        if node_limit is not None:  # a limit of work: the same answer on every run
+            h.setOptionValue("mip_max_nodes", int(node_limit))
+        h.setOptionValue("time_limit", max(seconds, 1e-3))  # HiGHS 1.15: per run
+        try:
+            solve(h)  # Ctrl-C stops it and is raised, never read as an answer
+            infeasible = h.getModelStatus() == highspy.HighsModelStatus.kInfeasible  # read before the model changes
+            x = None
+            if h.getInfo().primal_solution_status == 2:  # kSolutionStatusFeasible
+                x = np.asarray(h.getSolution().col_value[inputs], dtype=np.float64)
+        finally:
+            h.changeColCost(col, 0.0)
+            h.changeColBounds(col, lo, hi)
+        if infeasible:
+            return "infeasible", None
+        return ("solution", x) if x is not None else ("unknown", None)
+
     def solution(self) -> np.ndarray | None:
         """Every column's value in the last solve's solution, from whichever solver ran it (None without one)."""
         if self.external is not None and self.integers:
