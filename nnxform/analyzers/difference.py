@@ -604,7 +604,6 @@ class DifferenceEncoder(Encoder):
         self.da: dict[int, int] = {}
         self.dz_scale: dict[int, float] = {}  # column value = Δz / scale
         self.da_scale: dict[int, float] = {}
-        self.binaries = 0
 
     def add_layer(self, k: int) -> None:
         """Columns and rows of affine layer ``k``: ``Δz = W_A Δa + (W_A − W_B) a_B + Δb`` and, if hidden,
@@ -636,22 +635,22 @@ class DifferenceEncoder(Encoder):
         self.ab[k] = ab = self._cols(np.maximum(D.lo_b, 0.0), np.maximum(D.hi_b, 0.0))
         self.da[k] = da = self._cols(c_lo / sa, c_hi / sa)
         zb, dz = self.zb[k], self.dz[k]
-        self._relu(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)])
-        self._relu(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)])
+        self.relu_rows(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)])
+        self.relu_rows(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)])
         rows = np.flatnonzero(D.unsettled)
         if rows.size:
             lowers, uppers = candidate_lines(D.lo_a, D.hi_a, D.lo_b, D.hi_b, D.lo_d, D.hi_d, c_lo, c_hi)
             (p_lo, _, r_lo), (p_up, _, r_up) = lowers[1], uppers[1]  # N: Δa − p Δz >= r (lower), <= r (upper)
             free = np.full(rows.size, INF)
-            self._combo(rows, [(da, sa), (dz, -sd * p_lo[rows])], r_lo[rows], free)
-            self._combo(rows, [(da, sa), (dz, -sd * p_up[rows])], -free, r_up[rows])
+            self.combination_rows(rows, [(da, sa), (dz, -sd * p_lo[rows])], r_lo[rows], free)
+            self.combination_rows(rows, [(da, sa), (dz, -sd * p_up[rows])], -free, r_up[rows])
 
     def delta_min(self, k: int, j: int, sign: float) -> tuple[float, bool]:
         """Sound lower bound of ``sign · Δz_k[j]`` (LP or MILP dual bound); whether the MILP closed its gap."""
         col, sd = self.dz[k] + j, self.dz_scale[k]
         if not self.integer:
             return sd * self.lp_min(col, sign), False
-        if not self.binaries:  # HiGHS solves it as an LP and leaves the MIP dual bound at 0: take the LP's
+        if not self.integers:  # HiGHS solves it as an LP and leaves the MIP dual bound at 0: take the LP's
             bound = self.lp_min(col, sign)
             return sd * bound, self.h.getModelStatus() == highspy.HighsModelStatus.kOptimal
         bound, closed = self.mip_min(col, sign)
@@ -672,42 +671,6 @@ class DifferenceEncoder(Encoder):
             cs.append(src + c)
             vs.append(-scale * v)
         self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias - noise, bias + noise)
-
-    def _combo(self, idx: np.ndarray, terms: list[tuple[int, float | np.ndarray]], lower: np.ndarray,
-               upper: np.ndarray, extra: tuple[int, np.ndarray] | None = None) -> None:
-        """Rows ``lower <= Σ coef · block[idx] (+ coef · extra[row]) <= upper``, one per neuron in ``idx``."""
-        m = idx.size
-        r = np.arange(m)
-        cs = [first + idx for first, _ in terms]
-        vs = [np.broadcast_to(np.asarray(c, dtype=np.float64), (m,)) for _, c in terms]
-        if extra is not None:
-            cs.append(extra[0] + r)
-            vs.append(extra[1])
-        self._rows(np.concatenate([r] * len(cs)), np.concatenate(cs), np.concatenate(vs), lower, upper)
-
-    def _relu(self, lo: np.ndarray, hi: np.ndarray, y: list[tuple[int, float]], z: list[tuple[int, float]]) -> None:
-        """``Σ c·y = relu(Σ c·z)`` neuron by neuron over blocks: exact when stable, else triangle or big-M."""
-        minus = [(col, -c) for col, c in z]
-        active, inactive = np.flatnonzero(lo >= 0), np.flatnonzero(hi <= 0)
-        for idx, terms in ((active, y + minus), (inactive, y)):
-            if idx.size:
-                self._combo(idx, terms, np.zeros(idx.size), np.zeros(idx.size))
-        u = np.flatnonzero((lo < 0) & (hi > 0))
-        if u.size == 0:
-            return
-        m, l, h = u.size, lo[u], hi[u]
-        free = np.full(m, INF)
-        self._combo(u, y, np.zeros(m), free)  # y >= 0
-        self._combo(u, y + minus, np.zeros(m), free)  # y >= z
-        if not self.integer:
-            s = h / (h - l)  # y <= s (z − l)
-            self._combo(u, y + [(col, -c * s) for col, c in z], -free, -s * l)
-            return
-        d = self._cols(np.zeros(m), np.ones(m), integer=True)
-        self.binaries += m
-        # y − z − l·d <= −l  (y <= z − l (1 − d));  y − u·d <= 0
-        self._combo(u, y + minus, -free, -l, extra=(d, -l))
-        self._combo(u, y, -free, np.zeros(m), extra=(d, -h))
 
     def input_solution(self) -> np.ndarray | None:
         """The input part of the last solve's primal solution, if the solver has one."""

@@ -207,32 +207,45 @@ class Encoder:
     def _relu(self, i: int, s: Activation) -> None:
         lo, hi = self.state.lo[s.source], self.state.hi[s.source]
         self.col[i] = y = self._cols(np.maximum(lo, 0.0), np.maximum(hi, 0.0))
-        z = self.col[s.source]
-        active = np.flatnonzero(lo >= 0)
-        unstable = np.flatnonzero((lo < 0) & (hi > 0))
-        k = np.arange(active.size)
-        self._rows(np.concatenate([k, k]), np.concatenate([y + active, z + active]),
-                   np.concatenate([np.ones(active.size), -np.ones(active.size)]), np.zeros(active.size), np.zeros(active.size))
-        if unstable.size == 0:
+        self.relu_rows(lo, hi, [(y, 1.0)], [(self.col[s.source], 1.0)])
+
+    def relu_rows(self, lo: np.ndarray, hi: np.ndarray, y: list[tuple[int, float]], z: list[tuple[int, float]]) -> None:
+        """``Σ c·y = relu(Σ c·z)`` neuron by neuron over column blocks (first column, coefficient), ``z`` within
+        ``[lo, hi]``: exact rows where stable, else the triangle (LP) or big-M rows with a binary (MILP). One block
+        ``y`` is pinned at 0 by its own bounds where inactive; a combination of blocks gets the row."""
+        minus = [(col, -c) for col, c in z]
+        active, inactive = np.flatnonzero(lo >= 0), np.flatnonzero(hi <= 0)
+        for idx, terms in ((active, y + minus), (inactive if len(y) > 1 else inactive[:0], y)):
+            if idx.size:
+                self.combination_rows(idx, terms, np.zeros(idx.size), np.zeros(idx.size))
+        u = np.flatnonzero((lo < 0) & (hi > 0))
+        if u.size == 0:
             return
-        u, l = hi[unstable], lo[unstable]
-        m = unstable.size
-        k = np.arange(m)
-        ones = np.ones(m)
-        # y - z >= 0
-        self._rows(np.concatenate([k, k]), np.concatenate([y + unstable, z + unstable]),
-                   np.concatenate([ones, -ones]), np.zeros(m), np.full(m, INF))
+        m, l, h = u.size, lo[u], hi[u]
+        free = np.full(m, INF)
+        if len(y) > 1:  # y >= 0 (one block's column bounds say it)
+            self.combination_rows(u, y, np.zeros(m), free)
+        self.combination_rows(u, y + minus, np.zeros(m), free)  # y >= z
         if not self.integer:
-            s_ = u / (u - l)  # y <= s (z - l)
-            self._rows(np.concatenate([k, k]), np.concatenate([y + unstable, z + unstable]),
-                       np.concatenate([ones, -s_]), np.full(m, -INF), -s_ * l)
+            s = h / (h - l)  # y <= s (z − l)
+            self.combination_rows(u, y + [(col, -c * s) for col, c in z], -free, -s * l)
             return
         d = self._cols(np.zeros(m), np.ones(m), integer=True)
-        # y - z - l d <= -l  (y <= z - l (1 - d));  y - u d <= 0
-        self._rows(np.concatenate([k, k, k]), np.concatenate([y + unstable, z + unstable, d + k]),
-                   np.concatenate([ones, -ones, -l]), np.full(m, -INF), -l)
-        self._rows(np.concatenate([k, k]), np.concatenate([y + unstable, d + k]),
-                   np.concatenate([ones, -u]), np.full(m, -INF), np.zeros(m))
+        # y − z − l·d <= −l  (y <= z − l (1 − d));  y − u·d <= 0
+        self.combination_rows(u, y + minus, -free, -l, extra=(d, -l))
+        self.combination_rows(u, y, -free, np.zeros(m), extra=(d, -h))
+
+    def combination_rows(self, idx: np.ndarray, terms: list[tuple[int, float | np.ndarray]], lower: np.ndarray,
+                         upper: np.ndarray, extra: tuple[int, np.ndarray] | None = None) -> None:
+        """Rows ``lower <= Σ coef · block[idx] (+ coef · extra[row]) <= upper``, one per neuron in ``idx``."""
+        m = idx.size
+        r = np.arange(m)
+        cs = [first + idx for first, _ in terms]
+        vs = [np.broadcast_to(np.asarray(c, dtype=np.float64), (m,)) for _, c in terms]
+        if extra is not None:
+            cs.append(extra[0] + r)
+            vs.append(extra[1])
+        self._rows(np.concatenate([r] * len(cs)), np.concatenate(cs), np.concatenate(vs), lower, upper)
 
     def _pool(self, i: int, s: Pool) -> None:
         lo, hi = self.state.lo[s.source], self.state.hi[s.source]
