@@ -27,8 +27,9 @@ class Ascent:
 
 
 def ascend(value_grad: ValueGrad, x: np.ndarray, lower: np.ndarray | float, upper: np.ndarray | float,
-           step: Callable[[int], np.ndarray | float], steps: int, *, value: Callable[[np.ndarray], np.ndarray] | None = None,
-           stop: Callable[[], bool] | None = None, observe: Callable[[np.ndarray], None] | None = None) -> Ascent:
+           step: Callable[[int], np.ndarray | float], steps: int, *,
+           value: Callable[[np.ndarray], np.ndarray] | None = None, stop: Callable[[], bool] | None = None,
+           observe: Callable[[np.ndarray], None] | None = None) -> Ascent:
     """``steps`` projected signed-gradient steps ``x ← clip(x + step(k)·sign(∇), lower, upper)`` from the starts
     ``x`` (rows), keeping each start's best point; ``value(x)`` reads the objective at the last point without a
     gradient (the last point is not judged without it). ``stop()`` ends the ascent early (a deadline);

@@ -613,10 +613,10 @@ class DifferenceEncoder(Encoder):
         self.dz_scale[k] = sd = _scale(D.lo_d, D.hi_d)
         self.dz[k] = self._cols(D.lo_d / sd, D.hi_d / sd)
         terms = [(L.d, 1.0, src_b)] + ([] if k == 0 else [(L.wa, self.da_scale[k - 1], self.da[k - 1])])
-        self._affine(self.dz[k], sd, terms, L.db, D.noise_a + D.noise_b)
+        self.affine_rows(self.dz[k], sd, terms, L.db, D.noise_a + D.noise_b)
         if k < len(self.layers) - 1:
             self.zb[k] = self._cols(D.lo_b.copy(), D.hi_b.copy())
-            self._affine(self.zb[k], 1.0, [(L.wb, 1.0, src_b)], L.bb, D.noise_b)
+            self.affine_rows(self.zb[k], 1.0, [(L.wb, 1.0, src_b)], L.bb, D.noise_b)
 
     def update_layer(self, k: int) -> None:
         """Copy the (tightened) bounds of hidden layer ``k`` onto its columns."""
@@ -655,22 +655,6 @@ class DifferenceEncoder(Encoder):
             return sd * bound, self.h.getModelStatus() == highspy.HighsModelStatus.kOptimal
         bound, closed = self.mip_min(col, sign)
         return sd * bound, closed
-
-    def _affine(self, out: int, out_coef: float, terms: list[tuple[Matrix, float, int]], bias: np.ndarray,
-                noise: np.ndarray) -> None:
-        """Rows ``|out_coef · out − Σ scale·W·src − bias| <= noise`` (``out``, ``src``: first columns of blocks)."""
-        n = bias.size
-        rs, cs, vs = [np.arange(n)], [out + np.arange(n)], [np.full(n, out_coef)]
-        for W, scale, src in terms:
-            if isinstance(W, Operator):
-                r, c, v = W.entries()
-            else:
-                r, c = np.nonzero(W)
-                v = W[r, c]
-            rs.append(r)
-            cs.append(src + c)
-            vs.append(-scale * v)
-        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias - noise, bias + noise)
 
     def input_solution(self) -> np.ndarray | None:
         """The input part of the last solve's primal solution, if the solver has one."""

@@ -193,16 +193,27 @@ class Encoder:
         self.row_hi = np.concatenate([self.row_hi, upper])
 
     def _linear(self, i: int, s: Linear) -> None:
-        n = s.size
         self.col[i] = self._cols(self.state.lo[i], self.state.hi[i])
-        rs, cs, vs = [np.arange(n)], [self.col[i] + np.arange(n)], [np.ones(n)]
-        for src, w in zip(s.sources, s.weights):
-            r, c, v = w.entries() if isinstance(w, Operator) else (*np.nonzero(w), None)
-            rs.append(r)
-            cs.append(self.col[src] + c)
-            vs.append(-(w[r, c] if v is None else v))
         m = self.state.linear_noise(i)  # the float network's rounding of this step
-        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), s.bias - m, s.bias + m)
+        terms = [(w, 1.0, self.col[src]) for src, w in zip(s.sources, s.weights)]
+        self.affine_rows(self.col[i], 1.0, terms, s.bias, m)
+
+    def affine_rows(self, out: int, out_coef: float, terms: list[tuple[np.ndarray | Operator, float, int]],
+                    bias: np.ndarray, noise: np.ndarray | float) -> None:
+        """Rows ``|out_coef · out − Σ scale·W·src − bias| <= noise`` (``out``, ``src``: first columns of blocks;
+        ``W`` a dense matrix or an operator's entries)."""
+        n = bias.size
+        rs, cs, vs = [np.arange(n)], [out + np.arange(n)], [np.full(n, out_coef)]
+        for W, scale, src in terms:
+            if isinstance(W, Operator):
+                r, c, v = W.entries()
+            else:
+                r, c = np.nonzero(W)
+                v = W[r, c]
+            rs.append(r)
+            cs.append(src + c)
+            vs.append(-scale * v)
+        self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias - noise, bias + noise)
 
     def _relu(self, i: int, s: Activation) -> None:
         lo, hi = self.state.lo[s.source], self.state.hi[s.source]
