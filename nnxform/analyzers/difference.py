@@ -656,10 +656,10 @@ class DifferenceEncoder(Encoder):
         bound, closed = self.mip_min(col, sign)
         return sd * bound, closed
 
-    def input_solution(self) -> np.ndarray | None:
-        """The input part of the last solve's primal solution, if the solver has one."""
-        x = self.solution()
-        return None if x is None else x[self.x: self.x + self.layers[0].wa.shape[1]]
+    @property
+    def inputs(self) -> slice:
+        """The input's columns: the box as the float network reads it."""
+        return slice(self.x, self.x + self.layers[0].wa.shape[1])
 
 
 def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
@@ -715,7 +715,7 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
             bound, closed[side, j] = enc.delta_min(last, j, sign)
             x = enc.input_solution() if integer else None
             if x is not None:
-                points.append(np.clip(x, box.lower, box.upper))
+                points.append(np.clip(np.asarray(x), box.lower, box.upper))
             if side == 0:
                 lo[j] = max(lo[j], bound)
             else:

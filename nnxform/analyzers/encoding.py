@@ -369,7 +369,7 @@ class Encoder:
         if (up and threshold > hi) or (not up and threshold < lo):
             return "infeasible", None
         low, high, cost = (max(lo, threshold), hi, -1.0) if up else (lo, min(hi, threshold), 1.0)
-        inputs = slice(self.col[0], self.col[0] + self.state.net.input_size)
+        inputs = self.inputs
         if self.external is not None:  # a solver through pulp
             verdict, values = self.external.feasible(self, col, low, high, cost, max(seconds, 1e-3))
             return verdict, None if values is None else np.asarray(values[inputs], dtype=np.float64)
@@ -399,13 +399,15 @@ class Encoder:
         sol = self.h.getSolution()
         return np.asarray(sol.col_value, dtype=np.float64) if sol.value_valid else None
 
+    @property
+    def inputs(self) -> slice:
+        """The input's columns."""
+        return slice(self.col[0], self.col[0] + self.state.net.input_size)
+
     def input_solution(self) -> list[float] | None:
         """The input part of the last solve's solution (None without one)."""
         values = self.solution()
-        if values is None or 0 not in self.col:
-            return None
-        n = self.state.net.input_size
-        return [float(v) for v in values[self.col[0]: self.col[0] + n]]
+        return None if values is None else [float(v) for v in values[self.inputs]]
 
     @property
     def _big(self) -> float:
