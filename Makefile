@@ -58,10 +58,14 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
 
-# Which external verifiers read what nnxform writes (issue 14): each installed in its own venv under
-# build/verifiers/ (gigabytes of wheels, so not part of `make test`); the table goes to build/verifiers/matrix.md.
+# Which external verifiers read what nnxform writes (issue 14), and what α,β-CROWN and nnenum answer on it (issue 24):
+# each installed in its own venv under VERIFIER_ENVS (gigabytes of wheels, so not part of `make test`); the two run
+# when NNENUM_SRC / ABCROWN_SRC (and optionally ONNX2PYTORCH_SRC) name source trees (README: how to get them).
+# The tables go to build/verifiers/matrix.md; an answer contradicting nnxform fails the target.
+VERIFIER_ENVS ?= build/verifiers
 verifiers: $(VENV)/.installed
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/verifiers.py --out build/verifiers/matrix.md
+	NNENUM_SRC="$(NNENUM_SRC)" ABCROWN_SRC="$(ABCROWN_SRC)" ONNX2PYTORCH_SRC="$(ONNX2PYTORCH_SRC)" \
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/verifiers.py --envs "$(VERIFIER_ENVS)" --out build/verifiers/matrix.md
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis

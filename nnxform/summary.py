@@ -9,6 +9,7 @@ import numpy as np
 from .ir import Model
 from .operators import OPERATORS
 from .passes.canonicalize import CANONICAL_OPS
+from .passes.conv_form import needs_rewrite
 
 
 def summarize(model: Model) -> dict[str, Any]:
@@ -58,10 +59,9 @@ def verifier_blockers(model: Model) -> list[str]:
             reasons.append(f"{n.op} node '{n.name}' (not supported by nnxform)")
         elif n.op not in CANONICAL_OPS:
             reasons.append(f"{n.op} node '{n.name}' (run `nnxform canon`)")
-        elif n.op in ("Conv", "ConvTranspose") and (n.attrs.get("group", 1) != 1 or "pads" not in n.attrs
-                                                    or "auto_pad" in n.attrs):
-            reasons.append(f"{n.op} node '{n.name}' is grouped or leaves pads implicit, which Marabou and pynever "
-                           "cannot read (run `nnxform canon`)")
+        elif needs_rewrite(n):
+            reasons.append(f"{n.op} node '{n.name}' is grouped, leaves an attribute a verifier needs implicit or "
+                           "writes one a verifier refuses (run `nnxform canon`; `nnxform info --for` names which)")
         data = model.data_inputs(n)
         if len(data) > 1:
             reasons.append(f"{n.op} node '{n.name}' joins {len(data)} branches (not a single chain)")

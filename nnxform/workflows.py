@@ -1,6 +1,7 @@
 """Workflows the commands run, callable from Python: ``compress_checked`` (classify → compress → check → certify →
-provenance), ``prune_with_impact`` (prune → impact bound → accuracy) and ``quantize_with_drift`` (quantize →
-provenance → drift bound → sampled check). Each returns a result whose ``to_json()``
+provenance), ``prune_with_impact`` (prune → impact bound → accuracy), ``quantize_with_drift`` (quantize →
+provenance → drift bound → sampled check) and ``prepare_for`` (a verifier's profile → canon → one chain). Each
+returns a result whose ``to_json()``
 is the command's JSON report; the command line only parses options, calls, prints and writes.
 """
 
@@ -27,6 +28,11 @@ from .pruning import PruneResult, SaliencyOptions, prune
 from .pruning.impact import impact_bound
 from .runtime import OnnxRunner
 from .stable import Progress, Stability, classify, reprove
+from .verifiers import options_text, profile, written
+from .verifiers.profile import Blocker, Profile
+from .layered import Conv
+from .passes import PassReport
+from .passes.pad import MAX_DENSE_IDENTITY, NotMergeable, conv_head_and_tail, relu_layers
 
 #: Samples of the classification's sampling stage (as ``nnxform stable``).
 STABLE_SAMPLES = 4096
@@ -289,3 +295,98 @@ def _check_seconds(model: Model, box: Box, samples: int) -> float:
 def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
     """``progress`` as the ``progress(done, total)`` of one stage."""
     return None if progress is None else lambda done, total: progress(stage, done, total)
+
+
+# --- canon --for ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One checked pass of ``prepare_for``: its name, its report and its onnxruntime comparison with its input."""
+
+    name: str
+    report: PassReport
+    check: Comparison
+
+    def to_json(self) -> dict[str, Any]:
+        """The step for a JSON report."""
+        return {"pass": self.name, "counts": self.report.counts, "changes": self.report.changes,
+                "check": self.check.to_json()}
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What ``canon --for`` produced: the model the verifier reads and the checked passes that made it."""
+
+    verifier: str
+    source: str
+    model: Model
+    steps: tuple[Step, ...]
+    options: str  # the verifier's command-line options the result needs (shell-quoted; '' for none)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON report of ``nnxform canon --for``."""
+        return {"verifier": self.verifier, "parser": self.source, "readable": True, "options": self.options,
+                "steps": [s.to_json() for s in self.steps], "operators_after": self.model.op_counts()}
+
+
+def _refused(chosen: Profile, verifier: str, what: str, blockers: list[Blocker]) -> NnxformError:
+    """The one-line refusal naming the first blocker (a node, when one is named) and how many more there are."""
+    first = next((b for b in blockers if b.node), blockers[0])
+    more = f" (and {len(blockers) - 1} more: nnxform info --for {verifier})" if len(blockers) > 1 else ""
+    return NnxformError(f"{chosen.name} cannot read {what}: {first.reason}{more}; no nnxform command removes it")
+
+
+def _chain_depth(model: Model) -> int:
+    """The affine depth at which ``pad`` writes ``model`` as one chain (0: it cannot), decided from the graph before
+    any matrix is formed: convolutions are kept as they are, or written as dense Gemms only when each of those has
+    at most ``MAX_DENSE_IDENTITY``² entries (a cGAN's ConvTranspose would be gigabytes)."""
+    convs = [n for n in model.nodes if n.op in ("Conv", "ConvTranspose")]
+    if convs:
+        try:
+            head, tail = conv_head_and_tail(model, "the")
+            return sum(isinstance(layer, Conv) for layer in head) + len(tail)
+        except NotMergeable:  # pad densifies the convolutions
+            shapes = model.shapes()
+            if any(np.prod(shapes[n.inputs[0]]) * np.prod(shapes[n.outputs[0]]) > MAX_DENSE_IDENTITY ** 2
+                   for n in convs):
+                return 0
+    try:
+        return len(relu_layers(model, "canon --for"))
+    except NnxformError:  # not a ReLU chain: the dense form does not exist
+        return 0
+
+
+def prepare_for(model: Model, verifier: str, box: Box | None = None, samples: int = 1000, tol: float = ATOL,
+                parameters: dict[str, Any] | None = None) -> Preparation:
+    """Rewrite ``model`` with checked passes into what ``verifier``'s parser reads, or raise naming what remains.
+
+    First, from the graph alone, a refusal on what no command removes (``Profile.final``: an operator the parser
+    lacks or an attribute it misreads, on a node canon keeps), before any rewriting. Then ``canon`` (which folds
+    BatchNormalization and writes convolutions as verifiers read them); if the verifier still refuses it and the
+    network is a ReLU chain whose convolutions ``pad`` keeps, it is rewritten as one chain by ``pad`` at the
+    network's own depth (no identity layer added; a single affine layer, which has no Relu, at depth 2:
+    ``[W; −W] → Relu → [I, −I]``), kept when the verifier refuses less of it. Every pass output is checked in
+    onnxruntime on ``box`` against its input; the result is never returned unchecked.
+    """
+    chosen = profile(verifier)
+    final = chosen.final(model)
+    if final:
+        raise _refused(chosen, verifier, model.source.get("path") or "this model", final)
+    recorded = dict(parameters or {}, verifier=verifier)
+    result, report, check = apply_checked("canon", model, box, samples=samples, tol=tol, parameters=recorded)
+    steps = [Step("canon", report, check)]
+    blockers = chosen.blockers(written(result))
+    depth = _chain_depth(result) if blockers else 0
+    # one affine layer and no Relu (nnenum needs one): depth 2 splits it exactly, relu(y) − relu(−y)
+    for tried in ([depth, 2] if depth == 1 else [depth] if depth else []):
+        chain, report, check = apply_checked("pad", result, box, samples=samples, tol=tol, parameters=recorded,
+                                             depth=tried)
+        remaining = chosen.blockers(written(chain))
+        if len(remaining) < len(blockers):
+            result, blockers = chain, remaining
+            steps.append(Step(f"one chain (pad --depth {tried})", report, check))
+            break
+    if blockers:
+        raise _refused(chosen, verifier, f"the result of {' and '.join(s.name for s in steps)}", blockers)
+    return Preparation(verifier, chosen.source, result, tuple(steps), options_text(chosen.needs(written(result))))

@@ -1,6 +1,8 @@
 """Verifier profiles (``nnxform info --for``): each reads a canon output and names what blocks it in a model it
-cannot read; the Marabou profile agrees with Marabou's own parser. ``prepare_for`` (``canon --for``) gives what a
-verifier reads, the same function, or refuses naming the node."""
+cannot read; the Marabou profile agrees with Marabou's own parser; what a profile says canon removes, canon removes,
+on every bundled model. ``prepare_for`` (``canon --for``) gives what a verifier reads, the same function, or refuses
+naming the node — from the graph alone, before any rewriting, when no command removes it (a cGAN-like generator's
+ConvTranspose for the verifiers that have none)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import pytest
 from conftest import MODELS, make_model, run_cli, save
 from onnx import helper
 
+from nnxform import workflows
 from nnxform.errors import NnxformError
-from nnxform.ir import Model, load
-from nnxform.verifiers import PROFILES, prepare_for, readability, written
+from nnxform.ir import Model, from_proto, load
+from nnxform.passes import PASSES
+from nnxform.verifiers import PROFILES, readability, written
+from nnxform.workflows import prepare_for
 
 GROUPED = MODELS / "bn_after_relu_conv.onnx"  # BatchNormalization and a group=2 Conv ('conv3')
 
@@ -79,12 +84,109 @@ def test_pynever_blocks_group_attribute_implicit_pads_and_skipped_sub(tmp_path: 
     assert any(b["node"] == "diff" and "skipped" in b["reason"] for b in sub)
 
 
-def test_abcrown_blocks_asymmetric_conv_transpose_and_old_opsets(tmp_path: Path) -> None:
+def test_abcrown_reads_through_its_onnx2pytorch_fork(tmp_path: Path) -> None:
+    """α,β-CROWN's converter pads an asymmetric ConvTranspose's input (a different function) and refuses attributes
+    it cannot extract; it reads ACAS Xu's opset-8 file, which onnx2torch does not."""
     blockers = readability(load(asymmetric_conv_transpose(tmp_path)), "abcrown")["blockers"]
+    assert [(b["node"], b["fix"]) for b in blockers] == [("up", None)]
+    assert "pads the input instead of cropping the output" in blockers[0]["reason"]
+    assert readability(load(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"), "abcrown")["readable"]
+    dynamo = readability(load(MODELS / "torch_dynamo_resnet.onnx"), "abcrown")["blockers"]  # MaxPool storage_order
+    assert [b["fix"] for b in dynamo] == ["nnxform canon"] and "storage_order not implemented" in dynamo[0]["reason"]
+
+
+def test_auto_lirpa_blocks_asymmetric_conv_transpose_and_old_opsets(tmp_path: Path) -> None:
+    blockers = readability(load(asymmetric_conv_transpose(tmp_path)), "auto_lirpa")["blockers"]
     assert [b["node"] for b in blockers] == ["up"] and "non symmetrical padding" in blockers[0]["reason"]
-    acas = readability(load(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"), "abcrown")["blockers"]  # opset 8
+    acas = readability(load(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"), "auto_lirpa")["blockers"]  # opset 8
     assert [(b["node"], b["fix"]) for b in acas] == [("Operation_1_Flatten", "nnxform canon")]
     assert "version 1 at opset 8" in acas[0]["reason"]
+
+
+BUNDLED = sorted(MODELS.glob("*.onnx"))
+
+
+@pytest.fixture(scope="module")
+def canonical() -> dict[str, Model]:
+    """``canon`` of every bundled model, as its file reads back."""
+    return {path.name: written(PASSES["canon"](load(path))[0]) for path in BUNDLED}
+
+
+@pytest.mark.parametrize("verifier", sorted(PROFILES))
+def test_canon_removes_what_each_profile_says_it_removes(canonical: dict[str, Model], verifier: str) -> None:
+    """On every bundled model: no blocker whose fix is `nnxform canon` is left in canon's output, what is left names
+    no fix or ``canon --for`` (the one-chain rewrite), and what ``canon --for`` refuses on from the graph is left."""
+    for name, model in canonical.items():
+        left = PROFILES[verifier].blockers(model)
+        assert not [b.text() for b in left if b.fix == "nnxform canon"], name
+        assert all(b.fix in (None, f"nnxform canon --for {verifier}") for b in left), name
+        # what canon --for refuses on before rewriting is still there after canon (the node, kept as it was)
+        final = PROFILES[verifier].final(load(MODELS / name, supported_only=False))
+        assert {b.node for b in final} <= {b.node for b in left}, name
+
+
+def generator(seed: int = 0) -> Model:
+    """A cGAN-like generator and discriminator: z [1, 4] → Gemm → Relu → Reshape [1, 4, 2, 2] → ConvTranspose (every
+    attribute left to its default) → Relu → ConvTranspose (stride 2) → Relu → Conv → Relu → Flatten → Gemm."""
+    rng = np.random.default_rng(seed)
+    weights = {"W0": rng.normal(0, 0.5, (16, 4)), "b0": rng.normal(0, 0.1, 16), "shape": np.array([1, 4, 2, 2]),
+               "T1": rng.normal(0, 0.3, (4, 3, 3, 3)), "c1": rng.normal(0, 0.1, 3),
+               "T2": rng.normal(0, 0.3, (3, 2, 2, 2)), "c2": rng.normal(0, 0.1, 2),
+               "K": rng.normal(0, 0.3, (2, 2, 3, 3)), "k": rng.normal(0, 0.1, 2),
+               "W4": rng.normal(0, 0.1, (1, 2 * 6 * 6)), "b4": np.zeros(1)}
+    nodes = [helper.make_node("Gemm", ["z", "W0", "b0"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r0"]),
+             helper.make_node("Reshape", ["r0", "shape"], ["s"]),
+             helper.make_node("ConvTranspose", ["s", "T1", "c1"], ["t1"], name="up1"),
+             helper.make_node("Relu", ["t1"], ["r1"]),
+             helper.make_node("ConvTranspose", ["r1", "T2", "c2"], ["t2"], name="up2", strides=[2, 2]),
+             helper.make_node("Relu", ["t2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "K", "k"], ["d"], name="down"), helper.make_node("Relu", ["d"], ["r3"]),
+             helper.make_node("Flatten", ["r3"], ["f"]), helper.make_node("Gemm", ["f", "W4", "b4"], ["y"], transB=1)]
+    return from_proto(make_model(nodes, [1, 4], weights=weights, input_name="z"))
+
+
+@pytest.mark.parametrize("verifier", sorted(PROFILES))
+def test_a_generator_is_written_as_each_profile_reads_it_or_refused_from_the_graph(verifier: str, monkeypatch) -> None:
+    """Verifiers whose parser has ConvTranspose get the generator in the form they read (the same function);
+    the others are refused before canon runs (it would be the densification that ran out of memory)."""
+    model = generator()
+    if "ConvTranspose" not in PROFILES[verifier].operators:
+        monkeypatch.setattr(workflows, "apply_checked", lambda *a, **k: pytest.fail("rewrote a refused model"))
+        refusal = r"ConvTranspose node 'up1'.*\(and 1 more.*no nnxform command removes it"
+        with pytest.raises(NnxformError, match=refusal):
+            prepare_for(model, verifier, samples=50)
+        return
+    prepared = prepare_for(model, verifier, samples=200)
+    assert [s.name for s in prepared.steps] == ["canon"]
+    assert readability(written(prepared.model), verifier)["readable"]
+    transposed = [n for n in written(prepared.model).nodes if n.op == "ConvTranspose"]
+    assert len(transposed) == 2 and all("output_padding" not in n.attrs and "kernel_shape" in n.attrs
+                                        for n in transposed)
+    _same_in_onnxruntime(model, prepared.model)
+
+
+def test_info_for_reads_the_auto_pad_its_loaded_form_resolved(tmp_path: Path) -> None:
+    """The loader resolves auto_pad into pads, so only the file shows it; α,β-CROWN's onnx2pytorch raises on it,
+    nnenum runs the Conv in onnxruntime."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="c1", kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    path = save(make_model(nodes, [1, 1, 4, 4], weights={"W": np.ones((1, 1, 3, 3))}), tmp_path / "same.onnx")
+    blockers = readability(load(path), "abcrown", str(path))["blockers"]
+    assert [(b["node"], b["fix"]) for b in blockers] == [("c1", "nnxform canon")] and "auto_pad=SAME_UPPER" in \
+        blockers[0]["reason"]
+    assert readability(load(path), "nnenum", str(path))["readable"]
+    assert readability(written(prepare_for(load(path), "abcrown", samples=50).model), "abcrown")["readable"]
+
+
+def test_abcrown_names_the_options_its_defaults_lack() -> None:
+    """What α,β-CROWN's own configs set for such networks: conv_mode matrix for a MaxPool, the Reshape quirk for a
+    written batch of 1, input_shape for a one-input network (each failed with its defaults in the matrix)."""
+    quirk = '--onnx_quirks "{\'Reshape\': {\'fix_batch_size\': True}}"'
+    assert readability(load(MODELS / "torch_resnet.onnx"), "abcrown")["options"] == f"--conv_mode matrix {quirk}"
+    assert readability(load(MODELS / "test_nano.onnx"), "abcrown")["options"] == "--input_shape -1 1"
+    assert readability(generator(), "abcrown")["options"] == quirk
+    assert readability(load(MODELS / "mnist-net_256x2.onnx"), "abcrown")["options"] == ""
+    assert readability(generator(), "nnenum")["options"] == ""
 
 
 def test_info_for_through_the_cli(tmp_path: Path, canon_of_grouped: Path) -> None:
@@ -153,18 +255,30 @@ def test_prepare_for_nnenum_folds_batchnorm_and_keeps_the_function() -> None:
     assert report["verifier"] == "nnenum" and report["steps"][0]["check"]["max_abs"] < 1e-4
 
 
-def test_prepare_for_nnenum_gives_a_linear_network_a_relu() -> None:
-    model = load(MODELS / "marabou_linear2-3_bn1-linear3-1.onnx")  # Gemm, BN, Gemm: no Relu, which nnenum needs
+def test_prepare_for_nnenum_reads_a_linear_network_through_its_first_loader() -> None:
+    """nnenum's general loader asserts a Relu, but load_onnx_network_optimized, which nnenum.py tries first, reads a
+    Gemm chain without one: canon's single Gemm is what nnenum reads (the matrix loads it in nnenum itself)."""
+    model = load(MODELS / "marabou_linear2-3_bn1-linear3-1.onnx")  # Gemm, BN, Gemm: no Relu
     assert any("no Relu" in b["reason"] for b in readability(model, "nnenum")["blockers"])
     prepared = prepare_for(model, "nnenum", samples=200)
+    assert [s.name for s in prepared.steps] == ["canon"] and prepared.model.op_counts() == {"Gemm": 1}
+    assert readability(written(prepared.model), "nnenum")["readable"]
+    _same_in_onnxruntime(model, prepared.model)
+
+
+def test_prepare_for_nnenum_gives_a_small_linear_cnn_a_relu() -> None:
+    """A BatchNormalization alone becomes a 1×1 Conv, which neither nnenum loader reads without a Relu: the chain
+    rewrite writes it as relu(y) − relu(−y) (dense, it is small)."""
+    model = load(MODELS / "marabou_layerzoo_batchnorm.onnx")
+    prepared = prepare_for(model, "nnenum", samples=200)
     assert [s.name for s in prepared.steps] == ["canon", "one chain (pad --depth 2)"]
-    assert prepared.model.op_counts() == {"Gemm": 2, "Relu": 1}
+    assert prepared.model.op_counts().get("Relu") == 1
     assert readability(written(prepared.model), "nnenum")["readable"]
     _same_in_onnxruntime(model, prepared.model)
 
 
 def test_prepare_for_refuses_what_no_command_removes() -> None:
-    with pytest.raises(NnxformError, match=r"nnenum cannot read the result of canon: Tanh node '/Tanh'.*no nnxform "
+    with pytest.raises(NnxformError, match=r"nnenum cannot read .*torch_nhwc_mlp.onnx: Tanh node '/Tanh'.*no nnxform "
                                            r"command removes it"):
         prepare_for(load(MODELS / "torch_nhwc_mlp.onnx"), "nnenum", samples=50)
     with pytest.raises(NnxformError, match="unknown verifier 'reluplex'"):

@@ -9,7 +9,9 @@ import typer
 from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
-from ..verifiers import PROFILES, prepare_for
+from ..verifiers import PROFILES, profile
+from ..workflows import prepare_for
+from . import summary
 from .application import app
 from .common import DEFAULT_BOX_HELP, DomainOptions, json_text, samples_option, say, tol_option, with_domain
 
@@ -48,6 +50,7 @@ def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, sa
 def _run_for(verifier: str, model_path: str, output: str, domain: DomainOptions, samples: int, tol: float,
              json_path: Optional[str]) -> None:
     quiet = json_path == "-"
+    profile(verifier)  # an unknown name is refused before any file is read
     outputs = Outputs([model_path, *domain.files()])
     outputs.add_path(output, "-o")
     outputs.add_path(json_path, "--json", stdout=True)
@@ -65,20 +68,23 @@ def _run_for(verifier: str, model_path: str, output: str, domain: DomainOptions,
         counts = ", ".join(f"{k} {v}" for k, v in sorted(step.report.counts.items()) if v) or "nothing to change"
         say(f"  {step.name}: {counts}; checked on {step.check.samples} points: max |difference| "
             f"{step.check.max_abs:.3g} (tolerance {step.check.tolerance(tol)})", quiet)
-    say(f"  readable by {verifier}: yes (rules from {PROFILES[verifier].source})", quiet)
+    say(f"  readable by {verifier}: yes (rules from {prepared.source})", quiet)
+    if prepared.options:
+        say(f"  run {verifier} with: {prepared.options}  (what its default configuration lacks here)", quiet)
 
 
 def _ops(counts: dict[str, int]) -> str:
     return ", ".join(f"{op} {n}" for op, n in counts.items())
 
 
-@app.command(short_help="Rewrite into verifier-friendly ONNX (checked before writing).",
+@app.command(short_help=summary("canon"),
              help="Rewrite a model into verifier-friendly ONNX: one input and output; Gemm/MatMul, Conv, "
                   "Relu, Flatten, …; no BatchNormalization, Sub, Div, Identity, Dropout, Constant, Shape, "
                   "Gather; input normalisation and consecutive affine layers folded. --for VERIFIER also "
                   "rewrites a ReLU network as one chain (pad at its own depth) when that verifier needs it, "
                   "and refuses (exit 2, nothing written) when its parser still cannot read the result, naming "
-                  "the node and why. "
+                  "the node and why; what no command removes (an operator the verifier lacks, on a node canon keeps) is "
+                  "refused from the graph, before any rewriting. "
                   + _CHECK_HELP)
 @with_domain
 def canon(
@@ -98,7 +104,7 @@ def canon(
         _run_for(verifier, model, output, domain, samples, tol, json_path)
 
 
-@app.command("fold-bn", short_help="Fold BatchNormalization away (checked before writing).",
+@app.command("fold-bn", short_help=summary("fold-bn"),
              help="Fold BatchNormalization into the preceding Gemm/MatMul/Conv, or forward into the "
                              "next affine layer where exact (after a ReLU); any BN left becomes an explicit "
                              "affine (diagonal Gemm, or diagonal 1x1 Conv with every attribute written out, as Marabou "

@@ -6,16 +6,17 @@ from typing import Optional
 
 import typer
 
-from ..errors import NnxformError, UnsupportedOperator
+from ..errors import UnsupportedOperator
 from ..fileio import Outputs
 from ..ir import load
 from ..summary import summarize
-from ..verifiers import PROFILES, readability
+from ..verifiers import PROFILES, profile, readability
+from . import summary
 from .application import app
 from .common import json_text, say, table
 
 
-@app.command(short_help="Describe a model: shapes, operators, layers, verifier-friendliness.",
+@app.command(short_help=summary("info"),
              help="Describe a model: input/output shapes, opset, operator counts, a layer table (op, output "
                   "shape, neurons, parameters, zero weights), ReLU count, and whether the graph is "
                   "verifier-friendly (a single chain without BN or Sub), naming what blocks it. A model with "
@@ -28,8 +29,8 @@ def info(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the description as JSON ('-' for stdout)."),
     verifier: Optional[str] = typer.Option(None, "--for", help=f"One of: {', '.join(PROFILES)}."),
 ) -> None:
-    if verifier is not None and verifier not in PROFILES:
-        raise NnxformError(f"unknown verifier '{verifier}'; choose one of {', '.join(PROFILES)}")
+    if verifier is not None:
+        profile(verifier)  # an unknown name is refused before any file is read
     outputs = Outputs([model])
     outputs.add_path(json_path, "--json", stdout=True)
     try:
@@ -38,7 +39,7 @@ def info(
         loaded = load(model, supported_only=False)
     s = summarize(loaded)
     if verifier is not None:
-        s["for"] = readability(loaded, verifier)
+        s["for"] = readability(loaded, verifier, model)
     outputs.put(json_path, json_text(s))
     outputs.commit()
     quiet = json_path == "-"
@@ -63,3 +64,5 @@ def info(
             + f"  (rules from {verdict['parser']})", quiet)
         for b in verdict["blockers"]:
             say(f"    {b['text']}", quiet)
+        if verdict["options"]:
+            say(f"  run {verifier} with: {verdict['options']}  (what its default configuration lacks here)", quiet)

@@ -1,27 +1,38 @@
-"""Convolutions in the form every verifier reads: one group, every attribute written out (issue 14).
+"""Convolutions and pools in the form every verifier reads: one group, the attributes some parser needs written out,
+none that a parser refuses (issues 14 and 24; the rules are in ``nnxform/verifiers/``).
 
-Marabou's parser asserts ``input_channels == filter_channels`` (so ``group = 1``), pynever reads
-``groups`` rather than ``group`` and calls ``pad()`` with the ``pads`` attribute it expects to find,
-auto_LiRPA's α-CROWN fails on grouped gradients. A grouped Conv is the group=1 Conv whose weight is
-block-diagonal over the groups (zeros across them), the same function; a ConvTranspose likewise.
-Every Conv/ConvTranspose then states ``kernel_shape``, ``strides``, ``dilations`` and ``pads``
-(resolved from ``auto_pad``), and ``output_padding`` for a ConvTranspose.
+Marabou's parser asserts ``input_channels == filter_channels`` (so ``group = 1``), pynever reads ``groups``
+rather than ``group``, auto_LiRPA's α-CROWN fails on grouped gradients. A grouped Conv is the group=1 Conv whose
+weight is block-diagonal over the groups (zeros across them), the same function; a ConvTranspose likewise.
+
+Written out (``EXPLICIT``): on a Conv ``kernel_shape``, ``strides``, ``dilations`` and ``pads`` (pynever cannot
+default any of them, ERAN reads strides and kernel_shape unconditionally); on a pool ``strides`` and ``pads`` (and
+``dilations`` on a MaxPool; pynever and ERAN again); on a ConvTranspose ``kernel_shape`` only (α,β-CROWN's
+onnx2pytorch reads it unconditionally, and no parser needs the rest). Removed, as attributes α,β-CROWN's
+onnx2pytorch cannot extract (their defaults compute the same): an all-zero ``output_padding``, a MaxPool's
+``storage_order``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Model
+from ..ir import Model, Node
 from ..operators.forward import explicit_pads
 from . import PassReport, register
 
-_CONVS = ("Conv", "ConvTranspose")
+#: the attributes written out per operator (what some verifier needs and none refuses)
+EXPLICIT: dict[str, tuple[str, ...]] = {
+    "Conv": ("kernel_shape", "strides", "dilations", "pads"),
+    "ConvTranspose": ("kernel_shape",),
+    "MaxPool": ("strides", "dilations", "pads"),
+    "AveragePool": ("strides", "pads"),
+}
 
 
 @register("explicit-convs")
 def explicit_convs(model: Model) -> tuple[Model, PassReport]:
-    """Every grouped convolution as one block-diagonal group; every convolution attribute explicit."""
+    """Every grouped convolution as one block-diagonal group; convolution and pool attributes as verifiers read them."""
     model, report = model.copy(), PassReport("explicit-convs")
     write_explicit(model, report)
     return model, report
@@ -29,33 +40,47 @@ def explicit_convs(model: Model) -> tuple[Model, PassReport]:
 
 def write_explicit(model: Model, report: PassReport) -> None:
     """``explicit_convs`` in place, on a model the caller owns (``fold-bn``'s own copy)."""
-    todo = [n for n in model.nodes if n.op in _CONVS and _implicit(n)]
+    todo = [n for n in model.nodes if needs_rewrite(n)]
     shapes = model.shapes() if todo else {}
     for node in todo:
-        weight = model.constants[node.inputs[1]]
         group = int(node.attrs.get("group", 1))
+        kernel = tuple(node.attrs.get("kernel_shape") or model.constants[node.inputs[1]].shape[2:])
         if group > 1:
+            weight = model.constants[node.inputs[1]]
             node.inputs = [node.inputs[0], model.add_constant(f"{node.name}_W", _ungrouped(weight, group)),
                            *node.inputs[2:]]
             report.add("ungrouped", f"{node.op} '{node.name}': {group} groups made one (block-diagonal weight)")
-        kernel, nd = tuple(weight.shape[2:]), weight.ndim - 2
+        nd = len(kernel)
         attrs = {k: v for k, v in node.attrs.items() if k not in ("group", "auto_pad")}
-        if "pads" not in node.attrs or node.attrs.get("auto_pad", "NOTSET") != "NOTSET":  # the loader resolved
-            attrs["pads"] = explicit_pads(node.attrs, shapes[node.inputs[0]][2:], kernel)  # ConvTranspose's auto_pad
-        explicit = {"kernel_shape": list(kernel), "strides": [1] * nd, "dilations": [1] * nd}
-        if node.op == "ConvTranspose":
-            explicit["output_padding"] = [0] * nd
-        added = sorted(k for k in [*explicit, "pads"] if k not in node.attrs)
+        if _refused(node):
+            key = "output_padding" if node.op == "ConvTranspose" else "storage_order"
+            del attrs[key]
+            report.add("attributes", f"{node.op} '{node.name}': {key} left to its default (the same function)")
+        explicit: dict[str, list[int]] = {}
+        for key in (k for k in EXPLICIT[node.op] if k not in attrs):
+            explicit[key] = list(kernel) if key == "kernel_shape" else [1] * nd if key in ("strides", "dilations") \
+                else explicit_pads(node.attrs, shapes[node.inputs[0]][2:], kernel)
         node.attrs = {**explicit, **attrs}
-        if added:
-            report.add("attributes", f"{node.op} '{node.name}': {', '.join(added)} written out")
+        if explicit:
+            report.add("attributes", f"{node.op} '{node.name}': {', '.join(sorted(explicit))} written out")
 
 
-def _implicit(node) -> bool:
-    """True for a convolution with groups, an ``auto_pad``, or an attribute left to its default."""
-    wanted = ("kernel_shape", "strides", "dilations", "pads") + (("output_padding",) if node.op == "ConvTranspose" else ())
+def needs_rewrite(node: Node) -> bool:
+    """True for a convolution or pool with groups, an ``auto_pad``, an attribute some verifier needs left to its
+    default, or one a verifier refuses written at a value that changes nothing (what ``info`` calls not
+    verifier-friendly and canon rewrites)."""
+    if node.op not in EXPLICIT:
+        return False
     return int(node.attrs.get("group", 1)) > 1 or node.attrs.get("auto_pad", "NOTSET") != "NOTSET" or \
-        any(k not in node.attrs for k in wanted)
+        _refused(node) or any(k not in node.attrs for k in EXPLICIT[node.op])
+
+
+def _refused(node: Node) -> bool:
+    """An attribute α,β-CROWN's onnx2pytorch cannot extract, written at a value that changes nothing: an all-zero
+    ``output_padding``, or a MaxPool's ``storage_order`` (it orders the indices output, which nnxform never has)."""
+    if node.op == "ConvTranspose":
+        return "output_padding" in node.attrs and not any(node.attrs["output_padding"])
+    return node.op == "MaxPool" and "storage_order" in node.attrs
 
 
 def _ungrouped(weight: np.ndarray, group: int) -> np.ndarray:
