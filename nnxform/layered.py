@@ -145,7 +145,8 @@ class Conv(_Kernel):
 
 @dataclass(eq=False, kw_only=True)
 class ConvTranspose(_Kernel):
-    """A transposed convolution (``W [in, out/group, *kernel]``) with every attribute explicit."""
+    """A transposed convolution (``W [in, out/group, *kernel]``) with every attribute explicit but a zero
+    ``output_padding``."""
 
     output_padding: tuple[int, ...]
     OP: ClassVar[str] = "ConvTranspose"
@@ -153,7 +154,10 @@ class ConvTranspose(_Kernel):
     IN_AXIS: ClassVar[int] = 0
 
     def attrs(self) -> dict[str, Any]:
-        return {**super().attrs(), "output_padding": list(self.output_padding)}
+        """Its window attributes, and ``output_padding`` where it is not all zero: the default, left implicit as
+        ``canon`` writes it (α,β-CROWN's onnx2pytorch refuses the attribute: ``passes/conv_form.py``)."""
+        extra = {"output_padding": list(self.output_padding)} if any(self.output_padding) else {}
+        return {**super().attrs(), **extra}
 
     @property
     def units(self) -> int:

@@ -164,6 +164,16 @@ def test_the_layered_form_round_trips_a_conv_transpose_chain():
     _same_in_onnxruntime(model, net.to_model())
 
 
+def test_the_layered_form_writes_output_padding_only_where_it_is_not_zero():
+    """What prune, compress and train write from the layered form reads in α,β-CROWN's converter, which refuses
+    the attribute: the default (all zero) is left implicit, a non-zero one written."""
+    net = from_model(transposed_chain())
+    net.layers[0] = net.layers[0].replace(output_padding=(1, 0))
+    written = [n.attrs for n in net.to_model().nodes if n.op == "ConvTranspose"]
+    assert written[0]["output_padding"] == [1, 0]
+    assert all("output_padding" not in attrs for attrs in written[1:])
+
+
 def test_a_channel_is_removed_through_conv_transposes_and_laid_out_again():
     model = transposed_chain()
     net = from_model(model)
