@@ -32,7 +32,7 @@ from .errors import NnxformError
 from .exactness import ATOL, Comparison, Reference, magnitudes
 from .ir import Model, Node
 from . import layered
-from .operators import OPERATORS
+from .operators import CONVOLUTIONS, OPERATORS
 from .layered import Chain, Conv, Flatten, Layer, Relu, chain_layers, chain_network, dense
 from .passes import PASSES, Pass, apply_checked
 from .passes.pad import (MAX_DENSE_IDENTITY, NotMergeable, channels, conv_head_and_tail, identity_conv, identity_tap,
@@ -103,7 +103,7 @@ def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model,
                   and n.op != "Relu"), None)
     if other is not None:
         raise NnxformError(f"merge supports ReLU chains; '{other.name}' is a {other.op}")
-    convolutional = any(n.op in ("Conv", "ConvTranspose") for m in (a, second) for n in m.nodes)
+    convolutional = any(n.op in CONVOLUTIONS for m in (a, second) for n in m.nodes)
     why = ""
     if convolutional:
         try:

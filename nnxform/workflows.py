@@ -20,6 +20,7 @@ from .domain import Box
 from .errors import NnxformError, NotExact
 from .exactness import ATOL, Comparison, allowed, beyond_rule, compare
 from .ir import Model
+from .operators import CONVOLUTIONS
 from .passes import apply_checked
 from .layered import Size, model_size
 from .passes.compress import RANK_TOL, Compression
@@ -341,7 +342,7 @@ def _chain_depth(model: Model) -> int:
     """The affine depth at which ``pad`` writes ``model`` as one chain (0: it cannot), decided from the graph before
     any matrix is formed: convolutions are kept as they are, or written as dense Gemms only when each of those has
     at most ``MAX_DENSE_IDENTITY``² entries (a cGAN's ConvTranspose would be gigabytes)."""
-    convs = [n for n in model.nodes if n.op in ("Conv", "ConvTranspose")]
+    convs = [n for n in model.nodes if n.op in CONVOLUTIONS]
     if convs:
         try:
             head, tail = conv_head_and_tail(model, "the")

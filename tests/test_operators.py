@@ -254,3 +254,4 @@ def test_the_quantised_layers_are_the_tables_linear_layers():
     from nnxform.passes.quantize import LAYERS
 
     assert sorted(LAYERS) == ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+    assert operators.CONVOLUTIONS == {"Conv", "ConvTranspose"}

@@ -122,4 +122,8 @@ OPERATORS: dict[str, Operator] = {
                                    normalise=forms.batchnorm_form),
 }
 
-__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "EXPORT_OPSET", "OPERATORS", "Elementwise", "Operator"]
+#: The convolutions: layers with a kernel over channels × positions (Conv, ConvTranspose).
+CONVOLUTIONS = frozenset(op for op, spec in OPERATORS.items() if spec.linear_layer and spec.spatial)
+
+__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS", "Elementwise",
+           "Operator"]

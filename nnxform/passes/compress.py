@@ -30,6 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..operators import CONVOLUTIONS
 from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
 from ..ir import Model, Node
@@ -260,7 +261,7 @@ def remove_dead_channels(model: Model, stability: Signs, report: PassReport) -> 
     none. Exact on the box: such a channel is 0 after its ReLU there, and a channel is only removed where that 0
     reaches its reader as 0 (not through a BN or per-channel affine adding a constant). A layer keeps at least one
     channel."""
-    if not any(n.op in ("Conv", "ConvTranspose") for n in model.nodes):
+    if not any(n.op in CONVOLUTIONS for n in model.nodes):
         return model
     try:
         net = layered.from_model(model, "compress")

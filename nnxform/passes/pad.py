@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..operators import CONVOLUTIONS
 from ..analyzers.network import Activation, Pool, compile_model, dense_weights
 from ..errors import NnxformError
 from ..ir import Model
@@ -185,7 +186,7 @@ def pad_head(head: list[Layer], extra: int, input_shape: tuple[int, ...]) -> tup
 
 def affine_depth(model: Model) -> int:
     """The number of affine layers ``pad`` counts in ``model`` (its Convs and Gemms), without densifying a CNN."""
-    if any(n.op in ("Conv", "ConvTranspose") for n in model.nodes):
+    if any(n.op in CONVOLUTIONS for n in model.nodes):
         try:
             head, tail = conv_head_and_tail(model, "the")
             return sum(isinstance(layer, Conv) for layer in head) + len(tail)
@@ -202,7 +203,7 @@ def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
     out = model.output_name
     output_shape = tuple(model.shapes()[out])
     head: list[Layer] = []
-    convolutional = any(n.op in ("Conv", "ConvTranspose") for n in model.nodes)
+    convolutional = any(n.op in CONVOLUTIONS for n in model.nodes)
     why = ""
     if convolutional:
         try:

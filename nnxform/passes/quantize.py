@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..operators import OPERATORS
+from ..operators import CONVOLUTIONS, OPERATORS
 from ..errors import NnxformError
 from ..ir import Model, Node
 from . import PassReport, register
@@ -113,7 +113,7 @@ def quantize(model: Model, bits: int | None = None, per_channel: bool = False,
 
 def _weight_position(model: Model, node: Node) -> int | None:
     """The input position of ``node``'s constant weight (Gemm/MatMul: the constant factor; Conv: input 1), or None."""
-    if node.op in ("Conv", "ConvTranspose"):
+    if node.op in CONVOLUTIONS:
         return 1 if node.inputs[1] in model.constants else None
     if node.op in ("Gemm", "MatMul"):
         constant = [k for k in (0, 1) if node.inputs[k] in model.constants]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..operators import CONVOLUTIONS
 from ..affine import conv_weights, gemm_weights, set_conv, set_gemm
 from ..operators.forward import explicit_pads
 from ..ir import Model, Node
@@ -97,7 +98,7 @@ def fold_backward(model: Model, node: Node, s: np.ndarray, t: np.ndarray, shapes
     prod = model.producer(src)
     if prod is None or model.sole_consumer(src) is not node:
         return None
-    if _is_constant_conv(model, prod, ("Conv", "ConvTranspose")):
+    if _is_constant_conv(model, prod, tuple(CONVOLUTIONS)):
         sc, tc = per_channel(s), per_channel(t)
         if sc is None or tc is None:
             return None
