@@ -255,3 +255,28 @@ def test_the_quantised_layers_are_the_tables_linear_layers():
 
     assert sorted(LAYERS) == ["Conv", "ConvTranspose", "Gemm", "MatMul"]
     assert operators.CONVOLUTIONS == {"Conv", "ConvTranspose"}
+
+
+def test_every_pass_is_registered_or_named_in_the_readme():
+    """PASSES holds every graph rewrite as soon as nnxform.passes is imported; the only Pass objects elsewhere are
+    the two the README names (merge.MERGE, pruning.PRUNE)."""
+    import importlib
+    import pkgutil
+    import subprocess
+    import sys
+
+    import nnxform
+    from nnxform import merge, pruning
+    from nnxform.passes import PASSES, Pass
+
+    alone = subprocess.run([sys.executable, "-c", "from nnxform.passes import PASSES; print(' '.join(sorted(PASSES)))"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    found = {}
+    for info in pkgutil.walk_packages(nnxform.__path__, "nnxform."):
+        if info.name.endswith("__main__"):  # runs the command line when imported
+            continue
+        module = importlib.import_module(info.name)
+        found.update({id(v): v for v in vars(module).values() if isinstance(v, Pass)})
+    outside = {p.name for p in found.values() if PASSES.get(p.name) is not p}
+    assert sorted(PASSES) == alone  # nothing joins later, by some other module's import
+    assert outside == {"merge", "prune"} and merge.MERGE.name == "merge" and pruning.PRUNE.name == "prune"

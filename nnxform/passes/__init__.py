@@ -136,4 +136,4 @@ def rewrite(pass_: str | Pass, model: Model, box: Box | None = None, samples: in
 
 # Registering the passes: each module adds itself to PASSES.
 from . import (canonicalize, compress, conv_form, elementwise, fold_batchnorm, gemm, pad,  # noqa: E402,F401
-               remove_identity, reshapes)
+               quantize, remove_identity, reshapes)
