@@ -38,7 +38,7 @@ import numpy as np
 
 from . import stopping
 from .analyzers import Bounds, bounds, compile_model, interval, symbolic
-from .analyzers.encoding import Deadline
+from .analyzers.encoding import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
 from .analyzers.conv import zero_rows
@@ -434,7 +434,7 @@ def discrepancy(a: Model, b: Model, box: Box, method: str = "symbolic", *, time_
     ``started`` (``time.monotonic()``; default: now); the rest as ``Pair.analyse``)."""
     started = time.monotonic() if started is None else started
     pair = Pair(a, b)
-    left = None if total_time is None else max(total_time - (time.monotonic() - started), 1e-3)
+    left = None if total_time is None else time_left(total_time, started)
     return pair.analyse(box, method, time_limit=time_limit, progress=progress, total_time=left, splits=splits,
                         solver=solver)
 

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import NnxformError, UnsupportedOperator
 from .ir import Model, Node
 from .operators import OPERATORS
-from .runtime import onnxruntime_shapes
+from .runtime import numbers_per_point, onnxruntime_shapes, points_fitting
 
 
 def run(model: Model, xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
@@ -49,12 +49,12 @@ PASS_BYTES = 2**28
 def points_per_pass(model: Model, most: int) -> int:
     """How many points one float64 pass of ``model`` may evaluate (at most ``most``) with all its tensors within
     ``PASS_BYTES``: a thousand on a dense network, about twenty on a 200×200 CNN, where a thousand would take 17 GB."""
-    return points_within(sum(int(np.prod(shape[1:])) for shape in model.shapes().values()), most)
+    return points_within(numbers_per_point(model), most)
 
 
 def points_within(per_point: int, most: int) -> int:
     """How many points whose float64 tensors take ``per_point`` numbers each fit ``PASS_BYTES`` (1 to ``most``)."""
-    return int(np.clip(PASS_BYTES // (8 * max(per_point, 1)), 1, most))
+    return points_fitting(PASS_BYTES, 8 * per_point, most)
 
 
 def in_passes(f: Callable[[np.ndarray], np.ndarray], xs: np.ndarray, step: int) -> np.ndarray:

@@ -58,8 +58,7 @@ class OnnxRunner:
         if self.batched is None:
             return self._run_single(xs)
         if self.chunk is None:
-            per_sample = sum(int(np.prod(shape[1:])) for shape in m.shapes().values())
-            self.chunk = int(np.clip(_RUN_BYTES // (4 * max(per_sample, 1)), 1, _CHUNK))
+            self.chunk = points_fitting(_RUN_BYTES, 4 * numbers_per_point(m), _CHUNK)  # float32
         return np.vstack([self._run_batched(xs[i:i + self.chunk]) for i in range(0, len(xs), self.chunk)])
 
     def _run_single(self, xs: np.ndarray) -> np.ndarray:
@@ -71,6 +70,16 @@ class OnnxRunner:
         m = self.model
         outs = self.batched.run(m.output_names, {m.input_name: xs.reshape((-1,) + tuple(m.input_shape[1:]))})
         return np.hstack([o.reshape(len(xs), -1) for o in outs])
+
+
+def numbers_per_point(model: Model) -> int:
+    """How many numbers the tensors of ``model`` take for one input point (their shapes without the batch axis)."""
+    return sum(int(np.prod(shape[1:])) for shape in model.shapes().values())
+
+
+def points_fitting(budget: int, per_point: int, most: int) -> int:
+    """How many points of ``per_point`` bytes each fit ``budget`` bytes: 1 at least, ``most`` at most."""
+    return int(np.clip(budget // max(per_point, 1), 1, most))
 
 
 def _batch_variant(proto: onnx.ModelProto, model: Model) -> ort.InferenceSession | None:

@@ -19,6 +19,7 @@ from .discrepancy import Discrepancy, Pair, discrepancy
 from .domain import Box
 from .errors import NnxformError, NotExact
 from .exactness import ATOL, Comparison, allowed, beyond_rule, compare
+from .analyzers.encoding import time_left
 from .ir import Model
 from .operators import CONVOLUTIONS
 from .passes import apply_checked
@@ -123,7 +124,7 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
     if certify_exact and not certify_box:
         raise NnxformError("--certify-exact goes with --certify")
     start = time.monotonic() if started is None else started
-    classifying = max(_rest(time_limit, start) - _check_seconds(model, box, samples), time_limit / 2)  # check fits
+    classifying = max(time_left(time_limit, start) - _check_seconds(model, box, samples), time_limit / 2)  # check fits
     if stability is None:
         stability = classify(model, box, time_limit=classifying, samples=STABLE_SAMPLES, seed=seed,
                              progress=progress, node_limit=node_limit, solver=solver)
@@ -136,7 +137,7 @@ def compress_checked(model: Model, box: Box, *, stability: Stability | None = No
     cert = None
     if certify_box:
         limit = allowed(tol, cmp.scale)
-        budget = min(certify_time_limit, _rest(time_limit + certify_time_limit, start))
+        budget = min(certify_time_limit, time_left(time_limit + certify_time_limit, start))
         cert = certify(model, compression, stability, box, limit, budget, certify_exact,
                        progress=_stage(progress, "certificate"))
         if cert.found > limit and beyond_rule(model, result, cert.witness_input, cert.witness_delta, tol):
@@ -194,7 +195,7 @@ def prune_with_impact(model: Model, box: Box | None, method: str, ratio: float, 
     start = time.monotonic() if started is None else started
     result = prune(model, method, ratio, scope=scope, box=box, options=options, progress=_stage(progress, "units"))
     impact = None if box is None else impact_bound(model, result, box, impact_method,
-                                                   time_limit=_rest(time_limit, start),
+                                                   time_limit=time_left(time_limit, start),
                                                    progress=_stage(progress, "impact"))
     evaluations = [] if data is None else [measure(m, data, list(fgsm_eps or DEFAULT_EPS), clip)
                                            for m in (model, result.model)]
@@ -265,19 +266,13 @@ def quantize_with_drift(model: Model, bits: int | None = None, per_channel: bool
         return out
     box = box.fit(model.input_size)
     out.sampled = compare(model, result, box, samples=samples, seed=seed, chain=False)  # measured, not judged
-    left = _rest(time_limit, start)
+    left = time_left(time_limit, start)
     out.drift = discrepancy(result, model, box, method, time_limit=left, progress=_stage(progress, "impact"),
                             total_time=left)
     if out.sampled_max > out.drift.delta_max:
         raise NnxformError(f"the sampled difference {out.sampled_max:.6g} exceeds the sound drift bound "
                            f"{out.drift.delta_max:.6g}; nothing written (please report this network)")
     return out
-
-
-def _rest(limit: float, start: float) -> float:
-    """What is left of a command's ``limit`` seconds since ``start`` (``time.monotonic()``) for its time-limited
-    analysis: a millisecond at least, in which it keeps its cheapest sound bounds."""
-    return max(limit - (time.monotonic() - start), 1e-3)
 
 
 def _check_seconds(model: Model, box: Box, samples: int) -> float:

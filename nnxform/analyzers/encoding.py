@@ -99,6 +99,12 @@ def _run_then_set(h: highspy.Highs, done: threading.Event, failure: list[BaseExc
         done.set()
 
 
+def time_left(limit: float, started: float) -> float:
+    """What is left of a command's ``limit`` seconds since ``started`` (``time.monotonic()``) for its time-limited
+    analysis: a millisecond at least, in which it keeps its cheapest sound bounds."""
+    return max(limit - (time.monotonic() - started), 1e-3)
+
+
 class Deadline:
     """A point in time after which no solve starts, and up to which each solve may run: a limit on a whole command."""
 
