@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -219,9 +220,13 @@ class _Reader:
 
     def cases(self) -> list[tuple[Box, list[tuple[str, ...]]]]:
         """The property as cases, after ``boxes``: per distinct input box, the output condition that goes with it
-        (disjuncts of conjunctions of comparisons, as text). The assertions are expanded to disjunctive normal
+        (disjuncts of conjunctions of comparisons, as text)."""
+        return [(box, list(dict.fromkeys(tuple(a.text for a in c) for c in dnf))) for box, dnf in self.atom_cases()]
+
+    def atom_cases(self) -> list[tuple[Box, list[tuple["_Atom", ...]]]]:
+        """``cases`` with the comparisons as s-expressions. The assertions are expanded to disjunctive normal
         form; each conjunction's input bounds make its box, its other comparisons its output conjunction."""
-        cases: dict[tuple, tuple[Box, list[tuple[str, ...]]]] = {}
+        cases: dict[tuple, tuple[Box, list[tuple[_Atom, ...]]]] = {}
         expanded = [self.dnf(a) for a in self.asserts]
         conjunctions = [tuple(dict.fromkeys(atom for d in expanded if len(d) == 1 for atom in d[0]))]  # plain ones at once
         for d in expanded:
@@ -232,8 +237,49 @@ class _Reader:
             c = self.conjunction(inputs)[0]
             box = self.box(c, k, len(conjunctions))
             entry = cases.setdefault(c.key(), (box, []))
-            entry[1].append(tuple(a.text for a in atoms if not _mentions_x(a)))
+            entry[1].append(tuple(a for a in atoms if not _mentions_x(a)))
         return [(box, list(dict.fromkeys(dnf))) for box, dnf in cases.values()]
+
+    def region(self, atoms: tuple["_Atom", ...], n_outputs: int) -> "Region":
+        """One output conjunction as rows ``coef @ Y <= bound``."""
+        coef, bound, strict = np.zeros((len(atoms), n_outputs)), np.zeros(len(atoms)), np.zeros(len(atoms), bool)
+        for r, (op, a, b) in enumerate(atoms):
+            (ca, ka), (cb, kb) = self.linear(a, atoms[r].pos, n_outputs), self.linear(b, atoms[r].pos, n_outputs)
+            if op in (">=", ">"):
+                (ca, ka), (cb, kb) = (cb, kb), (ca, ka)
+            elif op == "=":
+                raise self.error(atoms[r].pos, f"{_show(atoms[r])}: equalities on outputs are not supported; "
+                                               "write the two inequalities")
+            coef[r], bound[r], strict[r] = ca - cb, kb - ka, op in ("<", ">")
+        return Region(coef, bound, strict)
+
+    def linear(self, e: object, pos: int | None, n_outputs: int) -> tuple[np.ndarray, float]:
+        """``e`` (Y_j, numbers, +, -, * by a number) as coefficients on the outputs and a constant."""
+        if isinstance(e, str):
+            if e in self.outputs:
+                j = self.outputs[e]
+                if j >= n_outputs:
+                    raise self.error(pos, f"{e} is beyond the network's outputs Y_0..Y_{n_outputs - 1}")
+                c = np.zeros(n_outputs)
+                c[j] = 1.0
+                return c, 0.0
+            value = self.number(e, pos)
+            if value is None:
+                raise self.error(pos, f"'{e}' is neither an output Y_j nor a number")
+            return np.zeros(n_outputs), value
+        head, args = (e[0], e[1:]) if e else (None, [])
+        at = getattr(e, "pos", pos)
+        parts = [self.linear(x, at, n_outputs) for x in args]
+        if head == "+" and parts:
+            return sum(c for c, _ in parts), sum(k for _, k in parts)
+        if head == "-" and len(parts) == 1:
+            return -parts[0][0], -parts[0][1]
+        if head == "-" and parts:
+            return parts[0][0] - sum(c for c, _ in parts[1:]), parts[0][1] - sum(k for _, k in parts[1:])
+        if head == "*" and len(parts) == 2 and not (parts[0][0].any() and parts[1][0].any()):
+            (ca, ka), (cb, kb) = parts
+            return ca * kb + cb * ka, ka * kb
+        raise self.error(at, f"{_show(e)}: only linear expressions of outputs (+, -, * by a number) are supported")
 
     def dnf(self, e: object) -> list[tuple]:
         """``e`` (and/or over comparisons) as a disjunction of conjunctions of comparisons (s-expressions)."""
@@ -370,6 +416,41 @@ def normalize(text: str, where: str = "<vnnlib>", network: Sizes | None = None) 
                          for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist())))
         files.append(f"; normalised by nnxform from {Path(where).name}{which}\n\n{declarations}\n{bounds}\n{condition}")
     return files
+
+
+@dataclass(frozen=True)
+class Region:
+    """One disjunct of a property's output condition: ``coef @ Y <= bound`` row by row (``strict`` rows: ``<``).
+    A point whose output lies in a region is a counterexample; no rows: every output is."""
+
+    coef: np.ndarray
+    bound: np.ndarray
+    strict: np.ndarray
+
+    def contains(self, ys: np.ndarray) -> np.ndarray:
+        """Per output row of ``ys`` ``(n, outputs)``: True when it lies in the region."""
+        v = np.asarray(ys, np.float64) @ self.coef.T - self.bound
+        return np.all(np.where(self.strict, v < 0, v <= 0), axis=1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input box of a property and the output regions that make a point of it a counterexample."""
+
+    box: Box
+    regions: list[Region]
+
+    def violated(self, ys: np.ndarray) -> np.ndarray:
+        """Per output row: True when it lies in some region (the property's unsafe set)."""
+        return np.any([r.contains(ys) for r in self.regions], axis=0)
+
+
+def read_specification(path: str | os.PathLike[str], network: tuple[int, int]) -> list[Case]:
+    """A VNN-LIB property as the cases a verifier decides: per input box, the unsafe output regions. ``network``:
+    its input and output sizes, which the declarations and every Y_j must fit."""
+    reader = _Reader(read_text(path, "a VNN-LIB property"), str(path), network)
+    reader.boxes()
+    return [Case(box, [reader.region(c, network[1]) for c in dnf]) for box, dnf in reader.atom_cases()]
 
 
 def read_property(text: str, where: str = "<vnnlib>") -> list[tuple[Box, list[tuple[str, ...]]]]:

@@ -398,6 +398,30 @@ class Encoder:
             return "infeasible", None
         return ("solution", x) if x is not None else ("unknown", None)
 
+    def region_feasible(self, step: int, coef: np.ndarray, bound: np.ndarray, seconds: float
+                        ) -> tuple[str, np.ndarray | None]:
+        """Can step ``step``'s values ``v`` meet every row ``coef @ v <= bound``? Each row is relaxed by the solver's
+        tolerances at its scale, so that ``"infeasible"`` is a proof for the rows as given; ``"solution"`` comes with
+        the input columns of the point found; ``"unknown"`` when ``seconds`` ran out. HiGHS only; the rows stay."""
+        m = bound.size
+        g = self._cols(np.full(m, -INF), np.full(m, INF))
+        self.affine_rows(g, 1.0, [(coef, 1.0, self.col[step])], np.zeros(m), 0.0)
+        lo, hi = self.state.lo[step], self.state.hi[step]
+        scale = 1.0 + np.abs(bound) + np.abs(coef) @ np.maximum(np.abs(lo), np.abs(hi))
+        values = [self.h.getOptionValue(k) for k in ("mip_feasibility_tolerance", "primal_feasibility_tolerance")]
+        tol = max(v[1] if isinstance(v, tuple) else v for v in values)
+        upper = bound + 10.0 * tol * scale
+        idx = (g + np.arange(m)).astype(np.int32)
+        self.h.changeColsBounds(m, idx, np.full(m, -INF), upper)
+        self.col_hi[idx] = upper
+        self.h.setOptionValue("time_limit", max(seconds, 1e-3))
+        solve(self.h)
+        if self.h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
+            return "infeasible", None
+        if self.h.getInfo().primal_solution_status == 2:  # kSolutionStatusFeasible
+            return "solution", np.asarray(self.h.getSolution().col_value[self.inputs], dtype=np.float64)
+        return "unknown", None
+
     def solution(self) -> np.ndarray | None:
         """Every column's value in the last solve's solution, from whichever solver ran it (None without one)."""
         if self.external is not None and self.integers:

@@ -1,0 +1,260 @@
+"""Symbolic bounds of many boxes at once: the bound engine of branch and bound.
+
+The same analysis as ``symbolic`` (CROWN back-substitution, the float network's rounding as noise, the analysis
+margin) with a leading batch axis on every bound: ``B`` sub-boxes of one network are bounded by matrix products over
+the batch, which is what makes splitting cheap. A branch may also fix the sign of ReLU inputs (``signs``): its
+bounds are clamped at 0 before they are used, which is sound on the part of the box where those signs hold (the
+branch's part); a branch whose clamps leave an empty interval is infeasible (``BoxBounds.empty``).
+
+``objective`` gives a lower bound of ``coef @ y − bound`` per box and per row, and the row's linear lower bound's
+coefficients on the input, which the search reads to choose splits and to propose counterexamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NnxformError
+from .network import Activation, Input, Linear, Network, Pool, dense_weights
+from .result import MARGIN_ABS, MARGIN_REL, widen
+from .rounding import Rounding, cast_box, gamma, magnitude
+
+#: Networks with at most this many inputs carry their hidden bounds forward as functions of the input (``_Forward``).
+FORWARD_INPUTS = 16
+#: Memory one back-substitution's coefficients may take (the batch is bounded in parts beyond it).
+BACKSUB_BYTES = 128 * 2**20
+
+
+@dataclass
+class BoxBounds:
+    """Per step, bounds of the float network over each of ``B`` boxes (``(B, size)`` arrays), and each Linear
+    step's rounding noise; ``empty``: boxes whose sign constraints contradict their bounds (nothing to prove)."""
+
+    net: "DenseNetwork"
+    lo: list[np.ndarray | None]
+    hi: list[np.ndarray | None]
+    noise: list[np.ndarray | None]
+    empty: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.empty)
+
+    def boxes(self, part: slice) -> "BoxBounds":
+        """The bounds of the boxes ``part`` (views)."""
+        cut = [None if a is None else a[part] for a in self.lo], [None if a is None else a[part] for a in self.hi]
+        return BoxBounds(self.net, *cut, [None if a is None else a[part] for a in self.noise], self.empty[part])
+
+
+class DenseNetwork:
+    """An analysis ``Network`` whose Linear steps are dense matrices, with what every batch reuses (|W|, W⁺, W⁻).
+    MaxPool is not supported by the batched engine yet (said at construction)."""
+
+    def __init__(self, net: Network, what: str) -> None:
+        pool = next((s for s in net.steps if isinstance(s, Pool)), None)
+        if pool is not None:
+            raise NnxformError(f"{what}: MaxPool node '{pool.node}' is not supported by the branch-and-bound engine "
+                               "yet (ReLU, Sigmoid and Tanh networks are)")
+        self.net = net
+        self.steps = net.steps
+        self.weights = {i: [dense_weights(w, what) for w in s.weights]
+                        for i, s in enumerate(net.steps) if isinstance(s, Linear)}
+        self.plus = {i: [np.maximum(w, 0.0) for w in ws] for i, ws in self.weights.items()}
+        self.minus = {i: [np.minimum(w, 0.0) for w in ws] for i, ws in self.weights.items()}
+        self.rounding = {i: _dense_rounding(net.steps[i].float_rounding, what) for i in self.weights}
+        self.u = net.unit_roundoff
+
+    @property
+    def output(self) -> int:
+        return self.net.output
+
+
+def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
+            signs: dict[int, np.ndarray] | None = None) -> BoxBounds:
+    """Bounds of every step over each box ``[lower[b], upper[b]]``; ``signs[i]`` ``(B, size)`` of +1/−1/0 fixes
+    the sign of Linear step ``i``'s values in that box's branch (0: free)."""
+    steps = dense.steps
+    n = len(steps)
+    B = len(lower)
+    lo: list[np.ndarray | None] = [None] * n
+    hi: list[np.ndarray | None] = [None] * n
+    noise: list[np.ndarray | None] = [None] * n
+    lo[0], hi[0] = cast_box(np.asarray(lower, np.float64), np.asarray(upper, np.float64), dense.net.dtype)
+    state = BoxBounds(dense, lo, hi, noise, np.zeros(B, bool))
+    forward = _Forward(state) if steps[0].size <= FORWARD_INPUTS else None
+    for i in range(1, n):
+        s = steps[i]
+        if isinstance(s, Linear):
+            a, b = _interval(dense, state, i)
+            m = _noise(dense.rounding[i], [magnitude(lo[k], hi[k]) for k in s.sources], dense.u)
+            noise[i] = m
+            if forward is not None:
+                fa, fb = forward.linear(i, m)
+                a, b = np.maximum(a, fa), np.minimum(b, fb)
+            if not dense.net.first_layer(i) and i != dense.output:
+                _tighten(state, i, a, b)
+            a, b = widen(a - m, b + m)
+            if signs is not None and i in signs:
+                sg = signs[i]
+                a, b = np.where(sg > 0, np.maximum(a, 0.0), a), np.where(sg < 0, np.minimum(b, 0.0), b)
+                state.empty |= (a > b).any(axis=1)
+            lo[i], hi[i] = a, b
+        elif isinstance(s, Activation):
+            f, err = s.kind.function, s.kind.error
+            lo[i], hi[i] = f(lo[s.source]) - err, f(hi[s.source]) + err
+            if forward is not None:
+                forward.activation(i)
+    return state
+
+
+class _Forward:
+    """Linear lower and upper functions of the input for every step, carried forward (for networks with few inputs,
+    where they cost ``inputs`` numbers per neuron): cheaper than back-substituting every hidden layer."""
+
+    def __init__(self, state: BoxBounds) -> None:
+        self.state = state
+        n = state.net.steps[0].size
+        eye = np.broadcast_to(np.eye(n), (state.size, n, n))
+        zero = np.zeros((state.size, n))
+        self.fn: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {0: (eye, zero, eye, zero)}
+
+    def concrete(self, coef: np.ndarray, const: np.ndarray, lower: bool) -> np.ndarray:
+        """The least (``lower``) or largest value over each box of ``coef @ x + const``."""
+        st = self.state
+        mid, rad = 0.5 * (st.lo[0] + st.hi[0]), 0.5 * (st.hi[0] - st.lo[0])
+        centre = np.matmul(coef, mid[:, :, None])[:, :, 0] + const
+        spread = np.matmul(np.abs(coef), rad[:, :, None])[:, :, 0]
+        return centre - spread if lower else centre + spread
+
+    def linear(self, i: int, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step ``i``'s functions (noise included) and its bounds over each box (noise excluded)."""
+        dense = self.state.net
+        s = dense.steps[i]
+        lc, lk = 0.0, s.bias - noise
+        uc, uk = 0.0, s.bias + noise
+        for src, wp, wm in zip(s.sources, dense.plus[i], dense.minus[i]):
+            Lc, Lk, Uc, Uk = self.fn[src]
+            lc = lc + np.matmul(wp, Lc) + np.matmul(wm, Uc)
+            uc = uc + np.matmul(wp, Uc) + np.matmul(wm, Lc)
+            lk = lk + Lk @ wp.T + Uk @ wm.T
+            uk = uk + Uk @ wp.T + Lk @ wm.T
+        self.fn[i] = (lc, lk, uc, uk)
+        return self.concrete(lc, lk, True) + noise, self.concrete(uc, uk, False) - noise
+
+    def activation(self, i: int) -> None:
+        """An activation's functions from its relaxation (its slopes are >= 0: the functions are monotone)."""
+        st = self.state
+        s = st.net.steps[i]
+        a_lo, b_lo, a_up, b_up = s.kind.relax(st.lo[s.source], st.hi[s.source])
+        Lc, Lk, Uc, Uk = self.fn[s.source]
+        err = s.kind.error
+        self.fn[i] = (Lc * a_lo[:, :, None], Lk * a_lo + b_lo - err, Uc * a_up[:, :, None], Uk * a_up + b_up + err)
+
+
+def _tighten(state: BoxBounds, i: int, a: np.ndarray, b: np.ndarray) -> None:
+    """Back-substitute, per box, the rows of Linear step ``i`` its bounds ``a``/``b`` leave worth tightening (the
+    unstable ones when only ReLUs read it), in place; boxes in parts so that the coefficients fit ``BACKSUB_BYTES``."""
+    dense = state.net
+    s = dense.steps[i]
+    todo = (a < 0) & (b > 0) if dense.net.relu_only[i] else np.ones_like(a, bool)
+    R = int(todo.sum(axis=1).max(initial=0))
+    if R == 0:
+        return
+    rows = np.argsort(~todo, axis=1, kind="stable")[:, :R]  # per box, its rows to tighten first
+    per_part = max(1, BACKSUB_BYTES // (16 * R * max(t.size for t in dense.steps)))
+    for start in range(0, state.size, per_part):
+        part = slice(start, start + per_part)
+        r = rows[part]
+        coef = {src: np.concatenate([w[r], -w[r]], axis=1) for src, w in zip(s.sources, dense.weights[i])}
+        const = np.concatenate([s.bias[r], -s.bias[r]], axis=1)
+        low, _ = lower_bound(state.boxes(part), i - 1, coef, const, inputs=False)
+        keep = np.take_along_axis(todo[part], r, axis=1)
+        for side, new in ((a, low[:, :R]), (b, -low[:, R:])):
+            old = np.take_along_axis(side[part], r, axis=1)
+            better = np.maximum(old, new) if side is a else np.minimum(old, new)
+            np.put_along_axis(side[part], r, np.where(keep, better, old), axis=1)
+
+
+def objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, record: dict[int, np.ndarray] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Lower bounds ``(B, M)`` of ``coef @ y − bound`` (``coef`` ``(M, outputs)``) over each box, and the input
+    coefficients ``(B, M, inputs)`` of the linear lower bound they come from; +inf for infeasible branches.
+    ``record`` receives, per activation step, the coefficients ``(B, M, size)`` the bound has on its output."""
+    low, A = lower_bound(state, state.net.output, {state.net.output: coef}, -np.asarray(bound, np.float64),
+                         record=record)
+    low = low - (MARGIN_REL * np.abs(low) + MARGIN_ABS)
+    low[state.empty] = np.inf
+    return low, A
+
+
+def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const: np.ndarray, inputs: bool = True,
+                record: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per box and row, a lower bound over the box of ``const + Σ coef[k] @ x[k]`` (``k <= start``; coefficients
+    ``(R, size)`` shared by every box or ``(B, R, size)``, ``const`` ``(R,)`` or ``(B, R)``), and (``inputs``) the
+    input coefficients of the bound; ``record`` (``objective``'s) keeps the coefficients on each activation."""
+    dense, B = state.net, state.size
+    coef = dict(coef)
+    total = np.broadcast_to(const, (B, const.shape[-1])).copy()
+    A = None
+    for k in range(start, -1, -1):
+        L = coef.pop(k, None)
+        if L is None:
+            continue
+        s = dense.steps[k]
+        if isinstance(s, Input):
+            mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
+            total += _apply(L, mid) - _apply(np.abs(L), rad)
+            A = np.broadcast_to(L, (B,) + L.shape[-2:]) if inputs else None
+        elif isinstance(s, Linear):
+            total += _apply(L, s.bias) - _apply(np.abs(L), state.noise[k])
+            for src, w in zip(s.sources, dense.weights[k]):
+                _add(coef, src, L @ w)
+        else:
+            assert isinstance(s, Activation)
+            if record is not None:
+                record[k] = np.broadcast_to(L, (B,) + L.shape[-2:])
+            a_lo, b_lo, a_up, b_up = s.kind.relax(state.lo[s.source], state.hi[s.source])
+            if s.kind.error:
+                b_lo, b_up = b_lo - s.kind.error, b_up + s.kind.error
+            positive = L > 0
+            if b_lo.any():
+                total += _apply(np.where(positive, L, 0.0), b_lo)
+            total += _apply(np.where(positive, 0.0, L), b_up)
+            _add(coef, s.source, L * np.where(positive, a_lo[:, None, :], a_up[:, None, :]))
+    return total, A
+
+
+def _apply(L: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per box ``b``: ``L[b] @ v[b]``; shared coefficients ``L`` ``(R, size)`` or a shared ``v`` ``(size,)`` too."""
+    if v.ndim == 1:
+        return L @ v
+    if L.ndim == 2:
+        return v @ L.T
+    return np.matmul(L, v[:, :, None])[:, :, 0]
+
+
+def _add(coef: dict[int, np.ndarray], k: int, M: np.ndarray) -> None:
+    coef[k] = coef[k] + M if k in coef else M
+
+
+def _interval(dense: DenseNetwork, state: BoxBounds, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Interval bounds of Linear step ``i``'s exact value from its sources' bounds."""
+    s = dense.steps[i]
+    lo = np.broadcast_to(s.bias, (state.size, s.size)).copy()
+    hi = lo.copy()
+    for src, wp, wm in zip(s.sources, dense.plus[i], dense.minus[i]):
+        lo += state.lo[src] @ wp.T + state.hi[src] @ wm.T
+        hi += state.hi[src] @ wp.T + state.lo[src] @ wm.T
+    return lo, hi
+
+
+def _dense_rounding(r: Rounding, what: str) -> Rounding:
+    return Rounding([dense_weights(w, what) for w in r.weights], r.bias, r.depth)
+
+
+def _noise(r: Rounding, magnitudes: list[np.ndarray], u: float) -> np.ndarray:
+    """``Rounding.noise`` for ``(B, size)`` magnitudes of the sources."""
+    total = r.bias + sum(m @ w.T for w, m in zip(r.weights, magnitudes))
+    return np.where(total > 0, gamma(r.depth, u) * total, 0.0)

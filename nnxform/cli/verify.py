@@ -1,0 +1,71 @@
+"""``nnxform verify``: decide a VNN-LIB property of a network (sat with a replayed counterexample, or unsat)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import typer
+
+from ..fileio import Outputs
+from ..ir import load
+from ..verify import verify as decide
+from ..vnnlib import read_specification
+from . import summary
+from .application import app
+from .common import ProgressBar, bounded, json_text, say
+
+#: Exit status per answer: a Makefile goes on only after a proof.
+EXIT = {"unsat": 0, "sat": 1, "timeout": 3, "unknown": 3}
+
+
+@app.command(short_help=summary("verify"),
+             help="Decide a VNN-LIB property (VNN-COMP's form: input boxes, possibly a disjunction of them, and an "
+                  "output condition in disjunctive normal form stating the unsafe outputs). Answers unsat (proved: "
+                  "no input of the boxes reaches an unsafe output, for the network as onnxruntime runs it in float32), "
+                  "sat (a counterexample found and replayed in onnxruntime: printed, and written to --result), "
+                  "timeout, or unknown. The search: sound bounds of every box, a projected-gradient attack from many "
+                  "starts, then branch and bound over the input box (networks with at most 16 inputs, such as ACAS "
+                  "Xu: both halves of every input are bounded and the best split is kept). Exit status 0 for unsat, "
+                  "1 for sat, 3 for timeout or unknown, 2 for bad input.")
+def verify(
+    model: str = typer.Argument(..., help="ONNX file."),
+    prop: str = typer.Argument(..., metavar="PROPERTY", help="VNN-LIB file (the unsafe region)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds for the whole command, loading included.",
+                                  callback=bounded(0, above=True)),
+    result: Optional[str] = typer.Option(None, "--result",
+                                         help="Write the VNN-COMP result file: the answer on the first line, for sat "
+                                              "the assignment ((X_0 v) ... (Y_0 v))."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the answer and the search's figures as JSON "
+                                                                 "('-' for stdout)."),
+) -> None:
+    started = time.monotonic()  # the timeout counts from here: loading is part of the command
+    outputs = Outputs([model, prop])
+    outputs.add_path(result, "--result")
+    outputs.add_path(json_path, "--json", stdout=True)
+    net = load(model)
+    n_outputs = int(np.prod(net.shapes()[net.output_name], dtype=np.int64))
+    cases = read_specification(prop, (net.input_size, n_outputs))
+    quiet = json_path == "-"
+    bar = ProgressBar("proved ‰", enabled=sys.stderr.isatty() and not quiet, fields="{task.fields[open]} open",
+                      eta=False)
+    try:
+        verdict = decide(net, cases, timeout - (time.monotonic() - started),
+                         progress=lambda done, open_, seconds: bar(done, 1000, open=open_))
+    finally:
+        bar.close()
+    outputs.put(result, verdict.result_text())
+    outputs.put(json_path, json_text(verdict.to_json()))
+    outputs.commit()
+    say(f"verify: {model}, {prop}: {verdict.answer}", quiet)
+    if verdict.counterexample is not None:
+        say(f"  counterexample (case {verdict.case}), replayed in onnxruntime:", quiet)
+        say(f"    x = {np.array2string(verdict.counterexample, precision=6, threshold=20)}", quiet)
+        say(f"    y = {np.array2string(verdict.outputs, precision=6, threshold=20)}", quiet)
+    say(f"  {verdict.branches} boxes bounded, {100 * verdict.proved:.2f} % of the input volume proved, "
+        f"{verdict.seconds:.2f} s", quiet)
+    if verdict.note:
+        say(f"  note: {verdict.note}", quiet)
+    raise typer.Exit(EXIT[verdict.answer])

@@ -1,0 +1,440 @@
+"""Decide a VNN-LIB property of a network: sound bounds, an attack, then branch and bound.
+
+A property is a list of cases (``vnnlib.Case``): an input box and output regions; a point of the box whose output
+lies in a region is a counterexample. ``verify`` answers ``sat`` (a counterexample, replayed in onnxruntime: only
+a point that onnxruntime confirms counts), ``unsat`` (every branch proved by sound bounds of the float network, or
+by a MILP), ``timeout`` or ``unknown`` (branches left that cannot be split further).
+
+A branch is a sub-box and signs fixed for some ReLUs; branches are bounded many at a time (``analyzers.boxes``). A
+branch is proved when, for every region, some row of the region (or a sum of its rows) is positive on all of it.
+Otherwise it is split, strong-branching style: both children of every candidate split are bounded and the split
+whose children are left with the least to prove is kept. Candidates are every input of networks with few inputs
+(nnenum's and α,β-CROWN's input splitting for ACAS Xu) and, for networks with many inputs, the unstable ReLUs the
+bound loses most on (BaBSR's score); a branch of those with few unstable ReLUs left is decided by one MILP. The
+lower bound's minimising corners and the branch centres are tried as counterexamples all along.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import stopping
+from .analyzers.boxes import BoxBounds, DenseNetwork, analyse, objective
+from .analyzers.encoding import Encoder
+from .analyzers.milp import beyond_solver
+from .analyzers.network import Activation, compile_model
+from .analyzers.result import State
+from .domain import Box
+from .attack import ascend
+from .gradient import gradient
+from .interpreter import run
+from .ir import Model
+from .runtime import OnnxRunner
+from .vnnlib import Case
+
+ANSWERS = ("sat", "unsat", "timeout", "unknown")
+#: Inputs up to which the search splits the input box (beyond, splitting inputs halves too little of the bound).
+SPLIT_INPUTS = 16
+#: Branches bounded together, and the relative width below which an input is not split further.
+BATCH, SMALLEST = 256, 1e-7
+#: Unstable ReLUs tried as splits per branch (the ones the bound loses most on): both children of each are bounded.
+RELU_CANDIDATES = 3
+#: A branch of a many-input network with at most this many unstable ReLUs left is decided by one MILP.
+LEAF_RELUS = 24
+#: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
+STARTS, START_NUMBERS, STEPS = 32, 4096, 40
+
+#: ``progress(proved per mille, open branches, seconds)``.
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass
+class Verdict:
+    """The answer to a property, its counterexample (input and onnxruntime's output) when ``sat``, and the search's
+    figures: sub-boxes bounded, the share of the input volume proved, seconds."""
+
+    answer: str
+    seconds: float
+    branches: int = 0
+    proved: float = 0.0
+    case: int | None = None
+    counterexample: np.ndarray | None = None
+    outputs: np.ndarray | None = None
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"answer": self.answer, "seconds": self.seconds, "branches": self.branches,
+                               "proved_share": self.proved}
+        if self.counterexample is not None:
+            out.update(case=self.case, counterexample=self.counterexample.tolist(), outputs=self.outputs.tolist())
+        if self.note:
+            out["note"] = self.note
+        return out | self.details
+
+    def result_text(self) -> str:
+        """The VNN-COMP result file: the answer, and for ``sat`` the assignment ``((X_0 v) … (Y_0 v))``."""
+        if self.counterexample is None:
+            return self.answer + "\n"
+        pairs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(self.counterexample)]
+        pairs += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(self.outputs)]
+        return "sat\n(" + "\n".join(pairs) + ")\n"
+
+
+def verify(model: Model, cases: list[Case], timeout: float, progress: Progress | None = None,
+           seed: int = 0) -> Verdict:
+    """Decide the property ``cases`` on ``model`` within ``timeout`` seconds (see the module's docstring)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    search = _Search(model, started, deadline, progress, np.random.default_rng(seed))
+    answers = []
+    with stopping.honoured():
+        for k, case in enumerate(cases):
+            found = search.attack(case)
+            if found is not None:
+                return search.verdict("sat", case=k, witness=found)
+        for k, case in enumerate(cases):
+            answer = search.branch_and_bound(case, len(cases))
+            if isinstance(answer, tuple):
+                return search.verdict("sat", case=k, witness=answer)
+            answers.append(answer)
+            if answer != "unsat":
+                break
+    final = "unsat" if answers and all(a == "unsat" for a in answers) else answers[-1]
+    return search.verdict(final)
+
+
+class _Search:
+    """The state of one property's search: the network in its forms, the clock, the counts."""
+
+    def __init__(self, model: Model, started: float, deadline: float, progress: Progress | None,
+                 rng: np.random.Generator) -> None:
+        self.model, self.started, self.deadline, self.progress, self.rng = model, started, deadline, progress, rng
+        self.dense = DenseNetwork(compile_model(model), "verify")
+        self.slots = _Slots(self.dense)
+        self.runner = OnnxRunner(model)
+        self.branches = 0
+        self.proved = 0.0
+        self.note = ""
+
+    def verdict(self, answer: str, case: int | None = None,
+                witness: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
+        x, y = witness if witness is not None else (None, None)
+        return Verdict(answer, time.monotonic() - self.started, self.branches, self.proved, case, x, y,
+                       self.note if answer != "sat" else "")
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() >= self.deadline or stopping.requested()
+
+    def confirmed(self, case: Case, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The first of the candidate inputs ``xs`` (in the box) that onnxruntime confirms as a counterexample."""
+        x32 = _inside_float32(xs, case.box.lower, case.box.upper)
+        if not len(x32):
+            return None
+        ys = self.runner(x32)
+        hit = np.flatnonzero(case.violated(ys.astype(np.float64)))
+        return (x32[hit[0]], ys[hit[0]]) if hit.size else None
+
+    def promising(self, case: Case, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``confirmed`` on the candidates the interpreter finds within a small margin of a region."""
+        ys = run(self.model, xs.reshape((-1,) + tuple(self.model.input_shape[1:]))).reshape(len(xs), -1)
+        near = np.min([_violation(r, ys) for r in case.regions], axis=0) <= 1e-4 * (1 + np.abs(ys).max(axis=1))
+        return self.confirmed(case, xs[near]) if near.any() else None
+
+    def attack(self, case: Case) -> tuple[np.ndarray, np.ndarray] | None:
+        """Projected-gradient search for a counterexample from many starts, per region."""
+        box = case.box
+        shape = (-1,) + tuple(self.model.input_shape[1:])
+        for region in case.regions:
+            if self.out_of_time():
+                return None
+            starts = np.vstack([0.5 * (box.lower + box.upper), box.sample(max(STARTS, START_NUMBERS // box.size) - 1,
+                                                                           self.rng)])
+            if not region.coef.any():  # no output condition: any point is a counterexample
+                found = self.confirmed(case, starts[:1])
+                if found is not None:
+                    return found
+                continue
+
+            def value_grad(x: np.ndarray, region=region) -> tuple[np.ndarray, np.ndarray]:
+                ys = run(self.model, x.reshape(shape)).reshape(len(x), -1)
+                worst = np.argmax(ys @ region.coef.T - region.bound, axis=1)
+                _, g = gradient(self.model, x.reshape(shape), -region.coef[worst])
+                return -_violation(region, ys), g
+
+            width = box.upper - box.lower
+            result = ascend(value_grad, starts, box.lower, box.upper, lambda k: width * (0.1 * 0.93 ** k), STEPS,
+                            stop=self.out_of_time)
+            found = self.promising(case, np.vstack([result.best_x, result.x]))
+            if found is not None:
+                return found
+        return None
+
+    def branch_and_bound(self, case: Case, n_cases: int) -> str | tuple[np.ndarray, np.ndarray]:
+        """Split ``case``'s box and its ReLUs until every branch is proved (``unsat``), a counterexample is confirmed,
+        the time ends (``timeout``) or a branch cannot be split further (``unknown``)."""
+        if not np.vstack([r.coef for r in case.regions]).any(axis=1).all():
+            self.note = "a region holds everywhere but no point of the box replayed as a counterexample"
+            return "unknown"  # (a region without rows: the attack has tried the box's points)
+        self.volume = np.prod(np.maximum(case.box.upper - case.box.lower, 1e-300)) * n_cases
+        spec = _Objective(case)
+        n = case.box.size
+        lower, upper = case.box.lower[None], case.box.upper[None]
+        signs = np.zeros((1, self.slots.total), np.int8)
+        gave_up = 0
+        while len(lower):
+            if self.out_of_time():
+                return "timeout"
+            take = max(1, BATCH // (2 * (self.input_candidates(n) + self.relu_candidates(n))))
+            lo, hi, sg = lower[-take:], upper[-take:], signs[-take:]
+            lower, upper, signs = lower[:-take], upper[:-take], signs[:-take]
+            bounded = self._bound(spec, lo, hi, sg, scores=True)
+            if bounded.found is not None:
+                return bounded.found
+            done = bounded.progress > 0
+            self._count(lo[done], hi[done], sg[done])
+            lo, hi, sg, scores = lo[~done], hi[~done], sg[~done], bounded.scores[~done]
+            if not self.input_candidates(n):  # few ReLUs left to split: one MILP decides the branch
+                leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS
+                for b in np.flatnonzero(leaf):
+                    answer = self._exact(spec, lo[b: b + 1], hi[b: b + 1], sg[b: b + 1])
+                    if isinstance(answer, tuple):
+                        return answer
+                    if answer == "unsat":
+                        self._count(lo[b: b + 1], hi[b: b + 1], sg[b: b + 1])
+                    elif self.out_of_time():
+                        return "timeout"
+                    else:
+                        gave_up += 1
+                lo, hi, sg, scores = lo[~leaf], hi[~leaf], sg[~leaf], scores[~leaf]
+            candidates = self._candidates(lo, hi, scores)  # (parents, c): an input (< n) or a neuron (n + j)
+            ok = (candidates >= 0).any(axis=1)
+            gave_up += int((~ok).sum())
+            lo, hi, sg, candidates = lo[ok], hi[ok], sg[ok], candidates[ok]
+            if not len(lo):
+                continue
+            c_lo, c_hi, c_sg = _children(lo, hi, sg, candidates)
+            children = self._bound(spec, c_lo, c_hi, c_sg)
+            if children.found is not None:
+                return children.found
+            P, c = candidates.shape
+            gap = np.minimum(children.progress, 0.0)  # what is left to prove (0: proved)
+            both = (gap[0::2] + gap[1::2]).reshape(P, c)
+            both[candidates < 0] = -np.inf
+            best = np.argmax(both, axis=1)
+            chosen = ((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]
+            chosen = chosen.ravel()
+            proved = children.progress[chosen] > 0
+            self._count(c_lo[chosen][proved], c_hi[chosen][proved], c_sg[chosen][proved])
+            keep = chosen[~proved]
+            lower, upper, signs = (np.vstack([lower, c_lo[keep]]), np.vstack([upper, c_hi[keep]]),
+                                   np.vstack([signs, c_sg[keep]]))
+            self._report(len(lower))
+        if gave_up:
+            self.note = f"{gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
+                        "relative, every ReLU fixed) and were not proved"
+            return "unknown"
+        return "unsat"
+
+    def input_candidates(self, n: int) -> int:
+        """How many inputs a branch may split: all of them for networks with few inputs, else none."""
+        return n if n <= SPLIT_INPUTS else 0
+
+    def relu_candidates(self, n: int) -> int:
+        """How many ReLUs a branch may split: none where the inputs are split (measured on ACAS Xu: fixing a ReLU's
+        sign only clamps its bounds, and halving an input gains more), else ``RELU_CANDIDATES``."""
+        return 0 if self.input_candidates(n) else RELU_CANDIDATES
+
+    def _exact(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray
+               ) -> str | tuple[np.ndarray, np.ndarray]:
+        """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds): ``unsat``
+        when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``."""
+        state = analyse(self.dense, lo, hi, self.slots.split(sg))
+        if state.empty[0]:
+            return "unsat"
+        single = State.start(self.dense.net, Box(lo[0], hi[0]))
+        for i in range(len(single.lo)):
+            single.lo[i], single.hi[i] = state.lo[i][0], state.hi[i][0]
+            single.noise[i] = None if state.noise[i] is None else state.noise[i][0]
+        if beyond_solver(single):
+            return "unknown"
+        for region in spec.case.regions:
+            enc = Encoder(single, integer=True)
+            for i in range(len(single.lo)):
+                enc.add(i)
+            verdict, x = enc.region_feasible(self.dense.output, region.coef, region.bound,
+                                             self.deadline - time.monotonic())
+            self.branches += 1
+            if verdict == "solution":
+                found = self.confirmed(spec.case, np.clip(x, lo[0], hi[0])[None])
+                return found if found is not None else "unknown"
+            if verdict != "infeasible":
+                return "unknown"
+        return "unsat"
+
+    def _candidates(self, lo: np.ndarray, hi: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Per branch, the splits to try: every input wider than ``SMALLEST`` (few-input networks) and the
+        ``RELU_CANDIDATES`` free unstable neurons the bound loses most on; ``-1`` pads."""
+        n = lo.shape[1]
+        parts = []
+        if self.input_candidates(n):
+            wide = (hi - lo) > SMALLEST * np.maximum(1.0, np.abs(lo))
+            parts.append(np.where(wide, np.arange(n)[None], -1))
+        k = min(self.relu_candidates(n), scores.shape[1])
+        if k:
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            parts.append(np.where(np.take_along_axis(scores, top, axis=1) > 0, n + top, -1))
+        return np.hstack(parts) if parts else np.full((len(lo), 1), -1)
+
+    def _bound(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray, scores: bool = False
+               ) -> "_Bounded":
+        """Per branch, how far it is from proved (the least over regions of the region's best row's lower bound:
+        proved when positive), a counterexample among the bounds' minimising corners and the boxes' centres, and
+        (``scores``) per free unstable neuron what the bound loses on it (the split heuristic)."""
+        progress = np.empty(len(lo))
+        loss = np.zeros((len(lo), self.slots.total)) if scores else None
+        for part in range(0, len(lo), BATCH):
+            cut = slice(part, part + BATCH)
+            record: dict[int, np.ndarray] | None = {} if scores else None
+            state = analyse(self.dense, lo[cut], hi[cut], self.slots.split(sg[cut]))
+            low, A = objective(state, spec.coef, spec.bound, record)
+            region_best = np.maximum.reduceat(low, spec.starts, axis=1)
+            progress[cut] = region_best.min(axis=1)
+            self.branches += len(low)
+            open_ = progress[cut] <= 0
+            if not open_.any():
+                continue
+            rows = _best_rows(low, spec.starts)  # (boxes, regions)
+            picked = np.take_along_axis(A, rows[:, :, None], axis=1)
+            l, h = lo[cut][open_], hi[cut][open_]
+            corners = np.where(picked[open_] > 0, l[:, None, :], h[:, None, :]).reshape(-1, lo.shape[1])
+            found = self.promising(spec.case, np.vstack([corners, 0.5 * (l + h)]))
+            if found is not None:
+                return _Bounded(progress, found, None)
+            if scores:
+                loss[cut] = self.slots.losses(state, record, rows, region_best <= 0, sg[cut])
+        return _Bounded(progress, None, loss)
+
+    def _count(self, lo: np.ndarray, hi: np.ndarray, sg: np.ndarray) -> None:
+        """Add the share of the input the proved branches stand for (a box's volume, halved per fixed ReLU)."""
+        fixed = (sg != 0).sum(axis=1)
+        self.proved += (np.prod(np.maximum(hi - lo, 1e-300), axis=1) * 0.5 ** fixed).sum() / self.volume
+
+    def _report(self, open_branches: int) -> None:
+        if self.progress is not None:
+            self.progress(int(1000 * min(self.proved, 1.0)), open_branches, time.monotonic() - self.started)
+
+
+def _violation(region: Any, ys: np.ndarray) -> np.ndarray:
+    """How far each output is from the region: the largest of its rows' ``coef @ y − bound`` (<= 0 inside)."""
+    return np.max(ys @ region.coef.T - region.bound, axis=1)
+
+
+@dataclass
+class _Bounded:
+    progress: np.ndarray
+    found: tuple[np.ndarray, np.ndarray] | None
+    scores: np.ndarray | None
+
+
+class _Objective:
+    """A case's regions as the rows the bound engine takes: each region's rows and their sums (``_with_sums``),
+    stacked, with where each region starts."""
+
+    def __init__(self, case: Case) -> None:
+        rows = [_with_sums(r.coef, r.bound) for r in case.regions]
+        self.case = case
+        self.starts = np.cumsum([0] + [len(b) for _, b in rows])[:-1]
+        self.coef, self.bound = np.vstack([c for c, _ in rows]), np.concatenate([b for _, b in rows])
+
+
+class _Slots:
+    """Where each ReLU-read Linear step's neurons sit in a branch's sign vector (one int8 per neuron)."""
+
+    def __init__(self, dense: DenseNetwork) -> None:
+        net = dense.net
+        relus = [s for s in net.steps if isinstance(s, Activation) and s.op == "Relu"]
+        self.steps = sorted({s.source for s in relus})
+        self.after = {s.source: i for i, s in enumerate(net.steps) if isinstance(s, Activation) and s.op == "Relu"}
+        sizes = [net.steps[i].size for i in self.steps]
+        self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
+        self.sizes = dict(zip(self.steps, sizes))
+        self.total = int(sum(sizes))
+
+    def split(self, sg: np.ndarray) -> dict[int, np.ndarray]:
+        """The sign vectors as ``analyse`` takes them: per step, its block."""
+        return {i: sg[:, o: o + self.sizes[i]] for i, o in self.offsets.items()}
+
+    def losses(self, state: BoxBounds, record: dict[int, np.ndarray], rows: np.ndarray, open_: np.ndarray,
+               sg: np.ndarray) -> np.ndarray:
+        """Per branch and free unstable neuron, what the bound of the open regions' best rows loses on its ReLU's
+        relaxation: ``|coefficient| · (−l·u / (u − l))`` (BaBSR's intercept score)."""
+        out = np.zeros((state.size, self.total))
+        for i in self.steps:
+            k = self.after[i]
+            if k not in record:
+                continue
+            L = np.take_along_axis(record[k], rows[:, :, None], axis=1)  # (boxes, regions, size)
+            weight = (np.abs(L) * open_[:, :, None]).sum(axis=1)
+            lo, hi = state.lo[i], state.hi[i]
+            free = (lo < 0) & (hi > 0) & (sg[:, self.offsets[i]: self.offsets[i] + self.sizes[i]] == 0)
+            gap = np.where(free, -lo * hi / np.where(free, hi - lo, 1.0), 0.0)
+            out[:, self.offsets[i]: self.offsets[i] + self.sizes[i]] = weight * gap
+        return out
+
+
+def _children(lo: np.ndarray, hi: np.ndarray, sg: np.ndarray, candidates: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two children per branch and candidate, in order (branch, candidate, side): an input candidate halves the box
+    along that input, a neuron candidate fixes its sign (+1 for side 0, −1 for side 1); ``-1`` candidates repeat
+    the parent (their children are never chosen)."""
+    P, c = candidates.shape
+    n = lo.shape[1]
+    c_lo = np.repeat(lo, 2 * c, axis=0).reshape(P, c, 2, n)
+    c_hi = np.repeat(hi, 2 * c, axis=0).reshape(P, c, 2, n)
+    c_sg = np.repeat(sg, 2 * c, axis=0).reshape(P, c, 2, -1)
+    p, j = np.nonzero((candidates >= 0) & (candidates < n))
+    dim = candidates[p, j]
+    mid = 0.5 * (lo[p, dim] + hi[p, dim])
+    c_hi[p, j, 0, dim] = mid
+    c_lo[p, j, 1, dim] = mid
+    p, j = np.nonzero(candidates >= n)
+    neuron = candidates[p, j] - n
+    c_sg[p, j, 0, neuron] = 1
+    c_sg[p, j, 1, neuron] = -1
+    return c_lo.reshape(-1, n), c_hi.reshape(-1, n), c_sg.reshape(P * c * 2, -1)
+
+
+def _with_sums(coef: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A region's rows and the sums of every two and of all of them: a point in the region makes each sum <= 0 too,
+    and a sum can be positive on a whole box where no single row is (rows that refute the region on different
+    parts of it)."""
+    m = len(bound)
+    if m < 2:
+        return coef, bound
+    i, j = np.triu_indices(m, 1)
+    extra_c, extra_b = [coef[i] + coef[j]], [bound[i] + bound[j]]
+    if m > 2:
+        extra_c.append(coef.sum(axis=0, keepdims=True))
+        extra_b.append(bound.sum(keepdims=True))
+    return np.vstack([coef, *extra_c]), np.concatenate([bound, *extra_b])
+
+
+def _best_rows(low: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per box and region, the index (in ``low``'s columns) of the region's row with the largest lower bound."""
+    ends = np.append(starts[1:], low.shape[1])
+    return np.stack([s + np.argmax(low[:, s:e], axis=1) for s, e in zip(starts, ends)], axis=1)
+
+
+def _inside_float32(xs: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """The points as float32, each coordinate moved inward by one ulp where rounding took it out of the box; points
+    that cannot be kept inside (a box narrower than float32's spacing) are dropped."""
+    x = np.asarray(xs, np.float32)
+    x = np.where(x < lower, np.nextafter(x, np.float32(np.inf)), x)
+    x = np.where(x > upper, np.nextafter(x, np.float32(-np.inf)), x).astype(np.float32)
+    inside = ((x >= lower) & (x <= upper)).all(axis=1)
+    return x[inside]

@@ -1,0 +1,164 @@
+"""``nnxform verify``: every answer checked — a sat's counterexample replayed in onnxruntime, an unsat never
+contradicted by sampling or by the exact (MILP) bounds of small networks — and bad properties refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import MODELS, assert_clean_error, run_cli
+from test_bounds import mlp
+
+from nnxform.analyzers import bounds
+from nnxform.domain import Box
+from nnxform.interpreter import run
+from nnxform.ir import load
+from nnxform.runtime import OnnxRunner
+from nnxform.verify import verify
+from nnxform.vnnlib import Case, Region, read_specification
+
+TEST = MODELS / "vnncomp_test"
+#: VNN-COMP's answers for its tool-interface test instances.
+EXPECTED = {"test_nano.onnx": "unsat", "test_tiny.onnx": "unsat", "test_small.onnx": "unsat", "test_sat.onnx": "sat",
+            "test_unsat.onnx": "unsat"}
+
+
+def _cases(model, prop) -> list[Case]:
+    n_out = int(np.prod(model.shapes()[model.output_name]))
+    return read_specification(prop, (model.input_size, n_out))
+
+
+def _replayed(model, cases: list[Case], verdict) -> None:
+    """The counterexample lies in its case's box (as float32) and onnxruntime's output on it is in a region."""
+    case = cases[verdict.case]
+    x = np.asarray(verdict.counterexample, np.float32)
+    assert np.all(x >= case.box.lower) and np.all(x <= case.box.upper)
+    y = OnnxRunner(model)(x[None])
+    assert case.violated(y.astype(np.float64))[0]
+    assert np.array_equal(y[0], np.asarray(verdict.outputs, np.float32))
+
+
+@pytest.mark.parametrize("row", list(csv.reader(open(TEST / "instances.csv"))), ids=lambda r: r[0])
+def test_vnncomp_test_instances_come_out_right(row):
+    model = load(TEST / row[0])
+    cases = _cases(model, TEST / row[1])
+    verdict = verify(model, cases, timeout=30)
+    assert verdict.answer == EXPECTED[row[0]]
+    if verdict.answer == "sat":
+        _replayed(model, cases, verdict)
+
+
+def _threshold_case(box: Box, n_out: int, j: int, t: float) -> Case:
+    """The unsafe region ``Y_j >= t``."""
+    coef = np.zeros((1, n_out))
+    coef[0, j] = -1.0
+    return Case(box, [Region(coef, np.array([-t]), np.array([False]))])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_answers_agree_with_exact_milp_bounds(seed):
+    """Random networks (3 inputs: input splitting; 20 inputs: ReLU splitting): just above the exact maximum the
+    property is unsat, just below it sat with a replayed counterexample; sampling never contradicts an unsat."""
+    rng = np.random.default_rng(seed)
+    n_in = 3 if seed % 2 == 0 else 20
+    model = mlp(seed, [n_in, 12, 12, 2])
+    centre = rng.uniform(-1, 1, n_in)
+    box = Box(centre - 0.5, centre + 0.5)
+    exact = bounds(model, box, "milp")
+    assert exact.exact
+    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    above = _threshold_case(box, 2, 0, hi + 0.02 * (hi - lo) + 1e-4)
+    below = _threshold_case(box, 2, 0, hi - 0.05 * (hi - lo))
+    proved = verify(model, [above], timeout=60)
+    assert proved.answer == "unsat", proved.to_json()
+    xs = box.sample(20_000, rng)
+    assert not above.violated(run(model, xs.reshape(-1, n_in)).reshape(len(xs), -1)).any()
+    found = verify(model, [below], timeout=60)
+    assert found.answer == "sat", found.to_json()
+    _replayed(model, [below], found)
+
+
+def test_conjunctions_and_disjunctions_of_regions():
+    """ACAS Xu property 3 on network 1_1 (a conjunction of four comparisons; VNN-COMP 2022: unsat) and a
+    disjunction of two regions, one of them reachable."""
+    model = load(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx")
+    cases = _cases(model, MODELS / "vnnlib" / "acasxu_prop_3.vnnlib")
+    verdict = verify(model, cases, timeout=60)
+    assert verdict.answer == "unsat", verdict.to_json()
+    box = cases[0].box
+    y = OnnxRunner(model)(np.asarray(0.5 * (box.lower + box.upper), np.float32)[None])[0]
+    reachable = Region(np.eye(5)[:1], np.array([float(y[0]) + 1e-3]), np.array([False]))  # Y_0 <= y_0 + 0.001
+    two = [Case(box, [cases[0].regions[0], reachable])]
+    verdict = verify(model, two, timeout=60)
+    assert verdict.answer == "sat"
+    _replayed(model, two, verdict)
+
+
+def test_cli_result_file_json_and_exit_status(tmp_path):
+    result, report = tmp_path / "result.txt", tmp_path / "report.json"
+    r = run_cli("verify", TEST / "test_sat.onnx", TEST / "test_prop.vnnlib", "--result", result, "--json", report)
+    assert r.returncode == 1, r.stderr
+    lines = result.read_text().splitlines()
+    assert lines[0] == "sat" and lines[1].startswith("((X_0 ") and lines[-1].endswith("))")
+    model = load(TEST / "test_sat.onnx")
+    values = dict(pair.strip("()").split() for pair in lines[1:])
+    x = np.array([float(values[f"X_{i}"]) for i in range(model.input_size)], np.float32)
+    cases = _cases(model, TEST / "test_prop.vnnlib")
+    assert cases[0].violated(OnnxRunner(model)(x[None]).astype(np.float64))[0]
+    assert json.loads(report.read_text())["answer"] == "sat"
+    r = run_cli("verify", TEST / "test_unsat.onnx", TEST / "test_prop.vnnlib", "--result", result, "--json", "-")
+    assert r.returncode == 0 and json.loads(r.stdout)["answer"] == "unsat"
+    assert result.read_text() == "unsat\n"
+
+
+def test_timeout_is_an_answer(tmp_path):
+    result = tmp_path / "result.txt"
+    r = run_cli("verify", MODELS / "mnist-net_256x2.onnx", MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib",
+                "--timeout", "0.001", "--result", result)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert result.read_text() == "timeout\n"
+
+
+PROPERTY = """(declare-const X_0 Real)
+(declare-const X_1 Real)
+(declare-const X_2 Real)
+(declare-const X_3 Real)
+(declare-const X_4 Real)
+{outputs}
+(assert (>= X_0 0.0))
+(assert (<= X_0 0.1))
+(assert (>= X_1 0.0))
+(assert (<= X_1 0.1))
+(assert (>= X_2 0.0))
+(assert (<= X_2 0.1))
+(assert (>= X_3 0.0))
+(assert (<= X_3 0.1))
+(assert (>= X_4 {low}))
+(assert (<= X_4 0.1))
+{condition}
+"""
+FIVE = "".join(f"(declare-const Y_{j} Real)\n" for j in range(5))
+
+
+@pytest.mark.parametrize("outputs, low, condition, fragments", [
+    (FIVE, "0.0", "(assert (<= (* Y_0 Y_1) 0.0))", ["line 22, column 13", "only linear expressions"]),
+    (FIVE, "0.0", "(assert (= Y_0 0.5))", ["line 22", "equalities on outputs are not supported"]),
+    (FIVE, "0.0", "(assert (<= Y_7 0.5))", ["Y_7 is not declared"]),
+    (FIVE + "(declare-const Y_5 Real)\n", "0.0", "(assert (<= Y_5 0.5))", ["declares 6 outputs", "has 5"]),
+    (FIVE, "0.2", "(assert (<= Y_0 0.5))", ["the input box is empty", "X_4"]),
+])
+def test_bad_properties_are_refused_in_one_line(tmp_path, outputs, low, condition, fragments):
+    prop = tmp_path / "bad.vnnlib"
+    prop.write_text(PROPERTY.format(outputs=outputs, low=low, condition=condition))
+    result = tmp_path / "result.txt"
+    r = run_cli("verify", MODELS / "ACASXU_run2a_1_1_batch_2000.onnx", prop, "--result", result)
+    assert_clean_error(r, *fragments)
+    assert not result.exists()
+
+
+def test_property_of_another_network_is_refused():
+    r = run_cli("verify", MODELS / "mnist-net_256x2.onnx", MODELS / "vnnlib" / "acasxu_prop_2.vnnlib")
+    assert_clean_error(r, "5 inputs", "784")
