@@ -16,6 +16,11 @@ Targets (``update``):
   linear bound of each output is worst): f2 moves toward f1 where they differ. It is the default: on the
   benchmarks (``bench/repair.py``) it reduces the sound bound several times where the paper's shift does not.
 
+Repair keeps the compression (``keep_grid``, ``keep_zeros``): a compressed network whose weights sit on a
+quantisation grid (``grid.detect``) is retrained on that grid with straight-through gradients and fixed steps, and
+written on it, in the form it came in (float values on the grid, or weight-only QDQ); weights exactly 0 stay 0
+(pruned units and weights stay removed), and every layer keeps its shape.
+
 ``train_points`` (outside the domain, e.g. the training data) are retrained with the same rule, as the paper adds
 images outside its boxes, so that the network is not repaired on the boxes at the cost of accuracy elsewhere.
 Every bound reported is sound: each round's is checked against the largest difference sampled in onnxruntime
@@ -25,6 +30,7 @@ as written, which must load and evaluate in onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -37,6 +43,7 @@ from .analyzers import bounds as output_bounds
 from .discrepancy import DIFFERENCE_METHODS, Pair
 from .domain import Box
 from .errors import NnxformError
+from .grid import Grid, detect, qdq_model
 from .interpreter import run
 from .ir import Model, from_proto
 from .layered import Network, model_size
@@ -53,7 +60,10 @@ class RepairOptions:
     """Algorithm 1's knobs: the step ``alpha`` (>= 1), the update rule, at most ``rounds`` rounds of ``epochs``
     epochs on ``samples`` samples of the domain, the target (``target`` on ``‖f1 − f2‖∞``, or ``target_ratio`` of
     the initial bound; neither: run every round), the training's ``lr`` and ``batch_size``, the discrepancy
-    ``method`` and the ``seed`` of the samples and the shuffling."""
+    ``method``, the ``seed`` of the samples and the shuffling, whether to retrain on the compressed network's
+    quantisation grid (``keep_grid``; None: when it has one) and to keep its zero weights at 0 (``keep_zeros``;
+    None: off a grid, where zeros can only be pruning; on a grid a zero is one of its levels); the report gives the
+    values used."""
 
     alpha: float = 2.0
     update: str = "pointwise"
@@ -66,6 +76,8 @@ class RepairOptions:
     batch_size: int = 64
     method: str = "symbolic"
     seed: int = 0
+    keep_grid: bool | None = None
+    keep_zeros: bool | None = None
 
     def check(self) -> "RepairOptions":
         """Refuse values no repair can use, in one line naming the option."""
@@ -153,6 +165,9 @@ class RepairResult:
     accuracy: dict[str, float | None]
     output_ranges: dict[str, Any]
     seconds: float
+    data: bytes  # the ONNX file to write (``model`` is it as loaded)
+    grid: Grid | None  # the grid kept (None: retrained in float)
+    sizes: dict[str, dict[str, Any]]  # compressed and repaired: stored KB, non-zero weights
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -168,6 +183,7 @@ class RepairResult:
                 "before": self.initial.to_json(), "after": self.final.to_json(),
                 "accuracy": self.accuracy, "rounds": [r.to_json() for r in self.rounds],
                 "output_ranges": self.output_ranges, "size": model_size(self.model).totals(),
+                "grid": None if self.grid is None else self.grid.to_json(), "sizes": self.sizes,
                 "seconds": self.seconds, "notes": list(self.notes)}
 
 
@@ -189,11 +205,12 @@ def boxes_around(points: np.ndarray, eps: float, clip: tuple[float | None, float
 
 
 def repair(original: Model, compressed: Model, boxes: list[Box], options: RepairOptions = RepairOptions(), *,
-           train_points: np.ndarray | None = None, test: Dataset | None = None, progress: Progress | None = None
-           ) -> RepairResult:
+           train_points: np.ndarray | None = None, test: Dataset | None = None, progress: Progress | None = None,
+           form: str = "float") -> RepairResult:
     """``compressed`` retrained until its sound discrepancy to ``original`` over the union of ``boxes`` lies in
     the target set or ``options.rounds`` have passed, the round with the smallest bound kept (see the module's
-    docstring); ``train_points`` are retrained too, ``test`` (labelled) measures accuracy after every round."""
+    docstring); ``train_points`` are retrained too, ``test`` (labelled) measures accuracy after every round;
+    ``form`` is how the compressed file stores a grid (``grid.file_form``: ``float`` or ``qdq``), kept on writing."""
     options.check()
     started = time.perf_counter()
     _check_pair(original, compressed)
@@ -206,20 +223,24 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         test.fit(original)
         test.fit(compressed)
     net, notes = trainable(compressed)
+    grid = _grid(net, form, options, notes)
+    options = dataclasses.replace(options, keep_grid=grid is not None,
+                                  keep_zeros=grid is None if options.keep_zeros is None else options.keep_zeros)
     rng = np.random.default_rng(options.seed)
     lowers, uppers = np.stack([b.lower for b in boxes]), np.stack([b.upper for b in boxes])
     centres = 0.5 * (lowers + uppers)
 
     t0 = time.perf_counter()
-    initial, witnesses = _analyse(Pair(original, compressed), boxes, options, rng)
-    accuracy = _accuracy(compressed, test)
+    start = compressed if grid is None else _written(net)  # on a grid: its layers, as every round writes them
+    initial, witnesses = _analyse(Pair(original, start), boxes, options, rng)
+    accuracy = _accuracy(start, test)
     rounds = [RoundRecord(0, initial.delta_max, initial.mean, initial.sampled_max, accuracy, None,
                           time.perf_counter() - t0)]
     if progress is not None:
         progress(rounds[0], options.rounds)
     target = options.target if options.target_ratio is None else options.target_ratio * initial.delta_max
-    current, model = initial, compressed
-    kept, best = 0, compressed  # the round with the smallest sound bound so far, and its network
+    current, model, latent = initial, start, net
+    kept, best = 0, start  # the round with the smallest sound bound so far, and its network
     for k in range(1, options.rounds + 1):
         if target is not None and current.delta_max <= target:
             break
@@ -233,8 +254,9 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
             y1 = run(original, xs).reshape(len(xs), -1)
             targets = y2 + (y1 - y2) / options.alpha
         train_options = TrainOptions(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
-                                     seed=options.seed + k)
-        net, trained = train(net, xs, targets=targets, options=train_options)
+                                     seed=options.seed + k, keep_zeros=options.keep_zeros)
+        net, trained = train(latent, xs, targets=targets, options=train_options, grid=grid)
+        latent = net if trained.latent is None else trained.latent
         model = _written(net)
         current, witnesses = _analyse(Pair(original, model), boxes, options, rng)
         rounds.append(RoundRecord(k, current.delta_max, current.mean, current.sampled_max, _accuracy(model, test),
@@ -244,17 +266,46 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         if progress is not None:
             progress(rounds[-1], options.rounds)
 
-    final_model = _reloaded(best, centres).with_provenance("repair", {
+    best = best.copy().with_provenance("repair", {
         **options.to_json(), "boxes": len(boxes), "train_points": len(extra), "kept_round": kept,
-        "original_sha256": original.source.get("sha256", "")})
-    final_model.metadata["nnxform.source_sha256"] = compressed.source.get("sha256", "")
+        "grid": None if grid is None else grid.to_json(), "original_sha256": original.source.get("sha256", "")})
+    best.metadata["nnxform.source_sha256"] = compressed.source.get("sha256", "")
+    proto = best.to_onnx() if grid is None or grid.form == "float" else qdq_model(best.to_onnx(), net, grid)
+    data = proto.SerializeToString(deterministic=True)
+    final_model = _reloaded(data, centres)
+    sizes = {"compressed": _size(start, grid, "compressed"), "repaired": _size(final_model, grid, "repaired")}
     final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed))
     reached = None if target is None else final.delta_max <= target
     accuracy_summary = {"original": _accuracy(original, test), "compressed": rounds[0].accuracy,
                         "repaired": _accuracy(final_model, test)}
-    ranges = _output_ranges(original, compressed, final_model, boxes[0], options.method)
+    ranges = _output_ranges(original, start, final_model, boxes[0], options.method)
     return RepairResult(final_model, options, len(boxes), len(extra), initial, final, rounds, kept, target, reached,
-                        accuracy_summary, ranges, time.perf_counter() - started, notes)
+                        accuracy_summary, ranges, time.perf_counter() - started, data, grid, sizes, notes)
+
+
+def _grid(net: Network, form: str, options: RepairOptions, notes: list[str]) -> Grid | None:
+    """The grid the repair keeps: the one ``net`` sits on unless ``keep_grid`` is False (a note says it is lost);
+    ``keep_grid`` True on a network on no grid is an error."""
+    found = detect(net, form)
+    if found is None and options.keep_grid:
+        raise NnxformError("keep-grid: the compressed network's weights sit on no symmetric integer grid (per tensor "
+                           "or per output channel, 2 to 16 bits)")
+    if found is not None and options.keep_grid is False:
+        notes.append(f"retrained in float: the {found.kinds} grid is not kept")
+        return None
+    return found
+
+
+def _size(model: Model, grid: Grid | None, which: str) -> dict[str, Any]:
+    """Storage of ``model`` in KB (on ``grid``: its layers at the grid's width; else float32 parameters) and its
+    non-zero weights; on a grid, a network off it is an error (the repair would have lost the compression)."""
+    size = model_size(model)
+    if grid is None:
+        return {"kb": 4 * size.parameters / 1024, "nonzero_weights": size.connections}
+    net, _ = trainable(model)
+    if not grid.holds(net):
+        raise NnxformError(f"the {which} network is not on the grid it was given; nothing written (please report it)")
+    return {"kb": grid.storage_bytes(net) / 1024, "nonzero_weights": size.connections}
 
 
 def _check_pair(original: Model, compressed: Model) -> None:
@@ -286,9 +337,9 @@ def _written(net: Network) -> Model:
     return from_proto(onnx.load_from_string(net.to_model().to_bytes()))
 
 
-def _reloaded(model: Model, xs: np.ndarray) -> Model:
-    """``model`` serialised and loaded back, after checking onnxruntime loads it and gives finite outputs on ``xs``."""
-    loaded = from_proto(onnx.load_from_string(model.to_bytes()))
+def _reloaded(data: bytes, xs: np.ndarray) -> Model:
+    """The ONNX ``data`` loaded, after checking onnxruntime loads it and gives finite outputs on ``xs``."""
+    loaded = from_proto(onnx.load_from_string(data))
     try:
         out = OnnxRunner(loaded)(xs)
     except Exception as exc:  # onnxruntime's own error types

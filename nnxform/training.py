@@ -7,6 +7,11 @@ and BatchNorm γ, β are trained (BatchNorm stays the affine map of its fixed ru
 pooling, activations and ``Fixed`` layers pass gradients but have nothing trained. Losses: cross-entropy of the
 softmax of the output on labels, or mean squared error on targets; penalties ``l1·Σ|W|`` and ``l1_bn_gamma·Σ|γ|``.
 One seed fixes the validation split and the shuffling, so a run is reproducible to the byte of the ONNX written.
+
+Quantisation-aware training (``train(..., grid=...)``, ``grid.detect``): the layers on a grid keep float "latent"
+weights that the optimizer moves, and the network evaluated is their projection onto the grid (steps fixed);
+the gradient of the projection is taken as the identity (straight-through), 0 where a latent weight lies beyond
+the last level, so the network trained and returned is always on the grid (``TrainResult.latent`` resumes it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import NnxformError
+from .grid import Grid, LayerGrid
 from .ir import Model
 from .layered import (WEIGHTED, BatchNorm, Conv, ConvTranspose, Dense, Fixed, Flatten, Layer, Network, Relu,
                       from_model)
@@ -115,6 +121,7 @@ class TrainResult:
     data_sha256: str
     untrained: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    latent: Network | None = None  # with a grid: the latent weights, to resume training from (not reported)
 
     def to_json(self) -> dict[str, Any]:
         return {"loss_function": self.loss, "samples": self.samples, "validation_samples": self.validation_samples,
@@ -361,13 +368,43 @@ def _flat_parameters(net: Network, keep_zeros: bool) -> tuple[list[Layer], np.nd
     return layers, flat, grad_flat, grads, keep
 
 
+#: A grid layer in training: the layer (evaluating the projection), its grid, its latent weights and their gradient.
+_OnGrid = tuple[Layer, LayerGrid, np.ndarray, np.ndarray]
+
+
+def _latent_weights(layers: list[Layer], grads: list[dict[str, np.ndarray]], grid: Grid | None
+                    ) -> list[_OnGrid]:
+    """Per grid layer: the layer, its grid, its latent weights (the view of the flat buffer it held) and their
+    gradient view; the layer now holds their projection onto the grid instead (what it evaluates)."""
+    if grid is None:
+        return []
+    out = []
+    for k, g in grid.layers.items():
+        layer = layers[k] if k < len(layers) else None
+        if not isinstance(layer, WEIGHTED) or layer.name != g.layer or np.shape(layer.W) != g.shape:
+            raise NnxformError(f"the grid names layer {k} '{g.layer}', which this network does not have")
+        latent = layer.W
+        layer.W = g.project(latent)
+        out.append((layer, g, latent, grads[k]["W"]))
+    return out
+
+
+def _project(on_grid: list[_OnGrid]) -> None:
+    """Round every grid layer's latent weights onto its grid, into the weights it evaluates."""
+    for layer, g, latent, _ in on_grid:
+        layer.W[...] = g.project(latent)
+
+
 def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, targets: np.ndarray | None = None,
-          options: TrainOptions = TrainOptions(), progress: Progress | None = None) -> tuple[Network, TrainResult]:
+          options: TrainOptions = TrainOptions(), progress: Progress | None = None, grid: Grid | None = None
+          ) -> tuple[Network, TrainResult]:
     """Train a copy of ``net`` on ``xs`` (samples, each of the input's size) with cross-entropy on ``labels``, or
     MSE on ``targets`` (then ``labels``, if given, only measure accuracy); the trained network and what happened.
     With ``options.validation``, that share of the points (chosen by the seed) is held out, training stops after
     ``patience`` epochs without a better validation score (accuracy on labels, loss on targets) and the best
-    epoch's parameters are kept. A loss that turns NaN or infinite stops with an NnxformError."""
+    epoch's parameters are kept. With ``grid`` (``grid.detect``), ``net``'s weights on it are latent weights and the
+    network returned is on the grid (see the module's docstring). A loss that turns NaN or infinite stops with an
+    NnxformError."""
     options.check()
     xs, labels, targets = _checked(net, xs, labels, targets)
     if options.l1_bn_gamma and not any(isinstance(layer, BatchNorm) for layer in net.layers):
@@ -375,6 +412,7 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
     digest = _sha256(xs, labels, targets)
     layers, flat, grad_flat, grads, keep = _flat_parameters(net, options.keep_zeros)
     masked = options.keep_zeros and not keep.all()
+    on_grid = _latent_weights(layers, grads, grid)
 
     rng = np.random.default_rng(options.seed)
     order = rng.permutation(len(xs))
@@ -410,9 +448,12 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
             correct += right or 0
             _into(grads, work.gradients(values, g, input_grad=False).params)
             _add_penalty_gradients(layers, grads, options.l1, options.l1_bn_gamma)
+            for _, g, latent, gradient in on_grid:  # straight-through, 0 beyond the last level
+                gradient[g.clipped(latent)] = 0.0
             if masked:
                 grad_flat *= keep
             optimizer.update(grad_flat)
+            _project(on_grid)
         if not np.abs(flat).max(initial=0.0) <= largest:  # NaN fails too
             raise NnxformError(f"training diverged: parameters beyond the range of {np.dtype(net.dtype).name} after "
                                f"epoch {epoch} (lr {options.lr:g}); try a smaller lr")
@@ -435,10 +476,14 @@ def train(net: Network, xs: np.ndarray, labels: np.ndarray | None = None, target
     if best is not None:
         best_epoch = best[0]
         flat[...] = best[2]
+        _project(on_grid)
+    latents = {id(layer): latent for layer, _, latent, _ in on_grid}
+    latent = dataclasses.replace(net, layers=[layer.replace(W=latents[id(layer)].copy()) if id(layer) in latents
+                                              else layer for layer in layers]) if on_grid else None
     result = TrainResult(records, best_epoch, records[-1].epoch < options.epochs, options,
                          "mse" if targets is not None else "cross-entropy", len(tx), n_val, digest,
                          [layer.name for layer in layers if isinstance(layer, Fixed)],
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, latent)
     return work, result
 
 

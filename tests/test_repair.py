@@ -21,7 +21,7 @@ from nnxform.runtime import OnnxRunner
 from nnxform.training import TrainOptions, init_network, train
 
 DATA = Path(__file__).resolve().parent.parent / "models" / "data"
-FAST = dict(rounds=3, epochs=2, samples=200)
+FAST = dict(rounds=3, epochs=2, samples=200, keep_grid=False)  # float repair; on a grid: test_repair_grid.py
 
 
 @pytest.fixture(scope="module")

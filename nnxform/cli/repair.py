@@ -16,6 +16,7 @@ from ..discrepancy import DIFFERENCE_METHODS
 from ..domain import Box
 from ..errors import NnxformError
 from ..fileio import Outputs
+from ..grid import file_form
 from ..ir import Model, load
 from ..repair import UPDATES, RepairOptions, RepairResult, RoundRecord, boxes_around, repair
 from . import summary
@@ -45,6 +46,17 @@ def outcome_line(result: RepairResult, output: str) -> str:
         details = f"{result.reduction:.3g}x smaller"
     target = f"target {result.target:.5g}; " if result.target is not None else ""
     return f"  {stop} after {done} rounds; {kept} ({details}; {target}{result.seconds:.1f} s) -> {output}"
+
+
+def kept_line(result: RepairResult) -> str:
+    """What the repair kept of the compression: the grid (detected, how it was retrained) and the zeros, with the
+    stored size and non-zero weights before and after."""
+    sizes = result.sizes
+    grid = (f"grid {result.grid.describe()} detected and kept (straight-through retraining, scales fixed)"
+            if result.grid is not None else "no grid kept (retrained in float)")
+    zeros = "zero weights kept at 0" if result.options.keep_zeros else "zero weights free"
+    return (f"  {grid}; {zeros}; size {sizes['compressed']['kb']:.1f} KB -> {sizes['repaired']['kb']:.1f} KB, "
+            f"non-zero weights {sizes['compressed']['nonzero_weights']} -> {sizes['repaired']['nonzero_weights']}")
 
 
 def _domain(domain: DomainOptions, data: Optional[str], scale: Optional[float], model: Model) -> tuple[list[Box], str]:
@@ -146,7 +158,13 @@ def plot_repair(result: RepairResult) -> bytes:
                   "files are divided by --scale, and their labels must be classes of the networks. Every bound "
                   "printed is sound (checked against the differences sampled in onnxruntime each round; the final "
                   "one recomputed on the network as written), and the result is written only if it loads and runs "
-                  "in onnxruntime. --plot draws paper 000's Fig. 2 and the per-round curves of Figs. 3-4 (needs "
+                  "in onnxruntime. The repair keeps the compression: when COMPRESSED's weights sit on a symmetric "
+                  "integer grid (per tensor or per output channel, as nnxform quantize or a weight-only QDQ file "
+                  "stores them), it is detected and said, and the retraining stays on it (straight-through gradients, "
+                  "scales fixed; --no-keep-grid retrains in float), so the network written is on the same grid, as "
+                  "small, in the same form (float values or DequantizeLinear); weights exactly 0 stay 0 (pruned units "
+                  "and weights; the default off a grid, --keep-zeros/--no-keep-zeros to choose), and every layer "
+                  "keeps its shape. --plot draws paper 000's Fig. 2 and the per-round curves of Figs. 3-4 (needs "
                   "matplotlib, the plot extra).")
 @with_domain
 def repair_command(
@@ -176,12 +194,18 @@ def repair_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Points per step (>= 1).", callback=bounded(1)),
     method: str = typer.Option("symbolic", "--method", help=f"Discrepancy method: {', '.join(DIFFERENCE_METHODS)}."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples and the shuffling.", callback=bounded(0)),
+    keep_grid: Optional[bool] = typer.Option(None, "--keep-grid/--no-keep-grid", help="Retrain on COMPRESSED's "
+                                             "quantisation grid (default: when it has one; --keep-grid without one "
+                                             "is an error)."),
+    keep_zeros: Optional[bool] = typer.Option(None, "--keep-zeros/--no-keep-zeros", help="Keep weights that are "
+                                              "exactly 0 at 0 (default: when COMPRESSED is on no grid)."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of Fig. 2 and the per-round curves here."),
     domain: DomainOptions = None,
 ) -> None:
     options = RepairOptions(alpha=alpha, update=update, rounds=rounds, epochs=epochs, samples=samples, target=target,
-                            target_ratio=target_ratio, lr=lr, batch_size=batch_size, method=method, seed=seed).check()
+                            target_ratio=target_ratio, lr=lr, batch_size=batch_size, method=method, seed=seed,
+                            keep_grid=keep_grid, keep_zeros=keep_zeros).check()
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise NnxformError("--plot needs matplotlib, which is not installed: pip install 'nnxform[plot]'")
     if scale is not None and not (data or train_data or test_data):
@@ -198,11 +222,11 @@ def repair_command(
     say(f"repair: {compressed} toward {original} on {described}; update {update}, alpha {alpha:g}, up to {rounds} "
         f"rounds x {epochs} epochs on {samples} samples{f' + {len(extra)} retraining points' if extra is not None else ''}",
         quiet)
-    result = repair(f1, f2, boxes, options, train_points=extra, test=test,
+    result = repair(f1, f2, boxes, options, train_points=extra, test=test, form=file_form(compressed),
                     progress=lambda record, total: say(round_line(record, total), quiet))
     doc: dict[str, Any] = {"original": original, "compressed": compressed, "output": output, "domain": described,
                            **result.to_json()}
-    outputs.put(output, result.model.to_bytes())
+    outputs.put(output, result.data)
     outputs.put(json_path, json_text(doc))
     if plot is not None:
         outputs.put(plot, plot_repair(result))
@@ -216,6 +240,7 @@ def repair_command(
            *([["accuracy", result.accuracy["compressed"], result.accuracy["repaired"]]] if test is not None else [])],
           quiet)
     say(outcome_line(result, output), quiet)
+    say(kept_line(result), quiet)
     if test is not None:
         say(f"  accuracy on {Path(test.path).name}: original {result.accuracy['original']:.1%}, compressed "
             f"{result.accuracy['compressed']:.1%}, repaired {result.accuracy['repaired']:.1%}", quiet)

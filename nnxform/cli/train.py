@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 
 from ..accuracy import load_data
+from ..errors import NnxformError
 from ..fileio import Outputs, file_sha256
+from ..grid import detect, file_form, qdq_model
 from ..ir import load
 from ..training import OPTIMIZERS, EpochRecord, TrainOptions, train, trainable
 from . import summary
@@ -64,7 +66,11 @@ class EpochBar:
                   "canon); other layers pass gradients and keep their constants. A model without BatchNormalization "
                   "is canonicalised first. --l1 adds l1·Σ|W| over the weights, --l1-bn-gamma adds l1·Σ|γ| (sparse "
                   "training before pruning by |γ|); --keep-zeros keeps every weight that is exactly 0 at 0 "
-                  "(fine-tuning after pruning). --validation S holds out that share of the points (chosen by "
+                  "(fine-tuning after pruning). When MODEL's weights sit on a symmetric integer grid (per tensor or per "
+                  "output channel: nnxform quantize's output or a weight-only QDQ file) the grid is detected, said "
+                  "and kept: quantisation-aware training with straight-through gradients and fixed scales, the "
+                  "network written on the same grid in the same form (--no-keep-grid trains in float; --keep-grid "
+                  "on a network on no grid is an error). --validation S holds out that share of the points (chosen by "
                   "--seed), stops after --patience epochs without a better validation accuracy and keeps the best "
                   "epoch's parameters. The same seed and data write the same file; the input and output names and "
                   "shapes are kept, and the provenance records the data's sha256, the seed and every "
@@ -85,6 +91,8 @@ def train_command(
     l1_bn_gamma: float = typer.Option(0.0, "--l1-bn-gamma", help="L1 penalty on BatchNormalization γ (>= 0).",
                                       callback=bounded(0)),
     keep_zeros: bool = typer.Option(False, "--keep-zeros", help="Keep weights that are exactly 0 at 0."),
+    keep_grid: Optional[bool] = typer.Option(None, "--keep-grid/--no-keep-grid", help="Train on MODEL's quantisation "
+                                             "grid (default: when it has one)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the validation split and the shuffling.", callback=bounded(0)),
     validation: float = typer.Option(0.0, "--validation", help="Share of the points held out for early stopping, "
                                                                "in [0, 1).", callback=bounded(0, 1)),
@@ -101,20 +109,29 @@ def train_command(
     source = load(model)
     points = load_data(data, scale).fit(source)
     net, notes = trainable(source)
+    grid = detect(net, file_form(model)) if keep_grid is not False else None
+    if keep_grid and grid is None:
+        raise NnxformError("--keep-grid: the network's weights sit on no symmetric integer grid (per tensor or per "
+                           "output channel, 2 to 16 bits)")
+    if grid is not None:
+        notes.append(f"grid {grid.describe()} detected and kept (straight-through gradients, scales fixed)")
     quiet = json_path == "-"
     header = [f"train: {model} on {points.path}: {len(points.y)} points{f', features / {scale:g}' if scale else ''}, "
               f"{optimizer}, lr {lr:g}, batch {batch_size}", *(f"  note: {note}" for note in notes)]
     bar = EpochBar(header, quiet)
     try:
-        trained, result = train(net, points.x, labels=points.y, options=options, progress=bar)
+        trained, result = train(net, points.x, labels=points.y, options=options, progress=bar, grid=grid)
     finally:
         bar.close()
     data_sha256 = file_sha256(data)
-    provenance = {"data": Path(data).name, "data_sha256": data_sha256, "scale": scale, **options.to_json()}
-    written = trained.to_model().with_provenance("train", provenance)
+    provenance = {"data": Path(data).name, "data_sha256": data_sha256, "scale": scale, **options.to_json(),
+                  "grid": None if grid is None else grid.to_json()}
+    written = trained.to_model().with_provenance("train", provenance).to_onnx()
+    if grid is not None and grid.form == "qdq":
+        written = qdq_model(written, trained, grid)
     doc = {"model": model, "output": output, "data": data, "data_file_sha256": data_sha256, "scale": scale,
-           "notes": notes, **result.to_json()}
-    outputs.put(output, written.to_bytes())
+           "notes": notes, "grid": None if grid is None else grid.to_json(), **result.to_json()}
+    outputs.put(output, written.SerializeToString(deterministic=True))
     outputs.put(json_path, json_text(doc))
     outputs.commit()
     best = result.epochs[result.best_epoch - 1]

@@ -1,0 +1,161 @@
+"""Repair and training that keep the compression (issue 23): a quantisation grid is detected (float values on it or
+weight-only QDQ), training stays on it with straight-through gradients, the written network is on the same grid in
+the same form and as small, zeros stay zeros, and the bound reported is recomputed on the network as written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import run_main
+from nnxform.cli import main
+from nnxform.accuracy import load_data
+from nnxform.discrepancy import Pair
+from nnxform.grid import detect, file_form, qdq_model
+from nnxform.ir import Model, from_proto, load
+from nnxform.passes.quantize import quantize
+from nnxform.repair import RepairOptions, boxes_around, repair
+from nnxform.runtime import OnnxRunner
+from nnxform.training import TrainOptions, init_network, train, trainable
+
+DATA = Path(__file__).resolve().parent.parent / "models" / "data"
+FAST = dict(rounds=2, epochs=2, samples=200)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple:
+    """300 digits training points, 40 test points and a 64-32-10 network trained on them."""
+    train_set, test_set = load_data(DATA / "digits_train.csv", 16), load_data(DATA / "digits_test.csv", 16)
+    train_set.x, train_set.y = train_set.x[:300], train_set.y[:300]
+    test_set.x, test_set.y = test_set.x[:40], test_set.y[:40]
+    net, _ = train(init_network([64, 32, 10], seed=1), train_set.x, train_set.y,
+                   options=TrainOptions(epochs=20, lr=3e-3, seed=1))
+    return net.to_model(), train_set, test_set
+
+
+def _weights(model: Model) -> list[np.ndarray]:
+    """The weight matrices of a model's Gemm nodes, in order."""
+    return [model.constants[n.inputs[1]] for n in model.nodes if n.op == "Gemm"]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_the_grid_quantize_writes_is_detected_with_its_steps(digits, bits, per_channel):
+    original, *_ = digits
+    compressed, report = quantize(original, bits=bits, per_channel=per_channel)
+    net, _ = trainable(compressed)
+    grid = detect(net)
+    assert grid is not None and not grid.off_grid and len(grid.layers) == len(report.layers)
+    for g, layer in zip(grid.layers.values(), report.layers):
+        assert g.bits == bits and (g.axis is not None) == per_channel
+        assert np.array_equal(g.step.ravel().astype(np.float64), layer.scales)
+    assert grid.holds(net)
+    assert detect(trainable(original)[0]) is None
+
+
+def test_training_on_the_grid_stays_on_it_keeps_zeros_and_learns(digits):
+    original, train_set, _ = digits
+    compressed, _ = quantize(original, bits=2, per_channel=True)
+    net, _ = trainable(compressed)
+    grid = detect(net)
+    options = TrainOptions(epochs=12, lr=1e-2, keep_zeros=True, seed=0)
+    trained, result = train(net, train_set.x, train_set.y, options=options, grid=grid)
+    assert grid.holds(trained) and result.latent is not None and not grid.holds(result.latent)
+    correct = [np.mean(n.forward(train_set.x).reshape(300, -1).argmax(axis=1) == train_set.y) for n in (net, trained)]
+    assert correct[1] > correct[0] + 0.05
+    for before, after in zip(net.layers, trained.layers):
+        if hasattr(before, "W"):
+            assert after.W.shape == before.W.shape and np.all(after.W[before.W == 0] == 0)
+    assert any(not np.array_equal(a.W, b.W) for a, b in zip(net.layers, trained.layers) if hasattr(a, "W"))
+
+
+def test_repair_on_the_grid_writes_the_same_grid_and_recomputes_the_bound(digits):
+    original, train_set, test_set = digits
+    compressed, _ = quantize(original, bits=4, per_channel=True)
+    boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
+    result = repair(original, compressed, boxes, RepairOptions(rounds=2, epochs=6, samples=200),
+                    train_points=train_set.x)
+    assert result.grid is not None and result.options.keep_grid
+    written = from_proto(onnx.load_from_string(result.data))
+    grid = detect(trainable(written)[0])
+    assert grid is not None and grid.kinds == "int4 per channel" and result.grid.holds(trainable(written)[0])
+    assert result.sizes["repaired"]["kb"] == result.sizes["compressed"]["kb"]
+    assert result.final.delta_max < result.initial.delta_max
+    bound = [Pair(original, written).bound(box, "symbolic") for box in boxes]
+    assert [float(np.maximum(np.abs(b.lower), np.abs(b.upper)).max()) for b in bound] == result.final.per_box.tolist()
+
+
+def test_a_pruned_network_keeps_its_zeros_and_shape(digits):
+    original, train_set, test_set = digits
+    pruned = original.copy()
+    for w in _weights(pruned):
+        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
+    result = repair(original, pruned, boxes, RepairOptions(**FAST), train_points=train_set.x)
+    assert result.grid is None and result.options.keep_zeros and result.kept > 0
+    for before, after in zip(_weights(pruned), _weights(result.model)):
+        assert after.shape == before.shape and np.all(after[before == 0] == 0)
+    assert result.sizes["repaired"]["nonzero_weights"] <= result.sizes["compressed"]["nonzero_weights"]
+
+
+def _succeeds(monkeypatch, capsys, *args: object) -> str:
+    """Run a command that succeeds in this process: what it printed on stdout (nothing on stderr)."""
+    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
+    main()
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    return printed.out
+
+
+def _qdq_file(model: Model, path: Path) -> None:
+    """``model`` (on a grid) written as a weight-only QDQ file."""
+    net, _ = trainable(model)
+    path.write_bytes(qdq_model(net.to_model().to_onnx(), net, detect(net, "qdq")).SerializeToString())
+
+
+def test_the_cli_keeps_a_qdq_network_in_qdq_form(digits, tmp_path, monkeypatch, capsys):
+    original, train_set, test_set = digits
+    f1, f2, out = tmp_path / "f1.onnx", tmp_path / "f2.onnx", tmp_path / "r.onnx"
+    original.save(f1)
+    compressed, _ = quantize(original, bits=4, per_channel=True)
+    _qdq_file(compressed, f2)
+    assert file_form(f2) == "qdq"
+    xs = test_set.x[:20]
+    assert np.array_equal(OnnxRunner(load(f2))(xs), OnnxRunner(compressed)(xs))  # the QDQ file is the same network
+    doc = json.loads(_succeeds(monkeypatch, capsys, "repair", f1, f2, "-o", out, "--center", "0.5", "--eps", "0.05",
+                               "--rounds", "2", "--epochs", "1", "--samples", "200", "--json", "-"))
+    assert doc["grid"]["form"] == "qdq" and doc["grid"]["scales"] == "fixed"
+    assert doc["sizes"]["repaired"]["kb"] == doc["sizes"]["compressed"]["kb"]
+    proto = onnx.load(str(out))
+    dequantize = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"]
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert len(dequantize) == 2 and all(inits[n.input[0]].dtype == np.int8 for n in dequantize)
+    assert all(np.abs(inits[n.input[0]]).max() <= 7 for n in dequantize)
+    written = load(out)
+    box = boxes_around(np.full((1, 64), 0.5), 0.05)[0]
+    assert Pair(load(f1), written).bound(box, "symbolic").delta_max == doc["final_bound"]
+
+
+def test_train_keeps_the_grid_and_keep_grid_without_one_is_refused(digits, tmp_path, monkeypatch, capsys):
+    original, train_set, _ = digits
+    data, f, q, out = tmp_path / "d.csv", tmp_path / "f.onnx", tmp_path / "q.onnx", tmp_path / "t.onnx"
+    np.savetxt(data, np.column_stack([train_set.y, 16 * train_set.x]), delimiter=",", fmt="%g")
+    original.save(f)
+    compressed, _ = quantize(original, bits=2, per_channel=True)
+    compressed.save(q)
+    stdout = _succeeds(monkeypatch, capsys, "train", q, "--data", data, "--scale", "16", "--epochs", "2", "--lr", "1e-2",
+                       "-o", out)
+    assert "int2 per channel on 2 layer(s)" in stdout
+    net, _ = trainable(load(out))
+    assert detect(net).kinds == "int2 per channel" and detect(trainable(compressed)[0]).holds(net)
+    for command in (("train", f, "--data", data, "--scale", "16", "--keep-grid"),
+                    ("repair", f, f, "--center", "0.5", "--eps", "0.05", "--keep-grid")):
+        out.unlink(missing_ok=True)
+        code, _, err = run_main(monkeypatch, capsys, *command, "-o", out)
+        assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1 and "grid" in err
