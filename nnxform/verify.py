@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import stopping
-from .analyzers.boxes import BoxBounds, DenseNetwork, analyse, objective
+from .analyzers.boxes import BoxBounds, DenseNetwork, analyse, objective, optimized_objective
 from .analyzers.encoding import Encoder
 from .analyzers.milp import beyond_solver
 from .analyzers.network import Activation, compile_model
@@ -39,10 +39,13 @@ from .vnnlib import Case
 ANSWERS = ("sat", "unsat", "timeout", "unknown")
 #: Inputs up to which the search splits the input box (beyond, splitting inputs halves too little of the bound).
 SPLIT_INPUTS = 16
-#: Branches bounded together, and the relative width below which an input is not split further.
-BATCH, SMALLEST = 256, 1e-7
+#: Branches bounded together (at most; fewer where bounding one takes long: about ``ROUND_SECONDS`` a part, so the
+#: timeout is kept), and the relative width below which an input is not split further.
+BATCH, ROUND_SECONDS, SMALLEST = 256, 0.5, 1e-7
 #: Unstable ReLUs tried as splits per branch (the ones the bound loses most on): both children of each are bounded.
 RELU_CANDIDATES = 3
+#: Adam steps on the slopes and split multipliers of a branch the plain bound does not prove (many-input networks).
+OPTIMIZE_STEPS = 10
 #: A branch of a many-input network with at most this many unstable ReLUs left is decided by one MILP.
 LEAF_RELUS = 24
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
@@ -116,6 +119,8 @@ class _Search:
         self.model, self.started, self.deadline, self.progress, self.rng = model, started, deadline, progress, rng
         self.dense = DenseNetwork(compile_model(model), "verify")
         self.slots = _Slots(self.dense)
+        self.optimize = self.dense.steps[0].size > SPLIT_INPUTS
+        self.box_seconds = 1e-3  # seconds one branch takes to bound (measured as the search goes)
         self.runner = OnnxRunner(model)
         self.branches = 0
         self.proved = 0.0
@@ -180,7 +185,7 @@ class _Search:
         if not np.vstack([r.coef for r in case.regions]).any(axis=1).all():
             self.note = "a region holds everywhere but no point of the box replayed as a counterexample"
             return "unknown"  # (a region without rows: the attack has tried the box's points)
-        self.volume = np.prod(np.maximum(case.box.upper - case.box.lower, 1e-300)) * n_cases
+        self.log_volume = _log_volume(case.box.lower[None], case.box.upper[None])[0] + np.log(n_cases)
         spec = _Objective(case)
         n = case.box.size
         lower, upper = case.box.lower[None], case.box.upper[None]
@@ -295,18 +300,32 @@ class _Search:
         """Per branch, how far it is from proved (the least over regions of the region's best row's lower bound:
         proved when positive), a counterexample among the bounds' minimising corners and the boxes' centres, and
         (``scores``) per free unstable neuron what the bound loses on it (the split heuristic)."""
-        progress = np.empty(len(lo))
+        progress = np.full(len(lo), -np.inf)  # (branches not bounded before the time ran out stay open)
         loss = np.zeros((len(lo), self.slots.total)) if scores else None
-        for part in range(0, len(lo), BATCH):
-            cut = slice(part, part + BATCH)
+        part = 0
+        while part < len(lo) and not self.out_of_time():
+            size = int(np.clip(ROUND_SECONDS / self.box_seconds, 4, BATCH))  # parts of about ROUND_SECONDS each
+            cut = slice(part, part + size)
+            part += size
+            started = time.monotonic()
             record: dict[int, np.ndarray] | None = {} if scores else None
-            state = analyse(self.dense, lo[cut], hi[cut], self.slots.split(sg[cut]))
+            signs = self.slots.split(sg[cut])
+            state = analyse(self.dense, lo[cut], hi[cut], signs)
             low, A = objective(state, spec.coef, spec.bound, record)
             region_best = np.maximum.reduceat(low, spec.starts, axis=1)
+            hard = np.flatnonzero(region_best.min(axis=1) <= 0)
+            if self.optimize and hard.size:  # slopes and split multipliers optimised where the plain bound fails
+                better, better_A = optimized_objective(state.boxes(hard), spec.coef, spec.bound,
+                                                       {i: v[hard] for i, v in signs.items()}, OPTIMIZE_STEPS)
+                improved = better > low[hard]
+                low[hard] = np.where(improved, better, low[hard])
+                A[hard] = np.where(improved[:, :, None], better_A, A[hard])
+                region_best = np.maximum.reduceat(low, spec.starts, axis=1)
             progress[cut] = region_best.min(axis=1)
             self.branches += len(low)
             open_ = progress[cut] <= 0
             if not open_.any():
+                self.box_seconds = (time.monotonic() - started) / len(low)
                 continue
             rows = _best_rows(low, spec.starts)  # (boxes, regions)
             picked = np.take_along_axis(A, rows[:, :, None], axis=1)
@@ -317,12 +336,13 @@ class _Search:
                 return _Bounded(progress, found, None)
             if scores:
                 loss[cut] = self.slots.losses(state, record, rows, region_best <= 0, sg[cut])
+            self.box_seconds = (time.monotonic() - started) / len(low)
         return _Bounded(progress, None, loss)
 
     def _count(self, lo: np.ndarray, hi: np.ndarray, sg: np.ndarray) -> None:
         """Add the share of the input the proved branches stand for (a box's volume, halved per fixed ReLU)."""
         fixed = (sg != 0).sum(axis=1)
-        self.proved += (np.prod(np.maximum(hi - lo, 1e-300), axis=1) * 0.5 ** fixed).sum() / self.volume
+        self.proved += np.exp(_log_volume(lo, hi) - fixed * np.log(2.0) - self.log_volume).sum()
 
     def _report(self, open_branches: int) -> None:
         if self.progress is not None:
@@ -422,6 +442,11 @@ def _with_sums(coef: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndar
         extra_c.append(coef.sum(axis=0, keepdims=True))
         extra_b.append(bound.sum(keepdims=True))
     return np.vstack([coef, *extra_c]), np.concatenate([bound, *extra_b])
+
+
+def _log_volume(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per box, the logarithm of its volume (a box of many narrow inputs has a volume below float's range)."""
+    return np.log(np.maximum(hi - lo, 1e-300)).sum(axis=1)
 
 
 def _best_rows(low: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -162,3 +162,39 @@ def test_bad_properties_are_refused_in_one_line(tmp_path, outputs, low, conditio
 def test_property_of_another_network_is_refused():
     r = run_cli("verify", MODELS / "mnist-net_256x2.onnx", MODELS / "vnnlib" / "acasxu_prop_2.vnnlib")
     assert_clean_error(r, "5 inputs", "784")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_optimized_bounds_hold_on_their_branch(seed):
+    """The bound engine with split signs, optimised slopes and split multipliers (β-CROWN) is never above the
+    objective at sampled points of the branch (the box's points whose ReLU inputs have the fixed signs)."""
+    from nnxform.analyzers.boxes import DenseNetwork, analyse, objective, optimized_objective
+    from nnxform.analyzers.network import Linear, compile_model
+
+    rng = np.random.default_rng(seed)
+    model = mlp(seed, [20, 16, 16, 3])
+    net = compile_model(model)
+    dense = DenseNetwork(net, "test")
+    centre = rng.uniform(-1, 1, 20)
+    lo, hi = centre - 0.3, centre + 0.3
+    xs = rng.uniform(lo, hi, (40_000, 20))
+    values = run(model, xs, keep=True)
+    hidden = [i for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output]
+    anchor = xs[0]
+    signs, inside = {}, np.ones(len(xs), bool)
+    for i in hidden:  # fix the signs of four neurons per layer as the first sample has them
+        z = values[net.steps[i].tensor].reshape(len(xs), -1)
+        sg = np.zeros((1, z.shape[1]), np.int8)
+        picked = rng.choice(z.shape[1], 4, replace=False)
+        sg[0, picked] = np.where(z[0, picked] >= 0, 1, -1)
+        signs[i] = sg
+        inside &= np.all((z[:, picked] >= 0) == (sg[0, picked] > 0), axis=1)
+    assert inside.sum() > 100 and np.array_equal(xs[0], anchor)
+    coef = rng.normal(size=(4, 3))
+    bound = rng.normal(size=4)
+    state = analyse(dense, lo[None], hi[None], signs)
+    plain, _ = objective(state, coef, bound)
+    best, _ = optimized_objective(state, coef, bound, signs, 20)
+    y = values[model.output_name].reshape(len(xs), -1)[inside]
+    seen = (y @ coef.T - bound).min(axis=0)
+    assert np.all(best[0] <= seen) and np.all(best[0] >= plain[0] - 1e-9)

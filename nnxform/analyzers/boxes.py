@@ -190,10 +190,15 @@ def objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, record: dic
 
 
 def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const: np.ndarray, inputs: bool = True,
-                record: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                record: dict[int, np.ndarray] | None = None, slopes: dict[int, np.ndarray] | None = None,
+                betas: dict[int, np.ndarray] | None = None, tape: list | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per box and row, a lower bound over the box of ``const + Σ coef[k] @ x[k]`` (``k <= start``; coefficients
     ``(R, size)`` shared by every box or ``(B, R, size)``, ``const`` ``(R,)`` or ``(B, R)``), and (``inputs``) the
-    input coefficients of the bound; ``record`` (``objective``'s) keeps the coefficients on each activation."""
+    input coefficients of the bound; ``record`` (``objective``'s) keeps the coefficients on each activation.
+    ``slopes[k]`` ``(B, R, size)`` replace activation ``k``'s lower slopes; ``betas[i]`` are added to the
+    coefficients on Linear step ``i`` (split constraints' multipliers, ``optimized_objective``); ``tape`` records
+    each step's coefficients for the adjoint."""
     dense, B = state.net, state.size
     coef = dict(coef)
     total = np.broadcast_to(const, (B, const.shape[-1])).copy()
@@ -206,8 +211,10 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
         if isinstance(s, Input):
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
             total += _apply(L, mid) - _apply(np.abs(L), rad)
-            A = np.broadcast_to(L, (B,) + L.shape[-2:]) if inputs else None
+            A = np.array(np.broadcast_to(L, (B,) + L.shape[-2:])) if inputs else None
         elif isinstance(s, Linear):
+            if betas is not None and k in betas:
+                L = L + betas[k]
             total += _apply(L, s.bias) - _apply(np.abs(L), state.noise[k])
             for src, w in zip(s.sources, dense.weights[k]):
                 _add(coef, src, L @ w)
@@ -215,15 +222,111 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
             assert isinstance(s, Activation)
             if record is not None:
                 record[k] = np.broadcast_to(L, (B,) + L.shape[-2:])
-            a_lo, b_lo, a_up, b_up = s.kind.relax(state.lo[s.source], state.hi[s.source])
-            if s.kind.error:
-                b_lo, b_up = b_lo - s.kind.error, b_up + s.kind.error
+            a_lo, b_lo, a_up, b_up = _relaxation(state, s)
+            a_lo = slopes[k] if slopes is not None and k in slopes else a_lo[:, None, :]
             positive = L > 0
             if b_lo.any():
                 total += _apply(np.where(positive, L, 0.0), b_lo)
             total += _apply(np.where(positive, 0.0, L), b_up)
-            _add(coef, s.source, L * np.where(positive, a_lo[:, None, :], a_up[:, None, :]))
+            _add(coef, s.source, L * np.where(positive, a_lo, a_up[:, None, :]))
+        if tape is not None:
+            tape.append((k, L))
     return total, A
+
+
+def _relaxation(state: BoxBounds, s: Activation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Activation ``s``'s relaxation per box, widened by onnxruntime's error for its function."""
+    a_lo, b_lo, a_up, b_up = s.kind.relax(state.lo[s.source], state.hi[s.source])
+    if s.kind.error:
+        b_lo, b_up = b_lo - s.kind.error, b_up + s.kind.error
+    return a_lo, b_lo, a_up, b_up
+
+
+def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, signs: dict[int, np.ndarray],
+                        steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``objective`` with the lower slopes of the unstable ReLUs (α-CROWN) and multipliers of the branch's sign
+    constraints (β-CROWN: ``β·(−sign·z) <= 0`` added where ``z`` is fixed to ``sign``) optimised per box and row by
+    ``steps`` Adam steps on the bound, its gradient from the adjoint of the back-substitution. Every value of the
+    slopes in [0, 1] and of the multipliers >= 0 gives a sound bound; the best seen per box and row is kept."""
+    dense, B, M = state.net, state.size, len(bound)
+    const = -np.asarray(bound, np.float64)
+    free: dict[int, np.ndarray] = {}
+    slopes: dict[int, np.ndarray] = {}
+    for k, s in enumerate(dense.steps):
+        if isinstance(s, Activation) and s.op == "Relu":
+            lo, hi = state.lo[s.source], state.hi[s.source]
+            unstable = (lo < 0) & (hi > 0)
+            if unstable.any():
+                free[k] = np.broadcast_to(unstable[:, None, :], (B, M, lo.shape[1]))
+                slopes[k] = np.broadcast_to(_relaxation(state, s)[0][:, None, :], (B, M, lo.shape[1])).copy()
+    fixed = {i: np.broadcast_to(-sg[:, None, :].astype(np.float64), (B, M, sg.shape[1])) for i, sg in signs.items()
+             if sg.any()}
+    betas = {i: np.zeros((B, M, f.shape[2])) for i, f in fixed.items()}
+    params = [(slopes, free, 0.0, 1.0), (betas, {i: f != 0 for i, f in fixed.items()}, 0.0, np.inf)]
+    adam = _Adam([a for group, *_ in params for a in group.values()])
+    best, best_A = np.full((B, M), -np.inf), None
+    for t in range(steps + 1):
+        tape: list = []
+        low, A = lower_bound(state, dense.output, {dense.output: coef}, const, slopes=slopes,
+                             betas={i: betas[i] * fixed[i] for i in betas}, tape=tape)
+        better = low > best
+        best = np.where(better, low, best)
+        best_A = A.copy() if best_A is None else np.where(better[:, :, None], A, best_A)
+        if t == steps or not (slopes or betas):
+            break
+        G = _adjoint(state, tape, slopes)
+        grads = [G[dense.steps[k].source] * np.maximum(dict(tape)[k], 0.0) * free[k] for k in slopes]
+        grads += [G[i] * fixed[i] for i in betas]
+        adam.ascend(grads)
+        for group, mask, low_clip, high_clip in params:
+            for k in group:
+                np.clip(group[k], low_clip, high_clip, out=group[k])
+                group[k] *= mask[k] if group is betas else 1.0
+    best = best - (MARGIN_REL * np.abs(best) + MARGIN_ABS)
+    best[state.empty] = np.inf
+    return best, best_A
+
+
+def _adjoint(state: BoxBounds, tape: list, slopes: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Per step on the tape, the gradient of the bound with respect to that step's coefficients ``(B, R, size)``:
+    the back-substitution run forward (sources before consumers)."""
+    dense = state.net
+    G: dict[int, np.ndarray] = {}
+    for k, L in reversed(tape):
+        s = dense.steps[k]
+        if isinstance(s, Input):
+            mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
+            G[k] = mid[:, None, :] - np.sign(L) * rad[:, None, :]
+        elif isinstance(s, Linear):
+            g = s.bias - np.sign(L) * state.noise[k][:, None, :]
+            for src, w in zip(s.sources, dense.weights[k]):
+                g = g + G[src] @ w.T
+            G[k] = g
+        else:
+            a_lo, b_lo, a_up, b_up = _relaxation(state, s)
+            a_lo = slopes[k] if k in slopes else a_lo[:, None, :]
+            positive = L > 0
+            G[k] = G[s.source] * np.where(positive, a_lo, a_up[:, None, :]) + np.where(positive, b_lo[:, None, :],
+                                                                                      b_up[:, None, :])
+    return G
+
+
+class _Adam:
+    """Adam ascent on a list of arrays, in place (β-CROWN's optimiser of slopes and multipliers)."""
+
+    def __init__(self, params: list[np.ndarray], lr: float = 0.1, b1: float = 0.9, b2: float = 0.999) -> None:
+        self.params, self.lr, self.b1, self.b2, self.t = params, lr, b1, b2, 0
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+
+    def ascend(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        for p, m, v, g in zip(self.params, self.m, self.v, grads):
+            m *= self.b1
+            m += (1 - self.b1) * g
+            v *= self.b2
+            v += (1 - self.b2) * g * g
+            p += self.lr * (m / (1 - self.b1 ** self.t)) / (np.sqrt(v / (1 - self.b2 ** self.t)) + 1e-12)
 
 
 def _apply(L: np.ndarray, v: np.ndarray) -> np.ndarray:
