@@ -1,11 +1,12 @@
 """How far apart two networks can be on an input box: sound bounds of ``f_A − f_B`` and a witness.
 
 ``discrepancy(a, b, box, method)`` bounds, for every output ``i``, ``min`` and ``max`` of
-``f_A,i(x) − f_B,i(x)`` over the box, and ``δ_max = max ‖f_A − f_B‖∞``. ReLU chains (any depth
-and width: both are canonicalised, padded with exact identity layers and widened with dead
-neurons to the same shape) are analysed as a *difference* (``analyzers.difference``). CNN chains
-keep their convolutions as operators: a channel-pruned copy is widened channel by channel (zero
-filters), so memory grows with parameters × positions, never with inputs × outputs.
+``f_A,i(x) − f_B,i(x)`` over the box, and ``δ_max = max ‖f_A − f_B‖∞``. ReLU chains of any depth
+and width, dense or convolutional, are analysed as a *difference* (``analyzers.difference``): both
+are paired in one form (``difference.pair_chains``: padded with exact identity layers, widened with
+dead units to the same shape), a dense layer being channels of one position. Convolutions stay
+operators: a channel-pruned copy is widened channel by channel (zero filters), so memory grows with
+parameters × positions, never with inputs × outputs.
 
 - ``interval``: ``Δ`` propagated as intervals (per-network bounds symbolic);
 - ``symbolic``: ``Δ`` back-substituted to the input through NeuroDiff-style relaxations;
@@ -42,21 +43,16 @@ from .analyzers.encoding import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
 from .analyzers.conv import zero_rows
-from .analyzers.difference import (ChainLayer, NotAligned, PairLayer, Roundings, align_widths, aligned_chains,
-                                   analysis_chain, hidden_network, joint_network, layers_network, padded_chain,
-                                   pair_layers, propagate, solve)
-from .analyzers.network import Linear, Network, Pool
+from .analyzers.difference import (ChainLayer, NotAligned, joint_network, layers_network, pair_chains, propagate,
+                                   solve)
+from .analyzers.network import Network, Pool
 from .analyzers.result import INACTIVE, State
-from .analyzers.rounding import Rounding
 from .attack import ascend
 from .domain import Box
 from .errors import NnxformError
-from .interpreter import in_passes, points_per_pass, run
+from .interpreter import in_passes, points_per_pass, points_within, run
 from .gradient import gradient
-from . import layered
 from .ir import Model
-from .layered import Chain
-from .passes.pad import pad_pair, relu_layers
 from .runtime import OnnxRunner
 
 DIFFERENCE_METHODS = ("interval", "symbolic", "lp", "milp")
@@ -127,73 +123,30 @@ class DeltaBounds:
 
 
 class Pair:
-    """Two networks prepared once for discrepancy analyses over many boxes (alignment, compiled forms, runners)."""
+    """Two networks prepared once for discrepancy analyses over many boxes (pairing, compiled forms, runners)."""
 
     def __init__(self, a: Model, b: Model):
         if a.input_size != b.input_size:
             raise NnxformError(f"the inputs differ in size: the first network takes {a.input_size} values, the "
                                f"second {b.input_size}; a discrepancy needs the same number of input elements")
         self.a, self.b = a, b
-        self.notes: list[str] = []
         self._runners: tuple[OnnxRunner, OnnxRunner] | None = None
-        dense_why, kept = "", None
-        if any(n.op == "Conv" for m in (a, b) for n in m.nodes):
-            kept = compile_model(a, keep_convs=True), compile_model(b, keep_convs=True)
-            self._joint = joint_network(*kept)
-            try:
-                self._convolutional(*kept)
-                return
-            except NotAligned as exc:
-                dense_why = f"convolutions written out as dense matrices ({exc})"
-        chains, reasons = [], []
-        for which, model in (("first", a), ("second", b)):
-            try:
-                chains.append(relu_layers(model, "the difference analysis"))
-            except NnxformError as exc:
-                reasons.append(f"{which} network: {exc}")
-        # dense forms only where they are read: the chains' roundings, or the merged network of two dense networks
-        compiled = (compile_model(a), compile_model(b)) if not reasons or kept is None else kept
-        self._joint = joint_network(*(kept or compiled))
-        if not reasons:
-            la, lb = chains
-            pa, pb, padded = pad_pair(la, lb, "a discrepancy")
-            pa, pb, aligned = align_widths(pa, pb)
-            self.reshaped_a = _shapes(pa) != _shapes(la)  # padded or widened
-            reshaped_b = _shapes(pb) != _shapes(lb)
-            ra, rb = (_chain_roundings(net, chain, padded_chain, reshaped)
-                      for net, chain, padded_chain, reshaped in ((compiled[0], la, pa, self.reshaped_a),
-                                                                 (compiled[1], lb, pb, reshaped_b)))
-            if ra is None or rb is None:
-                reasons.append(f"{'first' if ra is None else 'second'} network: its affine layers compute with "
-                               "cancellation inside (e.g. input normalisation) and were padded or widened, which "
-                               "the difference analysis cannot follow through their rounding")
-        self.chains = not reasons
-        if reasons:
-            self.notes.append(f"{'; '.join(reasons)}: every method analyses the merged network instead (each copy "
-                              "bounded separately, expect loose bounds)")
+        nets = compile_model(a, keep_convs=True), compile_model(b, keep_convs=True)
+        self._joint = joint_network(*nets)
+        try:
+            pair = pair_chains(*nets, a.shapes(), b.shapes())
+        except NotAligned as exc:
+            self.chains = False
+            self.notes = [f"{exc}: every method analyses the merged network instead (each copy bounded separately, "
+                          "expect loose bounds)"]
             self._delta_fn: _Delta = _ModelDelta(a, b)
             return
-        self.notes += ([dense_why] if dense_why else []) + padded + aligned
-        self.dead_a, self.dead_b = _dead_units(pa), _dead_units(pb)
-        self.layers = pair_layers(pa, pb, ra, rb)
-        self.net_a, self.net_b = hidden_network(pa, ra, a.dtype), hidden_network(pb, rb, b.dtype)
-        self._delta_fn = _ChainDelta(pa, pb)
-
-    def _convolutional(self, net_a: Network, net_b: Network) -> None:
-        """The difference analysis of two CNN chains with their convolutions kept as operators: padded with identity
-        layers to one depth, channels aligned (``aligned_chains``); NotAligned when they are not two ReLU chains."""
-        ca, cb = analysis_chain(net_a, self.a.shapes(), "first"), analysis_chain(net_b, self.b.shapes(), "second")
-        depth = max(len(ca), len(cb))
-        (pa, notes_a), (pb, notes_b) = padded_chain(ca, depth), padded_chain(cb, depth)
-        wa, wb, aligned = aligned_chains(pa, pb)
-        self.notes += [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b] + aligned
-        self.reshaped_a = len(pa) != len(ca) or any(x.b.size != y.b.size for x, y in zip(wa, ca))
-        self.layers = [PairLayer(x.W, x.b, y.W, y.b, x.rounding, y.rounding) for x, y in zip(wa, wb)]
-        self.net_a = layers_network(wa, self.a.dtype, probe=True)
-        self.net_b = layers_network(wb, self.b.dtype, probe=True)
-        self.dead_a, self.dead_b = _dead_layers(wa), _dead_layers(wb)
-        self._delta_fn = _ModelDelta(self.a, self.b)
         self.chains = True
+        self.notes, self.reshaped_a, self.layers = pair.notes, pair.reshaped_a, pair.layers
+        self.net_a = layers_network(pair.a, a.dtype, probe=True)
+        self.net_b = layers_network(pair.b, b.dtype, probe=True)
+        self.dead_a, self.dead_b = _dead_units(pair.a), _dead_units(pair.b)
+        self._delta_fn = _ChainDelta(pair.read_a, pair.read_b)
 
     @property
     def outputs(self) -> int:
@@ -379,47 +332,16 @@ class Pair:
         return bounds(net, box, method, time_limit=time_limit, progress=progress, total_time=total_time, solver=solver)
 
 
-def _shapes(layers: Chain) -> list[tuple[int, ...]]:
-    return [layer.W.shape for layer in layers]
-
-
-def _dead_units(layers: Chain) -> list[np.ndarray]:
+def _dead_units(layers: list[ChainLayer]) -> list[np.ndarray]:
     """Per hidden layer of a chain, INACTIVE where a unit has zero weights and bias (it is 0 in float32 too), else 0.
 
     The analyzers' slack would otherwise make such a unit (alignment pads with them) unstable.
     """
-    return [np.where(~layer.W.any(axis=1) & (layer.b == 0), INACTIVE, 0) for layer in layers[:-1]]
-
-
-def _dead_layers(layers: list[ChainLayer]) -> list[np.ndarray]:
-    """``_dead_units`` of a chain in analysis form (convolutions included)."""
     return [np.where(zero_rows(layer.W) & (layer.b == 0), INACTIVE, 0) for layer in layers[:-1]]
 
 
-def _chain_roundings(net: Network, chain: Chain, padded: Chain, reshaped: bool) -> Roundings | None:
-    """How the float network ``net`` rounds each layer of ``padded`` (its ``chain`` padded and widened), or None
-    when that cannot be said layer by layer.
-
-    As it is, the chain's layers are ``net``'s Linear steps. Padded or widened, each layer is taken as one
-    Gemm of its own weights with at least as many roundings as ``net``'s deepest step: sound when no step of
-    ``net`` computes with more than the absolute values of its weights (no cancellation inside, as in a
-    normalised input).
-    """
-    steps = [s for s in net.steps if isinstance(s, Linear)]
-    if len(steps) != len(chain) or any(len(s.sources) != 1 or s.weights[0].shape != layer.W.shape
-                                       for s, layer in zip(steps, chain)):
-        return None
-    roundings = [s.float_rounding for s in steps]
-    if not reshaped:
-        return roundings
-    plain = all(np.all(np.asarray(r.weights[0]) <= np.abs(layer.W) * (1 + 1e-9)) and np.all(r.bias <= np.abs(layer.b) * (1 + 1e-9))
-                for r, layer in zip(roundings, chain))
-    depth = int(max(r.depth.max(initial=0) for r in roundings))
-    return [Rounding.of_gemm([layer.W], layer.b, depth) for layer in padded] if plain else None
-
-
 def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = False) -> State:
-    """Symbolic bounds of a ``hidden_network``, starting from the signs its ReLU layers are known to have."""
+    """Symbolic bounds of a chain's ``layers_network(..., probe=True)``, starting from the signs its ReLU layers are known to have."""
     state = State.start(net, box, real)
     for k, s in enumerate(signs):
         state.assume_signs(net.linear_steps[k], s)
@@ -467,23 +389,42 @@ def _sampled(fn: _Delta, xs: np.ndarray, deadline: Deadline | None) -> np.ndarra
 
 
 class _ChainDelta:
-    """Dense ReLU chains: forward and reverse passes of their layered form (a few matrix products)."""
+    """Two ReLU chains as read (``ChainLayer``s, dense or convolutional, each network's own widths): forward and
+    reverse passes, a few products per layer."""
 
-    step = SAMPLES  # points per evaluation pass: dense chains take them all at once
+    def __init__(self, a: list[ChainLayer], b: list[ChainLayer]):
+        self.chains = a, b
+        # per point: its input, and each unit's pre-activation and ReLU output in both chains
+        self.step = points_within(a[0].W.shape[1] + 2 * sum(layer.b.size for layer in a + b), SAMPLES)
 
-    def __init__(self, a: Chain, b: Chain):
-        n = a[0].W.shape[1]
-        self.a, self.b = (layered.Network(layered.chain_layers(c, 2), "x", (1, n), "y") for c in (a, b))
+    def _pre_activations(self, xs: np.ndarray, side: int) -> list[np.ndarray]:
+        """Every layer's pre-activations of chain A (``side`` 0) or B (1) at the points ``xs``."""
+        zs, a = [], xs
+        for layer in self.chains[side]:
+            zs.append(a @ layer.W.T + layer.b)
+            a = np.maximum(zs[-1], 0.0)
+        return zs
 
     def values(self, xs: np.ndarray) -> np.ndarray:
-        return (self.a.forward(xs) - self.b.forward(xs)).reshape(len(xs), -1)
+        return in_passes(lambda c: self._pre_activations(c, 0)[-1] - self._pre_activations(c, 1)[-1], xs, self.step)
 
     def value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(xs)
-        g = np.broadcast_to(weights, (n, weights.shape[-1])) if np.ndim(weights) == 1 else weights
-        va, ga = self.a.backward(xs, g, param_grads=False)
-        vb, gb = self.b.backward(xs, g, param_grads=False)
-        return (va - vb).reshape(n, -1), (ga.input - gb.input).reshape(n, -1)
+        w = np.broadcast_to(weights, (len(xs), np.shape(weights)[-1]))
+        parts = [self._value_grad(xs[i:i + self.step], w[i:i + self.step]) for i in range(0, len(xs), self.step)]
+        return np.concatenate([v for v, _ in parts]), np.concatenate([g for _, g in parts])
+
+    def _value_grad(self, xs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``f_A − f_B`` at ``xs`` and the input gradient of ``weights · (f_A − f_B)`` (reverse mode, per point)."""
+        value, grad = 0.0, 0.0
+        for side, sign in ((0, 1.0), (1, -1.0)):
+            zs = self._pre_activations(xs, side)
+            g = weights
+            for k in range(len(zs) - 1, -1, -1):
+                g = g @ self.chains[side][k].W
+                if k:
+                    g = g * (zs[k - 1] > 0)
+            value, grad = value + sign * zs[-1], grad + sign * g
+        return value, grad
 
 
 class _ModelDelta:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx import helper
 from typer.testing import CliRunner
 
 import nnxform
 import nnxform.cli.discrepancy  # noqa: F401  (registers the command)
-from conftest import MODELS
+from conftest import MODELS, make_model
 from nnxform.analyzers import bounds
 from nnxform.analyzers.difference import propagate
 from nnxform.cli import app
@@ -22,7 +23,7 @@ from nnxform.discrepancy import METHODS, Discrepancy, Pair, discrepancy
 from nnxform.domain import Box
 from nnxform.errors import NnxformError
 from nnxform.gradient import gradient
-from nnxform.ir import Model
+from nnxform.ir import Model, from_proto
 from nnxform.merge import merge
 from nnxform.runtime import OnnxRunner
 from nnxform.vnnlib import read_box
@@ -309,9 +310,46 @@ def test_different_depths_widths_and_input_shapes_use_the_difference_analysis():
     box = mnist_box(2, eps=0.01)
     pair = Pair(a, b)
     assert pair.chains and any("identity layer" in n for n in pair.notes)
-    assert any("dead neurons" in n for n in pair.notes)
+    assert any("neurons with dead ones" in n for n in pair.notes)
     _, deltas = observed(a, b, box, samples=2000)
     for method in ("interval", "symbolic"):
+        d = pair.analyse(box, method)
+        assert d.analysis == "difference"
+        assert_sound(d, deltas, box, a, b)
+
+
+@pytest.mark.parametrize("sizes", [[3, 2], [3, 7]], ids=["output-split", "input-split"])
+def test_a_network_without_hidden_layers_against_a_deeper_one_is_split_and_sound(sizes):
+    """One affine layer is padded as ``relu(v) − relu(−v)`` of its output or input, whichever is narrower."""
+    a, b = mlp(9, sizes), mlp(10, [3, 5, 5, sizes[-1]])
+    box = random_box(9, 3)
+    _, deltas = observed(a, b, box, samples=2000)
+    pair = Pair(a, b)
+    assert pair.chains and any("split into relu" in n for n in pair.notes)
+    for method in ("interval", "symbolic", "lp"):
+        assert_sound(pair.analyse(box, method), deltas, box, a, b)
+
+
+def test_a_normalised_network_against_a_narrower_one_is_analysed_as_a_difference():
+    """Input normalisation computes with cancellation inside the first layer; widening carries every layer's own
+    rounding to its place, so the pair is still analysed as a difference, soundly."""
+    rng = np.random.default_rng(5)
+    W1, b1, W2, b2 = rng.normal(0, 0.6, (8, 3)), rng.normal(0, 0.2, 8), rng.normal(0, 0.4, (2, 8)), rng.normal(0, 0.2, 2)
+
+    def normalised(keep: np.ndarray) -> Model:
+        nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["n"]),
+                 helper.make_node("Gemm", ["n", "W1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+                 helper.make_node("Gemm", ["r", "W2", "b2"], ["y"], transB=1)]
+        weights = {"mean": np.array([[0.5, -0.2, 0.1]]), "std": np.array([[0.3, 0.7, 1.9]]), "W1": W1[keep],
+                   "b1": b1[keep], "W2": W2[:, keep], "b2": b2}
+        return from_proto(make_model(nodes, [1, 3], weights=weights))
+
+    a, b = normalised(np.arange(8)), normalised(np.array([0, 2, 3, 5, 7]))
+    box = random_box(5, 3, width=0.5)
+    _, deltas = observed(a, b, box, samples=2000)
+    pair = Pair(a, b)
+    assert pair.chains and any("widened from 5 to 8 neurons" in n for n in pair.notes)
+    for method in ("interval", "symbolic", "lp"):
         d = pair.analyse(box, method)
         assert d.analysis == "difference"
         assert_sound(d, deltas, box, a, b)

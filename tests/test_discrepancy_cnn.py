@@ -13,6 +13,7 @@ from nnxform.analyzers.conv import ConvMap
 from nnxform.analyzers.difference import ChainLayer, NotAligned, Placement, aligned_chains, widen
 from nnxform.discrepancy import Pair
 from nnxform.domain import Box
+from nnxform.gradient import gradient
 from nnxform.ir import from_proto
 from nnxform.runtime import OnnxRunner
 
@@ -144,3 +145,19 @@ def test_convolutions_of_different_geometry_are_not_aligned():
     with pytest.raises(NotAligned):
         aligned_chains(ca, cb)
     assert isinstance(ca[0], ChainLayer) and ca[0].channels == 6 and ca[0].positions == 64
+
+
+@pytest.mark.parametrize("b", [cnn(drop=((1, 4), (2, 5))), cnn(hidden=(12,), seed=1)], ids=["pruned", "shallower"])
+def test_the_witness_search_runs_each_network_as_read(b):
+    """The witness search evaluates the chains the pairing read (convolutions as operators, each network at its own
+    widths): their values and input gradients are the models' own (the evaluator's reverse mode)."""
+    a = cnn(hidden=(12, 10))
+    pair = Pair(a, b)
+    xs = Box(np.full(a.input_size, 0.2), np.full(a.input_size, 0.8)).points(20, RNG)
+    weights = RNG.normal(size=(len(xs), 4))
+    values, grads = pair._delta_fn.value_grad(xs, weights)
+    va, ga = gradient(a, xs, weights)
+    vb, gb = gradient(b, xs, weights)
+    np.testing.assert_allclose(values, va - vb, atol=1e-9)
+    np.testing.assert_allclose(grads, ga - gb, atol=1e-9)
+    np.testing.assert_allclose(pair._delta_fn.values(xs), va - vb, atol=1e-9)

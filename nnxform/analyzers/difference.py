@@ -1,8 +1,10 @@
 """Bounds of ``f_A − f_B`` propagated as a difference, layer by layer (ReluDiff ICSE'20, NeuroDiff ASE'20).
 
-Two ReLU chains of the same shape (``pad_layers`` and ``align_widths`` make them so, exactly; for
-CNNs ``padded_chain`` and ``aligned_chains`` do it in the analysis form, convolutions kept as
-``ConvMap`` operators and widened by channels) are analysed together. With ``Δ = a_A − a_B`` the difference of the pre-activations is
+Two ReLU chains of the same shape are analysed together. ``pair_chains`` makes them so, exactly, in one
+form for dense and convolutional layers alike (the channel form: a layer's units are channels × positions,
+a dense layer's channels of one position): padded with identity layers (``padded_chain``) and widened
+channel by channel with dead ones (``aligned_chains``), convolutions kept as ``ConvMap`` operators. With
+``Δ = a_A − a_B`` the difference of the pre-activations is
 ``Δz = W_A·Δa + (W_A − W_B)·a_B + (b_A − b_B)``, so it never subtracts two loose bounds of the
 copies: the small terms stay small. Through the ReLUs ``Δa = relu(z_B + Δz) − relu(z_B)``, whose
 bounds come from a case analysis of the two neurons' states and a linear relaxation in
@@ -27,6 +29,7 @@ so the LP is at least as tight as ``symbolic`` and the MILP stays exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import highspy
@@ -34,22 +37,20 @@ import numpy as np
 
 from ..domain import Box
 from ..errors import NnxformError
-from ..layered import Chain, dense
+from ..layered import Dense
 from ..operators import activations
 from .conv import ConvMap, Operator, abs_of
 from .encoding import INF, Deadline, Encoder
-from .network import Activation, Input, Linear, Network
+from .network import Activation, Input, Linear, Network, dense_weights
 from .result import Progress, State
 from .symbolic import BACKSUB_BYTES
 from .rounding import Rounding, magnitude
 
 #: A linear bound ``p·Δz + q·z_B + r`` per neuron.
 Line = tuple[np.ndarray, np.ndarray, np.ndarray]
-#: Per layer of a chain, how its float network rounds it (None: one Gemm of the layer's weights).
-Roundings = list[Rounding | None]
 
 
-# --- the pair of chains ------------------------------------------------------------------------
+# --- the pair of chains, in the channel form -----------------------------------------------------
 
 
 def _match_rows(short: np.ndarray, long: np.ndarray) -> np.ndarray:
@@ -63,57 +64,6 @@ def _match_rows(short: np.ndarray, long: np.ndarray) -> np.ndarray:
         if place[i] < 0 and not taken[j]:
             place[i], taken[j] = j, True
     return place
-
-
-def align_widths(a: Chain, b: Chain) -> tuple[Chain, Chain, list[str]]:
-    """Equal-depth chains given equal widths by dead neurons (zero row and bias, zero column next): exact.
-
-    The narrower layer's units are placed at the positions of their nearest units (by incoming
-    weights and bias) in the wider one, so that a pruned copy lines up with its original; any
-    placement keeps the function, the matching only makes the difference analysis tighter.
-    """
-    if len(a) != len(b):
-        raise NnxformError(f"cannot align chains of {len(a)} and {len(b)} layers; pad them first")
-    a, b, notes = list(a), list(b), []
-    for k in range(len(a) - 1):
-        na, nb = a[k].units, b[k].units
-        if na == nb:
-            continue
-        (short, width), wide = ((a, "first"), b) if na < nb else ((b, "second"), a)
-        n = max(na, nb)
-        W, bias = short[k].W, short[k].b
-        place = _match_rows(np.column_stack([W, bias]), np.column_stack([wide[k].W, wide[k].b]))
-        W_new, b_new = np.zeros((n, W.shape[1])), np.zeros(n)
-        W_new[place], b_new[place] = W, bias
-        short[k] = dense(W_new, b_new, short[k].name)
-        W2_new = np.zeros((short[k + 1].units, n))
-        W2_new[:, place] = short[k + 1].W
-        short[k + 1] = short[k + 1].replace(W=W2_new)
-        notes.append(f"{width}: layer {k + 1} widened from {min(na, nb)} to {n} neurons with dead neurons "
-                     f"(units placed by their nearest unit in the other network)")
-    return a, b, notes
-
-
-def chain_network(layers: Chain, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
-    """The analysis form of a dense ReLU chain (no ONNX round trip), computing in ``dtype``."""
-    roundings = roundings or [None] * len(layers)
-    steps: list = [Input(layers[0].W.shape[1])]
-    for k, (layer, r) in enumerate(zip(layers, roundings), start=1):
-        steps.append(Linear(f"layer{k}", [len(steps) - 1], [layer.W], layer.b, r))
-        if k < len(layers):
-            steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, layer.units))
-    return Network(steps, len(steps) - 1, (1, layers[-1].units), dtype)
-
-
-def hidden_network(layers: Chain, roundings: Roundings | None = None, dtype: type = np.float32) -> Network:
-    """``chain_network`` of the hidden layers only, ending in a zero probe instead of the output layer.
-
-    The difference analysis needs each network's bounds on its hidden layers only (it bounds the
-    outputs itself); with a one-value probe as output, symbolic's output-slope refinement is free.
-    """
-    n = layers[-1].W.shape[1]
-    roundings = (roundings or [None] * len(layers))[:-1] + [Rounding([np.zeros((1, n))], np.zeros(1), np.zeros(1))]
-    return chain_network(layers[:-1] + [dense(np.zeros((1, n)), np.zeros(1), "probe")], roundings, dtype)
 
 
 def joint_network(a: Network, b: Network) -> Network:
@@ -144,15 +94,14 @@ def joint_network(a: Network, b: Network) -> Network:
     return Network(steps, len(steps) - 1, a.output_shape, a.dtype)
 
 
-# --- the pair of chains in analysis form (convolutions kept as operators) ------------------------
-
-
 class NotAligned(NnxformError):
     """The two networks cannot be analysed layer by layer in their analysis form (the reason says why)."""
 
 
 #: A weight matrix of the analysis form: dense, or a convolution applied without being formed.
 Matrix = np.ndarray | ConvMap
+#: The most entries of a dense identity layer padded over a convolution's units (a flattened feature map).
+MAX_IDENTITY_ENTRIES = 2**24
 
 
 @dataclass(frozen=True)
@@ -210,16 +159,36 @@ def widen_rows(v: np.ndarray, rows: Placement) -> np.ndarray:
     return out
 
 
+def _exact(rounding: Rounding | None, rows: int, cols: int) -> Rounding | None:
+    """The rounding of a layer the padding adds, which no float network computes: none (zero rows) — or None
+    beside a chain read from no float network."""
+    return None if rounding is None else Rounding([np.zeros((rows, cols))], np.zeros(rows), np.zeros(rows))
+
+
+def _dense(w: Matrix) -> np.ndarray:
+    """``w`` as a dense matrix, or NotAligned when a convolution would not fit in memory that way."""
+    try:
+        return dense_weights(w, "the difference analysis")
+    except NnxformError as exc:
+        raise NotAligned(str(exc)) from None
+
+
 @dataclass
 class ChainLayer:
-    """One affine layer of a ReLU chain in analysis form: ``z = W·a + b`` (W dense or a ``ConvMap``), how the
-    float network rounds it, and its units as ``channels × positions``."""
+    """One affine layer of a ReLU chain in the channel form: ``z = W·a + b`` (W dense or a ``ConvMap``), how its float
+    network rounds it (None: read from no float network, taken as one Gemm of its weights where needed), and its
+    units as ``channels × positions`` (a dense layer's units are channels of one position)."""
 
     W: Matrix
     b: np.ndarray
-    rounding: Rounding
+    rounding: Rounding | None
     channels: int
     positions: int
+
+    @classmethod
+    def of_dense(cls, layer: Dense) -> "ChainLayer":
+        """A layer of a dense ``Chain`` (no float network behind it)."""
+        return cls(layer.W, layer.b, None, layer.units, 1)
 
     def signatures(self) -> np.ndarray:
         """Per channel, its weights and bias flattened: what channel matching compares."""
@@ -230,22 +199,33 @@ class ChainLayer:
 
     def widened(self, rows: Placement, cols: Placement) -> "ChainLayer":
         r = self.rounding
-        rounding = Rounding([widen(w, rows, cols) for w in r.weights], widen_rows(r.bias, rows),
-                            widen_rows(np.asarray(r.depth, dtype=np.float64), rows))
+        rounding = r and Rounding([widen(w, rows, cols) for w in r.weights], widen_rows(r.bias, rows),
+                                  widen_rows(np.asarray(r.depth, dtype=np.float64), rows))
         return ChainLayer(widen(self.W, rows, cols), widen_rows(self.b, rows), rounding, rows.width, rows.positions)
 
+    def written_out(self) -> "ChainLayer":
+        """The layer with its weights (and its rounding's) as dense matrices: its units channels of one position."""
+        r = self.rounding
+        rounding = r and Rounding([_dense(w) for w in r.weights], r.bias, r.depth)
+        return ChainLayer(_dense(self.W), self.b, rounding, self.b.size, 1)
 
-def analysis_chain(net: Network, shapes: dict[str, tuple[int, ...]], which: str) -> list[ChainLayer]:
+
+def analysis_chain(net: Network, shapes: dict[str, tuple[int, ...]], which: str, dense: bool = False
+                   ) -> list[ChainLayer]:
     """The affine layers of a compiled ReLU chain (``Linear``, ``Relu``, …, ``Linear``), or NotAligned naming what
-    is in the way (a pooling, another activation, a skip connection, a grouped convolution)."""
+    is in the way (a pooling, another activation, a skip connection, a grouped convolution). A layer that is an
+    affine segment other than one Conv, and with ``dense`` every layer, is written out as a dense matrix
+    (``ChainLayer.written_out``), once the whole chain is read."""
     layers: list[ChainLayer] = []
     for i, step in enumerate(net.steps[1:], start=1):
         expect = 0 if not layers else net.linear_steps[len(layers) - 1] + 1
         if isinstance(step, Linear):
-            if step.sources != [expect] or isinstance(step.weights[0], Operator) and not isinstance(step.weights[0], ConvMap):
-                raise NotAligned(f"{which} network: '{step.tensor}' is not one affine layer of a ReLU chain")
             w = step.weights[0]
-            if isinstance(w, ConvMap) and w.node.attrs.get("group", 1) != 1:
+            if step.sources != [expect]:
+                why = f"adds up {len(step.sources)} branches (a skip connection)" if len(step.sources) > 1 else \
+                    "is not one affine layer of a ReLU chain"
+                raise NotAligned(f"{which} network: '{step.tensor}' {why}")
+            if not dense and isinstance(w, ConvMap) and w.node.attrs.get("group", 1) != 1:
                 raise NotAligned(f"{which} network: Conv '{w.node.name}' is grouped")
             shape = shapes[step.tensor]
             channels, positions = (shape[1], int(np.prod(shape[2:], dtype=np.int64))) if len(shape) > 2 else \
@@ -256,25 +236,56 @@ def analysis_chain(net: Network, shapes: dict[str, tuple[int, ...]], which: str)
                              "layer before it")
     if not layers or net.output != net.linear_steps[-1]:
         raise NotAligned(f"{which} network: not a ReLU chain ending in an affine layer")
-    return layers
+    return [layer.written_out() if dense or isinstance(layer.W, Operator) and not isinstance(layer.W, ConvMap)
+            else layer for layer in layers]
+
+
+def identity_width(layers: Sequence[ChainLayer | Dense], depth: int) -> int:
+    """The width of the identity layers ``padded_chain(layers, depth)`` inserts (0: none), before building them."""
+    if depth <= len(layers):
+        return 0
+    return 2 * min(layers[0].W.shape) if len(layers) == 1 else int(layers[-1].W.shape[1])
 
 
 def padded_chain(layers: list[ChainLayer], depth: int) -> tuple[list[ChainLayer], list[str]]:
-    """``layers`` with identity layers (and their ReLU) before the last one up to ``depth`` layers: the same function
-    (the identity reads a ReLU's output, so the ReLU after it changes nothing) and no rounding (nothing computes it)."""
+    """``layers`` with identity layers (and their ReLU) before the last one up to ``depth`` layers, and one line per
+    insertion: the same function, since the identity reads a ReLU's output, so the ReLU after it changes nothing.
+    A chain of one layer is split first (``_split``). Nothing the padding adds is computed by a float network, so
+    it adds no rounding."""
     extra = depth - len(layers)
     if extra <= 0:
-        return layers, []
-    if len(layers) < 2:
-        raise NotAligned("a network without hidden layers cannot be padded in analysis form")
+        return list(layers), []
+    notes: list[str] = []
+    if len(layers) == 1:
+        layers, notes = _split(layers[0])
+        extra -= 1
     last = layers[-2]
     n = last.b.size
-    if n * n > 2**24:
-        raise NotAligned(f"an identity layer over {n} units is too large to pad with")
-    zero = Rounding([np.zeros((n, n))], np.zeros(n), np.zeros(n))
-    identity = ChainLayer(np.eye(n), np.zeros(n), zero, last.channels, last.positions)
-    notes = [f"identity layer ({n} units) before the last layer"] * extra
+    identity = ChainLayer(np.eye(n), np.zeros(n), _exact(last.rounding, n, n), last.channels, last.positions)
+    unit = "neurons" if last.positions == 1 else "units"
+    notes += [f"identity layer Gemm(I) → Relu ({n} {unit}) before the last layer"] * extra
     return layers[:-1] + [identity] * extra + layers[-1:], notes
+
+
+def _split(layer: ChainLayer) -> tuple[list[ChainLayer], list[str]]:
+    """One dense layer as two around a ReLU, the same function by ``relu(v) − relu(−v) = v``: its output split,
+    ``[W; −W] → Relu → [I, −I]``, or its input, ``[I; −I] → Relu → [W, −W]``, whichever is narrower. The rows
+    computing ``±(W·x + b)`` keep the layer's rounding; the rest is exact."""
+    if isinstance(layer.W, Operator):
+        raise NotAligned("a convolution without hidden layers cannot be padded in the channel form")
+    W, b, r = layer.W, layer.b, layer.rounding
+    n_out, n_in = W.shape
+    if n_out <= n_in:
+        eye = np.eye(n_out)
+        rounding = r and Rounding([np.vstack([w, w]) for w in r.weights], np.tile(r.bias, 2), np.tile(r.depth, 2))
+        return [ChainLayer(np.vstack([W, -W]), np.concatenate([b, -b]), rounding, 2 * n_out, 1),
+                ChainLayer(np.hstack([eye, -eye]), np.zeros(n_out), _exact(r, n_out, 2 * n_out), n_out, 1)], \
+            [f"layer 1 split into relu(y) − relu(−y): [W; −W] → Relu → [I, −I] ({2 * n_out} neurons)"]
+    eye = np.eye(n_in)
+    rounding = r and Rounding([np.hstack([w, w]) for w in r.weights], r.bias, r.depth)
+    return [ChainLayer(np.vstack([eye, -eye]), np.zeros(2 * n_in), _exact(r, 2 * n_in, n_in), 2 * n_in, 1),
+            ChainLayer(np.hstack([W, -W]), b, rounding, n_out, 1)], \
+        [f"input split into relu(x) − relu(−x): [I; −I] → Relu → [W, −W] ({2 * n_in} neurons)"]
 
 
 def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[ChainLayer], list[ChainLayer], list[str]]:
@@ -317,7 +328,8 @@ def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[Chain
 
 def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bool = False) -> Network:
     """The analysis Network of a chain of ``ChainLayer``s; ``probe``: the last layer replaced by a zero probe (the
-    difference analysis bounds the outputs itself and needs each network's hidden bounds only)."""
+    difference analysis bounds the outputs itself and needs each network's hidden bounds only; with a one-value
+    output, symbolic's output-slope refinement is free)."""
     steps: list = [Input(layers[0].W.shape[1])]
     for k, layer in enumerate(layers, start=1):
         W, b, r = layer.W, layer.b, layer.rounding
@@ -366,13 +378,67 @@ class PairLayer:
         return int(self.ba.size)
 
 
-def pair_layers(a: Chain, b: Chain, round_a: Roundings | None = None, round_b: Roundings | None = None
-                ) -> list[PairLayer]:
-    """The layers of two aligned chains side by side; raises if their shapes differ."""
-    if [la.W.shape for la in a] != [lb.W.shape for lb in b]:
-        raise NnxformError("the two chains differ in shape; align them first")
-    round_a, round_b = round_a or [None] * len(a), round_b or [None] * len(b)
-    return [PairLayer(la.W, la.b, lb.W, lb.b, ra, rb) for la, lb, ra, rb in zip(a, b, round_a, round_b)]
+@dataclass
+class ChainPair:
+    """Two networks as ReLU chains of one shape (``pair_chains``): each network's layers as paired (``a``, ``b``)
+    and as read (``read_a``, ``read_b``: its own function, before padding and widening), and what the pairing did."""
+
+    a: list[ChainLayer]
+    b: list[ChainLayer]
+    read_a: list[ChainLayer]
+    read_b: list[ChainLayer]
+    notes: list[str]
+
+    @property
+    def layers(self) -> list[PairLayer]:
+        return [PairLayer(x.W, x.b, y.W, y.b, x.rounding, y.rounding) for x, y in zip(self.a, self.b)]
+
+    @property
+    def reshaped_a(self) -> bool:
+        """Whether the first chain was padded or widened (its units are then not the network's own)."""
+        return len(self.a) != len(self.read_a) or any(x.W.shape != y.W.shape for x, y in zip(self.a, self.read_a))
+
+
+def pair_chains(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, ...]],
+                shapes_b: dict[str, tuple[int, ...]]) -> ChainPair:
+    """The one pairing of two compiled networks for the difference analysis: each read as a ReLU chain in the
+    channel form (convolutions kept), padded to one depth (``padded_chain``) and widened to one width
+    (``aligned_chains``), all exact; when their convolutions do not line up, the same with every layer written out
+    as a dense matrix. NotAligned says why neither works (then only the merged network can be analysed)."""
+    try:
+        return _paired(net_a, net_b, shapes_a, shapes_b, dense=False)
+    except NotAligned as exc:
+        if not any(isinstance(w, Operator) for net in (net_a, net_b) for s in net.steps if isinstance(s, Linear)
+                   for w in s.weights):
+            raise
+        why = str(exc)
+    pair = _paired(net_a, net_b, shapes_a, shapes_b, dense=True)
+    pair.notes.insert(0, f"convolutions written out as dense matrices ({why})")
+    return pair
+
+
+def _paired(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, ...]],
+            shapes_b: dict[str, tuple[int, ...]], dense: bool) -> ChainPair:
+    """``pair_chains`` with the convolutions kept, or (``dense``) written out."""
+    chains, reasons = [], []
+    for which, net, shapes in (("first", net_a, shapes_a), ("second", net_b, shapes_b)):
+        try:
+            chains.append(analysis_chain(net, shapes, which, dense))
+        except NotAligned as exc:
+            reasons.append(str(exc))
+    if reasons:
+        raise NotAligned("; ".join(reasons))
+    depth = max(len(c) for c in chains)
+    padded, notes = [], []
+    for which, chain in zip(("first", "second"), chains):
+        width = identity_width(chain, depth)
+        if width * width > MAX_IDENTITY_ENTRIES and any(isinstance(layer.W, Operator) for layer in chain):
+            raise NotAligned(f"{which} network: an identity layer over {width} units is too large to pad with")
+        layers, lines = padded_chain(chain, depth)
+        padded.append(layers)
+        notes += [f"{which}: {line}" for line in lines]
+    wa, wb, aligned = aligned_chains(*padded)
+    return ChainPair(wa, wb, *chains, notes + aligned)
 
 
 # --- the difference through one ReLU -----------------------------------------------------------
@@ -475,7 +541,7 @@ def max_gap(lower: Line, upper: Line, la, ua, lb, ub, dl, du) -> np.ndarray:
 def propagate(layers: list[PairLayer], box: Box, state_a: State, state_b: State, symbolic: bool) -> list[LayerDelta]:
     """Bounds of ``Δz`` at every affine layer of an aligned pair (``symbolic``: back-substitution too).
 
-    ``state_a``/``state_b``: per-network bounds on ``hidden_network`` of each chain (float networks,
+    ``state_a``/``state_b``: per-network bounds on each chain's ``layers_network(..., probe=True)`` (float networks,
     ``real`` for the real-valued ones). Each layer's rounding is noise ``ε_A − ε_B`` on ``Δz`` and ``ε_B``
     on ``z_B`` (``rounding``), bounded from the tightened bounds of the layer's inputs.
     """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..operators import CONVOLUTIONS
+from ..analyzers.difference import ChainLayer, identity_width, padded_chain
 from ..analyzers.network import Activation, Pool, compile_model, dense_weights
 from ..errors import NnxformError
 from ..ir import Model
@@ -56,34 +57,14 @@ def relu_layers(model: Model, command: str) -> Chain:
 
 
 def pad_layers(layers: Chain, depth: int) -> tuple[Chain, list[str]]:
-    """``layers`` computing the same function with exactly ``depth`` affine layers, and one line per insertion."""
+    """``layers`` computing the same function with exactly ``depth`` affine layers, and one line per insertion: the
+    difference analysis's padding (``difference.padded_chain``) on the dense layers."""
     if depth < len(layers):
         raise NnxformError(f"the network already has {len(layers)} affine layers; cannot pad it to {depth}")
-    layers, notes = list(layers), []
-    if depth > len(layers) == 1:
-        W, b = layers[0].W, layers[0].b
-        n_out, n_in = W.shape
-        if n_out <= n_in:  # split the output: [W; −W] → Relu → [I, −I]
-            eye = np.eye(n_out)
-            layers = [dense(np.vstack([W, -W]), np.concatenate([b, -b]), "layer1"),
-                      dense(np.hstack([eye, -eye]), np.zeros(n_out), "layer2")]
-            notes.append(f"layer 1 split into relu(y) − relu(−y): [W; −W] → Relu → [I, −I] ({2 * n_out} neurons)")
-        else:  # split the input: [I; −I] → Relu → [W, −W]
-            eye = np.eye(n_in)
-            layers = [dense(np.vstack([eye, -eye]), np.zeros(2 * n_in), "layer1"),
-                      dense(np.hstack([W, -W]), b, "layer2")]
-            notes.append(f"input split into relu(x) − relu(−x): [I; −I] → Relu → [W, −W] ({2 * n_in} neurons)")
-    width, extra = layers[-1].W.shape[1], depth - len(layers)
-    notes += [f"identity layer Gemm(I) → Relu ({width} neurons) before the last layer"] * extra
-    identity = [dense(np.eye(width), np.zeros(width), "identity") for _ in range(extra)]
-    return _renamed(layers[:-1] + identity + layers[-1:]), notes
-
-
-def identity_width(layers: Chain, depth: int) -> int:
-    """The width of the dense identity layers ``pad_layers(layers, depth)`` inserts (0: none), before building them."""
-    if depth <= len(layers):
-        return 0
-    return 2 * min(layers[0].W.shape) if len(layers) == 1 else int(layers[-1].W.shape[1])
+    chain = [ChainLayer.of_dense(layer) for layer in layers]
+    padded, notes = padded_chain(chain, depth)
+    own = {id(c): layer for c, layer in zip(chain, layers)}  # the layers kept as they are keep their unit ids
+    return _renamed([own[id(c)] if id(c) in own else dense(c.W, c.b) for c in padded]), notes
 
 
 def _renamed(layers: Chain) -> Chain:

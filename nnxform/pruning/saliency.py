@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..analyzers.difference import chain_network
+from ..analyzers.difference import ChainLayer, layers_network
 from ..analyzers.interval import interval
 from ..analyzers.result import State
 from ..domain import Box
@@ -73,7 +73,7 @@ class _Search:
 
 def interval_bounds(layers: Chain, box: Box) -> list[tuple[np.ndarray, np.ndarray]]:
     """Interval bounds (``analyzers.interval``, real arithmetic) of every layer's pre-activation over ``box``."""
-    net = chain_network(layers)
+    net = layers_network([ChainLayer.of_dense(layer) for layer in layers])
     state = interval(State.start(net, box, real=True))
     return [(state.lo[i], state.hi[i]) for i in net.linear_steps]
 
