@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 NNX    := $(BIN)/nnxform
 OUT    := build/demo
 
-.PHONY: demo test bench verifiers clean
+.PHONY: demo test bench bench-crown bench-verify verifiers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+
+# Issue 21 side by side, with the verifiers' venvs of `make verifiers`: bounds against auto_LiRPA's CROWN, verify against nnenum.
+bench-crown: $(VENV)/.installed
+	VERIFIER_ENVS="$(VERIFIER_ENVS)" $(BIN)/python bench/crown.py
+bench-verify: $(VENV)/.installed
+	VERIFIER_ENVS="$(VERIFIER_ENVS)" $(BIN)/python bench/verify.py
 
 # Which external verifiers read what nnxform writes (issue 14), and what α,β-CROWN and nnenum answer on it (issue 24):
 # each installed in its own venv under VERIFIER_ENVS (gigabytes of wheels, so not part of `make test`); the two run
