@@ -44,6 +44,8 @@ SPLIT_INPUTS = 16
 BATCH, ROUND_SECONDS, SMALLEST = 256, 0.5, 1e-7
 #: Unstable ReLUs tried as splits per branch (the ones the bound loses most on): both children of each are bounded.
 RELU_CANDIDATES = 3
+#: Seconds after which a few-input network's search also splits ReLUs and optimises its bounds (``relu_candidates``).
+ESCALATE_SECONDS = 5.0
 #: Adam steps on the slopes and split multipliers of a branch the plain bound does not prove (many-input networks).
 OPTIMIZE_STEPS = 10
 #: A branch of a many-input network with at most this many unstable ReLUs left is decided by one MILP.
@@ -119,7 +121,6 @@ class _Search:
         self.model, self.started, self.deadline, self.progress, self.rng = model, started, deadline, progress, rng
         self.dense = DenseNetwork(compile_model(model), "verify")
         self.slots = _Slots(self.dense)
-        self.optimize = self.dense.steps[0].size > SPLIT_INPUTS
         self.box_seconds = 1e-3  # seconds one branch takes to bound (measured as the search goes)
         self.runner = OnnxRunner(model)
         self.branches = 0
@@ -191,9 +192,14 @@ class _Search:
         lower, upper = case.box.lower[None], case.box.upper[None]
         signs = np.zeros((1, self.slots.total), np.int8)
         gave_up = 0
+        restart = self.input_candidates(n) and not self.escalated()  # few inputs: input splits first, then all
         while len(lower):
             if self.out_of_time():
                 return "timeout"
+            if restart and self.escalated():  # start again from the box with ReLU splits and optimised bounds too
+                restart = False
+                lower, upper, signs = case.box.lower[None], case.box.upper[None], signs[:1] * 0
+                self.proved = 0.0
             take = max(1, BATCH // (2 * (self.input_candidates(n) + self.relu_candidates(n))))
             lo, hi, sg = lower[-take:], upper[-take:], signs[-take:]
             lower, upper, signs = lower[:-take], upper[:-take], signs[:-take]
@@ -250,9 +256,19 @@ class _Search:
         return n if n <= SPLIT_INPUTS else 0
 
     def relu_candidates(self, n: int) -> int:
-        """How many ReLUs a branch may split: none where the inputs are split (measured on ACAS Xu: fixing a ReLU's
-        sign only clamps its bounds, and halving an input gains more), else ``RELU_CANDIDATES``."""
-        return 0 if self.input_candidates(n) else RELU_CANDIDATES
+        """How many ReLUs a branch may split: ``RELU_CANDIDATES``, but where the inputs are split only once the search
+        has run ``ESCALATE_SECONDS`` (then it starts again from the box; measured on ACAS Xu: halving inputs alone
+        decides most properties fastest, ReLU splits and optimised bounds from the start decide some it does not)."""
+        return 0 if self.input_candidates(n) and not self.escalated() else RELU_CANDIDATES
+
+    def escalated(self) -> bool:
+        """Past a quarter of the time (at least ``ESCALATE_SECONDS``): the few-input search's second phase."""
+        return time.monotonic() - self.started > max(ESCALATE_SECONDS, 0.25 * (self.deadline - self.started))
+
+    @property
+    def optimize(self) -> bool:
+        """Whether branches the plain bound does not prove get optimised slopes and split multipliers."""
+        return self.dense.steps[0].size > SPLIT_INPUTS or self.escalated()
 
     def _exact(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray
                ) -> str | tuple[np.ndarray, np.ndarray]:
