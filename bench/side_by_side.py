@@ -64,7 +64,10 @@ for rep in range(3):
     for c, code in CASES.items():
         for k, path in trees.items():
             env = dict(os.environ, PYTHONPATH=path, OPENBLAS_NUM_THREADS="1")
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            check = f"import nnxform, pathlib; assert pathlib.Path(nnxform.__file__).parent.parent == pathlib.Path({path!r})\n"
+            # run in the tree itself: ``python -c`` puts the working directory first on sys.path, so run from the
+            # repository both sides imported the new tree (which the check now refuses)
+            out = subprocess.run([sys.executable, "-c", check + code], capture_output=True, text=True, env=env, cwd=path)
             res[c][k].append(float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan"))
             if out.returncode: print(c, k, out.stderr[-300:], file=sys.stderr)
 print("| case | old s (median of 3) | new s (median of 3) | new / old |")
