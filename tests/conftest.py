@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import subprocess
@@ -84,6 +85,22 @@ def make_model(nodes, input_shape, output_name="y", weights=None, opset=13, inpu
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir_version
     return model
+
+
+@functools.cache
+def trained_digits() -> tuple:
+    """300 digits training points, 40 test points and a 64-32-10 network trained on them (once per test process):
+    what the repair tests compress and repair."""
+    from nnxform.accuracy import load_data
+    from nnxform.training import TrainOptions, init_network, train
+
+    data = MODELS / "data"
+    train_set, test_set = load_data(data / "digits_train.csv", 16), load_data(data / "digits_test.csv", 16)
+    train_set.x, train_set.y = train_set.x[:300], train_set.y[:300]
+    test_set.x, test_set.y = test_set.x[:40], test_set.y[:40]
+    net, _ = train(init_network([64, 32, 10], seed=1), train_set.x, train_set.y,
+                   options=TrainOptions(epochs=20, lr=3e-3, seed=1))
+    return net.to_model(), train_set, test_set
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:

@@ -11,28 +11,21 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import run_main
-from nnxform.accuracy import load_data
+from conftest import run_main, trained_digits
 from nnxform.cli import main
 from nnxform.ir import Model
 from nnxform.passes.quantize import quantize
 from nnxform.repair import RepairOptions, RepairResult, boxes_around, repair
 from nnxform.runtime import OnnxRunner
-from nnxform.training import TrainOptions, init_network, train
+from nnxform.training import init_network
 
-DATA = Path(__file__).resolve().parent.parent / "models" / "data"
 FAST = dict(rounds=3, epochs=2, samples=200, keep_grid=False)  # float repair; on a grid: test_repair_grid.py
 
 
 @pytest.fixture(scope="module")
 def digits() -> tuple:
     """300 digits training points, 20 test points, a 64-32-10 network trained on them and its 3-bit copy."""
-    train_set, test_set = load_data(DATA / "digits_train.csv", 16), load_data(DATA / "digits_test.csv", 16)
-    train_set.x, train_set.y = train_set.x[:300], train_set.y[:300]
-    test_set.x, test_set.y = test_set.x[:40], test_set.y[:40]
-    net, _ = train(init_network([64, 32, 10], seed=1), train_set.x, train_set.y,
-                   options=TrainOptions(epochs=20, lr=3e-3, seed=1))
-    original = net.to_model()
+    original, train_set, test_set = trained_digits()
     compressed, _ = quantize(original, bits=3)
     return original, compressed, train_set, test_set
 

@@ -13,30 +13,23 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import run_main
+from conftest import run_main, trained_digits
 from nnxform.cli import main
-from nnxform.accuracy import load_data
 from nnxform.discrepancy import Pair
 from nnxform.grid import detect, file_form, qdq_model
 from nnxform.ir import Model, from_proto, load
 from nnxform.passes.quantize import quantize
 from nnxform.repair import RepairOptions, boxes_around, repair
 from nnxform.runtime import OnnxRunner
-from nnxform.training import TrainOptions, init_network, train, trainable
+from nnxform.training import TrainOptions, train, trainable
 
-DATA = Path(__file__).resolve().parent.parent / "models" / "data"
 FAST = dict(rounds=2, epochs=2, samples=200)
 
 
 @pytest.fixture(scope="module")
 def digits() -> tuple:
     """300 digits training points, 40 test points and a 64-32-10 network trained on them."""
-    train_set, test_set = load_data(DATA / "digits_train.csv", 16), load_data(DATA / "digits_test.csv", 16)
-    train_set.x, train_set.y = train_set.x[:300], train_set.y[:300]
-    test_set.x, test_set.y = test_set.x[:40], test_set.y[:40]
-    net, _ = train(init_network([64, 32, 10], seed=1), train_set.x, train_set.y,
-                   options=TrainOptions(epochs=20, lr=3e-3, seed=1))
-    return net.to_model(), train_set, test_set
+    return trained_digits()
 
 
 def _weights(model: Model) -> list[np.ndarray]:
