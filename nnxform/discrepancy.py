@@ -231,6 +231,7 @@ class Pair:
         candidates = search_witness(self._delta_fn, box, self.outputs, effort=effort, seed=seed, deadline=deadline)
         if len(points):
             candidates = np.vstack([candidates] + [p[None] for p in points])
+        candidates = box.float32_points(candidates).astype(np.float64)  # the points onnxruntime runs, in the box
         ra, rb = self.runners
         deltas = ra(candidates).astype(np.float64) - rb(candidates).astype(np.float64)
         best = int(np.argmax(np.abs(deltas).max(axis=1)))
@@ -263,35 +264,36 @@ class Pair:
 
     def _split(self, box: Box, method: str, splits: int, time_limit: float,
                progress: Callable[[int, int], None] | None) -> DeltaBounds:
-        """Best-first bisection: ``splits`` times, halve the leaf with the largest ``δ_max`` bound along the
-        input that spreads that bound most (its coefficient in the symbolic bound times its width; else the
-        widest input relative to the box); the bounds are the min and max over the leaves."""
-        scale = np.where(box.upper > box.lower, box.upper - box.lower, 1.0)
-
-        def entry(leaf: Box, order: int) -> tuple[float, int, Box, DeltaBounds, np.ndarray]:
-            r = self._bound(leaf, method, time_limit, None)
-            worst = np.concatenate([-r.lower, r.upper])
-            width = leaf.upper - leaf.lower
-            spread = width / scale if r.input_coef is None else np.abs(r.input_coef[np.argmax(worst)]) * width
-            return -float(worst.max()), order, leaf, r, spread
-
-        heap = [entry(box, 0)]
+        """Best-first bisection: ``splits`` times, halve the leaf with the largest ``δ_max`` bound (``leaf`` and
+        ``halves``); the bounds are the min and max over the leaves."""
+        first = self.leaf(box, box, method, time_limit)
+        heap = [(-first[0].delta_max, 0, box, *first)]
         for n in range(splits):
-            leaf, spread = heap[0][2], heap[0][4]
-            j = int(np.argmax(spread))
-            if spread[j] <= 0:
+            _, _, leaf, _, spread = heap[0]
+            parts = halves(leaf, spread)
+            if parts is None:
                 break  # nothing left to split in the worst leaf
             heapq.heappop(heap)
-            mid = 0.5 * (leaf.lower[j] + leaf.upper[j])
-            upper, lower = leaf.upper.copy(), leaf.lower.copy()
-            upper[j], lower[j] = mid, mid
-            heapq.heappush(heap, entry(Box(leaf.lower, upper), 2 * n + 1))
-            heapq.heappush(heap, entry(Box(lower, leaf.upper), 2 * n + 2))
+            for k, part in enumerate(parts):
+                r, spread = self.leaf(part, box, method, time_limit)
+                heapq.heappush(heap, (-r.delta_max, 2 * n + 1 + k, part, r, spread))
             if progress:
                 progress(n + 1, splits)
         lo = np.min([e[3].lower for e in heap], axis=0)
         hi = np.max([e[3].upper for e in heap], axis=0)
         return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
+
+    def leaf(self, leaf: Box, box: Box, method: str = "symbolic", time_limit: float = 60.0
+             ) -> tuple[DeltaBounds, np.ndarray]:
+        """The bounds over ``leaf`` (a part of ``box``) and, per input, how much of its worst bound that input
+        spreads: its coefficient in the symbolic bound times its width, else its width relative to ``box``."""
+        r = self._bound(leaf, method, time_limit, None)
+        worst = np.concatenate([-r.lower, r.upper])
+        width = leaf.upper - leaf.lower
+        spread = None if r.input_coef is None else np.abs(r.input_coef[np.argmax(worst)]) * width
+        if spread is None or not spread.any():  # (a bound of rounding alone spreads on no input)
+            return r, width / np.where(box.upper > box.lower, box.upper - box.lower, 1.0)
+        return r, spread
 
     def _difference(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
                     signs_a: list[np.ndarray] | None, real: bool, deadline: Deadline | None,
@@ -330,6 +332,17 @@ class Pair:
                 b.exact = not b.details.get("time_limit_reached", False)
                 return b
         return bounds(net, box, method, time_limit=time_limit, progress=progress, total_time=total_time, solver=solver)
+
+
+def halves(leaf: Box, spread: np.ndarray) -> tuple[Box, Box] | None:
+    """``leaf`` cut in two at the middle of the input that spreads its bound most (None when none does)."""
+    j = int(np.argmax(spread))
+    if spread[j] <= 0:
+        return None
+    mid = 0.5 * (leaf.lower[j] + leaf.upper[j])
+    upper, lower = leaf.upper.copy(), leaf.lower.copy()
+    upper[j], lower[j] = mid, mid
+    return Box(leaf.lower, upper), Box(lower, leaf.upper)
 
 
 def _dead_units(layers: list[ChainLayer]) -> list[np.ndarray]:

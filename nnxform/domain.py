@@ -67,6 +67,13 @@ class Box:
                 raise NnxformError(f"the box's {side} bound at input {i} is {values[i]:g}, not {FLOAT32_RULE}")
         return self
 
+    def float32_points(self, xs: np.ndarray) -> np.ndarray:
+        """The points as float32 (what onnxruntime runs), each coordinate moved inward by one ulp where rounding took it
+        out of the box (where no float32 lies within the bounds, the nearest one stays)."""
+        x = np.asarray(xs, np.float32)
+        x = np.where(x < self.lower, np.nextafter(x, np.float32(np.inf)), x)
+        return np.where(x > self.upper, np.nextafter(x, np.float32(-np.inf)), x).astype(np.float32)
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` uniform points, shape ``(n, size)``."""
         return rng.uniform(self.lower, self.upper, size=(n, self.size))

@@ -138,7 +138,8 @@ class _Search:
 
     def confirmed(self, case: Case, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The first of the candidate inputs ``xs`` (in the box) that onnxruntime confirms as a counterexample."""
-        x32 = _inside_float32(xs, case.box.lower, case.box.upper)
+        x32 = case.box.float32_points(xs)
+        x32 = x32[((x32 >= case.box.lower) & (x32 <= case.box.upper)).all(axis=1)]  # (a box thinner than a float32 gap)
         if not len(x32):
             return None
         ys = self.runner(x32)
@@ -469,13 +470,3 @@ def _best_rows(low: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Per box and region, the index (in ``low``'s columns) of the region's row with the largest lower bound."""
     ends = np.append(starts[1:], low.shape[1])
     return np.stack([s + np.argmax(low[:, s:e], axis=1) for s, e in zip(starts, ends)], axis=1)
-
-
-def _inside_float32(xs: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """The points as float32, each coordinate moved inward by one ulp where rounding took it out of the box; points
-    that cannot be kept inside (a box narrower than float32's spacing) are dropped."""
-    x = np.asarray(xs, np.float32)
-    x = np.where(x < lower, np.nextafter(x, np.float32(np.inf)), x)
-    x = np.where(x > upper, np.nextafter(x, np.float32(-np.inf)), x).astype(np.float32)
-    inside = ((x >= lower) & (x <= upper)).all(axis=1)
-    return x[inside]

@@ -39,7 +39,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("nnxform.exactness", "nnxform.passes"),
     # analyses and tools built on the passes
     ("nnxform.merge", "nnxform.discrepancy", "nnxform.stable", "nnxform.pruning", "nnxform.accuracy",
-     "nnxform.summary", "nnxform.verifiers", "nnxform.training", "nnxform.verify", "nnxform.grid"),
+     "nnxform.summary", "nnxform.verifiers", "nnxform.training", "nnxform.verify", "nnxform.grid",
+     "nnxform.equiv"),
     # workflows the commands run, callable from Python (compress certifies with the discrepancy analysis)
     ("nnxform.workflows", "nnxform.repair"),
     # running one command over many rows: workers, engines, results (the command line handed in from above)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stable": ("stable", "Classify every ReLU as stably active, stably inactive or unstable on a box."),
     "compress": ("compress", "Remove stable ReLUs exactly on a box (LEO++), checked before writing."),
     "verify": ("verify", "Decide a VNN-LIB property: unsat (proved), sat (a replayed counterexample) or timeout."),
+    "equiv": ("equiv", "Decide whether two networks are ε-equivalent on a box (proved, or a replayed counterexample)."),
     "discrepancy": ("discrepancy", "Sound bounds of f_A − f_B over an input box, δ_max, and a witness input."),
     "merge": ("merge", "Merge two networks into one computing f_A − f_B (checked before writing)."),
     "pad": ("pad", "Add exact identity layers up to a depth (checked before writing)."),

@@ -1,0 +1,64 @@
+"""``nnxform equiv``: decide whether two networks are ε-equivalent on an input box."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import typer
+
+from ..equiv import equivalence
+from ..errors import NnxformError
+from ..fileio import Outputs
+from ..ir import load
+from . import summary
+from .application import app
+from .common import DomainOptions, bounded, json_text, say, with_domain
+
+#: Exit status per answer: a Makefile goes on only after a proof.
+EXIT = {"equivalent": 0, "not equivalent": 1, "unknown": 3}
+
+
+@app.command(short_help=summary("equiv"),
+             help="Decide whether max ‖f_A(x) − f_B(x)‖∞ < E (--equiv-eps) for every x of an input box: 'equivalent' "
+                  "(proved by the difference analysis, refined by halving the input box for networks with at most 16 "
+                  "inputs, or by its LP and MILP forms for others), 'not equivalent' (an input whose difference, "
+                  "replayed in onnxruntime, reaches E) or 'unknown' when --timeout ends first; the best proved bound "
+                  "and the largest difference found are printed either way. The difference is that of the float32 "
+                  "networks as onnxruntime runs them. Exit status 0 equivalent, 1 not equivalent, 3 unknown, 2 bad "
+                  "input. The input box is required.")
+@with_domain
+def equiv(
+    model_a: str = typer.Argument(..., help="First network (f_A) ONNX file."),
+    model_b: str = typer.Argument(..., help="Second network (f_B) ONNX file."),
+    threshold: float = typer.Option(..., "--equiv-eps",
+                                    help="The threshold E: equivalent when ‖f_A − f_B‖∞ < E on the box (as merge's "
+                                         "--equiv-eps; --eps is the box's radius).",
+                                    callback=bounded(0, above=True)),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds for the whole command, loading included.",
+                                  callback=bounded(0, above=True)),
+    json_path: Optional[str] = typer.Option(None, "--json",
+                                            help="Write the answer and figures as JSON ('-' for stdout)."),
+    domain: DomainOptions = None,
+) -> None:
+    started = time.monotonic()  # the timeout counts from here: loading is part of the command
+    outputs = Outputs([model_a, model_b, *domain.files()])
+    outputs.add_path(json_path, "--json", stdout=True)
+    a, b = load(model_a), load(model_b)
+    box = domain.box(a, default=False)
+    if box is None:
+        raise NnxformError("equiv needs the input box (--lower/--upper, --center/--eps or --vnnlib)")
+    r = equivalence(a, b, box, threshold, timeout - (time.monotonic() - started))
+    outputs.put(json_path, json_text(dict(r.to_json(), first=model_a, second=model_b, domain=domain.describe())))
+    outputs.commit()
+    quiet = json_path == "-"
+    say(f"equiv: {model_a} vs {model_b} on {box.size} inputs, E = {threshold:g}: {r.answer}", quiet)
+    for note in r.notes:
+        say(f"  note: {note}", quiet)
+    say(f"  proved: ‖f_A − f_B‖∞ <= {r.bound:.6g} on the box ({r.leaves} sub-box{'es' if r.leaves > 1 else ''}, "
+        f"{r.analysis} analysis); largest found (onnxruntime): {r.found:.6g}", quiet)
+    if r.answer == "not equivalent":
+        say(f"  counterexample: x = {np.array2string(r.witness, precision=6, threshold=20)}", quiet)
+    say(f"  {r.seconds:.2f} s", quiet)
+    raise typer.Exit(EXIT[r.answer])
