@@ -52,6 +52,9 @@ OPTIMIZE_STEPS = 10
 LEAF_RELUS = 24
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
 STARTS, START_NUMBERS, STEPS = 32, 4096, 40
+#: During branch and bound, every ``ATTACK_EVERY`` seconds the attack runs inside the ``ATTACK_BRANCHES`` open
+#: branches nearest a counterexample (the least proved).
+ATTACK_EVERY, ATTACK_BRANCHES = 1.0, 8
 
 #: ``progress(proved per mille, open branches, seconds)``.
 Progress = Callable[[int, int, float], None]
@@ -122,6 +125,7 @@ class _Search:
         self.dense = DenseNetwork(compile_model(model), "verify")
         self.slots = _Slots(self.dense)
         self.box_seconds = 1e-3  # seconds one branch takes to bound (measured as the search goes)
+        self.next_attack = started + ATTACK_EVERY
         self.runner = OnnxRunner(model)
         self.branches = 0
         self.proved = 0.0
@@ -152,15 +156,16 @@ class _Search:
         near = np.min([_violation(r, ys) for r in case.regions], axis=0) <= 1e-4 * (1 + np.abs(ys).max(axis=1))
         return self.confirmed(case, xs[near]) if near.any() else None
 
-    def attack(self, case: Case) -> tuple[np.ndarray, np.ndarray] | None:
-        """Projected-gradient search for a counterexample from many starts, per region."""
+    def attack(self, case: Case, count: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Projected-gradient search for a counterexample from many starts (``count``, else as many as the input's
+        size allows), per region."""
         box = case.box
         shape = (-1,) + tuple(self.model.input_shape[1:])
+        count = count or max(STARTS, START_NUMBERS // box.size)
         for region in case.regions:
             if self.out_of_time():
                 return None
-            starts = np.vstack([0.5 * (box.lower + box.upper), box.sample(max(STARTS, START_NUMBERS // box.size) - 1,
-                                                                           self.rng)])
+            starts = np.vstack([0.5 * (box.lower + box.upper), box.sample(count - 1, self.rng)])
             if not region.coef.any():  # no output condition: any point is a counterexample
                 found = self.confirmed(case, starts[:1])
                 if found is not None:
@@ -246,6 +251,12 @@ class _Search:
             lower, upper, signs = (np.vstack([lower, c_lo[keep]]), np.vstack([upper, c_hi[keep]]),
                                    np.vstack([signs, c_sg[keep]]))
             self._report(len(lower))
+            if len(keep) and time.monotonic() >= self.next_attack:  # the attack again, inside the least proved boxes
+                for b in keep[np.argsort(children.progress[keep])[:ATTACK_BRANCHES]]:
+                    found = self.attack(Case(Box(c_lo[b], c_hi[b]), case.regions), STARTS)
+                    if found is not None:
+                        return found
+                self.next_attack = time.monotonic() + ATTACK_EVERY
         if gave_up:
             self.note = f"{gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
                         "relative, every ReLU fixed) and were not proved"
