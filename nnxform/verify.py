@@ -197,7 +197,7 @@ class _Search:
         n = case.box.size
         lower, upper = case.box.lower[None], case.box.upper[None]
         signs = np.zeros((1, self.slots.total), np.int8)
-        gave_up = 0
+        gave_up, proved_before = 0, self.proved
         restart = self.input_candidates(n) and not self.escalated()  # few inputs: input splits first, then all
         while len(lower):
             if self.out_of_time():
@@ -205,7 +205,7 @@ class _Search:
             if restart and self.escalated():  # start again from the box with ReLU splits and optimised bounds too
                 restart = False
                 lower, upper, signs = case.box.lower[None], case.box.upper[None], signs[:1] * 0
-                self.proved = 0.0
+                self.proved = proved_before
             take = max(1, BATCH // (2 * (self.input_candidates(n) + self.relu_candidates(n))))
             lo, hi, sg = lower[-take:], upper[-take:], signs[-take:]
             lower, upper, signs = lower[:-take], upper[:-take], signs[:-take]
