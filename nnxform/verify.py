@@ -215,7 +215,7 @@ class _Search:
             done = bounded.progress > 0
             self._count(lo[done], hi[done], sg[done])
             lo, hi, sg, scores = lo[~done], hi[~done], sg[~done], bounded.scores[~done]
-            if not self.input_candidates(n):  # few ReLUs left to split: one MILP decides the branch
+            if not self.input_candidates(n) and self.slots.relu_only:  # few ReLUs left: one MILP decides the branch
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS
                 for b in np.flatnonzero(leaf):
                     answer = self._exact(spec, lo[b: b + 1], hi[b: b + 1], sg[b: b + 1])
@@ -412,6 +412,7 @@ class _Slots:
         self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
         self.sizes = dict(zip(self.steps, sizes))
         self.total = int(sum(sizes))
+        self.relu_only = all(s.op == "Relu" for s in net.steps if isinstance(s, Activation))  # (MILP leaves)
 
     def split(self, sg: np.ndarray) -> dict[int, np.ndarray]:
         """The sign vectors as ``analyse`` takes them: per step, its block."""

@@ -198,3 +198,17 @@ def test_optimized_bounds_hold_on_their_branch(seed):
     y = values[model.output_name].reshape(len(xs), -1)[inside]
     seen = (y @ coef.T - bound).min(axis=0)
     assert np.all(best[0] <= seen) and np.all(best[0] >= plain[0] - 1e-9)
+
+
+def test_sigmoid_networks_get_an_answer_not_an_error():
+    """A network with many inputs and Sigmoid activations: bounds and splits, no MILP leaves (the encoder has no
+    Sigmoid rows), so an answer, never a refusal mid-search."""
+    model = mlp(3, [20, 8, 8, 2], act="Sigmoid")
+    box = Box(np.full(20, -0.5), np.full(20, 0.5))
+    exact_hi = run(model, box.sample(5000, np.random.default_rng(0))).reshape(5000, -1)[:, 0].max()
+    far = _threshold_case(box, 2, 0, exact_hi + 10.0)
+    assert verify(model, [far], timeout=20).answer == "unsat"
+    near = _threshold_case(box, 2, 0, exact_hi - 1e-3)
+    found = verify(model, [near], timeout=20)
+    assert found.answer == "sat"
+    _replayed(model, [near], found)

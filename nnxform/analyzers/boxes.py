@@ -7,7 +7,8 @@ bounds are clamped at 0 before they are used, which is sound on the part of the 
 branch's part); a branch whose clamps leave an empty interval is infeasible (``BoxBounds.empty``).
 
 ``objective`` gives a lower bound of ``coef @ y − bound`` per box and per row, and the row's linear lower bound's
-coefficients on the input, which the search reads to choose splits and to propose counterexamples.
+coefficients on the input, which the search reads to choose splits and to propose counterexamples;
+``optimized_objective`` tightens it by optimising the ReLU slopes and the sign constraints' multipliers (α,β-CROWN).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class BoxBounds:
     def size(self) -> int:
         return len(self.empty)
 
-    def boxes(self, part: slice) -> "BoxBounds":
-        """The bounds of the boxes ``part`` (views)."""
+    def boxes(self, part: slice | np.ndarray) -> "BoxBounds":
+        """The bounds of the boxes ``part`` (a slice: views; indices: copies)."""
         cut = [None if a is None else a[part] for a in self.lo], [None if a is None else a[part] for a in self.hi]
         return BoxBounds(self.net, *cut, [None if a is None else a[part] for a in self.noise], self.empty[part])
 
