@@ -659,9 +659,8 @@ class _Classifier:
         except NnxformError as exc:
             self.notes.append(f"milp stage skipped: {exc}")
             return self._stage("milp", before, "not supported on this network")
-        for key, value in _MIP_OPTIONS.items():
-            enc.h.setOptionValue(key, value)
-        tol = _solver_tolerance(enc)
+        enc.set_options(_MIP_OPTIONS)
+        tol = enc.tolerance()
         counts = {"done": 0, "unreplayed": 0, "unresolved": 0}
         pending: list[tuple[Task, float]] = []  # (task, seconds it was given)
         for i, s in enumerate(self.net.steps):
@@ -792,13 +791,6 @@ def _alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False)
         new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
         lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
     state.set_linear(i, lo, hi)
-
-
-def _solver_tolerance(enc: Encoder) -> float:
-    """The largest absolute tolerance the MILP solver applies to bounds, rows and integrality (HiGHS's options; the
-    same values stand for a solver through pulp, ``analyzers.solvers.INTEGRALITY``)."""
-    values = [enc.h.getOptionValue(name) for name in ("mip_feasibility_tolerance", "primal_feasibility_tolerance")]
-    return max([v[1] if isinstance(v, tuple) else v for v in values] + [INTEGRALITY])
 
 
 def _reach(state: State, i: int, tol: float) -> np.ndarray:

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 import highspy
 import numpy as np
@@ -23,7 +24,7 @@ from ..errors import NnxformError
 from .conv import Operator
 from .network import Activation, Input, Linear, Pool
 from .result import State
-from .solvers import SOLVERS, PulpModel
+from .solvers import INTEGRALITY, SOLVERS, PulpModel
 
 INF = highspy.kHighsInf
 #: Statuses after which HiGHS's MIP dual bound is a proven bound (an interrupted solve never returns: see ``solve``).
@@ -398,6 +399,17 @@ class Encoder:
             return "infeasible", None
         return ("solution", x) if x is not None else ("unknown", None)
 
+    def tolerance(self) -> float:
+        """The largest absolute tolerance the MILP solver applies to bounds, rows and integrality (HiGHS's options; the
+        same values stand for a solver through pulp, ``solvers.INTEGRALITY``)."""
+        values = [self.h.getOptionValue(k) for k in ("mip_feasibility_tolerance", "primal_feasibility_tolerance")]
+        return max([v[1] if isinstance(v, tuple) else v for v in values] + [INTEGRALITY])
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        """Set solver options (HiGHS's names) for the solves to come, e.g. ``stable``'s feasibility-only search."""
+        for key, value in options.items():
+            self.h.setOptionValue(key, value)
+
     def region_feasible(self, step: int, coef: np.ndarray, bound: np.ndarray, seconds: float
                         ) -> tuple[str, np.ndarray | None]:
         """Can step ``step``'s values ``v`` meet every row ``coef @ v <= bound``? Each row is relaxed by the solver's
@@ -408,9 +420,7 @@ class Encoder:
         self.affine_rows(g, 1.0, [(coef, 1.0, self.col[step])], np.zeros(m), 0.0)
         lo, hi = self.state.lo[step], self.state.hi[step]
         scale = 1.0 + np.abs(bound) + np.abs(coef) @ np.maximum(np.abs(lo), np.abs(hi))
-        values = [self.h.getOptionValue(k) for k in ("mip_feasibility_tolerance", "primal_feasibility_tolerance")]
-        tol = max(v[1] if isinstance(v, tuple) else v for v in values)
-        upper = bound + 10.0 * tol * scale
+        upper = bound + 10.0 * self.tolerance() * scale
         idx = (g + np.arange(m)).astype(np.int32)
         self.h.changeColsBounds(m, idx, np.full(m, -INF), upper)
         self.col_hi[idx] = upper
