@@ -51,24 +51,20 @@ def run_cli(*args: object, cwd: Path | None = None, process: bool = False) -> su
     return subprocess.CompletedProcess(["nnxform", *argv], status, out.getvalue(), err.getvalue())
 
 
-def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """What every bad input gets: exit status 2, exactly one line on stderr holding every fragment, no traceback."""
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """What every bad input gets: exit status 2, exactly one line on stderr holding every fragment, no traceback;
+    the line."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for f in fragments:
         assert f in lines[0], lines[0]
+    return lines[0]
 
 
-def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    """Run the real entry point (``nnxform.cli.main``) in this process: exit status, stdout, stderr."""
-    from nnxform.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    out = capsys.readouterr()
-    return stop.value.code, out.out, out.err
+def outcome(result: subprocess.CompletedProcess) -> tuple[int, str, str]:
+    """``run_cli``'s result as (exit status, stdout, stderr)."""
+    return result.returncode, result.stdout, result.stderr
 
 
 def make_model(nodes, input_shape, output_name="y", weights=None, opset=13, input_name="x",

@@ -7,15 +7,13 @@ import json
 import os
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, assert_clean_error, run_cli
+from conftest import MODELS, assert_clean_error, outcome, run_cli
 
-from nnxform.cli import main
 from nnxform.errors import NnxformError
 from nnxform.fileio import Outputs
 
@@ -118,27 +116,19 @@ def test_merge_rewrites_instances_csv_whole(net: Path) -> None:
     assert csv.read_text() == "other.onnx,other.vnnlib,30\nab.onnx,p.vnnlib,12.5\n"
 
 
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
-    """Run the console entry point in this process (to simulate what a subprocess cannot): status, stderr."""
-    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    return done.value.code, capsys.readouterr().err
-
-
-def test_a_read_only_json_folder_is_found_before_any_work(net: Path, monkeypatch, capsys) -> None:
+def test_a_read_only_json_folder_is_found_before_any_work(net: Path, monkeypatch) -> None:
     read_only = net.parent / "ro"
     read_only.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
     monkeypatch.setattr("nnxform.cli.canon.load", lambda path: pytest.fail("the command ran before checking"))
-    status, err = run_main(monkeypatch, capsys, "canon", net, "-o", net.parent / "o.onnx",
-                           "--json", read_only / "r.json")
+    status, _, err = outcome(run_cli("canon", net, "-o", net.parent / "o.onnx",
+                           "--json", read_only / "r.json"))
     assert status == 2 and err.count("\n") == 1 and "cannot write in folder" in err and "read-only" in err
     assert files(net.parent) == ["net.onnx", "ro"] and files(read_only) == []
 
 
-def test_a_failed_write_at_the_end_leaves_no_output(net: Path, monkeypatch, capsys) -> None:
+def test_a_failed_write_at_the_end_leaves_no_output(net: Path, monkeypatch) -> None:
     real_replace = os.replace
 
     def replace(src: str, dst: os.PathLike) -> None:
@@ -147,8 +137,8 @@ def test_a_failed_write_at_the_end_leaves_no_output(net: Path, monkeypatch, caps
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    status, err = run_main(monkeypatch, capsys, "canon", net, "-o", net.parent / "o.onnx", "--json",
-                           net.parent / "r.json")
+    status, _, err = outcome(run_cli("canon", net, "-o", net.parent / "o.onnx", "--json",
+                           net.parent / "r.json"))
     assert status == 2 and err.count("\n") == 1 and "r.json: cannot be written (Read-only file system)" in err
     assert files(net.parent) == ["net.onnx"]
 

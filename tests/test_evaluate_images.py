@@ -5,13 +5,13 @@ per-point predictions in the JSON report."""
 from __future__ import annotations
 
 import json
-import sys
+import subprocess
 
 import numpy as np
 import pytest
 from onnx import helper
 
-from conftest import MODELS, make_model, run_main, save
+from conftest import MODELS, assert_clean_error, make_model, run_cli, save
 from nnxform.accuracy import Preprocessing, fgsm, input_normalisation, load_data, measure
 from nnxform.errors import NnxformError
 from nnxform.ir import from_proto, load
@@ -64,28 +64,19 @@ def write_csv(path, images, labels):
     return path
 
 
-def run_ok(monkeypatch, capsys, *args: object) -> tuple[str, str]:
-    """Run the real entry point on a command that succeeds (``run_main`` is for failures): stdout, stderr."""
-    from nnxform.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["nnxform", *map(str, args)])
-    main()
-    out = capsys.readouterr()
-    return out.out, out.err
+def succeeded(result: subprocess.CompletedProcess) -> tuple[str, str]:
+    """stdout and stderr of a ``run_cli`` result that must have succeeded."""
+    assert result.returncode == 0, result.stderr
+    return result.stdout, result.stderr
 
 
-def one_line_error(code: int, out: str, err: str) -> str:
-    assert code == 2 and out == "" and err.startswith("nnxform: error: ") and err.count("\n") == 1, (code, out, err)
-    return err
-
-
-def test_nhwc_csv_is_transposed_to_the_network_input(tmp_path, monkeypatch, capsys, nets, pixels):
+def test_nhwc_csv_is_transposed_to_the_network_input(tmp_path, nets, pixels):
     plain, _, plain_path, _ = nets
     images, labels = pixels
     csv = write_csv(tmp_path / "cifar.csv", images, labels)
     expected = OnnxRunner(plain)(images.transpose(0, 3, 1, 2) / 255).argmax(axis=1)
-    out, _ = run_ok(monkeypatch, capsys, "evaluate", plain_path, "--data", csv, "--scale", 255,
-                            "--layout", "nhwc", "--eps", 0.02, "--json", tmp_path / "e.json")
+    out, _ = succeeded(run_cli("evaluate", plain_path, "--data", csv, "--scale", 255,
+                            "--layout", "nhwc", "--eps", 0.02, "--json", tmp_path / "e.json"))
     assert "channel-last points (H×W×C) transposed" in out
     doc = json.loads((tmp_path / "e.json").read_text())
     assert doc["predictions"] == expected.tolist() and doc["layout"] == "nhwc"
@@ -110,15 +101,15 @@ def test_npz_images_channel_last_or_first(tmp_path, nets, pixels):
         measure(plain, load_data(tmp_path / "chw.npz"), [], prep=Preprocessing("nhwc"))
 
 
-def test_mean_std_equal_the_network_that_normalises_itself(tmp_path, monkeypatch, capsys, nets, pixels):
+def test_mean_std_equal_the_network_that_normalises_itself(tmp_path, nets, pixels):
     _, _, plain_path, normed_path = nets
     images, labels = pixels
     csv = write_csv(tmp_path / "cifar.csv", images, labels)
     common = ["--data", csv, "--scale", 255, "--layout", "nhwc", "--eps", 0.01, "--eps", 0.05, "--eps", 0.3]
-    out, _ = run_ok(monkeypatch, capsys, "evaluate", normed_path, *common, "--json", tmp_path / "n.json")
+    out, _ = succeeded(run_cli("evaluate", normed_path, *common, "--json", tmp_path / "n.json"))
     assert f"{normed_path} normalises its input itself ('Sub_0', 'Div_1'): give pixels" in out
-    out, _ = run_ok(monkeypatch, capsys, "evaluate", plain_path, *common, "--mean", ",".join(map(str, MEAN)),
-                            "--std", ",".join(map(str, STD)), "--json", tmp_path / "p.json")
+    out, _ = succeeded(run_cli("evaluate", plain_path, *common, "--mean", ",".join(map(str, MEAN)),
+                            "--std", ",".join(map(str, STD)), "--json", tmp_path / "p.json"))
     assert "normalised (x − mean) / std per channel (mean 0.5,0.25,0.375; std 0.25,0.5,0.125)" in out
     assert "normalises its input itself" not in out
     normed, plain = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "np")
@@ -128,16 +119,16 @@ def test_mean_std_equal_the_network_that_normalises_itself(tmp_path, monkeypatch
     assert normed["robustness"]["0.3"] < normed["robustness"]["0.01"]  # the attack does something
 
 
-def test_normalising_twice_is_warned_about_not_refused(tmp_path, monkeypatch, capsys, nets, pixels):
+def test_normalising_twice_is_warned_about_not_refused(tmp_path, nets, pixels):
     _, _, _, normed_path = nets
     csv = write_csv(tmp_path / "cifar.csv", *pixels)
-    out, _ = run_ok(monkeypatch, capsys, "evaluate", normed_path, "--data", csv, "--scale", 255, "--layout",
-                            "nhwc", "--mean", "0.5", "--std", "0.25")
+    out, _ = succeeded(run_cli("evaluate", normed_path, "--data", csv, "--scale", 255, "--layout",
+                            "nhwc", "--mean", "0.5", "--std", "0.25"))
     assert [line.strip() for line in out.splitlines() if "warning" in line] == [
         f"warning: {normed_path} normalises its input itself ('Sub_0', 'Div_1') and --mean/--std normalise the "
         "points too: the normalisation is applied twice"]
-    out, err = run_ok(monkeypatch, capsys, "evaluate", normed_path, "--data", csv, "--scale", 255, "--layout",
-                              "nhwc", "--mean", "0.5", "--json", "-")
+    out, err = succeeded(run_cli("evaluate", normed_path, "--data", csv, "--scale", 255, "--layout",
+                              "nhwc", "--mean", "0.5", "--json", "-"))
     assert json.loads(out)["mean"] == [0.5] and "applied twice" in err
 
 
@@ -178,36 +169,36 @@ def test_input_normalisation_is_the_constant_chain_at_the_input(nets):
     (["--mean", "0.1,,0.2"], "--mean must be a comma list of numbers"),
     (["--mean", "nan"], "--mean must be finite numbers"),
 ])
-def test_bad_options_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, nets, pixels, args, text):
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, nets, pixels, args, text):
     csv = write_csv(tmp_path / "cifar.csv", *pixels)
     out = tmp_path / "e.json"
-    err = one_line_error(*run_main(monkeypatch, capsys, "evaluate", nets[2], "--data", csv, "--layout", "nhwc",
+    err = assert_clean_error(run_cli("evaluate", nets[2], "--data", csv, "--layout", "nhwc",
                                    *args, "--json", out))
     assert text in err and not out.exists()
 
 
-def test_a_layout_that_does_not_fit_is_refused(tmp_path, monkeypatch, capsys, nets, pixels):
+def test_a_layout_that_does_not_fit_is_refused(tmp_path, nets, pixels):
     images, labels = pixels
     out = tmp_path / "e.json"
     cartpole = write_csv(tmp_path / "cartpole.csv", np.ones((2, 4)), np.array([0, 1]))
-    err = one_line_error(*run_main(monkeypatch, capsys, "evaluate", MODELS / "cartpole.onnx", "--data", cartpole,
+    err = assert_clean_error(run_cli("evaluate", MODELS / "cartpole.onnx", "--data", cartpole,
                                    "--layout", "nhwc", "--json", out))
     assert "--layout nhwc needs a network input [1, C, H, W]; this one's is [1, 4]" in err
-    err = one_line_error(*run_main(monkeypatch, capsys, "evaluate", MODELS / "cartpole.onnx", "--data", cartpole,
+    err = assert_clean_error(run_cli("evaluate", MODELS / "cartpole.onnx", "--data", cartpole,
                                    "--mean", "0,0,0", "--json", out))
     assert "--mean with 3 values (one per channel) needs a network input [1, C, H, W]" in err
     short = write_csv(tmp_path / "short.csv", images[:, :, :3], labels)
-    err = one_line_error(*run_main(monkeypatch, capsys, "evaluate", nets[2], "--data", short, "--layout", "nhwc",
+    err = assert_clean_error(run_cli("evaluate", nets[2], "--data", short, "--layout", "nhwc",
                                    "--json", out))
     assert "points have 36 features but the network input has 48 elements" in err and not out.exists()
 
 
-def test_json_lists_the_predictions_of_both_networks(tmp_path, monkeypatch, capsys, nets, pixels):
+def test_json_lists_the_predictions_of_both_networks(tmp_path, nets, pixels):
     plain, normed, plain_path, normed_path = nets
     images, labels = pixels
     np.savez(tmp_path / "d.npz", x=images / 255, y=labels)
-    out, _ = run_ok(monkeypatch, capsys, "evaluate", plain_path, "--data", tmp_path / "d.npz", "--layout",
-                            "nhwc", "--against", normed_path, "--eps", 0.01, "--json", "-")
+    out, _ = succeeded(run_cli("evaluate", plain_path, "--data", tmp_path / "d.npz", "--layout",
+                            "nhwc", "--against", normed_path, "--eps", 0.01, "--json", "-"))
     doc = json.loads(out)
     chw = images.transpose(0, 3, 1, 2) / 255
     assert doc["predictions"] == OnnxRunner(plain)(chw).argmax(axis=1).tolist()

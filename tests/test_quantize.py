@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import run_main
+from conftest import outcome, run_cli
 from nnxform.accuracy import load_data
 from nnxform.cli import main
 from nnxform.domain import Box
@@ -268,7 +268,7 @@ def test_cli_writes_the_network_and_the_report(tmp_path, monkeypatch, capsys):
     assert json.loads(meta["nnxform.parameters"])["domain"]["vnnlib"] == MNIST_BOX.name
 
 
-def test_activation_qdq_is_refused_with_the_reason(tmp_path, monkeypatch, capsys):
+def test_activation_qdq_is_refused_with_the_reason(tmp_path):
     rng = np.random.default_rng(2)
     inits = {"s": np.array(0.02, np.float32), "z": np.array(0, np.int8),
              "wq": rng.integers(-127, 128, (4, 3)).astype(np.int8), "ws": np.array(0.01, np.float32)}
@@ -277,7 +277,7 @@ def test_activation_qdq_is_refused_with_the_reason(tmp_path, monkeypatch, capsys
              helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]), helper.make_node("MatMul", ["xd", "w"], ["y"])]
     path, out = tmp_path / "act.onnx", tmp_path / "q.onnx"
     onnx.save(_proto(nodes, inits, [1, 4]), path)
-    code, _, err = run_main(monkeypatch, capsys, "quantize", path, "-o", out, "--bits", "8")
+    code, _, err = outcome(run_cli("quantize", path, "-o", out, "--bits", "8"))
     assert code == 2 and not out.exists()
     assert len(err.strip().splitlines()) == 1
     assert "QuantizeLinear" in err and "activation quantisation" in err and "not piecewise linear" in err
@@ -285,9 +285,9 @@ def test_activation_qdq_is_refused_with_the_reason(tmp_path, monkeypatch, capsys
 
 @pytest.mark.parametrize("args", [("--bits", "0"), ("--bits", "1"), ("--bits", "33"), (), ("--bits", "8", "--float16"),
                                   ("--float16", "--per-channel")])
-def test_bad_options_exit_2_and_write_nothing(tmp_path, monkeypatch, capsys, args):
+def test_bad_options_exit_2_and_write_nothing(tmp_path, args):
     out = tmp_path / "q.onnx"
-    code, _, err = run_main(monkeypatch, capsys, "quantize", MODELS / "cartpole.onnx", "-o", out, *args)
+    code, _, err = outcome(run_cli("quantize", MODELS / "cartpole.onnx", "-o", out, *args))
     assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1
     assert "--bits" in err or "--per-channel" in err
 

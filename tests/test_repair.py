@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import run_main, trained_digits
+from conftest import outcome, run_cli, trained_digits
 from nnxform.cli import main
 from nnxform.ir import Model
 from nnxform.passes.quantize import quantize
@@ -137,9 +137,9 @@ def test_cli_writes_the_network_the_report_and_the_plot(files, tmp_path, monkeyp
     ("compressed", "--lower", "0", "--upper", "1", "--update", "sideways"),
     ("compressed", "--lower", "0", "--upper", "1", "--target", "0.1", "--target-ratio", "0.5"),
 ])
-def test_bad_input_exits_2_and_writes_nothing(files, tmp_path, monkeypatch, capsys, case):
+def test_bad_input_exits_2_and_writes_nothing(files, tmp_path, case):
     out = tmp_path / "r.onnx"
     args = [files.get(a, a) for a in case]
-    code, _, err = run_main(monkeypatch, capsys, "repair", files["original"], args[0], "-o", out, *args[1:])
+    code, _, err = outcome(run_cli("repair", files["original"], args[0], "-o", out, *args[1:]))
     assert code == 2 and not out.exists(), err
     assert len(err.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import run_main, trained_digits
+from conftest import outcome, run_cli, trained_digits
 from nnxform.cli import main
 from nnxform.discrepancy import Pair
 from nnxform.grid import detect, file_form, qdq_model
@@ -150,5 +150,5 @@ def test_train_keeps_the_grid_and_keep_grid_without_one_is_refused(digits, tmp_p
     for command in (("train", f, "--data", data, "--scale", "16", "--keep-grid"),
                     ("repair", f, f, "--center", "0.5", "--eps", "0.05", "--keep-grid")):
         out.unlink(missing_ok=True)
-        code, _, err = run_main(monkeypatch, capsys, *command, "-o", out)
+        code, _, err = outcome(run_cli(*command, "-o", out))
         assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1 and "grid" in err

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import run_main
+from conftest import outcome, run_cli
 from nnxform.cli import main
 from nnxform.discrepancy import Pair
 from nnxform.domain import Box
@@ -38,20 +38,20 @@ def _sound_bound(original: Model, written: Model) -> float:
 @pytest.mark.parametrize("option, data, label", [
     ("--data", "label_oor.csv", 10), ("--data", "bad2.npz", 99),
     ("--train-data", "label_oor.csv", 10), ("--test-data", "bad2.npz", 99)])
-def test_labels_that_are_no_class_are_refused(option, data, label, tmp_path, monkeypatch, capsys):
+def test_labels_that_are_no_class_are_refused(option, data, label, tmp_path):
     out = tmp_path / "r.onnx"
     domain = ("--eps", "0.01") if option == "--data" else BOX
-    code, stdout, err = run_main(monkeypatch, capsys, "repair", DATA / "tr.onnx", DATA / "tr.onnx", option,
-                                 DATA / data, *domain, "-o", out, "--rounds", "1", "--epochs", "1")
+    code, stdout, err = outcome(run_cli("repair", DATA / "tr.onnx", DATA / "tr.onnx", option,
+                                 DATA / data, *domain, "-o", out, "--rounds", "1", "--epochs", "1"))
     assert code == 2 and stdout == "" and not out.exists()
     assert err.strip().splitlines() == [f"nnxform: error: {DATA / data}: label {label} but the network has 10 outputs"]
 
 
 @pytest.mark.parametrize("command", [("train", "-o", "t.onnx", "--epochs", "1"), ("evaluate",)])
-def test_train_and_evaluate_refuse_the_same_file_with_the_same_line(command, tmp_path, monkeypatch, capsys):
+def test_train_and_evaluate_refuse_the_same_file_with_the_same_line(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(monkeypatch, capsys, command[0], DATA / "tr.onnx", "--data", DATA / "label_oor.csv",
-                            *command[1:])
+    code, _, err = outcome(run_cli(command[0], DATA / "tr.onnx", "--data", DATA / "label_oor.csv",
+                            *command[1:]))
     assert code == 2
     assert err.strip() == f"nnxform: error: {DATA / 'label_oor.csv'}: label 10 but the network has 10 outputs"
 
