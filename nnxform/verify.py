@@ -53,8 +53,8 @@ LEAF_RELUS = 24
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
 STARTS, START_NUMBERS, STEPS = 32, 4096, 40
 #: During branch and bound, every ``ATTACK_EVERY`` seconds the attack runs inside the ``ATTACK_BRANCHES`` open
-#: branches nearest a counterexample (the least proved).
-ATTACK_EVERY, ATTACK_BRANCHES = 1.0, 8
+#: branches nearest a counterexample (the least proved), taking at most ``ATTACK_SHARE`` of the search's time.
+ATTACK_EVERY, ATTACK_BRANCHES, ATTACK_SHARE = 1.0, 8, 0.2
 
 #: ``progress(proved per mille, open branches, seconds)``.
 Progress = Callable[[int, int, float], None]
@@ -252,11 +252,13 @@ class _Search:
                                    np.vstack([signs, c_sg[keep]]))
             self._report(len(lower))
             if len(keep) and time.monotonic() >= self.next_attack:  # the attack again, inside the least proved boxes
+                attack_started = time.monotonic()
                 for b in keep[np.argsort(children.progress[keep])[:ATTACK_BRANCHES]]:
                     found = self.attack(Case(Box(c_lo[b], c_hi[b]), case.regions), STARTS)
                     if found is not None:
                         return found
-                self.next_attack = time.monotonic() + ATTACK_EVERY
+                took = time.monotonic() - attack_started
+                self.next_attack = time.monotonic() + max(ATTACK_EVERY, (1 - ATTACK_SHARE) / ATTACK_SHARE * took)
         if gave_up:
             self.note = f"{gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
                         "relative, every ReLU fixed) and were not proved"
