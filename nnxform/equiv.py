@@ -18,14 +18,13 @@ from typing import Any, Callable
 import numpy as np
 
 from . import stopping
+from .analyzers.boxes import FEW_INPUTS
 from .analyzers.encoding import Deadline
 from .discrepancy import Pair, halves
 from .domain import Box
 from .errors import NnxformError
 from .ir import Model
 
-#: Networks with at most this many inputs get the input box halved; others the LP and MILP analyses.
-SPLIT_INPUTS = 16
 #: Leaves bounded between two witness searches on the worst leaf.
 LEAVES_PER_SEARCH = 64
 
@@ -70,7 +69,7 @@ def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0)
         first = pair.analyse(box, "symbolic", total_time=max(left(), 1e-3))
         state = _State(eps, first.delta_max, first.found, first.witness_input, first.witness_delta)
         if state.open and first.analysis == "difference":
-            if box.size <= SPLIT_INPUTS:
+            if box.size <= FEW_INPUTS:
                 _split(pair, box, state, left)
             else:
                 _solve(pair, box, state, left)

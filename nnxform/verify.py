@@ -17,13 +17,13 @@ lower bound's minimising corners and the branch centres are tried as counterexam
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from . import stopping
-from .analyzers.boxes import BoxBounds, DenseNetwork, analyse, objective, optimized_objective
+from .analyzers.boxes import FEW_INPUTS, BoxBounds, DenseNetwork, analyse, objective, optimized_objective
 from .analyzers.encoding import Encoder
 from .analyzers.milp import beyond_solver
 from .analyzers.network import Activation, compile_model
@@ -36,9 +36,6 @@ from .ir import Model
 from .runtime import OnnxRunner
 from .vnnlib import Case
 
-ANSWERS = ("sat", "unsat", "timeout", "unknown")
-#: Inputs up to which the search splits the input box (beyond, splitting inputs halves too little of the bound).
-SPLIT_INPUTS = 16
 #: Branches bounded together (at most; fewer where bounding one takes long: about ``ROUND_SECONDS`` a part, so the
 #: timeout is kept), and the relative width below which an input is not split further.
 BATCH, ROUND_SECONDS, SMALLEST = 256, 0.5, 1e-7
@@ -73,7 +70,6 @@ class Verdict:
     counterexample: np.ndarray | None = None
     outputs: np.ndarray | None = None
     note: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"answer": self.answer, "seconds": self.seconds, "branches": self.branches,
@@ -82,7 +78,7 @@ class Verdict:
             out.update(case=self.case, counterexample=self.counterexample.tolist(), outputs=self.outputs.tolist())
         if self.note:
             out["note"] = self.note
-        return out | self.details
+        return out
 
     def result_text(self) -> str:
         """The VNN-COMP result file: the answer, and for ``sat`` the assignment ``((X_0 v) … (Y_0 v))``."""
@@ -267,7 +263,7 @@ class _Search:
 
     def input_candidates(self, n: int) -> int:
         """How many inputs a branch may split: all of them for networks with few inputs, else none."""
-        return n if n <= SPLIT_INPUTS else 0
+        return n if n <= FEW_INPUTS else 0
 
     def relu_candidates(self, n: int) -> int:
         """How many ReLUs a branch may split: ``RELU_CANDIDATES``, but where the inputs are split only once the search
@@ -282,7 +278,7 @@ class _Search:
     @property
     def optimize(self) -> bool:
         """Whether branches the plain bound does not prove get optimised slopes and split multipliers."""
-        return self.dense.steps[0].size > SPLIT_INPUTS or self.escalated()
+        return self.dense.steps[0].size > FEW_INPUTS or self.escalated()
 
     def _exact(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray
                ) -> str | tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,9 @@ from .network import Activation, Input, Linear, Network, Pool, dense_weights
 from .result import MARGIN_ABS, MARGIN_REL, widen
 from .rounding import Rounding, cast_box, gamma, magnitude
 
-#: Networks with at most this many inputs carry their hidden bounds forward as functions of the input (``_Forward``).
-FORWARD_INPUTS = 16
+#: Networks with at most this many inputs are "few-input": their hidden bounds are carried forward as functions of
+#: the input (``_Forward``), and the searches above (``verify``, ``equiv``) halve their input box.
+FEW_INPUTS = 16
 #: Memory one back-substitution's coefficients may take (the batch is bounded in parts beyond it).
 BACKSUB_BYTES = 128 * 2**20
 
@@ -84,7 +85,7 @@ def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
     noise: list[np.ndarray | None] = [None] * n
     lo[0], hi[0] = cast_box(np.asarray(lower, np.float64), np.asarray(upper, np.float64), dense.net.dtype)
     state = BoxBounds(dense, lo, hi, noise, np.zeros(B, bool))
-    forward = _Forward(state) if steps[0].size <= FORWARD_INPUTS else None
+    forward = _Forward(state) if steps[0].size <= FEW_INPUTS else None
     for i in range(1, n):
         s = steps[i]
         if isinstance(s, Linear):
@@ -185,9 +186,14 @@ def objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, record: dic
     ``record`` receives, per activation step, the coefficients ``(B, M, size)`` the bound has on its output."""
     low, A = lower_bound(state, state.net.output, {state.net.output: coef}, -np.asarray(bound, np.float64),
                          record=record)
+    return _final(state, low), A
+
+
+def _final(state: BoxBounds, low: np.ndarray) -> np.ndarray:
+    """Objective bounds widened by the analysis margin; +inf for infeasible branches."""
     low = low - (MARGIN_REL * np.abs(low) + MARGIN_ABS)
     low[state.empty] = np.inf
-    return low, A
+    return low
 
 
 def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const: np.ndarray, inputs: bool = True,
@@ -283,9 +289,7 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
             for k in group:
                 np.clip(group[k], low_clip, high_clip, out=group[k])
                 group[k] *= mask[k] if group is betas else 1.0
-    best = best - (MARGIN_REL * np.abs(best) + MARGIN_ABS)
-    best[state.empty] = np.inf
-    return best, best_A
+    return _final(state, best), best_A
 
 
 def _adjoint(state: BoxBounds, tape: list, slopes: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
