@@ -42,9 +42,10 @@ from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
-from .analyzers.conv import zero_rows
-from .analyzers.difference import (ChainLayer, NotAligned, joint_network, layers_network, pair_chains, propagate,
-                                   solve)
+from .analyzers.boxes import DenseNetwork, analyse
+from .analyzers.conv import Operator, zero_rows
+from .analyzers.difference import (ChainBounds, ChainLayer, NotAligned, joint_network, layers_network, pair_chains,
+                                   propagate, solve)
 from .analyzers.network import Network, Pool
 from .analyzers.result import INACTIVE, State
 from .attack import ascend
@@ -142,6 +143,7 @@ class Pair:
             self._delta_fn: _Delta = _ModelDelta(a, b)
             return
         self.chains = True
+        self._dense: dict[bool, tuple[DenseNetwork, DenseNetwork]] = {}  # per ``real``
         self.notes, self.reshaped_a, self.layers = pair.notes, pair.reshaped_a, pair.layers
         self.net_a = layers_network(pair.a, a.dtype, probe=True)
         self.net_b = layers_network(pair.b, b.dtype, probe=True)
@@ -237,6 +239,35 @@ class Pair:
         best = int(np.argmax(np.abs(deltas).max(axis=1)))
         return candidates[best], deltas[best]
 
+    @property
+    def batched(self) -> bool:
+        """Whether ``bound_boxes`` can bound many boxes at once: a difference analysis of dense layers."""
+        return self.chains and not any(isinstance(w, Operator) for L in self.layers for w in (L.wa, L.wb))
+
+    def bound_boxes(self, lower: np.ndarray, upper: np.ndarray, real: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Symbolic bounds of ``f_A − f_B`` over each box ``[lower[b], upper[b]]`` at once (``batched`` pairs): lower
+        and upper ``(B, outputs)``, and the rows ``[lower; −upper]``'s coefficients on the input ``(B, 2·outputs,
+        inputs)``. Each network's hidden bounds come from the batched engine (``analyzers.boxes``). ``real``: of the
+        real-valued networks (no rounding)."""
+        if real not in self._dense:
+            self._dense[real] = (DenseNetwork(self.net_a, "first network", real),
+                                 DenseNetwork(self.net_b, "second network", real))
+        lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        chains = []
+        for dense, dead in zip(self._dense[real], (self.dead_a, self.dead_b)):
+            steps = dense.net.linear_steps
+            signs = {steps[k]: np.broadcast_to(d, (len(lower), d.size)) for k, d in enumerate(dead) if d.any()}
+            chains.append(ChainBounds.of(analyse(dense, lower, upper, signs)))
+        out = propagate(self.layers, *chains, symbolic=True)[-1]
+        return out.lo_d, out.hi_d, out.input_coef
+
+    def real_delta(self, xs: np.ndarray) -> np.ndarray:
+        """``f_A − f_B`` of the real-valued networks at the points ``xs`` (float64 arithmetic; ReLU chains only)."""
+        if not self.chains:
+            raise NnxformError("the real-valued difference is evaluated for two ReLU chains only")
+        return self._delta_fn.values(np.asarray(xs, np.float64))
+
     def _check_signs(self, signs_a: list[np.ndarray]) -> None:
         """Refuse proven signs that do not fit the first network's ReLU layers as the difference analysis sees them."""
         if not self.chains or self.reshaped_a:
@@ -283,11 +314,12 @@ class Pair:
         hi = np.max([e[3].upper for e in heap], axis=0)
         return DeltaBounds(lo, hi, details={"splits": len(heap) - 1, "leaves": len(heap)})
 
-    def leaf(self, leaf: Box, box: Box, method: str = "symbolic", time_limit: float = 60.0
+    def leaf(self, leaf: Box, box: Box, method: str = "symbolic", time_limit: float = 60.0, real: bool = False
              ) -> tuple[DeltaBounds, np.ndarray]:
-        """The bounds over ``leaf`` (a part of ``box``) and, per input, how much of its worst bound that input
-        spreads: its coefficient in the symbolic bound times its width, else its width relative to ``box``."""
-        r = self._bound(leaf, method, time_limit, None)
+        """The bounds over ``leaf`` (a part of ``box``; ``real``: of the real-valued networks) and, per input, how
+        much of its worst bound that input spreads: its coefficient in the symbolic bound times its width, else its
+        width relative to ``box``."""
+        r = self._bound(leaf, method, time_limit, None, real=real)
         worst = np.concatenate([-r.lower, r.upper])
         width = leaf.upper - leaf.lower
         spread = None if r.input_coef is None else np.abs(r.input_coef[np.argmax(worst)]) * width
@@ -303,7 +335,7 @@ class Pair:
             signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
         sa = _chain_bounds(self.net_a, box, signs_a or self.dead_a, real)
         sb = _chain_bounds(self.net_b, box, self.dead_b, real)
-        deltas = propagate(self.layers, box, sa, sb, symbolic=method != "interval")
+        deltas = propagate(self.layers, ChainBounds.of(sa), ChainBounds.of(sb), symbolic=method != "interval")
         out = deltas[-1]
         r = DeltaBounds(out.lo_d.copy(), out.hi_d.copy(), input_coef=out.input_coef)
         too_large = beyond_solver(sa, sb) if method == "milp" else ""

@@ -2,15 +2,19 @@
 
 The difference analysis (``discrepancy``) bounds ``f_A − f_B`` as a difference, not as two copies; its witness
 search finds inputs where they differ most, each replayed in onnxruntime. ``equivalence`` runs that first, then
-refines until one side wins: best-first halving of the input box (the leaf with the largest bound first, split
-along the input that spreads it most) for networks with few inputs, the LP and then the MILP difference analysis
-for networks with many. ``equivalent`` is proved when every leaf's bound is below ε; ``not equivalent`` comes with
-an input whose replayed difference reaches ε; otherwise ``unknown`` with both figures.
+refines until one side wins: for networks with few inputs, best-first halving of the input box (many leaves bounded
+at once by ``Pair.bound_boxes``, each halved along the input that spreads its worst bound most, the corners its
+linear bounds point to replayed as counterexamples); for networks with many, the LP and then the MILP difference
+analysis. ``equivalent`` is proved when every leaf's bound is below ε; ``not equivalent`` comes with an input whose
+replayed difference reaches ε; otherwise ``unknown`` with both figures.
+
+By default the networks are the float32 ones onnxruntime runs, so both networks' rounding is bounded too and can
+keep a tight ε open (a note says so when the real-valued networks are within ε); ``real`` decides the real-valued
+networks instead, as NeuroDiff and the VNN-COMP verifiers read them.
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,15 +22,22 @@ from typing import Any, Callable
 import numpy as np
 
 from . import stopping
-from .analyzers.boxes import FEW_INPUTS
+from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse, objective
+from .analyzers.network import compile_model
 from .analyzers.encoding import Deadline
-from .discrepancy import Pair, halves
+from .discrepancy import Pair
 from .domain import Box
 from .errors import NnxformError
-from .ir import Model
+from .ir import Model, Node
+from .merge import side_by_side
+from .runtime import OnnxRunner
+from .verify import verify
+from .vnnlib import Case, Region
 
-#: Leaves bounded between two witness searches on the worst leaf.
-LEAVES_PER_SEARCH = 64
+#: Leaves halved per round of the search (their halves are bounded together).
+BATCH = 128
+#: Share of the search's time the witness search on the worst leaf may take.
+WITNESS_SHARE = 0.2
 
 
 @dataclass
@@ -44,15 +55,20 @@ class Equivalence:
     seconds: float
     analysis: str
     notes: list[str]
+    real: bool = False  # decided for the real-valued networks (--real), not the float32 ones
 
     def to_json(self) -> dict[str, Any]:
         return {"answer": self.answer, "eps": self.eps, "delta_max_bound": self.bound, "largest_found": self.found,
                 "witness_input": self.witness.tolist(), "witness_delta": self.delta.tolist(), "leaves": self.leaves,
-                "seconds": self.seconds, "analysis": self.analysis, "notes": self.notes}
+                "seconds": self.seconds, "analysis": self.analysis, "notes": self.notes,
+                "semantics": "real" if self.real else "float32"}
 
 
-def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0) -> Equivalence:
-    """Decide whether ``‖f_A − f_B‖∞ < eps`` everywhere on ``box`` within ``timeout`` seconds."""
+def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0, real: bool = False
+                ) -> Equivalence:
+    """Decide whether ``‖f_A − f_B‖∞ < eps`` everywhere on ``box`` within ``timeout`` seconds: for the float32
+    networks as onnxruntime runs them, or (``real``) for the real-valued networks, as NeuroDiff and the VNN-COMP
+    verifiers read them (then a counterexample must reach ``eps`` in float64 arithmetic and in onnxruntime)."""
     if not (np.isfinite(eps) and eps > 0):
         raise NnxformError(f"the equivalence threshold must be a positive number, got {eps!r}")
     started = time.monotonic()
@@ -65,28 +81,113 @@ def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0)
     if pair.outputs != int(np.prod(a.shapes()[a.output_name])) or pair.outputs != int(
             np.prod(b.shapes()[b.output_name])):
         raise NnxformError("the two networks' outputs differ in size; equivalence compares them element by element")
+    if real and not pair.chains:
+        raise NnxformError("--real needs the difference analysis, which these networks do not fit (see the note of "
+                           "nnxform discrepancy); drop --real to decide the float32 networks")
+    notes = list(pair.notes)
     with stopping.honoured():
         first = pair.analyse(box, "symbolic", total_time=max(left(), 1e-3))
-        state = _State(eps, first.delta_max, first.found, first.witness_input, first.witness_delta)
+        state = _State(eps, first.delta_max, 0.0, first.witness_input, first.witness_delta,
+                       pair.real_delta if real else None)
+        state.take(first.witness_input, first.witness_delta)
+        if real:
+            state.bound = pair.bound(box, "symbolic", real=True).delta_max
         if state.open and first.analysis == "difference":
             if box.size <= FEW_INPUTS:
-                _split(pair, box, state, left)
+                _split(pair, box, state, left, real)
             else:
-                _solve(pair, box, state, left)
+                _solve(pair, box, state, left, real)
     answer = ("not equivalent" if state.found >= eps else "equivalent" if state.bound < eps else "unknown")
+    floor = first.details.get("real_delta_max")
+    if answer == "unknown" and not real and floor is not None and floor < eps:
+        notes.append(f"the real-valued networks are within {floor:.3g} of each other on the box, below E; what stays "
+                     "open is the float32 rounding (bounded for both networks), which --real leaves out")
     return Equivalence(answer, eps, state.bound, state.found, state.witness, state.delta, state.leaves,
-                       time.monotonic() - started, first.analysis, list(pair.notes))
+                       time.monotonic() - started, first.analysis, notes, real)
+
+
+@dataclass
+class TopOne:
+    """The answer to "do both networks pick the same class everywhere on the box?", a counterexample's input and
+    classes when not, and the search's figures (``verify``'s)."""
+
+    answer: str  # "equivalent", "not equivalent" or "unknown"
+    witness: np.ndarray | None
+    classes: tuple[int, int] | None
+    seconds: float
+    branches: int
+    proved: float
+    notes: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"answer": self.answer, "criterion": "top-1",
+                "witness_input": None if self.witness is None else self.witness.tolist(),
+                "witness_classes": None if self.classes is None else list(self.classes), "seconds": self.seconds,
+                "branches": self.branches, "proved_share": self.proved, "notes": self.notes}
+
+
+def top1_equivalence(a: Model, b: Model, box: Box, timeout: float = 60.0) -> TopOne:
+    """Decide whether ``argmax f_A(x) = argmax f_B(x)`` for every ``x`` of ``box`` (onnxruntime's float32 networks,
+    ties to the lowest index as ``numpy.argmax``) within ``timeout`` seconds.
+
+    Both graphs, as they are, run side by side on one input with their outputs concatenated (``merge.side_by_side``),
+    and ``verify`` decides the property whose counterexamples are the points where A picks class ``c`` and B class
+    ``k ≠ c``: one region per ``(c, k)``, ``A_j ≤ A_c`` for every ``j`` and ``B_c ≤ B_k`` (ties included, so a proof
+    covers them). A counterexample is replayed on each network on its own.
+    """
+    started = time.monotonic()
+    if a.input_size != b.input_size:
+        raise NnxformError(f"the inputs differ in size: the first network takes {a.input_size} values, the second "
+                           f"{b.input_size}")
+    both, y_a, y_b = side_by_side(a, b)
+    m = int(np.prod(a.shapes()[a.output_name]))
+    flat = both.add_constant("top1/flat", np.array([1, m], np.int64))
+    both.nodes += [Node("Reshape", "top1/flat_a", [y_a, flat], ["top1/a"]),
+                   Node("Reshape", "top1/flat_b", [y_b, flat], ["top1/b"]),
+                   Node("Concat", "top1/outputs", ["top1/a", "top1/b"], [both.output_name], {"axis": 1})]
+    # which class can beat which on the box: A_j − A_c and B_c − B_k bounded once (a region with a row positive
+    # everywhere is empty), so the search gets only the pairs (c, k) both networks' bounds leave possible
+    eye = np.eye(m)
+    beats = (eye[:, None, :] - eye[None, :, :]).reshape(m * m, m)  # row i·m + j: y_i − y_j
+    rows = np.hstack([np.vstack([beats, np.zeros_like(beats)]), np.vstack([np.zeros_like(beats), beats])])
+    state = analyse(DenseNetwork(compile_model(both), "equiv --top1"), box.lower[None], box.upper[None])
+    low = objective(state, rows, np.zeros(len(rows)))[0][0]
+    a_over, b_over = low[: m * m].reshape(m, m) > 0, low[m * m:].reshape(m, m) > 0  # [i, j]: y_i > y_j everywhere
+    regions = []
+    for c, k in zip(*np.nonzero(~eye.astype(bool))):
+        if a_over[:, c].any() or b_over[c, k]:
+            continue  # A never picks c on the box, or B's c always beats its k
+        coef = np.zeros((m, 2 * m))
+        coef[: m - 1, :m] = beats[c * m: (c + 1) * m][np.arange(m) != c] * -1.0  # A_j − A_c <= 0
+        coef[m - 1, m + c], coef[m - 1, m + k] = 1.0, -1.0  # B_c − B_k <= 0
+        regions.append(Region(coef, np.zeros(m), np.zeros(m, bool)))
+    if not regions:
+        return TopOne("equivalent", None, None, time.monotonic() - started, 1, 1.0, [])
+    v = verify(both, [Case(box, regions)], max(timeout - (time.monotonic() - started), 1e-3))
+    notes = [f"{len(regions)} of {m * (m - 1)} class pairs left open by the bounds of both networks"]
+    notes += [v.note] if v.note else []
+    answer, classes = {"unsat": "equivalent"}.get(v.answer, "unknown"), None
+    if v.answer == "sat":
+        x = v.counterexample[None]
+        classes = int(np.argmax(OnnxRunner(a)(x))), int(np.argmax(OnnxRunner(b)(x)))
+        if classes[0] != classes[1]:
+            answer = "not equivalent"
+        else:
+            notes.append("the counterexample found lies on a tie of two classes, where both networks pick the same")
+    return TopOne(answer, v.counterexample, classes, time.monotonic() - started, v.branches, v.proved, notes)
 
 
 @dataclass
 class _State:
-    """What is proved (``bound``) and found (``found`` at ``witness``) so far."""
+    """What is proved (``bound``) and found (``found`` at ``witness``) so far; ``real_delta``: the real-valued
+    difference, which a counterexample must also reach (``--real``)."""
 
     eps: float
     bound: float
     found: float
     witness: np.ndarray
     delta: np.ndarray
+    real_delta: Callable[[np.ndarray], np.ndarray] | None = None
     leaves: int = 1
 
     @property
@@ -94,43 +195,87 @@ class _State:
         return self.found < self.eps <= self.bound
 
     def take(self, x: np.ndarray, delta: np.ndarray) -> None:
+        """Keep ``x`` (``f_A − f_B`` there in onnxruntime: ``delta``) if its difference is the largest so far."""
         value = float(np.abs(delta).max())
+        if self.real_delta is not None and value > self.found:
+            value = min(value, float(np.abs(self.real_delta(x[None])).max()))
         if value > self.found:
             self.found, self.witness, self.delta = value, x, delta
 
 
-def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float]) -> None:
-    """Best-first halving of the box until every leaf is below ε, a witness reaches it, or the time is up."""
-    r, spread = pair.leaf(box, box)
-    heap = [(-r.delta_max, 0, box, spread)]
-    proved = 0.0  # the largest bound among the leaves below ε
-    while heap and state.open and left() > 0:
-        parts = halves(heap[0][2], heap[0][3])
-        if parts is None:
-            break  # the worst leaf cannot be split: its bound stands
-        heapq.heappop(heap)
-        for part in parts:
-            r, spread = pair.leaf(part, box)
-            state.leaves += 1
-            if r.delta_max < state.eps:
-                proved = max(proved, r.delta_max)
-            else:
-                heapq.heappush(heap, (-r.delta_max, state.leaves, part, spread))
-        if heap and state.leaves % LEAVES_PER_SEARCH < 2:  # now and then, a witness search where the bound is worst
-            state.take(*pair.witness(heap[0][2], deadline=Deadline(max(left(), 1e-3))))
-        state.bound = max(proved, -heap[0][0] if heap else 0.0)
+def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real: bool) -> None:
+    """Best-first halving of the box, ``BATCH`` worst leaves per round bounded together, until every leaf is below
+    ε, a counterexample reaches it, or the time is up. A leaf is halved along the input that spreads its worst
+    bound most; each sub-box's corner that minimises its worst linear bound is replayed as a candidate
+    counterexample, and now and then the witness search runs on the worst leaf."""
+    lo, hi = box.lower[None].astype(np.float64), box.upper[None].astype(np.float64)
+    worst, spread, _ = _bounded(pair, lo, hi, box, real)
+    proved, searched = 0.0, 0.0  # the largest bound among the leaves below ε; seconds of witness search
+    started = time.monotonic()
+    while worst.size and state.open and left() > 0:
+        take = np.argsort(-worst, kind="stable")[:BATCH]
+        j = np.argmax(spread[take], axis=1)
+        splittable = spread[take, j] > 0
+        if not splittable.all():
+            break  # one of the worst leaves cannot be split: its bound stands
+        mid = 0.5 * (lo[take, j] + hi[take, j])
+        left_hi, right_lo = hi[take].copy(), lo[take].copy()
+        rows = np.arange(take.size)
+        left_hi[rows, j], right_lo[rows, j] = mid, mid
+        c_lo, c_hi = np.vstack([lo[take], right_lo]), np.vstack([left_hi, hi[take]])
+        c_worst, c_spread, c_corners = _bounded(pair, c_lo, c_hi, box, real)
+        state.leaves += c_lo.shape[0]
+        _replay(pair, box, state, c_corners)
+        done = c_worst < state.eps
+        proved = max(proved, float(c_worst[done].max(initial=0.0)))
+        keep = np.ones(worst.size, bool)
+        keep[take] = False
+        lo, hi = np.vstack([lo[keep], c_lo[~done]]), np.vstack([hi[keep], c_hi[~done]])
+        worst, spread = np.concatenate([worst[keep], c_worst[~done]]), np.vstack([spread[keep], c_spread[~done]])
+        state.bound = max(proved, float(worst.max(initial=0.0)))
+        if worst.size and state.open and searched < WITNESS_SHARE * (time.monotonic() - started):
+            t = time.monotonic()
+            w = int(np.argmax(worst))
+            state.take(*pair.witness(Box(lo[w], hi[w]), deadline=Deadline(max(min(left(), 1.0), 1e-3))))
+            searched += time.monotonic() - t
 
 
-def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float]) -> None:
+def _bounded(pair: Pair, lo: np.ndarray, hi: np.ndarray, box: Box, real: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sub-box: the bound on ``‖f_A − f_B‖∞``, how much each input spreads its worst row (coefficient × width,
+    else the width relative to ``box``), and the corner minimising that row's linear bound (else the centre)."""
+    if pair.batched:
+        lower, upper, coef = pair.bound_boxes(lo, hi, real)
+    else:
+        results = [pair.leaf(Box(a, b), box, real=real)[0] for a, b in zip(lo, hi)]
+        lower, upper = np.array([r.lower for r in results]), np.array([r.upper for r in results])
+        coef = np.array([r.input_coef for r in results]) if all(r.input_coef is not None for r in results) else None
+    rows = np.concatenate([-lower, upper], axis=1)
+    width = hi - lo
+    relative = width / np.where(box.upper > box.lower, box.upper - box.lower, 1.0)
+    if coef is None:
+        return rows.max(axis=1), relative, 0.5 * (lo + hi)
+    c = coef[np.arange(len(lo)), np.argmax(rows, axis=1)]  # the worst row's coefficients (a lower bound's)
+    spread = np.abs(c) * width
+    spread = np.where(spread.any(axis=1, keepdims=True), spread, relative)  # (a bound of rounding alone)
+    return rows.max(axis=1), spread, np.where(c > 0, lo, hi)
+
+
+def _replay(pair: Pair, box: Box, state: _State, xs: np.ndarray) -> None:
+    """Run both networks on the points ``xs`` (moved to float32 points of the box) and keep the largest difference."""
+    xs = box.float32_points(xs).astype(np.float64)
+    ra, rb = pair.runners
+    deltas = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
+    best = int(np.argmax(np.abs(deltas).max(axis=1)))
+    state.take(xs[best], deltas[best])
+
+
+def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float], real: bool) -> None:
     """The LP, then the MILP difference analysis on the whole box, within the time left."""
     for method in ("lp", "milp"):
         if not state.open or left() <= 1.0:
             return
-        r = pair.bound(box, method, time_limit=left(), total_time=left())
+        r = pair.bound(box, method, time_limit=left(), total_time=left(), real=real)
         state.bound = min(state.bound, r.delta_max)
         if r.points:  # the solver's solutions, replayed
-            xs = box.float32_points(np.vstack(r.points)).astype(np.float64)
-            ra, rb = pair.runners
-            deltas = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
-            best = int(np.argmax(np.abs(deltas).max(axis=1)))
-            state.take(xs[best], deltas[best])
+            _replay(pair, box, state, np.vstack(r.points))

@@ -147,18 +147,39 @@ def _merged_convolutional(a: Model, second: Model, keep_outputs: bool, shapes: t
 
 
 def _merged_graph(a: Model, second: Model, keep_outputs: bool, shapes: tuple, why: str) -> tuple[Model, MergeReport]:
-    """Both canonical graphs side by side on the first one's input (the second's nodes, tensors and constants
-    prefixed ``second/``), its last Gemm negated (or its output times −1), one Add giving ``f_A − f_B``: a DAG,
-    for networks that are no chain (skip connections) — read by the verifiers that read graphs."""
+    """Both canonical graphs side by side on the first one's input (``side_by_side``), the second's output times −1,
+    one Add giving ``f_A − f_B``: a DAG, for networks that are no chain (skip connections) — read by the verifiers
+    that read graphs."""
     ga, _ = PASSES["canon"](a)
     gb, _ = PASSES["canon"](second)
+    m, y_a, y_b = side_by_side(ga, gb)
+    m.source = dict(a.source)
+    out_shape = tuple(ga.shapes()[ga.output_name])
+    minus = m.add_constant("minus_one", np.array(-1.0))
+    m.nodes.append(Node("Mul", "negate_second", [y_b, minus], ["second/negated"]))
+    ends = [Node("Add", "compare", [y_a, "second/negated"], [OUTPUT if not keep_outputs else "difference"])]
+    if keep_outputs:
+        ends.append(Node("Concat", "outputs", ["difference", y_a, y_b], [OUTPUT], {"axis": -1}))
+    m.nodes += ends
+    weighted = [sum(OPERATORS[n.op].linear_layer for n in g.nodes) for g in (ga, gb)]
+    report = MergeReport(*weighted, max(weighted), [], int(np.prod(out_shape)), *shapes, keep_outputs, [],
+                         f"graph: {why}; the two graphs side by side on one input and f_A − f_B = Add(f_A, −f_B): a "
+                         "DAG, which verifiers reading graphs take (α,β-CROWN; Marabou when it reads both networks' "
+                         "operators) and single-chain verifiers (nnenum) do not")
+    return m, report
+
+
+def side_by_side(ga: Model, gb: Model) -> tuple[Model, str, str]:
+    """Both graphs, as they are, on the first one's input (the second's nodes, tensors and constants prefixed
+    ``second/``; its input reshaped from the first's when their shapes differ, its output to the first's output
+    shape): the model, whose output ``OUTPUT`` the caller's last node writes, and the two output tensors."""
     out_shape = tuple(ga.shapes()[ga.output_name])
     if int(np.prod(out_shape)) != int(np.prod(gb.shapes()[gb.output_name])):
         raise NnxformError(f"the outputs differ in size: {list(out_shape)} and {list(gb.shapes()[gb.output_name])}; "
-                           "merge needs outputs of the same size")
+                           "the two networks must have outputs of the same size")
     m = Model(nodes=list(ga.nodes), constants=dict(ga.constants), input_name=ga.input_name,
               input_shape=tuple(ga.input_shape), output_names=[OUTPUT], input_dims=tuple(ga.input_dims),
-              dtype=ga.dtype, source=dict(a.source))
+              dtype=ga.dtype, source={})
     names = {t: f"second/{t}" for n in gb.nodes for t in n.outputs} | {t: f"second/{t}" for t in gb.constants}
     names[gb.input_name] = ga.input_name
     if tuple(gb.input_shape) != tuple(ga.input_shape):  # paired element by element in row-major order
@@ -175,18 +196,7 @@ def _merged_graph(a: Model, second: Model, keep_outputs: bool, shapes: tuple, wh
                             [y_b, m.add_constant("second/output_shape", np.array(out_shape, np.int64))],
                             ["second/output"]))
         y_b = "second/output"
-    minus = m.add_constant("minus_one", np.array(-1.0))
-    m.nodes.append(Node("Mul", "negate_second", [y_b, minus], ["second/negated"]))
-    ends = [Node("Add", "compare", [y_a, "second/negated"], [OUTPUT if not keep_outputs else "difference"])]
-    if keep_outputs:
-        ends.append(Node("Concat", "outputs", ["difference", y_a, y_b], [OUTPUT], {"axis": -1}))
-    m.nodes += ends
-    weighted = [sum(OPERATORS[n.op].linear_layer for n in g.nodes) for g in (ga, gb)]
-    report = MergeReport(*weighted, max(weighted), [], int(np.prod(out_shape)), *shapes, keep_outputs, [],
-                         f"graph: {why}; the two graphs side by side on one input and f_A − f_B = Add(f_A, −f_B): a "
-                         "DAG, which verifiers reading graphs take (α,β-CROWN; Marabou when it reads both networks' "
-                         "operators) and single-chain verifiers (nnenum) do not")
-    return m, report
+    return m, y_a, y_b
 
 
 def _identity_of(layer: Layer, nonnegative_there: bool) -> str:

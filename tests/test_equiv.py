@@ -65,3 +65,83 @@ def test_bad_input_is_refused_in_one_line(tmp_path):
     other = save(mlp(0, [3, 4, 5]).to_onnx(), tmp_path / "three.onnx")
     assert_clean_error(run_cli("equiv", a, other, "--vnnlib", MODELS / "vnnlib" / "acasxu_prop_3.vnnlib",
                                "--equiv-eps", "0.1"), "inputs differ in size")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_difference_bounds_hold_and_match_one_box_at_a_time(seed):
+    """``Pair.bound_boxes`` bounds many sub-boxes at once: every sampled difference (onnxruntime) lies within its
+    box's bounds, and each box's bound is the one-box analysis's within a factor (both are sound; they relax alike)."""
+    from nnxform.discrepancy import Pair
+
+    a = mlp(seed, [4, 12, 12, 3])
+    pair = Pair(a, _perturbed(a, seed, 0.05))
+    assert pair.batched
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-1, 0.5, (40, 4))
+    hi = lo + rng.uniform(0.01, 0.5, (40, 4))
+    lower, upper, coef = pair.bound_boxes(lo, hi)
+    assert lower.shape == upper.shape == (40, 3) and coef.shape == (40, 6, 4)
+    ra, rb = pair.runners
+    for k in range(40):
+        xs = Box(lo[k], hi[k]).float32_points(rng.uniform(lo[k], hi[k], (300, 4))).astype(np.float64)
+        d = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
+        assert np.all(d >= lower[k]) and np.all(d <= upper[k])
+        one = pair.bound(Box(lo[k], hi[k]), "symbolic")
+        batched = max(np.abs(lower[k]).max(), np.abs(upper[k]).max())
+        assert batched <= 1.5 * one.delta_max + 1e-6 and one.delta_max <= 1.5 * batched + 1e-6
+
+
+def test_real_valued_networks_decide_what_float_rounding_leaves_open():
+    """A network against itself: the float32 analysis cannot get below both networks' rounding bound, so a tiny E
+    stays unknown (with a note naming the reason); ``real`` proves it, and a counterexample is never claimed."""
+    a = mlp(3, [3, 16, 16, 2])
+    box = Box(np.full(3, -1.0), np.full(3, 1.0))
+    floating = equivalence(a, a, box, 1e-12, timeout=5)
+    assert floating.answer == "unknown" and floating.found == 0.0
+    assert any("--real" in note for note in floating.notes)
+    real = equivalence(a, a, box, 1e-12, timeout=20, real=True)
+    assert real.answer == "equivalent" and real.to_json()["semantics"] == "real"
+    b = _perturbed(a, 3, 0.05)
+    found = discrepancy(a, b, box, "symbolic").found
+    below = equivalence(a, b, box, 0.5 * found, timeout=20, real=True)
+    assert below.answer == "not equivalent"
+    from nnxform.discrepancy import Pair
+    assert np.abs(Pair(a, b).real_delta(below.witness[None])).max() >= 0.5 * found
+
+
+def test_top1_equivalence_proves_a_robust_box_and_replays_a_disagreement():
+    """Top-1: a network and its float16 copy pick the same class on a small box around a confidently classified
+    point (proved); a network and one with two output rows swapped disagree somewhere (both networks replayed)."""
+    from nnxform.equiv import top1_equivalence
+
+    a = mlp(4, [3, 16, 16, 3])
+    rng = np.random.default_rng(4)
+    centres = rng.uniform(-1, 1, (200, 3))
+    ys = OnnxRunner(a)(centres.astype(np.float32)).astype(np.float64)
+    top = np.sort(ys, axis=1)
+    centre = centres[np.argmax(top[:, -1] - top[:, -2])]
+    box = Box(centre - 0.01, centre + 0.01)
+    same = top1_equivalence(a, _perturbed(a, 4, 1e-4), box, timeout=30)
+    assert same.answer == "equivalent", same.to_json()
+    swapped = a.copy()  # the last Gemm (transB: rows are outputs) with outputs 0 and 1 swapped
+    for name in ("W2", "b2"):
+        swapped.constants[name] = swapped.constants[name][[1, 0, 2]]
+    wide = Box(np.full(3, -1.0), np.full(3, 1.0))
+    r = top1_equivalence(a, swapped, wide, timeout=30)
+    assert r.answer == "not equivalent", r.to_json()
+    x = np.asarray(r.witness, np.float32)[None]
+    assert np.argmax(OnnxRunner(a)(x)) != np.argmax(OnnxRunner(swapped)(x)) and r.classes[0] != r.classes[1]
+
+
+def test_cli_asks_one_question(tmp_path):
+    a = MODELS / "ACASXU_run2a_1_1_batch_2000.onnx"
+    box = MODELS / "vnnlib" / "acasxu_prop_3.vnnlib"
+    assert_clean_error(run_cli("equiv", a, a, "--vnnlib", box), "--equiv-eps E")
+    assert_clean_error(run_cli("equiv", a, a, "--vnnlib", box, "--top1", "--equiv-eps", "0.1"), "not both")
+    assert_clean_error(run_cli("equiv", a, a, "--vnnlib", box, "--top1", "--real"), "--real")
+    mnist = MODELS / "mnist-net_256x2.onnx"
+    report = tmp_path / "top1.json"
+    r = run_cli("equiv", mnist, mnist, "--vnnlib", MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib", "--top1", "--json",
+                report)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(report.read_text())["answer"] == "equivalent"

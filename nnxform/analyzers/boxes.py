@@ -54,7 +54,7 @@ class DenseNetwork:
     """An analysis ``Network`` whose Linear steps are dense matrices, with what every batch reuses (|W|, W⁺, W⁻).
     MaxPool is not supported by the batched engine yet (said at construction)."""
 
-    def __init__(self, net: Network, what: str) -> None:
+    def __init__(self, net: Network, what: str, real: bool = False) -> None:
         pool = next((s for s in net.steps if isinstance(s, Pool)), None)
         if pool is not None:
             raise NnxformError(f"{what}: MaxPool node '{pool.node}' is not supported by the branch-and-bound engine "
@@ -66,7 +66,7 @@ class DenseNetwork:
         self.plus = {i: [np.maximum(w, 0.0) for w in ws] for i, ws in self.weights.items()}
         self.minus = {i: [np.minimum(w, 0.0) for w in ws] for i, ws in self.weights.items()}
         self.rounding = {i: _dense_rounding(net.steps[i].float_rounding, what) for i in self.weights}
-        self.u = net.unit_roundoff
+        self.u = 0.0 if real else net.unit_roundoff  # real: the real-valued network, without rounding noise
 
     @property
     def output(self) -> int:

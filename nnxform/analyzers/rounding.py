@@ -58,8 +58,9 @@ class Rounding:
         return cls([np.abs(w) for w in weights], np.abs(bias), np.maximum(nonzero + 2 * (bias != 0) + 1, depth))
 
     def noise(self, magnitudes: list[np.ndarray], u: float) -> np.ndarray:
-        """The bound on ``|ε|`` given bounds on the sources' absolute (float) values."""
-        total = self.bias + sum(w @ m for w, m in zip(self.weights, magnitudes))
+        """The bound on ``|ε|`` given bounds on the sources' absolute (float) values (``(size,)`` each, or
+        ``(B, size)`` for a batch of boxes with dense weights)."""
+        total = self.bias + sum(w @ m if m.ndim == 1 else m @ w.T for w, m in zip(self.weights, magnitudes))
         return np.where(total > 0, gamma(self.depth, u) * total, 0.0)
 
 
