@@ -5,6 +5,8 @@ Each round bounds ``f1 − f2`` per output over every box of the domain by the d
 (``discrepancy.Pair``, sound for the float32 networks as onnxruntime runs them), draws samples of the domain
 (half uniform, half random vertices of its boxes), builds targets for f2 and retrains it a few epochs on mean squared error (``training.train``), then bounds the
 discrepancy again; it stops when the bound lies in the target set (``‖f1 − f2‖∞ <= target``) or after ``rounds``.
+With ``prove`` seconds, a box whose bound misses the target also gets ``equiv``'s search (input halving for few
+inputs, LP/MILP otherwise): what it proves is the box's bound, so a round it proves ends the repair.
 The network written is the round's with the smallest sound bound (round 0, the compressed network as given, when no
 round improves on it), so a repair never gives a network with a larger bound than the one it was given.
 Targets (``update``):
@@ -42,6 +44,7 @@ from .accuracy import Dataset
 from .analyzers import bounds as output_bounds
 from .discrepancy import DIFFERENCE_METHODS, Pair
 from .domain import Box
+from .equiv import equivalence
 from .errors import NnxformError
 from .grid import Grid, detect, qdq_model
 from .interpreter import run
@@ -62,8 +65,9 @@ class RepairOptions:
     the initial bound; neither: run every round), the training's ``lr`` and ``batch_size``, the discrepancy
     ``method``, the ``seed`` of the samples and the shuffling, whether to retrain on the compressed network's
     quantisation grid (``keep_grid``; None: when it has one) and to keep its zero weights at 0 (``keep_zeros``;
-    None: off a grid, where zeros can only be pruning; on a grid a zero is one of its levels); the report gives the
-    values used."""
+    None: off a grid, where zeros can only be pruning; on a grid a zero is one of its levels), and the seconds
+    ``equiv``'s search may take per analysis to prove the target where the ``method``'s bound misses it (``prove``;
+    0: never); the report gives the values used."""
 
     alpha: float = 2.0
     update: str = "pointwise"
@@ -78,6 +82,7 @@ class RepairOptions:
     seed: int = 0
     keep_grid: bool | None = None
     keep_zeros: bool | None = None
+    prove: float = 0.0
 
     def check(self) -> "RepairOptions":
         """Refuse values no repair can use, in one line naming the option."""
@@ -95,6 +100,10 @@ class RepairOptions:
             raise NnxformError(f"target must be a positive number, got {self.target}")
         if self.target_ratio is not None and not (np.isfinite(self.target_ratio) and 0 < self.target_ratio < 1):
             raise NnxformError(f"target ratio must be in (0, 1), got {self.target_ratio}")
+        if not (np.isfinite(self.prove) and self.prove >= 0):
+            raise NnxformError(f"prove must be a number of seconds >= 0, got {self.prove}")
+        if self.prove and self.target is None and self.target_ratio is None:
+            raise NnxformError("prove needs a target (target or target_ratio): it proves the bound below it")
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -232,7 +241,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
 
     t0 = time.perf_counter()
     start = compressed if grid is None else _written(net)  # on a grid: its layers, as every round writes them
-    initial, witnesses = _analyse(Pair(original, start), boxes, options, rng)
+    initial, witnesses = _analyse(Pair(original, start), boxes, options, rng, options.target)
     accuracy = _accuracy(start, test)
     rounds = [RoundRecord(0, initial.delta_max, initial.mean, initial.sampled_max, accuracy, None,
                           time.perf_counter() - t0)]
@@ -258,7 +267,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         net, trained = train(latent, xs, targets=targets, options=train_options, grid=grid)
         latent = net if trained.latent is None else trained.latent
         model = _written(net)
-        current, witnesses = _analyse(Pair(original, model), boxes, options, rng)
+        current, witnesses = _analyse(Pair(original, model), boxes, options, rng, target)
         rounds.append(RoundRecord(k, current.delta_max, current.mean, current.sampled_max, _accuracy(model, test),
                                   trained.epochs[-1].data_loss, time.perf_counter() - t0))
         if current.delta_max < rounds[kept].bound:
@@ -274,7 +283,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     data = proto.SerializeToString(deterministic=True)
     final_model = _reloaded(data, centres)
     sizes = {"compressed": _size(start, grid, "compressed"), "repaired": _size(final_model, grid, "repaired")}
-    final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed))
+    final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed), target)
     reached = None if target is None else final.delta_max <= target
     accuracy_summary = {"original": _accuracy(original, test), "compressed": rounds[0].accuracy,
                         "repaired": _accuracy(final_model, test)}
@@ -349,12 +358,14 @@ def _reloaded(data: bytes, xs: np.ndarray) -> Model:
     return loaded
 
 
-def _analyse(pair: Pair, boxes: list[Box], options: RepairOptions, rng: np.random.Generator
-             ) -> tuple[DomainBound, np.ndarray]:
+def _analyse(pair: Pair, boxes: list[Box], options: RepairOptions, rng: np.random.Generator,
+             target: float | None = None) -> tuple[DomainBound, np.ndarray]:
     """Sound bounds over every box, the largest difference seen in onnxruntime, and the witnesses: the witness
     search's best input in the boxes with the largest bounds, and in every box the vertices where the analysis's
-    linear bounds of each output are worst (plus an LP's solutions). The difference is seen at the witnesses and
-    at samples of the domain; one beyond a bound is refused (it would be a bug of the analysis)."""
+    linear bounds of each output are worst (plus an LP's solutions). With ``options.prove`` and a ``target``, the
+    boxes whose bound misses it get ``equiv``'s search (its proved bound replaces theirs; its counterexample joins
+    the witnesses). The difference is seen at the witnesses and at samples of the domain; one beyond a bound is
+    refused (it would be a bug of the analysis)."""
     t0 = time.perf_counter()
     found = [pair.bound(box, options.method) for box in boxes]
     lower, upper = np.stack([r.lower for r in found]), np.stack([r.upper for r in found])
@@ -362,6 +373,13 @@ def _analyse(pair: Pair, boxes: list[Box], options: RepairOptions, rng: np.rando
     per_box = magnitude.max(axis=1)
     worst = np.argsort(-per_box, kind="stable")[:WITNESS_BOXES]
     points = [(int(i), pair.witness(boxes[i], seed=options.seed)[0][None]) for i in worst]
+    missed = np.flatnonzero(per_box > target) if options.prove and target is not None else np.array([], int)
+    for i in missed:
+        r = equivalence(pair.a, pair.b, boxes[i], target, timeout=options.prove / missed.size)
+        per_box[i] = min(per_box[i], r.bound)
+        points.append((int(i), r.witness[None]))
+        if r.answer == "not equivalent":
+            break  # the target is missed on this box: the rest cannot change that
     for i, (box, r) in enumerate(zip(boxes, found)):
         if r.input_coef is not None:  # rows [lower; −upper]: each row's linear bound is least at this vertex
             points.append((i, np.where(r.input_coef > 0, box.lower, box.upper)))

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import outcome, run_cli, trained_digits
 from nnxform.cli import main
+from nnxform.errors import NnxformError
 from nnxform.ir import Model
 from nnxform.passes.quantize import quantize
 from nnxform.repair import RepairOptions, RepairResult, boxes_around, repair
@@ -143,3 +144,18 @@ def test_bad_input_exits_2_and_writes_nothing(files, tmp_path, case):
     code, _, err = outcome(run_cli("repair", files["original"], args[0], "-o", out, *args[1:]))
     assert code == 2 and not out.exists(), err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_prove_ends_the_repair_where_equiv_proves_the_target(digits):
+    """On a box where the symbolic bound (1.23) misses the target but the exact difference (1.15) meets it, ``prove``
+    lets equiv's search prove it in round 0: no training, the target reached; without a target it is refused."""
+    original, compressed, train_set, test_set = digits
+    box = boxes_around(test_set.x[:1], 0.02, (0.0, 1.0))
+    symbolic = repair(original, compressed, box, RepairOptions(**{**FAST, "rounds": 1})).initial.delta_max
+    target = 1.19
+    assert symbolic > target  # (the premise: the bound of --method alone misses it)
+    proved = repair(original, compressed, box, RepairOptions(**{**FAST, "rounds": 1, "target": target, "prove": 30.0}))
+    assert proved.reached and [r.round for r in proved.rounds] == [0]
+    assert proved.initial.delta_max < target < symbolic and proved.final.delta_max < target
+    with pytest.raises(NnxformError, match="needs a target"):
+        RepairOptions(prove=1.0).check()

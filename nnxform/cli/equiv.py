@@ -77,7 +77,7 @@ def equiv(
                 f"picks class {r.classes[0]}, the second {r.classes[1]} (onnxruntime)", quiet)
     else:
         say(f"  proved: ‖f_A − f_B‖∞ <= {r.bound:.6g} on the box ({r.leaves} sub-box{'es' if r.leaves > 1 else ''}, "
-            f"{r.analysis} analysis); largest found (onnxruntime): {r.found:.6g}", quiet)
+            f"{r.analysis} analysis); largest found: {r.found:.6g} (onnxruntime{' and float64' if real else ''})", quiet)
         if r.answer == "not equivalent":
             say(f"  counterexample: x = {np.array2string(r.witness, precision=6, threshold=20)}", quiet)
     say(f"  {r.seconds:.2f} s", quiet)

@@ -190,6 +190,9 @@ def repair_command(
     target_ratio: Optional[float] = typer.Option(None, "--target-ratio", help="Stop once the bound <= this share of "
                                                  "the initial one, in (0, 1) (paper: 0.67).",
                                                  callback=bounded(0, 1, above=True)),
+    prove: float = typer.Option(0.0, "--prove", help="Seconds per round for nnxform equiv's search (input halving, "
+                                "or LP/MILP) on the boxes whose bound misses the target: a round it proves ends the "
+                                "repair (default 0: the --method bound alone).", callback=bounded(0)),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate (> 0).", callback=bounded(0, above=True)),
     batch_size: int = typer.Option(64, "--batch-size", help="Points per step (>= 1).", callback=bounded(1)),
     method: str = typer.Option("symbolic", "--method", help=f"Discrepancy method: {', '.join(DIFFERENCE_METHODS)}."),
@@ -205,7 +208,7 @@ def repair_command(
 ) -> None:
     options = RepairOptions(alpha=alpha, update=update, rounds=rounds, epochs=epochs, samples=samples, target=target,
                             target_ratio=target_ratio, lr=lr, batch_size=batch_size, method=method, seed=seed,
-                            keep_grid=keep_grid, keep_zeros=keep_zeros).check()
+                            keep_grid=keep_grid, keep_zeros=keep_zeros, prove=prove).check()
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise NnxformError("--plot needs matplotlib, which is not installed: pip install 'nnxform[plot]'")
     if scale is not None and not (data or train_data or test_data):
