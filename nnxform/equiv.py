@@ -39,6 +39,9 @@ BATCH = 128
 #: Share of the search's time the witness search on the worst leaf may take.
 WITNESS_SHARE = 0.2
 
+#: ``progress(seconds, proved bound, largest difference found, sub-boxes)``, after every round of the search.
+Progress = Callable[[float, float, float, int], None]
+
 
 @dataclass
 class Equivalence:
@@ -64,11 +67,12 @@ class Equivalence:
                 "semantics": "real" if self.real else "float32"}
 
 
-def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0, real: bool = False
-                ) -> Equivalence:
+def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0, real: bool = False,
+                progress: Progress | None = None) -> Equivalence:
     """Decide whether ``‖f_A − f_B‖∞ < eps`` everywhere on ``box`` within ``timeout`` seconds: for the float32
     networks as onnxruntime runs them, or (``real``) for the real-valued networks, as NeuroDiff and the VNN-COMP
-    verifiers read them (then a counterexample must reach ``eps`` in float64 arithmetic and in onnxruntime)."""
+    verifiers read them (then a counterexample must reach ``eps`` in float64 arithmetic and in onnxruntime).
+    ``progress`` hears of the search after every round."""
     if not (np.isfinite(eps) and eps > 0):
         raise NnxformError(f"the equivalence threshold must be a positive number, got {eps!r}")
     started = time.monotonic()
@@ -88,7 +92,7 @@ def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0,
     with stopping.honoured():
         first = pair.analyse(box, "symbolic", total_time=max(left(), 1e-3))
         state = _State(eps, first.delta_max, 0.0, first.witness_input, first.witness_delta,
-                       pair.real_delta if real else None)
+                       pair.real_delta if real else None, progress, started)
         state.take(first.witness_input, first.witness_delta)
         if real:
             state.bound = pair.bound(box, "symbolic", real=True).delta_max
@@ -97,6 +101,7 @@ def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0,
                 _split(pair, box, state, left, real)
             else:
                 _solve(pair, box, state, left, real)
+        state.report()
     answer = ("not equivalent" if state.found >= eps else "equivalent" if state.bound < eps else "unknown")
     floor = first.details.get("real_delta_max")
     if answer == "unknown" and not real and floor is not None and floor < eps:
@@ -188,11 +193,17 @@ class _State:
     witness: np.ndarray
     delta: np.ndarray
     real_delta: Callable[[np.ndarray], np.ndarray] | None = None
+    progress: Progress | None = None
+    started: float = 0.0
     leaves: int = 1
 
     @property
     def open(self) -> bool:
         return self.found < self.eps <= self.bound
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(time.monotonic() - self.started, self.bound, self.found, self.leaves)
 
     def take(self, x: np.ndarray, delta: np.ndarray) -> None:
         """Keep ``x`` (``f_A − f_B`` there in onnxruntime: ``delta``) if its difference is the largest so far."""
@@ -233,6 +244,7 @@ def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
         lo, hi = np.vstack([lo[keep], c_lo[~done]]), np.vstack([hi[keep], c_hi[~done]])
         worst, spread = np.concatenate([worst[keep], c_worst[~done]]), np.vstack([spread[keep], c_spread[~done]])
         state.bound = max(proved, float(worst.max(initial=0.0)))
+        state.report()
         if worst.size and state.open and searched < WITNESS_SHARE * (time.monotonic() - started):
             t = time.monotonic()
             w = int(np.argmax(worst))
@@ -277,5 +289,6 @@ def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
             return
         r = pair.bound(box, method, time_limit=left(), total_time=left(), real=real)
         state.bound = min(state.bound, r.delta_max)
+        state.report()
         if r.points:  # the solver's solutions, replayed
             _replay(pair, box, state, np.vstack(r.points))

@@ -36,9 +36,11 @@ def test_answers_agree_with_the_exact_milp_difference(seed, inputs):
     box = Box(centre - 0.3, centre + 0.3)
     exact = discrepancy(a, b, box, "milp")
     assert exact.exact
-    above = equivalence(a, b, box, 1.5 * exact.delta_max, timeout=60)
+    heard = []
+    above = equivalence(a, b, box, 1.5 * exact.delta_max, timeout=60, progress=lambda *report: heard.append(report))
     assert above.answer == "equivalent", above.to_json()
     assert above.bound < 1.5 * exact.delta_max
+    assert heard and heard[-1][1] == above.bound and heard[-1][3] == above.leaves  # (seconds, bound, found, leaves)
     below = equivalence(a, b, box, 0.5 * exact.delta_max, timeout=60)
     assert below.answer == "not equivalent", below.to_json()
     x = np.asarray(below.witness, np.float32)[None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Optional
 
@@ -14,7 +15,7 @@ from ..fileio import Outputs
 from ..ir import load
 from . import summary
 from .application import app
-from .common import DomainOptions, bounded, json_text, say, with_domain
+from .common import DomainOptions, ProgressBar, bounded, json_text, say, with_domain
 
 #: Exit status per answer: a Makefile goes on only after a proof.
 EXIT = {"equivalent": 0, "not equivalent": 1, "unknown": 3}
@@ -63,10 +64,19 @@ def equiv(
     if box is None:
         raise NnxformError("equiv needs the input box (--lower/--upper, --center/--eps or --vnnlib)")
     left = timeout - (time.monotonic() - started)
-    r = top1_equivalence(a, b, box, left) if top1 else equivalence(a, b, box, threshold, left, real)
+    quiet = json_path == "-"
+    if top1:
+        r = top1_equivalence(a, b, box, left)
+    else:
+        bar = ProgressBar("seconds", enabled=sys.stderr.isatty() and not quiet, eta=False,
+                          fields="bound {task.fields[bound]}, found {task.fields[found]}, {task.fields[leaves]} boxes")
+        try:
+            r = equivalence(a, b, box, threshold, left, real, progress=lambda seconds, bound, found, leaves: bar(
+                int(seconds), int(np.ceil(left)), bound=f"{bound:.3g}", found=f"{found:.3g}", leaves=leaves))
+        finally:
+            bar.close()
     outputs.put(json_path, json_text(dict(r.to_json(), first=model_a, second=model_b, domain=domain.describe())))
     outputs.commit()
-    quiet = json_path == "-"
     question = "the same arg-max" if top1 else f"E = {threshold:g}{' (real-valued networks)' if real else ''}"
     say(f"equiv: {model_a} vs {model_b} on {box.size} inputs, {question}: {r.answer}", quiet)
     for note in r.notes:
