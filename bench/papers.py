@@ -4,23 +4,33 @@
 init`` 64-256-64-10 with BatchNormalization; ``nnxform train`` without a penalty (Baseline) and with L1 on the BN γ
 (Sparse); ``nnxform prune -m neuron`` of Sparse at 50 % and 75 % by |γ| then ``train`` (fine-tune) (NP); ``prune -m
 weight`` of Baseline at 50 % and 90 % then ``train --keep-zeros`` (WP); ``fold-bn`` of every network. Accuracy and
-FGSM robustness on the test split (``nnxform evaluate``), hidden neurons and non-zero connections, and how many of
-20 robustness queries two complete verifiers solve with 60 s each: our MILP (the analyzers of ``nnxform bounds
---method milp``: interval, symbolic, LP, then HiGHS big-M MILP, on the network followed by one comparison layer
-``y_label − y_j``; solved when every lower bound is > 0, i.e. robust, or when a MILP solution, replayed in
-onnxruntime, changes the argmax, i.e. a counterexample; see ``milp_query``) and Marabou 2.0.0 (maraboupy,
-``nnxform.vnnlib.robustness_property``, timeout 60 s; ``sat`` counts only when its input, replayed in onnxruntime,
-is misclassified: Marabou stops on the boundary ``y_j = y_label``, where float32 rounding decides, and it once
-answered ``sat`` where the MILP proves robustness). Queries: L∞ boxes of radius ``EPS`` (clipped to
-[0, 1]) around the first 20 test images that every network classifies correctly.
+FGSM robustness on the test split (``nnxform evaluate``), hidden neurons and non-zero connections, and paper 001's
+question: how many robustness queries are proved before and after pruning, decided by ``nnxform verify`` (the
+library function ``nnxform.verify.verify`` on the VNN-LIB property ``nnxform.vnnlib.robustness_property`` writes,
+read by ``read_specification`` as the command reads it; ``TIMEOUT`` s per query): **robust** = ``unsat``, **not
+robust** = ``sat`` (its counterexample, which verify replayed in onnxruntime, is replayed here once more: inside the
+box, some ``y_j >= y_label``; one that is not counts as "sat not replayed", a wrong answer), and timeout / unknown.
+Each call is timed (wall seconds of the call; loading the network and the property is not counted). Queries: L∞
+boxes of radius ``EPS`` (clipped to [0, 1]) around the first ``QUERIES`` test images that every network classifies
+correctly (rows 0–19 with the defaults: the rows ``examples/papers.mk`` queries).
+
+Other deciders on the same queries, for comparison (``PAPERS_ALSO``, space-separated): ``milp``, the MILP this
+script used before ``verify`` existed (the analyzers of ``nnxform bounds --method milp``: interval, symbolic, LP,
+then HiGHS big-M MILP, on the network followed by one comparison layer ``y_label − y_j``; robust when every lower
+bound is > 0, a counterexample when a MILP solution, replayed in onnxruntime, changes the argmax; see
+``milp_query``), and ``marabou``, Marabou 2.0.0 (maraboupy, the same VNN-LIB file, ``timeoutInSeconds``; ``sat``
+counts only when its input, replayed in onnxruntime, is misclassified: Marabou stops on the boundary
+``y_j = y_label``, where float32 rounding decides). Their answers are compared with verify's query by query; a
+proof against a replayed counterexample is printed as a contradiction.
 
 **Paper 002** (exact compression on the whole input domain of l1-trained networks): ``init`` 64-100-100-10,
 ``train --l1 L`` for several L, ``nnxform compress --lower 0 --upper 1``: neurons and connections removed, stable and
 undecided ReLUs, accuracy before / after, classification time per image in onnxruntime (one image per run).
 
 The pipeline runs through the CLI (``python -m nnxform``), as ``examples/papers.mk`` does; files go to
-``build/papers-bench/``. Environment: ``PAPERS_EPS`` (default 0.05), ``PAPERS_TIMEOUT`` (default 60 s),
-``PAPERS_QUERIES`` (default 20), ``PAPERS_MARABOU=0`` to skip Marabou.
+``build/papers-bench/``. Environment: ``PAPERS_EPS`` (default 0.05), ``PAPERS_TIMEOUT`` (default 60 s per query),
+``PAPERS_QUERIES`` (default 20), ``PAPERS_ALSO`` (default none: ``milp``, ``marabou`` or both). ``python
+bench/papers.py 001`` runs paper 001 only (``002`` paper 002 only).
 """
 
 from __future__ import annotations
@@ -47,7 +57,8 @@ from nnxform.ir import Model, load
 from nnxform.layered import Network, chain_layers, dense, model_size
 from nnxform.pruning.chain import dense_chain
 from nnxform.runtime import OnnxRunner, session_options
-from nnxform.vnnlib import robustness_property
+from nnxform.verify import verify
+from nnxform.vnnlib import read_specification, robustness_property
 
 WORK = ROOT / "build" / "papers-bench"
 TRAIN = MODELS / "data" / "digits_train.csv"
@@ -56,7 +67,9 @@ SCALE = "16"
 EPS = float(os.environ.get("PAPERS_EPS", "0.05"))
 TIMEOUT = float(os.environ.get("PAPERS_TIMEOUT", "60"))
 QUERIES = int(os.environ.get("PAPERS_QUERIES", "20"))
-MARABOU = os.environ.get("PAPERS_MARABOU", "1") != "0"
+ALSO = os.environ.get("PAPERS_ALSO", "").split()
+if set(ALSO) - {"milp", "marabou"}:
+    raise SystemExit(f"PAPERS_ALSO: milp and/or marabou, not {' '.join(sorted(set(ALSO) - {'milp', 'marabou'}))}")
 
 # paper 001 hyper-parameters (ours; the paper's are for PyTorch SGD on MNIST, see bench/RESULTS.md)
 EPOCHS, FINE_TUNE_EPOCHS, BN_L1 = 40, 20, 1e-2
@@ -153,13 +166,33 @@ def milp_query(model: Model, x: np.ndarray, label: int) -> tuple[str, float]:
     return ("robust" if done() else "unknown"), time.perf_counter() - t
 
 
-def marabou_query(onnx: Path, runner: OnnxRunner, x: np.ndarray, label: int, tmp: Path) -> tuple[str, float]:
+def verify_query(model: Model, prop: Path, runner: OnnxRunner, label: int) -> tuple[str, float]:
+    """``nnxform verify``'s answer (the library function, as the command calls it) on the property file ``prop``:
+    'robust' (unsat), 'counterexample' (sat, its input replayed here once more in onnxruntime: inside the case's
+    box and some ``y_j >= y_label``), 'sat, not replayed' (a sat whose input fails that check: a wrong answer),
+    'timeout' or 'unknown'; and the seconds of the call."""
+    cases = read_specification(prop, (model.input_size, 10))
+    t = time.perf_counter()
+    verdict = verify(model, cases, TIMEOUT)
+    seconds = time.perf_counter() - t
+    if verdict.answer == "unsat":
+        return "robust", seconds
+    if verdict.answer != "sat":
+        return verdict.answer, seconds
+    x = np.asarray(verdict.counterexample, dtype=np.float64)
+    box = cases[verdict.case].box
+    y = runner(x.astype(np.float32)[None])[0]
+    inside = bool(np.all(x >= box.lower) and np.all(x <= box.upper))
+    if inside and np.any(np.delete(y, label) >= y[label]):
+        return "counterexample", seconds
+    return "sat, not replayed", seconds
+
+
+def marabou_query(onnx: Path, prop: Path, runner: OnnxRunner, x: np.ndarray, label: int) -> tuple[str, float]:
     """Marabou's answer on the same query (timeout TIMEOUT s), its counterexample replayed in onnxruntime."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from maraboupy import Marabou
-    prop = tmp / "query.vnnlib"
-    prop.write_text(robustness_property(box_around(x), 10, label))
     net = Marabou.read_onnx(str(onnx))
     options = Marabou.createOptions(timeoutInSeconds=int(TIMEOUT), verbosity=0)
     t = time.perf_counter()
@@ -177,6 +210,10 @@ def marabou_query(onnx: Path, runner: OnnxRunner, x: np.ndarray, label: int, tmp
     return "unknown", seconds
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else 0.0
+
+
 def paper_001() -> None:
     nnx("init", "--layers", "64,256,64,10", "--batchnorm", "--seed", 0, "-o", path("p1_init.onnx"))
     common = ["--data", TRAIN, "--scale", SCALE, "--seed", 0]
@@ -185,6 +222,7 @@ def paper_001() -> None:
         "-o", path("p1_sparse_bn.onnx"))
     nets: dict[str, Path] = {}
     pruned: dict[str, Path] = {}
+    parents: dict[str, str] = {}  # a pruned network's tag -> the tag of the network it was pruned from
     for name in ("baseline", "sparse"):
         nnx("fold-bn", path(f"p1_{name}_bn.onnx"), "-o", path(f"p1_{name}.onnx"))
         nets[name.capitalize()] = path(f"p1_{name}.onnx")
@@ -199,6 +237,7 @@ def paper_001() -> None:
             nnx("fold-bn", path(f"{stem}_ft.onnx"), "-o", path(f"{stem}.onnx"))
             pruned[tag] = path(f"{stem}_pruned.onnx")
             nets[tag] = path(f"{stem}.onnx")
+            parents[tag] = source.capitalize()
 
     base_acc = None
     rows = []
@@ -222,38 +261,73 @@ def paper_001() -> None:
     for r in runners.values():
         ok &= np.argmax(r(data.x), axis=1) == data.y
     picked = np.flatnonzero(ok)[:QUERIES]
-    tmp = WORK / "queries"
-    tmp.mkdir(exist_ok=True)
-    rows = []
+    queries = WORK / "queries"
+    queries.mkdir(exist_ok=True)
+    deciders = ["verify", *ALSO]
+    answers: dict[str, dict[str, dict[int, tuple[str, float]]]] = {v: {} for v in deciders}
     for tag, m in models.items():
-        counts = {"milp": {}, "marabou": {}}
-        secs = {"milp": 0.0, "marabou": 0.0}
+        stem = nets[tag].stem
+        for v in deciders:
+            answers[v][tag] = {}
         for i in picked:
             x, label = data.x[i].ravel(), int(data.y[i])
-            answer, s = milp_query(m, x, label)
-            counts["milp"][answer] = counts["milp"].get(answer, 0) + 1
-            secs["milp"] += s
-            if MARABOU:
-                answer, s = marabou_query(nets[tag], runners[tag], x, label, tmp)
-                counts["marabou"][answer] = counts["marabou"].get(answer, 0) + 1
-                secs["marabou"] += s
-        row = [tag]
-        for v in ("milp", "marabou"):
-            c = counts[v]
-            if v == "marabou" and not MARABOU:
-                row += ["-", "-", "-"]
-                continue
-            solved = c.get("robust", 0) + c.get("counterexample", 0)
-            split = f"{c.get('robust', 0)} / {c.get('counterexample', 0)}"
-            if v == "marabou":
-                split += f" / {c.get('sat, not replayed', 0)}"
-            row += [f"{solved}/{len(picked)}", split, f"{secs[v] / len(picked):.2f}"]
-        rows.append(row)
-        print(f"  {tag}: {counts}", flush=True)
-    print_table(f"Paper 001 on digits: {len(picked)} robustness queries (L∞ ε = {EPS:g} around test images "
-                f"{', '.join(map(str, picked))}), {TIMEOUT:g} s each",
-                ["network", "MILP solved", "MILP robust / cex", "MILP s/query", "Marabou solved",
-                 "Marabou robust / cex / sat not replayed", "Marabou s/query"], rows)
+            prop = queries / f"{stem}_{i}.vnnlib"
+            prop.write_text(robustness_property(box_around(x), 10, label))
+            answers["verify"][tag][i] = verify_query(m, prop, runners[tag], label)
+            if "milp" in ALSO:
+                answers["milp"][tag][i] = milp_query(m, x, label)
+            if "marabou" in ALSO:
+                answers["marabou"][tag][i] = marabou_query(nets[tag], prop, runners[tag], x, label)
+        line = ", ".join(f"{v}: {dict(sorted(_count(answers[v][tag]).items()))}" for v in deciders)
+        print(f"  {tag}: {line}", flush=True)
+
+    rows = []
+    for tag in models:
+        got = answers["verify"][tag]
+        c = _count(got)
+        secs = [s for _, s in got.values()]
+        solved = c.get("robust", 0) + c.get("counterexample", 0)
+        not_robust = " ".join(str(i) for i, (a, _) in got.items() if a != "robust" and a not in ("timeout", "unknown"))
+        open_ = " ".join(str(i) for i, (a, _) in got.items() if a in ("timeout", "unknown"))
+        rows.append([tag, parents.get(tag, "– (before pruning)"), len(got), f"{solved}/{len(got)}", c.get("robust", 0),
+                     c.get("counterexample", 0), f"{c.get('timeout', 0)} / {c.get('unknown', 0)}",
+                     c.get("sat, not replayed", 0), f"{_median(secs):.2f}", f"{sum(secs):.1f}", f"{max(secs):.2f}",
+                     not_robust or "–", open_ or "–"])
+    print_table(f"Paper 001 on digits, decided by nnxform verify: {len(picked)} robustness queries (L∞ ε = {EPS:g} "
+                f"around test images {', '.join(map(str, picked))}), {TIMEOUT:g} s each, before and after pruning",
+                ["network", "pruned from", "queries", "solved", "robust (unsat)", "not robust (sat)",
+                 "timeout / unknown", "sat not replayed", "median s", "total s", "max s", "sat rows",
+                 "unsolved rows"], rows)
+
+    if ALSO:
+        rows = []
+        for tag in models:
+            row = [tag]
+            for v in deciders:
+                c = _count(answers[v][tag])
+                secs = [s for _, s in answers[v][tag].values()]
+                row += [f"{c.get('robust', 0) + c.get('counterexample', 0)}/{len(picked)}",
+                        f"{c.get('robust', 0)} / {c.get('counterexample', 0)}", f"{_median(secs):.2f}",
+                        f"{sum(secs):.1f}"]
+            rows.append(row)
+        print_table(f"The same queries, {TIMEOUT:g} s each: verify beside {' and '.join(ALSO)}",
+                    ["network"] + [f"{v} {h}" for v in deciders
+                                   for h in ("solved", "robust / cex", "median s", "total s")], rows)
+        for v in ALSO:
+            for tag in models:
+                for i, (a, _) in answers[v][tag].items():
+                    b = answers["verify"][tag][i][0]
+                    if {a, b} == {"robust", "counterexample"}:
+                        print(f"  CONTRADICTION: {tag}, image {i}: verify {b}, {v} {a}", flush=True)
+                    elif a != b and "sat, not replayed" in (a, b):
+                        print(f"  {tag}, image {i}: verify {b}, {v} {a}", flush=True)
+
+
+def _count(answers: dict[int, tuple[str, float]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a, _ in answers.values():
+        out[a] = out.get(a, 0) + 1
+    return out
 
 
 def per_image_seconds(onnx: Path, xs: np.ndarray) -> float:

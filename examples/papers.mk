@@ -4,28 +4,31 @@
 #   make -f examples/papers.mk paper000   # quantise to 2 bits per channel, then repair (Algorithm 1) on ten images
 #   make -f examples/papers.mk paper001   # sparse training, neuron / weight pruning, fine-tuning, queries
 #   make -f examples/papers.mk paper002   # l1 training and exact compression on the whole domain [0,1]^64
-#   make -f examples/papers.mk QUERIES="0 1" -j2     # fewer queries (each MILP query may take its 60 s)
+#   make -f examples/papers.mk QUERIES="0 1" -j2     # fewer queries (each may take its TIMEOUT, 60 s)
 #   make -f examples/papers.mk paper001-batch         # paper 001's question on VNN-COMP's mnist_fc rows (nnxform batch)
 #
-# Time on 2 cores: the networks, evaluations and compressions take about 2 minutes; the queries up to 60 s each
-# (6 networks x 20 images; the dense Baseline, Sparse and WP 50 % ones mostly use the whole 60 s), so the full run
-# takes about an hour (with QUERIES="0 1": 16 minutes). Results of the same pipeline: bench/RESULTS.md, "Papers
-# 001 and 002 on digits (issue 11)" (bench/papers.py decides the queries, which the commands cannot yet).
+# Time on 2 cores (-j2, other jobs beside it): paper 001 about 6 minutes (6 min 20 s measured): its networks and
+# evaluations about half a minute, its 120 queries (6 networks x 20 images) the rest: most are decided in a second
+# or two, a few take up to their TIMEOUT (60 s). Results of the same pipeline: bench/RESULTS.md, "Papers 001 and 002 on digits (issue 11)";
+# bench/papers.py runs it in Python, with the same verify, and can decide the queries by other means beside it.
 #
 # Paper 001 (Guidotti et al.): init 64-256-64-10 with BatchNormalization; train without a penalty (baseline) and
 # with L1 on the BN gamma (sparse); prune the sparse network by |gamma| (neuron, 50 % and 75 %) and the baseline by
 # |w| (weight, 50 % and 90 %); fine-tune (--keep-zeros after weight pruning, so pruned weights stay 0); fold BN;
 # evaluate accuracy and FGSM robustness; for every network and test image in QUERIES, write the L-infinity
-# robustness query as VNN-LIB with an instances.csv line (for Marabou, nnenum, alpha-beta-CROWN: 60 s timeout),
-# and bound the outputs over the query's box with the exact MILP (bounds --method milp, 60 s).
+# robustness query as VNN-LIB (and all of them in an instances.csv for external verifiers: Marabou, nnenum,
+# alpha-beta-CROWN), and decide it with nnxform verify (TIMEOUT s): unsat = robust, sat = not robust (a
+# counterexample replayed in onnxruntime), timeout or unknown; then the answers per network side by side, before
+# pruning (baseline, sparse) and after (np50, np75, wp50, wp90): $(OUT)/p001/verify.md (and verify.csv per query).
 # Paper 002 (Serra et al.): init 64-100-100-10; train with each l1 in L1S; compress on [0,1]^64; evaluate both.
 # Paper 000: init and train 64-256-64-10; quantize to 2 bits per output channel; repair it toward the original on
 # L-infinity boxes (EPS0) around the first ten test images, retraining on the training data too (pointwise targets,
 # alpha 2); the report (repaired.json) has the sound discrepancy and the accuracy per round, repaired.png paper
 # 000's Fig. 2 (needs the plot extra). The ten-image file is the test CSV's first ten rows (head).
 #
-# Every step is an nnxform command, except one: no command turns a data row into an input box, so the box of a
-# query is written from the CSV row by awk (see "box" below). Reports (*.json) sit next to every file.
+# Every step is an nnxform command, except two: no command turns a data row into an input box, so the box of a
+# query is written from the CSV row by awk (see "box" below), and no command tabulates verify's answers, so awk
+# does that too (see "verify.csv" below). Reports (*.json) sit next to every file.
 
 NNX       ?= .venv/bin/nnxform
 OUT       ?= build/papers
@@ -130,21 +133,72 @@ $(P1)/queries/box_%.vnnlib: $(TEST)
 
 label = $(shell awk -F, 'NR==$(1)+1 {print $$1}' $(TEST))
 
-# one query per network and image: the VNN-LIB robustness property (unsat = robust) with its instances.csv line,
-# and the MILP output bounds over its box
+# one query per network and image: the VNN-LIB robustness property (unsat = robust), decided by nnxform verify
+# within TIMEOUT s: the VNN-COMP result file (.result: unsat, sat and the counterexample onnxruntime confirmed,
+# timeout or unknown) and verify's report (.verify.json: the answer and its seconds)
 define query
 $(P1)/queries/$(1)_$(2).vnnlib: $(P1)/$(1).onnx $(P1)/queries/box_$(2).vnnlib
 	$(NNX) vnnlib $$< --vnnlib $(P1)/queries/box_$(2).vnnlib --property robustness --label $$(call label,$(2)) \
-	  -o $$@ --instances $(P1)/queries/instances.csv --timeout $(TIMEOUT)
+	  -o $$@
 
-$(P1)/queries/$(1)_$(2).bounds.json: $(P1)/$(1).onnx $(P1)/queries/$(1)_$(2).vnnlib
-	$(NNX) bounds $$< --vnnlib $(P1)/queries/$(1)_$(2).vnnlib --method milp --time-limit $(TIMEOUT) --json $$@ > /dev/null
+$(P1)/queries/$(1)_$(2).result: $(P1)/$(1).onnx $(P1)/queries/$(1)_$(2).vnnlib
+	$$(call verify,$$<,$(P1)/queries/$(1)_$(2).vnnlib,$$@)
 
-QUERY_FILES += $(P1)/queries/$(1)_$(2).vnnlib $(P1)/queries/$(1)_$(2).bounds.json
+VNNLIB_FILES += $(P1)/queries/$(1)_$(2).vnnlib
+RESULT_FILES += $(P1)/queries/$(1)_$(2).result
 endef
 $(foreach n,$(NETS),$(foreach i,$(QUERIES),$(eval $(call query,$(n),$(i)))))
 
-queries: $(QUERY_FILES)
+# verify's exit status is its answer: 0 unsat, 1 sat, 3 timeout or unknown; all three are answers, so the pipeline
+# goes on. An error is not: 2 (bad input), or an internal error (also 3, but verify then writes nothing), so the
+# step succeeds only when the result file verify wrote names the answer its exit status gives.
+verify = rm -f $(3) $(3:.result=.verify.json); status=0; \
+  $(NNX) verify $(1) $(2) --timeout $(TIMEOUT) --result $(3) --json $(3:.result=.verify.json) || status=$$?; \
+  case "$$status:$$(head -n 1 $(3) 2>/dev/null)" in 0:unsat|1:sat|3:timeout|3:unknown) ;; \
+    *) echo "papers.mk: nnxform verify failed on $(2) (exit status $$status)" >&2; exit 1 ;; esac
+
+queries: $(P1)/verify.md $(P1)/queries/instances.csv
+
+# the queries as VNN-COMP's instances.csv ('onnx,vnnlib,timeout', paths relative to it), for external verifiers
+# (Marabou, nnenum, alpha-beta-CROWN) and the vnncomp/ scripts: written at once when every query is (nnxform vnnlib
+# --instances adds one line to a file, but queries written at the same time under -j would lose lines)
+$(P1)/queries/instances.csv: $(VNNLIB_FILES)
+	for n in $(NETS); do for i in $(QUERIES); do echo "../$$n.onnx,$${n}_$$i.vnnlib,$(TIMEOUT)"; done; done > $@
+
+# the answers side by side, before (baseline, sparse) and after pruning (np50, np75, wp50, wp90). verify.csv: one
+# line per query (network, test row, answer, seconds of verify's search as its report gives them: loading the
+# network and starting Python, about a second, not counted); verify.md: per network, the queries, unsat (robust),
+# sat (not robust: a counterexample replayed in onnxruntime), timeout or unknown, median and total seconds, and the
+# test rows not proved robust. Both written by awk from verify's reports (no command tabulates verify's answers:
+# nnxform batch runs only commands that take the property as --vnnlib, and verify takes it as an argument).
+$(P1)/verify.csv: $(RESULT_FILES)
+	@echo "awk: verify's reports -> $@"
+	@{ echo network,row,answer,seconds; \
+	   awk 'FNR == 1 { n = split(FILENAME, part, "/"); name = part[n]; sub(/\.verify\.json$$/, "", name); \
+	         k = match(name, /_[0-9]+$$/); net = substr(name, 1, k - 1); row = substr(name, k + 1); answer = "" } \
+	       /^  "answer": / { answer = $$2; gsub(/[",]/, "", answer) } \
+	       /^  "seconds": / && answer != "" { seconds = $$2; sub(/,$$/, "", seconds); lines++; \
+	                                          printf "%s,%s,%s,%.3f\n", net, row, answer, seconds } \
+	       END { if (lines != ARGC - 1) { print "papers.mk: " ARGC - 1 - lines " of verify'"'"'s reports unread" \
+	                                            > "/dev/stderr"; exit 1 } }' \
+	     $(RESULT_FILES:.result=.verify.json); } > $@
+
+$(P1)/verify.md: $(P1)/verify.csv
+	@echo "awk: $< -> $@"
+	@awk -F, -v nets="$(NETS)" 'NR > 1 { q[$$1]++; c[$$1, $$3]++; s[$$1, q[$$1]] = $$4; \
+	       total[$$1] += $$4; if ($$3 != "unsat") open[$$1] = open[$$1] " " $$2 (($$3 == "sat") ? "" : "?") } \
+	     END { print "| network | queries | solved | unsat (robust) | sat (not robust) | timeout / unknown " \
+	                 "| median s | total s | rows not proved robust (? unsolved) |"; \
+	           print "|---|---|---|---|---|---|---|---|---|"; \
+	           m = split(nets, net, " "); \
+	           for (j = 1; j <= m; j++) { x = net[j]; k = q[x]; if (!k) continue; \
+	             for (a = 2; a <= k; a++) for (b = a; b > 1 && s[x, b - 1] + 0 > s[x, b] + 0; b--) \
+	               { t = s[x, b]; s[x, b] = s[x, b - 1]; s[x, b - 1] = t } \
+	             med = (k % 2) ? s[x, (k + 1) / 2] : (s[x, k / 2] + s[x, k / 2 + 1]) / 2; \
+	             printf "| %s | %d | %d | %d | %d | %d / %d | %.2f | %.1f |%s |\n", x, k, \
+	               c[x, "unsat"] + c[x, "sat"], c[x, "unsat"], c[x, "sat"], c[x, "timeout"], c[x, "unknown"], \
+	               med, total[x], open[x] } }' $< > $@
+	@echo "paper 001: nnxform verify, $(TIMEOUT) s per query (L-infinity eps $(EPS)), $@:"; cat $@
 
 # --- paper 002 ----------------------------------------------------------------------------------------------------
 
