@@ -16,6 +16,9 @@ lower bound's minimising corners and the branch centres are tried as counterexam
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import queue
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,6 +32,7 @@ from .analyzers.milp import beyond_solver
 from .analyzers.network import Activation, compile_model
 from .analyzers.result import State
 from .domain import Box
+from .errors import NnxformError
 from .attack import ascend
 from .gradient import gradient
 from .interpreter import run
@@ -52,6 +56,9 @@ STARTS, START_NUMBERS, STEPS = 32, 4096, 40
 #: During branch and bound, every ``ATTACK_EVERY`` seconds the attack runs inside the ``ATTACK_BRANCHES`` open
 #: branches nearest a counterexample (the least proved), taking at most ``ATTACK_SHARE`` of the search's time.
 ATTACK_EVERY, ATTACK_BRANCHES, ATTACK_SHARE = 1.0, 8, 0.2
+
+#: With several workers (few-input networks): seconds one process searches before the slices are searched in parallel.
+PARALLEL_AFTER = 1.0
 
 #: ``progress(proved per mille, open branches, seconds)``.
 Progress = Callable[[int, int, float], None]
@@ -90,8 +97,21 @@ class Verdict:
 
 
 def verify(model: Model, cases: list[Case], timeout: float, progress: Progress | None = None,
-           seed: int = 0) -> Verdict:
-    """Decide the property ``cases`` on ``model`` within ``timeout`` seconds (see the module's docstring)."""
+           seed: int = 0, workers: int = 1) -> Verdict:
+    """Decide the property ``cases`` on ``model`` within ``timeout`` seconds (see the module's docstring). With
+    ``workers`` > 1 and few inputs, a property not decided in its first ``PARALLEL_AFTER`` seconds is searched again
+    in ``workers`` processes, each on a slice of every case's box (their progress is not reported)."""
+    if workers <= 1 or model.input_size > FEW_INPUTS or timeout <= PARALLEL_AFTER:
+        return _verify(model, cases, timeout, progress, seed)
+    first = _verify(model, cases, PARALLEL_AFTER, progress, seed)
+    if first.answer != "timeout":
+        return first
+    rest = _in_parallel(model, cases, timeout - first.seconds, seed, workers)
+    return dataclasses.replace(rest, seconds=first.seconds + rest.seconds, branches=first.branches + rest.branches)
+
+
+def _verify(model: Model, cases: list[Case], timeout: float, progress: Progress | None, seed: int) -> Verdict:
+    """``verify`` in this process."""
     started = time.monotonic()
     deadline = started + timeout
     search = _Search(model, started, deadline, progress, np.random.default_rng(seed))
@@ -111,6 +131,63 @@ def verify(model: Model, cases: list[Case], timeout: float, progress: Progress |
                 break
     final = "unsat" if all(a == "unsat" for a in answers) else answers[-1]
     return search.verdict(final)
+
+
+def _in_parallel(model: Model, cases: list[Case], timeout: float, seed: int, workers: int) -> Verdict:
+    """``verify`` on ``workers`` slices of every case's box (cut along its widest input), one process each: ``sat``
+    as soon as one finds a counterexample (replayed here once more; the others stopped), ``unsat`` when every slice is,
+    else the first ``timeout`` or ``unknown``."""
+    started = time.monotonic()
+    slices = []
+    for w in range(workers):
+        part = []
+        for case in cases:
+            lo, hi = case.box.lower.copy(), case.box.upper.copy()
+            j = int(np.argmax(hi - lo))
+            edges = np.linspace(case.box.lower[j], case.box.upper[j], workers + 1)
+            lo[j], hi[j] = edges[w], edges[w + 1]
+            part.append(Case(Box(lo, hi), case.regions))
+        slices.append(part)
+    context = multiprocessing.get_context("fork")  # the model and the loaded modules are inherited
+    results = context.Queue()
+    processes = [context.Process(target=_slice_worker, args=(model, part, timeout, seed, w, results), daemon=True)
+                 for w, part in enumerate(slices)]
+    for process in processes:
+        process.start()
+    verdicts: list[Verdict] = []
+    try:
+        while len(verdicts) < workers:
+            try:
+                w, verdict = results.get(timeout=max(timeout - (time.monotonic() - started), 0.0) + 10.0)
+            except queue.Empty:
+                break  # (a worker that died without an answer)
+            verdicts.append(verdict)
+            if verdict.answer == "sat":
+                ys = OnnxRunner(model)(verdict.counterexample[None]).astype(np.float64)
+                if not cases[verdict.case].violated(ys)[0]:
+                    raise NnxformError("a worker's counterexample did not replay in onnxruntime (please report it)")
+                break
+    finally:
+        for process in processes:
+            process.kill()
+            process.join()
+    seconds = time.monotonic() - started
+    branches = sum(v.branches for v in verdicts)
+    proved = sum(v.proved for v in verdicts) / workers
+    sat = next((v for v in verdicts if v.answer == "sat"), None)
+    if sat is not None:
+        return Verdict("sat", seconds, branches, proved, sat.case, sat.counterexample, sat.outputs)
+    if len(verdicts) == workers and all(v.answer == "unsat" for v in verdicts):
+        return Verdict("unsat", seconds, branches, 1.0)
+    other = next((v for v in verdicts if v.answer != "unsat"), None)
+    return Verdict("timeout" if other is None else other.answer, seconds, branches, proved,
+                   note="" if other is None else other.note)
+
+
+def _slice_worker(model: Model, cases: list[Case], timeout: float, seed: int, w: int,
+                  results: "multiprocessing.Queue") -> None:
+    """One process of ``_in_parallel``: its slice's verdict, with its index."""
+    results.put((w, _verify(model, cases, timeout, None, seed + w)))
 
 
 class _Search:

@@ -212,3 +212,18 @@ def test_sigmoid_networks_get_an_answer_not_an_error():
     found = verify(model, [near], timeout=20)
     assert found.answer == "sat"
     _replayed(model, [near], found)
+
+
+def test_workers_search_slices_of_the_box_in_parallel_and_agree():
+    """Two processes on two slices of ACAS Xu's box give the answers one gives: unsat for property 3 on network 1_1,
+    sat with a counterexample replayed in onnxruntime for a property that the network breaks."""
+    from nnxform.verify import _in_parallel
+
+    net = load(MODELS / "ACASXU_run2a_1_1_batch_2000.onnx")
+    cases = read_specification(MODELS / "vnnlib" / "acasxu_prop_3.vnnlib", (5, 5))
+    assert _in_parallel(net, cases, 60, 0, 2).answer == "unsat"
+    box = cases[0].box
+    y = OnnxRunner(net)(np.asarray(0.5 * (box.lower + box.upper), np.float32)[None])[0]
+    broken = [Case(box, [Region(np.eye(5)[:1], np.array([float(y[0]) + 1.0]), np.zeros(1, bool))])]  # y_0 <= y_0 + 1
+    v = _in_parallel(net, broken, 60, 0, 2)
+    assert v.answer == "sat" and broken[0].violated(OnnxRunner(net)(v.counterexample[None]).astype(np.float64))[0]
