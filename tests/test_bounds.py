@@ -270,7 +270,8 @@ def test_errors_are_one_line():
 
 
 def test_output_slope_gradient_matches_finite_differences():
-    """The adjoint of the back-substitution (used to optimise ReLU lower slopes) is its derivative."""
+    """The adjoint of the back-substitution (used to optimise ReLU lower slopes) is its derivative (the bound is
+    piecewise linear in one slope: a step of 1e-3 stays on one piece and dwarfs the float32 products' rounding)."""
     from nnxform.analyzers.network import Activation
     from nnxform.analyzers.symbolic import _slope_gradients, _stacked, lower_bound
 
@@ -293,9 +294,9 @@ def test_output_slope_gradient_matches_finite_differences():
             free = np.flatnonzero((lo < 0) & (hi > 0))
             for j in free[:3]:
                 bumped = {q: v.copy() for q, v in slopes.items()}
-                bumped[k][:, j] += 1e-6
-                fd = (lower_bound(state, net.output - 1, coef, const, bumped) - base) / 1e-6
-                assert np.allclose(fd, grads[k][:, j], atol=1e-5), (k, j)
+                bumped[k][:, j] += 1e-3
+                fd = (lower_bound(state, net.output - 1, coef, const, bumped) - base) / 1e-3
+                assert np.allclose(fd, grads[k][:, j], rtol=1e-3, atol=1e-4), (k, j)
                 checked += 1
     assert checked >= 10
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import helper
 
 from conftest import MODELS, make_model
-from nnxform.analyzers import bounds, network
+from nnxform.analyzers import bounds, network, symbolic
 from nnxform.analyzers.conv import ConvMap
 from nnxform.domain import Box
 from nnxform.ir import Node, from_proto, load
@@ -51,13 +51,15 @@ def test_the_operator_is_its_dense_matrix(attrs, wshape, ishape):
 
 
 def dense_forms(monkeypatch) -> None:
-    """Every step compiled as a dense matrix (the reference the operators must equal)."""
+    """Every step compiled as a dense matrix (the reference the operators must equal), its products in float64."""
+    monkeypatch.setattr(symbolic, "FLOAT32", False)
     monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 2**40)
     monkeypatch.setattr(network, "CONV_MAP_LIMIT", 2**40)
 
 
 def operator_forms(monkeypatch) -> None:
-    """Every step kept as an operator (``ConvMap`` or ``SubgraphMap``)."""
+    """Every step kept as an operator (``ConvMap`` or ``SubgraphMap``), the products with dense weights in float64."""
+    monkeypatch.setattr(symbolic, "FLOAT32", False)
     monkeypatch.setattr(network, "DENSE_CONV_LIMIT", 0)
     monkeypatch.setattr(network, "CONV_MAP_LIMIT", 0)
 

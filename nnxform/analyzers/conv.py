@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -62,16 +63,54 @@ class ConvMap(_AppliedMatrix):
         return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
 
     def _forward(self, xs: np.ndarray) -> np.ndarray:
-        """The convolution (no bias) of samples ``xs`` ``(n, in size)``, as ``(n, out size)``."""
-        x = xs.reshape((len(xs),) + tuple(self.in_shape))
-        return OPERATORS["Conv"].evaluate(self.node, [x, self.weight], [True, False]).reshape(len(xs), -1)
+        """The convolution (no bias) of samples ``xs`` ``(n, in size)``, as ``(n, out size)``: the windows of every
+        sample side by side, then one BLAS product with the kernel (the operator table's kernel for grouped ones)."""
+        if self.node.attrs.get("group", 1) != 1:
+            x = xs.reshape((len(xs),) + tuple(self.in_shape))
+            return OPERATORS["Conv"].evaluate(self.node, [x, self.weight], [True, False]).reshape(len(xs), -1)
+        x = xs.reshape((len(xs),) + tuple(self.in_shape[1:]))
+        n, win = len(xs), self._window
+        xp = np.pad(x, win.pad_widths())
+        cols = np.empty((self.in_shape[1], len(self._offsets), n) + win.out)
+        for j, (_, sl) in enumerate(self._offsets):
+            cols[:, j] = np.moveaxis(xp[sl], 0, 1)
+        y = self._kernel @ cols.reshape(self._kernel.shape[1], -1)  # [out channels, n · positions]
+        return np.ascontiguousarray(np.moveaxis(y.reshape(self.out_shape[1], n, -1), 0, 1)).reshape(n, -1)
 
     def _transposed(self, rows: np.ndarray) -> np.ndarray:
-        """``rows @ W`` for ``rows`` ``(n, out size)``: the gradient of the convolution, as ``(n, in size)``."""
+        """``rows @ W`` for ``rows`` ``(n, out size)``: the gradient of the convolution, as ``(n, in size)``: one BLAS
+        product with the kernel, then each kernel offset's share added onto the cells it reads (the operator table's
+        input VJP for grouped ones)."""
         n = len(rows)
-        g = rows.reshape((n,) + tuple(self.out_shape))
-        like = np.broadcast_to(np.zeros(1), (n,) + tuple(self.in_shape))  # the input's shape, no memory
-        return OPERATORS["Conv"].vjp(self.node, [like, self.weight], [True, False], None, g)[0].reshape(n, -1)
+        if self.node.attrs.get("group", 1) != 1:
+            g = rows.reshape((n,) + tuple(self.out_shape))
+            like = np.broadcast_to(np.zeros(1), (n,) + tuple(self.in_shape))  # the input's shape, no memory
+            return OPERATORS["Conv"].vjp(self.node, [like, self.weight], [True, False], None, g)[0].reshape(n, -1)
+        win, c_in = self._window, self.in_shape[1]
+        parts = self._kernel.T @ rows.reshape(n, self.out_shape[1], -1)  # [n, in channels · offsets, positions]
+        parts = parts.reshape((n, c_in, len(self._offsets)) + win.out)
+        padded = tuple(s + a + b for s, (a, b) in zip(self.in_shape[2:], win.pad_widths()[2:]))
+        gxp = np.zeros((n, c_in) + padded)
+        for j, (_, sl) in enumerate(self._offsets):
+            gxp[sl] += parts[:, :, j]
+        inner = tuple(slice(a, a + s) for s, (a, _) in zip(self.in_shape[2:], win.pad_widths()[2:]))
+        return gxp[(slice(None), slice(None)) + inner].reshape(n, -1)
+
+    @cached_property
+    def _window(self) -> Windows:
+        """Where the kernel reads the input: strides, dilations, pads, output size."""
+        return Windows.of(self.node.attrs, tuple(self.in_shape[2:]), tuple(self.weight.shape[2:]))
+
+    @cached_property
+    def _offsets(self) -> list:
+        """Per kernel offset, its index and the slices of the padded input it reads."""
+        return list(self._window.slices())
+
+    @cached_property
+    def _kernel(self) -> np.ndarray:
+        """The weights as ``[out channels, in channels · offsets]`` (offsets in ``_offsets``' order)."""
+        w = self.weight
+        return np.stack([w[(slice(None), slice(None)) + k] for k, _ in self._offsets], axis=2).reshape(w.shape[0], -1)
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         """The dense rows ``rows`` (an index array) of the matrix, each its channel's kernel placed on its window."""
@@ -82,11 +121,12 @@ class ConvMap(_AppliedMatrix):
         cells = int(np.prod(self.in_shape[2:]))
         out = np.zeros((rows.size, self.shape[1]))
         index = np.arange(rows.size)
+        c = np.arange(per_in)
         for k, where in self._windows():
             cell = where[position]  # the input cell each row reads at this kernel offset (-1: padding)
             real = cell >= 0
-            for c in range(per_in):
-                out[index[real], (first_in[real] + c) * cells + cell[real]] = self.weight[(channel[real], c) + k]
+            at = (first_in[real][:, None] + c) * cells + cell[real][:, None]  # every input channel of the group
+            out[index[real][:, None], at] = self.weight[(channel[real][:, None], c) + k]
         return out
 
     def _windows(self):

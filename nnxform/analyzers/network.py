@@ -65,6 +65,16 @@ class Linear:
     def abs_weights(self) -> list[np.ndarray | ConvMap]:
         return [abs_of(w) for w in self.weights]
 
+    @cached_property
+    def weights32(self) -> list[tuple[np.ndarray, bool] | None]:
+        """Per source, the dense weights rounded to float32 and whether that was exact (None for an operator): what
+        ``symbolic``'s float32 products multiply by."""
+        out: list[tuple[np.ndarray, bool] | None] = []
+        for w in self.weights:
+            w32 = w.astype(np.float32) if isinstance(w, np.ndarray) else None
+            out.append(None if w32 is None else (w32, bool(np.array_equal(w32, w))))
+        return out
+
 
 @dataclass
 class Activation:

@@ -7,27 +7,49 @@ pass by stacking the rows ``[W; −W]``. For a Relu layer only the neurons that 
 arithmetic over the tightened earlier layers leaves unstable are back-substituted: a stable ReLU
 is linear, so its exact bounds change no relaxation (its reported bounds stay the interval ones).
 
+The products with dense weights run in float32 on the columns that can be non-zero (a stably inactive ReLU
+passes nothing back: its column is dropped before the product), and every float32 rounding they make is bounded
+and subtracted (``_Products``): the coefficients are then just some coefficients, and the bound is sound for them.
+
 The output bounds are then refined α-CROWN style: with the intermediate bounds fixed, the lower
 slope of every unstable ReLU (any value in [0, 1] is sound) is optimised per output row by a few
-signed-gradient steps, the gradient coming from an adjoint pass over the back-substitution. The
+Adam steps, the gradient coming from an adjoint pass over the back-substitution. The
 best bound seen per row is kept, so the refinement never loosens CROWN's result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 
 from ..operators.activations import Relaxation
 from . import relaxation
+from .boxes import _Adam as Adam
 from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
 from .encoding import Deadline
 from .result import State
+from .rounding import gamma, magnitude
 
-#: Signed-gradient steps on the output rows' ReLU lower slopes, and the first step size.
-SLOPE_STEPS, SLOPE_STEP = 10, 0.25
+#: Adam steps on the output rows' ReLU lower slopes and their learning rate; the steps stop early once one narrows
+#: the output bounds by less than ``SLOPE_TOL`` of their width.
+SLOPE_STEPS, SLOPE_RATE, SLOPE_TOL = 10, 0.1, 1e-3
 #: Memory one back-substitution's coefficients may take.
 BACKSUB_BYTES = 256 * 2**20
+#: Whether the products with dense weights run in float32 (False: in float64 like the operators' products, the
+#: reference the tests compare the two forms of a network with).
+FLOAT32 = True
+#: float32's unit roundoff, and a bound on the absolute error of one float32 operation that underflows (IEEE-754
+#: gradual underflow makes at most 2⁻¹⁵⁰; 2⁻¹²⁵ also covers a BLAS that flushes subnormals to zero).
+_U32, _TINY32 = 2.0 ** -24, 2.0 ** -125
+#: Coefficients go to float32 only while every product they take part in stays below this (float32 overflows at
+#: 2¹²⁸): beyond it, that step's products are in float64.
+_SAFE32 = 2.0 ** 100
+
+#: A coefficient matrix on a step and the columns it holds (None: all of them).
+Coef = tuple[np.ndarray, np.ndarray | None]
 
 
 def symbolic(state: State, deadline: Deadline | None = None) -> State:
@@ -38,6 +60,7 @@ def symbolic(state: State, deadline: Deadline | None = None) -> State:
     gets bounds, and ``deadline.reached`` says they are not the full analysis's.
     """
     net = state.net
+    products = _Products(state)  # every later layer's back-substitution reuses the earlier layers' products
     for i, s in enumerate(net.steps):
         if i == 0:
             continue
@@ -47,16 +70,17 @@ def symbolic(state: State, deadline: Deadline | None = None) -> State:
         if net.first_layer(i):
             continue  # one affine map of the box: the seed's interval bounds are already exact
         state.set_linear(i, *linear_interval(state, i))
+        if i == net.output and (deadline is None or not deadline.passed()):  # its first pass is CROWN's
+            state.set_linear(i, *optimized_bounds(state, i, np.arange(s.size), SLOPE_STEPS, products, SLOPE_TOL))
+            continue
         lo, hi = state.lo[i].copy(), state.hi[i].copy()
         rows = net.rows_to_tighten(i, lo, hi)
         for part in np.array_split(rows, -(-rows.size // _rows_per_pass(net))) if rows.size else []:
             if i != net.output and deadline is not None and deadline.passed():
                 break
-            b = lower_bound(state, i - 1, *_stacked(s, part))
+            b = lower_bound(state, i - 1, *_stacked(s, part), products=products)
             lo[part], hi[part] = b[: part.size], -b[part.size:]
         state.set_linear(i, lo, hi)
-    if deadline is None or not deadline.passed():
-        _optimize_output_slopes(state)
     return state
 
 
@@ -74,51 +98,228 @@ def _stacked(s: Linear, rows: np.ndarray) -> tuple[dict[int, np.ndarray], np.nda
     return coef, sign[:, 0] * np.concatenate([s.bias[rows], s.bias[rows]])
 
 
+@dataclass
+class _Dense:
+    """What the float32 products of one Linear step's coefficients on its columns ``cols`` reuse: the rows of each
+    dense source weight in float32, and per column the bound on the rounding those products make (``_Products``)."""
+
+    key: tuple  # the bound arrays it was computed from (an entry is reused while they are the state's)
+    weights: list[np.ndarray | None]  # per source: float32 rows ``W[cols]``, None for an operator (float64 there)
+    slack: np.ndarray  # per column: ``|L| @ slack + tiny`` bounds the rounding of a coefficient ``L`` on them
+    tiny: float
+    reach: float  # the largest column sum of ``|W₃₂|``: a product's entries are within ``max |L| · reach``
+
+    @property
+    def cast(self) -> bool:
+        """Whether coefficients on the step go to float32 (some source weight is a dense matrix)."""
+        return any(w is not None for w in self.weights)
+
+
+@dataclass
+class _Relaxed:
+    """An activation's relaxation on the columns that pass anything back (``cols``, None: all of them; a stably
+    inactive ReLU passes nothing back), and which of those are more than passed through unchanged (``mixed``,
+    positions in ``cols``, None: all of them; ``mixed_cols``: the same as step columns; ``mask``: the same as a
+    boolean on ``cols``)."""
+
+    key: tuple
+    cols: np.ndarray | None
+    a_lo: np.ndarray
+    b_lo: np.ndarray
+    a_up: np.ndarray
+    b_up: np.ndarray
+    mixed: np.ndarray | None
+    mixed_cols: np.ndarray | None
+    mask: np.ndarray
+
+    @cached_property
+    def unit_slopes(self) -> bool:
+        """Whether every slope is within [−1, 1] (ReLU's are; optimised lower slopes stay in [0, 1])."""
+        return bool(np.all(np.abs(self.a_lo) <= 1) and np.all(np.abs(self.a_up) <= 1))
+
+
+class _Products:
+    """The float32 back-substitution through dense weights, and its error bound.
+
+    A coefficient ``L`` (float64, exact) on Linear step ``j`` is cast to float32 (``|L − L₃₂| <= u/(1−u)·|L₃₂|``)
+    and multiplied by ``W₃₂``, the weights rounded to float32: ``|L·W − fl(L₃₂·W₃₂)| <= |L₃₂|·|W − W₃₂| +
+    γ_K·|L₃₂|·|W₃₂|`` for products of ``K`` terms (Higham's bound, any summation order), plus what underflow can
+    add (``_TINY32`` per product, or per coefficient or weight flushed to zero). Against values ``|x| <= m`` every
+    such error moves ``L·x`` by at most ``|L₃₂| @ slack + tiny``, one matrix-vector product per step: the bound
+    subtracts it with the step's own rounding noise. An activation whose source it alone reads may round its
+    coefficients to float32 itself (``rounded_here``): that is the same cast, bounded the same way.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.entries: dict[tuple[int, int], tuple[np.ndarray | None, _Dense]] = {}
+        self.relaxed: dict[int, _Relaxed] = {}
+        net = state.net
+        self.readers = np.bincount([s.source for s in net.steps if isinstance(s, (Activation, Pool))],
+                                   minlength=len(net.steps))
+
+    def relaxation(self, k: int) -> _Relaxed:
+        """Activation step ``k``'s relaxation on its live columns (the same ``cols`` object while its input's
+        bounds stay the same, so that the products on those columns are reused)."""
+        st, s = self.state, self.state.net.steps[k]
+        key = (st.lo[s.source], st.hi[s.source])
+        cached = self.relaxed.get(k)
+        if cached is not None and all(a is b for a, b in zip(cached.key, key)):
+            return cached
+        relax = _relax(st, s)
+        a_lo, b_lo, a_up, b_up = relax
+        live = (a_lo != 0) | (a_up != 0) | (b_lo != 0) | (b_up != 0)
+        cols = None if live.all() else np.flatnonzero(live)
+        if cols is not None:
+            relax = tuple(r[cols] for r in relax)
+        a_lo, b_lo, a_up, b_up = relax
+        mask = (a_lo != 1) | (a_up != 1) | (b_lo != 0) | (b_up != 0)
+        mixed = None if mask.all() else np.flatnonzero(mask)
+        mixed_cols = mixed if cols is None else cols if mixed is None else cols[mixed]
+        entry = _Relaxed(key, cols, *relax, mixed, mixed_cols, mask)
+        self.relaxed[k] = entry
+        return entry
+
+    def rounded_here(self, k: int, L: np.ndarray, r: _Relaxed) -> bool:
+        """Whether activation ``k`` may round its coefficients ``L`` times its slopes ``r`` to float32 itself: the
+        source is read by it alone (nothing is added to them before the product), its products are in float32 (the
+        values are rounded once, and ``dense`` bounds that cast), and ``L`` is float32 and the slopes at most 1 (no
+        value grows: the source's product checks its own range)."""
+        source = self.state.net.steps[k].source
+        return (self.readers[source] == 1 and L.dtype == np.float32 and r.unit_slopes
+                and self.dense(source, r.cols).cast)
+
+    def dense(self, j: int, cols: np.ndarray | None) -> _Dense:
+        """The entry of Linear step ``j`` on columns ``cols`` (an index array, or None for all)."""
+        st, s = self.state, self.state.net.steps[j]
+        key = (st.lo[j], st.hi[j], *(a for k in s.sources for a in (st.lo[k], st.hi[k])))
+        cached = self.entries.get((j, id(cols)))
+        if cached is not None and cached[0] is cols and all(a is b for a, b in zip(cached[1].key, key)):
+            return cached[1]
+        pick = slice(None) if cols is None else cols
+        k_terms = s.size if cols is None else cols.size
+        mag = magnitude(st.lo[j][pick], st.hi[j][pick])
+        dense = FLOAT32 and any(isinstance(w, np.ndarray) for w in s.weights)
+        slack = _U32 / (1 - _U32) * mag if dense else np.zeros(k_terms)  # the cast of the coefficient to float32
+        tiny = _TINY32 * float(mag.sum()) if dense else 0.0
+        weights: list[np.ndarray | None] = []
+        reach = 0.0
+        for src, w, rounded in zip(s.sources, s.weights, s.weights32):
+            if not dense or rounded is None:
+                weights.append(None)
+                continue
+            w32 = rounded[0][pick]
+            m = magnitude(st.lo[src], st.hi[src])
+            size = np.abs(w32) @ m
+            reach = max(reach, float(np.abs(w32).sum(axis=0).max(initial=0.0)))
+            slack = slack + gamma(k_terms, _U32) * size + _TINY32 * float(m.sum())  # the last: flushed weights
+            if not rounded[1]:  # the weights' own rounding to float32
+                slack = slack + np.abs(w[pick] - w32) @ m
+            tiny += _TINY32 * (k_terms * float(m.sum()) + float(size.sum()))  # underflowing products, flushed L
+            weights.append(w32)
+        entry = _Dense(key, weights, slack, tiny, reach)
+        self.entries[(j, id(cols))] = (cols, entry)
+        return entry
+
+
 def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np.ndarray,
-                slopes: dict[int, np.ndarray] | None = None, tape: list | None = None) -> np.ndarray:
+                slopes: dict[int, np.ndarray] | None = None, tape: list | None = None,
+                products: _Products | None = None) -> np.ndarray:
     """Lower bound over the box of ``const + Σ coef[k] @ x[k]`` (all ``k <= start``), per row.
 
     Walks back from step ``start``, relaxing every nonlinear step it meets; ``slopes`` overrides
-    the lower slopes of Relu steps per row, and ``tape`` records each step's coefficients.
+    the lower slopes of Relu steps per row, and ``tape`` records each step's coefficients (and their columns).
+    ``products``: the float32 products' cache to reuse (one is made when not given).
     """
     net = state.net
-    coef = dict(coef)
+    products = products or _Products(state)
+    pending: dict[int, Coef] = {k: (L, None) for k, L in coef.items()}
     const = const.copy()
     for k in range(start, -1, -1):
-        L = coef.pop(k, None)
-        if L is None:
+        if k not in pending:
             continue
+        L, cols = pending.pop(k)
         if tape is not None:
-            tape.append((k, L))
+            tape.append((k, L, cols))
         s = net.steps[k]
         if isinstance(s, Input):
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
             const += L @ mid - np.abs(L) @ rad
         elif isinstance(s, Linear):
-            const += L @ s.bias - _noise_term(state, k, L)
-            for src, w in zip(s.sources, s.weights):
-                _add(coef, src, L @ w)
+            const += _linear_back(state, k, L, cols, products, pending)
         elif isinstance(s, Activation):
-            a_lo, b_lo, a_up, b_up = _relax(state, s)
-            if slopes is not None and k in slopes:
-                a_lo = slopes[k]
-            P, N = np.maximum(L, 0.0), np.minimum(L, 0.0)
-            const += P @ b_lo + N @ b_up
-            P *= a_lo  # in place: three arrays of the coefficients' size at most, on wide convolutional layers
-            N *= a_up
-            P += N
-            del N
-            _add(coef, s.source, P)
+            r = products.relaxation(k)
+            dtype = np.float32 if products.rounded_here(k, L, r) else np.float64
+            a_lo = None if slopes is None or k not in slopes else _take(slopes[k], r.mixed_cols)
+            if r.mixed is None:  # every live column relaxed
+                M, c = _relaxed_columns(_take(L, r.cols), r, a_lo)
+                M = M.astype(dtype, copy=False)
+            else:  # the others passed through unchanged
+                M = _take(L, r.cols).astype(dtype)
+                M[:, r.mixed], c = _relaxed_columns(L[:, r.mixed_cols], r, a_lo)
+            const += c
+            _add(pending, s.source, (M, r.cols), s.size)
         else:
             assert isinstance(s, Pool)
-            const += _pool_back(state, s, L, coef)
+            const += _pool_back(state, s, L, pending)
     return const
 
 
-def _noise_term(state: State, k: int, L: np.ndarray) -> np.ndarray | float:
-    """``max |L @ ε|`` over Linear step ``k``'s rounding noise ``|ε| <= noise[k]`` (``rounding``)."""
+def _relaxed_columns(L: np.ndarray, r: _Relaxed, a_lo: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients ``L`` on an activation's relaxed columns moved onto its input (float64: exact up to the analysis
+    margin), and the constant part; ``a_lo``: the lower slopes per row, when optimised."""
+    pick = slice(None) if r.mixed is None else r.mixed
+    positive = L > 0
+    const = np.zeros(len(L))
+    b_lo, b_up = r.b_lo[pick], r.b_up[pick]
+    if b_lo.any():
+        const += np.where(positive, L, 0.0) @ b_lo
+    if b_up.any():
+        const += np.where(positive, 0.0, L) @ b_up
+    return L * np.where(positive, r.a_lo[pick] if a_lo is None else a_lo, r.a_up[pick]), const
+
+
+def _linear_back(state: State, k: int, L: np.ndarray, cols: np.ndarray | None, products: _Products,
+                 pending: dict[int, Coef]) -> np.ndarray:
+    """Move coefficient ``L`` on Linear step ``k`` (on its columns ``cols``) to the step's sources; return the
+    constant part (the bias, the float network's rounding noise, and the bound on this product's own rounding)."""
+    s = state.net.steps[k]
+    entry = products.dense(k, cols)
+    noise = _noise(state, k)
+    slack = entry.slack if noise is None else entry.slack + _take(noise, cols)
+    top = max(float(L.max(initial=0.0)), -float(L.min(initial=0.0)))
+    cast = entry.cast and top < _SAFE32 and top * entry.reach < _SAFE32
+    if cast:
+        L = L.astype(np.float32, copy=False)
+    exact = L.astype(np.float64)
+    constant = exact @ _take(s.bias, cols) - np.abs(exact, out=exact) @ slack - entry.tiny
+    for src, w, w32 in zip(s.sources, s.weights, entry.weights):
+        if w32 is not None and cast:
+            product = L @ w32
+        else:  # an operator (a convolution), or coefficients too large for float32: float64
+            product = _full(L, cols, s.size) @ w
+        _add(pending, src, (product, None), w.shape[1])
+    return constant
+
+
+def _take(a: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
+    """The columns ``cols`` (last axis) of ``a``; all of them for None."""
+    return a if cols is None else a[..., cols]
+
+
+def _full(L: np.ndarray, cols: np.ndarray | None, size: int) -> np.ndarray:
+    """``L`` on columns ``cols`` written out on all ``size`` columns (zeros elsewhere), in float64."""
+    if cols is None:
+        return np.asarray(L, dtype=np.float64)
+    out = np.zeros((L.shape[0], size))
+    out[:, cols] = L
+    return out
+
+
+def _noise(state: State, k: int) -> np.ndarray | None:
+    """Linear step ``k``'s rounding noise bound in the float network (``rounding``), None when there is none."""
     m = None if state.real else state.noise[k]
-    return 0.0 if m is None or not m.any() else np.abs(L) @ m
+    return None if m is None or not m.any() else m
 
 
 def _relax(state: State, s: Activation) -> Relaxation:
@@ -130,71 +331,80 @@ def _relax(state: State, s: Activation) -> Relaxation:
     return a_lo, b_lo - kind.error, a_up, b_up + kind.error
 
 
-def _optimize_output_slopes(state: State) -> None:
-    """α-CROWN on the output rows: signed-gradient ascent on the unstable ReLUs' lower slopes."""
-    net = state.net
-    lo, hi = optimized_bounds(state, net.output, np.arange(net.steps[net.output].size), SLOPE_STEPS)
-    state.set_linear(net.output, lo, hi)
-
-
-def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, products: _Products | None = None,
+                     tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of ``rows`` of Linear step ``i``, the lower slope of every unstable ReLU before it
-    optimised per row by ``steps`` signed-gradient steps (any slope in [0, 1] is sound; the best bound seen is kept,
-    so the result is never looser than CROWN's with the same intermediate bounds)."""
+    optimised per row by ``steps`` Adam steps (any slope in [0, 1] is sound; the best bound seen is kept, so the
+    result is never looser than CROWN's with the same intermediate bounds, which is the first one seen). ``tol``:
+    stop once a step narrows the rows' bounds by less than this share of their total width."""
     net = state.net
-    relus = {}
+    products = products or _Products(state)
+    free: dict[int, np.ndarray] = {}  # per Relu step, its unstable columns
     for k in range(i):
         s = net.steps[k]
         if isinstance(s, Activation) and s.op == "Relu":
-            free = (state.lo[s.source] < 0) & (state.hi[s.source] > 0)
-            if free.any():
-                relus[k] = free
+            unstable = np.flatnonzero((state.lo[s.source] < 0) & (state.hi[s.source] > 0))
+            if unstable.size:
+                free[k] = unstable
     n = rows.size
     coef, const = _stacked(net.steps[i], rows)
-    slopes = {k: np.tile(_relax(state, net.steps[k])[0], (2 * n, 1)) for k in relus}
+    slopes = {k: np.tile(_relax(state, net.steps[k])[0], (2 * n, 1)) for k in free}
+    params = {k: slopes[k][:, cols] for k, cols in free.items()}  # the free slopes alone: what Adam moves
+    adam = Adam(list(params.values()), lr=SLOPE_RATE)
     best = np.full(2 * n, -np.inf)
     for t in range(steps + 1):
         tape: list = []
-        best = np.maximum(best, lower_bound(state, i - 1, coef, const, slopes, tape))
-        if t == steps or not relus:
+        bound = np.fmax(best, lower_bound(state, i - 1, coef, const, slopes, tape, products))  # NaN never kept
+        gain, best = float(np.sum(bound - best)), bound
+        if t == steps or not free or t > 0 and gain <= -tol * float(np.sum(best)):
             break
-        grads = _slope_gradients(state, tape, slopes)
-        step = SLOPE_STEP * (1.0 - t / steps)
-        for k, free in relus.items():
-            slopes[k] = np.where(free, np.clip(slopes[k] + step * np.sign(grads[k]), 0.0, 1.0), slopes[k])
+        grads = _slope_gradients(state, tape, slopes, products)
+        adam.ascend([grads[k][:, cols] for k, cols in free.items()])
+        for k, cols in free.items():
+            np.clip(params[k], 0.0, 1.0, out=params[k])
+            slopes[k][:, cols] = params[k]
     return best[:n], -best[n:]
 
 
-def _slope_gradients(state: State, tape: list, slopes: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Adjoint of ``lower_bound``: the bound's gradient with respect to each Relu step's slopes."""
+def _slope_gradients(state: State, tape: list, slopes: dict[int, np.ndarray], products: _Products | None = None
+                     ) -> dict[int, np.ndarray]:
+    """Adjoint of ``lower_bound``: the bound's gradient with respect to each Relu step's slopes (the float32
+    products' rounding taken as exact: only the direction of the ascent rests on it)."""
     net = state.net
-    G: dict[int, np.ndarray] = {}  # d bound / d (coefficients of step k)
+    products = products or _Products(state)
+    G: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # d bound / d (coefficients of step k), their columns
     grads = {}
-    for k, L in reversed(tape):  # sources before their consumers
+    for k, L, cols in reversed(tape):  # sources before their consumers
         s = net.steps[k]
         if isinstance(s, Input):
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
-            G[k] = mid - np.sign(L) * rad
+            G[k] = (mid - np.sign(L) * rad, None)
         elif isinstance(s, Linear):
-            m = None if state.real else state.noise[k]
-            G[k] = s.bias + sum(G[src] @ w.T for src, w in zip(s.sources, s.weights))
-            if m is not None and m.any():
-                G[k] = G[k] - np.sign(L) * m
+            entry = products.dense(k, cols)
+            noise = _noise(state, k)
+            g = _take(s.bias, cols) - np.sign(L) * (entry.slack if noise is None else entry.slack + _take(noise, cols))
+            for src, w, w32 in zip(s.sources, s.weights, entry.weights):
+                g = g + (G[src][0].astype(np.float32) @ w32.T if w32 is not None else _take(G[src][0] @ w.T, cols))
+            G[k] = (g, cols)
         elif isinstance(s, Activation):
-            a_lo, b_lo, a_up, b_up = _relax(state, s)
+            r = products.relaxation(k)
+            a_lo = r.a_lo if k not in slopes else np.where(r.mask, _take(slopes[k], r.cols), r.a_lo)
+            Lk = _take(L, r.cols)
+            g_src, on = G[s.source]
+            if on is None:  # the source's coefficients were a sum on all its columns (else on this step's only)
+                g_src = _take(g_src, r.cols)
+            positive = Lk > 0
+            G[k] = (_full(np.where(positive, g_src * a_lo + r.b_lo, g_src * r.a_up + r.b_up), r.cols, s.size), None)
             if k in slopes:
-                a_lo = slopes[k]
-                grads[k] = G[s.source] * np.maximum(L, 0.0)
-            pos = L > 0
-            G[k] = G[s.source] * np.where(pos, a_lo, a_up) + np.where(pos, b_lo, b_up)
+                grads[k] = _full(g_src * np.maximum(Lk, 0.0), r.cols, s.size)
         else:
             arg, exact, top = relaxation.maxpool(state.lo[s.source], state.hi[s.source], s.windows)
             through = (L > 0) | exact
-            G[k] = np.where(through, G[s.source][:, arg], top)
+            G[k] = (np.where(through, G[s.source][0][:, arg], top), None)
     return grads
 
 
-def _pool_back(state: State, s: Pool, L: np.ndarray, coef: dict[int, np.ndarray]) -> np.ndarray:
+def _pool_back(state: State, s: Pool, L: np.ndarray, pending: dict[int, Coef]) -> np.ndarray:
     """Move ``L``'s coefficients on a MaxPool output to its input; return the constant part."""
     lo, hi = state.lo[s.source], state.hi[s.source]
     arg, exact, top = relaxation.maxpool(lo, hi, s.windows)
@@ -205,13 +415,11 @@ def _pool_back(state: State, s: Pool, L: np.ndarray, coef: dict[int, np.ndarray]
         out[:, arg] = linear
     else:
         np.add.at(out.T, arg, linear.T)
-    _add(coef, s.source, out)
+    _add(pending, s.source, (out, None), lo.size)
     return np.where(exact, 0.0, N) @ top
 
 
-def _add(coef: dict[int, np.ndarray], k: int, M: np.ndarray) -> None:
-    if k in coef:
-        coef[k] = coef[k] + M
-    else:
-        coef[k] = M
-
+def _add(pending: dict[int, Coef], k: int, c: Coef, size: int) -> None:
+    """Add coefficients ``c`` on step ``k`` (of ``size`` values) to those pending there; a sum is in float64 on all
+    columns (exact up to the analysis margin: the only float32 roundings are the ones ``_Products`` bounds)."""
+    pending[k] = (_full(*pending[k], size) + _full(*c, size), None) if k in pending else c
