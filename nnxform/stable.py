@@ -11,6 +11,11 @@ when ``z >= 0``, *unstable* when both signs occur. Evidence is gathered cheapest
   unstable ReLUs optimised per neuron, for every neuron the bounds leave unstable, layer by layer,
   which also tightens the big-M constants of the MILP) prove *stability*, with the analyzers'
   float32 margin;
+- **search** (networks with more than ``FEW_INPUTS`` inputs): per layer, first to last, one branch and bound over
+  the signs of the ReLUs before it for all its undecided neurons (``analyzers.branching.prove_signs``: bounds per
+  branch from the batched engine, slopes and split multipliers optimised), starting from the signs proved so far; a
+  neuron is proved stable when its pending sign's bound holds on every branch, and the bounds' minimising corners are
+  replayed as witnesses of instability;
 - **milp**: one HiGHS big-M model of the float network (each row with its rounding noise), grown
   layer by layer and rescaled by powers of two so that the solver's absolute tolerances are
   relative to each neuron; each remaining candidate gets a feasibility solve "is there an input
@@ -37,6 +42,8 @@ import numpy as np
 
 from .attack import ascend
 from .analyzers import bounds as analyze
+from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse
+from .analyzers.branching import Slots, prove_signs
 from .analyzers.conv import ConvMap, IdentityMap, Operator, zero_rows
 from .analyzers.encoding import Encoder
 from .analyzers.network import Activation, Linear, Network, Pool, compile_model
@@ -76,10 +83,15 @@ _MIP_OPTIONS = {"mip_heuristic_effort": 0.0, "mip_heuristic_run_rins": False, "m
 #: Said when the time limit left neurons undecided.
 _TIME_BOUND_NOTE = ("the time limit bound, so which neurons are settled can differ between runs; a node limit per MILP "
                     "solve (with a time limit that does not bind) gives the same result every run")
+#: Search stage: branches a neuron may take in each pass over the layers before it is given up (for that pass).
+SEARCH_LIMITS = (16, 128, 1024)
+#: The share of the time left that the search stage may take: the milp stage gets the rest.
+SEARCH_SHARE = 0.7
 #: α stage: signed-gradient steps on the ReLU lower slopes, neurons bounded per batch.
 ALPHA_STEPS, _ALPHA_ROWS = 20, 256
 
-#: ``progress(stage, done, total)``: layers done by the alpha stage, candidates by the milp stage.
+#: ``progress(stage, done, total)``: layers done by the alpha stage, candidates settled by the search stage and
+#: decided by the milp stage.
 Progress = Callable[[str, int, int], None]
 #: One candidate of the milp stage: Linear step, ReLU layer, neuron, row in the solver's network, whether to prove
 #: it inactive (else active), and the solver's tolerance slack of that row (``_Classifier._settle``).
@@ -240,8 +252,8 @@ def reprove(model: Model, box: Box, claims: Stability, *, time_limit: float = 30
     """The stable claims of ``claims`` (a classification read from a file) proved again on ``model`` and ``box``.
 
     Each claimed active or inactive neuron is proved by the classifier's bound stages (interval, symbolic, alpha:
-    the same bounds and float margins as ``classify``), those they leave by its milp stage aimed at the claimed
-    sign, within ``time_limit`` (``node_limit``, ``solver`` as ``classify``); sampling, which only proves
+    the same bounds and float margins as ``classify``), those they leave by its search and milp stages aimed at the
+    claimed sign, within ``time_limit`` (``node_limit``, ``solver`` as ``classify``); sampling, which only proves
     instability, is skipped. A claim proved keeps its status; any other neuron ends unstable, kept by compress,
     which is always exact (the file's undecided ones stay undecided). ``reproof`` counts the claims and how many
     were proved again; the result is ``proven``.
@@ -300,7 +312,7 @@ class _Classifier:
     def run(self) -> Stability:
         self.sampling()
         stages = {"interval": self.interval, "symbolic": self.symbolic, "gradient": self.gradient_search,
-                  "alpha": self.alpha, "milp": self.milp}
+                  "alpha": self.alpha, "search": self.search, "milp": self.milp}
         self._stages(stages)
         left = self.undecided()
         if left:
@@ -310,8 +322,9 @@ class _Classifier:
         return self._result()
 
     def recheck(self, claims: list[np.ndarray]) -> Stability:
-        """Prove the stable statuses ``claims`` again (see ``reprove``): the bound stages, then the milp stage on the
-        claimed-stable neurons they leave, pushed towards the claimed sign; a claim not proved ends unstable."""
+        """Prove the stable statuses ``claims`` again (see ``reprove``): the bound stages, then the search and milp
+        stages on the claimed-stable neurons they leave, pushed towards the claimed sign; a claim not proved ends
+        unstable."""
         self.claims = claims
         stable = [np.isin(c, (ACTIVE, INACTIVE)) for c in claims]
         self._stages({"interval": self.interval, "symbolic": self.symbolic, "alpha": self.alpha},
@@ -319,7 +332,7 @@ class _Classifier:
         for st, c in zip(self.status, stable):  # only claims need a proof: the others are kept
             st[(st == UNDECIDED) & ~c] = UNSTABLE
         if not self.time_bound:
-            self._stages({"milp": self.milp})
+            self._stages({"search": self.search, "milp": self.milp})
         proved = [c & (st == claim) for st, c, claim in zip(self.status, stable, claims)]
         for st, c, p, claim in zip(self.status, stable, proved, claims):
             st[:] = np.where(p, claim, np.where(c | (claim == UNSTABLE), UNSTABLE, UNDECIDED))
@@ -635,6 +648,105 @@ class _Classifier:
             stopped = self.remaining() <= 0
         self.time_bound |= stopped
         self._stage("alpha", before, "stopped by the time limit" if stopped else "")
+
+    # --- stability: branch and bound over earlier ReLUs -------------------------------------------
+
+    def search(self) -> None:
+        """Per layer, first to last, the undecided neurons proved stable by one shared branch and bound over the
+        signs of the ReLUs before them (``analyzers.branching.prove_signs``), starting from the signs proved so far:
+        a neuron is proved when the bound of its pending sign holds on every branch; the minimising corners of the
+        bounds that fail are replayed as witnesses of instability. Each layer first gets bounds on the whole box from
+        the proved signs (which tighten the state the milp stage starts from), then an equal share among the layers
+        left (the later ones depend on its signs) of ``SEARCH_SHARE`` of the time left. In a layer, a neuron is given
+        up after ``SEARCH_LIMITS[p]`` branches in pass ``p`` (one that cannot be proved, or only by a large tree, does
+        not hold up the others); each pass allows more. The first layer searched skips the last pass: what it leaves,
+        the milp stage decides faster (its MILP has one layer of binaries). Skipped for networks with few inputs,
+        whose searches split the input box (``verify``), which this one does not."""
+        before = self.undecided()
+        if self.state is None:
+            return self._stage("search", before, "no bounds to start from")
+        if self.box.size <= FEW_INPUTS:  # (there the inputs are to be split, as verify does; the milp decides)
+            return self._stage("search", before, f"skipped: {self.box.size} inputs, too few for ReLU splits to pay")
+        try:
+            dense = DenseNetwork(self.net, "stable")
+        except NnxformError as exc:
+            return self._stage("search", before, f"not supported on this network: {exc}")
+        slots = Slots(dense)
+        order = [i for i in sorted(set(self.sources)) if not self.net.first_layer(i)]
+        branches, stops = 0, time.perf_counter() + SEARCH_SHARE * self.remaining()
+        for n, i in enumerate(order):
+            ends = time.perf_counter() + (stops - time.perf_counter()) / (len(order) - n)
+            for limit in SEARCH_LIMITS[:-1] if n == 0 else SEARCH_LIMITS:
+                if self.remaining() <= 0 or time.perf_counter() > ends or not self._candidates(i):
+                    break
+                branches += self._search_layer(dense, slots, i, limit,
+                                               lambda ends=ends: time.perf_counter() > ends or self.remaining() <= 0)
+            if self.progress and self.undecided() < before:
+                self.progress("search", before - self.undecided(), before)
+        self.time_bound |= self.remaining() <= 0 and self.undecided() > 0
+        self._stage("search", before, f"{branches} branches")
+
+    def _search_layer(self, dense: DenseNetwork, slots: Slots, i: int, limit: int, until: Callable[[], bool]) -> int:
+        """One search over the undecided neurons fed by Linear step ``i`` (see ``search``), each given up after
+        ``limit`` branches, until ``until()``; the branches bounded."""
+        box = self.box
+        root = self._proved_signs(slots)
+        state = analyse(dense, box.lower[None], box.upper[None], slots.split(root[None]),
+                        prior=(self.state.lo, self.state.hi))
+        self._tighten_state(len(self.net.steps) - 1, ([a[0] for a in state.lo], [a[0] for a in state.hi]))
+        cands = self._candidates(i)
+        if not cands:
+            return 1
+        layers = np.concatenate([np.full(c.size, L) for L, c, _ in cands])
+        rows = np.concatenate([c for _, c, _ in cands])
+        want = np.concatenate([np.where(up, -1, 1) for _, _, up in cands])
+
+        def refute(points: np.ndarray) -> np.ndarray:
+            self.observe(points)
+            self.confirm_unstable()
+            return self._status_of(layers, rows) == UNSTABLE
+
+        proved, branches = prove_signs(dense, slots, box.lower, box.upper, i, rows, want, root,
+                                       (self.state.lo, self.state.hi), until, refute, limit)
+        proved &= self._status_of(layers, rows) == UNDECIDED
+        for L in np.unique(layers[proved]):
+            mine = proved & (layers == L)
+            self.status[L][rows[mine]] = np.where(want[mine] > 0, ACTIVE, INACTIVE)
+        self._tighten_state(i)
+        return branches + 1
+
+    def _proved_signs(self, slots: Slots) -> np.ndarray:
+        """The signs proved so far as a branch's sign vector: +1 stably active, −1 stably inactive, 0 otherwise."""
+        sg = np.zeros(slots.total, np.int8)
+        for L, src in enumerate(self.sources):
+            o = slots.offsets[src]
+            sg[o: o + slots.sizes[src]] = np.where(self.status[L] == ACTIVE, 1, np.where(self.status[L] == INACTIVE,
+                                                                                        -1, 0))
+        return sg
+
+    def _status_of(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The status of neuron ``rows[m]`` of ReLU layer ``layers[m]``, per ``m``."""
+        out = np.full(rows.size, UNDECIDED, np.int8)
+        for L in np.unique(layers):
+            out[layers == L] = self.status[L][rows[layers == L]]
+        return out
+
+    def _tighten_state(self, last: int, bounds: tuple[list, list] | None = None) -> None:
+        """The state's bounds of the steps up to ``last`` intersected with ``bounds`` (per step, bounds on the whole
+        box) and with the signs proved; the undecided neurons they prove stable settled."""
+        state = self.state
+        for k, s in enumerate(self.net.steps[1: last + 1], start=1):
+            if isinstance(s, Linear):
+                if bounds is not None:
+                    state.lo[k] = np.maximum(state.lo[k], bounds[0][k])
+                    state.hi[k] = np.minimum(state.hi[k], bounds[1][k])
+                for L in np.flatnonzero(np.array(self.sources) == k):
+                    st = self.status[L]
+                    state.lo[k] = np.where(st == ACTIVE, np.maximum(state.lo[k], 0.0), state.lo[k])
+                    state.hi[k] = np.where(st == INACTIVE, np.minimum(state.hi[k], 0.0), state.hi[k])
+            else:
+                state.propagate_nonlinear(k)
+        self._apply_bounds([state.lo[src] for src in self.sources], [state.hi[src] for src in self.sources])
 
     # --- stability: MILP ------------------------------------------------------------------------
 

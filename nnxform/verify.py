@@ -26,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import stopping
-from .analyzers.boxes import FEW_INPUTS, BoxBounds, DenseNetwork, analyse, objective, optimized_objective
+from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse, objective, optimized_objective
+from .analyzers.branching import Slots, child_branches
 from .analyzers.encoding import Encoder
 from .analyzers.milp import beyond_solver
 from .analyzers.network import Activation, compile_model
@@ -197,7 +198,7 @@ class _Search:
                  rng: np.random.Generator) -> None:
         self.model, self.started, self.deadline, self.progress, self.rng = model, started, deadline, progress, rng
         self.dense = DenseNetwork(compile_model(model), "verify")
-        self.slots = _Slots(self.dense)
+        self.slots = Slots(self.dense)
         self.box_seconds = 1e-3  # seconds one branch takes to bound (measured as the search goes)
         self.next_attack = started + ATTACK_EVERY
         self.runner = OnnxRunner(model)
@@ -321,7 +322,7 @@ class _Search:
             lo, hi, sg, candidates = lo[ok], hi[ok], sg[ok], candidates[ok]
             if not len(lo):
                 continue
-            c_lo, c_hi, c_sg = _children(lo, hi, sg, candidates)
+            c_lo, c_hi, c_sg = child_branches(lo, hi, sg, candidates)
             children = self._bound(spec, c_lo, c_hi, c_sg)
             if children.found is not None:
                 return children.found
@@ -487,64 +488,6 @@ class _Objective:
         self.case = case
         self.starts = np.cumsum([0] + [len(b) for _, b in rows])[:-1]
         self.coef, self.bound = np.vstack([c for c, _ in rows]), np.concatenate([b for _, b in rows])
-
-
-class _Slots:
-    """Where each ReLU-read Linear step's neurons sit in a branch's sign vector (one int8 per neuron)."""
-
-    def __init__(self, dense: DenseNetwork) -> None:
-        net = dense.net
-        relus = [s for s in net.steps if isinstance(s, Activation) and s.op == "Relu"]
-        self.steps = sorted({s.source for s in relus})
-        self.after = {s.source: i for i, s in enumerate(net.steps) if isinstance(s, Activation) and s.op == "Relu"}
-        sizes = [net.steps[i].size for i in self.steps]
-        self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
-        self.sizes = dict(zip(self.steps, sizes))
-        self.total = int(sum(sizes))
-        self.relu_only = all(s.op == "Relu" for s in net.steps if isinstance(s, Activation))  # (MILP leaves)
-
-    def split(self, sg: np.ndarray) -> dict[int, np.ndarray]:
-        """The sign vectors as ``analyse`` takes them: per step, its block."""
-        return {i: sg[:, o: o + self.sizes[i]] for i, o in self.offsets.items()}
-
-    def losses(self, state: BoxBounds, record: dict[int, np.ndarray], rows: np.ndarray, open_: np.ndarray,
-               sg: np.ndarray) -> np.ndarray:
-        """Per branch and free unstable neuron, what the bound of the open regions' best rows loses on its ReLU's
-        relaxation: ``|coefficient| · (−l·u / (u − l))`` (BaBSR's intercept score)."""
-        out = np.zeros((state.size, self.total))
-        for i in self.steps:
-            k = self.after[i]
-            if k not in record:
-                continue
-            L = np.take_along_axis(record[k], rows[:, :, None], axis=1)  # (boxes, regions, size)
-            weight = (np.abs(L) * open_[:, :, None]).sum(axis=1)
-            lo, hi = state.lo[i], state.hi[i]
-            free = (lo < 0) & (hi > 0) & (sg[:, self.offsets[i]: self.offsets[i] + self.sizes[i]] == 0)
-            gap = np.where(free, -lo * hi / np.where(free, hi - lo, 1.0), 0.0)
-            out[:, self.offsets[i]: self.offsets[i] + self.sizes[i]] = weight * gap
-        return out
-
-
-def _children(lo: np.ndarray, hi: np.ndarray, sg: np.ndarray, candidates: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two children per branch and candidate, in order (branch, candidate, side): an input candidate halves the box
-    along that input, a neuron candidate fixes its sign (+1 for side 0, −1 for side 1); ``-1`` candidates repeat
-    the parent (their children are never chosen)."""
-    P, c = candidates.shape
-    n = lo.shape[1]
-    c_lo = np.repeat(lo, 2 * c, axis=0).reshape(P, c, 2, n)
-    c_hi = np.repeat(hi, 2 * c, axis=0).reshape(P, c, 2, n)
-    c_sg = np.repeat(sg, 2 * c, axis=0).reshape(P, c, 2, -1)
-    p, j = np.nonzero((candidates >= 0) & (candidates < n))
-    dim = candidates[p, j]
-    mid = 0.5 * (lo[p, dim] + hi[p, dim])
-    c_hi[p, j, 0, dim] = mid
-    c_lo[p, j, 1, dim] = mid
-    p, j = np.nonzero(candidates >= n)
-    neuron = candidates[p, j] - n
-    c_sg[p, j, 0, neuron] = 1
-    c_sg[p, j, 1, neuron] = -1
-    return c_lo.reshape(-1, n), c_hi.reshape(-1, n), c_sg.reshape(P * c * 2, -1)
 
 
 def _with_sums(coef: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

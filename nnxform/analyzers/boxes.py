@@ -74,11 +74,15 @@ class DenseNetwork:
 
 
 def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
-            signs: dict[int, np.ndarray] | None = None) -> BoxBounds:
+            signs: dict[int, np.ndarray] | None = None, last: int | None = None,
+            prior: tuple[list[np.ndarray | None], list[np.ndarray | None]] | None = None) -> BoxBounds:
     """Bounds of every step over each box ``[lower[b], upper[b]]``; ``signs[i]`` ``(B, size)`` of +1/−1/0 fixes
-    the sign of Linear step ``i``'s values in that box's branch (0: free)."""
+    the sign of Linear step ``i``'s values in that box's branch (0: free). ``last``: bound the steps up to it only
+    (the later ones stay None), ``last`` itself by intervals (the caller bounds the rows it needs: ``objective``);
+    ``prior``: per step, bounds ``(size,)`` of the float network known to hold on every box (None: none),
+    intersected with the ones computed (rows they settle are not back-substituted)."""
     steps = dense.steps
-    n = len(steps)
+    n = len(steps) if last is None else last + 1
     B = len(lower)
     lo: list[np.ndarray | None] = [None] * n
     hi: list[np.ndarray | None] = [None] * n
@@ -95,9 +99,14 @@ def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
             if forward is not None:
                 fa, fb = forward.linear(i, m)
                 a, b = np.maximum(a, fa), np.minimum(b, fb)
-            if not dense.net.first_layer(i) and i != dense.output:
+            known = prior is not None and prior[0][i] is not None
+            if known:  # the exact value is within the noise of the float one
+                a, b = np.maximum(a, prior[0][i] - m), np.minimum(b, prior[1][i] + m)
+            if not dense.net.first_layer(i) and i != dense.output and i != last:
                 _tighten(state, i, a, b)
             a, b = widen(a - m, b + m)
+            if known:
+                a, b = np.maximum(a, prior[0][i]), np.minimum(b, prior[1][i])
             if signs is not None and i in signs:
                 sg = signs[i]
                 a, b = np.where(sg > 0, np.maximum(a, 0.0), a), np.where(sg < 0, np.minimum(b, 0.0), b)
@@ -179,13 +188,14 @@ def _tighten(state: BoxBounds, i: int, a: np.ndarray, b: np.ndarray) -> None:
             np.put_along_axis(side[part], r, np.where(keep, better, old), axis=1)
 
 
-def objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, record: dict[int, np.ndarray] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Lower bounds ``(B, M)`` of ``coef @ y − bound`` (``coef`` ``(M, outputs)``) over each box, and the input
-    coefficients ``(B, M, inputs)`` of the linear lower bound they come from; +inf for infeasible branches.
-    ``record`` receives, per activation step, the coefficients ``(B, M, size)`` the bound has on its output."""
-    low, A = lower_bound(state, state.net.output, {state.net.output: coef}, -np.asarray(bound, np.float64),
-                         record=record)
+def objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, record: dict[int, np.ndarray] | None = None,
+              start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Lower bounds ``(B, M)`` of ``coef @ y − bound`` (``coef`` ``(M, outputs)``, or ``(B, M, outputs)`` per box)
+    over each box, and the input coefficients ``(B, M, inputs)`` of the linear lower bound they come from; +inf for
+    infeasible branches. ``record`` receives, per activation step, the coefficients ``(B, M, size)`` the bound has on
+    its output. ``start``: the step ``y`` is (default the output)."""
+    start = state.net.output if start is None else start
+    low, A = lower_bound(state, start, {start: coef}, -np.asarray(bound, np.float64), record=record)
     return _final(state, low), A
 
 
@@ -250,16 +260,19 @@ def _relaxation(state: BoxBounds, s: Activation) -> tuple[np.ndarray, np.ndarray
 
 
 def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, signs: dict[int, np.ndarray],
-                        steps: int) -> tuple[np.ndarray, np.ndarray]:
+                        steps: int, start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``objective`` with the lower slopes of the unstable ReLUs (α-CROWN) and multipliers of the branch's sign
     constraints (β-CROWN: ``β·(−sign·z) <= 0`` added where ``z`` is fixed to ``sign``) optimised per box and row by
     ``steps`` Adam steps on the bound, its gradient from the adjoint of the back-substitution. Every value of the
-    slopes in [0, 1] and of the multipliers >= 0 gives a sound bound; the best seen per box and row is kept."""
+    slopes in [0, 1] and of the multipliers >= 0 gives a sound bound; the best seen per box and row is kept.
+    ``start``: the step ``coef`` weighs (default the output; the slopes and sign constraints after it are unused)."""
     dense, B, M = state.net, state.size, len(bound)
+    start = dense.output if start is None else start
+    signs = {i: sg for i, sg in signs.items() if i < start}
     const = -np.asarray(bound, np.float64)
     free: dict[int, np.ndarray] = {}
     slopes: dict[int, np.ndarray] = {}
-    for k, s in enumerate(dense.steps):
+    for k, s in enumerate(dense.steps[:start]):
         if isinstance(s, Activation) and s.op == "Relu":
             lo, hi = state.lo[s.source], state.hi[s.source]
             unstable = (lo < 0) & (hi > 0)
@@ -270,11 +283,11 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
              if sg.any()}
     betas = {i: np.zeros((B, M, f.shape[2])) for i, f in fixed.items()}
     params = [(slopes, free, 0.0, 1.0), (betas, {i: f != 0 for i, f in fixed.items()}, 0.0, np.inf)]
-    adam = _Adam([a for group, *_ in params for a in group.values()])
+    adam = Adam([a for group, *_ in params for a in group.values()])
     best, best_A = np.full((B, M), -np.inf), None
     for t in range(steps + 1):
         tape: list = []
-        low, A = lower_bound(state, dense.output, {dense.output: coef}, const, slopes=slopes,
+        low, A = lower_bound(state, start, {start: coef}, const, slopes=slopes,
                              betas={i: betas[i] * fixed[i] for i in betas}, tape=tape)
         better = low > best
         best = np.where(better, low, best)
@@ -316,7 +329,7 @@ def _adjoint(state: BoxBounds, tape: list, slopes: dict[int, np.ndarray]) -> dic
     return G
 
 
-class _Adam:
+class Adam:
     """Adam ascent on a list of arrays, in place (β-CROWN's optimiser of slopes and multipliers)."""
 
     def __init__(self, params: list[np.ndarray], lr: float = 0.1, b1: float = 0.9, b2: float = 0.999) -> None:

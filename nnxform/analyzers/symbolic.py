@@ -26,7 +26,7 @@ import numpy as np
 
 from ..operators.activations import Relaxation
 from . import relaxation
-from .boxes import _Adam as Adam
+from .boxes import Adam
 from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
 from .encoding import Deadline

@@ -78,8 +78,10 @@ def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: in
 @app.command(name="stable", short_help=summary("stable"),
              help="Classify every ReLU of a network on an input box, cheapest evidence first: sampling and "
                   "signed-gradient steps prove a neuron unstable (seen > 0 and < 0, replayed in onnxruntime); "
-                  "interval, symbolic and alpha-CROWN bounds prove it stable; then one feasibility MILP per remaining "
-                  "candidate on a shared HiGHS model (infeasible proves it stable; a solution is replayed and "
+                  "interval, symbolic and alpha-CROWN bounds prove it stable; for networks with more than 16 inputs, a "
+                  "branch and bound over the signs of earlier ReLUs (alpha,beta-CROWN bounds per branch, a layer's "
+                  "neurons at once) proves more; then one feasibility MILP per remaining candidate on a shared HiGHS "
+                  "model (infeasible proves it stable; a solution is replayed and "
                   "marks the neurons it flips unstable). A neuron no evidence settles within --time-limit is "
                   "'undecided' and must be treated as unstable. Prints per layer the counts, per stage the "
                   "time and neurons settled; --json lists the neuron indices of each kind per ReLU node. "
