@@ -17,8 +17,6 @@ lower bound's minimising corners and the branch centres are tried as counterexam
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import queue
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,6 +36,7 @@ from .attack import ascend
 from .gradient import gradient
 from .interpreter import run
 from .ir import Model
+from .processes import in_processes
 from .runtime import OnnxRunner
 from .vnnlib import Case
 
@@ -139,56 +138,35 @@ def _in_parallel(model: Model, cases: list[Case], timeout: float, seed: int, wor
     as soon as one finds a counterexample (replayed here once more; the others stopped), ``unsat`` when every slice is,
     else the first ``timeout`` or ``unknown``."""
     started = time.monotonic()
-    slices = []
-    for w in range(workers):
-        part = []
-        for case in cases:
-            lo, hi = case.box.lower.copy(), case.box.upper.copy()
-            j = int(np.argmax(hi - lo))
-            edges = np.linspace(case.box.lower[j], case.box.upper[j], workers + 1)
-            lo[j], hi[j] = edges[w], edges[w + 1]
-            part.append(Case(Box(lo, hi), case.regions))
-        slices.append(part)
-    context = multiprocessing.get_context("fork")  # the model and the loaded modules are inherited
-    results = context.Queue()
-    processes = [context.Process(target=_slice_worker, args=(model, part, timeout, seed, w, results), daemon=True)
-                 for w, part in enumerate(slices)]
-    for process in processes:
-        process.start()
-    verdicts: list[Verdict] = []
-    try:
-        while len(verdicts) < workers:
-            try:
-                w, verdict = results.get(timeout=max(timeout - (time.monotonic() - started), 0.0) + 10.0)
-            except queue.Empty:
-                break  # (a worker that died without an answer)
-            verdicts.append(verdict)
-            if verdict.answer == "sat":
-                ys = OnnxRunner(model)(verdict.counterexample[None]).astype(np.float64)
-                if not cases[verdict.case].violated(ys)[0]:
-                    raise NnxformError("a worker's counterexample did not replay in onnxruntime (please report it)")
-                break
-    finally:
-        for process in processes:
-            process.kill()
-            process.join()
+    cut = [slice_box(case.box, workers) for case in cases]
+    slices = [[Case(parts[w], case.regions) for case, parts in zip(cases, cut)] for w in range(workers)]
+    verdicts = in_processes(lambda w: _verify(model, slices[w], timeout, None, seed + w), list(range(workers)),
+                            timeout, lambda v: v.answer == "sat")
     seconds = time.monotonic() - started
-    branches = sum(v.branches for v in verdicts)
-    proved = sum(v.proved for v in verdicts) / workers
-    sat = next((v for v in verdicts if v.answer == "sat"), None)
+    done = [v for v in verdicts if v is not None]
+    branches, proved = sum(v.branches for v in done), sum(v.proved for v in done) / workers
+    sat = next((v for v in done if v.answer == "sat"), None)
     if sat is not None:
+        if not cases[sat.case].violated(OnnxRunner(model)(sat.counterexample[None]).astype(np.float64))[0]:
+            raise NnxformError("a worker's counterexample did not replay in onnxruntime (please report it)")
         return Verdict("sat", seconds, branches, proved, sat.case, sat.counterexample, sat.outputs)
-    if len(verdicts) == workers and all(v.answer == "unsat" for v in verdicts):
+    if len(done) == workers and all(v.answer == "unsat" for v in done):
         return Verdict("unsat", seconds, branches, 1.0)
-    other = next((v for v in verdicts if v.answer != "unsat"), None)
+    other = next((v for v in done if v.answer != "unsat"), None)
     return Verdict("timeout" if other is None else other.answer, seconds, branches, proved,
                    note="" if other is None else other.note)
 
 
-def _slice_worker(model: Model, cases: list[Case], timeout: float, seed: int, w: int,
-                  results: "multiprocessing.Queue") -> None:
-    """One process of ``_in_parallel``: its slice's verdict, with its index."""
-    results.put((w, _verify(model, cases, timeout, None, seed + w)))
+def slice_box(box: Box, parts: int) -> list[Box]:
+    """``box`` cut into ``parts`` equal slices along its widest input."""
+    j = int(np.argmax(box.upper - box.lower))
+    edges = np.linspace(box.lower[j], box.upper[j], parts + 1)
+    out = []
+    for w in range(parts):
+        lo, hi = box.lower.copy(), box.upper.copy()
+        lo[j], hi[j] = edges[w], edges[w + 1]
+        out.append(Box(lo, hi))
+    return out
 
 
 class _Search:
