@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nnxform"
 
 LAYERS: list[tuple[str, ...]] = [
     # files and errors: no nnxform import
-    ("nnxform.version", "nnxform.errors", "nnxform.fileio", "nnxform.handoff", "nnxform.stopping"),
+    ("nnxform.version", "nnxform.errors", "nnxform.fileio", "nnxform.handoff", "nnxform.stopping",
+     "nnxform.processes"),
     # what each operator means: evaluation, gradients, forms, relaxations
     ("nnxform.operators",),
     # the IR: graph, loader, exporter (shapes and onnxruntime handed in from above by nnxform/__init__.py)
