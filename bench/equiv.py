@@ -1,6 +1,7 @@
 """``nnxform equiv`` on issue 21's equivalence targets: decided, and how fast.
 
-``python bench/equiv.py [--part acas|mnist|top1|all] [--timeout S] [--boxes N]``, one BLAS thread.
+``python bench/equiv.py [--part acas|mnist|top1|all] [--timeout S] [--boxes N]``, one BLAS thread (part of
+``make bench``: about 20 minutes with the defaults, most of it the float32 MNIST boxes that run to their timeout).
 
 - ``acas``: ACAS Xu 1_1 against its float16 copy and a 20 %-pruned copy (``prune --method weight``) on the prop 1-4
   boxes, at E = 0.5, 2 and 10 times the largest difference the witness search finds on the box (below it: must be
@@ -126,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("acas", "mnist", "top1", "all"), default="all")
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--boxes", type=int, default=100)
+    parser.add_argument("--boxes", type=int, default=20, help="MNIST boxes (issue 21's target: 100)")
     args = parser.parse_args()
     print(f"# nnxform equiv, {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
     if args.part in ("acas", "all"):

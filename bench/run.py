@@ -10,7 +10,7 @@ from common import machine
 
 SCRIPTS = ["foundation.py", "bounds.py", "rounding.py", "solvers.py", "campaign.py", "discrepancy.py", "stable.py", "pruning.py",
            "training.py", "repair.py", "papers.py", "cnn.py", "conv_forms.py",
-           "resources.py", "batch.py"]
+           "resources.py", "batch.py", "equiv.py"]
 
 
 def main() -> int:
