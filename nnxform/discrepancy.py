@@ -233,11 +233,16 @@ class Pair:
         candidates = search_witness(self._delta_fn, box, self.outputs, effort=effort, seed=seed, deadline=deadline)
         if len(points):
             candidates = np.vstack([candidates] + [p[None] for p in points])
-        candidates = box.float32_points(candidates).astype(np.float64)  # the points onnxruntime runs, in the box
+        return self.replayed(box, candidates)
+
+    def replayed(self, box: Box, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Of the points ``xs`` (moved to the float32 points of ``box`` onnxruntime runs), the one with the largest
+        ``|f_A − f_B|∞`` in onnxruntime, and ``f_A − f_B`` there."""
+        xs = box.float32_points(xs).astype(np.float64)
         ra, rb = self.runners
-        deltas = ra(candidates).astype(np.float64) - rb(candidates).astype(np.float64)
+        deltas = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
         best = int(np.argmax(np.abs(deltas).max(axis=1)))
-        return candidates[best], deltas[best]
+        return xs[best], deltas[best]
 
     @property
     def batched(self) -> bool:

@@ -94,8 +94,9 @@ def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0,
         state = _State(eps, first.delta_max, 0.0, first.witness_input, first.witness_delta,
                        pair.real_delta if real else None, progress, started)
         state.take(first.witness_input, first.witness_delta)
+        floor = first.details.get("real_delta_max")  # the real-valued networks' bound, when it had the time
         if real:
-            state.bound = pair.bound(box, "symbolic", real=True).delta_max
+            state.bound = floor if floor is not None else pair.bound(box, "symbolic", real=True).delta_max
         if state.open and first.analysis == "difference":
             if box.size <= FEW_INPUTS:
                 _split(pair, box, state, left, real)
@@ -103,7 +104,6 @@ def equivalence(a: Model, b: Model, box: Box, eps: float, timeout: float = 60.0,
                 _solve(pair, box, state, left, real)
         state.report()
     answer = ("not equivalent" if state.found >= eps else "equivalent" if state.bound < eps else "unknown")
-    floor = first.details.get("real_delta_max")
     if answer == "unknown" and not real and floor is not None and floor < eps:
         notes.append(f"the real-valued networks are within {floor:.3g} of each other on the box, below E; what stays "
                      "open is the float32 rounding (bounded for both networks), which --real leaves out")
@@ -236,7 +236,7 @@ def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
         c_lo, c_hi = np.vstack([lo[take], right_lo]), np.vstack([left_hi, hi[take]])
         c_worst, c_spread, c_corners = _bounded(pair, c_lo, c_hi, box, real)
         state.leaves += c_lo.shape[0]
-        _replay(pair, box, state, c_corners)
+        state.take(*pair.replayed(box, c_corners))
         done = c_worst < state.eps
         proved = max(proved, float(c_worst[done].max(initial=0.0)))
         keep = np.ones(worst.size, bool)
@@ -273,15 +273,6 @@ def _bounded(pair: Pair, lo: np.ndarray, hi: np.ndarray, box: Box, real: bool
     return rows.max(axis=1), spread, np.where(c > 0, lo, hi)
 
 
-def _replay(pair: Pair, box: Box, state: _State, xs: np.ndarray) -> None:
-    """Run both networks on the points ``xs`` (moved to float32 points of the box) and keep the largest difference."""
-    xs = box.float32_points(xs).astype(np.float64)
-    ra, rb = pair.runners
-    deltas = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
-    best = int(np.argmax(np.abs(deltas).max(axis=1)))
-    state.take(xs[best], deltas[best])
-
-
 def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float], real: bool) -> None:
     """The LP, then the MILP difference analysis on the whole box, within the time left."""
     for method in ("lp", "milp"):
@@ -291,4 +282,4 @@ def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
         state.bound = min(state.bound, r.delta_max)
         state.report()
         if r.points:  # the solver's solutions, replayed
-            _replay(pair, box, state, np.vstack(r.points))
+            state.take(*pair.replayed(box, np.vstack(r.points)))

@@ -138,7 +138,7 @@ def _in_parallel(model: Model, cases: list[Case], timeout: float, seed: int, wor
     as soon as one finds a counterexample (replayed here once more; the others stopped), ``unsat`` when every slice is,
     else the first ``timeout`` or ``unknown``."""
     started = time.monotonic()
-    cut = [slice_box(case.box, workers) for case in cases]
+    cut = [_slice_box(case.box, workers) for case in cases]
     slices = [[Case(parts[w], case.regions) for case, parts in zip(cases, cut)] for w in range(workers)]
     verdicts = in_processes(lambda w: _verify(model, slices[w], timeout, None, seed + w), list(range(workers)),
                             timeout, lambda v: v.answer == "sat")
@@ -157,7 +157,7 @@ def _in_parallel(model: Model, cases: list[Case], timeout: float, seed: int, wor
                    note="" if other is None else other.note)
 
 
-def slice_box(box: Box, parts: int) -> list[Box]:
+def _slice_box(box: Box, parts: int) -> list[Box]:
     """``box`` cut into ``parts`` equal slices along its widest input."""
     j = int(np.argmax(box.upper - box.lower))
     edges = np.linspace(box.lower[j], box.upper[j], parts + 1)

@@ -12,3 +12,12 @@ check_version() {
         exit 1
     fi
 }
+
+check_arguments() {  # the count the script takes, the usage line, then the script's arguments
+    local count=$1 usage=$2
+    shift 2
+    if [[ $# -ne $count ]]; then
+        echo "usage: $usage" >&2
+        exit 1
+    fi
+}

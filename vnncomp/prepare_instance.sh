@@ -4,10 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 check_version "${1:-}"
-if [[ $# -ne 4 ]]; then
-    echo "usage: $0 v1 CATEGORY ONNX VNNLIB" >&2
-    exit 1
-fi
+check_arguments 4 "$0 v1 CATEGORY ONNX VNNLIB" "$@"
 for file in "$3" "$4"; do
     [[ -f "$file" ]] || { echo "no such file: $file" >&2; exit 1; }
 done

@@ -5,10 +5,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 check_version "${1:-}"
-if [[ $# -ne 6 ]]; then
-    echo "usage: $0 v1 CATEGORY ONNX VNNLIB RESULT TIMEOUT" >&2
-    exit 1
-fi
+check_arguments 6 "$0 v1 CATEGORY ONNX VNNLIB RESULT TIMEOUT" "$@"
 onnx=$3 vnnlib=$4 result=$5 limit=$6
 work=$(mktemp -d)
 trap 'rm -rf "$work"; rm -f "$PID_FILE"' EXIT

@@ -227,12 +227,12 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
         s = dense.steps[k]
         if isinstance(s, Input):
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
-            total += _apply(L, mid) - _apply(np.abs(L), rad)
+            total += per_box(L, mid) - per_box(np.abs(L), rad)
             A = np.array(np.broadcast_to(L, (B,) + L.shape[-2:])) if inputs else None
         elif isinstance(s, Linear):
             if betas is not None and k in betas:
                 L = L + betas[k]
-            total += _apply(L, s.bias) - _apply(np.abs(L), state.noise[k])
+            total += per_box(L, s.bias) - per_box(np.abs(L), state.noise[k])
             for src, w in zip(s.sources, dense.weights[k]):
                 _add(coef, src, L @ w)
         else:
@@ -243,8 +243,8 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
             a_lo = slopes[k] if slopes is not None and k in slopes else a_lo[:, None, :]
             positive = L > 0
             if b_lo.any():
-                total += _apply(np.where(positive, L, 0.0), b_lo)
-            total += _apply(np.where(positive, 0.0, L), b_up)
+                total += per_box(np.where(positive, L, 0.0), b_lo)
+            total += per_box(np.where(positive, 0.0, L), b_up)
             _add(coef, s.source, L * np.where(positive, a_lo, a_up[:, None, :]))
         if tape is not None:
             tape.append((k, L))
@@ -347,7 +347,7 @@ class Adam:
             p += self.lr * (m / (1 - self.b1 ** self.t)) / (np.sqrt(v / (1 - self.b2 ** self.t)) + 1e-12)
 
 
-def _apply(L: np.ndarray, v: np.ndarray) -> np.ndarray:
+def per_box(L: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Per box ``b``: ``L[b] @ v[b]``; shared coefficients ``L`` ``(R, size)`` or a shared ``v`` ``(size,)`` too."""
     if v.ndim == 1:
         return L @ v

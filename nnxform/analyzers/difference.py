@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
 
 import highspy
 import numpy as np
@@ -40,15 +39,13 @@ from ..domain import Box
 from ..errors import NnxformError
 from ..layered import Dense
 from ..operators import activations
+from .boxes import BoxBounds, per_box
 from .conv import ConvMap, Operator, abs_of
 from .encoding import INF, Deadline, Encoder
 from .network import Activation, Input, Linear, Network, dense_weights
 from .result import Progress, State
 from .symbolic import BACKSUB_BYTES
 from .rounding import Rounding, magnitude
-
-if TYPE_CHECKING:
-    from .boxes import BoxBounds
 
 #: A linear bound ``p·Δz + q·z_B + r`` per neuron.
 Line = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -673,11 +670,6 @@ def _mv(W: Matrix, v: np.ndarray) -> np.ndarray:
     return W @ v if v.ndim == 1 else (W @ v.T).T
 
 
-def _rowdot(M: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``M @ v`` per box: ``M`` ``([B,] R, n)``, ``v`` ``([B,] n)``."""
-    return M @ v if v.ndim == 1 else np.matmul(M, v[..., None])[..., 0]
-
-
 def _times(M: np.ndarray, W: Matrix) -> np.ndarray:
     """``M @ W`` for rows ``M`` ``([B,] R, n)`` (one product over all boxes' rows; ``W`` may be an operator)."""
     return (M.reshape(-1, M.shape[-1]) @ W).reshape(M.shape[:-1] + (-1,))
@@ -697,15 +689,15 @@ def back_substitute(layers: list[PairLayer], deltas: list[LayerDelta], k: int, r
         pos, neg = np.maximum(ed, 0.0), np.minimum(ed, 0.0)
         cd = pos * D.lower[0][..., None, :] + neg * D.upper[0][..., None, :]
         cb = pos * D.lower[1][..., None, :] + neg * D.upper[1][..., None, :]
-        const = const + _rowdot(pos, D.lower[2]) + _rowdot(neg, D.upper[2])
+        const = const + per_box(pos, D.lower[2]) + per_box(neg, D.upper[2])
         pos, neg = np.maximum(eb, 0.0), np.minimum(eb, 0.0)
         cb += pos * gl[..., None, :] + neg * gu[..., None, :]
-        const = const + _rowdot(pos, hl) + _rowdot(neg, hu) + cd @ P.db + cb @ P.bb
+        const = const + per_box(pos, hl) + per_box(neg, hu) + cd @ P.db + cb @ P.bb
         # rounding: Δz_j carries ε_A − ε_B and z_B,j carries ε_B, so cd·ε_A + (cb − cd)·ε_B
         if D.noise_a.any() or D.noise_b.any():
-            const = const - _rowdot(np.abs(cd), D.noise_a) - _rowdot(np.abs(cb - cd), D.noise_b)
+            const = const - per_box(np.abs(cd), D.noise_a) - per_box(np.abs(cb - cd), D.noise_b)
         ed, eb = _times(cd, P.wa), _times(cd, P.d) + _times(cb, P.wb)
-    return const + _rowdot(eb, mid) - _rowdot(np.abs(eb), rad), eb  # Δa_0 = 0, a_B,0 = x
+    return const + per_box(eb, mid) - per_box(np.abs(eb), rad), eb  # Δa_0 = 0, a_B,0 = x
 
 
 # --- LP and MILP in difference variables --------------------------------------------------------
