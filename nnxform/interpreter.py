@@ -96,19 +96,24 @@ def batch_agnostic(model: Model) -> bool:
 
 
 def arguments(node: Node, values: dict[str, np.ndarray], constants: dict[str, np.ndarray],
-              fixed: dict[str, np.ndarray] | None = None) -> tuple[list, list[bool]]:
+              fixed: dict[str, np.ndarray] | None = None, linear: bool = False) -> tuple[list, list[bool]]:
     """A node's inputs and which are batched: tensors of ``values`` (with a sample axis), constants (floats as
-    float64), else one sample of ``fixed`` or None (an omitted input)."""
+    float64), else one sample of ``fixed`` or None (an omitted input). ``linear``: the inputs of the node's linear
+    part in ``values`` (an affine node's data outside ``values`` and its offsets, ``Operator.offset``, at zero)."""
     args, batched = [], []
-    for name in node.inputs:
+    spec = OPERATORS.get(node.op)
+    for k, name in enumerate(node.inputs):
         batched.append(name in values)
         if name in values:
             args.append(values[name])
         elif name in constants:
             c = constants[name]
-            args.append(c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c)
+            c = c.astype(np.float64) if np.issubdtype(c.dtype, np.floating) else c
+            args.append(np.zeros_like(c) if linear and spec is not None and spec.offset(k) else c)
+        elif fixed is not None and name in fixed:
+            args.append(np.zeros_like(fixed[name][0]) if linear else fixed[name][0])
         else:
-            args.append(fixed[name][0] if fixed is not None and name in fixed else None)
+            args.append(None)
     return args, batched
 
 

@@ -211,3 +211,45 @@ def test_symbolic_past_its_time_limit_still_bounds_the_output():
     xs = box.points(2000, RNG)
     ys = OnnxRunner(model)(xs).astype(np.float64)
     assert np.all(ys >= cut.output_lower) and np.all(ys <= cut.output_upper)
+
+
+def _biased_network(scale: float) -> "Model":
+    """Conv → BatchNormalization → ReLU → Flatten → Sub from a constant → Concat with a constant → Gemm → ReLU →
+    Gemm, every bias, mean and constant term multiplied by ``scale`` and the weights of order 1."""
+    rng = np.random.default_rng(7)
+    ws = {"K": rng.normal(size=(2, 2, 3, 3)), "bk": scale * rng.normal(size=2),
+          "g": rng.uniform(0.5, 2, 2), "beta": scale * rng.normal(size=2), "mean": scale * rng.normal(size=2),
+          "var": rng.uniform(0.5, 2, 2), "c": scale * rng.normal(size=(1, 32)), "pad": scale * rng.normal(size=(1, 3)),
+          "W1": rng.normal(size=(6, 35)), "b1": scale * rng.normal(size=6),
+          "W2": rng.normal(size=(3, 6)), "b2": scale * rng.normal(size=3)}
+    nodes = [helper.make_node("Conv", ["x", "K", "bk"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "g", "beta", "mean", "var"], ["n1"]),
+             helper.make_node("Relu", ["n1"], ["r1"]),
+             helper.make_node("Flatten", ["r1"], ["f"]),
+             helper.make_node("Sub", ["c", "f"], ["s"]),
+             helper.make_node("Concat", ["s", "pad"], ["j"], axis=1),
+             helper.make_node("Gemm", ["j", "W1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r2"]),
+             helper.make_node("Gemm", ["r2", "W2", "b2"], ["y"], transB=1)]
+    return from_proto(make_model(nodes, [1, 2, 4, 4], weights=ws))
+
+
+@pytest.mark.parametrize("forms", [dense_forms, operator_forms])
+def test_weights_are_read_exactly_under_biases_that_dwarf_them(monkeypatch, forms):
+    """Biases of 1e20 beside weights of order 1: every step's matrix (dense or ``SubgraphMap``) equals the one read
+    off the same network without biases, where nothing can swamp it, and its bias is the network's value at zero.
+    Reading ``f(e_i) − f(0)`` gave zero matrices here (1e20 + 1 − 1e20 = 0 in float64)."""
+    forms(monkeypatch)
+    huge, clean = network.compile_model(_biased_network(1e20)), network.compile_model(_biased_network(0.0))
+    assert len(huge.steps) == len(clean.steps)
+    for h, c in zip(huge.steps, clean.steps):
+        for wh, wc in zip(getattr(h, "weights", []), getattr(c, "weights", [])):
+            np.testing.assert_allclose(np.asarray(wh), np.asarray(wc), rtol=1e-12, atol=1e-12)
+            x = RNG.normal(size=wc.shape[1])
+            np.testing.assert_allclose(wh @ x, wc @ x, rtol=1e-12, atol=1e-12)  # an operator's product runs its nodes
+            assert np.abs(np.asarray(wc)).max() > 0.1
+        if hasattr(h, "rounding"):
+            for ah, ac in zip(h.rounding.weights, c.rounding.weights):
+                np.testing.assert_allclose(np.asarray(ah), np.asarray(ac), rtol=1e-12, atol=1e-12)
+    first = next(s for s in huge.steps if hasattr(s, "bias") and s.bias.size == 2 * 16)
+    assert np.abs(first.bias).max() > 1e19  # the bias read at zero

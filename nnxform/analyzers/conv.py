@@ -237,7 +237,7 @@ class SubgraphMap(_AppliedMatrix):
         return int(np.prod(self.shapes[self.target])), int(np.prod(self.shapes[self.anchor]))
 
     def _args(self, node: Node, values: dict[str, np.ndarray]) -> tuple[Node, list, list[bool]]:
-        args, batched = arguments(node, values, self.constants, self._fixed)
+        args, batched = arguments(node, values, self.constants, self._fixed, linear=True)
         if self.absolute:
             node, args = absolute_node(node, args, batched)
         return node, args, batched
@@ -247,7 +247,7 @@ class SubgraphMap(_AppliedMatrix):
         for n in self.nodes:
             node, args, batched = self._args(n, values)
             values[n.outputs[0]] = OPERATORS[node.op].evaluate(node, args, batched)
-        return (values[self.target] - self._fixed[self.target]).reshape(len(xs), -1)
+        return values[self.target].reshape(len(xs), -1)
 
     def _transposed(self, rows: np.ndarray) -> np.ndarray:
         n = len(rows)

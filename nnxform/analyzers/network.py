@@ -4,8 +4,9 @@ Every operator the table (``operators.OPERATORS``) does not mark nonlinear is af
 inputs (in the ones its entry names), so the affine operators between two nonlinear nodes
 collapse to one ``Linear`` step ``y = Σ W_k · x_k + b`` over *anchors* (the network input and
 the outputs of nonlinear nodes). The matrices are exact: they are read off the evaluator itself, running the affine
-subgraph on basis vectors (``f(e_i) − f(0)``), so every operator the evaluator knows is
-supported with its exact ONNX semantics and no per-op matrix code to get wrong.
+subgraph's linear part (biases at zero, ``Operator.offset``) on basis vectors, so every operator the evaluator knows
+is supported with its exact ONNX semantics and no per-op matrix code to get wrong; the bias is the subgraph's value
+at zero. (Reading ``f(e_i) − f(0)`` instead loses the weights when the bias dwarfs them.)
 """
 
 from __future__ import annotations
@@ -274,12 +275,12 @@ def _check_affine(model: Model) -> None:
 
 
 def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixed: dict | None = None,
-                   only: set[str] | None = None, absolute: bool = False) -> dict[str, np.ndarray]:
+                   only: set[str] | None = None, absolute: bool = False, linear: bool = False) -> dict[str, np.ndarray]:
     """Evaluate the affine nodes on ``feed`` (batched anchor values); nonlinear nodes are cut.
 
     With ``only``, evaluate just the nodes with an input in ``only`` (which grows), taking any
     other data input from ``fixed`` (unbatched values). ``absolute``: the absolute chain
-    (``rounding.absolute_node``) on non-negative feeds.
+    (``rounding.absolute_node``) on non-negative feeds. ``linear``: the nodes' linear parts (no offsets).
     """
     values = dict(feed)
     for n in model.nodes:
@@ -287,7 +288,7 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
             continue
         if only is not None and not any(t in only for t in n.inputs):
             continue
-        args, batched = arguments(n, values, model.constants, fixed)
+        args, batched = arguments(n, values, model.constants, fixed, linear=linear)
         node = n
         if absolute:
             node, args = absolute_node(n, args, batched)
@@ -359,10 +360,10 @@ def _basis_response(model: Model, anchor: str, shapes: dict, zeros: tuple[dict, 
         basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
         feed = {anchor: basis.reshape((-1,) + shapes[anchor])}
         for absolute, zero, part in zip((False, True), zeros, parts):
-            values = _affine_values(model, feed, shapes, fixed=zero, only={anchor}, absolute=absolute)
+            values = _affine_values(model, feed, shapes, fixed=zero, only={anchor}, absolute=absolute, linear=True)
             for t in targets:
                 if t in values:
-                    part.setdefault(t, []).append((values[t] - zero[t]).reshape(stop - start, -1).T)
+                    part.setdefault(t, []).append(values[t].reshape(stop - start, -1).T)
     return tuple({t: np.hstack(p) for t, p in part.items()} for part in parts)  # type: ignore[return-value]
 
 

@@ -38,6 +38,7 @@ class Operator:
     activation: Elementwise | None = None  # element-wise nonlinear: value, relaxation, float error
     window_max: bool = False  # MaxPool: the maximum over each window (the analyzers' Pool step)
     constant_inputs: tuple[int, ...] = ()  # input positions that must be constants (weights)
+    offsets: tuple[int, ...] = ()  # inputs that only add a constant term (biases): zero in the linear part
     roundings: Callable = forms.exact  # (node, shapes) -> roundings per output value, for affine operators
     absolute: Callable | None = None  # (node, args) -> the node and args of its absolute form (constants already |.|)
     canonical: bool = True  # verifier-friendly: may remain in ``canon``'s output
@@ -59,6 +60,12 @@ class Operator:
     def nonlinear(self) -> bool:
         """True for the operators the analyzers relax (activations and MaxPool)."""
         return self.affine is None
+
+    def offset(self, k: int) -> bool:
+        """Whether input ``k``, when constant, only adds a term: a bias, or any non-structural constant of an
+        operator affine in all its inputs jointly (``Add(x, c)``, ``Concat(x, c)``). The linear part of the
+        operator is its value with these inputs at zero (read so, a bias of 1e20 cannot swamp a weight of 1)."""
+        return k in self.offsets or (self.affine == AFFINE_ALL and k not in self.constant_inputs)
 
 
 def _activation(kind: Elementwise) -> Operator:
@@ -87,7 +94,7 @@ OPERATORS: dict[str, Operator] = {
     "Tanh": _activation(TANH),
     "Identity": _identity(),
     "Dropout": _identity(constant_inputs=(1, 2), checks=(forms.dropout_inference,), normalise=forms.dropout_form),
-    "Gemm": Operator(forward.gemm, backward.gemm, AFFINE_ONE, param_vjp=backward.gemm_params,
+    "Gemm": Operator(forward.gemm, backward.gemm, AFFINE_ONE, param_vjp=backward.gemm_params, offsets=(2,),
                      roundings=forms.gemm_roundings,
                      absolute=forms.gemm_absolute, weighted=True, neurons=True, linear_layer=True,
                      normalise=forms.gemm_form),
@@ -103,11 +110,12 @@ OPERATORS: dict[str, Operator] = {
                         normalise=forms.axes_form, export=forms.axes_input),
     "Concat": Operator(forward.concat, backward.concat, AFFINE_ALL),
     "Conv": Operator(forward.conv, backward.conv, AFFINE_FIRST, param_vjp=backward.conv_params, constant_inputs=(1, 2),
+                     offsets=(2,),
                      roundings=forms.conv_roundings,
                      weighted=True, neurons=True, spatial=True, linear_layer=True, checks=_CONV_CHECKS,
                      normalise=forms.window_form),
     "ConvTranspose": Operator(forward.conv_transpose, backward.conv_transpose, AFFINE_FIRST,
-                              param_vjp=backward.conv_transpose_params, constant_inputs=(1, 2),
+                              param_vjp=backward.conv_transpose_params, constant_inputs=(1, 2), offsets=(2,),
                               roundings=forms.conv_roundings, weighted=True, neurons=True, spatial=True,
                               linear_layer=True, checks=_CONV_CHECKS, normalise=forms.transposed_form),
     "MaxPool": Operator(forward.pool("max"), backward.pool, None, window_max=True, spatial=True, channelwise=True,
@@ -115,7 +123,7 @@ OPERATORS: dict[str, Operator] = {
     "AveragePool": Operator(forward.pool("avg"), backward.pool, AFFINE_ALL, roundings=forms.average_roundings,
                             spatial=True, channelwise=True, checks=_CONV_CHECKS + (forms.no_pool_dilations,), normalise=forms.window_form),
     "BatchNormalization": Operator(forward.batchnorm, backward.batchnorm, AFFINE_FIRST,
-                                   param_vjp=backward.batchnorm_params, constant_inputs=(1, 2, 3, 4),
+                                   param_vjp=backward.batchnorm_params, constant_inputs=(1, 2, 3, 4), offsets=(2, 3),
                                    roundings=forms.batchnorm_roundings, absolute=forms.batchnorm_absolute,
                                    canonical=False, weighted=True, channelwise=True,
                                    checks=(forms.batchnorm_inference,),
