@@ -8,12 +8,11 @@ searches (soundness tests of the bound analyzers, FGSM-style attacks, witness se
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 
 from .errors import UnsupportedOperator
-from .interpreter import arguments, run
+from .interpreter import Inputs, arguments, run
 from .ir import Model, Node
 from .operators import OPERATORS
 
@@ -37,13 +36,9 @@ def gradient(model: Model, xs: np.ndarray, weights: np.ndarray, tensor: str | No
     return out.reshape(n, -1), gx.reshape(n, -1)
 
 
-#: A node's operator node and arguments as its VJP takes them: ``(node, args, batched)`` from the values at hand.
-Inputs = Callable[[Node, dict[str, np.ndarray]], tuple[Node, list, list[bool]]]
-
-
 def backpropagate(nodes: list[Node], values: dict[str, np.ndarray], grads: dict[str, np.ndarray],
                   inputs: Inputs) -> dict[str, np.ndarray]:
-    """Reverse mode over ``nodes`` (in graph order): the gradients seeded in ``grads`` carried back onto every batched
+    """The one reverse loop, over ``nodes`` (in graph order): the gradients seeded in ``grads`` carried back onto every batched
     input by each operator's VJP (``values`` holds every node's inputs and output), accumulated where paths join."""
     for node in reversed(nodes):
         g = grads.pop(node.outputs[0], None)

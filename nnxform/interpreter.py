@@ -9,7 +9,7 @@ is its entry of the operator table (``operators.OPERATORS[op].evaluate``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -17,6 +17,11 @@ from .errors import NnxformError, UnsupportedOperator
 from .ir import Model, Node
 from .operators import OPERATORS
 from .runtime import numbers_per_point, onnxruntime_shapes, points_fitting
+
+
+#: A node's operator node and arguments as its kernel (or its VJP) takes them, ``(node, args, batched)``, from the
+#: values at hand: plain (``arguments``), with its linear part only, or in its absolute form (the analyzers').
+Inputs = Callable[[Node, dict[str, np.ndarray]], tuple[Node, list, list[bool]]]
 
 
 def run(model: Model, xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
@@ -27,19 +32,26 @@ def run(model: Model, xs: np.ndarray, keep: bool = False) -> dict[str, np.ndarra
     if model.unsupported:
         raise UnsupportedOperator(next(iter(model.unsupported.values())))
     xs = np.asarray(xs, dtype=np.float64).reshape((-1,) + tuple(model.input_shape))
-    values: dict[str, np.ndarray] = {model.input_name: xs}
-    for node in model.nodes:
-        args, batched = arguments(node, values, model.constants)
-        spec = OPERATORS.get(node.op)
+    values = forward(model.nodes, {model.input_name: xs},
+                     lambda node, values: (node, *arguments(node, values, model.constants)))
+    return values if keep else values[model.output_names[0]]
+
+
+def forward(nodes: Iterable[Node], values: dict[str, np.ndarray], inputs: Inputs) -> dict[str, np.ndarray]:
+    """The one forward loop: each of ``nodes`` (in graph order) evaluated by its table kernel on the arguments
+    ``inputs`` gives, its output added to ``values`` (returned). The reverse loop is ``gradient.backpropagate``."""
+    for node in nodes:
+        op_node, args, batched = inputs(node, values)
+        spec = OPERATORS.get(op_node.op)
         if spec is None:
             raise UnsupportedOperator(f"operator {node.op} (node '{node.name}') cannot be evaluated")
         try:
-            values[node.outputs[0]] = spec.evaluate(node, args, batched)
+            values[node.outputs[0]] = spec.evaluate(op_node, args, batched)
         except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:  # an ill-formed node
             shapes = ", ".join(str(list(a.shape[1:] if b else a.shape)) for a, b in zip(args, batched) if a is not None)
             raise NnxformError(f"{node.op} node '{node.name}' cannot be computed on inputs of shape {shapes} "
                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
-    return values if keep else values[model.output_names[0]]
+    return values
 
 
 #: The memory one float64 pass of the evaluator may take with every tensor of its points kept (``points_per_pass``).

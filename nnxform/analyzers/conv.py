@@ -17,12 +17,12 @@ from functools import cached_property
 
 import numpy as np
 
-from ..interpreter import arguments
+from ..interpreter import forward
 from ..gradient import backpropagate
 from ..ir import Node
 from ..operators import OPERATORS
 from ..operators.forward import Windows
-from .rounding import absolute_node
+from .rounding import node_inputs
 
 
 class _AppliedMatrix:
@@ -237,16 +237,10 @@ class SubgraphMap(_AppliedMatrix):
         return int(np.prod(self.shapes[self.target])), int(np.prod(self.shapes[self.anchor]))
 
     def _args(self, node: Node, values: dict[str, np.ndarray]) -> tuple[Node, list, list[bool]]:
-        args, batched = arguments(node, values, self.constants, self._fixed, linear=True)
-        if self.absolute:
-            node, args = absolute_node(node, args, batched)
-        return node, args, batched
+        return node_inputs(node, values, self.constants, self._fixed, self.absolute, linear=True)
 
     def _forward(self, xs: np.ndarray) -> np.ndarray:
-        values = {self.anchor: xs.reshape((len(xs),) + tuple(self.shapes[self.anchor]))}
-        for n in self.nodes:
-            node, args, batched = self._args(n, values)
-            values[n.outputs[0]] = OPERATORS[node.op].evaluate(node, args, batched)
+        values = forward(self.nodes, {self.anchor: xs.reshape((len(xs),) + tuple(self.shapes[self.anchor]))}, self._args)
         return values[self.target].reshape(len(xs), -1)
 
     def _transposed(self, rows: np.ndarray) -> np.ndarray:

@@ -18,12 +18,12 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import NnxformError
-from ..interpreter import arguments
+from ..interpreter import forward
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
 from ..operators.forward import Windows, explicit_pads, merge_lead
 from .conv import ConvMap, IdentityMap, Operator, SubgraphMap, abs_of
-from .rounding import Rounding, absolute_node, roundings, unit_roundoff
+from .rounding import Rounding, node_inputs, roundings, unit_roundoff
 #: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
 _CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
 #: The part of a Linear step from one anchor whose dense matrix would hold more entries than this is kept as an
@@ -278,24 +278,16 @@ def _affine_values(model: Model, feed: dict[str, np.ndarray], shapes: dict, fixe
                    only: set[str] | None = None, absolute: bool = False, linear: bool = False) -> dict[str, np.ndarray]:
     """Evaluate the affine nodes on ``feed`` (batched anchor values); nonlinear nodes are cut.
 
-    With ``only``, evaluate just the nodes with an input in ``only`` (which grows), taking any
-    other data input from ``fixed`` (unbatched values). ``absolute``: the absolute chain
-    (``rounding.absolute_node``) on non-negative feeds. ``linear``: the nodes' linear parts (no offsets).
+    With ``only``, evaluate just the nodes downstream of a tensor in ``only``, taking any other data input from
+    ``fixed`` (unbatched values). ``absolute``: the absolute chain (``rounding.absolute_node``) on non-negative
+    feeds. ``linear``: the nodes' linear parts (no offsets).
     """
-    values = dict(feed)
+    nodes, reached = [], set(only or ())
     for n in model.nodes:
-        if _nonlinear(n):
-            continue
-        if only is not None and not any(t in only for t in n.inputs):
-            continue
-        args, batched = arguments(n, values, model.constants, fixed, linear=linear)
-        node = n
-        if absolute:
-            node, args = absolute_node(n, args, batched)
-        values[n.outputs[0]] = OPERATORS[node.op].evaluate(node, args, batched)
-        if only is not None:
-            only.add(n.outputs[0])
-    return values
+        if not _nonlinear(n) and (only is None or any(t in reached for t in n.inputs)):
+            nodes.append(n)
+            reached.add(n.outputs[0])
+    return forward(nodes, dict(feed), lambda n, values: node_inputs(n, values, model.constants, fixed, absolute, linear))
 
 
 def _check_memory(model: Model, shapes: dict, dense_targets: dict[str, set[str]]) -> None:

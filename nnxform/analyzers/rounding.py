@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..interpreter import arguments
 from ..ir import Node
 from ..operators import OPERATORS
 
@@ -92,3 +93,13 @@ def absolute_node(node: Node, args: list[np.ndarray | None], batched: list[bool]
             for a, b in zip(args, batched)]
     absolute = OPERATORS[node.op].absolute
     return (node, args) if absolute is None else absolute(node, args)
+
+
+def node_inputs(node: Node, values: dict[str, np.ndarray], constants: dict[str, np.ndarray], fixed: dict | None,
+                absolute: bool, linear: bool) -> tuple[Node, list, list[bool]]:
+    """``interpreter.Inputs`` of the analysis form's affine segments: ``arguments`` (``linear``: the linear part),
+    in the absolute form with ``absolute``."""
+    args, batched = arguments(node, values, constants, fixed, linear=linear)
+    if absolute:
+        node, args = absolute_node(node, args, batched)
+    return node, args, batched
