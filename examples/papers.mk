@@ -27,8 +27,8 @@
 # 000's Fig. 2 (needs the plot extra). The ten-image file is the test CSV's first ten rows (head).
 #
 # Every step is an nnxform command, except two: no command turns a data row into an input box, so the box of a
-# query is written from the CSV row by awk (see "box" below), and no command tabulates verify's answers, so awk
-# does that too (see "verify.csv" below). Reports (*.json) sit next to every file.
+# query is written from the CSV row by awk (see "box" below), and the per-network table of verify's answers, one
+# make target per query, is tabulated by awk too (see "verify.csv" below). Reports (*.json) sit next to every file.
 
 NNX       ?= .venv/bin/nnxform
 OUT       ?= build/papers
@@ -169,8 +169,8 @@ $(P1)/queries/instances.csv: $(VNNLIB_FILES)
 # line per query (network, test row, answer, seconds of verify's search as its report gives them: loading the
 # network and starting Python, about a second, not counted); verify.md: per network, the queries, unsat (robust),
 # sat (not robust: a counterexample replayed in onnxruntime), timeout or unknown, median and total seconds, and the
-# test rows not proved robust. Both written by awk from verify's reports (no command tabulates verify's answers:
-# nnxform batch runs only commands that take the property as --vnnlib, and verify takes it as an argument).
+# test rows not proved robust. Both written by awk from verify's reports, one per query (each query is its own
+# make target; `nnxform batch QUERIES.csv verify` tabulates a whole instances.csv at once).
 $(P1)/verify.csv: $(RESULT_FILES)
 	@echo "awk: verify's reports -> $@"
 	@{ echo network,row,answer,seconds; \

@@ -268,3 +268,39 @@ def test_compare_puts_runs_in_one_table_and_one_plot(engine_runs, capsys, tmp_pa
     assert [(r["run"], r["rows"], r["ok"], r["error"], r["solved"]) for r in runs] == [("j1", 6, 4, 2, 4),
                                                                                       ("dask", 6, 4, 2, 4)]
     assert "j1" in out and "dask" in out
+
+
+def test_verify_runs_over_the_vnncomp_test_instances_with_its_answers(capsys, tmp_path):
+    """``batch … verify``: the property goes in as verify's argument, the row's limit as its own --timeout; a sat
+    (exit 1) is an answer, not an error; every row's verdict is VNN-COMP's, and sat and unsat count as solved."""
+    test = MODELS / "vnncomp_test"
+    expected = {"test_sat.onnx": "sat", "test_unsat.onnx": "unsat", "test_small.onnx": "unsat"}
+    rows = [(test / name, test / ("test_small.vnnlib" if name == "test_small.onnx" else "test_prop.vnnlib"), 30)
+            for name in expected]
+    code, out, err = nnx(capsys, "batch", write_csv(tmp_path, "instances.csv", rows), "verify", "--workers", "1",
+                         "--out", tmp_path / "out", "-j", "1")
+    assert code == 0, err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["status"] for r in results["rows"]] == ["ok"] * 3
+    assert [r["figures"]["result"] for r in results["rows"]] == list(expected.values())
+    assert [r["exit_code"] for r in results["rows"]] == [1, 0, 0]
+    assert results["summary"]["solved"] == 3 and "solved 3 of 3 (sat 1, unsat 2)" in out
+    log = (tmp_path / "out" / "rows" / "test_sat__test_prop" / "log.txt").read_text()
+    assert "sat" in log
+    for args, expected_error in ((["--result", "r.txt"], "batch gives each row its own report"),
+                                 (["--frobnicate"], "No such option: --frobnicate")):
+        code, _, err = nnx(capsys, "batch", tmp_path / "instances.csv", "verify", *args, "--out", tmp_path / "never")
+        assert code == 2 and expected_error in err, err
+
+
+def test_a_decision_command_gets_the_row_limit_as_its_own_and_is_killed_only_past_it(tmp_path):
+    from nnxform.batch import read_instances
+    from nnxform.batch.runner import _task, kill_after
+    from nnxform.cli.batch import batch_spec
+    rows = read_instances(write_csv(tmp_path, "i.csv", [(f"{tmp_path}/a.onnx", f"{tmp_path}/p.vnnlib", 30)]))
+    verify_task = _task(batch_spec("verify", ["--workers", "1"]), rows[0])
+    assert verify_task.argv[:3] == ["verify", "model/a.onnx", "property/p.vnnlib"] and verify_task.argv[-2:] == ["--timeout", "30"]
+    assert verify_task.timeout == kill_after(30) > 30 and verify_task.answers == (1, 3)
+    bounds_task = _task(batch_spec("bounds", []), rows[0])
+    assert bounds_task.argv[:4] == ["bounds", "model/a.onnx", "--vnnlib", "property/p.vnnlib"] and "--timeout" not in bounds_task.argv
+    assert bounds_task.timeout == 30 and bounds_task.answers == ()

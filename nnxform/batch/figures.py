@@ -50,6 +50,7 @@ _FIGURES: dict[str, Callable[[dict], Figures]] = {
     "compress": lambda r: _picked(r, {**_SIZES, "max_abs": "check.max_abs", "certified_delta": "certificate.delta_max"}),
     "prune": lambda r: _picked(r, {**_SIZES, "impact_bound": "impact_bound"}),
     "quantize": lambda r: _picked(r, {"drift_bound": "drift_bound", "sampled_max": "sampled_max"}),
+    "verify": lambda r: _picked(r, {"result": "answer", "branches": "branches", "proved_share": "proved_share"}),
 }
 
 #: Top-level report entries that are never key figures: timings, hashes and paths.

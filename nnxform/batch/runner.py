@@ -36,12 +36,22 @@ Progress = Callable[[int, int, int], None]
 class BatchSpec:
     """What every row runs: the command, its options as given (a file an option names staged as ``files/NAME``,
     listed in ``option_files``: staged path -> the file here), and the suffix of the file it writes with ``-o``
-    (None: it writes only its report)."""
+    (None: it writes only its report). A decision command (``verify``) takes the property as its second argument
+    (``property_argument``), its own ``--timeout`` (the row's limit: it answers ``timeout`` itself, and is killed
+    only ``kill_after`` past it), and exits with ``answers`` (e.g. 1 for sat) as well as 0 when it answered."""
 
     command: str
     options: list[str]
     option_files: dict[str, str]
     output_suffix: Optional[str]
+    property_argument: bool = False
+    own_timeout: bool = False
+    answers: tuple[int, ...] = ()
+
+
+def kill_after(limit: float) -> float:
+    """When the batch kills a row whose command keeps its own time limit ``limit``: 10 % and 5 s later."""
+    return 1.1 * limit + 5.0
 
 
 def open_output(out: Path, resume: bool) -> dict[str, RowResult]:
@@ -144,12 +154,17 @@ def _task(spec: BatchSpec, inst: Instance) -> RowTask:
         model = f"model/{os.path.basename(model)}"
     if prop in outputs or prop == model:
         prop = f"property/{os.path.basename(prop)}"
-    argv = [spec.command, model, "--vnnlib", prop, *spec.options, "--json", REPORT]
+    argv = [spec.command, model, *([prop] if spec.property_argument else ["--vnnlib", prop]), *spec.options,
+            "--json", REPORT]
     if network:
         argv += ["-o", network]
+    timeout = inst.timeout
+    if spec.own_timeout and timeout is not None:
+        argv += ["--timeout", f"{timeout:g}"]
+        timeout = kill_after(timeout)
     inputs = {model: os.path.abspath(inst.model_path), prop: os.path.abspath(inst.prop_path),
               **{staged: os.path.abspath(source) for staged, source in spec.option_files.items()}}
-    return RowTask(inst.row, argv, inputs, outputs, inst.timeout)
+    return RowTask(inst.row, argv, inputs, outputs, timeout, spec.answers)
 
 
 def _record(inst: Instance, outcome: RowOutcome, key: str) -> RowResult:

@@ -34,13 +34,15 @@ _THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 @dataclass(frozen=True)
 class RowTask:
     """One row as a worker runs it: the command's arguments (paths relative to the row's folder), the inputs to
-    stage there (staged path -> the file on this machine), the outputs to bring back, the time limit (None: none)."""
+    stage there (staged path -> the file on this machine), the outputs to bring back, the time limit (None: none),
+    and the exit statuses besides 0 that are answers rather than failures (``verify``'s 1 for sat)."""
 
     index: int
     argv: list[str]
     inputs: dict[str, str]
     outputs: list[str]
     timeout: Optional[float]
+    answers: tuple[int, ...] = ()
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Supervisor:
                 self.kill()
                 return RowOutcome("error", time.perf_counter() - start, None,
                                   f"the worker process died during the row ({how})")
-            return _outcome(answer, sandbox, task.outputs)
+            return _outcome(answer, sandbox, task.outputs, task.answers)
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
 
@@ -232,16 +234,17 @@ def _stage(sandbox: Path, sources: Mapping[str, Union[str, bytes]]) -> None:
             os.symlink(source, target)
 
 
-def _outcome(answer: dict, sandbox: Path, outputs: list[str]) -> RowOutcome:
-    """A finished row's outcome from the worker's answer; its output files read back when it succeeded."""
+def _outcome(answer: dict, sandbox: Path, outputs: list[str], answers: tuple[int, ...] = ()) -> RowOutcome:
+    """A finished row's outcome from the worker's answer (exit 0, or one of ``answers``: ok); its output files
+    read back when it succeeded."""
     status, seconds = answer["status"], float(answer["seconds"])
     log = answer["stdout"] + answer["stderr"]
-    if status != 0:
+    if status != 0 and status not in answers:
         return RowOutcome("error", seconds, status, _last_line(answer["stderr"]) or f"exit status {status}", log)
     missing = [name for name in outputs if not (sandbox / name).is_file()]
     if missing:
         return RowOutcome("error", seconds, status, f"the command wrote no {', '.join(missing)}", log)
-    return RowOutcome("ok", seconds, 0, "", log, {name: (sandbox / name).read_bytes() for name in outputs})
+    return RowOutcome("ok", seconds, status, "", log, {name: (sandbox / name).read_bytes() for name in outputs})
 
 
 def _last_line(text: str) -> str:

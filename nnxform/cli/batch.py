@@ -28,7 +28,8 @@ WORKER_CODE = "from nnxform.cli.batch import serve_rows; serve_rows()"
 #: is the batch's own option, so a row's report is always rows/NAME/report.json).
 _RESERVED = {"-o": "output network", "--output": "output network", "--vnnlib": "property (the CSV's second column)",
              **{o: "input box (the row's property)" for o in ("--lower", "--upper", "--center", "--eps",
-                                                              "--clip-lower", "--clip-upper")}}
+                                                              "--clip-lower", "--clip-upper")},
+             "--result": "report (rows/NAME/report.json: the answer and any counterexample)"}
 
 
 def serve_rows() -> None:
@@ -39,8 +40,13 @@ def serve_rows() -> None:
     serve(lambda argv: _run(command, argv))
 
 
+#: Exit statuses besides 0 that are a command's answers, not failures (``verify``: 1 sat, 3 timeout or unknown).
+_ANSWERS = {"verify": (1, 3)}
+
+
 def _batch_commands() -> dict[str, Any]:
-    """The commands a batch can run: one model argument, a VNN-LIB box (--vnnlib) and a JSON report (--json)."""
+    """The commands a batch can run: a JSON report (--json), one model argument and a VNN-LIB box (--vnnlib), or a
+    model and a property as arguments (``verify``)."""
     from . import _with_commands
 
     group = typer.main.get_command(_with_commands())
@@ -48,7 +54,7 @@ def _batch_commands() -> dict[str, Any]:
     for name, cmd in group.commands.items():  # type: ignore[attr-defined]
         arguments = [p.name for p in cmd.params if p.param_type_name == "argument"]
         options = {opt for p in cmd.params if p.param_type_name == "option" for opt in p.opts}
-        if arguments == ["model"] and {"--vnnlib", "--json"} <= options:
+        if "--json" in options and (arguments == ["model"] and "--vnnlib" in options or arguments == ["model", "prop"]):
             found[name] = cmd
     return found
 
@@ -61,13 +67,17 @@ def batch_spec(command: str, options: list[str]) -> BatchSpec:
     if cmd is None:
         raise NnxformError(f"batch runs a command that takes one model and a VNN-LIB box ({', '.join(commands)}); "
                            f"got '{command}'")
+    own_options = {opt for p in cmd.params if p.param_type_name == "option" for opt in p.opts}
+    positional = "--vnnlib" not in own_options
+    own_timeout = positional and "--timeout" in own_options  # a decision command keeps the row's limit itself
     for token in options:
         given = token.split("=", 1)[0]
         if given in _RESERVED:
             raise NnxformError(f"{command} {given}: batch gives each row its own {_RESERVED[given]}; "
                                "remove it from the command's options")
     writes = any("-o" in p.opts for p in cmd.params)
-    probe = ["MODEL", "--vnnlib", "PROPERTY", *options, "--json", "REPORT", *(["-o", "OUT"] if writes else [])]
+    probe = ["MODEL", *(["PROPERTY"] if positional else ["--vnnlib", "PROPERTY"]), *options, "--json", "REPORT",
+             *(["-o", "OUT"] if writes else [])]
     try:
         cmd.make_context(command, probe)
     except UsageError as exc:
@@ -82,16 +92,20 @@ def batch_spec(command: str, options: list[str]) -> BatchSpec:
             files[name] = token
             token = name
         staged.append(token)
-    return BatchSpec(command, staged, files, ".onnx" if writes else None)
+    return BatchSpec(command, staged, files, ".onnx" if writes else None, property_argument=positional,
+                     own_timeout=own_timeout, answers=_ANSWERS.get(command, ()))
 
 
 @app.command(name="batch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              short_help=summary("batch"),
              help="Run COMMAND (bounds, canon, fold-bn, stable, compress, prune, quantize, pad, …: any command that "
-                  "takes one model and --vnnlib) on every 'onnx,vnnlib[,timeout]' row of INSTANCES (paths relative "
-                  "to its folder, the VNN-COMP layout), followed by COMMAND's own options. Worker processes import "
-                  "nnxform once and run many rows; a row past its time limit (the CSV's third column, or --timeout) "
-                  "is killed with its worker, which is replaced. Each row's report, network and printed output go "
+                  "takes one model and --vnnlib; or verify, which takes the property as its argument) on every "
+                  "'onnx,vnnlib[,timeout]' row of INSTANCES (paths relative to its folder, the VNN-COMP layout), "
+                  "followed by COMMAND's own options. Worker processes import nnxform once and run many rows; a row "
+                  "past its time limit (the CSV's third column, or --timeout) is killed with its worker, which is "
+                  "replaced (verify gets the limit as its own --timeout and answers timeout itself; it is killed "
+                  "only 10 % and 5 s later). A verify row that answers sat, unsat, timeout or unknown is ok, and "
+                  "counts as solved when sat or unsat. Each row's report, network and printed output go "
                   "to --out DIR/rows/NAME/ (all or nothing); DIR/results.csv and results.json hold every row's "
                   "status, seconds, key figures and outputs, and DIR/instances.csv the networks written, with the "
                   "rows' properties and time limits. A row whose files cannot be read, or whose command fails or "
@@ -169,6 +183,10 @@ def _print_summary(result: BatchResult, folder: Path, spec: BatchSpec, quiet: bo
     counts = ", ".join(f"{k} {s[k]}" for k in STATUSES)
     reused = f"; {result.reused} kept from the earlier run" if result.reused else ""
     say(f"  {counts}{reused}", quiet)
+    verdicts = [r.figures["result"] for r in result.rows if isinstance(r.figures.get("result"), str)]
+    if verdicts:
+        found = ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts)))
+        say(f"  solved {s['solved']} of {len(result.rows)} ({found})", quiet)
     say(f"  wall {result.wall_seconds:.1f} s; rows {s['total_seconds']:.1f} s in all, median {s['median_seconds']:.3f} s",
         quiet)
     if s["slowest"]:
