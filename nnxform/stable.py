@@ -51,7 +51,7 @@ from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
 from .analyzers.milp import beyond_solver
 from .analyzers.rounding import Rounding, gamma, magnitude
 from .analyzers.solvers import INTEGRALITY, check_solver
-from .analyzers.symbolic import optimized_bounds
+from .analyzers.symbolic import alpha, alpha_step
 from . import stopping
 from .domain import Box
 from .errors import NnxformError
@@ -87,8 +87,6 @@ _TIME_BOUND_NOTE = ("the time limit bound, so which neurons are settled can diff
 SEARCH_LIMITS = (16, 128, 1024)
 #: The share of the time left that the search stage may take: the milp stage gets the rest.
 SEARCH_SHARE = 0.7
-#: α stage: signed-gradient steps on the ReLU lower slopes, neurons bounded per batch.
-ALPHA_STEPS, _ALPHA_ROWS = 20, 256
 
 #: ``progress(stage, done, total)``: layers done by the alpha stage, candidates settled by the search stage and
 #: decided by the milp stage.
@@ -626,26 +624,17 @@ class _Classifier:
         return state, kept
 
     def alpha(self) -> None:
-        """α-CROWN bounds of every neuron the bounds leave unstable, layer by layer: the lower slopes of the
-        unstable ReLUs below are optimised per neuron (any slope in [0, 1] is sound; the best bound seen is
-        kept). Tightens the intermediate bounds too, which the MILP's big-M constants come from."""
+        """α-CROWN bounds of every neuron the bounds leave unstable, layer by layer (``symbolic.alpha``). Tightens
+        the intermediate bounds too, which the MILP's big-M constants come from."""
         before = self.undecided()
-        state = self.state
         layers = [i for i in range(len(self.net.steps)) if self.net.relu_only[i] and not self.net.first_layer(i)]
-        stopped = False
-        for i, s in enumerate(self.net.steps):
-            if i == 0:
-                continue
-            if not isinstance(s, Linear):
-                state.propagate_nonlinear(i)
-                continue
-            if i not in layers or stopped:
-                continue
-            _alpha_step(state, i, until=lambda: self.remaining() <= 0)
-            self._apply_bounds([state.lo[src] for src in self.sources], [state.hi[src] for src in self.sources])
+
+        def done(i: int) -> None:
+            self._apply_bounds([self.state.lo[src] for src in self.sources], [self.state.hi[src] for src in self.sources])
             if self.progress:
                 self.progress("alpha", layers.index(i) + 1, len(layers))
-            stopped = self.remaining() <= 0
+
+        stopped = not alpha(self.state, until=lambda: self.remaining() <= 0, step_done=done)
         self.time_bound |= stopped
         self._stage("alpha", before, "stopped by the time limit" if stopped else "")
 
@@ -781,7 +770,7 @@ class _Classifier:
             if i and not isinstance(s, Linear):
                 state.propagate_nonlinear(i)
             elif self.net.relu_only[i] and not self.net.first_layer(i) and self._candidates(i):
-                _alpha_step(state, i, until=lambda: self.remaining() <= 0)  # again: the neurons the MILP proved stable below are linear now
+                alpha_step(state, i, until=lambda: self.remaining() <= 0)  # again: the neurons the MILP proved stable below are linear now
                 self._settle_rows(state, i, kept)
             if i in unscaled and _unresolved(state, i, tol):
                 self.notes.append(f"milp stage stopped at '{s.tensor}': unstable values below {RESOLVED * tol:g} in a "
@@ -890,19 +879,6 @@ def _channels(layer: LayerStability) -> dict[str, Any]:
 def box_sha256(box: Box) -> str:
     """A digest of a box's bounds (float64, little-endian): which box a classification was made on."""
     return hashlib.sha256(np.concatenate([box.lower, box.upper]).astype("<f8").tobytes()).hexdigest()
-
-
-def _alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False) -> None:
-    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``), in batches, in place;
-    no new batch once ``until()`` (a time limit: the rows left keep their sound bounds)."""
-    lo, hi = state.lo[i].copy(), state.hi[i].copy()
-    rows = np.flatnonzero((lo < 0) & (hi > 0))
-    for part in np.array_split(rows, -(-rows.size // _ALPHA_ROWS)) if rows.size else []:
-        if until():
-            break
-        new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
-        lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
-    state.set_linear(i, lo, hi)
 
 
 def _reach(state: State, i: int, tol: float) -> np.ndarray:

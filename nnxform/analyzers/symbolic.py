@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
@@ -82,6 +83,45 @@ def symbolic(state: State, deadline: Deadline | None = None) -> State:
             lo[part], hi[part] = b[: part.size], -b[part.size:]
         state.set_linear(i, lo, hi)
     return state
+
+
+#: α-CROWN on hidden neurons (``alpha``): Adam steps on their lower slopes, and rows optimised together.
+ALPHA_STEPS, ALPHA_ROWS = 20, 256
+
+
+def alpha(state: State, until: Callable[[], bool] = lambda: False,
+          step_done: Callable[[int], None] | None = None) -> bool:
+    """α-CROWN bounds of every hidden ReLU layer's unstable neurons, first layer to last, in place (each layer's
+    tighter bounds tighten the next; the output is not bounded). Returns False when ``until()`` stopped it (the
+    rows left keep their sound bounds). ``step_done(i)`` after each Linear step it tightened."""
+    net = state.net
+    for i, s in enumerate(net.steps):
+        if i == 0 or i == net.output:
+            continue
+        if not isinstance(s, Linear):
+            state.propagate_nonlinear(i)
+            continue
+        if not net.relu_only[i] or net.first_layer(i):
+            continue
+        if until():
+            return False
+        alpha_step(state, i, until)
+        if step_done is not None:
+            step_done(i)
+    return not until()
+
+
+def alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False) -> None:
+    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``), ``ALPHA_ROWS`` at a time,
+    in place; no new batch once ``until()`` (a time limit: the rows left keep their sound bounds)."""
+    lo, hi = state.lo[i].copy(), state.hi[i].copy()
+    rows = np.flatnonzero((lo < 0) & (hi > 0))
+    for part in np.array_split(rows, -(-rows.size // ALPHA_ROWS)) if rows.size else []:
+        if until():
+            break
+        new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
+        lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
+    state.set_linear(i, lo, hi)
 
 
 def _rows_per_pass(net) -> int:
