@@ -48,7 +48,6 @@ class Fact:
     voids the mark; a copy keeps it, being the same graph."""
 
     name: str
-    description: str
     by: str  # the pass in PASSES establishing it, which marks its result
 
     def holds(self, model: Model) -> bool:
@@ -67,7 +66,7 @@ class Fact:
 
 #: canon's fixed point: only the operator table's canonical operators, and one more round of canon's sub-passes
 #: would change nothing (``canonicalize``, the one pass marking it, checks that before it marks).
-CANONICAL = Fact("canonical", "a fixed point of canon", by="canon")
+CANONICAL = Fact("canonical", by="canon")
 
 
 @dataclass(frozen=True)
