@@ -17,7 +17,7 @@ import copy
 import graphlib
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, SupportsIndex
 
@@ -136,6 +136,9 @@ class Model:
     # (edit count, tensor -> producer, tensor -> consumers), rebuilt when any node list changed since
     _index: tuple[int, dict[str, Node], dict[str, list[Node]]] | None = field(
         default=None, init=False, repr=False, compare=False)
+    # facts a pass established of this graph (``passes.Fact``), each with the ``fingerprint`` of the graph then: a
+    # mark whose fingerprint no longer matches (the graph was edited since) says nothing
+    marks: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __setattr__(self, key: str, value: Any) -> None:
         """Keep ``nodes`` a tracked list, so adding, removing or replacing nodes invalidates the tensor index."""
@@ -195,6 +198,16 @@ class Model:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every tensor (ONNX shape, batch dimension included), from the evaluator."""
         return _evaluator().tensor_shapes(self)
+
+    def fingerprint(self) -> str:
+        """A digest of the graph (every field but ``source``, ``metadata`` and the caches ``_index`` and ``marks``):
+        equal for two models whose graphs are equal, whatever edited them, so a pass's mark cannot outlive an edit."""
+        digest = hashlib.blake2b(digest_size=16)
+        for f in fields(self):
+            if f.name not in _NOT_GRAPH:
+                digest.update(f.name.encode())
+                _feed(digest, getattr(self, f.name))
+        return digest.hexdigest()
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -341,6 +354,34 @@ class Model:
             }
         )
         return self
+
+
+_NOT_GRAPH = frozenset({"source", "metadata", "_index", "marks"})
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` (arrays, nodes, containers, protos, scalars) to ``digest``, each part tagged with its type and
+    length, so that different values never feed the same bytes."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = np.asarray(value)
+        digest.update(f"array {value.dtype.str} {value.shape} ".encode())
+        digest.update(value.tobytes() if value.dtype.kind not in "OUS" else repr(value.tolist()).encode())
+    elif isinstance(value, Node):
+        _feed(digest, [value.op, value.name, value.inputs, value.outputs, value.attrs, value.domain])
+    elif isinstance(value, dict):
+        digest.update(f"dict {len(value)} ".encode())
+        for k, v in value.items():
+            _feed(digest, k)
+            _feed(digest, v)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)} ".encode())
+        for v in value:
+            _feed(digest, v)
+    else:
+        raw = value.SerializeToString(deterministic=True) if hasattr(value, "SerializeToString") else \
+            repr(value).encode()
+        digest.update(f"{type(value).__name__} {len(raw)} ".encode())
+        digest.update(raw)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ Networks that are no chain (skip connections) are merged as one graph (``_merged
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ from .ir import Model, Node
 from . import layered
 from .operators import CONVOLUTIONS, OPERATORS
 from .layered import Chain, Conv, Flatten, Layer, Relu, chain_layers, chain_network, dense
-from .passes import PASSES, Pass, apply_checked
+from .passes import CANONICAL, Pass, apply_checked
 from .passes.pad import (MAX_DENSE_IDENTITY, NotMergeable, channels, conv_head_and_tail, identity_conv, identity_tap,
                           identity_width, nonnegative, pad_pair, relu_layers)
 from .runtime import OnnxRunner
@@ -104,6 +105,8 @@ def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model,
     if other is not None:
         raise NnxformError(f"merge supports ReLU chains; '{other.name}' is a {other.op}")
     convolutional = any(n.op in CONVOLUTIONS for m in (a, second) for n in m.nodes)
+    # canonicalised once each (not at all when marked canonical): every reader below takes them as they are
+    a, second = CANONICAL.establish(a), CANONICAL.establish(second)
     why = ""
     if convolutional:
         try:
@@ -150,8 +153,7 @@ def _merged_graph(a: Model, second: Model, keep_outputs: bool, shapes: tuple, wh
     """Both canonical graphs side by side on the first one's input (``side_by_side``), the second's output times −1,
     one Add giving ``f_A − f_B``: a DAG, for networks that are no chain (skip connections) — read by the verifiers
     that read graphs."""
-    ga, _ = PASSES["canon"](a)
-    gb, _ = PASSES["canon"](second)
+    ga, gb = CANONICAL.establish(a), CANONICAL.establish(second)
     m, y_a, y_b = side_by_side(ga, gb)
     m.source = dict(a.source)
     out_shape = tuple(ga.shapes()[ga.output_name])
@@ -177,7 +179,7 @@ def side_by_side(ga: Model, gb: Model) -> tuple[Model, str, str]:
     if int(np.prod(out_shape)) != int(np.prod(gb.shapes()[gb.output_name])):
         raise NnxformError(f"the outputs differ in size: {list(out_shape)} and {list(gb.shapes()[gb.output_name])}; "
                            "the two networks must have outputs of the same size")
-    m = Model(nodes=list(ga.nodes), constants=dict(ga.constants), input_name=ga.input_name,
+    m = Model(nodes=copy.deepcopy(list(ga.nodes)), constants=dict(ga.constants), input_name=ga.input_name,
               input_shape=tuple(ga.input_shape), output_names=[OUTPUT], input_dims=tuple(ga.input_dims),
               dtype=ga.dtype, source={})
     names = {t: f"second/{t}" for n in gb.nodes for t in n.outputs} | {t: f"second/{t}" for t in gb.constants}
@@ -318,7 +320,7 @@ def _merge_heads(ha: list[Layer], hb: list[Layer]) -> list[Layer]:
 
 
 #: The merge as a pass on the first network: it changes the function, so it is checked against ``difference``.
-MERGE = Pass("merge", _merged.__doc__ or "", False, _merged, needs=("second",))
+MERGE = Pass("merge", _merged.__doc__ or "", False, _merged, needs=("second",), requires=frozenset({CANONICAL}))
 
 
 def merge(a: Model, b: Model, *, keep_outputs: bool = False, box: Box | None = None, samples: int = 1000,

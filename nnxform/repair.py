@@ -241,6 +241,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
 
     t0 = time.perf_counter()
     start = compressed if grid is None else _written(net)  # on a grid: its layers, as every round writes them
+    first = net  # start's layers: read once (``_size`` does not read start again)
     initial, witnesses = _analyse(Pair(original, start), boxes, options, rng, options.target)
     accuracy = _accuracy(start, test)
     rounds = [RoundRecord(0, initial.delta_max, initial.mean, initial.sampled_max, accuracy, None,
@@ -282,7 +283,8 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     proto = best.to_onnx() if grid is None or grid.form == "float" else qdq_model(best.to_onnx(), net, grid)
     data = proto.SerializeToString(deterministic=True)
     final_model = _reloaded(data, centres)
-    sizes = {"compressed": _size(start, grid, "compressed"), "repaired": _size(final_model, grid, "repaired")}
+    sizes = {"compressed": _size(start, grid, "compressed", first),
+             "repaired": _size(final_model, grid, "repaired", trainable(final_model)[0] if grid else None)}
     final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed), target)
     reached = None if target is None else final.delta_max <= target
     accuracy_summary = {"original": _accuracy(original, test), "compressed": rounds[0].accuracy,
@@ -305,13 +307,12 @@ def _grid(net: Network, form: str, options: RepairOptions, notes: list[str]) -> 
     return found
 
 
-def _size(model: Model, grid: Grid | None, which: str) -> dict[str, Any]:
-    """Storage of ``model`` in KB (on ``grid``: its layers at the grid's width; else float32 parameters) and its
-    non-zero weights; on a grid, a network off it is an error (the repair would have lost the compression)."""
+def _size(model: Model, grid: Grid | None, which: str, net: Network | None) -> dict[str, Any]:
+    """Storage of ``model`` in KB (on ``grid``: its layers ``net`` at the grid's width; else float32 parameters) and
+    its non-zero weights; on a grid, a network off it is an error (the repair would have lost the compression)."""
     size = model_size(model)
-    if grid is None:
+    if grid is None or net is None:
         return {"kb": 4 * size.parameters / 1024, "nonzero_weights": size.connections}
-    net, _ = trainable(model)
     if not grid.holds(net):
         raise NnxformError(f"the {which} network is not on the grid it was given; nothing written (please report it)")
     return {"kb": grid.storage_bytes(net) / 1024, "nonzero_weights": size.connections}

@@ -30,7 +30,7 @@ from .ir import Model
 from .layered import (WEIGHTED, BatchNorm, Conv, ConvTranspose, Dense, Fixed, Flatten, Layer, Network, Relu,
                       from_model)
 from .operators import OPERATORS
-from .passes import PASSES
+from .passes import CANONICAL
 
 #: The parameters trained per layer type (a BatchNorm's running mean and variance are statistics, not trained).
 TRAINED: dict[type, tuple[str, ...]] = {Dense: ("W", "b"), Conv: ("W", "b"), ConvTranspose: ("W", "b"),
@@ -176,7 +176,7 @@ def trainable(model: Model) -> tuple[Network, list[str]]:
             return net, notes
         except NnxformError as exc:
             notes.append(f"BatchNormalization folded by canon (read as it is: {exc})")
-    canonical, _ = PASSES["canon"](model)
+    canonical = CANONICAL.establish(model)
     net = from_model(canonical, "train")
     trained_parameters(net)
     return net, notes

@@ -1,9 +1,12 @@
-"""Graph-rewrite passes. Each module holds one pass; the registry ``PASSES`` maps names to them.
+"""Graph-rewrite passes. Each module holds a pass (or two of one kind); the registry ``PASSES`` maps names to them.
 
 A pass (``Pass``) takes a Model (never mutated) and keyword parameters, and returns a new Model and
-a report saying what it changed (a PassReport). ``apply_checked`` is the one way a pass's result
-is written: run the pass, compare the result in onnxruntime on the domain with its input (or with
-the reference a pass that changes the function must compute), and stamp provenance.
+a report saying what it changed (a PassReport). It declares the facts (``Fact``) it requires of its input and
+ensures of its output: a pass requiring ``CANONICAL`` reads its input's canonical form through
+``CANONICAL.establish``, which runs canon only when the input is not already canonical, so one command
+canonicalises once. ``apply_checked`` is the one way a pass's result is written: run the pass, compare the result
+in onnxruntime on the domain with its input (or with the reference a pass that changes the function must
+compute), and stamp provenance.
 """
 
 from __future__ import annotations
@@ -38,19 +41,57 @@ class PassReport:
 
 
 @dataclass(frozen=True)
+class Fact:
+    """A property of a graph that passes require or ensure, known by a mark: the pass ``by`` establishes it and
+    marks its result with the graph's fingerprint (``Model.marks``), so a mark holds only while the graph is the one
+    marked. Any edit (by a pass, a tool or a user, through the IR's methods or not) changes the fingerprint and
+    voids the mark; a copy keeps it, being the same graph."""
+
+    name: str
+    by: str  # the pass in PASSES establishing it, which marks its result
+
+    def holds(self, model: Model) -> bool:
+        """Whether ``model`` carries this fact's mark for its graph as it is now."""
+        return self.name in model.marks and model.marks[self.name] == model.fingerprint()
+
+    def mark(self, model: Model, fingerprint: str) -> None:
+        """Record that the fact holds of ``model``'s graph, whose fingerprint is ``fingerprint`` (only ``by`` does,
+        having checked it)."""
+        model.marks[self.name] = fingerprint
+
+    def establish(self, model: Model) -> Model:
+        """``model`` itself when the fact holds of it (nothing run), else the result of the pass ``by`` (marked)."""
+        return model if self.holds(model) else PASSES[self.by](model)[0]
+
+
+#: canon's fixed point: only the operator table's canonical operators, and one more round of canon's sub-passes
+#: would change nothing (``canonicalize``, the one pass marking it, checks that before it marks).
+CANONICAL = Fact("canonical", by="canon")
+
+
+@dataclass(frozen=True)
 class Pass:
     """A pass: its name, what it does in one line, whether its result computes the input's function (so it is
-    checked against the input; otherwise against a reference), the keyword inputs it needs that are not
-    parameters (objects such as a classification, left out of the provenance), and the function doing it."""
+    checked against the input; otherwise against a reference), the function doing it, the keyword inputs it needs
+    that are not parameters (objects such as a classification, left out of the provenance), the facts its work
+    reads of its input (``requires``: it establishes them itself, with ``Fact.establish``) and the facts its
+    result carries (``ensures``: checked on every call)."""
 
     name: str
     description: str
     preserves: bool
     run: Callable[..., tuple[Model, Any]]
     needs: tuple[str, ...] = ()
+    requires: frozenset[Fact] = frozenset()
+    ensures: frozenset[Fact] = frozenset()
 
     def __call__(self, model: Model, *args: Any, **parameters: Any) -> tuple[Model, Any]:
-        return self.run(model, *args, **parameters)
+        result, report = self.run(model, *args, **parameters)
+        broken = sorted(f.name for f in self.ensures if not f.holds(result))
+        if broken:
+            raise RuntimeError(f"{self.name} ensures a {', '.join(broken)} result and gave another (please report "
+                               "this network)")
+        return result, report
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -62,11 +103,14 @@ class Pass:
 PASSES: dict[str, Pass] = {}
 
 
-def register(name: str, *, preserves: bool = True, needs: tuple[str, ...] = ()) -> Callable[[Callable], Pass]:
-    """Register the decorated function as the pass called ``name``, described by its docstring's first line."""
+def register(name: str, *, requires: frozenset[Fact], ensures: frozenset[Fact], preserves: bool = True,
+             needs: tuple[str, ...] = ()) -> Callable[[Callable], Pass]:
+    """Register the decorated function as the pass called ``name``, described by its docstring's first line; every
+    registered pass states what it requires and ensures (empty sets included)."""
 
     def deco(fn: Callable[..., tuple[Model, Any]]) -> Pass:
-        PASSES[name] = Pass(name, (fn.__doc__ or "").strip().splitlines()[0], preserves, fn, needs)
+        PASSES[name] = Pass(name, (fn.__doc__ or "").strip().splitlines()[0], preserves, fn, needs, requires,
+                            ensures)
         return PASSES[name]
 
     return deco

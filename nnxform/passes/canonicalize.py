@@ -3,7 +3,9 @@
 The result has one input and one output, and no BatchNormalization, Sub, Div, Identity or
 Dropout (``Constant``, ``Shape`` and ``Gather`` are already folded by the loader): dense layers are
 canonical Gemm, input normalisation is folded into the first affine layer where exact, and
-consecutive affine layers are merged. The sub-passes run until none changes anything.
+consecutive affine layers are merged. The sub-passes run until a round changes nothing, neither in its report
+nor in the graph's fingerprint; the result is then marked canonical (``passes.CANONICAL``), so the passes and
+tools requiring canonical input do not canonicalise it again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from ..errors import NnxformError
 from ..ir import Model
 from ..operators import OPERATORS
-from . import PassReport, register
+from . import CANONICAL, PassReport, register
 from .conv_form import explicit_convs
 from .elementwise import fold_elementwise, rewrite_sub_div
 from .fold_batchnorm import fold_batchnorm
@@ -26,19 +28,24 @@ _STEPS = (remove_identity, rewrite_sub_div, simplify_reshapes, absorb_transpose,
 _MAX_ROUNDS = 10
 
 
-@register("canon")
+@register("canon", requires=frozenset(), ensures=frozenset({CANONICAL}))
 def canonicalize(model: Model) -> tuple[Model, PassReport]:
     """Run the canonicalising sub-passes to a fixed point."""
     model.output_name  # exactly one output, or a clear error
     report = PassReport("canon")
+    settled = model.fingerprint()
     for _ in range(_MAX_ROUNDS):
-        before = len(report.changes)
+        before, start = len(report.changes), settled
         for step in _STEPS:
             model, sub = step(model)
             report.extend(sub)
-        if len(report.changes) == before:
+        settled = model.fingerprint()
+        if len(report.changes) == before and settled == start:
             break
+    else:
+        raise RuntimeError(f"canon did not settle in {_MAX_ROUNDS} rounds; please report this network")
     left = sorted({n.op for n in model.nodes} - CANONICAL_OPS)
     if left:
         raise NnxformError(f"canon could not remove {', '.join(left)}; please report this network")
+    CANONICAL.mark(model, settled)
     return model, report

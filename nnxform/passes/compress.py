@@ -36,8 +36,8 @@ from ..errors import NnxformError
 from ..ir import Model, Node
 from .. import layered
 from ..layered import Chain, Relu, aligned, chain_layers, dense, model_size, write_layers
-from . import PASSES, PassReport, computable, register
-from .pad import relu_layers
+from . import CANONICAL, PassReport, computable, register
+from .pad import dense_layers
 
 
 #: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
@@ -74,7 +74,8 @@ class Tail:
 
 
 def dense_tail(model: Model) -> Tail:
-    """Split a canonical ``model`` into the part before its dense ReLU chain and that chain's layers."""
+    """Split a canonical ``model`` into the part before its dense ReLU chain and that chain's layers (read from the
+    chain's own nodes as they are: a piece of a canonical graph is not canonicalised again)."""
     out = model.output_name
     tail: list[Node] = []
     t = out
@@ -100,7 +101,7 @@ def dense_tail(model: Model) -> Tail:
                 input_shape=tuple(shapes[start]), output_names=[out], input_dims=tuple(shapes[start]), dtype=model.dtype)
     head = [n for n in model.nodes if n not in tail]
     skipped = [n.name for n in head if n.op == "Relu"]
-    return Tail(start, head, [n.name for n in tail if n.op == "Relu"], relu_layers(sub, "compress"), skipped)
+    return Tail(start, head, [n.name for n in tail if n.op == "Relu"], dense_layers(sub, "compress"), skipped)
 
 
 def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +216,7 @@ def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL)
     """``model`` without its stable ReLUs (``stability`` from ``nnxform.stable.classify`` on the same model and box)."""
     if rank_tol < 0:
         raise NnxformError("the rank tolerance must be >= 0")
-    canonical, _ = PASSES["canon"](model)
+    canonical = CANONICAL.establish(model)
     report = PassReport("compress")
     thinned = remove_dead_channels(canonical, stability, report)
     tail, small_tail = dense_tail(canonical), dense_tail(thinned)
@@ -308,7 +309,7 @@ def _zero_at_reader(layers: list[layered.Layer], site: layered.Site, shapes: lis
     return ~x[0, 0].reshape(x.shape[2], -1).any(axis=1)
 
 
-@register("compress", needs=("stability",))
+@register("compress", requires=frozenset({CANONICAL}), ensures=frozenset(), needs=("stability",))
 def compress(model: Model, stability: Signs, rank_tol: float = RANK_TOL) -> tuple[Model, Compression]:
     """The same function on the box with the stable ReLUs removed (``stability`` classified on that box)."""
     c = compress_aligned(model, stability, rank_tol)

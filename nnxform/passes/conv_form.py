@@ -30,7 +30,7 @@ EXPLICIT: dict[str, tuple[str, ...]] = {
 }
 
 
-@register("explicit-convs")
+@register("explicit-convs", requires=frozenset(), ensures=frozenset())
 def explicit_convs(model: Model) -> tuple[Model, PassReport]:
     """Every grouped convolution as one block-diagonal group; convolution and pool attributes as verifiers read them."""
     model, report = model.copy(), PassReport("explicit-convs")

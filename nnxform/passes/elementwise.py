@@ -15,7 +15,7 @@ from . import PassReport, register
 from .scale_shift import fold_backward, fold_forward
 
 
-@register("rewrite-sub-div")
+@register("rewrite-sub-div", requires=frozenset(), ensures=frozenset())
 def rewrite_sub_div(model: Model) -> tuple[Model, PassReport]:
     """Rewrite ``Sub`` as ``Add`` (of a negated constant, or of ``Mul(·, −1)``) and ``Div`` by a constant as ``Mul``."""
     model = model.copy()
@@ -53,7 +53,7 @@ def _scale_shift(model: Model, node: Node, shape: tuple[int, ...]) -> tuple[np.n
     return (c, np.zeros(shape)) if node.op == "Mul" else (np.ones(shape), c)
 
 
-@register("fold-elementwise")
+@register("fold-elementwise", requires=frozenset(), ensures=frozenset())
 def fold_elementwise(model: Model) -> tuple[Model, PassReport]:
     """Fold each Mul/Add-by-constant into a neighbouring affine layer where that is exact."""
     model = model.copy()

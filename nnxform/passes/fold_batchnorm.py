@@ -23,7 +23,7 @@ from .conv_form import write_explicit
 from .scale_shift import Shapes, fold_backward, fold_forward
 
 
-@register("fold-bn")
+@register("fold-bn", requires=frozenset(), ensures=frozenset())
 def fold_bn(model: Model) -> tuple[Model, PassReport]:
     """Fold every BatchNormalization away and write every convolution the way every verifier reads it."""
     model, report = fold_batchnorm(model)

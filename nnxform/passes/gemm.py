@@ -10,7 +10,7 @@ from ..ir import Model, Node
 from . import PassReport, register
 
 
-@register("canonical-gemm")
+@register("canonical-gemm", requires=frozenset(), ensures=frozenset())
 def canonical_gemm(model: Model) -> tuple[Model, PassReport]:
     """MatMul by a constant on a 2-D input becomes a Gemm; every Gemm gets ``W [out,in]``, ``b``, transB=1."""
     model = model.copy()
@@ -47,7 +47,7 @@ def _insert_row_reshape(model: Model, node: Node, k: int) -> None:
     node.inputs[0] = out
 
 
-@register("merge-affine")
+@register("merge-affine", requires=frozenset(), ensures=frozenset())
 def merge_affine(model: Model) -> tuple[Model, PassReport]:
     """Gemm → Gemm with nothing between becomes one Gemm: W = W₂W₁, b = W₂b₁ + b₂."""
     model = model.copy()

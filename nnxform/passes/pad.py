@@ -1,6 +1,7 @@
 """``pad``: give a ReLU network more affine layers with exact identity layers (DESIGN.md, "Identity-layer padding").
 
-The network is canonicalised and compiled to its dense layers (``analyzers.network``) and written
+The network is canonicalised (once, and not at all when it is marked canonical: ``passes.CANONICAL``) and
+compiled to its dense layers (``analyzers.network``) and written
 back as a single chain (``layered.chain_network``): Flatten (unless the input is already
 ``[1, n]``), then ``Gemm → Relu → … → Gemm``. A convolutional network whose layers before the last
 Flatten are group-1 Convs, ReLUs and pools keeps them (``conv_head_and_tail``); only its dense tail
@@ -25,7 +26,7 @@ from ..errors import NnxformError
 from ..ir import Model
 from .. import layered
 from ..layered import Chain, Conv, Dense, Flatten, Layer, Relu, chain_layers, chain_network, dense
-from . import PASSES, PassReport, register
+from . import CANONICAL, PassReport, register
 
 #: The widest dense identity written into a convolutional network whose convolutions became dense Gemms (a
 #: 4096 × 4096 Gemm is 64 MiB in float32; over a real CNN's flattened feature map it would pass ONNX's 2 GB limit).
@@ -33,9 +34,16 @@ MAX_DENSE_IDENTITY = 4096
 
 
 def relu_layers(model: Model, command: str) -> Chain:
-    """The dense layers of ``model`` if it is a chain Input → Linear → Relu → … → Linear, else a clear error."""
-    canonical, _ = PASSES["canon"](model)
-    net = compile_model(canonical)
+    """The dense layers of ``model``'s canonical form if it is a chain Input → Linear → Relu → … → Linear, else a
+    clear error."""
+    return dense_layers(CANONICAL.establish(model), command)
+
+
+def dense_layers(model: Model, command: str) -> Chain:
+    """The dense layers of ``model`` as it is (``relu_layers`` without canonicalising it: for a piece of a canonical
+    graph, such as ``compress``'s dense tail) if it is a chain Input → Linear → Relu → … → Linear, else a clear
+    error."""
+    net = compile_model(model)
     linear = []  # the structure first: no dense matrix is made of a network that is no chain
     for i, step in enumerate(net.steps[1:], start=1):
         if isinstance(step, Pool):
@@ -44,7 +52,7 @@ def relu_layers(model: Model, command: str) -> Chain:
             if step.op != "Relu":
                 raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a {step.op}")
             continue
-        node = canonical.producer(step.tensor)
+        node = model.producer(step.tensor)
         if not step.sources:  # the loader refuses empty layers; a model built in memory may have one
             raise NnxformError(f"{command}: '{node.name}' reads a layer with no neurons; remove the empty layer")
         if step.sources != [i - 1]:
@@ -94,7 +102,7 @@ class NotMergeable(Exception):
 def conv_head_and_tail(model: Model, which: str) -> tuple[list[Layer], Chain]:
     """The canonical layers of ``model`` up to its last Flatten (group-1 Conv, ReLU, pooling) and the dense ReLU
     chain after it; NotMergeable (naming ``which`` network) for anything else."""
-    canonical, _ = PASSES["canon"](model)  # folded BN, explicit group-1 convolutions
+    canonical = CANONICAL.establish(model)  # folded BN, explicit group-1 convolutions
     try:
         net = layered.from_model(canonical, "the layered form")
     except NnxformError as exc:
@@ -167,6 +175,7 @@ def pad_head(head: list[Layer], extra: int, input_shape: tuple[int, ...]) -> tup
 
 def affine_depth(model: Model) -> int:
     """The number of affine layers ``pad`` counts in ``model`` (its Convs and Gemms), without densifying a CNN."""
+    model = CANONICAL.establish(model)
     if any(n.op in CONVOLUTIONS for n in model.nodes):
         try:
             head, tail = conv_head_and_tail(model, "the")
@@ -176,24 +185,25 @@ def affine_depth(model: Model) -> int:
     return len(relu_layers(model, "pad"))
 
 
-@register("pad")
+@register("pad", requires=frozenset({CANONICAL}), ensures=frozenset())
 def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
     """``model`` as a ReLU chain with ``depth`` affine layers, the same function (exact identity layers): a CNN gets
     them in its dense tail when that has a hidden layer, else as 1×1 Convs in its head (``pad_head``)."""
     report = PassReport("pad")
     out = model.output_name
     output_shape = tuple(model.shapes()[out])
+    canonical = CANONICAL.establish(model)  # read once: both readers below take it as it is
     head: list[Layer] = []
     convolutional = any(n.op in CONVOLUTIONS for n in model.nodes)
     why = ""
     if convolutional:
         try:
-            head, layers = conv_head_and_tail(model, "the")
+            head, layers = conv_head_and_tail(canonical, "the")
         except NotMergeable as exc:
             why = str(exc)
             report.add("densified", f"convolutions written as dense Gemms: {why}")
     if not head:
-        layers = relu_layers(model, "pad")
+        layers = relu_layers(canonical, "pad")
     convs = sum(isinstance(layer, Conv) for layer in head)
     if depth < convs + len(layers):
         raise NnxformError(f"the network already has {convs + len(layers)} affine layers; cannot pad it to {depth}")

@@ -72,7 +72,7 @@ def grid_name(bits: int | None, per_channel: bool) -> str:
     return "float16" if bits is None else f"int{bits} per {'channel' if per_channel else 'tensor'}"
 
 
-@register("quantize", preserves=False)
+@register("quantize", requires=frozenset(), ensures=frozenset(), preserves=False)
 def quantize(model: Model, bits: int | None = None, per_channel: bool = False,
              float16: bool = False) -> tuple[Model, QuantizeReport]:
     """Round the weights of Gemm/MatMul/Conv/ConvTranspose to a symmetric integer grid or float16 (not the biases)."""

@@ -6,7 +6,7 @@ from ..ir import Model
 from . import PassReport, register
 
 
-@register("remove-identity")
+@register("remove-identity", requires=frozenset(), ensures=frozenset())
 def remove_identity(model: Model) -> tuple[Model, PassReport]:
     """Bypass every Identity and Dropout node (Dropout is the identity for inference)."""
     model = model.copy()

@@ -57,7 +57,7 @@ def _rewritable(model: Model, node: Node, in_shape: tuple[int, ...], out_shape: 
     return len(out_shape) == 2 or (_symbolic_batch(model) and int(model.constants[node.inputs[1]][0]) == 1)
 
 
-@register("simplify-reshapes")
+@register("simplify-reshapes", requires=frozenset(), ensures=frozenset())
 def simplify_reshapes(model: Model) -> tuple[Model, PassReport]:
     """Merge chains of shape-only nodes, drop ones that keep the shape, prefer Flatten."""
     model = model.copy()
@@ -94,7 +94,7 @@ def simplify_reshapes(model: Model) -> tuple[Model, PassReport]:
     return model, report
 
 
-@register("absorb-transpose")
+@register("absorb-transpose", requires=frozenset(), ensures=frozenset())
 def absorb_transpose(model: Model) -> tuple[Model, PassReport]:
     """``Transpose → Flatten → Gemm`` becomes ``Flatten → Gemm`` with the Gemm's columns permuted."""
     model = model.copy()

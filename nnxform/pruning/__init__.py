@@ -23,7 +23,7 @@ from ..errors import NnxformError
 from ..exactness import ATOL, Comparison, Reference
 from ..ir import Model
 from ..layered import Network, Size, aligned, chain_network, model_size
-from ..passes import PASSES, Pass, apply_checked
+from ..passes import CANONICAL, Pass, apply_checked
 from ..interpreter import in_passes, points_per_pass, points_within, run
 from .chain import dense_chain, prunable_layers, to_model
 from .graph import has_skip_connections, prune_graph_channels, prune_graph_weights
@@ -176,7 +176,7 @@ def _pruned_graph(model: Model, method: str, ratio: float, scope: str | None, t0
         raise NnxformError(f"prune: saliency pairs channels along one chain of layers, and '{join.name}' ({join.op}) "
                            f"joins {len(model.data_inputs(join))} branches (a skip connection): use --method neuron "
                            "(channels not tied by it) or weight")
-    canonical, _ = PASSES["canon"](model)  # BN folded where exact, group-1 convolutions, Gemm weights [out, in]
+    canonical = CANONICAL.establish(model)  # BN folded where exact, group-1 convolutions, Gemm weights [out, in]
     if method == "weight":
         scope = scope or DEFAULT_SCOPE[method]
         result, details, notes = prune_graph_weights(canonical, ratio, scope)
@@ -190,7 +190,7 @@ def _pruned_graph(model: Model, method: str, ratio: float, scope: str | None, t0
 
 #: Pruning as a pass: it changes the function, so its result is checked against the pruned layers it writes.
 PRUNE = Pass("prune", "Prune hidden units, conv channels or weights of a ReLU network.", False, _pruned,
-             needs=("guide", "options", "progress"))
+             needs=("guide", "options", "progress"), requires=frozenset({CANONICAL}))
 
 
 def _check_options(o: SaliencyOptions) -> None:

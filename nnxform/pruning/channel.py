@@ -43,7 +43,7 @@ from ..ir import Model, Node
 from ..layered import (CHANNELWISE, WEIGHTED, BatchNorm, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned,
                        by_input_channel, filters, from_model, remove_channels, sites, weighted_layers)
 from ..operators import OPERATORS
-from ..passes import PASSES
+from ..passes import CANONICAL
 from .chain import quota, remove_dead_units
 from .neuron import select_lowest
 from .saliency import ranked_pairs, saliency_matrix
@@ -64,7 +64,7 @@ def conv_network(model: Model) -> Network:
             raise NnxformError(f"prune: '{node.name}' ({node.op}) joins {len(data)} branches (a skip connection); "
                                "prune follows channels along one chain of layers, so a residual network is refused: "
                                "prune a network without skip connections")
-    canonical, _ = PASSES["canon"](model)
+    canonical = CANONICAL.establish(model)
     net = from_model(canonical, "prune")
     for layer in net.layers:  # canon wrote every grouped Conv as one group (block-diagonal weight)
         if isinstance(layer, Flatten) and layer.axis != 1:
