@@ -150,3 +150,12 @@ def test_json_over_an_input_file_is_refused_before_any_work(command: str, folder
     before = _contents(folder)
     assert_clean_error(run_cli(*args, "--json", first_input), "--json", "is the input file")
     assert _contents(folder) == before
+
+
+def test_batch_compare_never_overwrites_a_runs_results(batch_run: Path) -> None:
+    """batch-compare reads each folder's results.json: neither --json nor --plot may replace it."""
+    results = batch_run / "results.json"
+    before = results.read_bytes()
+    for option in ("--json", "--plot"):
+        assert_clean_error(run_cli("batch-compare", batch_run, option, results), option, "is the input file")
+    assert results.read_bytes() == before

@@ -13,7 +13,7 @@ import typer.main
 
 from ..batch import (BatchResult, BatchSpec, DaskEngine, LocalEngine, cactus_png, load_results, open_output,
                      read_instances, require_matplotlib, run_batch, serve)
-from ..batch.results import STATUSES
+from ..batch.results import RESULTS_JSON, STATUSES
 from ..errors import NnxformError
 from . import summary
 from .application import UsageError, _run, app
@@ -186,7 +186,7 @@ def batch_compare(
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the cactus plot of every run (PNG) here."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the table as JSON ('-' for stdout)."),
 ) -> None:
-    out = CommandOutput([], ("--plot", plot), json_path=json_path)
+    out = CommandOutput([Path(f) / RESULTS_JSON for f in folders], ("--plot", plot), json_path=json_path)
     if plot is not None:
         require_matplotlib()
     runs = [(_label(f, folders), load_results(f)) for f in folders]

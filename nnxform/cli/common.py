@@ -21,7 +21,7 @@ from rich.table import Table
 
 from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box
 from ..errors import NnxformError
-from ..fileio import STDOUT, Outputs, file_sha256
+from ..fileio import STDOUT, Outputs, PathLike, file_sha256
 from ..ir import Model
 from .domain_options import box_from_options, is_file_value
 
@@ -193,7 +193,7 @@ class CommandOutput:
     report, all checked before any work and written together at the end, all or none (``fileio.Outputs``); and the
     lines and tables for people on stdout, left out (``quiet``) when the JSON goes to stdout."""
 
-    def __init__(self, inputs: Iterable[Optional[str]], *files: tuple[str, Optional[str]],
+    def __init__(self, inputs: Iterable[Optional[PathLike]], *files: tuple[str, Optional[str]],
                  json_path: Optional[str] = None):
         self.outputs = Outputs(inputs)
         for option, path in files:
