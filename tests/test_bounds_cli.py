@@ -50,7 +50,8 @@ def test_progress_bar_reaches_the_total(capsys, monkeypatch):
     with Progress("lp solves") as bar:
         for done in (2, 4, 10):
             bar(done, 10)
-    assert "lp solves" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "lp solves" in err and "10/10" in err
 
 
 def test_unknown_method_is_a_user_error():

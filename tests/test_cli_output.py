@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import typer.main
 from conftest import MODELS, assert_clean_error, run_cli
 
 from nnxform.cli import COMMANDS, _with_commands
+from nnxform.cli.common import Progress
 
 BOX = ["--lower", "0", "--upper", "1"]
 
@@ -159,3 +161,25 @@ def test_batch_compare_never_overwrites_a_runs_results(batch_run: Path) -> None:
     for option in ("--json", "--plot"):
         assert_clean_error(run_cli("batch-compare", batch_run, option, results), option, "is the input file")
     assert results.read_bytes() == before
+
+
+def test_progress_draws_only_on_a_terminal_and_says_nothing_when_quiet(capsys, monkeypatch) -> None:
+    """Off a terminal no bar is drawn and a line goes plainly to the bar's stream; quiet silences both; on a
+    terminal the line goes above the bar."""
+    with Progress("rows") as bar:
+        bar(1, 2)
+        bar.line("a line")
+    assert capsys.readouterr() == ("", "a line\n")
+    with Progress("training", stdout=True) as bar:
+        bar.line("an epoch")
+    assert capsys.readouterr() == ("an epoch\n", "")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with Progress("rows", quiet=True) as bar:
+        bar(1, 2)
+        bar.line("a line")
+    assert capsys.readouterr() == ("", "")
+    with Progress("rows") as bar:
+        bar(1, 2)
+        bar.line("a line")
+    err = capsys.readouterr().err
+    assert "rows" in err and "1/2" in err and "a line" in err
