@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from typer.testing import CliRunner
 
-from nnxform.cli.common import ProgressBar
+from nnxform.cli.common import Progress
 from conftest import MODELS
 from nnxform.cli import app
 from nnxform.errors import NnxformError
@@ -44,12 +45,13 @@ def test_json_file_and_lp(tmp_path):
     assert all(lo <= hi for lo, hi in zip(doc["output"]["lower"], doc["output"]["upper"]))
 
 
-def test_progress_bar_reaches_the_total(capsys):
-    bar = ProgressBar("lp solves", enabled=True)
-    for done in (2, 4, 10):
-        bar(done, 10)
-    bar.close()
-    assert bar.done == 10 and "lp solves" in capsys.readouterr().err
+def test_progress_bar_reaches_the_total(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar is drawn on a terminal only
+    with Progress("lp solves") as bar:
+        for done in (2, 4, 10):
+            bar(done, 10)
+    err = capsys.readouterr().err
+    assert "lp solves" in err and "10/10" in err
 
 
 def test_unknown_method_is_a_user_error():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -276,13 +277,13 @@ def test_progress_reports_the_solver_stages():
     assert UNDECIDED not in np.concatenate([l.status for l in result.layers])
 
 
-def test_stage_bars_open_one_bar_per_stage(capsys):
-    from nnxform.cli.stable import StageBars
+def test_stage_bars_open_one_bar_per_stage(capsys, monkeypatch):
+    from nnxform.cli.common import Progress
 
-    bars = StageBars(enabled=True)
-    for stage, done, total in (("alpha", 1, 2), ("alpha", 2, 2), ("milp", 1, 3), ("milp", 3, 3)):
-        bars(stage, done, total)
-    bars.close()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bars are drawn on a terminal only
+    with Progress() as bars:
+        for stage, done, total in (("alpha", 1, 2), ("alpha", 2, 2), ("milp", 1, 3), ("milp", 3, 3)):
+            bars.stage(stage, done, total)
     err = capsys.readouterr().err
     assert "alpha layers" in err and "milp candidates" in err
 

@@ -4,7 +4,6 @@ worker processes here or on a Dask cluster, and several batches' results side by
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, List, Optional
@@ -14,12 +13,11 @@ import typer.main
 
 from ..batch import (BatchResult, BatchSpec, DaskEngine, LocalEngine, cactus_png, load_results, open_output,
                      read_instances, require_matplotlib, run_batch, serve)
-from ..batch.results import STATUSES
+from ..batch.results import RESULTS_JSON, STATUSES
 from ..errors import NnxformError
-from ..fileio import Outputs
 from . import summary
 from .application import UsageError, _run, app
-from .common import ProgressBar, bounded, json_text, say, table
+from .common import CommandOutput, Progress, bounded
 
 #: What a batch worker process runs: import every command once, then answer rows (``nnxform.batch.worker``).
 WORKER_CODE = "from nnxform.cli.batch import serve_rows; serve_rows()"
@@ -115,7 +113,7 @@ def batch(
     ctx: typer.Context,
     instances: str = typer.Argument(..., help="instances.csv: 'onnx,vnnlib[,timeout]' rows."),
     command: str = typer.Argument(..., help="The command each row runs, followed by its own options."),
-    out: str = typer.Option(..., "--out", help="Output folder (created if missing)."),
+    out_dir: str = typer.Option(..., "--out", help="Output folder (created if missing)."),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", callback=bounded(1),
                                        help="Worker processes (default: the number of cores); with --scheduler "
                                             "local, the LocalCluster's workers."),
@@ -135,14 +133,12 @@ def batch(
     rows = read_instances(instances)
     if timeout is not None:
         rows = [replace(r, timeout=timeout) for r in rows]
-    folder = Path(out)
+    folder = Path(out_dir)
     previous = open_output(folder, resume)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)  # before checking --plot DIR/cactus.png
     try:
-        outputs = Outputs([instances])
-        outputs.add_path(plot, "--plot")
-        outputs.add_path(json_path, "--json", stdout=True)
+        out = CommandOutput([instances], ("--plot", plot), json_path=json_path)
         if plot is not None:
             require_matplotlib()
         workers = jobs or _cores()
@@ -151,20 +147,16 @@ def batch(
         if created:
             folder.rmdir()  # created just now, still empty: nothing left behind
         raise
-    bar = ProgressBar("rows", sys.stderr.isatty(), "{task.fields[failed]} failed, {task.fields[running]} running")
     try:
-        result = run_batch(spec, instances, rows, folder, engine, previous,
-                           lambda done, failed, total: bar(done, total, failed=failed,
-                                                           running=min(engine.slots, total - done)))
+        with Progress("rows", fields="{task.fields[failed]} failed, {task.fields[running]} running") as bar:
+            result = run_batch(spec, instances, rows, folder, engine, previous,
+                               lambda done, failed, total: bar(done, total, failed=failed,
+                                                               running=min(engine.slots, total - done)))
     finally:
-        bar.close()
         engine.close()
-    quiet = json_path == "-"
-    if plot is not None:
-        outputs.put(plot, cactus_png([(folder.name or out, result)]))
-    outputs.put(json_path, json_text(result.to_json()))
-    outputs.commit()
-    _print_summary(result, folder, spec, quiet)
+    figure = {} if plot is None else {plot: cactus_png([(folder.name or out_dir, result)])}
+    out.write(result.to_json(), figure)
+    _print_summary(result, folder, spec, out)
     if result.interrupted:
         typer.echo(f"nnxform: interrupted: {len(result.rows)} of {result.total_rows} rows done, recorded in "
                    f"{folder / 'results.csv'}; run the same command with --resume to finish", err=True)
@@ -176,30 +168,30 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _print_summary(result: BatchResult, folder: Path, spec: BatchSpec, quiet: bool) -> None:
+def _print_summary(result: BatchResult, folder: Path, spec: BatchSpec, out: CommandOutput) -> None:
     """The summary for people: counts by status, times, the slowest rows, where the tables are."""
     s = result.summary()
-    say(f"batch: {result.command} on {result.total_rows} rows of {result.instances} ({result.engine}) -> {folder}", quiet)
+    out.say(f"batch: {result.command} on {result.total_rows} rows of {result.instances} ({result.engine}) -> {folder}")
     counts = ", ".join(f"{k} {s[k]}" for k in STATUSES)
     reused = f"; {result.reused} kept from the earlier run" if result.reused else ""
-    say(f"  {counts}{reused}", quiet)
+    out.say(f"  {counts}{reused}")
     verdicts = [r.figures["result"] for r in result.rows if isinstance(r.figures.get("result"), str)]
     if verdicts:
         found = ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts)))
-        say(f"  solved {s['solved']} of {len(result.rows)} ({found})", quiet)
-    say(f"  wall {result.wall_seconds:.1f} s; rows {s['total_seconds']:.1f} s in all, median {s['median_seconds']:.3f} s",
-        quiet)
+        out.say(f"  solved {s['solved']} of {len(result.rows)} ({found})")
+    out.say(f"  wall {result.wall_seconds:.1f} s; rows {s['total_seconds']:.1f} s in all, "
+            f"median {s['median_seconds']:.3f} s")
     if s["slowest"]:
-        say("", quiet)
-        table(["slowest", "row", "status", "seconds"],
-              [[r["name"], r["row"], r["status"], round(r["seconds"], 3)] for r in s["slowest"]], quiet)
+        out.say("")
+        out.table(["slowest", "row", "status", "seconds"],
+                  [[r["name"], r["row"], r["status"], round(r["seconds"], 3)] for r in s["slowest"]])
     failed = [r for r in result.rows if r.status != "ok"]
     for r in failed[:5]:
-        say(f"  row {r.row} {r.name}: {r.status}: {r.message}", quiet)
+        out.say(f"  row {r.row} {r.name}: {r.status}: {r.message}")
     if len(failed) > 5:
-        say(f"  … and {len(failed) - 5} more not ok (results.csv has every message)", quiet)
+        out.say(f"  … and {len(failed) - 5} more not ok (results.csv has every message)")
     tables = "results.csv" + (", instances.csv" if spec.output_suffix else "")
-    say(f"\n  {tables} in {folder}", quiet)
+    out.say(f"\n  {tables} in {folder}")
 
 
 @app.command(name="batch-compare", short_help=summary("batch-compare"),
@@ -212,9 +204,7 @@ def batch_compare(
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the cactus plot of every run (PNG) here."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the table as JSON ('-' for stdout)."),
 ) -> None:
-    outputs = Outputs()
-    outputs.add_path(plot, "--plot")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([Path(f) / RESULTS_JSON for f in folders], ("--plot", plot), json_path=json_path)
     if plot is not None:
         require_matplotlib()
     runs = [(_label(f, folders), load_results(f)) for f in folders]
@@ -226,11 +216,8 @@ def batch_compare(
         exact_count = [sum(r.status == "ok" and r.figures.get("exact") is True for r in result.rows)] if exact else []
         lines.append([label, result.command, s["rows"], *(s[k] for k in STATUSES), s["solved"], *exact_count,
                       round(s["total_seconds"], 2), round(s["median_seconds"], 3)])
-    if plot is not None:
-        outputs.put(plot, cactus_png(runs))
-    outputs.put(json_path, json_text({"runs": [dict(zip(headers, line)) for line in lines]}))
-    outputs.commit()
-    table(headers, lines, json_path == "-")
+    out.write({"runs": [dict(zip(headers, line)) for line in lines]}, {} if plot is None else {plot: cactus_png(runs)})
+    out.table(headers, lines)
 
 
 def _label(folder: str, folders: list[str]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import typer
@@ -10,12 +9,10 @@ import typer
 from ..analyzers import METHODS, bounds as analyze
 from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
-from ..fileio import Outputs
 from ..ir import load
 from . import summary
 from .application import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text,
-                     say, table, with_domain)
+from .common import DEFAULT_BOX_HELP, SOLVER_HELP, CommandOutput, DomainOptions, Progress, bounded, with_domain
 
 
 @app.command(name="bounds", short_help=summary("bounds"),
@@ -44,34 +41,29 @@ def bounds(
     if method not in METHODS:
         raise NnxformError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     check_solver(solver)
-    outputs = Outputs([model, *domain.files()])
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, *domain.files()], json_path=json_path)
     net = load(model)
     box = domain.box(net)
-    quiet = json_path == "-"
-    bar = ProgressBar(f"{method} solves", enabled=method in ("lp", "milp") and sys.stderr.isatty())
-    try:
+    with Progress(f"{method} solves", show=method in ("lp", "milp")) as bar:
         b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar, total_time=time_limit,
                     solver=solver)
-    finally:
-        bar.close()
-    outputs.put(json_path, json_text(b.to_json()))
-    outputs.commit()
-    say(f"bounds: {model}, method {method}, {box.size} inputs", quiet)
+    out.write(b.to_json())
+    out.say(f"bounds: {model}, method {method}, {box.size} inputs")
     rows = [[j, float(lo), float(hi), float(hi - lo)] for j, (lo, hi) in enumerate(zip(b.output_lower, b.output_upper))]
-    table(["output", "lower", "upper", "width"], rows, quiet)
+    out.table(["output", "lower", "upper", "width"], rows)
     if b.relu_layers:
         layer_rows = [[l.node, l.lower.size, *l.counts().values()] for l in b.relu_layers]
         total = b.stable_counts()
         layer_rows.append(["total", sum(l.lower.size for l in b.relu_layers), *total.values()])
-        say("", quiet)
-        table(["ReLU layer", "neurons", "active", "inactive", "unstable"], layer_rows, quiet)
+        out.say("")
+        out.table(["ReLU layer", "neurons", "active", "inactive", "unstable"], layer_rows)
     exact = " (exact)" if b.exact else ""
-    say(f"\n  width sum {b.width_sum:.6g}{exact}; {b.seconds:.3f} s (+ {b.details['compile_seconds']:.3f} s to compile)", quiet)
+    out.say(f"\n  width sum {b.width_sum:.6g}{exact}; {b.seconds:.3f} s "
+            f"(+ {b.details['compile_seconds']:.3f} s to compile)")
     if b.details.get("note"):
-        say(f"  note: {b.details['note']}", quiet)
+        out.say(f"  note: {b.details['note']}")
     if b.details.get("time_limit_reached"):
-        say("  --time-limit reached: the bounds not tightened in time keep the cheaper method's bounds", quiet)
+        out.say("  --time-limit reached: the bounds not tightened in time keep the cheaper method's bounds")
     elif method == "milp" and not b.exact:
-        say("  not exact: some MILP solves did not close their gap (or did not replay); their proven (dual) bounds "
-            "are reported", quiet)
+        out.say("  not exact: some MILP solves did not close their gap (or did not replay); their proven (dual) bounds "
+                "are reported")

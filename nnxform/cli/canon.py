@@ -6,14 +6,13 @@ from typing import Optional
 
 import typer
 
-from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
 from ..verifiers import PROFILES, profile
 from ..workflows import prepare_for
 from . import summary
 from .application import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, json_text, samples_option, say, tol_option, with_domain
+from .common import DEFAULT_BOX_HELP, CommandOutput, DomainOptions, samples_option, tol_option, with_domain
 
 _CHECK_HELP = (
     "Before writing, the result is run in onnxruntime against the input on --samples uniform points of "
@@ -24,53 +23,44 @@ _CHECK_HELP = (
 
 def _run(pass_name: str, model_path: str, output: str, domain: DomainOptions, samples: int, tol: float,
          json_path: Optional[str], verbose: bool) -> None:
-    quiet = json_path == "-"
-    outputs = Outputs([model_path, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model_path, *domain.files()], ("-o", output), json_path=json_path)
     model = load(model_path)
     done = rewrite(pass_name, model, domain.box(model), samples=samples, tol=tol,
                    parameters={"domain": domain.describe()})
     result, report, cmp = done.model, done.report, done.check
-    outputs.put(output, result.to_bytes())
-    outputs.put(json_path, json_text(done.to_json(model_path, output)))
-    outputs.commit()
-    say(f"{pass_name}: {model_path} -> {output}", quiet)
-    say(f"  operators before: {_ops(model.op_counts())}", quiet)
-    say(f"  operators after:  {_ops(result.op_counts())}", quiet)
+    out.write(done.to_json(model_path, output), {output: result.to_bytes()})
+    out.say(f"{pass_name}: {model_path} -> {output}")
+    out.say(f"  operators before: {_ops(model.op_counts())}")
+    out.say(f"  operators after:  {_ops(result.op_counts())}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()) if v) or "nothing to change"
-    say(f"  changes: {counts}", quiet)
+    out.say(f"  changes: {counts}")
     if verbose or pass_name == "fold-bn":
         for line in report.changes:
             if pass_name != "fold-bn" or "BN" in line:
-                say(f"    {line}", quiet)
-    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) — same function", quiet)
+                out.say(f"    {line}")
+    out.say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) "
+            "— same function")
 
 
 def _run_for(verifier: str, model_path: str, output: str, domain: DomainOptions, samples: int, tol: float,
              json_path: Optional[str]) -> None:
-    quiet = json_path == "-"
     profile(verifier)  # an unknown name is refused before any file is read
-    outputs = Outputs([model_path, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model_path, *domain.files()], ("-o", output), json_path=json_path)
     model = load(model_path)
     prepared = prepare_for(model, verifier, domain.box(model), samples=samples, tol=tol,
                            parameters={"domain": domain.describe()})
-    outputs.put(output, prepared.model.to_bytes())
-    outputs.put(json_path, json_text({"pass": "canon", "input": model_path, "output": output,
-                                      "operators_before": model.op_counts(), **prepared.to_json()}))
-    outputs.commit()
-    say(f"canon --for {verifier}: {model_path} -> {output}", quiet)
-    say(f"  operators before: {_ops(model.op_counts())}", quiet)
-    say(f"  operators after:  {_ops(prepared.model.op_counts())}", quiet)
+    out.write({"pass": "canon", "input": model_path, "output": output, "operators_before": model.op_counts(),
+               **prepared.to_json()}, {output: prepared.model.to_bytes()})
+    out.say(f"canon --for {verifier}: {model_path} -> {output}")
+    out.say(f"  operators before: {_ops(model.op_counts())}")
+    out.say(f"  operators after:  {_ops(prepared.model.op_counts())}")
     for step in prepared.steps:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(step.report.counts.items()) if v) or "nothing to change"
-        say(f"  {step.name}: {counts}; checked on {step.check.samples} points: max |difference| "
-            f"{step.check.max_abs:.3g} (tolerance {step.check.tolerance(tol)})", quiet)
-    say(f"  readable by {verifier}: yes (rules from {prepared.source})", quiet)
+        out.say(f"  {step.name}: {counts}; checked on {step.check.samples} points: max |difference| "
+                f"{step.check.max_abs:.3g} (tolerance {step.check.tolerance(tol)})")
+    out.say(f"  readable by {verifier}: yes (rules from {prepared.source})")
     if prepared.options:
-        say(f"  run {verifier} with: {prepared.options}  (what its default configuration lacks here)", quiet)
+        out.say(f"  run {verifier} with: {prepared.options}  (what its default configuration lacks here)")
 
 
 def _ops(counts: dict[str, int]) -> str:

@@ -10,11 +10,11 @@ import typer
 
 from ..errors import NnxformError
 from ..exactness import compare
-from ..fileio import Outputs
 from ..ir import load
 from . import summary
 from .application import app
-from .common import DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option, with_domain
+from .common import (DEFAULT_BOX_HELP, CommandOutput, DomainOptions, bounded, samples_option, tol_option,
+                     with_domain)
 
 
 @app.command(short_help=summary("check"),
@@ -33,24 +33,18 @@ def check(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the result as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
-    outputs = Outputs([model_a, model_b, *domain.files()])
-    outputs.add_path(save_worst, "--save-worst")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model_a, model_b, *domain.files()], ("--save-worst", save_worst), json_path=json_path)
     a, b = load(model_a, supported_only=False), load(model_b, supported_only=False)
     if a.input_size != b.input_size:
         raise NnxformError(f"the inputs differ: {model_a} takes {a.input_size} values, {model_b} takes {b.input_size}")
     box = domain.box(a)
     cmp = compare(a, b, box, samples=samples, seed=seed, atol=tol, rtol=tol)
-    if save_worst:
-        buf = io.BytesIO()
-        np.save(buf, cmp.worst_input.reshape(a.input_shape).astype(a.dtype))
-        outputs.put(save_worst, buf.getvalue())
-    outputs.put(json_path, json_text({"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs,
-                                      "tolerance": tol, "within": cmp.within, "worst_input": cmp.worst_input}))
-    outputs.commit()
-    quiet = json_path == "-"
+    worst = io.BytesIO()
+    np.save(worst, cmp.worst_input.reshape(a.input_shape).astype(a.dtype))
+    out.write({"samples": cmp.samples, "max_abs": cmp.max_abs, "mean_abs": cmp.mean_abs, "tolerance": tol,
+               "within": cmp.within, "worst_input": cmp.worst_input}, {save_worst: worst.getvalue()})
     verdict = "same function within tolerance" if cmp.within else "DIFFERENT beyond tolerance"
-    say(f"check: {model_a} vs {model_b} on {cmp.samples} points", quiet)
-    say(f"  max |difference| {cmp.max_abs:.6g}, mean {cmp.mean_abs:.6g} (tolerance {cmp.tolerance(tol)}): {verdict}",
-        quiet)
+    out.say(f"check: {model_a} vs {model_b} on {cmp.samples} points")
+    out.say(f"  max |difference| {cmp.max_abs:.6g}, mean {cmp.mean_abs:.6g} (tolerance {cmp.tolerance(tol)}): "
+            f"{verdict}")
     raise typer.Exit(0 if cmp.within else 1)

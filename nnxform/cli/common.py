@@ -1,4 +1,5 @@
-"""Pieces shared by the commands: domain options, option checks, JSON and table output."""
+"""Pieces shared by the commands: domain options, option checks, what a command writes and prints
+(``CommandOutput``) and its progress bar (``Progress``)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import typer
 from rich.box import SIMPLE_HEAD
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from ..domain import DEFAULT_HIGH, DEFAULT_LOW, Box
 from ..errors import NnxformError
-from ..fileio import file_sha256
+from ..fileio import STDOUT, Outputs, PathLike, file_sha256
 from ..ir import Model
 from .domain_options import box_from_options, is_file_value
 
@@ -167,23 +169,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def table(headers: list[str], rows: list[list[Any]], quiet: bool = False) -> None:
-    """Print a table for people: drawn by rich on a terminal, plain aligned text (``format_table``) when stdout
-    is a file or a pipe, nothing when the command's JSON goes to stdout."""
-    if quiet:
-        return
-    if not sys.stdout.isatty():
-        typer.echo(format_table(headers, rows))
-        return
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
-    drawn = Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for header, num in zip(headers, numeric):
-        drawn.add_column(header, justify="right" if num else "left")
-    for row in rows:
-        drawn.add_row(*(_cell(v) for v in row))
-    Console().print(drawn)
-
-
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain, aligned text table (numbers right-aligned): what files, pipes and bench/RESULTS.md get."""
     cells = [[_cell(v) for v in row] for row in rows]
@@ -202,22 +187,71 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def say(text: str, quiet: bool = False) -> None:
-    """Print for people (to stdout), unless the command's JSON goes to stdout."""
-    if not quiet:
-        typer.echo(text)
+class CommandOutput:
+    """What one command writes and prints, the same way for every command: the files it reads (``inputs``, which no
+    output may overwrite), its output files (``(option, path)`` pairs, None: not asked for) and its ``--json``
+    report, all checked before any work and written together at the end, all or none (``fileio.Outputs``); and the
+    lines and tables for people on stdout, left out (``quiet``) when the JSON goes to stdout."""
+
+    def __init__(self, inputs: Iterable[Optional[PathLike]], *files: tuple[str, Optional[str]],
+                 json_path: Optional[str] = None):
+        self.outputs = Outputs(inputs)
+        for option, path in files:
+            self.outputs.add_path(path, option)
+        self.outputs.add_path(json_path, "--json", stdout=True)
+        self.json_path = json_path
+        self.quiet = json_path == STDOUT
+
+    def write(self, report: Any = None, files: Optional[Mapping[Optional[str], bytes | str]] = None) -> None:
+        """Write ``files`` (path -> content; None paths skipped) and the JSON ``report`` to --json, all or none. The
+        report is made into JSON even without --json, so that a value JSON cannot hold fails every run alike."""
+        for path, data in (files or {}).items():
+            self.outputs.put(path, data)
+        if report is not None:
+            self.outputs.put(self.json_path, json_text(report))
+        self.outputs.commit()
+
+    def say(self, text: str = "") -> None:
+        """Print a line for people (to stdout), unless the JSON goes there."""
+        if not self.quiet:
+            typer.echo(text)
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        """Print a table for people, unless the JSON goes to stdout: drawn by rich on a terminal, plain aligned text
+        (``format_table``) when stdout is a file or a pipe."""
+        if self.quiet:
+            return
+        if not sys.stdout.isatty():
+            typer.echo(format_table(headers, rows))
+            return
+        numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(headers))]
+        drawn = Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for header, num in zip(headers, numeric):
+            drawn.add_column(header, justify="right" if num else "left")
+        for row in rows:
+            drawn.add_row(*(_cell(v) for v in row))
+        Console().print(drawn)
 
 
-class ProgressBar:
-    """The one progress bar of the commands: rich, on stderr (stdout with ``stdout``), opened on the first report,
-    when the total is known; use it as the library's ``progress(done, total)`` callback. ``fields``: text beside
-    the bar from the keywords of each report (``"{task.fields[loss]}"``); ``print`` writes a line above it."""
+#: What each stage of a classification counts, in its progress bar (``stable.classify``'s stages, and the stages
+#: ``workflows`` adds for compress, prune and quantize).
+STAGE_UNITS = {"alpha": "layers", "milp": "candidates", "certificate": "solves", "impact": "solves", "units": "pruned"}
 
-    def __init__(self, label: str, enabled: bool, fields: str = "", stdout: bool = False, eta: bool = True):
-        self.label, self.enabled, self.fields, self.stdout, self.eta = label, enabled, fields, stdout, eta
-        self.bar: Progress | None = None
+
+class Progress:
+    """The one progress display of the commands: a rich bar on stderr (on stdout with ``stdout``), opened at the first
+    report, drawn only when ``show``, not ``quiet`` and that stream is a terminal. Call it as the library's
+    ``progress(done, total, **fields)`` (``fields``: the text beside the bar, from each report's keywords, e.g.
+    ``"{task.fields[loss]}"``), or give ``stage`` as a per-stage callback (one bar per stage). ``line`` prints a line
+    above the bar, or plainly to the same stream when no bar is drawn; nothing at all when ``quiet``. Use it in a
+    ``with`` block, which stops the bar however the work ends."""
+
+    def __init__(self, label: str = "", *, show: bool = True, quiet: bool = False, stdout: bool = False,
+                 fields: str = "", eta: bool = True):
+        self.label, self.quiet, self.stdout, self.fields, self.eta = label, quiet, stdout, fields, eta
+        self.enabled = show and not quiet and (sys.stdout if stdout else sys.stderr).isatty()
+        self.bar: RichProgress | None = None
         self.task: Any = None
-        self.done = 0
 
     def __call__(self, done: int, total: int, **fields: Any) -> None:
         if not self.enabled:
@@ -226,19 +260,37 @@ class ProgressBar:
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
             columns += [TextColumn(self.fields)] if self.fields else []
             columns += [TimeElapsedColumn()] + ([TimeRemainingColumn()] if self.eta else [])
-            self.bar = Progress(*columns, console=Console(stderr=not self.stdout), transient=False)
+            self.bar = RichProgress(*columns, console=Console(stderr=not self.stdout), transient=False)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=total, **fields)
         self.bar.update(self.task, completed=done, total=total, **fields)
-        self.done = done
 
-    def print(self, line: str) -> None:
-        """A line above the bar (opened or not yet)."""
+    def stage(self, stage: str, done: int, total: int) -> None:
+        """A report of a staged computation (``stable.classify``'s ``progress``): a bar per stage, labelled with what
+        the stage counts (``STAGE_UNITS``); the previous stage's bar stops when the next one opens."""
+        label = f"{stage} {STAGE_UNITS.get(stage, 'candidates')}"
+        if label != self.label:
+            self.close()
+            self.label = label
+        self(done, total)
+
+    def line(self, text: str) -> None:
+        """A line for people: above the bar once it is open, else plainly on the bar's stream; none when quiet."""
+        if self.quiet:
+            return
         if self.bar is not None:
-            self.bar.console.print(line)
+            self.bar.console.print(text, markup=False)
         else:
-            Console(stderr=not self.stdout).print(line)
+            typer.echo(text, err=not self.stdout)
 
     def close(self) -> None:
+        """Stop the bar (it stays on screen as it ended); a later report opens a new one."""
         if self.bar is not None:
             self.bar.stop()
+            self.bar = None
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

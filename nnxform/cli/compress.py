@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any, Optional
 
@@ -12,7 +11,7 @@ import typer
 from ..analyzers.solvers import check_solver
 from ..discrepancy import Discrepancy
 from ..errors import NnxformError
-from ..fileio import Outputs, read_text
+from ..fileio import read_text
 from ..ir import load
 from ..layered import Size
 from ..passes.compress import RANK_TOL
@@ -20,9 +19,8 @@ from ..stable import Stability
 from ..workflows import compress_checked
 from . import summary
 from .application import app
-from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, bounded, json_text, samples_option, say, table,
+from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, CommandOutput, DomainOptions, Progress, bounded, samples_option,
                      tol_option, with_domain)
-from .stable import StageBars
 
 
 @app.command(name="compress", short_help=summary("compress"),
@@ -76,32 +74,24 @@ def compress(
 ) -> None:
     started = time.monotonic()  # the time limits count from here: loading is part of the command
     check_solver(solver)
-    outputs = Outputs([model, stability_path, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, stability_path, *domain.files()], ("-o", output), json_path=json_path)
     net = load(model)
     box = domain.box(net)
     stability = None if stability_path is None else Stability.from_json(_json_document(stability_path), net, box)
-    bars = StageBars(enabled=sys.stderr.isatty())
-    try:
+    with Progress() as bar:
         result = compress_checked(net, box, stability=stability, time_limit=time_limit, node_limit=node_limit,
                                   seed=seed, rank_tol=rank_tol, samples=samples, tol=tol, certify_box=certify_box,
                                   certify_exact=certify_exact, certify_time_limit=certify_time_limit,
-                                  domain=domain.describe(), progress=bars, solver=solver, started=started)
-    finally:
-        bars.close()
-    outputs.put(output, result.model.to_bytes())
-    outputs.put(json_path, json_text(result.to_json(model, output)))
-    outputs.commit()
+                                  domain=domain.describe(), progress=bar.stage, solver=solver, started=started)
+    out.write(result.to_json(model, output), {output: result.model.to_bytes()})
 
-    quiet = json_path == "-"
     cmp = result.check
-    say(f"compress: {model} -> {output} on a box of {box.size} inputs", quiet)
-    _print_summary(result.stability, result.compression.changes, result.before, result.after, quiet)
-    say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)})",
-        quiet)
+    out.say(f"compress: {model} -> {output} on a box of {box.size} inputs")
+    _print_summary(result.stability, result.compression.changes, result.before, result.after, out)
+    out.say(f"  checked on {cmp.samples} points of the box: max |difference| {cmp.max_abs:.3g} "
+            f"(tolerance {cmp.tolerance(tol)})")
     if result.certificate is not None:
-        _print_certificate(result.certificate, quiet)
+        _print_certificate(result.certificate, out)
 
 
 def _json_document(path: str) -> dict[str, Any]:
@@ -115,33 +105,34 @@ def _json_document(path: str) -> dict[str, Any]:
     return doc
 
 
-def _print_certificate(cert: Discrepancy, quiet: bool) -> None:
+def _print_certificate(cert: Discrepancy, out: CommandOutput) -> None:
     how = f"{cert.analysis} analysis, {cert.method}{', exact' if cert.exact else ''}" + (
         ", from the proven signs" if cert.details["proven_signs"] else "")
     real = cert.details.get("real_delta_max")
-    say(f"  certified on the whole box ({how}; {cert.seconds:.2f} s): |f - f_compressed| <= {cert.delta_max:.3g} "
-        "for the float32 networks as onnxruntime runs them"
-        + (f" (<= {real:.3g} in real arithmetic; the rest is the two networks' worst-case float32 rounding)"
-           if real is not None else "")
-        + f"; largest difference found {cert.found:.3g}", quiet)
+    out.say(f"  certified on the whole box ({how}; {cert.seconds:.2f} s): |f - f_compressed| <= {cert.delta_max:.3g} "
+            "for the float32 networks as onnxruntime runs them"
+            + (f" (<= {real:.3g} in real arithmetic; the rest is the two networks' worst-case float32 rounding)"
+               if real is not None else "")
+            + f"; largest difference found {cert.found:.3g}")
     if cert.details.get("time_limit_reached"):
-        say("    note: --certify-time-limit cut the solves short; the bounds not tightened are the symbolic ones", quiet)
+        out.say("    note: --certify-time-limit cut the solves short; the bounds not tightened are the symbolic ones")
     for note in cert.notes:
-        say(f"    note: {note}", quiet)
+        out.say(f"    note: {note}")
 
 
-def _print_summary(stability: Stability, changes: list[str], before: Size, after: Size, quiet: bool) -> None:
+def _print_summary(stability: Stability, changes: list[str], before: Size, after: Size, out: CommandOutput) -> None:
     total = stability.counts()
-    say(f"  ReLUs: {total['active']} stably active, {total['inactive']} stably inactive, {total['unstable']} unstable, "
-        f"{total['undecided']} undecided (kept as unstable); classified in {stability.seconds:.2f} s", quiet)
+    out.say(f"  ReLUs: {total['active']} stably active, {total['inactive']} stably inactive, "
+            f"{total['unstable']} unstable, {total['undecided']} undecided (kept as unstable); "
+            f"classified in {stability.seconds:.2f} s")
     if stability.stages:
-        say("  " + ", ".join(f"{s.name} {s.seconds:.2f} s ({s.settled})" for s in stability.stages), quiet)
+        out.say("  " + ", ".join(f"{s.name} {s.seconds:.2f} s ({s.settled})" for s in stability.stages))
     for note in stability.notes:
-        say(f"  note: {note}", quiet)
+        out.say(f"  note: {note}")
     for line in changes:
-        say(f"  {line}", quiet)
+        out.say(f"  {line}")
     rows = [[k, getattr(before, k), getattr(after, k), getattr(before, k) - getattr(after, k)]
             for k in ("neurons", "connections", "parameters")]
-    say("", quiet)
-    table(["", "before", "after", "removed"], rows, quiet)
-    say("", quiet)
+    out.say("")
+    out.table(["", "before", "after", "removed"], rows)
+    out.say("")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Optional
 
@@ -12,11 +11,10 @@ from ..discrepancy import METHODS
 from ..discrepancy import discrepancy as analyse_pair
 from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
-from ..fileio import Outputs
 from ..ir import load
 from . import summary
 from .application import app
-from .common import LIMIT_REACHED, DomainOptions, ProgressBar, SOLVER_HELP, bounded, json_text, say, table, with_domain
+from .common import LIMIT_REACHED, SOLVER_HELP, CommandOutput, DomainOptions, Progress, bounded, with_domain
 
 
 @app.command(short_help=summary("discrepancy"),
@@ -54,43 +52,37 @@ def discrepancy(
         raise NnxformError("--splits takes a count >= 0 and refines the interval and symbolic methods only")
     started = time.monotonic()  # the time limit counts from here: loading is part of the command
     check_solver(solver)
-    outputs = Outputs([model_a, model_b, *domain.files()])
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model_a, model_b, *domain.files()], json_path=json_path)
     a, b = load(model_a), load(model_b)
     box = domain.box(a, default=False)
     if box is None:
         raise NnxformError("discrepancy needs the input box (--lower/--upper, --center/--eps or --vnnlib): "
                            "a discrepancy over an arbitrary default box would be misleading")
     label = "input splits" if splits else f"{method} solves"
-    bar = ProgressBar(label, enabled=(splits > 0 or method in ("lp", "milp")) and sys.stderr.isatty())
-    try:
+    with Progress(label, show=splits > 0 or method in ("lp", "milp")) as bar:
         d = analyse_pair(a, b, box, method, time_limit=time_limit, progress=bar, splits=splits, total_time=time_limit,
                          solver=solver, started=started)
-    finally:
-        bar.close()
-    outputs.put(json_path, json_text(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe())))
-    outputs.commit()
+    out.write(dict(d.to_json(), first=model_a, second=model_b, domain=domain.describe()))
 
-    quiet = json_path == "-"
     how = "difference analysis" if d.analysis == "difference" else "merged network analysed as one"
     refined = f", {d.details['leaves']} sub-boxes" if splits else ""
-    say(f"discrepancy: {model_a} − {model_b}, method {method} ({how}{refined}), {box.size} inputs", quiet)
+    out.say(f"discrepancy: {model_a} − {model_b}, method {method} ({how}{refined}), {box.size} inputs")
     for note in d.notes:
-        say(f"  note: {note}", quiet)
+        out.say(f"  note: {note}")
     rows = [[j, float(lo), float(hi), float(w)]
             for j, (lo, hi, w) in enumerate(zip(d.lower, d.upper, d.witness_delta))]
-    table(["output", "lower", "upper", "at witness"], rows, quiet)
+    out.table(["output", "lower", "upper", "at witness"], rows)
     kind = "exact" if d.exact else "sound upper bound"
     real = d.details.get("real_delta_max")
-    say(f"\n  δ_max = max ‖f_A − f_B‖∞ <= {d.delta_max:.6g} ({kind}, float32 networks as onnxruntime runs them)"
-        + (f"; <= {real:.6g} for the real-valued networks" if real is not None else ""), quiet)
+    out.say(f"\n  δ_max = max ‖f_A − f_B‖∞ <= {d.delta_max:.6g} ({kind}, float32 networks as onnxruntime runs "
+            "them)" + (f"; <= {real:.6g} for the real-valued networks" if real is not None else ""))
     ratio = f"{d.ratio:.3g}×" if d.found > 0 else "n/a (no difference found)"
-    say(f"  witness (onnxruntime): ‖f_A − f_B‖∞ = {d.found:.6g}; the true δ_max lies in "
-        f"[{d.found:.6g}, {d.delta_max:.6g}], bound/witness {ratio}", quiet)
+    out.say(f"  witness (onnxruntime): ‖f_A − f_B‖∞ = {d.found:.6g}; the true δ_max lies in "
+            f"[{d.found:.6g}, {d.delta_max:.6g}], bound/witness {ratio}")
     if d.details.get("note"):
-        say(f"  note: {d.details['note']}", quiet)
+        out.say(f"  note: {d.details['note']}")
     if d.details.get("time_limit_reached"):
-        say(f"  --time-limit reached: {LIMIT_REACHED}", quiet)
+        out.say(f"  --time-limit reached: {LIMIT_REACHED}")
     elif method == "milp" and not d.exact:
-        say("  not exact: some MILP solves did not close their gap; their proven (dual) bounds are reported", quiet)
-    say(f"  {d.details['bound_seconds']:.3f} s bounds + {d.details['witness_seconds']:.3f} s witness search", quiet)
+        out.say("  not exact: some MILP solves did not close their gap; their proven (dual) bounds are reported")
+    out.say(f"  {d.details['bound_seconds']:.3f} s bounds + {d.details['witness_seconds']:.3f} s witness search")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Optional
 
@@ -11,11 +10,10 @@ import typer
 
 from ..equiv import equivalence, top1_equivalence
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..ir import load
 from . import summary
 from .application import app
-from .common import DomainOptions, ProgressBar, bounded, json_text, say, with_domain
+from .common import CommandOutput, DomainOptions, Progress, bounded, with_domain
 
 #: Exit status per answer: a Makefile goes on only after a proof.
 EXIT = {"equivalent": 0, "not equivalent": 1, "unknown": 3}
@@ -57,38 +55,33 @@ def equiv(
                            "arg-max), not both or neither")
     if top1 and real:
         raise NnxformError("--real applies to --equiv-eps; --top1 decides the float32 networks onnxruntime runs")
-    outputs = Outputs([model_a, model_b, *domain.files()])
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model_a, model_b, *domain.files()], json_path=json_path)
     a, b = load(model_a), load(model_b)
     box = domain.box(a, default=False)
     if box is None:
         raise NnxformError("equiv needs the input box (--lower/--upper, --center/--eps or --vnnlib)")
     left = timeout - (time.monotonic() - started)
-    quiet = json_path == "-"
     if top1:
         r = top1_equivalence(a, b, box, left)
     else:
-        bar = ProgressBar("seconds", enabled=sys.stderr.isatty() and not quiet, eta=False,
-                          fields="bound {task.fields[bound]}, found {task.fields[found]}, {task.fields[leaves]} boxes")
-        try:
+        fields = "bound {task.fields[bound]}, found {task.fields[found]}, {task.fields[leaves]} boxes"
+        with Progress("seconds", quiet=out.quiet, fields=fields, eta=False) as bar:
             r = equivalence(a, b, box, threshold, left, real, progress=lambda seconds, bound, found, leaves: bar(
                 int(seconds), int(np.ceil(left)), bound=f"{bound:.3g}", found=f"{found:.3g}", leaves=leaves))
-        finally:
-            bar.close()
-    outputs.put(json_path, json_text(dict(r.to_json(), first=model_a, second=model_b, domain=domain.describe())))
-    outputs.commit()
+    out.write(dict(r.to_json(), first=model_a, second=model_b, domain=domain.describe()))
     question = "the same arg-max" if top1 else f"E = {threshold:g}{' (real-valued networks)' if real else ''}"
-    say(f"equiv: {model_a} vs {model_b} on {box.size} inputs, {question}: {r.answer}", quiet)
+    out.say(f"equiv: {model_a} vs {model_b} on {box.size} inputs, {question}: {r.answer}")
     for note in r.notes:
-        say(f"  note: {note}", quiet)
+        out.say(f"  note: {note}")
     if top1:
         if r.answer == "not equivalent":
-            say(f"  counterexample: x = {np.array2string(r.witness, precision=6, threshold=20)}: the first network "
-                f"picks class {r.classes[0]}, the second {r.classes[1]} (onnxruntime)", quiet)
+            out.say(f"  counterexample: x = {np.array2string(r.witness, precision=6, threshold=20)}: the first network "
+                    f"picks class {r.classes[0]}, the second {r.classes[1]} (onnxruntime)")
     else:
-        say(f"  proved: ‖f_A − f_B‖∞ <= {r.bound:.6g} on the box ({r.leaves} sub-box{'es' if r.leaves > 1 else ''}, "
-            f"{r.analysis} analysis); largest found: {r.found:.6g} (onnxruntime{' and float64' if real else ''})", quiet)
+        out.say(f"  proved: ‖f_A − f_B‖∞ <= {r.bound:.6g} on the box ({r.leaves} "
+                f"sub-box{'es' if r.leaves > 1 else ''}, {r.analysis} analysis); largest found: {r.found:.6g} "
+                f"(onnxruntime{' and float64' if real else ''})")
         if r.answer == "not equivalent":
-            say(f"  counterexample: x = {np.array2string(r.witness, precision=6, threshold=20)}", quiet)
-    say(f"  {r.seconds:.2f} s", quiet)
+            out.say(f"  counterexample: x = {np.array2string(r.witness, precision=6, threshold=20)}")
+    out.say(f"  {r.seconds:.2f} s")
     raise typer.Exit(EXIT[r.answer])

@@ -9,11 +9,10 @@ import typer
 
 from ..accuracy import DEFAULT_EPS, Dataset, Evaluation, Preprocessing, channel_values, load_data, measure
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..ir import load
 from . import summary
 from .application import app
-from .common import bounded, json_text, say, table
+from .common import CommandOutput, bounded
 
 
 def fgsm_clip(scale: Optional[float], clip_lower: Optional[float], clip_upper: Optional[float],
@@ -114,8 +113,7 @@ def evaluate(
     eps_list = list(eps) if eps else list(DEFAULT_EPS)
     clip = fgsm_clip(scale, clip_lower, clip_upper, no_clip)
     prep = Preprocessing(layout.lower(), channel_values(mean, "--mean"), channel_values(std, "--std"))
-    outputs = Outputs([model, data, against])
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, data, against], json_path=json_path)
     points = load_data(data, scale)
     nets = [(model, load(model))] + ([(against, load(against))] if against else [])
     results = [measure(net, points, eps_list, clip, prep) for _, net in nets]
@@ -127,16 +125,14 @@ def evaluate(
         agreement = float(np.mean(results[0].predictions == results[1].predictions))
         doc["against"] = {"model": against, **results[1].to_json()}
         doc["agreement"] = agreement
-    outputs.put(json_path, json_text(doc))
-    outputs.commit()
-    quiet = json_path == "-"
-    say(f"evaluate: {describe_data(points, scale, clip, prep)}", quiet)
+    out.write(doc)
+    out.say(f"evaluate: {describe_data(points, scale, clip, prep)}")
     for (name, _), result in zip(nets, results):
         note = normalisation_note(name, result.normalised_by, prep)
         if note and prep.normalises:  # a warning: to stderr when the JSON goes to stdout
-            typer.echo(f"  {note}", err=quiet)
+            typer.echo(f"  {note}", err=out.quiet)
         elif note:
-            say(f"  {note}", quiet)
-    table(["metric", *[name for name, _ in nets]], metric_rows(results), quiet)
+            out.say(f"  {note}")
+    out.table(["metric", *[name for name, _ in nets]], metric_rows(results))
     if agreement is not None:
-        say(f"  the two networks give the same class on {agreement:.1%} of the points", quiet)
+        out.say(f"  the two networks give the same class on {agreement:.1%} of the points")

@@ -7,13 +7,12 @@ from typing import Optional
 import typer
 
 from ..errors import UnsupportedOperator
-from ..fileio import Outputs
 from ..ir import load
 from ..summary import summarize
 from ..verifiers import PROFILES, profile, readability
 from . import summary
 from .application import app
-from .common import json_text, say, table
+from .common import CommandOutput
 
 
 @app.command(short_help=summary("info"),
@@ -31,8 +30,7 @@ def info(
 ) -> None:
     if verifier is not None:
         profile(verifier)  # an unknown name is refused before any file is read
-    outputs = Outputs([model])
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model], json_path=json_path)
     try:
         loaded = load(model)
     except UnsupportedOperator:  # describe it anyway, naming what nnxform cannot handle
@@ -40,29 +38,27 @@ def info(
     s = summarize(loaded)
     if verifier is not None:
         s["for"] = readability(loaded, verifier, model)
-    outputs.put(json_path, json_text(s))
-    outputs.commit()
-    quiet = json_path == "-"
-    say(f"{s['path']}  (opset {s['opset']}, IR v{s['ir_version']}, {s['producer'] or 'unknown producer'})", quiet)
-    say(f"  input  {s['input']['name']} {s['input']['shape']}", quiet)
+    out.write(s)
+    out.say(f"{s['path']}  (opset {s['opset']}, IR v{s['ir_version']}, {s['producer'] or 'unknown producer'})")
+    out.say(f"  input  {s['input']['name']} {s['input']['shape']}")
     for o in s["outputs"]:
-        say(f"  output {o['name']} {o['shape']}", quiet)
-    say("  operators: " + ", ".join(f"{k} {v}" for k, v in s["operators"].items()), quiet)
+        out.say(f"  output {o['name']} {o['shape']}")
+    out.say("  operators: " + ", ".join(f"{k} {v}" for k, v in s["operators"].items()))
     rows = [[l["node"], l["op"], "x".join(map(str, l["output_shape"])), l["neurons"], l["parameters"], l["zero_weights"]]
             for l in s["layers"]]
-    table(["node", "op", "output", "neurons", "params", "zeros"], rows, quiet)
-    say(f"  ReLU: {s['relu_neurons']} neurons in {s['relu_layers']} layers; parameters: {s['parameters']}", quiet)
+    out.table(["node", "op", "output", "neurons", "params", "zeros"], rows)
+    out.say(f"  ReLU: {s['relu_neurons']} neurons in {s['relu_layers']} layers; parameters: {s['parameters']}")
     for u in s["unsupported"]:
-        say(f"  unsupported (only info and check read it): {u['reason']}", quiet)
+        out.say(f"  unsupported (only info and check read it): {u['reason']}")
     if s["verifier_friendly"]:
-        say("  verifier-friendly: yes", quiet)
+        out.say("  verifier-friendly: yes")
     else:
-        say("  verifier-friendly: no — " + "; ".join(s["blockers"]), quiet)
+        out.say("  verifier-friendly: no — " + "; ".join(s["blockers"]))
     if verifier is not None:
         verdict = s["for"]
-        say(f"  readable by {verifier}: " + ("yes" if verdict["readable"] else "no")
-            + f"  (rules from {verdict['parser']})", quiet)
+        out.say(f"  readable by {verifier}: " + ("yes" if verdict["readable"] else "no")
+                + f"  (rules from {verdict['parser']})")
         for b in verdict["blockers"]:
-            say(f"    {b['text']}", quiet)
+            out.say(f"    {b['text']}")
         if verdict["options"]:
-            say(f"  run {verifier} with: {verdict['options']}  (what its default configuration lacks here)", quiet)
+            out.say(f"  run {verifier} with: {verdict['options']}  (what its default configuration lacks here)")

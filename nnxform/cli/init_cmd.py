@@ -7,11 +7,10 @@ from typing import Optional
 import typer
 
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..training import init_network
 from . import summary
 from .application import app
-from .common import bounded, json_text, say
+from .common import CommandOutput, bounded
 
 
 def int_list(text: str, option: str) -> list[int]:
@@ -48,17 +47,13 @@ def init(
     shape = tuple(int_list(input_shape, "--input-shape")) if input_shape else None
     if input_name == output_name:
         raise NnxformError("--input-name and --output-name must differ")
-    outputs = Outputs()
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([], ("-o", output), json_path=json_path)
     net = init_network(widths, shape, batchnorm, seed, input_name, output_name)
     parameters = {"layers": widths, "batchnorm": batchnorm, "input_shape": list(net.input_shape), "seed": seed}
     model = net.to_model().with_provenance("init", parameters)
     size = net.size()
     doc = {"output": output, **parameters, "input_name": input_name, "output_name": output_name,
            "parameters": size.parameters, "neurons": size.neurons}
-    outputs.put(output, model.to_bytes())
-    outputs.put(json_path, json_text(doc))
-    outputs.commit()
-    say(f"init: {output}: {' -> '.join(map(str, widths))}{' with BatchNormalization' if batchnorm else ''}, "
-        f"input {list(net.input_shape)}, {size.parameters} parameters, seed {seed}", json_path == "-")
+    out.write(doc, {output: model.to_bytes()})
+    out.say(f"init: {output}: {' -> '.join(map(str, widths))}{' with BatchNormalization' if batchnorm else ''}, "
+            f"input {list(net.input_shape)}, {size.parameters} parameters, seed {seed}")

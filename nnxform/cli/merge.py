@@ -8,14 +8,13 @@ from typing import Optional
 import typer
 
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..ir import load
 from ..merge import OUTPUT
 from ..merge import merge as merge_models
 from ..vnnlib import equivalence_property, instances_csv
 from . import summary
 from .application import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
+from .common import (DEFAULT_BOX_HELP, CommandOutput, DomainOptions, bounded, samples_option, tol_option,
                      with_domain)
 
 
@@ -70,11 +69,8 @@ def merge(
     if instances is not None and write_vnnlib is None:
         raise NnxformError("--instances needs --write-vnnlib")
     csv = None if write_vnnlib is None else instances or str(Path(write_vnnlib).parent / "instances.csv")
-    outputs = Outputs([model_a, model_b, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(write_vnnlib, "--write-vnnlib")
-    outputs.add_path(csv, "--instances" if instances else "")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model_a, model_b, *domain.files()], ("-o", output), ("--write-vnnlib", write_vnnlib),
+                        ("--instances" if instances else "", csv), json_path=json_path)
     csv_text, line = (None, None) if csv is None else instances_csv(csv, output, write_vnnlib, timeout)
     a, b = load(model_a), load(model_b)
     box = domain.box(a, default=write_vnnlib is None)
@@ -84,29 +80,24 @@ def merge(
                                        parameters={"first": Path(model_a).name, "second": Path(model_b).name,
                                                    "domain": domain.describe()})
     n_outputs = 3 * report.outputs if keep_outputs else report.outputs
-    outputs.put(output, merged.to_bytes())
-    if equiv_eps is not None:
-        outputs.put(write_vnnlib, equivalence_property(box, n_outputs, equiv_eps, report.outputs))
-        outputs.put(csv, csv_text)
-    outputs.put(json_path, json_text({"first": model_a, "second": model_b, "output": output, **report.to_json(),
-                                      "vnnlib": write_vnnlib, "instances": csv, "instance": line,
-                                      "check": cmp.to_json()}))
-    outputs.commit()
+    query = {} if equiv_eps is None else {write_vnnlib: equivalence_property(box, n_outputs, equiv_eps, report.outputs),
+                                          csv: csv_text}
+    out.write({"first": model_a, "second": model_b, "output": output, **report.to_json(), "vnnlib": write_vnnlib,
+               "instances": csv, "instance": line, "check": cmp.to_json()}, {output: merged.to_bytes(), **query})
 
-    quiet = json_path == "-"
-    say(f"merge: {model_a} − {model_b} -> {output}", quiet)
+    out.say(f"merge: {model_a} − {model_b} -> {output}")
     shapes = f"{_dims(report.input_shape_a)} and {_dims(report.input_shape_b)}"
-    say(f"  inputs: {shapes}, paired element by element in row-major order (different shapes)"
-        if report.shapes_differ else f"  input: {_dims(report.input_shape_a)} shared", quiet)
-    say(f"  affine layers: {report.depth_a} and {report.depth_b} -> {report.depth}", quiet)
+    out.say(f"  inputs: {shapes}, paired element by element in row-major order (different shapes)"
+            if report.shapes_differ else f"  input: {_dims(report.input_shape_a)} shared")
+    out.say(f"  affine layers: {report.depth_a} and {report.depth_b} -> {report.depth}")
     for note in report.padding:
-        say(f"    padded {note}", quiet)
+        out.say(f"    padded {note}")
     if report.form:
-        say(f"  {report.form}", quiet)
-    say(f"  merged layer widths (channels of a Conv, units of a Gemm): {', '.join(map(str, report.widths))}", quiet)
+        out.say(f"  {report.form}")
+    out.say(f"  merged layer widths (channels of a Conv, units of a Gemm): {', '.join(map(str, report.widths))}")
     what = "f_A − f_B, f_A, f_B" if keep_outputs else "f_A − f_B"
-    say(f"  output '{OUTPUT}': {what}, {report.outputs} values each", quiet)
-    say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} "
-        f"(tolerance {cmp.tolerance(tol)})", quiet)
+    out.say(f"  output '{OUTPUT}': {what}, {report.outputs} values each")
+    out.say(f"  checked on {cmp.samples} points: max |merged − expected| {cmp.max_abs:.3g} "
+            f"(tolerance {cmp.tolerance(tol)})")
     if line is not None:
-        say(f"  ε-equivalence query (ε = {equiv_eps!r}): {write_vnnlib}; {csv}: {line}", quiet)
+        out.say(f"  ε-equivalence query (ε = {equiv_eps!r}): {write_vnnlib}; {csv}: {line}")

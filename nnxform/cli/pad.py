@@ -8,13 +8,12 @@ from typing import Optional
 import typer
 
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..ir import load
 from ..passes import rewrite
 from ..passes.pad import MAX_DENSE_IDENTITY, affine_depth
 from . import summary
 from .application import app
-from .common import (DEFAULT_BOX_HELP, DomainOptions, bounded, json_text, samples_option, say, tol_option,
+from .common import (DEFAULT_BOX_HELP, CommandOutput, DomainOptions, bounded, samples_option, tol_option,
                      with_domain)
 
 #: The deepest --depth accepted: far beyond any verifier benchmark (a width-256 network padded to it is ~260 MB).
@@ -47,9 +46,7 @@ def pad(
 ) -> None:
     if (depth is None) == (like is None):
         raise NnxformError("give the target depth one way: --depth N or --like OTHER.onnx")
-    outputs = Outputs([model, like, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, like, *domain.files()], ("-o", output), json_path=json_path)
     source = load(model)
     target = depth if like is None else affine_depth(load(like))
     done = rewrite("pad", source, domain.box(source), samples=samples, tol=tol,
@@ -57,13 +54,11 @@ def pad(
                    depth=target)
     result, report, cmp = done.model, done.report, done.check
     before, after = report.counts["layers_before"], report.counts["layers_after"]
-    outputs.put(output, result.to_bytes())
-    outputs.put(json_path, json_text({**done.to_json(model, output), "layers_before": before, "layers_after": after}))
-    outputs.commit()
-    quiet = json_path == "-"
-    say(f"pad: {model} -> {output}", quiet)
-    say(f"  affine layers: {before} -> {after}", quiet)
+    out.write({**done.to_json(model, output), "layers_before": before, "layers_after": after},
+              {output: result.to_bytes()})
+    out.say(f"pad: {model} -> {output}")
+    out.say(f"  affine layers: {before} -> {after}")
     for line in report.changes:
-        say(f"    {line}", quiet)
-    say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) — same function",
-        quiet)
+        out.say(f"    {line}")
+    out.say(f"  checked on {cmp.samples} points: max |difference| {cmp.max_abs:.3g} (tolerance {cmp.tolerance(tol)}) "
+            "— same function")

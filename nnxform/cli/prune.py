@@ -3,7 +3,6 @@ drift bound."""
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import List, Optional
 
@@ -12,15 +11,13 @@ import typer
 from ..accuracy import load_data
 from ..discrepancy import METHODS as IMPACT_METHODS
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..ir import load
 from ..pruning import METHODS, SCOPES, SaliencyOptions
 from ..workflows import prune_with_impact
 from . import summary
 from .application import app
-from .common import LIMIT_REACHED, DomainOptions, bounded, json_text, say, table, with_domain
+from .common import LIMIT_REACHED, CommandOutput, DomainOptions, Progress, bounded, with_domain
 from .evaluate_cmd import describe_data, fgsm_clip, metric_rows
-from .stable import StageBars
 
 _CRITERIA = {"bn-gamma": "ranked by |γ| of each unit's BatchNormalization",
              "weight-norm": "ranked by ‖incoming weights, bias‖₂·‖outgoing weights‖₂ (no BatchNormalization)",
@@ -97,51 +94,43 @@ def prune(
     if (scale is not None or fgsm_eps) and data is None:
         raise NnxformError("--scale and --fgsm-eps need --data")
     started = time.monotonic()  # the time limit counts from here: loading is part of the command
-    outputs = Outputs([model, data, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, data, *domain.files()], ("-o", output), json_path=json_path)
     net = load(model)
     box = domain.box(net, default=False)
     points = load_data(data, scale) if data else None
-    bars = StageBars(enabled=sys.stderr.isatty())
-    try:
+    with Progress() as bar:
         report = prune_with_impact(net, box, method, ratio, scope=scope, impact_method=impact_method,
                                    time_limit=time_limit, data=points, scale=scale, fgsm_eps=fgsm_eps,
-                                   clip=fgsm_clip(scale, None, None), domain=domain.describe(), progress=bars,
+                                   clip=fgsm_clip(scale, None, None), domain=domain.describe(), progress=bar.stage,
                                    options=SaliencyOptions(step=step, alpha=alpha, beta=beta, phi=phi, seed=seed),
                                    started=started)
-    finally:
-        bars.close()
     doc = report.to_json(model, output)
-    outputs.put(output, report.model.to_bytes())
-    outputs.put(json_path, json_text(doc))
-    outputs.commit()
+    out.write(doc, {output: report.model.to_bytes()})
 
-    quiet = json_path == "-"
     result, evaluations = report.pruning, report.evaluations
     criterion = result.details.get("criterion")
     how = f", {_CRITERIA[criterion]}" if criterion else ""
-    say(f"prune: {model} -> {output}: {method}{how}, ratio {ratio:g}, scope {result.scope}", quiet)
+    out.say(f"prune: {model} -> {output}: {method}{how}, ratio {ratio:g}, scope {result.scope}")
     b, a = result.before, result.after
     rows = [["hidden units", b.neurons, a.neurons], ["connections (nonzero weights)", b.connections, a.connections],
             ["parameters", b.parameters, a.parameters],
             ["widths", " ".join(map(str, b.widths)), " ".join(map(str, a.widths))]]
-    table(["", "before", "after"], rows, quiet)
+    out.table(["", "before", "after"], rows)
     for layer, ids in result.details.get("removed_channels", {}).items():
-        say(f"  {layer}: {len(ids)} channel(s) removed ({' '.join(map(str, ids)) or '-'})", quiet)
+        out.say(f"  {layer}: {len(ids)} channel(s) removed ({' '.join(map(str, ids)) or '-'})")
     for note in result.notes:
-        say(f"  note: {note}", quiet)
-    say(f"  pruned in {result.seconds:.3f} s; the written network checked on {result.check.samples} points against "
-        f"the pruned layers: max difference {result.check.max_abs:.3g} (tolerance "
-        f"{result.check.tolerance(result.check.tol)})", quiet)
+        out.say(f"  note: {note}")
+    out.say(f"  pruned in {result.seconds:.3f} s; the written network checked on {result.check.samples} points against "
+            f"the pruned layers: max difference {result.check.max_abs:.3g} (tolerance "
+            f"{result.check.tolerance(result.check.tol)})")
     if box is not None:
         impact = doc["impact"]
-        say(f"  impact: max |f_pruned − f| <= {doc['impact_bound']:.6g} on the domain ({doc['impact_method']}, "
-            f"sound); largest difference seen {impact['found']:.6g}", quiet)
+        out.say(f"  impact: max |f_pruned − f| <= {doc['impact_bound']:.6g} on the domain ({doc['impact_method']}, "
+                f"sound); largest difference seen {impact['found']:.6g}")
         if impact.get("time_limit_reached"):
-            say(f"  --time-limit reached: {LIMIT_REACHED}", quiet)
+            out.say(f"  --time-limit reached: {LIMIT_REACHED}")
     else:
-        say("  no domain given: no bound on |f_pruned − f| (give --lower/--upper, --center/--eps or --vnnlib)", quiet)
+        out.say("  no domain given: no bound on |f_pruned − f| (give --lower/--upper, --center/--eps or --vnnlib)")
     if evaluations:
-        say(f"  {describe_data(report.data, scale, evaluations[0].clip)}", quiet)
-        table(["metric", "before", "after"], metric_rows(evaluations), quiet)
+        out.say(f"  {describe_data(report.data, scale, evaluations[0].clip)}")
+        out.table(["metric", "before", "after"], metric_rows(evaluations))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Optional
 
@@ -10,14 +9,12 @@ import typer
 
 from ..discrepancy import METHODS
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..ir import load
 from ..passes.quantize import LAYERS, MAX_BITS, MIN_BITS
 from ..workflows import quantize_with_drift
 from . import summary
 from .application import app
-from .common import LIMIT_REACHED, DomainOptions, bounded, json_text, say, table, with_domain
-from .stable import StageBars
+from .common import LIMIT_REACHED, CommandOutput, DomainOptions, Progress, bounded, with_domain
 
 
 @app.command(name="quantize", short_help=summary("quantize"),
@@ -57,35 +54,26 @@ def quantize(
     if per_channel and float16:
         raise NnxformError("--per-channel applies to --bits, not to --float16")
     started = time.monotonic()  # the time limit counts from here: loading is part of the command
-    outputs = Outputs([model, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, *domain.files()], ("-o", output), json_path=json_path)
     net = load(model)
     box = domain.box(net, default=False)
-    bars = StageBars(enabled=sys.stderr.isatty())
-    try:
+    with Progress() as bar:
         result = quantize_with_drift(net, bits, per_channel, float16, box=box, method=drift_method,
                                      time_limit=time_limit, samples=samples, seed=seed, domain=domain.describe(),
-                                     progress=bars, started=started)
-    finally:
-        bars.close()
-    outputs.put(output, result.model.to_bytes())
-    outputs.put(json_path, json_text(result.to_json(model, output)))
-    outputs.commit()
+                                     progress=bar.stage, started=started)
+    out.write(result.to_json(model, output), {output: result.model.to_bytes()})
 
-    quiet = json_path == "-"
-    say(f"quantize: {model} -> {output}: weights of {', '.join(LAYERS)} on the {result.grid} grid, stored as float32; "
-        "biases unchanged (float32)", quiet)
-    table(["node", "op", "weight", "shape", "scale", "max |w|", "max error", "mean error"],
-          [[q.node, q.op, q.weight, "x".join(map(str, q.shape)), q.scale_text(), q.max_weight, q.max_error,
-            q.mean_error] for q in result.layers], quiet)
+    out.say(f"quantize: {model} -> {output}: weights of {', '.join(LAYERS)} on the {result.grid} grid, stored as "
+            "float32; biases unchanged (float32)")
+    out.table(["node", "op", "weight", "shape", "scale", "max |w|", "max error", "mean error"],
+              [[q.node, q.op, q.weight, "x".join(map(str, q.shape)), q.scale_text(), q.max_weight, q.max_error,
+                q.mean_error] for q in result.layers])
     if result.drift is not None and result.sampled is not None:
         d = result.drift
-        say(f"  drift: max |f_quantized − f| <= {d.delta_max:.6g} on the domain ({d.method}, sound; "
-            f"{d.seconds:.2f} s); largest difference seen {result.sampled_max:.6g} (over {result.sampled.samples} "
-            f"points in onnxruntime and the analysis's witness)", quiet)
+        out.say(f"  drift: max |f_quantized − f| <= {d.delta_max:.6g} on the domain ({d.method}, sound; "
+                f"{d.seconds:.2f} s); largest difference seen {result.sampled_max:.6g} (over {result.sampled.samples} "
+                f"points in onnxruntime and the analysis's witness)")
         if d.details.get("time_limit_reached"):
-            say(f"  --time-limit reached: {LIMIT_REACHED}", quiet)
+            out.say(f"  --time-limit reached: {LIMIT_REACHED}")
     else:
-        say("  no domain given: no bound on |f_quantized − f| (give --lower/--upper, --center/--eps or --vnnlib)",
-            quiet)
+        out.say("  no domain given: no bound on |f_quantized − f| (give --lower/--upper, --center/--eps or --vnnlib)")

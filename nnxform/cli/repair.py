@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import typer
@@ -15,13 +15,12 @@ from ..accuracy import load_data
 from ..discrepancy import DIFFERENCE_METHODS
 from ..domain import Box
 from ..errors import NnxformError
-from ..fileio import Outputs
 from ..grid import file_form
 from ..ir import Model, load
 from ..repair import UPDATES, RepairOptions, RepairResult, RoundRecord, boxes_around, repair
 from . import summary
 from .application import app
-from .common import DomainOptions, bounded, json_text, say, table, with_domain
+from .common import CommandOutput, DomainOptions, bounded, with_domain
 from .domain_options import option_values
 
 
@@ -213,39 +212,32 @@ def repair_command(
         raise NnxformError("--plot needs matplotlib, which is not installed: pip install 'nnxform[plot]'")
     if scale is not None and not (data or train_data or test_data):
         raise NnxformError("--scale needs --data, --train-data or --test-data")
-    outputs = Outputs([original, compressed, data, train_data, test_data, *domain.files()])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
-    outputs.add_path(plot, "--plot")
+    out = CommandOutput([original, compressed, data, train_data, test_data, *domain.files()], ("-o", output),
+                        ("--plot", plot), json_path=json_path)
     f1, f2 = load(original), load(compressed)
     boxes, described = _domain(domain, data, scale, f1)
     extra = load_data(train_data, scale).fit(f1).x if train_data else None
     test = load_data(test_data, scale).fit(f1) if test_data else None
-    quiet = json_path == "-"
-    say(f"repair: {compressed} toward {original} on {described}; update {update}, alpha {alpha:g}, up to {rounds} "
-        f"rounds x {epochs} epochs on {samples} samples{f' + {len(extra)} retraining points' if extra is not None else ''}",
-        quiet)
+    retraining = f" + {len(extra)} retraining points" if extra is not None else ""
+    out.say(f"repair: {compressed} toward {original} on {described}; update {update}, alpha {alpha:g}, up to {rounds} "
+            f"rounds x {epochs} epochs on {samples} samples{retraining}")
     result = repair(f1, f2, boxes, options, train_points=extra, test=test, form=file_form(compressed),
-                    progress=lambda record, total: say(round_line(record, total), quiet))
-    doc: dict[str, Any] = {"original": original, "compressed": compressed, "output": output, "domain": described,
-                           **result.to_json()}
-    outputs.put(output, result.data)
-    outputs.put(json_path, json_text(doc))
-    if plot is not None:
-        outputs.put(plot, plot_repair(result))
-    outputs.commit()
+                    progress=lambda record, total: out.say(round_line(record, total)))
+    figure = {} if plot is None else {plot: plot_repair(result)}
+    out.write({"original": original, "compressed": compressed, "output": output, "domain": described,
+               **result.to_json()}, {output: result.data, **figure})
 
     before, after = result.initial, result.final
-    table(["", "before", f"written (round {result.kept})"],
-          [["sound ‖f1 − f2‖∞ over the domain", before.delta_max, after.delta_max],
-           ["mean over boxes", before.mean, after.mean],
-           ["largest difference seen", before.sampled_max, after.sampled_max],
-           *([["accuracy", result.accuracy["compressed"], result.accuracy["repaired"]]] if test is not None else [])],
-          quiet)
-    say(outcome_line(result, output), quiet)
-    say(kept_line(result), quiet)
+    out.table(["", "before", f"written (round {result.kept})"],
+              [["sound ‖f1 − f2‖∞ over the domain", before.delta_max, after.delta_max],
+               ["mean over boxes", before.mean, after.mean],
+               ["largest difference seen", before.sampled_max, after.sampled_max],
+               *([["accuracy", result.accuracy["compressed"], result.accuracy["repaired"]]]
+                 if test is not None else [])])
+    out.say(outcome_line(result, output))
+    out.say(kept_line(result))
     if test is not None:
-        say(f"  accuracy on {Path(test.path).name}: original {result.accuracy['original']:.1%}, compressed "
-            f"{result.accuracy['compressed']:.1%}, repaired {result.accuracy['repaired']:.1%}", quiet)
+        out.say(f"  accuracy on {Path(test.path).name}: original {result.accuracy['original']:.1%}, compressed "
+                f"{result.accuracy['compressed']:.1%}, repaired {result.accuracy['repaired']:.1%}")
     for note in result.notes:
-        say(f"  note: {note}", quiet)
+        out.say(f"  note: {note}")

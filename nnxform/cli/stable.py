@@ -2,77 +2,39 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import typer
 
-from ..domain import Box
-from ..fileio import Outputs
-from ..ir import Model, load
+from ..ir import load
 from ..analyzers.result import INACTIVE
 from ..stable import STATUS_NAMES, LayerStability, Stability, classify
 from . import summary
 from .application import app
 from ..analyzers.solvers import check_solver
-from .common import (DEFAULT_BOX_HELP, SOLVER_HELP, DomainOptions, ProgressBar, bounded, json_text, say, table,
-                     with_domain)
+from .common import DEFAULT_BOX_HELP, SOLVER_HELP, CommandOutput, DomainOptions, Progress, bounded, with_domain
 
-#: What each stage's progress counts (``classify``'s progress callback).
-UNITS = {"alpha": "layers", "milp": "candidates", "certificate": "solves", "impact": "solves", "units": "pruned"}
-
-
-class StageBars:
-    """One progress bar (``cli.common.ProgressBar``) per solver stage on stderr; the previous one closes when the next opens."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.stage: str | None = None
-        self.bar: ProgressBar | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
-            self.close()
-            self.stage, self.bar = stage, ProgressBar(f"{stage} {UNITS.get(stage, 'candidates')}", self.enabled)
-        self.bar(done, total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def print_stability(result: Stability, quiet: bool) -> None:
+def print_stability(result: Stability, out: CommandOutput) -> None:
     """The per-layer and per-stage tables and the totals line."""
     rows = [[layer.node, layer.size, *layer.counts().values(), _dead_channels(layer)] for layer in result.layers]
     total = result.counts()
     rows.append(["total", sum(layer.size for layer in result.layers), *total.values(), ""])
-    table(["ReLU layer", "neurons", *STATUS_NAMES.values(), "dead channels"], rows, quiet)
-    say("", quiet)
-    table(["stage", "seconds", "settled", "note"],
-                     [[s.name, round(s.seconds, 3), s.settled, s.note] for s in result.stages], quiet)
+    out.table(["ReLU layer", "neurons", *STATUS_NAMES.values(), "dead channels"], rows)
+    out.say("")
+    out.table(["stage", "seconds", "settled", "note"], [[s.name, round(s.seconds, 3), s.settled, s.note]
+                                                        for s in result.stages])
     neurons = sum(layer.size for layer in result.layers)
     stable = total["active"] + total["inactive"]
-    say(f"\n  {stable} of {neurons} ReLUs stable ({total['active']} active, {total['inactive']} inactive), "
-        f"{total['unstable']} unstable, {total['undecided']} undecided; {result.seconds:.2f} s", quiet)
+    out.say(f"\n  {stable} of {neurons} ReLUs stable ({total['active']} active, {total['inactive']} inactive), "
+            f"{total['unstable']} unstable, {total['undecided']} undecided; {result.seconds:.2f} s")
     for note in result.notes:
-        say(f"  note: {note}", quiet)
+        out.say(f"  note: {note}")
 
 
 def _dead_channels(layer: LayerStability) -> str:
     """``k/C``: channels stably inactive at every position (what compress removes); empty for a dense layer."""
     per = layer.channel_status()
     return "" if per is None else f"{int((per == INACTIVE).sum())}/{layer.channels}"
-
-
-def run_classify(net: Model, box: Box, time_limit: float, samples: int, seed: int,
-                 node_limit: int | None = None, solver: str = "highs") -> Stability:
-    """Classify the ReLUs of ``net`` with a progress bar on stderr."""
-    bar = StageBars(enabled=sys.stderr.isatty())
-    try:
-        return classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar, node_limit=node_limit,
-                        solver=solver)
-    finally:
-        bar.close()
 
 
 @app.command(name="stable", short_help=summary("stable"),
@@ -103,13 +65,12 @@ def stable(
     domain: DomainOptions = None,
 ) -> None:
     check_solver(solver)
-    outputs = Outputs([model, *domain.files()])
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, *domain.files()], json_path=json_path)
     net = load(model)
     box = domain.box(net)
-    result = run_classify(net, box, time_limit, samples, seed, node_limit, solver)
-    outputs.put(json_path, json_text({"model": model, "domain": domain.describe(), **result.to_json()}))
-    outputs.commit()
-    quiet = json_path == "-"
-    say(f"stable: {model} on a box of {box.size} inputs (time limit {time_limit:g} s)\n", quiet)
-    print_stability(result, quiet)
+    with Progress() as bar:
+        result = classify(net, box, time_limit=time_limit, samples=samples, seed=seed, progress=bar.stage,
+                          node_limit=node_limit, solver=solver)
+    out.write({"model": model, "domain": domain.describe(), **result.to_json()})
+    out.say(f"stable: {model} on a box of {box.size} inputs (time limit {time_limit:g} s)\n")
+    print_stability(result, out)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
 from ..accuracy import load_data
 from ..errors import NnxformError
-from ..fileio import Outputs, file_sha256
+from ..fileio import file_sha256
 from ..grid import detect, file_form, qdq_model
 from ..ir import load
 from ..training import OPTIMIZERS, EpochRecord, TrainOptions, train, trainable
 from . import summary
 from .application import app
-from .common import ProgressBar, bounded, json_text, say
+from .common import CommandOutput, Progress, bounded
 
 
 def _percent(share: float | None) -> str:
@@ -31,30 +30,19 @@ def epoch_line(record: EpochRecord, epochs: int) -> str:
     return line + f"  {record.seconds:.2f} s"
 
 
-class EpochBar:
-    """Per-epoch report, after the ``header`` lines once training is under way: a progress bar with the latest loss
-    and accuracy and a line per epoch above it on a terminal, one plain line per epoch otherwise, nothing when the
-    JSON goes to stdout."""
+def epoch_report(bar: Progress, header: list[str]) -> Callable[[EpochRecord, int], None]:
+    """Training's progress callback: the ``header`` lines once training is under way, then a line per epoch, above
+    ``bar`` (which shows the latest loss and accuracy) on a terminal, plainly otherwise."""
 
-    def __init__(self, header: list[str], quiet: bool):
-        self.header, self.quiet = header, quiet
-        self.bar = ProgressBar("training", sys.stdout.isatty(), "{task.fields[stats]}", stdout=True, eta=False)
+    def report(record: EpochRecord, epochs: int) -> None:
+        for line in header:
+            bar.line(line)
+        header.clear()
+        bar(record.epoch - 1, epochs, stats="")  # opened before its first line, which goes above it
+        bar.line(epoch_line(record, epochs))
+        bar(record.epoch, epochs, stats=f"loss {record.loss:.4g}  accuracy {_percent(record.accuracy)}")
 
-    def __call__(self, record: EpochRecord, epochs: int) -> None:
-        if self.quiet:
-            return
-        for line in self.header:
-            say(line)
-        self.header = []
-        if not self.bar.enabled:
-            say(epoch_line(record, epochs))
-            return
-        self.bar(record.epoch - 1, epochs, stats="")  # opened before its first line, which goes above it
-        self.bar.print(epoch_line(record, epochs))
-        self.bar(record.epoch, epochs, stats=f"loss {record.loss:.4g}  accuracy {_percent(record.accuracy)}")
-
-    def close(self) -> None:
-        self.bar.close()
+    return report
 
 
 @app.command(name="train", short_help=summary("train"),
@@ -103,9 +91,7 @@ def train_command(
     options = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
                            l1=l1, l1_bn_gamma=l1_bn_gamma, keep_zeros=keep_zeros, seed=seed, validation=validation,
                            patience=patience).check()
-    outputs = Outputs([model, data])
-    outputs.add_path(output, "-o")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, data], ("-o", output), json_path=json_path)
     source = load(model)
     points = load_data(data, scale).fit(source)
     net, notes = trainable(source)
@@ -115,14 +101,11 @@ def train_command(
                            "output channel, 2 to 16 bits)")
     if grid is not None:
         notes.append(f"grid {grid.describe()} detected and kept (straight-through gradients, scales fixed)")
-    quiet = json_path == "-"
     header = [f"train: {model} on {points.path}: {len(points.y)} points{f', features / {scale:g}' if scale else ''}, "
               f"{optimizer}, lr {lr:g}, batch {batch_size}", *(f"  note: {note}" for note in notes)]
-    bar = EpochBar(header, quiet)
-    try:
-        trained, result = train(net, points.x, labels=points.y, options=options, progress=bar, grid=grid)
-    finally:
-        bar.close()
+    with Progress("training", quiet=out.quiet, stdout=True, fields="{task.fields[stats]}", eta=False) as bar:
+        trained, result = train(net, points.x, labels=points.y, options=options, progress=epoch_report(bar, header),
+                                grid=grid)
     data_sha256 = file_sha256(data)
     provenance = {"data": Path(data).name, "data_sha256": data_sha256, "scale": scale, **options.to_json(),
                   "grid": None if grid is None else grid.to_json()}
@@ -131,13 +114,11 @@ def train_command(
         written = qdq_model(written, trained, grid)
     doc = {"model": model, "output": output, "data": data, "data_file_sha256": data_sha256, "scale": scale,
            "notes": notes, "grid": None if grid is None else grid.to_json(), **result.to_json()}
-    outputs.put(output, written.SerializeToString(deterministic=True))
-    outputs.put(json_path, json_text(doc))
-    outputs.commit()
+    out.write(doc, {output: written.SerializeToString(deterministic=True)})
     best = result.epochs[result.best_epoch - 1]
     stop = f"stopped early after epoch {result.epochs[-1].epoch}; " if result.stopped_early else ""
     kept = f"kept epoch {result.best_epoch} (validation accuracy {_percent(best.validation_accuracy)})" \
         if result.validation_samples else f"accuracy {_percent(best.accuracy)} on the training points"
-    say(f"  {stop}{kept}; {result.seconds:.2f} s -> {output}", quiet)
+    out.say(f"  {stop}{kept}; {result.seconds:.2f} s -> {output}")
     if result.untrained:
-        say(f"  not trained (constants kept): {', '.join(result.untrained)}", quiet)
+        out.say(f"  not trained (constants kept): {', '.join(result.untrained)}")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Optional
 
 import numpy as np
 import typer
 
-from ..fileio import Outputs
 from ..ir import load
 from ..verify import verify as decide
 from ..vnnlib import read_specification
 from . import summary
 from .application import app
-from .common import ProgressBar, bounded, json_text, say
+from .common import CommandOutput, Progress, bounded
 
 #: Exit status per answer: a Makefile goes on only after a proof.
 EXIT = {"unsat": 0, "sat": 1, "timeout": 3, "unknown": 3}
@@ -46,30 +44,21 @@ def verify(
                                 callback=bounded(1)),
 ) -> None:
     started = time.monotonic()  # the timeout counts from here: loading is part of the command
-    outputs = Outputs([model, prop])
-    outputs.add_path(result, "--result")
-    outputs.add_path(json_path, "--json", stdout=True)
+    out = CommandOutput([model, prop], ("--result", result), json_path=json_path)
     net = load(model)
     n_outputs = int(np.prod(net.shapes()[net.output_name], dtype=np.int64))
     cases = read_specification(prop, (net.input_size, n_outputs))
-    quiet = json_path == "-"
-    bar = ProgressBar("proved ‰", enabled=sys.stderr.isatty() and not quiet, fields="{task.fields[open]} open",
-                      eta=False)
-    try:
+    with Progress("proved ‰", quiet=out.quiet, fields="{task.fields[open]} open", eta=False) as bar:
         verdict = decide(net, cases, timeout - (time.monotonic() - started),
                          progress=lambda done, open_, seconds: bar(done, 1000, open=open_), workers=workers)
-    finally:
-        bar.close()
-    outputs.put(result, verdict.result_text())
-    outputs.put(json_path, json_text(verdict.to_json()))
-    outputs.commit()
-    say(f"verify: {model}, {prop}: {verdict.answer}", quiet)
+    out.write(verdict.to_json(), {result: verdict.result_text()})
+    out.say(f"verify: {model}, {prop}: {verdict.answer}")
     if verdict.counterexample is not None:
-        say(f"  counterexample (case {verdict.case}), replayed in onnxruntime:", quiet)
-        say(f"    x = {np.array2string(verdict.counterexample, precision=6, threshold=20)}", quiet)
-        say(f"    y = {np.array2string(verdict.outputs, precision=6, threshold=20)}", quiet)
-    say(f"  {verdict.branches} boxes bounded, {100 * verdict.proved:.2f} % of the input volume proved, "
-        f"{verdict.seconds:.2f} s", quiet)
+        out.say(f"  counterexample (case {verdict.case}), replayed in onnxruntime:")
+        out.say(f"    x = {np.array2string(verdict.counterexample, precision=6, threshold=20)}")
+        out.say(f"    y = {np.array2string(verdict.outputs, precision=6, threshold=20)}")
+    out.say(f"  {verdict.branches} boxes bounded, {100 * verdict.proved:.2f} % of the input volume proved, "
+            f"{verdict.seconds:.2f} s")
     if verdict.note:
-        say(f"  note: {verdict.note}", quiet)
+        out.say(f"  note: {verdict.note}")
     raise typer.Exit(EXIT[verdict.answer])

@@ -10,13 +10,13 @@ import numpy as np
 import typer
 
 from ..errors import NnxformError
-from ..fileio import Outputs, read_text
+from ..fileio import read_text
 from ..ir import Model, load
 from ..vnnlib import (bounds_property, equivalence_property, instances_csv, instances_csv_lines, normalize,
                       robustness_property)
 from . import summary
 from .application import app
-from .common import DomainOptions, bounded, say, with_domain
+from .common import CommandOutput, DomainOptions, bounded, with_domain
 from .domain_options import is_file_value, option_values
 
 
@@ -71,9 +71,7 @@ def vnnlib(
     if stray:
         raise NnxformError(f"{stray} is for --property {_ONLY_FOR[stray].value}, not {prop.value}")
     bound_files = [v for v in (output_lower, output_upper) if v is not None and is_file_value(v)]
-    outputs = Outputs([model, *domain.files(), *bound_files])
-    outputs.add_path(output, "-o")
-    outputs.add_path(instances, "--instances")
+    out = CommandOutput([model, *domain.files(), *bound_files], ("-o", output), ("--instances", instances))
     csv_text, line = (None, None) if instances is None else instances_csv(instances, model, output, timeout)
     net = load(model)
     box = domain.box(net, default=False)
@@ -91,12 +89,10 @@ def vnnlib(
     else:
         sides = (("--output-lower", output_lower), ("--output-upper", output_upper))
         text = bounds_property(box, *(None if v is None else option_values(name, v, n_outputs) for name, v in sides))
-    outputs.put(output, text)
-    outputs.put(instances, csv_text)
-    outputs.commit()
-    say(f"vnnlib: {prop.value} property for {model} ({box.size} inputs, {n_outputs} outputs) -> {output}")
+    out.write(files={output: text, instances: csv_text})
+    out.say(f"vnnlib: {prop.value} property for {model} ({box.size} inputs, {n_outputs} outputs) -> {output}")
     if line is not None:
-        say(f"  {instances}: {line}")
+        out.say(f"  {instances}: {line}")
 
 
 @app.command("vnnlib-normalize", short_help=summary("vnnlib-normalize"),
@@ -122,17 +118,10 @@ def vnnlib_normalize(
     paths = [str(target)] if len(files) == 1 else [str(target.with_name(f"{target.stem}_{k}{target.suffix}"))
                                                  for k in range(len(files))]
     csv = str(target.parent / "instances.csv") if onnx else None
-    outputs = Outputs([source, onnx])
-    for path in paths:
-        outputs.add_path(path, "-o")
-    outputs.add_path(csv, "instances.csv")
-    for path, text in zip(paths, files):
-        outputs.put(path, text)
-    lines: list[str] = []
-    if csv is not None:
-        content, lines = instances_csv_lines(csv, onnx, paths, timeout)
-        outputs.put(csv, content)
-    outputs.commit()
-    say(f"vnnlib-normalize: {source} -> {', '.join(paths)} ({len(files)} input box{'es' if len(files) > 1 else ''})")
+    out = CommandOutput([source, onnx], *(("-o", path) for path in paths), ("instances.csv", csv))
+    content, lines = (None, []) if csv is None else instances_csv_lines(csv, onnx, paths, timeout)
+    out.write(files={**dict(zip(paths, files)), csv: content})
+    out.say(f"vnnlib-normalize: {source} -> {', '.join(paths)} "
+            f"({len(files)} input box{'es' if len(files) > 1 else ''})")
     for line in lines:
-        say(f"  {csv}: {line}")
+        out.say(f"  {csv}: {line}")
