@@ -610,7 +610,7 @@ class _Classifier:
                 weights = [w[keep][:, c] for w, c in zip(s.weights, cols)]
                 new.append(Linear(s.tensor, list(s.sources), weights, s.bias[keep], rounding))
             elif isinstance(s, Activation) and i in rows:
-                new.append(Activation(s.op, s.node, s.source, int(rows[i].sum())))
+                new.append(Activation(s.op, s.node, s.source, int(rows[i].sum()), s.attrs))
             else:
                 new.append(s)
         reduced = Network(new, net.output, net.output_shape, net.dtype)

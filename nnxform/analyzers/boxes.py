@@ -113,7 +113,7 @@ def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                 state.empty |= (a > b).any(axis=1)
             lo[i], hi[i] = a, b
         elif isinstance(s, Activation):
-            f, err = s.kind.function, s.kind.error
+            f, err = s.kind.function, s.kind.margin(lo[s.source], hi[s.source])
             lo[i], hi[i] = f(lo[s.source]) - err, f(hi[s.source]) + err
             if forward is not None:
                 forward.activation(i)
@@ -160,7 +160,7 @@ class _Forward:
         s = st.net.steps[i]
         a_lo, b_lo, a_up, b_up = s.kind.relax(st.lo[s.source], st.hi[s.source])
         Lc, Lk, Uc, Uk = self.fn[s.source]
-        err = s.kind.error
+        err = s.kind.margin(st.lo[s.source], st.hi[s.source])
         self.fn[i] = (Lc * a_lo[:, :, None], Lk * a_lo + b_lo - err, Uc * a_up[:, :, None], Uk * a_up + b_up + err)
 
 
@@ -254,9 +254,8 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
 def _relaxation(state: BoxBounds, s: Activation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Activation ``s``'s relaxation per box, widened by onnxruntime's error for its function."""
     a_lo, b_lo, a_up, b_up = s.kind.relax(state.lo[s.source], state.hi[s.source])
-    if s.kind.error:
-        b_lo, b_up = b_lo - s.kind.error, b_up + s.kind.error
-    return a_lo, b_lo, a_up, b_up
+    err = s.kind.margin(state.lo[s.source], state.hi[s.source])
+    return a_lo, b_lo - err, a_up, b_up + err
 
 
 def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, signs: dict[int, np.ndarray],

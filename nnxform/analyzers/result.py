@@ -95,7 +95,7 @@ class State:
             self.lo[i], self.hi[i] = _window_max(lo, s.windows), _window_max(hi, s.windows)
         else:
             kind = s.kind  # monotone non-decreasing: the ends map to the ends
-            err = 0.0 if self.real else kind.error
+            err = 0.0 if self.real else kind.margin(lo, hi)
             self.lo[i], self.hi[i] = kind.function(lo) - err, kind.function(hi) + err
 
 

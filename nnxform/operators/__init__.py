@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import backward, forms, forward
-from .activations import RELU, SIGMOID, TANH, Elementwise
+from .activations import LEAKY_RELU, RELU, SIGMOID, TANH, Elementwise
 from .forms import EXPORT_OPSET
 
 Check = Callable[[Any, Any], "str | None"]
@@ -61,9 +61,9 @@ class Operator:
         return self.affine is None
 
 
-def _activation(kind: Elementwise) -> Operator:
-    return Operator(forward.unary(kind.function), backward.elementwise(kind.derivative), None, activation=kind,
-                    neurons=kind is RELU, channelwise=True)
+def _activation(kind: Elementwise, **kw: Any) -> Operator:
+    return Operator(forward.elementwise(kind), backward.elementwise(kind), None, activation=kind,
+                    neurons=kind.slopes is not None, channelwise=True, **kw)
 
 
 def _binary(fn: Callable, affine: str, **kw: Any) -> Operator:
@@ -83,6 +83,7 @@ OPERATORS: dict[str, Operator] = {
     "Mul": _binary(np.multiply, AFFINE_ONE),
     "Div": _binary(np.divide, AFFINE_FIRST, canonical=False),
     "Relu": _activation(RELU),
+    "LeakyRelu": _activation(LEAKY_RELU, checks=(forms.convex_leaky_relu,)),
     "Sigmoid": _activation(SIGMOID),
     "Tanh": _activation(TANH),
     "Identity": _identity(),

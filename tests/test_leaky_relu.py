@@ -1,0 +1,142 @@
+"""LeakyRelu through the operator table and every analyzer: a piecewise-linear activation declared by its slopes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_model
+from onnx import helper
+
+import nnxform  # noqa: F401  (the IR's evaluator)
+from nnxform.analyzers import bounds, compile_model
+from nnxform.domain import Box
+from nnxform.errors import NnxformError
+from nnxform.interpreter import run
+from nnxform.ir import from_proto
+from nnxform.operators import OPERATORS
+from nnxform.runtime import OnnxRunner
+
+
+def leaky_chain(seed: int, widths: list[int], alpha: float | list[float] = 0.1, scale: float = 1.0,
+                op: str = "LeakyRelu"):
+    """A Gemm/LeakyRelu chain with N(0,1)/sqrt(fan_in) weights and biases (``alpha`` per hidden layer or for all)."""
+    rng = np.random.default_rng(seed)
+    alphas = alpha if isinstance(alpha, list) else [alpha] * (len(widths) - 2)
+    nodes, weights, prev = [], {}, "x"
+    for k in range(len(widths) - 1):
+        W = rng.normal(size=(widths[k + 1], widths[k])) / np.sqrt(widths[k]) * scale
+        b = rng.normal(size=widths[k + 1]) * scale
+        weights[f"W{k}"], weights[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
+        out = "y" if k == len(widths) - 2 else f"h{k}"
+        nodes.append(helper.make_node("Gemm", [prev, f"W{k}", f"b{k}"], [out], transB=1))
+        if out != "y":
+            attrs = {"alpha": alphas[k]} if op == "LeakyRelu" else {}
+            nodes.append(helper.make_node(op, [out], [f"r{k}"], **attrs))
+            prev = f"r{k}"
+    return from_proto(make_model(nodes, [1, widths[0]], weights=weights))
+
+
+def extremes(model, box: Box, n: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest onnxruntime outputs over samples and corners of ``box``."""
+    ys = OnnxRunner(model)(box.points(n, np.random.default_rng(1))).astype(np.float64)
+    return ys.min(axis=0), ys.max(axis=0)
+
+
+def test_the_table_evaluates_leaky_relu_as_onnxruntime_does():
+    model = leaky_chain(0, [4, 6, 5, 3], alpha=[0.3, 0.01])
+    xs = np.random.default_rng(0).uniform(-3, 3, (200, 4))
+    ours = run(model, xs).reshape(200, -1)
+    theirs = OnnxRunner(model)(xs).astype(np.float64)
+    assert np.allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    default = from_proto(make_model([helper.make_node("LeakyRelu", ["x"], ["y"])], [1, 3]))
+    assert np.allclose(run(default, np.array([[-2.0, 0.0, 3.0]])).ravel(), [-0.02, 0.0, 3.0])
+
+
+def test_relaxation_is_sound_and_the_lower_slope_anywhere_between_alpha_and_one():
+    kind = OPERATORS["LeakyRelu"].activation.at({"alpha": 0.25})
+    assert kind.slopes == (0.25, 1.0) and OPERATORS["Relu"].activation.slopes == (0.0, 1.0)
+    rng = np.random.default_rng(3)
+    lo = rng.uniform(-5, 2, 500)
+    hi = lo + rng.uniform(0, 6, 500)
+    a_lo, b_lo, a_up, b_up = kind.relax(lo, hi)
+    t = rng.uniform(size=(64, 1))
+    x = lo + t * (hi - lo)
+    y = kind.function(x)
+    assert np.all(a_lo * x + b_lo <= y + 1e-12) and np.all(y <= a_up * x + b_up + 1e-12)
+    for slope in (0.25, 0.6, 1.0):  # any lower slope in [alpha, 1] through the origin is below
+        assert np.all(slope * x <= y + 1e-12)
+    unstable = (lo < 0) & (hi > 0)
+    assert np.all((a_lo[unstable] == 0.25) | (a_lo[unstable] == 1.0))
+
+
+def test_the_derivative_matches_finite_differences():
+    kind = OPERATORS["LeakyRelu"].activation.at({"alpha": 0.2})
+    x = np.array([-3.0, -0.5, 0.5, 2.0])
+    fd = (kind.function(x + 1e-6) - kind.function(x - 1e-6)) / 2e-6
+    assert np.allclose(kind.derivative(x, kind.function(x)), fd)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_an_alpha_outside_zero_one_is_refused_at_load(alpha):
+    proto = make_model([helper.make_node("LeakyRelu", ["x"], ["y"], alpha=alpha)], [1, 3])
+    with pytest.raises(NnxformError, match="alpha"):
+        from_proto(proto)
+
+
+def test_exported_model_keeps_alpha():
+    model = leaky_chain(1, [3, 4, 2], alpha=0.3)
+    again = from_proto(model.to_onnx())
+    xs = np.random.default_rng(2).uniform(-2, 2, (50, 3))
+    assert np.array_equal(run(model, xs), run(again, xs))
+    assert [n.attrs.get("alpha") for n in again.nodes if n.op == "LeakyRelu"] == [pytest.approx(0.3)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_analyzer_contains_onnxruntime_outputs(seed):
+    rng = np.random.default_rng(seed)
+    widths = [3] + list(rng.integers(3, 8, size=int(rng.integers(1, 4)))) + [2]
+    alphas = list(rng.choice([0.0, 0.01, 0.1, 0.3, 0.7, 1.0], size=len(widths) - 2))
+    scale = [1.0, 10.0, 1e3][seed % 3]
+    model = leaky_chain(10 + seed, widths, [float(a) for a in alphas], scale)
+    box = Box(-np.ones(3), np.ones(3))
+    lo, hi = extremes(model, box)
+    net = compile_model(model)
+    xs = box.points(2000, np.random.default_rng(4))
+    hidden = run(model, xs, keep=True)
+    for method in ("interval", "symbolic", "lp", "milp"):
+        b = bounds(net, box, method, time_limit=10.0, neurons=True)
+        assert np.all(b.output_lower <= lo) and np.all(b.output_upper >= hi), (method, b.output_lower, lo,
+                                                                               b.output_upper, hi)
+        assert [layer.op for layer in b.layers] == ["LeakyRelu"] * (len(widths) - 2)
+        for k, layer in enumerate(b.layers):  # every hidden pre-activation sampled lies within its bounds too
+            z = hidden[f"h{k}"].reshape(len(xs), -1)
+            slack = 1e-5 * (1 + np.abs(z))  # the float64 evaluator against the float32 network's bounds
+            assert np.all(layer.lower <= z + slack) and np.all(z - slack <= layer.upper), (method, k)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_milp_is_exact_on_tiny_networks(seed):
+    """The big-M encoding is exact: its maximum is what dense sampling reaches (to the sampling's resolution)."""
+    model = leaky_chain(20 + seed, [2, 6, 5, 1], alpha=0.2)
+    box = Box(-np.ones(2), np.ones(2))
+    g = np.linspace(-1, 1, 401)
+    xs = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    ys = OnnxRunner(model)(xs).astype(np.float64)[:, 0]
+    b = bounds(model, box, "milp", time_limit=20.0)  # a Model: its solutions are replayed in onnxruntime
+    assert b.exact
+    assert b.output_lower[0] <= ys.min() and b.output_upper[0] >= ys.max()
+    span = ys.max() - ys.min()
+    assert b.output_upper[0] - ys.max() <= 5e-3 * span and ys.min() - b.output_lower[0] <= 5e-3 * span
+    lp = bounds(compile_model(model), box, "lp", time_limit=20.0)  # the hull is a relaxation: never tighter
+    assert lp.output_upper[0] >= b.output_upper[0] - 1e-6 and lp.output_lower[0] <= b.output_lower[0] + 1e-6
+
+
+def test_alpha_one_and_zero_are_the_identity_and_relu():
+    box = Box(-np.ones(3), np.ones(3))
+    relu = bounds(compile_model(leaky_chain(5, [3, 5, 2], op="Relu")), box, "milp", time_limit=10.0)
+    zero = bounds(compile_model(leaky_chain(5, [3, 5, 2], alpha=0.0)), box, "milp", time_limit=10.0)
+    assert np.allclose(relu.output_lower, zero.output_lower) and np.allclose(relu.output_upper, zero.output_upper)
+    one = leaky_chain(5, [3, 5, 2], alpha=1.0)
+    lo, hi = extremes(one, box)
+    b = bounds(compile_model(one), box, "symbolic")
+    assert np.allclose(b.output_lower, lo, atol=1e-4) and np.allclose(b.output_upper, hi, atol=1e-4)
