@@ -140,3 +140,49 @@ def test_alpha_one_and_zero_are_the_identity_and_relu():
     lo, hi = extremes(one, box)
     b = bounds(compile_model(one), box, "symbolic")
     assert np.allclose(b.output_lower, lo, atol=1e-4) and np.allclose(b.output_upper, hi, atol=1e-4)
+
+
+# --- stable classification ------------------------------------------------------------------------
+
+
+def leaky_inputs(model) -> list[str]:
+    return [n.inputs[0] for n in model.nodes if n.op == "LeakyRelu"]
+
+
+@pytest.mark.parametrize("inputs,radius,seed", [(2, 1.0, 0), (2, 1.0, 1), (20, 0.5, 0), (20, 0.3, 2)])
+def test_stable_classification_holds_and_matches_the_exact_milp(inputs, radius, seed):
+    """Every stable claim holds on samples (float64 and onnxruntime), every unstable one has witnesses of both signs,
+    and whatever the exact per-neuron MILP proves stable is found stable; the search (20 inputs) or the milp stage
+    (2 inputs) settles some of them."""
+    from nnxform.stable import ACTIVE, INACTIVE, UNSTABLE, classify
+
+    rng = np.random.default_rng(seed)
+    model = leaky_chain(40 + seed, [inputs, 10, 10, 10, 2], [0.05, 0.2, 0.01])
+    box = Box(-radius * np.ones(inputs), radius * np.ones(inputs))
+    result = classify(model, box, time_limit=60)
+    assert [layer.node for layer in result.layers] == [n.name for n in model.nodes if n.op == "LeakyRelu"]
+    assert result.counts()["undecided"] == 0
+    exact = bounds(model, box, "milp", neurons=True, time_limit=30)
+    assert [l.op for l in exact.relu_layers] == ["LeakyRelu"] * 3
+    xs = np.vstack([box.points(5000, rng), result.witnesses.points])
+    values = run(model, xs, keep=True)
+    probe = model.copy()
+    probe.output_names = leaky_inputs(model)
+    f32 = OnnxRunner(probe)(xs).astype(np.float64)
+    at = 0
+    for tensor, layer, ref in zip(leaky_inputs(model), result.layers, exact.relu_layers):
+        z64, z32 = values[tensor].reshape(len(xs), -1), f32[:, at: at + layer.size]
+        at += layer.size
+        for z in (z64, z32):
+            assert np.all(z[:, layer.status == INACTIVE] <= 0) and np.all(z[:, layer.status == ACTIVE] >= 0)
+        proven = ref.status != UNSTABLE
+        assert np.all(layer.status[proven] == ref.status[proven])
+    w = result.witnesses  # every unstable neuron was seen with both signs in onnxruntime
+    at_w = OnnxRunner(probe)(w.points).astype(np.float64)
+    at = 0
+    for L, layer in enumerate(result.layers):
+        j = np.flatnonzero(layer.status == UNSTABLE)
+        z = at_w[:, at: at + layer.size]
+        at += layer.size
+        assert np.all(z[w.positive[L][j], j] > 0) and np.all(z[w.negative[L][j], j] < 0)
+    assert any(stage.name == ("milp" if inputs == 2 else "search") and stage.settled for stage in result.stages)

@@ -22,18 +22,19 @@ SEARCH_STEPS, SEARCH_PAIRS, SEARCH_BRANCHES, SEARCH_WITNESSES = 10, 1024, 64, 25
 
 
 class Slots:
-    """Where each ReLU-read Linear step's neurons sit in a branch's sign vector (one int8 per neuron)."""
+    """Where the neurons of each Linear step read by a piecewise-linear activation (ReLU, LeakyRelu) sit in a
+    branch's sign vector (one int8 per neuron)."""
 
     def __init__(self, dense: DenseNetwork) -> None:
         net = dense.net
-        relus = [s for s in net.steps if isinstance(s, Activation) and s.op == "Relu"]
-        self.steps = sorted({s.source for s in relus})
-        self.after = {s.source: i for i, s in enumerate(net.steps) if isinstance(s, Activation) and s.op == "Relu"}
+        kinked = {s.source: i for i, s in enumerate(net.steps) if isinstance(s, Activation) and s.slopes is not None}
+        self.steps = sorted(kinked)
+        self.after = kinked
         sizes = [net.steps[i].size for i in self.steps]
         self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
         self.sizes = dict(zip(self.steps, sizes))
         self.total = int(sum(sizes))
-        self.relu_only = all(s.op == "Relu" for s in net.steps if isinstance(s, Activation))  # (MILP leaves)
+        self.piecewise_only = all(s.slopes is not None for s in net.steps if isinstance(s, Activation))  # (MILP leaves)
 
     def split(self, sg: np.ndarray) -> dict[int, np.ndarray]:
         """The sign vectors as ``analyse`` takes them: per step, its block."""

@@ -148,7 +148,7 @@ class Network:
         return [i for i, s in enumerate(self.steps) if isinstance(s, (Activation, Pool))]
 
     @cached_property
-    def relu_only(self) -> list[bool]:
+    def piecewise_only(self) -> list[bool]:
         """Per step: True for a Linear step read only by piecewise-linear activations (ReLU, LeakyRelu): its stable
         neurons need no tightening."""
         kinked: dict[int, bool] = {}
@@ -165,7 +165,7 @@ class Network:
     def rows_to_tighten(self, i: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Neurons of Linear step ``i`` worth tightening: the unstable ones if only piecewise-linear activations read
         it, else all."""
-        return np.flatnonzero((lo < 0) & (hi > 0)) if self.relu_only[i] else np.arange(lo.size)
+        return np.flatnonzero((lo < 0) & (hi > 0)) if self.piecewise_only[i] else np.arange(lo.size)
 
 
 def compile_model(model: Model, keep_convs: bool = False) -> Network:
