@@ -186,3 +186,71 @@ def test_stable_classification_holds_and_matches_the_exact_milp(inputs, radius, 
         at += layer.size
         assert np.all(z[w.positive[L][j], j] > 0) and np.all(z[w.negative[L][j], j] < 0)
     assert any(stage.name == ("milp" if inputs == 2 else "search") and stage.settled for stage in result.stages)
+
+
+# --- compress ---------------------------------------------------------------------------------------
+
+
+def planted_leaky(seed: int, alpha: float = 0.1):
+    """3 → 8 → 8 → 2 LeakyRelu chain on a small box: in each hidden layer two neurons stably inactive (one a scaled
+    copy of the other: their rows times alpha are dependent), two stably active (one a copy), four unstable."""
+    rng = np.random.default_rng(seed)
+    nodes, weights, prev, n_in = [], {}, "x", 3
+    for k in range(2):
+        W = rng.normal(size=(8, n_in))
+        b = np.zeros(8)
+        W[0:2] *= 0.01
+        b[0] = -5.0
+        W[1], b[1] = 3.0 * W[0], 3.0 * b[0]  # both inactive, dependent
+        W[2:4] *= 0.01
+        b[2] = 5.0
+        W[3], b[3] = -2.0 * W[2] * -1.0, 2.0 * b[2]  # both active, dependent
+        weights[f"W{k}"], weights[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
+        nodes += [helper.make_node("Gemm", [prev, f"W{k}", f"b{k}"], [f"h{k}"], transB=1, name=f"gemm{k}"),
+                  helper.make_node("LeakyRelu", [f"h{k}"], [f"r{k}"], alpha=alpha, name=f"leaky{k}")]
+        prev, n_in = f"r{k}", 8
+    weights["W2"], weights["b2"] = rng.normal(size=(2, 8)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    nodes.append(helper.make_node("Gemm", [prev, "W2", "b2"], ["y"], transB=1, name="gemm2"))
+    return from_proto(make_model(nodes, [1, 3], weights=weights)), Box(-0.5 * np.ones(3), 0.5 * np.ones(3))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compress_folds_stable_leaky_units_and_is_checked_in_onnxruntime(seed):
+    from nnxform.layered import model_size
+    from nnxform.stable import ACTIVE, INACTIVE
+    from nnxform.workflows import compress_checked
+
+    model, box = planted_leaky(seed)
+    result = compress_checked(model, box, time_limit=60, samples=3000, certify_box=True, certify_time_limit=20)
+    stab = result.stability
+    for layer in stab.layers:
+        assert layer.status[:2].tolist() == [INACTIVE, INACTIVE] and layer.status[2:4].tolist() == [ACTIVE, ACTIVE]
+    small = result.model
+    leaky = [n for n in small.nodes if n.op == "LeakyRelu"]
+    assert leaky and all(n.attrs["alpha"] == pytest.approx(0.1) for n in leaky)
+    assert not any(n.op == "Relu" for n in small.nodes)
+    # inactive units are alpha·z, not 0: none is removed, the dependent ones are folded
+    assert "removed_inactive" not in result.compression.counts
+    counts = result.compression.counts
+    assert counts["folded_stable"] + counts.get("merged", 0) >= 2  # per layer: folded, or merged when all stable
+    assert model_size(small).neurons <= model_size(model).neurons - 4
+    xs = box.points(5000, np.random.default_rng(seed))
+    assert np.allclose(OnnxRunner(model)(xs), OnnxRunner(small)(xs), rtol=1e-5, atol=1e-5)
+    assert result.certificate is not None and result.certificate.found <= 1e-4
+
+
+def test_a_leaky_layer_stable_everywhere_is_merged_and_none_is_called_dead():
+    from nnxform.passes.compress import compress_aligned
+    from nnxform.stable import classify
+
+    model, _ = planted_leaky(0)
+    box = Box(0.3 - 1e-3 * np.ones(3), 0.3 + 1e-3 * np.ones(3))  # a tiny box: every unit keeps its centre's sign
+    stab = classify(model, box, time_limit=30)
+    assert stab.counts()["unstable"] + stab.counts()["undecided"] == 0 and stab.counts()["inactive"] > 0
+    c = compress_aligned(model, stab)
+    assert [n.op for n in c.model.nodes] == ["Gemm"] and "constant" not in c.counts
+    from nnxform.exactness import compare
+
+    for written in (c.model, c.aligned):  # the project's rule: 1e-5 of the output and its absolute chain
+        assert compare(model, written, box, samples=2000, seed=3).within
+    assert [n.op for n in c.aligned.nodes] == ["Gemm", "LeakyRelu", "Gemm", "LeakyRelu", "Gemm"]

@@ -34,15 +34,23 @@ MAX_DENSE_IDENTITY = 4096
 
 def relu_layers(model: Model, command: str) -> Chain:
     """The dense layers of ``model`` if it is a chain Input → Linear → Relu → … → Linear, else a clear error."""
+    return piecewise_chain(model, command, relu=True)[0]
+
+
+def piecewise_chain(model: Model, command: str, relu: bool = False) -> tuple[Chain, list[Activation]]:
+    """The dense layers of ``model`` and its activations if it is a chain Input → Linear → activation → … → Linear
+    whose activations are piecewise linear (the table's ``slopes``: ReLU, LeakyRelu; with ``relu``, ReLU's (0, 1)
+    only), else a clear error."""
     canonical, _ = PASSES["canon"](model)
     net = compile_model(canonical)
-    linear = []  # the structure first: no dense matrix is made of a network that is no chain
+    linear, activations = [], []  # the structure first: no dense matrix is made of a network that is no chain
     for i, step in enumerate(net.steps[1:], start=1):
         if isinstance(step, Pool):
             raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a MaxPool")
         if isinstance(step, Activation):
-            if step.op != "Relu":
+            if step.slopes is None or relu and step.slopes != (0.0, 1.0):
                 raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a {step.op}")
+            activations.append(step)
             continue
         node = canonical.producer(step.tensor)
         if not step.sources:  # the loader refuses empty layers; a model built in memory may have one
@@ -53,7 +61,7 @@ def relu_layers(model: Model, command: str) -> Chain:
         linear.append(step)
     layers: Chain = [dense(dense_weights(step.weights[0], command), step.bias, f"layer{k + 1}")
                      for k, step in enumerate(linear)]
-    return layers
+    return layers, activations
 
 
 def pad_layers(layers: Chain, depth: int) -> tuple[Chain, list[str]]:
