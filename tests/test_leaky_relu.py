@@ -254,3 +254,84 @@ def test_a_leaky_layer_stable_everywhere_is_merged_and_none_is_called_dead():
     for written in (c.model, c.aligned):  # the project's rule: 1e-5 of the output and its absolute chain
         assert compare(model, written, box, samples=2000, seed=3).within
     assert [n.op for n in c.aligned.nodes] == ["Gemm", "LeakyRelu", "Gemm", "LeakyRelu", "Gemm"]
+
+
+# --- verify, discrepancy, equiv ---------------------------------------------------------------------
+
+
+def _threshold_case(box: Box, n_out: int, j: int, t: float):
+    """The unsafe region ``Y_j >= t``."""
+    from nnxform.vnnlib import Case, Region
+
+    coef = np.zeros((1, n_out))
+    coef[0, j] = -1.0
+    return Case(box, [Region(coef, np.array([-t]), np.array([False]))])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_verify_agrees_with_the_exact_milp(seed):
+    """3 inputs (input splitting) and 20 (LeakyRelu sign splitting, the batched engine): just above the exact maximum
+    unsat, never contradicted by sampling; just below it sat, with the counterexample replayed in onnxruntime."""
+    from nnxform.verify import verify
+
+    rng = np.random.default_rng(seed)
+    n_in = 3 if seed % 2 == 0 else 20
+    model = leaky_chain(50 + seed, [n_in, 12, 12, 2], [0.1, 0.03])
+    centre = rng.uniform(-1, 1, n_in)
+    box = Box(centre - 0.5, centre + 0.5)
+    exact = bounds(model, box, "milp")
+    assert exact.exact
+    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    above = _threshold_case(box, 2, 0, hi + 0.02 * (hi - lo) + 1e-4)
+    below = _threshold_case(box, 2, 0, hi - 0.05 * (hi - lo))
+    proved = verify(model, [above], timeout=60)
+    assert proved.answer == "unsat", proved.to_json()
+    xs = box.sample(20_000, rng)
+    assert not above.violated(run(model, xs).reshape(len(xs), -1)).any()
+    found = verify(model, [below], timeout=60)
+    assert found.answer == "sat", found.to_json()
+    x = np.asarray(found.counterexample, np.float32)
+    assert np.all(x >= box.lower) and np.all(x <= box.upper)
+    y = OnnxRunner(model)(x[None])
+    assert below.violated(y.astype(np.float64))[0] and np.array_equal(y[0], np.asarray(found.outputs, np.float32))
+
+
+def _perturbed(model, seed: int, scale: float):
+    """``model`` with every float weight moved by a relative ``scale`` (seeded)."""
+    rng = np.random.default_rng(seed)
+    other = model.copy()
+    for name, value in other.constants.items():
+        if value.dtype.kind == "f":
+            other.constants[name] = (value * (1 + scale * rng.standard_normal(value.shape))).astype(value.dtype)
+    return other
+
+
+@pytest.mark.parametrize("seed, inputs", [(0, 3), (1, 20)])
+def test_discrepancy_and_equiv_agree_with_the_exact_milp_difference(seed, inputs):
+    """The difference of two LeakyRelu networks: every method's bounds contain the sampled differences, the MILP is
+    exact (its witnesses replayed), and equiv decides either side of it (a counterexample replayed)."""
+    from nnxform.discrepancy import discrepancy
+    from nnxform.equiv import equivalence
+
+    a = leaky_chain(60 + seed, [inputs, 10, 10, 3], [0.2, 0.05])
+    b = _perturbed(a, seed, 0.05)
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(-1, 1, inputs)
+    box = Box(centre - 0.3, centre + 0.3)
+    xs = box.points(10_000, rng)
+    delta = OnnxRunner(a)(xs).astype(np.float64) - OnnxRunner(b)(xs).astype(np.float64)
+    for method in ("interval", "symbolic", "lp", "milp"):
+        d = discrepancy(a, b, box, method, time_limit=30)
+        assert np.all(d.lower <= delta.min(axis=0)) and np.all(d.upper >= delta.max(axis=0)), method
+    exact = d
+    assert exact.exact and exact.found <= exact.delta_max
+    if inputs == 3:  # dense sampling comes close to the exact maximum
+        assert exact.delta_max - np.abs(delta).max() <= 0.05 * exact.delta_max
+    above = equivalence(a, b, box, 1.5 * exact.delta_max, timeout=60)
+    assert above.answer in ("equivalent", "unknown"), above.to_json()  # never "not equivalent" above the exact max
+    below = equivalence(a, b, box, 0.5 * exact.delta_max, timeout=60)
+    assert below.answer == "not equivalent", below.to_json()
+    x = np.asarray(below.witness, np.float32)[None]
+    assert np.all(x >= box.lower) and np.all(x <= box.upper)
+    replayed = OnnxRunner(a)(x).astype(np.float64) - OnnxRunner(b)(x).astype(np.float64)
+    assert np.abs(replayed).max() >= 0.5 * exact.delta_max
