@@ -23,7 +23,7 @@ import numpy as np
 from .affine import gemm_weights
 from .errors import NnxformError
 from .ir import Model, Node
-from .operators import OPERATORS
+from .operators import OPERATORS, PIECEWISE_LINEAR
 from .operators.forward import explicit_pads, transposed_pads
 
 
@@ -378,13 +378,12 @@ class Network:
 
 def model_size(model: Model) -> Size:
     """The size of any model (DAGs too): units of the piecewise-linear activation nodes (ReLU, LeakyRelu: the table's
-    ``neurons``) that are not outputs, non-zero weights of the
+    ``PIECEWISE_LINEAR``) that are not outputs, non-zero weights of the
     weighted operators (Gemm, MatMul, Conv, ConvTranspose) and non-zero scales γ of a BatchNormalization (so that a
     BN and its diagonal 1×1 Conv form count the same), every floating-point constant element."""
     shapes = model.shapes()
-    widths = [int(np.prod(shapes[n.outputs[0]])) for n in model.nodes if n.op in OPERATORS and
-              OPERATORS[n.op].activation is not None and OPERATORS[n.op].neurons and
-              not model.is_graph_output(n.outputs[0])]
+    widths = [int(np.prod(shapes[n.outputs[0]])) for n in model.nodes
+              if n.op in PIECEWISE_LINEAR and not model.is_graph_output(n.outputs[0])]
     weighted = [n for n in model.nodes if n.op == "BatchNormalization" or
                 n.op in OPERATORS and OPERATORS[n.op].weighted and OPERATORS[n.op].neurons]
     connections = sum(int(np.count_nonzero(model.constants[n.inputs[1]])) for n in weighted

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..operators import CONVOLUTIONS, OPERATORS
+from ..operators import CONVOLUTIONS, PIECEWISE_LINEAR
 from ..analyzers.network import Activation
 from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
@@ -44,10 +44,8 @@ from .pad import piecewise_chain
 #: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
 #: of the basis rows is at most ``RANK_TOL`` times the largest row norm.
 RANK_TOL = 1e-9
-#: The piecewise-linear activations (the table's ``slopes``: ReLU, LeakyRelu): a stable neuron is one linear piece.
-_PIECEWISE = tuple(op for op, spec in OPERATORS.items() if spec.activation is not None and spec.activation.slopes)
 #: Operators the dense tail may contain (each with one data input).
-_TAIL_OPS = ("Gemm", "MatMul", "Add", "Mul") + _PIECEWISE
+_TAIL_OPS = frozenset({"Gemm", "MatMul", "Add", "Mul"}) | PIECEWISE_LINEAR
 
 
 class LayerSigns(Protocol):
@@ -95,7 +93,7 @@ def dense_tail(model: Model) -> Tail:
             break
         tail.insert(0, node)
         t = model.data_inputs(node)[0]
-    while tail and tail[0].op in _PIECEWISE:
+    while tail and tail[0].op in PIECEWISE_LINEAR:
         tail.pop(0)
     if not tail:
         last = model.producer(out)
@@ -108,9 +106,9 @@ def dense_tail(model: Model) -> Tail:
                 constants={k: v for k, v in model.constants.items() if k in used}, input_name=start,
                 input_shape=tuple(shapes[start]), output_names=[out], input_dims=tuple(shapes[start]), dtype=model.dtype)
     head = [n for n in model.nodes if n not in tail]
-    skipped = [n.name for n in head if n.op in _PIECEWISE]
+    skipped = [n.name for n in head if n.op in PIECEWISE_LINEAR]
     layers, activations = piecewise_chain(sub, "compress")
-    return Tail(start, head, [n.name for n in tail if n.op in _PIECEWISE], layers, skipped, activations)
+    return Tail(start, head, [n.name for n in tail if n.op in PIECEWISE_LINEAR], layers, skipped, activations)
 
 
 def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
