@@ -416,9 +416,10 @@ Chain = list[Dense]
 
 
 def chain_network(chain: Chain, like: Model, output_shape: tuple[int, ...] | None = None, output: str | None = None,
-                  relu_names: list[str] | None = None, final_relu: bool = False) -> Network:
+                  relu_names: list[str] | None = None, final_relu: bool = False,
+                  activations: list[Layer] | None = None) -> Network:
     """``chain`` on ``like``'s input, writing ``output`` (default: ``like``'s output name); see ``chain_layers``."""
-    layers = chain_layers(chain, len(like.input_shape), output_shape, relu_names, final_relu)
+    layers = chain_layers(chain, len(like.input_shape), output_shape, relu_names, final_relu, activations)
     return Network.like(like, layers, output)
 
 

@@ -335,3 +335,59 @@ def test_discrepancy_and_equiv_agree_with_the_exact_milp_difference(seed, inputs
     assert np.all(x >= box.lower) and np.all(x <= box.upper)
     replayed = OnnxRunner(a)(x).astype(np.float64) - OnnxRunner(b)(x).astype(np.float64)
     assert np.abs(replayed).max() >= 0.5 * exact.delta_max
+
+
+# --- pad and merge ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths, depth", [([4, 3], 3), ([4, 6, 3], 5), ([5, 7, 6, 2], 4)])
+def test_pad_writes_identity_layers_through_leaky_relu(widths, depth):
+    """``y = (LR(y) − LR(−y)) / (1 + α)``: the padded chain keeps LeakyRelu(α) in every layer and the function."""
+    from nnxform.exactness import compare
+    from nnxform.passes.pad import pad
+
+    model = leaky_chain(70 + depth, widths, alpha=0.15)
+    padded, report = pad(model, depth)
+    assert sum(n.op == "Gemm" for n in padded.nodes) == depth
+    ops = [n.op for n in padded.nodes if OPERATORS[n.op].activation is not None]
+    if len(widths) > 2:  # a network without activation is split with ReLU, as before
+        assert ops == ["LeakyRelu"] * (depth - 1)
+        assert all(n.attrs["alpha"] == pytest.approx(0.15) for n in padded.nodes if n.op == "LeakyRelu")
+    box = Box(-2 * np.ones(widths[0]), 2 * np.ones(widths[0]))
+    assert compare(model, padded, box, samples=3000, seed=1).within
+    xs = box.points(500, np.random.default_rng(0))
+    assert np.allclose(run(model, xs), run(padded, xs).reshape(run(model, xs).shape), atol=1e-9)  # exact in reals
+
+
+def test_merge_of_leaky_chains_is_one_chain_and_two_alphas_two_graphs():
+    from nnxform.merge import OUTPUT, merge
+
+    a = leaky_chain(80, [4, 6, 3], alpha=0.1)
+    b = leaky_chain(81, [4, 5, 7, 6, 3], alpha=0.1)
+    box = Box(-np.ones(4), np.ones(4))
+    merged, report, cmp = merge(a, b, box=box)
+    assert cmp.within and not report.form
+    assert {n.op for n in merged.nodes} == {"Gemm", "LeakyRelu"} and merged.output_name == OUTPUT
+    xs = box.points(1000, np.random.default_rng(1))
+    assert np.allclose(run(merged, xs).reshape(len(xs), -1), (run(a, xs) - run(b, xs)).reshape(len(xs), -1),
+                       atol=1e-9)
+    other = leaky_chain(82, [4, 6, 3], alpha=0.3)  # another alpha: one chain cannot hold both
+    merged, report, cmp = merge(a, other, box=box)
+    assert cmp.within and report.form.startswith("graph") and "one activation" in report.form
+
+
+def test_what_takes_relu_chains_only_refuses_leaky_relu_in_one_line(tmp_path):
+    """prune (dense and CNN) and pad with two alphas refuse LeakyRelu naming the node; Sigmoid stays refused by merge."""
+    from conftest import assert_clean_error, run_cli, save
+
+    path = tmp_path / "leaky.onnx"
+    save(leaky_chain(90, [4, 6, 5, 3], alpha=[0.1, 0.2]).to_onnx(), path)
+    out = tmp_path / "out.onnx"
+    line = assert_clean_error(run_cli("prune", path, "-o", out, "--method", "neuron", "--ratio", "0.3"),
+                              "prune supports ReLU chains", "is a LeakyRelu")
+    assert line.count("\n") == 0
+    assert_clean_error(run_cli("pad", path, "--depth", "5", "-o", out), "pad needs one activation in every layer")
+    sig = tmp_path / "sig.onnx"
+    save(leaky_chain(91, [4, 6, 3], op="Sigmoid").to_onnx(), sig)
+    assert_clean_error(run_cli("merge", path, sig, "-o", out), "merge supports ReLU chains", "is a Sigmoid")
+    assert not out.exists()
