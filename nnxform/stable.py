@@ -2,7 +2,8 @@
 
 A ReLU is *stably inactive* when its pre-activation ``z <= 0`` on the whole box, *stably active*
 when ``z >= 0``, *unstable* when both signs occur. Every piecewise-linear activation of the operator table (its
-``slopes``: ReLU, LeakyRelu) is classified the same way: stable, it is one linear piece on the box. Evidence is gathered cheapest first:
+``slopes``: ReLU, LeakyRelu) is classified the same way: stable, it is one linear piece on the box. Evidence is
+gathered cheapest first:
 
 - **sampling** (uniform points, box corners of several densities, the centre) and **gradient**
   (signed-gradient steps pushing each remaining candidate towards the sign it has not shown)
@@ -957,7 +958,8 @@ def _exponents(state: State) -> tuple[list[np.ndarray], list[int]]:
             need[i] = max([need[i]] + kinds)
             for src, w, kind in zip(s.sources, s.weights, kinds):
                 need[src] = max(need[src], need[i] if isinstance(w, IdentityMap) else kind)
-        else:  # a piecewise-linear activation commutes with a positive factor, a maximum with a common one, other activations with none
+        else:  # a piecewise-linear activation commutes with a positive factor, a maximum with a common one,
+            # other activations with none
             kind = _UNIFORM if isinstance(s, Pool) else _FREE if s.slopes is not None else _FIXED
             need[s.source] = max(need[s.source], need[i], kind)
     exps: list[np.ndarray] = []

@@ -263,7 +263,8 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
     """``objective`` with the lower slopes of the unstable piecewise-linear activations (α-CROWN) and multipliers of
     the branch's sign constraints (β-CROWN: ``β·(−sign·z) <= 0`` added where ``z`` is fixed to ``sign``) optimised
     per box and row by ``steps`` Adam steps on the bound, its gradient from the adjoint of the back-substitution.
-    Every slope between the activation's two (ReLU: [0, 1]) and every multiplier >= 0 gives a sound bound; the best seen per box and row is kept.
+    Every slope between the activation's two (ReLU: [0, 1]) and every multiplier >= 0 gives a sound bound; the best
+    seen per box and row is kept.
     ``start``: the step ``coef`` weighs (default the output; the slopes and sign constraints after it are unused)."""
     dense, B, M = state.net, state.size, len(bound)
     start = dense.output if start is None else start

@@ -34,7 +34,8 @@ class Slots:
         self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
         self.sizes = dict(zip(self.steps, sizes))
         self.total = int(sum(sizes))
-        self.piecewise_only = all(s.slopes is not None for s in net.steps if isinstance(s, Activation))  # (MILP leaves)
+        # (MILP leaves need every activation piecewise linear)
+        self.piecewise_only = all(s.slopes is not None for s in net.steps if isinstance(s, Activation))
 
     def split(self, sg: np.ndarray) -> dict[int, np.ndarray]:
         """The sign vectors as ``analyse`` takes them: per step, its block."""

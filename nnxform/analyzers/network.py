@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class Activation:
     node: str
     source: int
     size: int
-    attrs: dict = field(default_factory=dict)  # the node's attributes (LeakyRelu's alpha)
+    attrs: dict[str, Any] = field(default_factory=dict)  # the node's attributes (LeakyRelu's alpha)
 
     def __post_init__(self) -> None:
         spec = OPERATORS.get(self.op)

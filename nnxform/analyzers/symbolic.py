@@ -228,7 +228,8 @@ def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np
     """Lower bound over the box of ``const + Σ coef[k] @ x[k]`` (all ``k <= start``), per row.
 
     Walks back from step ``start``, relaxing every nonlinear step it meets; ``slopes`` overrides
-    the lower slopes of piecewise-linear steps per row, and ``tape`` records each step's coefficients (and their columns).
+    the lower slopes of piecewise-linear steps per row, and ``tape`` records each step's coefficients (and their
+    columns).
     ``products``: the float32 products' cache to reuse (one is made when not given).
     """
     net = state.net
@@ -335,8 +336,9 @@ def _relax(state: State, s: Activation) -> Relaxation:
 def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, products: _Products | None = None,
                      tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of ``rows`` of Linear step ``i``, the lower slope of every unstable piecewise-linear
-    activation before it optimised per row by ``steps`` Adam steps (any slope between its two is sound; the best bound seen is kept, so the
-    result is never looser than CROWN's with the same intermediate bounds, which is the first one seen). ``tol``:
+    activation before it optimised per row by ``steps`` Adam steps (any slope between its two is sound; the best
+    bound seen is kept, so the result is never looser than CROWN's with the same intermediate bounds, which is the
+    first one seen). ``tol``:
     stop once a step narrows the rows' bounds by less than this share of their total width."""
     net = state.net
     products = products or _Products(state)

@@ -48,12 +48,6 @@ class Elementwise:
             return self.error
         return self.error + self.relative * np.abs(self.function(np.minimum(lo, 0.0)))
 
-    def stable(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Per neuron, whether the function is affine on ``[lo, hi]`` (a piecewise-linear one on one side of 0)."""
-        if self.slopes is None:
-            return np.zeros(np.shape(lo), dtype=bool)
-        return (lo >= 0) | (hi <= 0)
-
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function, written through tanh (no overflow for large ``|x|``)."""
@@ -91,7 +85,6 @@ def leaky_relu(alpha: float) -> Elementwise:
 
 def _leaky_attributes(attrs: Mapping[str, Any]) -> Elementwise:
     return leaky_relu(float(np.float32(attrs.get("alpha", 0.01))))
-
 
 
 def s_shaped(f: Callable[[np.ndarray], np.ndarray], df: Callable[[np.ndarray], np.ndarray]) -> Callable:
