@@ -391,3 +391,45 @@ def test_what_takes_relu_chains_only_refuses_leaky_relu_in_one_line(tmp_path):
     save(leaky_chain(91, [4, 6, 3], op="Sigmoid").to_onnx(), sig)
     assert_clean_error(run_cli("merge", path, sig, "-o", out), "merge supports ReLU chains", "is a Sigmoid")
     assert not out.exists()
+
+
+# --- the next piecewise-linear activation: slopes other than LeakyRelu's ----------------------------
+
+
+def test_any_convex_slopes_relax_fold_and_pad_soundly():
+    """Slopes (0.3, 2): the relaxation holds, LEO++ folds stable units exactly, the identity layers are the identity;
+    slopes that are not 0 <= below <= above cannot enter the table."""
+    from nnxform.layered import dense
+    from nnxform.operators.activations import piecewise_linear
+    from nnxform.passes.compress import leo
+    from nnxform.passes.pad import kinked_identity
+    from nnxform.stable import ACTIVE, INACTIVE, UNSTABLE
+
+    kind = piecewise_linear(0.3, 2.0)
+    rng = np.random.default_rng(5)
+    lo = rng.uniform(-4, 2, 300)
+    hi = lo + rng.uniform(0, 5, 300)
+    a_lo, b_lo, a_up, b_up = kind.relax(lo, hi)
+    x = lo + rng.uniform(size=(50, 1)) * (hi - lo)
+    assert np.all(a_lo * x + b_lo <= kind.function(x) + 1e-12) and np.all(kind.function(x) <= a_up * x + b_up + 1e-12)
+
+    W0 = rng.normal(size=(5, 3))
+    W0[1], W0[3] = 2 * W0[0], -3 * W0[2]  # 0, 1 inactive (dependent rows), 2 active, 3 inactive: c·W dependent too
+    b0 = np.array([-9.0, -18.0, 9.0, -9.0, 0.0])
+    layers = [dense(W0, b0), dense(rng.normal(size=(2, 5)), rng.normal(size=2))]
+    status = np.array([INACTIVE, INACTIVE, ACTIVE, INACTIVE, UNSTABLE])
+    out = leo(layers, [status], ["f"], slopes=[(0.3, 2.0)]).layers
+    assert out[0].W.shape[0] < 5
+    xs = rng.uniform(-0.5, 0.5, (200, 3))  # a box where the first four keep their signs
+    ref = kind.function(xs @ W0.T + b0) @ layers[1].W.T + layers[1].b
+    got = kind.function(xs @ out[0].W.T + out[0].b) @ out[1].W.T + out[1].b
+    assert np.allclose(ref, got, atol=1e-9)
+
+    padded, _ = kinked_identity(layers, 4, (0.3, 2.0))
+    h = xs
+    for k, layer in enumerate(padded):
+        h = h @ layer.W.T + layer.b
+        h = kind.function(h) if k < len(padded) - 1 else h
+    assert len(padded) == 4 and np.allclose(h, kind.function(xs @ W0.T + b0) @ layers[1].W.T + layers[1].b)
+    with pytest.raises(ValueError, match="0 <= below <= above"):
+        piecewise_linear(1.5, 1.0)

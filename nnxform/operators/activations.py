@@ -38,6 +38,11 @@ class Elementwise:
     slopes: tuple[float, float] | None = None  # linear on each side of 0: (slope below, slope above); None if curved
     parametrised: Callable[[Mapping[str, Any]], "Elementwise"] | None = None  # a node's attributes -> its function
 
+    def __post_init__(self) -> None:
+        if self.slopes is not None and not 0.0 <= self.slopes[0] <= self.slopes[1]:
+            raise ValueError("a piecewise-linear activation's slopes must be 0 <= below <= above (monotone, convex): "
+                             "its relaxations, LP/MILP rows and identity layers assume it")
+
     def at(self, attrs: Mapping[str, Any]) -> "Elementwise":
         """The function a node with these attributes computes (LeakyRelu's ``alpha``); itself when it has none."""
         return self if self.parametrised is None else self.parametrised(attrs)
