@@ -62,15 +62,17 @@ class Slots:
 
     def _gaps(self, state: BoxBounds, record: dict[int, np.ndarray], sg: np.ndarray
               ) -> list[tuple[int, int, np.ndarray]]:
-        """Per ReLU-read step ``i`` whose ReLU ``k`` the bound went through: ``(i, k, gap)``, ``gap`` ``(B, size)``
-        the intercept of each free unstable neuron's upper relaxation at 0, ``−l·u / (u − l)`` (0 elsewhere)."""
+        """Per step ``i`` whose activation ``k`` the bound went through: ``(i, k, gap)``, ``gap`` ``(B, size)`` the
+        intercept of each free unstable neuron's upper relaxation at 0, ``−(q − p)·l·u / (u − l)`` for slopes
+        ``(p, q)`` (ReLU: ``−l·u / (u − l)``; 0 elsewhere)."""
         out = []
         for i in self.steps:
             k = self.after[i]
             if k in record:
                 lo, hi = state.lo[i], state.hi[i]
+                below, above = state.net.steps[k].slopes
                 free = (lo < 0) & (hi > 0) & (sg[:, self.offsets[i]: self.offsets[i] + self.sizes[i]] == 0)
-                out.append((i, k, np.where(free, -lo * hi / np.where(free, hi - lo, 1.0), 0.0)))
+                out.append((i, k, np.where(free, -(above - below) * lo * hi / np.where(free, hi - lo, 1.0), 0.0)))
         return out
 
 
