@@ -58,7 +58,7 @@ def _magnitudes(model: Model, xs: np.ndarray, reach: float) -> np.ndarray:
         mags, _ = arguments(node, sizes, model.constants)
         values[node.outputs[0]] = value = spec.evaluate(node, args, batched)
         if spec.activation is not None:
-            f, x, m = spec.activation, args[0], mags[0]
+            f, x, m = spec.activation.at(node.attrs), args[0], mags[0]
             near = np.clip(0.0, x - reach * m, x + reach * m)
             slope = np.maximum.reduce([f.derivative(t, f.function(t)) for t in (x - reach * m, near, x + reach * m)])
             sizes[node.outputs[0]] = np.maximum(np.abs(value), slope * m)

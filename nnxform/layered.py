@@ -23,7 +23,7 @@ import numpy as np
 from .affine import gemm_weights
 from .errors import NnxformError
 from .ir import Model, Node
-from .operators import OPERATORS
+from .operators import OPERATORS, PIECEWISE_LINEAR
 from .operators.forward import explicit_pads, transposed_pads
 
 
@@ -377,12 +377,13 @@ class Network:
 
 
 def model_size(model: Model) -> Size:
-    """The size of any model (DAGs too): units of the ReLU nodes that are not outputs, non-zero weights of the
+    """The size of any model (DAGs too): units of the piecewise-linear activation nodes (ReLU, LeakyRelu: the table's
+    ``PIECEWISE_LINEAR``) that are not outputs, non-zero weights of the
     weighted operators (Gemm, MatMul, Conv, ConvTranspose) and non-zero scales γ of a BatchNormalization (so that a
     BN and its diagonal 1×1 Conv form count the same), every floating-point constant element."""
     shapes = model.shapes()
     widths = [int(np.prod(shapes[n.outputs[0]])) for n in model.nodes
-              if n.op == "Relu" and not model.is_graph_output(n.outputs[0])]
+              if n.op in PIECEWISE_LINEAR and not model.is_graph_output(n.outputs[0])]
     weighted = [n for n in model.nodes if n.op == "BatchNormalization" or
                 n.op in OPERATORS and OPERATORS[n.op].weighted and OPERATORS[n.op].neurons]
     connections = sum(int(np.count_nonzero(model.constants[n.inputs[1]])) for n in weighted
@@ -415,18 +416,21 @@ Chain = list[Dense]
 
 
 def chain_network(chain: Chain, like: Model, output_shape: tuple[int, ...] | None = None, output: str | None = None,
-                  relu_names: list[str] | None = None, final_relu: bool = False) -> Network:
+                  relu_names: list[str] | None = None, final_relu: bool = False,
+                  activations: list[Layer] | None = None) -> Network:
     """``chain`` on ``like``'s input, writing ``output`` (default: ``like``'s output name); see ``chain_layers``."""
-    layers = chain_layers(chain, len(like.input_shape), output_shape, relu_names, final_relu)
+    layers = chain_layers(chain, len(like.input_shape), output_shape, relu_names, final_relu, activations)
     return Network.like(like, layers, output)
 
 
 def chain_layers(chain: Chain, input_rank: int, output_shape: tuple[int, ...] | None = None,
-                 relu_names: list[str] | None = None, final_relu: bool = False) -> list[Layer]:
+                 relu_names: list[str] | None = None, final_relu: bool = False,
+                 activations: list[Layer] | None = None) -> list[Layer]:
     """[Flatten →] Dense → Relu → … → Dense [→ Reshape to ``output_shape``] on an input of rank ``input_rank``.
 
     ``final_relu``: a last layer that is the identity (``pad`` adds it when the network's output is a ReLU) is
-    written as a ReLU on the output instead. ``relu_names`` names the ReLU layers (default ``relu1``, …).
+    written as a ReLU on the output instead. ``relu_names`` names the ReLU layers (default ``relu1``, …);
+    ``activations`` replaces them (one per ReLU: e.g. ``activation_layer`` of a LeakyRelu).
     """
     chain = list(chain)
     if final_relu and len(chain) > 1 and chain[-1].is_identity():
@@ -440,14 +444,20 @@ def chain_layers(chain: Chain, input_rank: int, output_shape: tuple[int, ...] | 
     elif rank > 2:
         layers.append(Flatten(name="flatten", axis=1))
     names = relu_names or [f"relu{k}" for k in range(1, len(chain) + 1)]
+    acts = activations or [Relu(name=name) for name in names]
     for k, dense in enumerate(chain):
         layers.append(dense)
         if k < len(chain) - 1 or final_relu:
-            layers.append(Relu(name=names[k]))
+            layers.append(acts[k])
     units = chain[-1].units
     if output_shape is not None and tuple(output_shape) != (1, units):
         layers.append(Fixed(name="unflatten", op="Reshape", constants=[np.array(output_shape, np.int64)]))
     return layers
+
+
+def activation_layer(op: str, name: str, attrs: dict[str, Any]) -> Layer:
+    """The layer of an element-wise activation node (``op`` with its attributes, e.g. LeakyRelu's alpha)."""
+    return Relu(name=name) if op == "Relu" else Fixed(name=name, op=op, constants=[], attributes=dict(attrs))
 
 
 def dense(W: np.ndarray, b: np.ndarray, name: str = "layer", ids: np.ndarray | None = None) -> Dense:

@@ -33,11 +33,12 @@ from .errors import NnxformError
 from .exactness import ATOL, Comparison, Reference, magnitudes
 from .ir import Model, Node
 from . import layered
-from .operators import CONVOLUTIONS, OPERATORS
+from .operators import CONVOLUTIONS, OPERATORS, PIECEWISE_LINEAR
 from .layered import Chain, Conv, Flatten, Layer, Relu, chain_layers, chain_network, dense
 from .passes import CANONICAL, Pass, apply_checked
-from .passes.pad import (MAX_DENSE_IDENTITY, NotMergeable, channels, conv_head_and_tail, identity_conv, identity_tap,
-                          identity_width, nonnegative, pad_pair, relu_layers)
+from .passes.pad import (MAX_DENSE_IDENTITY, NotMergeable, chain_identity_width, channels, conv_head_and_tail,
+                          identity_conv, identity_tap, nonnegative, one_activation, pad_pair, piecewise_chain,
+                          written_activations)
 from .runtime import OnnxRunner
 
 #: Name of the merged network's output.
@@ -98,10 +99,11 @@ def merge_layers(a: Chain, b: Chain, keep_outputs: bool = False, stacked: bool =
 
 
 def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model, MergeReport]:
-    """One ReLU chain on the first network's input computing ``f_A − f_B`` (then ``f_A``, ``f_B`` with ``keep_outputs``)."""
+    """One chain on the first network's input computing ``f_A − f_B`` (then ``f_A``, ``f_B`` with ``keep_outputs``),
+    of their one piecewise-linear activation (ReLU, or a LeakyRelu of one alpha); two graphs side by side else."""
     shapes = (a.input_dims or a.input_shape, second.input_dims or second.input_shape)
     other = next((n for m in (a, second) for n in m.nodes if n.op in OPERATORS and OPERATORS[n.op].activation
-                  and n.op != "Relu"), None)
+                  and n.op not in PIECEWISE_LINEAR), None)
     if other is not None:
         raise NnxformError(f"merge supports ReLU chains; '{other.name}' is a {other.op}")
     convolutional = any(n.op in CONVOLUTIONS for m in (a, second) for n in m.nodes)
@@ -114,20 +116,22 @@ def _merged(a: Model, second: Model, keep_outputs: bool = False) -> tuple[Model,
         except NotMergeable as exc:
             why = f"convolutions merged as dense Gemms: {exc}"
     try:
-        la, lb = relu_layers(a, "merge"), relu_layers(second, "merge")
-    except NnxformError as exc:  # skip connections, pools or other activations: both graphs side by side
+        (la, acts_a), (lb, acts_b) = piecewise_chain(a, "merge"), piecewise_chain(second, "merge")
+        slopes = one_activation(acts_a + acts_b, "merge")
+    except NnxformError as exc:  # skip connections, pools, two activations: both graphs side by side
         return _merged_graph(a, second, keep_outputs, shapes, "; ".join(filter(None, (why, str(exc)))))
     depth = max(len(la), len(lb))
-    wide = max(identity_width(la, depth), identity_width(lb, depth))
+    wide = max(chain_identity_width(la, depth, slopes), chain_identity_width(lb, depth, slopes))
     if convolutional and wide > MAX_DENSE_IDENTITY:
         return _merged_graph(a, second, keep_outputs, shapes, f"{why}; as dense Gemms the shallower one would need "
                                                               f"identity layers over {wide} units (at most "
                                                               f"{MAX_DENSE_IDENTITY})")
-    pa, pb, notes = pad_pair(la, lb, "merge")
+    pa, pb, notes = pad_pair(la, lb, "merge", slopes)
     layers = merge_layers(pa, pb, keep_outputs)
     report = MergeReport(len(la), len(lb), len(pa), [layer.units for layer in layers], la[-1].units, *shapes,
                          keep_outputs, notes, why)
-    return chain_network(layers, a, output=OUTPUT).to_model(), report
+    acts = written_activations(acts_a + acts_b, len(layers) - 1)
+    return chain_network(layers, a, output=OUTPUT, activations=acts).to_model(), report
 
 
 def _merged_convolutional(a: Model, second: Model, keep_outputs: bool, shapes: tuple) -> tuple[Model, MergeReport]:

@@ -1,7 +1,9 @@
 """Which ReLUs are stable on an input box: ``classify(model, box)`` (DESIGN.md, "Stable neurons and exact compression").
 
 A ReLU is *stably inactive* when its pre-activation ``z <= 0`` on the whole box, *stably active*
-when ``z >= 0``, *unstable* when both signs occur. Evidence is gathered cheapest first:
+when ``z >= 0``, *unstable* when both signs occur. Every piecewise-linear activation of the operator table (its
+``slopes``: ReLU, LeakyRelu) is classified the same way: stable, it is one linear piece on the box. Evidence is
+gathered cheapest first:
 
 - **sampling** (uniform points, box corners of several densities, the centre) and **gradient**
   (signed-gradient steps pushing each remaining candidate towards the sign it has not shown)
@@ -291,7 +293,7 @@ class _Classifier:
         self.stages: list[Stage] = []
         self.notes: list[str] = []
         self.net: Network = compile_model(model)
-        self.relus = [k for k, s in enumerate(self.net.steps) if isinstance(s, Activation) and s.op == "Relu"]
+        self.relus = [k for k, s in enumerate(self.net.steps) if isinstance(s, Activation) and s.slopes is not None]
         self.sources = [self.net.steps[k].source for k in self.relus]
         self.tensors = [self.net.steps[i].tensor for i in self.sources]
         self.status = [np.full(self.net.steps[k].size, UNDECIDED, np.int8) for k in self.relus]
@@ -579,9 +581,10 @@ class _Classifier:
 
     def _without_dead(self) -> tuple[State, list[np.ndarray]]:
         """The bounds on a copy of the network without its stably inactive ReLUs (they output 0 on the box, so
-        the MILP is the same without them, only smaller), and per ReLU layer each neuron's row in the copy (-1: removed).
+        the MILP is the same without them, only smaller), and per layer each neuron's row in the copy (-1: removed).
 
-        A ReLU layer is thinned only when its Linear step feeds nothing else and only Linear steps read it, and
+        A ReLU layer (a LeakyRelu's inactive neurons are not 0: it is kept whole) is thinned only when its Linear
+        step feeds nothing else and only Linear steps read it, and
         neither is a matrix kept as an operator (``analyzers.conv``: its rows cannot be picked out).
         """
         net, steps = self.net, self.net.steps
@@ -593,7 +596,8 @@ class _Classifier:
                 readers.setdefault(src, []).append(s)
         rows: dict[int, np.ndarray] = {}  # step -> kept entries (Linear rows, Activation neurons)
         for L, (k, src) in enumerate(zip(self.relus, self.sources)):
-            if len(readers.get(src, [])) == 1 and net.relu_only[src] and src not in operator and \
+            if steps[k].slopes[0] == 0 and len(readers.get(src, [])) == 1 and net.piecewise_only[src] and \
+                    src not in operator and \
                     all(isinstance(r, Linear) and steps.index(r) not in operator for r in readers.get(k, [])):
                 rows[src] = rows[k] = self.status[L] != INACTIVE
         new: list = []
@@ -608,7 +612,7 @@ class _Classifier:
                 weights = [w[keep][:, c] for w, c in zip(s.weights, cols)]
                 new.append(Linear(s.tensor, list(s.sources), weights, s.bias[keep], rounding))
             elif isinstance(s, Activation) and i in rows:
-                new.append(Activation(s.op, s.node, s.source, int(rows[i].sum())))
+                new.append(Activation(s.op, s.node, s.source, int(rows[i].sum()), s.attrs))
             else:
                 new.append(s)
         reduced = Network(new, net.output, net.output_shape, net.dtype)
@@ -627,7 +631,7 @@ class _Classifier:
         """α-CROWN bounds of every neuron the bounds leave unstable, layer by layer (``symbolic.alpha``). Tightens
         the intermediate bounds too, which the MILP's big-M constants come from."""
         before = self.undecided()
-        layers = [i for i in range(len(self.net.steps)) if self.net.relu_only[i] and not self.net.first_layer(i)]
+        layers = [i for i in range(len(self.net.steps)) if self.net.piecewise_only[i] and not self.net.first_layer(i)]
 
         def done(i: int) -> None:
             self._apply_bounds([self.state.lo[src] for src in self.sources], [self.state.hi[src] for src in self.sources])
@@ -769,7 +773,7 @@ class _Classifier:
                 break
             if i and not isinstance(s, Linear):
                 state.propagate_nonlinear(i)
-            elif self.net.relu_only[i] and not self.net.first_layer(i) and self._candidates(i):
+            elif self.net.piecewise_only[i] and not self.net.first_layer(i) and self._candidates(i):
                 alpha_step(state, i, until=lambda: self.remaining() <= 0)  # again: the neurons the MILP proved stable below are linear now
                 self._settle_rows(state, i, kept)
             if i in unscaled and _unresolved(state, i, tol):
@@ -917,7 +921,8 @@ def _exponents(state: State) -> tuple[list[np.ndarray], list[int]]:
     its magnitude (not below ``2**-_SCALE_SPREAD`` of its activity) becomes about 1. Operators cannot be rescaled row
     by row, so a step computed or read by a convolution (``ConvMap``: its kernel takes one factor), or read by a
     MaxPool (which compares its window's values), is scaled by one factor; an IdentityMap step keeps its source's
-    scales; a step computed or read by a ``SubgraphMap``, or read by an activation other than ReLU, is not scaled.
+    scales; a step computed or read by a ``SubgraphMap``, or read by a curved activation (Sigmoid, Tanh), is not
+    scaled.
     """
     steps = state.net.steps
     need = [_FREE] * len(steps)
@@ -929,8 +934,9 @@ def _exponents(state: State) -> tuple[list[np.ndarray], list[int]]:
             need[i] = max([need[i]] + kinds)
             for src, w, kind in zip(s.sources, s.weights, kinds):
                 need[src] = max(need[src], need[i] if isinstance(w, IdentityMap) else kind)
-        else:  # a ReLU commutes with a positive factor, a maximum with a common one, other activations with none
-            kind = _UNIFORM if isinstance(s, Pool) else _FREE if s.op == "Relu" else _FIXED
+        else:  # a piecewise-linear activation commutes with a positive factor, a maximum with a common one,
+            # other activations with none
+            kind = _UNIFORM if isinstance(s, Pool) else _FREE if s.slopes is not None else _FIXED
             need[s.source] = max(need[s.source], need[i], kind)
     exps: list[np.ndarray] = []
     for i, s in enumerate(steps):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .ir import Model
-from .operators import OPERATORS
+from .operators import OPERATORS, PIECEWISE_LINEAR
 from .passes.canonicalize import CANONICAL_OPS
 from .passes.conv_form import needs_rewrite
 
@@ -29,7 +29,7 @@ def summarize(model: Model) -> dict[str, Any]:
             "parameters": int(sum(w.size for w in weights)),
             "zero_weights": int(np.count_nonzero(first == 0)) if first is not None and first.ndim >= 2 else 0,
         })
-    relus = [layer for layer in layers if layer["op"] == "Relu"]
+    relus = [layer for layer in layers if layer["op"] in PIECEWISE_LINEAR]  # ReLU-like: ReLU, LeakyRelu
     return {
         "path": model.source.get("path"),
         "sha256": model.source.get("sha256"),

@@ -281,7 +281,7 @@ class _Search:
             done = bounded.progress > 0
             self._count(lo[done], hi[done], sg[done])
             lo, hi, sg, scores = lo[~done], hi[~done], sg[~done], bounded.scores[~done]
-            if not self.input_candidates(n) and self.slots.relu_only:  # few ReLUs left: one MILP decides the branch
+            if not self.input_candidates(n) and self.slots.piecewise_only:  # few left unstable: one MILP decides
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS
                 for b in np.flatnonzero(leaf):
                     answer = self._exact(spec, lo[b: b + 1], hi[b: b + 1], sg[b: b + 1])

@@ -327,6 +327,12 @@ def test_unary(op, shape):
     check(one_op(op, shape), low=-6.0, high=6.0)
 
 
+@pytest.mark.parametrize("alpha", [None, 0.0, 0.2, 1.0])
+@pytest.mark.parametrize("shape", [[5], [1, 2, 3, 2]])
+def test_leaky_relu(alpha, shape):
+    check(one_op("LeakyRelu", shape, **({} if alpha is None else {"alpha": alpha})), low=-6.0, high=6.0)
+
+
 def test_dropout_with_a_ratio_and_inference_mode():
     proto = one_op("Dropout", [1, 4], {"r": np.array(0.3, np.float32)}, ["d", "r", "t"])
     proto.graph.initializer.append(helper.make_tensor("t", TensorProto.BOOL, [], [False]))
@@ -336,8 +342,8 @@ def test_dropout_with_a_ratio_and_inference_mode():
 def test_every_operator_is_covered():
     """Adding an operator to the evaluator needs a case here."""
     covered = {"Add", "Sub", "Mul", "Div", "Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "BatchNormalization",
-               "Flatten", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Relu", "Sigmoid", "Tanh",
-               "Identity", "Dropout",
+               "Flatten", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Relu", "LeakyRelu", "Sigmoid",
+               "Tanh", "Identity", "Dropout",
                "ConvTranspose"}  # its cases: tests/test_operators.py
     assert set(interpreter.OPS) == covered
 

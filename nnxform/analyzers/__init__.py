@@ -44,10 +44,10 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
     t0 = time.perf_counter()
     net = model if isinstance(model, Network) else compile_model(model)
     if method in ("lp", "milp"):
-        other = next((s for s in net.steps if isinstance(s, Activation) and s.op != "Relu"), None)
+        other = next((s for s in net.steps if isinstance(s, Activation) and s.slopes is None), None)
         if other is not None:
-            raise NnxformError(f"{other.op} node '{other.node}' is not supported by '{method}' (ReLU and MaxPool "
-                               "only); use interval or symbolic")
+            raise NnxformError(f"{other.op} node '{other.node}' is not supported by '{method}' (piecewise-linear "
+                               "activations and MaxPool only); use interval or symbolic")
     t1 = time.perf_counter()
     domain.fit(net.input_size)
     if seed is not None:

@@ -113,7 +113,7 @@ def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                 state.empty |= (a > b).any(axis=1)
             lo[i], hi[i] = a, b
         elif isinstance(s, Activation):
-            f, err = s.kind.function, s.kind.error
+            f, err = s.kind.function, s.kind.margin(lo[s.source], hi[s.source])
             lo[i], hi[i] = f(lo[s.source]) - err, f(hi[s.source]) + err
             if forward is not None:
                 forward.activation(i)
@@ -160,7 +160,7 @@ class _Forward:
         s = st.net.steps[i]
         a_lo, b_lo, a_up, b_up = s.kind.relax(st.lo[s.source], st.hi[s.source])
         Lc, Lk, Uc, Uk = self.fn[s.source]
-        err = s.kind.error
+        err = s.kind.margin(st.lo[s.source], st.hi[s.source])
         self.fn[i] = (Lc * a_lo[:, :, None], Lk * a_lo + b_lo - err, Uc * a_up[:, :, None], Uk * a_up + b_up + err)
 
 
@@ -169,7 +169,7 @@ def _tighten(state: BoxBounds, i: int, a: np.ndarray, b: np.ndarray) -> None:
     unstable ones when only ReLUs read it), in place; boxes in parts so that the coefficients fit ``BACKSUB_BYTES``."""
     dense = state.net
     s = dense.steps[i]
-    todo = (a < 0) & (b > 0) if dense.net.relu_only[i] else np.ones_like(a, bool)
+    todo = (a < 0) & (b > 0) if dense.net.piecewise_only[i] else np.ones_like(a, bool)
     R = int(todo.sum(axis=1).max(initial=0))
     if R == 0:
         return
@@ -254,17 +254,17 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
 def _relaxation(state: BoxBounds, s: Activation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Activation ``s``'s relaxation per box, widened by onnxruntime's error for its function."""
     a_lo, b_lo, a_up, b_up = s.kind.relax(state.lo[s.source], state.hi[s.source])
-    if s.kind.error:
-        b_lo, b_up = b_lo - s.kind.error, b_up + s.kind.error
-    return a_lo, b_lo, a_up, b_up
+    err = s.kind.margin(state.lo[s.source], state.hi[s.source])
+    return a_lo, b_lo - err, a_up, b_up + err
 
 
 def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, signs: dict[int, np.ndarray],
                         steps: int, start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``objective`` with the lower slopes of the unstable ReLUs (α-CROWN) and multipliers of the branch's sign
-    constraints (β-CROWN: ``β·(−sign·z) <= 0`` added where ``z`` is fixed to ``sign``) optimised per box and row by
-    ``steps`` Adam steps on the bound, its gradient from the adjoint of the back-substitution. Every value of the
-    slopes in [0, 1] and of the multipliers >= 0 gives a sound bound; the best seen per box and row is kept.
+    """``objective`` with the lower slopes of the unstable piecewise-linear activations (α-CROWN) and multipliers of
+    the branch's sign constraints (β-CROWN: ``β·(−sign·z) <= 0`` added where ``z`` is fixed to ``sign``) optimised
+    per box and row by ``steps`` Adam steps on the bound, its gradient from the adjoint of the back-substitution.
+    Every slope between the activation's two (ReLU: [0, 1]) and every multiplier >= 0 gives a sound bound; the best
+    seen per box and row is kept.
     ``start``: the step ``coef`` weighs (default the output; the slopes and sign constraints after it are unused)."""
     dense, B, M = state.net, state.size, len(bound)
     start = dense.output if start is None else start
@@ -273,7 +273,7 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
     free: dict[int, np.ndarray] = {}
     slopes: dict[int, np.ndarray] = {}
     for k, s in enumerate(dense.steps[:start]):
-        if isinstance(s, Activation) and s.op == "Relu":
+        if isinstance(s, Activation) and s.slopes is not None:
             lo, hi = state.lo[s.source], state.hi[s.source]
             unstable = (lo < 0) & (hi > 0)
             if unstable.any():
@@ -282,8 +282,7 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
     fixed = {i: np.broadcast_to(-sg[:, None, :].astype(np.float64), (B, M, sg.shape[1])) for i, sg in signs.items()
              if sg.any()}
     betas = {i: np.zeros((B, M, f.shape[2])) for i, f in fixed.items()}
-    params = [(slopes, free, 0.0, 1.0), (betas, {i: f != 0 for i, f in fixed.items()}, 0.0, np.inf)]
-    adam = Adam([a for group, *_ in params for a in group.values()])
+    adam = Adam(list(slopes.values()) + list(betas.values()))
     best, best_A = np.full((B, M), -np.inf), None
     for t in range(steps + 1):
         tape: list = []
@@ -298,10 +297,11 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
         grads = [G[dense.steps[k].source] * np.maximum(dict(tape)[k], 0.0) * free[k] for k in slopes]
         grads += [G[i] * fixed[i] for i in betas]
         adam.ascend(grads)
-        for group, mask, low_clip, high_clip in params:
-            for k in group:
-                np.clip(group[k], low_clip, high_clip, out=group[k])
-                group[k] *= mask[k] if group is betas else 1.0
+        for k in slopes:
+            np.clip(slopes[k], *dense.steps[k].slopes, out=slopes[k])
+        for i in betas:
+            np.clip(betas[i], 0.0, None, out=betas[i])
+            betas[i] *= fixed[i] != 0
     return _final(state, best), best_A
 
 

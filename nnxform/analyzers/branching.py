@@ -22,18 +22,20 @@ SEARCH_STEPS, SEARCH_PAIRS, SEARCH_BRANCHES, SEARCH_WITNESSES = 10, 1024, 64, 25
 
 
 class Slots:
-    """Where each ReLU-read Linear step's neurons sit in a branch's sign vector (one int8 per neuron)."""
+    """Where the neurons of each Linear step read by a piecewise-linear activation (ReLU, LeakyRelu) sit in a
+    branch's sign vector (one int8 per neuron)."""
 
     def __init__(self, dense: DenseNetwork) -> None:
         net = dense.net
-        relus = [s for s in net.steps if isinstance(s, Activation) and s.op == "Relu"]
-        self.steps = sorted({s.source for s in relus})
-        self.after = {s.source: i for i, s in enumerate(net.steps) if isinstance(s, Activation) and s.op == "Relu"}
+        kinked = {s.source: i for i, s in enumerate(net.steps) if isinstance(s, Activation) and s.slopes is not None}
+        self.steps = sorted(kinked)
+        self.after = kinked
         sizes = [net.steps[i].size for i in self.steps]
         self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
         self.sizes = dict(zip(self.steps, sizes))
         self.total = int(sum(sizes))
-        self.relu_only = all(s.op == "Relu" for s in net.steps if isinstance(s, Activation))  # (MILP leaves)
+        # (MILP leaves need every activation piecewise linear)
+        self.piecewise_only = all(s.slopes is not None for s in net.steps if isinstance(s, Activation))
 
     def split(self, sg: np.ndarray) -> dict[int, np.ndarray]:
         """The sign vectors as ``analyse`` takes them: per step, its block."""
@@ -60,15 +62,17 @@ class Slots:
 
     def _gaps(self, state: BoxBounds, record: dict[int, np.ndarray], sg: np.ndarray
               ) -> list[tuple[int, int, np.ndarray]]:
-        """Per ReLU-read step ``i`` whose ReLU ``k`` the bound went through: ``(i, k, gap)``, ``gap`` ``(B, size)``
-        the intercept of each free unstable neuron's upper relaxation at 0, ``−l·u / (u − l)`` (0 elsewhere)."""
+        """Per step ``i`` whose activation ``k`` the bound went through: ``(i, k, gap)``, ``gap`` ``(B, size)`` the
+        intercept of each free unstable neuron's upper relaxation at 0, ``−(q − p)·l·u / (u − l)`` for slopes
+        ``(p, q)`` (ReLU: ``−l·u / (u − l)``; 0 elsewhere)."""
         out = []
         for i in self.steps:
             k = self.after[i]
             if k in record:
                 lo, hi = state.lo[i], state.hi[i]
+                below, above = state.net.steps[k].slopes
                 free = (lo < 0) & (hi > 0) & (sg[:, self.offsets[i]: self.offsets[i] + self.sizes[i]] == 0)
-                out.append((i, k, np.where(free, -lo * hi / np.where(free, hi - lo, 1.0), 0.0)))
+                out.append((i, k, np.where(free, -(above - below) * lo * hi / np.where(free, hi - lo, 1.0), 0.0)))
         return out
 
 

@@ -84,7 +84,7 @@ def joint_network(a: Network, b: Network) -> Network:
         if isinstance(s, Linear):
             steps.append(Linear(f"b:{s.tensor}", [moved(i) for i in s.sources], s.weights, s.bias, s.rounding))
         elif isinstance(s, Activation):
-            steps.append(Activation(s.op, f"b:{s.node}", moved(s.source), s.size))
+            steps.append(Activation(s.op, f"b:{s.node}", moved(s.source), s.size, s.attrs))
         else:
             steps.append(type(s)(f"b:{s.node}", moved(s.source), s.windows))
     oa, ob = a.steps[a.output], b.steps[b.output]
@@ -488,7 +488,7 @@ class LayerDelta:
 
     def relax(self) -> None:
         """Choose the relaxations of ``a_B`` and ``Δa`` for the ReLUs after this layer."""
-        self.relu_b = activations.relu(self.lo_b, self.hi_b)
+        self.relu_b = activations.RELU.relax(self.lo_b, self.hi_b)
         la, ua, lb, ub, dl, du = self.lo_a, self.hi_a, self.lo_b, self.hi_b, self.lo_d, self.hi_d
         c_lo = np.maximum(np.minimum(dl, 0.0), np.maximum(la, 0.0) - np.maximum(ub, 0.0))
         c_hi = np.minimum(np.maximum(du, 0.0), np.maximum(ua, 0.0) - np.maximum(lb, 0.0))
@@ -520,8 +520,8 @@ class LayerDelta:
 def candidate_lines(la, ua, lb, ub, dl, du, c_lo, c_hi) -> tuple[list[Line], list[Line]]:
     """Sound lower and upper lines of ``relu(z_B + Δz) − relu(z_B)`` in ``(Δz, z_B)``: S, N, C (see module doc)."""
     zero, one = np.zeros_like(la), np.ones_like(la)
-    al_a, _, s_a, t_a = activations.relu(la, ua)
-    al_b, _, s_b, t_b = activations.relu(lb, ub)
+    al_a, _, s_a, t_a = activations.RELU.relax(la, ua)
+    al_b, _, s_b, t_b = activations.RELU.relax(lb, ub)
     s_lower = (al_a, al_a - s_b, -t_b)  # α_A z_A − (s_B z_B + t_B), z_A = Δz + z_B
     s_upper = (s_a, s_a - al_b, t_a)  # s_A z_A + t_A − α_B z_B
     cross = (dl < 0) & (du > 0)
@@ -763,8 +763,8 @@ class DifferenceEncoder(Encoder):
         self.ab[k] = ab = self._cols(np.maximum(D.lo_b, 0.0), np.maximum(D.hi_b, 0.0))
         self.da[k] = da = self._cols(c_lo / sa, c_hi / sa)
         zb, dz = self.zb[k], self.dz[k]
-        self.relu_rows(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)])
-        self.relu_rows(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)])
+        self.kinked_rows(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)])
+        self.kinked_rows(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)])
         rows = np.flatnonzero(D.unsettled)
         if rows.size:
             lowers, uppers = candidate_lines(D.lo_a, D.hi_a, D.lo_b, D.hi_b, D.lo_d, D.hi_d, c_lo, c_hi)

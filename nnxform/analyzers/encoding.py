@@ -1,8 +1,9 @@
 """A Network as one HiGHS model, built step by step with matrix calls (shared by ``lp`` and ``milp``).
 
 Columns: the box inputs, every Linear step's values ``z`` (rows ``z − Σ W x = b``) and every
-nonlinear step's outputs. A Relu is exact when stable; when unstable it is the triangle
-relaxation (``lp``) or the big-M encoding with one binary (``milp``). MaxPool uses ``y >= x_i``
+nonlinear step's outputs. A piecewise-linear activation (ReLU, LeakyRelu: the table's ``slopes``) is exact when
+stable; when unstable it is its convex hull, the triangle for ReLU (``lp``), or the big-M encoding with one binary
+(``milp``). MaxPool uses ``y >= x_i``
 plus ``y <= Σ (x_i − l_i) + max l`` (``lp``) or one binary per candidate (``milp``). Every
 column has finite bounds, which makes the LP dual bound of any dual vector rigorous.
 """
@@ -128,7 +129,7 @@ class Encoder:
     def __init__(self, state: State, integer: bool, time_limit: float | None = None, deadline: Deadline | None = None,
                  solver: str = "highs"):
         for s in state.net.steps:
-            if isinstance(s, Activation) and s.op != "Relu":
+            if isinstance(s, Activation) and s.slopes is None:
                 method = "milp" if integer else "lp"
                 raise NnxformError(f"{s.op} node '{s.node}' is not supported by '{method}'; use interval or symbolic")
         self.state, self.integer = state, integer
@@ -163,7 +164,7 @@ class Encoder:
         elif isinstance(s, Pool):
             self._pool(i, s)
         else:
-            self._relu(i, s)
+            self._kinked(i, s)
 
     def set_bounds(self, i: int) -> None:
         """Copy the state's (tightened) bounds of step ``i`` onto its columns."""
@@ -222,36 +223,45 @@ class Encoder:
             vs.append(-scale * v)
         self._rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), bias - noise, bias + noise)
 
-    def _relu(self, i: int, s: Activation) -> None:
+    def _kinked(self, i: int, s: Activation) -> None:
         lo, hi = self.state.lo[s.source], self.state.hi[s.source]
-        self.col[i] = y = self._cols(np.maximum(lo, 0.0), np.maximum(hi, 0.0))
-        self.relu_rows(lo, hi, [(y, 1.0)], [(self.col[s.source], 1.0)])
+        kind = s.kind
+        err = np.broadcast_to(kind.margin(lo, hi), lo.shape)
+        self.col[i] = y = self._cols(kind.function(lo) - err, kind.function(hi) + err)
+        self.kinked_rows(lo, hi, [(y, 1.0)], [(self.col[s.source], 1.0)], s.slopes, err)
 
-    def relu_rows(self, lo: np.ndarray, hi: np.ndarray, y: list[tuple[int, float]], z: list[tuple[int, float]]) -> None:
-        """``Σ c·y = relu(Σ c·z)`` neuron by neuron over column blocks (first column, coefficient), ``z`` within
-        ``[lo, hi]``: exact rows where stable, else the triangle (LP) or big-M rows with a binary (MILP). One block
-        ``y`` is pinned at 0 by its own bounds where inactive; a combination of blocks gets the row."""
-        minus = [(col, -c) for col, c in z]
-        active, inactive = np.flatnonzero(lo >= 0), np.flatnonzero(hi <= 0)
-        for idx, terms in ((active, y + minus), (inactive if len(y) > 1 else inactive[:0], y)):
-            if idx.size:
-                self.combination_rows(idx, terms, np.zeros(idx.size), np.zeros(idx.size))
+    def kinked_rows(self, lo: np.ndarray, hi: np.ndarray, y: list[tuple[int, float]], z: list[tuple[int, float]],
+                    slopes: tuple[float, float] = (0.0, 1.0), err: np.ndarray | None = None) -> None:
+        """``Σ c·y = f(Σ c·z)`` neuron by neuron over column blocks (first column, coefficient), ``z`` within
+        ``[lo, hi]``, for ``f(x) = (p if x < 0 else q)·x`` with ``(p, q) = slopes``, ``0 <= p <= q`` (ReLU: (0, 1),
+        LeakyRelu: (α, 1)), each row widened by ``err`` (onnxruntime's rounding of ``f``): exact rows where stable,
+        else the convex hull (LP: ``y >= p·z``, ``y >= q·z``, below the chord) or big-M rows with a binary (MILP).
+        One block ``y`` is pinned at 0 by its own bounds where ``f`` is 0 there; otherwise a row says so."""
+        p, q = slopes
+        e = np.zeros(lo.size) if err is None else err
+
+        def minus(k: float) -> list[tuple[int, float | np.ndarray]]:
+            return [(col, -c * k) for col, c in z]
+
+        for idx, k in ((np.flatnonzero(lo >= 0), q), (np.flatnonzero(hi <= 0), p)):
+            if idx.size and (k != 0 or len(y) > 1):  # y = k·z
+                self.combination_rows(idx, y + minus(k), -e[idx], e[idx])
         u = np.flatnonzero((lo < 0) & (hi > 0))
         if u.size == 0:
             return
-        m, l, h = u.size, lo[u], hi[u]
+        m, l, h, eu = u.size, lo[u], hi[u], e[u]
         free = np.full(m, INF)
-        if len(y) > 1:  # y >= 0 (one block's column bounds say it)
-            self.combination_rows(u, y, np.zeros(m), free)
-        self.combination_rows(u, y + minus, np.zeros(m), free)  # y >= z
+        if p != 0 or len(y) > 1:  # y >= p·z (a single ReLU block: its column bounds say y >= 0)
+            self.combination_rows(u, y + minus(p), -eu, free)
+        self.combination_rows(u, y + minus(q), -eu, free)  # y >= q·z
         if not self.integer:
-            s = h / (h - l)  # y <= s (z − l)
-            self.combination_rows(u, y + [(col, -c * s) for col, c in z], -free, -s * l)
+            s = (q * h - p * l) / (h - l)  # y <= p·l + s·(z − l): the chord
+            self.combination_rows(u, y + [(col, -c * s) for col, c in z], -free, (p - s) * l + eu)
             return
         d = self._cols(np.zeros(m), np.ones(m), integer=True)
-        # y − z − l·d <= −l  (y <= z − l (1 − d));  y − u·d <= 0
-        self.combination_rows(u, y + minus, -free, -l, extra=(d, -l))
-        self.combination_rows(u, y, -free, np.zeros(m), extra=(d, -h))
+        # y <= q·z − (q − p)·l·(1 − d);  y <= p·z + (q − p)·h·d
+        self.combination_rows(u, y + minus(q), -free, -(q - p) * l + eu, extra=(d, -(q - p) * l))
+        self.combination_rows(u, y + minus(p), -free, eu, extra=(d, -(q - p) * h))
 
     def combination_rows(self, idx: np.ndarray, terms: list[tuple[int, float | np.ndarray]], lower: np.ndarray,
                          upper: np.ndarray, extra: tuple[int, np.ndarray] | None = None) -> None:

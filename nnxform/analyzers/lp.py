@@ -30,7 +30,7 @@ def lp(state: State, time_limit: float | None = None, progress: Progress | None 
                     break
                 col = enc.col[i] + int(j)
                 lo[j] = max(lo[j], enc.lp_min(col, 1.0))
-                if not (net.relu_only[i] and lo[j] >= 0):
+                if not (net.piecewise_only[i] and lo[j] >= 0):
                     hi[j] = min(hi[j], -enc.lp_min(col, -1.0))
                 done += 2
                 if progress:

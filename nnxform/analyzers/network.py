@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,7 @@ class Activation:
     node: str
     source: int
     size: int
+    attrs: dict[str, Any] = field(default_factory=dict)  # the node's attributes (LeakyRelu's alpha)
 
     def __post_init__(self) -> None:
         spec = OPERATORS.get(self.op)
@@ -94,7 +96,12 @@ class Activation:
 
     @property
     def kind(self) -> Elementwise:
-        return OPERATORS[self.op].activation  # type: ignore[return-value]  # checked at construction
+        return OPERATORS[self.op].activation.at(self.attrs)  # type: ignore[union-attr]  # checked at construction
+
+    @property
+    def slopes(self) -> tuple[float, float] | None:
+        """(slope below 0, slope above 0) of a piecewise-linear activation (ReLU: (0, 1)); None for a curved one."""
+        return self.kind.slopes
 
 
 @dataclass
@@ -143,13 +150,14 @@ class Network:
         return [i for i, s in enumerate(self.steps) if isinstance(s, (Activation, Pool))]
 
     @cached_property
-    def relu_only(self) -> list[bool]:
-        """Per step: True for a Linear step read only by Relus (its stable neurons need no tightening)."""
-        users: dict[int, set[str]] = {}
+    def piecewise_only(self) -> list[bool]:
+        """Per step: True for a Linear step read only by piecewise-linear activations (ReLU, LeakyRelu): its stable
+        neurons need no tightening."""
+        kinked: dict[int, bool] = {}
         for s in self.steps:
             if isinstance(s, (Activation, Pool)):
-                users.setdefault(s.source, set()).add(s.op)
-        return [users.get(i) == {"Relu"} and i != self.output for i in range(len(self.steps))]
+                kinked[s.source] = kinked.get(s.source, True) and isinstance(s, Activation) and s.slopes is not None
+        return [kinked.get(i, False) and i != self.output for i in range(len(self.steps))]
 
     def first_layer(self, i: int) -> bool:
         """True for a Linear step of the input alone: interval bounds over the box are exact for it."""
@@ -157,8 +165,9 @@ class Network:
         return isinstance(s, Linear) and all(isinstance(self.steps[j], Input) for j in s.sources)
 
     def rows_to_tighten(self, i: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Neurons of Linear step ``i`` worth tightening: the unstable ones if only Relus read it, else all."""
-        return np.flatnonzero((lo < 0) & (hi > 0)) if self.relu_only[i] else np.arange(lo.size)
+        """Neurons of Linear step ``i`` worth tightening: the unstable ones if only piecewise-linear activations read
+        it, else all."""
+        return np.flatnonzero((lo < 0) & (hi > 0)) if self.piecewise_only[i] else np.arange(lo.size)
 
 
 def compile_model(model: Model, keep_convs: bool = False) -> Network:
@@ -231,7 +240,7 @@ def compile_model(model: Model, keep_convs: bool = False) -> Network:
         if OPERATORS[n.op].window_max:
             steps.append(Pool(n.name, src, _pool_windows(n, shapes[n.inputs[0]])))
         else:
-            steps.append(Activation(n.op, n.name, src, size))
+            steps.append(Activation(n.op, n.name, src, size, dict(n.attrs)))
         index[n.outputs[0]] = len(steps) - 1
     out = linear_step(model.output_name)
     return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)

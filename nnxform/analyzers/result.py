@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..domain import Box
-from .network import Linear, Network, Pool
+from .network import Activation, Linear, Network, Pool
 from .rounding import cast_box, magnitude
 
 #: Slack added to every affine step's bounds for the analysis's own float64 round-off and the LP/MILP
@@ -95,7 +95,7 @@ class State:
             self.lo[i], self.hi[i] = _window_max(lo, s.windows), _window_max(hi, s.windows)
         else:
             kind = s.kind  # monotone non-decreasing: the ends map to the ends
-            err = 0.0 if self.real else kind.error
+            err = 0.0 if self.real else kind.margin(lo, hi)
             self.lo[i], self.hi[i] = kind.function(lo) - err, kind.function(hi) + err
 
 
@@ -105,12 +105,14 @@ def _window_max(v: np.ndarray, windows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LayerBounds:
-    """Bounds of one nonlinear node's input (flat, row-major) and, for Relu, each neuron's status."""
+    """Bounds of one nonlinear node's input (flat, row-major) and, for a piecewise-linear activation (ReLU,
+    LeakyRelu), each neuron's status."""
 
     node: str
     op: str
     lower: np.ndarray
     upper: np.ndarray
+    piecewise: bool = False  # a piecewise-linear activation: its neurons are active, inactive or unstable
 
     @property
     def status(self) -> np.ndarray:
@@ -137,10 +139,11 @@ class Bounds:
 
     @property
     def relu_layers(self) -> list[LayerBounds]:
-        return [layer for layer in self.layers if layer.op == "Relu"]
+        """The layers of piecewise-linear activations (ReLU, LeakyRelu): those with a sign status."""
+        return [layer for layer in self.layers if layer.piecewise]
 
     def stable_counts(self) -> dict[str, int]:
-        """Total stably active / stably inactive / unstable ReLUs."""
+        """Total stably active / stably inactive / unstable neurons of the piecewise-linear layers."""
         total = {"active": 0, "inactive": 0, "unstable": 0}
         for layer in self.relu_layers:
             for k, v in layer.counts().items():
@@ -159,12 +162,12 @@ class Bounds:
             "exact": self.exact,
             "output": {"lower": self.output_lower.tolist(), "upper": self.output_upper.tolist()},
             "relu_layers": [
-                {"node": l.node, "lower": l.lower.tolist(), "upper": l.upper.tolist(), **l.counts()}
+                {"node": l.node, "op": l.op, "lower": l.lower.tolist(), "upper": l.upper.tolist(), **l.counts()}
                 for l in self.relu_layers
             ],
             "other_layers": [
                 {"node": l.node, "op": l.op, "lower": l.lower.tolist(), "upper": l.upper.tolist()}
-                for l in self.layers if l.op != "Relu"
+                for l in self.layers if not l.piecewise
             ],
             "stable": self.stable_counts(),
             **self.details,
@@ -177,5 +180,6 @@ def finish(state: State, method: str, seconds: float, exact: bool = False, **det
     layers = []
     for i in net.nonlinear:
         s = net.steps[i]
-        layers.append(LayerBounds(s.node, s.op, state.lo[s.source], state.hi[s.source]))
+        piecewise = isinstance(s, Activation) and s.slopes is not None
+        layers.append(LayerBounds(s.node, s.op, state.lo[s.source], state.hi[s.source], piecewise))
     return Bounds(method, seconds, exact, layers, state.lo[net.output], state.hi[net.output], state, dict(details))

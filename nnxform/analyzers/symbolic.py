@@ -101,7 +101,7 @@ def alpha(state: State, until: Callable[[], bool] = lambda: False,
         if not isinstance(s, Linear):
             state.propagate_nonlinear(i)
             continue
-        if not net.relu_only[i] or net.first_layer(i):
+        if not net.piecewise_only[i] or net.first_layer(i):
             continue
         if until():
             return False
@@ -268,7 +268,8 @@ def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np
     """Lower bound over the box of ``const + Σ coef[k] @ x[k]`` (all ``k <= start``), per row.
 
     Walks back from step ``start``, relaxing every nonlinear step it meets; ``slopes`` overrides
-    the lower slopes of Relu steps per row, and ``tape`` records each step's coefficients (and their columns).
+    the lower slopes of piecewise-linear steps per row, and ``tape`` records each step's coefficients (and their
+    columns).
     ``products``: the float32 products' cache to reuse (one is made when not given).
     """
     net = state.net
@@ -364,25 +365,27 @@ def _noise(state: State, k: int) -> np.ndarray | None:
 
 def _relax(state: State, s: Activation) -> Relaxation:
     """The step's relaxation from its operator's table entry, widened by the error of onnxruntime's implementation."""
-    kind = s.kind
-    a_lo, b_lo, a_up, b_up = kind.relax(state.lo[s.source], state.hi[s.source])
-    if state.real or not kind.error:
+    kind, lo, hi = s.kind, state.lo[s.source], state.hi[s.source]
+    a_lo, b_lo, a_up, b_up = kind.relax(lo, hi)
+    err = 0.0 if state.real else kind.margin(lo, hi)
+    if not np.any(err):
         return a_lo, b_lo, a_up, b_up
-    return a_lo, b_lo - kind.error, a_up, b_up + kind.error
+    return a_lo, b_lo - err, a_up, b_up + err
 
 
 def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, products: _Products | None = None,
                      tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds of ``rows`` of Linear step ``i``, the lower slope of every unstable ReLU before it
-    optimised per row by ``steps`` Adam steps (any slope in [0, 1] is sound; the best bound seen is kept, so the
-    result is never looser than CROWN's with the same intermediate bounds, which is the first one seen). ``tol``:
+    """Lower and upper bounds of ``rows`` of Linear step ``i``, the lower slope of every unstable piecewise-linear
+    activation before it optimised per row by ``steps`` Adam steps (any slope between its two is sound; the best
+    bound seen is kept, so the result is never looser than CROWN's with the same intermediate bounds, which is the
+    first one seen). ``tol``:
     stop once a step narrows the rows' bounds by less than this share of their total width."""
     net = state.net
     products = products or _Products(state)
-    free: dict[int, np.ndarray] = {}  # per Relu step, its unstable columns
+    free: dict[int, np.ndarray] = {}  # per piecewise-linear step, its unstable columns
     for k in range(i):
         s = net.steps[k]
-        if isinstance(s, Activation) and s.op == "Relu":
+        if isinstance(s, Activation) and s.slopes is not None:
             unstable = np.flatnonzero((state.lo[s.source] < 0) & (state.hi[s.source] > 0))
             if unstable.size:
                 free[k] = unstable
@@ -401,14 +404,14 @@ def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, product
         grads = _slope_gradients(state, tape, slopes, products)
         adam.ascend([grads[k][:, cols] for k, cols in free.items()])
         for k, cols in free.items():
-            np.clip(params[k], 0.0, 1.0, out=params[k])
+            np.clip(params[k], *net.steps[k].slopes, out=params[k])
             slopes[k][:, cols] = params[k]
     return best[:n], -best[n:]
 
 
 def _slope_gradients(state: State, tape: list, slopes: dict[int, np.ndarray], products: _Products | None = None
                      ) -> dict[int, np.ndarray]:
-    """Adjoint of ``lower_bound``: the bound's gradient with respect to each Relu step's slopes (the float32
+    """Adjoint of ``lower_bound``: the bound's gradient with respect to each piecewise-linear step's slopes (the float32
     products' rounding taken as exact: only the direction of the ascent rests on it)."""
     net = state.net
     products = products or _Products(state)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import backward, forms, forward
-from .activations import RELU, SIGMOID, TANH, Elementwise
+from .activations import LEAKY_RELU, RELU, SIGMOID, TANH, Elementwise
 from .forms import EXPORT_OPSET
 
 Check = Callable[[Any, Any], "str | None"]
@@ -68,9 +68,9 @@ class Operator:
         return k in self.offsets or (self.affine == AFFINE_ALL and k not in self.constant_inputs)
 
 
-def _activation(kind: Elementwise) -> Operator:
-    return Operator(forward.unary(kind.function), backward.elementwise(kind.derivative), None, activation=kind,
-                    neurons=kind is RELU, channelwise=True)
+def _activation(kind: Elementwise, **kw: Any) -> Operator:
+    return Operator(forward.elementwise(kind), backward.elementwise(kind), None, activation=kind,
+                    neurons=kind.slopes is not None, channelwise=True, **kw)
 
 
 def _binary(fn: Callable, affine: str, **kw: Any) -> Operator:
@@ -90,6 +90,7 @@ OPERATORS: dict[str, Operator] = {
     "Mul": _binary(np.multiply, AFFINE_ONE),
     "Div": _binary(np.divide, AFFINE_FIRST, canonical=False),
     "Relu": _activation(RELU),
+    "LeakyRelu": _activation(LEAKY_RELU, checks=(forms.convex_leaky_relu,)),
     "Sigmoid": _activation(SIGMOID),
     "Tanh": _activation(TANH),
     "Identity": _identity(),
@@ -132,6 +133,10 @@ OPERATORS: dict[str, Operator] = {
 
 #: The convolutions: layers with a kernel over channels × positions (Conv, ConvTranspose).
 CONVOLUTIONS = frozenset(op for op, spec in OPERATORS.items() if spec.linear_layer and spec.spatial)
+#: The piecewise-linear activations (``Elementwise.slopes``: ReLU, LeakyRelu): their units are active, inactive or
+#: unstable on a box, and a stable one is linear there.
+PIECEWISE_LINEAR = frozenset(op for op, spec in OPERATORS.items()
+                             if spec.activation is not None and spec.activation.slopes is not None)
 
-__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS", "Elementwise",
-           "Operator"]
+__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS", "PIECEWISE_LINEAR",
+           "Elementwise", "Operator"]

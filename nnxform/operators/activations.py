@@ -7,7 +7,8 @@ linear relaxation, so the analyzers never meet one they would have to guess a re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from functools import lru_cache
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -15,6 +16,10 @@ Relaxation = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # a_lo, b_lo
 
 #: Assumed absolute error of onnxruntime's Sigmoid/Tanh (its rational approximations are within a few ulps of 1).
 ACTIVATION_ERROR = 2.0 ** -20
+#: Absolute error a rounded product may add by underflow (onnxruntime may flush results below the normal range).
+_TINY32 = 2.0 ** -126
+#: The float32 unit roundoff: the relative error of one rounded product (LeakyRelu's ``α·x``).
+_U32 = 2.0 ** -24
 #: Below this width an S-shaped activation is bounded by constants (a chord would lose precision).
 _NARROW = 1e-6
 
@@ -29,6 +34,24 @@ class Elementwise:
     derivative: Callable[[np.ndarray, np.ndarray], np.ndarray]
     relax: Callable[[np.ndarray, np.ndarray], Relaxation]
     error: float
+    relative: float = 0.0  # onnxruntime may also miss ``f(x)`` by this share of ``|f(x)|`` below 0 (a rounded product)
+    slopes: tuple[float, float] | None = None  # linear on each side of 0: (slope below, slope above); None if curved
+    parametrised: Callable[[Mapping[str, Any]], "Elementwise"] | None = None  # a node's attributes -> its function
+
+    def __post_init__(self) -> None:
+        if self.slopes is not None and not 0.0 <= self.slopes[0] <= self.slopes[1]:
+            raise ValueError("a piecewise-linear activation's slopes must be 0 <= below <= above (monotone, convex): "
+                             "its relaxations, LP/MILP rows and identity layers assume it")
+
+    def at(self, attrs: Mapping[str, Any]) -> "Elementwise":
+        """The function a node with these attributes computes (LeakyRelu's ``alpha``); itself when it has none."""
+        return self if self.parametrised is None else self.parametrised(attrs)
+
+    def margin(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | float:
+        """The most onnxruntime's float value may miss ``f(x)`` by, for ``x`` in ``[lo, hi]``."""
+        if not self.relative:
+            return self.error
+        return self.error + self.relative * np.abs(self.function(np.minimum(lo, 0.0)))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -36,14 +59,37 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def relu(lo: np.ndarray, hi: np.ndarray) -> Relaxation:
-    """CROWN's relaxation: upper line through (lo, 0) and (hi, hi); lower slope 1 when hi > -lo else 0."""
-    active, unstable = lo >= 0, (lo < 0) & (hi > 0)
-    s = np.where(unstable, hi / np.where(unstable, hi - lo, 1.0), active.astype(float))
-    a_up = s
-    b_up = np.where(unstable, -s * lo, 0.0)
-    a_lo = np.where(unstable, (hi > -lo).astype(float), active.astype(float))
-    return a_lo, np.zeros_like(lo), a_up, b_up
+def kinked(below: float, above: float) -> Callable[[np.ndarray, np.ndarray], Relaxation]:
+    """CROWN's relaxation of ``x ↦ (below if x < 0 else above)·x`` (convex: ``0 <= below <= above``): the chord
+    through (lo, below·lo) and (hi, above·hi) above; below, the slope ``above`` when hi > -lo, else ``below`` (any
+    slope in [below, above] is sound). ReLU is (0, 1)."""
+    def relax(lo: np.ndarray, hi: np.ndarray) -> Relaxation:
+        active, unstable = lo >= 0, (lo < 0) & (hi > 0)
+        side = np.where(active, above, below)
+        s = np.where(unstable, (above * hi - below * lo) / np.where(unstable, hi - lo, 1.0), side)
+        b_up = np.where(unstable, (below - s) * lo, 0.0)
+        a_lo = np.where(unstable, np.where(hi > -lo, above, below), side)
+        return a_lo, np.zeros_like(lo), s, b_up
+    return relax
+
+
+def piecewise_linear(below: float, above: float, error: float = 0.0, relative: float = 0.0,
+                     parametrised: Callable[[Mapping[str, Any]], Elementwise] | None = None) -> Elementwise:
+    """The activation ``x ↦ (below if x < 0 else above)·x``, two lines meeting at 0 (ReLU: (0, 1))."""
+    return Elementwise(lambda x: np.where(x < 0, below * x, above * x),
+                       lambda x, y: np.where(x > 0, above, below), kinked(below, above), error,
+                       relative, (below, above), parametrised)
+
+
+@lru_cache(maxsize=256)
+def leaky_relu(alpha: float) -> Elementwise:
+    """ONNX LeakyRelu with this ``alpha`` (read as float32, as written): ``α·x`` below 0, one rounded product."""
+    exact = alpha in (0.0, 1.0)
+    return piecewise_linear(alpha, 1.0, 0.0 if exact else _TINY32, 0.0 if exact else _U32, _leaky_attributes)
+
+
+def _leaky_attributes(attrs: Mapping[str, Any]) -> Elementwise:
+    return leaky_relu(float(np.float32(attrs.get("alpha", 0.01))))
 
 
 def s_shaped(f: Callable[[np.ndarray], np.ndarray], df: Callable[[np.ndarray], np.ndarray]) -> Callable:
@@ -82,6 +128,8 @@ def _dtanh(x: np.ndarray) -> np.ndarray:
     return 1.0 - np.tanh(x) ** 2
 
 
-RELU = Elementwise(lambda x: np.maximum(x, 0.0), lambda x, y: (x > 0).astype(np.float64), relu, 0.0)
+RELU = Elementwise(lambda x: np.maximum(x, 0.0), lambda x, y: (x > 0).astype(np.float64), kinked(0.0, 1.0), 0.0,
+                   slopes=(0.0, 1.0))
+LEAKY_RELU = _leaky_attributes({})
 SIGMOID = Elementwise(sigmoid, lambda x, y: y * (1.0 - y), s_shaped(sigmoid, _dsigmoid), ACTIVATION_ERROR)
 TANH = Elementwise(np.tanh, lambda x, y: 1.0 - y * y, s_shaped(np.tanh, _dtanh), ACTIVATION_ERROR)

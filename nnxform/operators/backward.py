@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from . import forward
+from .activations import Elementwise
 from .forward import Scatter, Windows, align, matmul_operands, merge_lead
 
 
@@ -44,8 +45,9 @@ def binary(node, args, batched, y, g):
     return [_unbroadcast(ga, a, A) if batched[0] else None, _unbroadcast(gb, b, B) if batched[1] else None]
 
 
-def elementwise(deriv: Callable[[np.ndarray, np.ndarray], np.ndarray]):
-    return lambda node, args, batched, y, g: [g * deriv(args[0], y)]
+def elementwise(kind: Elementwise) -> Callable:
+    """An activation's VJP: its derivative at its node's attributes (``Elementwise.at``)."""
+    return lambda node, args, batched, y, g: [g * kind.at(node.attrs).derivative(args[0], y)]
 
 
 def gemm(node, args, batched, y, g):

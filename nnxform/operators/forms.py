@@ -79,6 +79,14 @@ def batchnorm_inference(model: LoadingModel, n: GraphNode) -> str | None:
     return None
 
 
+def convex_leaky_relu(model: LoadingModel, n: GraphNode) -> str | None:
+    """LeakyRelu with 0 <= alpha <= 1: monotone and convex, as its relaxations assume."""
+    alpha = float(n.attrs.get("alpha", 0.01))
+    if not 0.0 <= alpha <= 1.0:
+        return f"LeakyRelu node '{n.name}' has alpha={alpha:g}; nnxform supports 0 <= alpha <= 1"
+    return None
+
+
 def dropout_inference(model: LoadingModel, n: GraphNode) -> str | None:
     """Dropout in inference mode."""
     if len(n.inputs) > 2 and n.inputs[2] and bool(np.any(model.constants[n.inputs[2]])):

@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from .activations import Elementwise
+
 
 def merge_lead(x: np.ndarray, keep: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Fold all but the last ``keep`` axes into one, returning the folded array and the lead shape."""
@@ -43,6 +45,11 @@ def binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
 
 def unary(fn: Callable[[np.ndarray], np.ndarray]):
     return lambda node, args, batched: fn(args[0])
+
+
+def elementwise(kind: Elementwise) -> Callable:
+    """An activation's kernel: the function its node's attributes give (``Elementwise.at``)."""
+    return lambda node, args, batched: kind.at(node.attrs).function(args[0])
 
 
 # --- linear algebra --------------------------------------------------------------------

@@ -30,21 +30,22 @@ from typing import Protocol
 
 import numpy as np
 
-from ..operators import CONVOLUTIONS
+from ..operators import CONVOLUTIONS, PIECEWISE_LINEAR
+from ..analyzers.network import Activation
 from ..analyzers.result import ACTIVE, INACTIVE
 from ..errors import NnxformError
 from ..ir import Model, Node
 from .. import layered
-from ..layered import Chain, Relu, aligned, chain_layers, dense, model_size, write_layers
+from ..layered import Chain, Relu, activation_layer, aligned, chain_layers, dense, model_size, write_layers
 from . import CANONICAL, PassReport, computable, register
-from .pad import dense_layers
+from .pad import piecewise_chain
 
 
 #: Relative tolerance of the rank test: a stably active row is folded when its distance to the span
 #: of the basis rows is at most ``RANK_TOL`` times the largest row norm.
 RANK_TOL = 1e-9
 #: Operators the dense tail may contain (each with one data input).
-_TAIL_OPS = ("Gemm", "MatMul", "Add", "Mul", "Relu")
+_TAIL_OPS = frozenset({"Gemm", "MatMul", "Add", "Mul"}) | PIECEWISE_LINEAR
 
 
 class LayerSigns(Protocol):
@@ -71,6 +72,12 @@ class Tail:
     relus: list[str]
     layers: Chain
     skipped: list[str] = field(default_factory=list)  # ReLU nodes before the tail (left as they are)
+    activations: list[Activation] = field(default_factory=list)  # the ``relus``' steps (op, attributes, slopes)
+
+    def written(self, names: list[str]) -> list[layered.Layer]:
+        """The activation layers of the nodes ``names`` (of ``relus``), to write them back as they were."""
+        steps = dict(zip(self.relus, self.activations))
+        return [activation_layer(steps[n].op, n, steps[n].attrs) for n in names]
 
 
 def dense_tail(model: Model) -> Tail:
@@ -87,7 +94,7 @@ def dense_tail(model: Model) -> Tail:
             break
         tail.insert(0, node)
         t = model.data_inputs(node)[0]
-    while tail and tail[0].op == "Relu":
+    while tail and tail[0].op in PIECEWISE_LINEAR:
         tail.pop(0)
     if not tail:
         last = model.producer(out)
@@ -100,8 +107,9 @@ def dense_tail(model: Model) -> Tail:
                 constants={k: v for k, v in model.constants.items() if k in used}, input_name=start,
                 input_shape=tuple(shapes[start]), output_names=[out], input_dims=tuple(shapes[start]), dtype=model.dtype)
     head = [n for n in model.nodes if n not in tail]
-    skipped = [n.name for n in head if n.op == "Relu"]
-    return Tail(start, head, [n.name for n in tail if n.op == "Relu"], dense_layers(sub, "compress"), skipped)
+    skipped = [n.name for n in head if n.op in PIECEWISE_LINEAR]
+    layers, activations = piecewise_chain(sub, "compress")
+    return Tail(start, head, [n.name for n in tail if n.op in PIECEWISE_LINEAR], layers, skipped, activations)
 
 
 def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -129,13 +137,14 @@ def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]
     return B, K
 
 
-def _constant(layers: Chain) -> np.ndarray:
-    """Output of the ReLU chain ``layers`` when its input (a ReLU layer's output) is 0."""
+def _constant(layers: Chain, slopes: list[tuple[float, float]]) -> np.ndarray:
+    """Output of the chain ``layers`` (hidden layer ``k``'s activation of ``slopes[k]``) when its input is 0."""
     h = np.zeros(layers[0].W.shape[1])
     for k, layer in enumerate(layers):
         h = layer.W @ h + layer.b
         if k < len(layers) - 1:
-            h = np.maximum(h, 0.0)
+            below, above = slopes[k]
+            h = np.where(h < 0, below * h, above * h)
     return h
 
 
@@ -150,52 +159,58 @@ class Leo:
 
 
 def leo(layers: Chain, statuses: list[np.ndarray], names: list[str], rank_tol: float = RANK_TOL,
-        report: PassReport | None = None, merge: bool = True) -> Leo:
-    """LEO++ on a dense ReLU chain; ``statuses[l]`` holds ACTIVE / INACTIVE / other (kept) per neuron of hidden layer ``l``.
+        report: PassReport | None = None, merge: bool = True, slopes: list[tuple[float, float]] | None = None) -> Leo:
+    """LEO++ on a dense chain of piecewise-linear activations (``slopes[l]``: hidden layer ``l``'s slope below and
+    above 0; default ReLU's (0, 1)); ``statuses[l]`` holds ACTIVE / INACTIVE / other (kept) per neuron of layer ``l``.
 
-    A layer whose neurons are all stably active is merged into the next unless the product has more non-zero
-    weights than the two (a narrow layer between wide ones): then, as with ``merge=False``, it keeps its independent
-    rows. ``merge=False`` keeps every layer, so that every layer left lines up with the original's: what
-    ``layered.aligned`` needs.
+    A stable neuron is linear on the box, ``h = c·z`` (``c``: the slope of its side): a ReLU's inactive one is 0 and
+    removed, any other is folded like a ReLU's active one (its row ``c·W``). A layer whose neurons are all stable is
+    merged into the next unless the product has more non-zero weights than the two (a narrow layer between wide
+    ones): then, as with ``merge=False``, it keeps its independent rows. ``merge=False`` keeps every layer, so that
+    every layer left lines up with the original's: what ``layered.aligned`` needs.
     """
     report = report or PassReport("compress")
+    slopes = slopes or [(0.0, 1.0)] * len(statuses)
     W, b = (np.array(a, dtype=np.float64) for a in (layers[0].W, layers[0].b))
     out: Chain = []
     kept: list[str] = []
     merged = False
-    for l, (st, name) in enumerate(zip(statuses, names)):
+    for l, (st, name, (below, above)) in enumerate(zip(statuses, names, slopes)):
         Wn, bn = (np.array(a, dtype=np.float64) for a in (layers[l + 1].W, layers[l + 1].b))
         if st.size != W.shape[0]:
             raise NnxformError(f"ReLU '{name}' has {W.shape[0]} neurons but its stability lists {st.size}")
-        live = st != INACTIVE
+        live = (st != INACTIVE) | (below != 0)
         if not live.any():
-            c = _constant([dense(Wn, bn)] + list(layers[l + 2:]))
+            c = _constant([dense(Wn, bn)] + list(layers[l + 2:]), slopes[l + 1:])
             report.add("constant", f"{name}: all {st.size} neurons stably inactive, so the network is constant on the domain")
             return Leo([dense(np.zeros((c.size, layers[0].W.shape[1])), c, "compress_gemm1")], [], True, True)
         if not live.all():
             report.counts["removed_inactive"] = report.counts.get("removed_inactive", 0) + int((~live).sum())
         W, b, st, Wn, index = W[live], b[live], st[live], Wn[:, live], np.flatnonzero(live)
         line = f"{name}: {int((~live).sum())} stably inactive removed"
-        active = np.flatnonzero(st == ACTIVE)
-        product = Wn @ W if active.size == st.size and merge else None
+        stable = np.flatnonzero(np.isin(st, (ACTIVE, INACTIVE)))
+        c = np.where(st == ACTIVE, above, below)[:, None]  # each stable neuron's slope on the box
+        what = "stably active" if below == 0 else "stable (linear on the box)"
+        product = Wn @ (c * W) if stable.size == st.size and merge else None
         if product is not None and np.count_nonzero(product) <= np.count_nonzero(W) + np.count_nonzero(Wn):
-            W, b = product, Wn @ b + bn
+            W, b = product, Wn @ (c[:, 0] * b) + bn
             merged = True
-            report.add("merged", f"{line}; the {st.size} left are stably active: layer merged into the next")
+            report.add("merged", f"{line}; the {st.size} left are {what}: layer merged into the next")
             continue
         folded = np.zeros(0, dtype=int)
-        if active.size > 1:
-            basis, K = independent_rows(W[active], rank_tol)
-            folded = np.setdiff1d(active, active[basis])
-            Bi = active[basis]
-            bn = bn + Wn[:, folded] @ (b[folded] - K @ b[Bi])
+        if stable.size > 1:
+            basis, K = independent_rows(c[stable] * W[stable], rank_tol)
+            folded = np.setdiff1d(stable, stable[basis])
+            Bi = stable[basis]
+            bn = bn + Wn[:, folded] @ (c[folded, 0] * b[folded] - K @ (c[Bi, 0] * b[Bi]))
             Wn[:, Bi] += Wn[:, folded] @ K
             keep = np.setdiff1d(np.arange(st.size), folded)
             W, b, Wn, index = W[keep], b[keep], Wn[:, keep], index[keep]
         if folded.size:
-            report.counts["folded_active"] = report.counts.get("folded_active", 0) + int(folded.size)
-        report.add("kept", f"{line}; {active.size} stably active (rank {active.size - folded.size}, {folded.size} folded "
-                           f"into the next layer); {st.size - active.size} unstable or undecided kept")
+            key = "folded_active" if below == 0 else "folded_stable"
+            report.counts[key] = report.counts.get(key, 0) + int(folded.size)
+        report.add("kept", f"{line}; {stable.size} {what} (rank {stable.size - folded.size}, {folded.size} folded "
+                           f"into the next layer); {st.size - stable.size} unstable or undecided kept")
         out.append(dense(W, b, f"compress_gemm{len(out) + 1}", ids=index))
         kept.append(name)
         W, b = Wn, bn
@@ -229,9 +244,10 @@ def compress_aligned(model: Model, stability: Signs, rank_tol: float = RANK_TOL)
                            "are but for channels stably inactive at every position, which are removed (a convolution "
                            "shares its weights across positions); the dense layers after the last convolution (or "
                            "branch) are compressed neuron by neuron")
-    result = leo(small_tail.layers, statuses, small_tail.relus, rank_tol, report)
+    slopes = [a.slopes for a in tail.activations]
+    result = leo(small_tail.layers, statuses, small_tail.relus, rank_tol, report, slopes=slopes)
     unmerged = result if not result.merged and thinned is canonical else \
-        leo(tail.layers, statuses, tail.relus, rank_tol, merge=False)
+        leo(tail.layers, statuses, tail.relus, rank_tol, merge=False, slopes=slopes)
     expanded = None if unmerged.merged else _rebuild(canonical, tail, aligned(unmerged.layers, tail.layers),
                                                       tail.relus, False)
     return _no_larger(model, Compression(name=report.name, changes=report.changes, counts=report.counts,
@@ -317,7 +333,8 @@ def compress(model: Model, stability: Signs, rank_tol: float = RANK_TOL) -> tupl
 
 
 def _rebuild(model: Model, tail: Tail, layers: Chain, kept: list[str], constant: bool) -> Model:
-    """``model``'s nodes before the tail, then ``[Flatten →] Gemm → Relu → … → Gemm [→ Reshape]`` on ``layers``."""
+    """``model``'s nodes before the tail, then ``[Flatten →] Gemm → Relu → … → Gemm [→ Reshape]`` on ``layers``, each
+    kept activation written as it was (a LeakyRelu with its alpha)."""
     out = model.output_name
     out_shape = tuple(model.shapes()[out])
     m = model.copy()
@@ -327,6 +344,7 @@ def _rebuild(model: Model, tail: Tail, layers: Chain, kept: list[str], constant:
     if constant:
         layers = [dense(np.zeros((layers[0].units, m.input_size)), layers[0].b, layers[0].name)]
     rank = len(m.input_shape if constant else model.shapes()[tail.start])
-    write_layers(m, start, chain_layers(layers, rank, out_shape, kept, final_relu=True), out)
+    write_layers(m, start, chain_layers(layers, rank, out_shape, kept, final_relu=True,
+                                        activations=tail.written(kept)), out)
     m.prune()
     return m

@@ -36,21 +36,23 @@ MAX_DENSE_IDENTITY = 4096
 def relu_layers(model: Model, command: str) -> Chain:
     """The dense layers of ``model``'s canonical form if it is a chain Input → Linear → Relu → … → Linear, else a
     clear error."""
-    return dense_layers(CANONICAL.establish(model), command)
+    return piecewise_chain(CANONICAL.establish(model), command, relu=True)[0]
 
 
-def dense_layers(model: Model, command: str) -> Chain:
-    """The dense layers of ``model`` as it is (``relu_layers`` without canonicalising it: for a piece of a canonical
-    graph, such as ``compress``'s dense tail) if it is a chain Input → Linear → Relu → … → Linear, else a clear
+def piecewise_chain(model: Model, command: str, relu: bool = False) -> tuple[Chain, list[Activation]]:
+    """The dense layers of ``model`` as it is (canonical, or a piece of a canonical graph such as ``compress``'s
+    dense tail) and its activations if it is a chain Input → Linear → activation → … → Linear whose activations are
+    piecewise linear (the table's ``slopes``: ReLU, LeakyRelu; with ``relu``, ReLU's (0, 1) only), else a clear
     error."""
     net = compile_model(model)
-    linear = []  # the structure first: no dense matrix is made of a network that is no chain
+    linear, activations = [], []  # the structure first: no dense matrix is made of a network that is no chain
     for i, step in enumerate(net.steps[1:], start=1):
         if isinstance(step, Pool):
             raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a MaxPool")
         if isinstance(step, Activation):
-            if step.op != "Relu":
+            if step.slopes is None or relu and step.slopes != (0.0, 1.0):
                 raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a {step.op}")
+            activations.append(step)
             continue
         node = model.producer(step.tensor)
         if not step.sources:  # the loader refuses empty layers; a model built in memory may have one
@@ -61,14 +63,76 @@ def dense_layers(model: Model, command: str) -> Chain:
         linear.append(step)
     layers: Chain = [dense(dense_weights(step.weights[0], command), step.bias, f"layer{k + 1}")
                      for k, step in enumerate(linear)]
-    return layers
+    return layers, activations
 
 
-def pad_layers(layers: Chain, depth: int) -> tuple[Chain, list[str]]:
+def written_activations(activations: list[Activation], count: int) -> list[Layer] | None:
+    """``count`` activation layers like a chain's ``activations`` (all alike: ``one_activation``), to write it back;
+    None for ReLU (``chain_layers``' default)."""
+    if not activations or activations[0].op == "Relu":
+        return None
+    a = activations[0]
+    return [layered.activation_layer(a.op, f"{a.op.lower()}{k}", a.attrs) for k in range(1, count + 1)]
+
+
+def chain_identity_width(layers: Chain, depth: int, slopes: tuple[float, float]) -> int:
+    """The width of the identity layers ``pad_layers(layers, depth, slopes)`` inserts (0: none)."""
+    if slopes == (0.0, 1.0) or depth <= len(layers):
+        return identity_width(layers, depth)
+    return 2 * (layers[0].W.shape[0] if len(layers) == 1 else layers[-1].W.shape[1])
+
+
+def one_activation(activations: list[Activation], command: str) -> tuple[float, float]:
+    """The slopes of the one piecewise-linear activation every hidden layer of a chain uses (ReLU's when it has none),
+    else a clear error: a merged or padded chain writes one activation for all its layers."""
+    kinds = {a.slopes for a in activations} or {(0.0, 1.0)}
+    if len(kinds) > 1:
+        first = activations[0]
+        other = next(a for a in activations if a.slopes != first.slopes)
+        raise NnxformError(f"{command} needs one activation in every layer; '{first.node}' is a {first.op} with slopes "
+                           f"{_slopes(first)} and '{other.node}' a {other.op} with slopes {_slopes(other)}")
+    return kinds.pop()
+
+
+def _slopes(a: Activation) -> str:
+    return "({:g}, {:g})".format(*a.slopes)
+
+
+def kinked_identity(layers: Chain, depth: int, slopes: tuple[float, float]) -> tuple[Chain, list[str]]:
+    """``layers`` (a dense chain whose hidden activation is ``f``, two lines of ``slopes`` ``(p, q)`` meeting at 0)
+    with identity layers before the last one up to ``depth`` layers, through ``y = (f(y) − f(−y)) / (p + q)``: the
+    values before the last layer (or, for one layer, its output) split as ``[I; −I]``, then ``[[I, −I], [−I, I]] /
+    (p + q)`` per further layer, the last layer reading ``[W, −W] / (p + q)``. Exact in real arithmetic; the float
+    network rounds the new products (checked as every pass result is)."""
+    p, q = slopes
+    extra = depth - len(layers)
+    if len(layers) == 1:
+        W, b = layers[0].W, layers[0].b
+        first, rest = dense(np.vstack([W, -W]), np.concatenate([b, -b])), []
+        n, last = W.shape[0], dense(np.eye(W.shape[0]), np.zeros(W.shape[0]))
+        extra -= 1
+        notes = [f"layer 1 split into (f(y) − f(−y)) / {p + q:g} ({2 * n} neurons)"]
+    else:
+        n = layers[-1].W.shape[1]
+        first, rest, last = dense(np.vstack([np.eye(n), -np.eye(n)]), np.zeros(2 * n)), layers[:-1], layers[-1]
+        extra -= 1
+        notes = [f"identity layer [I; −I] → f → (f(y) − f(−y)) / {p + q:g} ({2 * n} neurons) before the last layer"]
+    eye = np.eye(n)
+    turn = np.block([[eye, -eye], [-eye, eye]]) / (p + q)
+    middle = [dense(turn, np.zeros(2 * n)) for _ in range(extra)]
+    notes += [f"identity layer [[I, −I], [−I, I]] / {p + q:g} ({2 * n} neurons) before the last layer"] * extra
+    end = dense(last.W @ np.hstack([eye, -eye]) / (p + q), last.b)
+    return _renamed(list(rest) + [first] + middle + [end]), notes
+
+
+def pad_layers(layers: Chain, depth: int, slopes: tuple[float, float] = (0.0, 1.0)) -> tuple[Chain, list[str]]:
     """``layers`` computing the same function with exactly ``depth`` affine layers, and one line per insertion: the
-    difference analysis's padding (``difference.padded_chain``) on the dense layers."""
+    difference analysis's padding (``difference.padded_chain``) on the dense layers of a ReLU chain, else
+    ``kinked_identity`` for the chain's piecewise-linear activation of ``slopes``."""
     if depth < len(layers):
         raise NnxformError(f"the network already has {len(layers)} affine layers; cannot pad it to {depth}")
+    if slopes != (0.0, 1.0):
+        return (list(layers), []) if depth == len(layers) else kinked_identity(layers, depth, slopes)
     chain = [ChainLayer.of_dense(layer) for layer in layers]
     padded, notes = padded_chain(chain, depth)
     own = {id(c): layer for c, layer in zip(chain, layers)}  # the layers kept as they are keep their unit ids
@@ -80,8 +144,10 @@ def _renamed(layers: Chain) -> Chain:
     return [layer.replace(name=f"layer{k}") for k, layer in enumerate(layers, start=1)]
 
 
-def pad_pair(la: Chain, lb: Chain, what: str) -> tuple[Chain, Chain, list[str]]:
-    """Two chains padded to the same depth with exact identity layers, and the insertions ("first: …", "second: …").
+def pad_pair(la: Chain, lb: Chain, what: str, slopes: tuple[float, float] = (0.0, 1.0)
+             ) -> tuple[Chain, Chain, list[str]]:
+    """Two chains (their activation of ``slopes``) padded to the same depth with exact identity layers, and the
+    insertions ("first: …", "second: …").
 
     Refuses outputs of different sizes: ``what`` (e.g. "merge") names the caller in the message.
     """
@@ -90,8 +156,8 @@ def pad_pair(la: Chain, lb: Chain, what: str) -> tuple[Chain, Chain, list[str]]:
         raise NnxformError(f"the outputs differ in size: the first network gives {ka} values, the second {kb}; "
                            f"{what} needs outputs of the same size")
     depth = max(len(la), len(lb))
-    pa, notes_a = pad_layers(la, depth)
-    pb, notes_b = pad_layers(lb, depth)
+    pa, notes_a = pad_layers(la, depth, slopes)
+    pb, notes_b = pad_layers(lb, depth, slopes)
     return pa, pb, [f"first: {n}" for n in notes_a] + [f"second: {n}" for n in notes_b]
 
 
@@ -182,7 +248,7 @@ def affine_depth(model: Model) -> int:
             return sum(isinstance(layer, Conv) for layer in head) + len(tail)
         except NotMergeable:
             pass
-    return len(relu_layers(model, "pad"))
+    return len(piecewise_chain(model, "pad")[0])
 
 
 @register("pad", requires=frozenset({CANONICAL}), ensures=frozenset())
@@ -202,8 +268,10 @@ def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
         except NotMergeable as exc:
             why = str(exc)
             report.add("densified", f"convolutions written as dense Gemms: {why}")
+    slopes, activations = (0.0, 1.0), []
     if not head:
-        layers = relu_layers(canonical, "pad")
+        layers, activations = piecewise_chain(canonical, "pad")
+        slopes = one_activation(activations, "pad")
     convs = sum(isinstance(layer, Conv) for layer in head)
     if depth < convs + len(layers):
         raise NnxformError(f"the network already has {convs + len(layers)} affine layers; cannot pad it to {depth}")
@@ -213,14 +281,14 @@ def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
         head, notes = pad_head(head, extra, tuple(model.input_shape))
         padded = layers
     else:
-        width = identity_width(layers, depth - convs)
+        width = chain_identity_width(layers, depth - convs, slopes)
         if convolutional and (not head or len(layers) == 1) and width > MAX_DENSE_IDENTITY:
             fix = "identity 1×1 Convs need a Relu before the last Flatten, and it has none" if head else \
                 f"identity Convs need group-1 Conv, Relu and pooling layers before the last Flatten ({why})"
             raise NnxformError(f"pad: the identity layers would be dense {width}×{width} Gemms over the network's "
                                f"convolutional features ({4 * width * width / 2**20:.0f} MiB each, at most "
                                f"{MAX_DENSE_IDENTITY} units); {fix}")
-        padded, notes = pad_layers(layers, depth - convs)
+        padded, notes = pad_layers(layers, depth - convs, slopes)
     if head:
         tail = chain_layers(padded, 2, output_shape)
         result = layered.Network.like(model, head + tail).to_model()
@@ -228,7 +296,8 @@ def pad(model: Model, depth: int) -> tuple[Model, PassReport]:
                    ("identity 1×1 Convs added in the head" if in_head else
                     "the dense layers after the last Flatten padded"))
     else:
-        result = chain_network(padded, model, output_shape).to_model()
+        acts = written_activations(activations, len(padded) - 1)
+        result = chain_network(padded, model, output_shape, activations=acts).to_model()
     report.counts.update(layers_before=convs + len(layers), layers_after=depth)
     for line in notes:
         report.add("inserted", line)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..ir import Model, Node
+from ..operators import OPERATORS
 from ..passes.canonicalize import CANONICAL_OPS
 
 CANON = "nnxform canon"
@@ -19,7 +20,8 @@ CANON = "nnxform canon"
 CANON_ABSORBS = frozenset({"Squeeze", "Unsqueeze", "Transpose"})
 #: operators canon keeps as they are, but for the convolution attributes ``passes/conv_form.py`` writes: its
 #: sub-passes fold BatchNormalization and constant Mul/Add into convolutions and Gemms, never these away
-CANON_KEEPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Relu", "Sigmoid", "Tanh"})
+CANON_KEEPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool"} |
+                        {op for op, spec in OPERATORS.items() if spec.activation is not None})
 
 #: a rule's verdict on one node: (reason, fixing command or None), or None when the node passes
 Verdict = Optional[tuple[str, Optional[str]]]
