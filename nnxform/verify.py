@@ -27,9 +27,11 @@ from . import stopping
 from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse, objective, optimized_objective
 from .analyzers.branching import Slots, child_branches
 from .analyzers.encoding import Encoder
+from .analyzers.interval import interval
 from .analyzers.milp import beyond_solver
 from .analyzers.network import Activation, compile_model
 from .analyzers.result import State
+from .analyzers.symbolic import alpha, symbolic
 from .domain import Box
 from .errors import NnxformError
 from .attack import ascend
@@ -49,6 +51,8 @@ RELU_CANDIDATES = 3
 ESCALATE_SECONDS = 5.0
 #: Adam steps on the slopes and split multipliers of a branch the plain bound does not prove (many-input networks).
 OPTIMIZE_STEPS = 10
+#: The share of the time left that a many-input network's root bounds may take (``_root_bounds``).
+ROOT_SHARE = 0.1
 #: A branch of a many-input network with at most this many unstable ReLUs left is decided by one MILP.
 LEAF_RELUS = 24
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
@@ -183,6 +187,7 @@ class _Search:
         self.branches = 0
         self.proved = 0.0
         self.note = ""
+        self.prior: tuple[list, list] | None = None  # bounds that hold on the whole box of the case searched
 
     def verdict(self, answer: str, case: int | None = None,
                 witness: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
@@ -261,6 +266,7 @@ class _Search:
         self.log_volume = _log_volume(case.box.lower[None], case.box.upper[None])[0] + np.log(n_cases)
         spec = _Objective(case)
         n = case.box.size
+        self.prior = None if self.input_candidates(n) else self._root_bounds(case.box)
         lower, upper = case.box.lower[None], case.box.upper[None]
         signs = np.zeros((1, self.slots.total), np.int8)
         gave_up, proved_before = 0, self.proved
@@ -350,11 +356,20 @@ class _Search:
         """Whether branches the plain bound does not prove get optimised slopes and split multipliers."""
         return self.dense.steps[0].size > FEW_INPUTS or self.escalated()
 
+    def _root_bounds(self, box: Box) -> tuple[list, list]:
+        """Bounds of every step on the whole box with the hidden neurons' slopes optimised (α-CROWN, at most
+        ``ROOT_SHARE`` of the time left): every branch's bounds are intersected with them (``analyse``'s prior),
+        so a split never has to win back what the root's intermediate bounds give away."""
+        stop = time.monotonic() + ROOT_SHARE * (self.deadline - time.monotonic())
+        state = symbolic(interval(State.start(self.dense.net, box)))
+        alpha(state, until=lambda: time.monotonic() >= stop or self.out_of_time())
+        return state.lo, state.hi
+
     def _exact(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray
                ) -> str | tuple[np.ndarray, np.ndarray]:
         """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds): ``unsat``
         when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``."""
-        state = analyse(self.dense, lo, hi, self.slots.split(sg))
+        state = analyse(self.dense, lo, hi, self.slots.split(sg), prior=self.prior)
         if state.empty[0]:
             return "unsat"
         single = State.start(self.dense.net, Box(lo[0], hi[0]))
@@ -406,7 +421,7 @@ class _Search:
             started = time.monotonic()
             record: dict[int, np.ndarray] | None = {} if scores else None
             signs = self.slots.split(sg[cut])
-            state = analyse(self.dense, lo[cut], hi[cut], signs)
+            state = analyse(self.dense, lo[cut], hi[cut], signs, prior=self.prior)
             low, A = objective(state, spec.coef, spec.bound, record)
             region_best = np.maximum.reduceat(low, spec.starts, axis=1)
             hard = np.flatnonzero(region_best.min(axis=1) <= 0)
