@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from nnxform.analyzers.network import Network
+    from nnxform.analyzers.network import CompiledNetwork
     from nnxform.domain import Box
     from nnxform.ir import Model
 
@@ -167,7 +167,7 @@ def outside(ys: np.ndarray, lower, upper) -> int:
     return int(np.any((ys < np.asarray(lower)) | (ys > np.asarray(upper)), axis=1).sum())
 
 
-def real_width(net: Network, box: Box) -> float:
+def real_width(net: CompiledNetwork, box: Box) -> float:
     """The output width sum of ``symbolic`` for the real-valued network (CROWN's question: no float32 rounding of the
     network's own, which nnxform's bounds otherwise cover), to compare relaxations alone."""
     from nnxform.analyzers import interval, symbolic
@@ -177,7 +177,7 @@ def real_width(net: Network, box: Box) -> float:
     return float(np.sum(state.hi[net.output] - state.lo[net.output]))
 
 
-def profile(net: Network, box: Box) -> None:
+def profile(net: CompiledNetwork, box: Box) -> None:
     """The top of cProfile's cumulative table for one ``symbolic`` run."""
     import cProfile
     import pstats

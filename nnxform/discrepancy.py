@@ -43,10 +43,10 @@ from .analyzers.encoding import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
 from .analyzers.boxes import DenseNetwork, analyse
-from .analyzers.conv import Operator, zero_rows
+from .analyzers.conv import MATRIX_FREE, zero_rows
 from .analyzers.difference import (ChainBounds, ChainLayer, NotAligned, joint_network, layers_network, pair_chains,
                                    propagate, solve)
-from .analyzers.network import Network, Pool
+from .analyzers.network import CompiledNetwork, Pool
 from .analyzers.result import INACTIVE, State
 from .attack import ascend
 from .domain import Box
@@ -155,8 +155,8 @@ class Pair:
         return self.joint.steps[self.joint.output].size
 
     @property
-    def joint(self) -> Network:
-        """The merged network as one analysis Network (both copies' steps, then ``out_A − out_B``)."""
+    def joint(self) -> CompiledNetwork:
+        """The merged network as one CompiledNetwork (both copies' steps, then ``out_A − out_B``)."""
         return self._joint
 
     @property
@@ -247,7 +247,7 @@ class Pair:
     @property
     def batched(self) -> bool:
         """Whether ``bound_boxes`` can bound many boxes at once: a difference analysis of dense layers."""
-        return self.chains and not any(isinstance(w, Operator) for L in self.layers for w in (L.wa, L.wb))
+        return self.chains and not any(isinstance(w, MATRIX_FREE) for L in self.layers for w in (L.wa, L.wb))
 
     def bound_boxes(self, lower: np.ndarray, upper: np.ndarray, real: bool = False
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -390,7 +390,7 @@ def _dead_units(layers: list[ChainLayer]) -> list[np.ndarray]:
     return [np.where(zero_rows(layer.W) & (layer.b == 0), INACTIVE, 0) for layer in layers[:-1]]
 
 
-def _chain_bounds(net: Network, box: Box, signs: list[np.ndarray], real: bool = False) -> State:
+def _chain_bounds(net: CompiledNetwork, box: Box, signs: list[np.ndarray], real: bool = False) -> State:
     """Symbolic bounds of a chain's ``layers_network(..., probe=True)``, starting from the signs its ReLU layers are known to have."""
     state = State.start(net, box, real)
     for k, s in enumerate(signs):

@@ -46,9 +46,9 @@ from .attack import ascend
 from .analyzers import bounds as analyze
 from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse
 from .analyzers.branching import Slots, prove_signs
-from .analyzers.conv import ConvMap, IdentityMap, Operator, zero_rows
+from .analyzers.conv import ConvMap, IdentityMap, MATRIX_FREE, zero_rows
 from .analyzers.encoding import Encoder
-from .analyzers.network import Activation, Linear, Network, Pool, compile_model
+from .analyzers.network import Activation, Linear, CompiledNetwork, Pool, compile_model
 from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
 from .analyzers.milp import beyond_solver
 from .analyzers.rounding import Rounding, gamma, magnitude
@@ -292,7 +292,7 @@ class _Classifier:
         self.rng = np.random.default_rng(seed)
         self.stages: list[Stage] = []
         self.notes: list[str] = []
-        self.net: Network = compile_model(model)
+        self.net: CompiledNetwork = compile_model(model)
         self.relus = [k for k, s in enumerate(self.net.steps) if isinstance(s, Activation) and s.slopes is not None]
         self.sources = [self.net.steps[k].source for k in self.relus]
         self.tensors = [self.net.steps[i].tensor for i in self.sources]
@@ -588,7 +588,7 @@ class _Classifier:
         neither is a matrix kept as an operator (``analyzers.conv``: its rows cannot be picked out).
         """
         net, steps = self.net, self.net.steps
-        operator = {i for i, s in enumerate(steps) if isinstance(s, Linear) and any(isinstance(w, Operator)
+        operator = {i for i, s in enumerate(steps) if isinstance(s, Linear) and any(isinstance(w, MATRIX_FREE)
                                                                                   for w in s.weights)}
         readers: dict[int, list] = {}
         for s in steps:
@@ -615,7 +615,7 @@ class _Classifier:
                 new.append(Activation(s.op, s.node, s.source, int(rows[i].sum()), s.attrs))
             else:
                 new.append(s)
-        reduced = Network(new, net.output, net.output_shape, net.dtype)
+        reduced = CompiledNetwork(new, net.output, net.output_shape, net.dtype)
 
         def thinned(values: list[np.ndarray | None]) -> list[np.ndarray | None]:
             return [None if a is None else a[rows.get(i, slice(None))].copy() for i, a in enumerate(values)]
@@ -991,7 +991,7 @@ def _rescaled(state: State) -> tuple[State, np.ndarray, set[int]]:
 
     box = Box(np.ldexp(state.box.lower, -exps[0]), np.ldexp(state.box.upper, -exps[0]))
     unscaled = {i for i, s in enumerate(net.steps) if isinstance(s, Linear) and need[i] == _FIXED}
-    return (State(Network(steps, net.output, net.output_shape, net.dtype), box, divided(state.lo), divided(state.hi),
+    return (State(CompiledNetwork(steps, net.output, net.output_shape, net.dtype), box, divided(state.lo), divided(state.hi),
                   divided(state.noise)), exps[0], unscaled)
 
 

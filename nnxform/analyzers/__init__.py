@@ -18,19 +18,19 @@ from ..errors import NnxformError
 from ..ir import Model
 from . import interval, lp, milp, symbolic
 from .encoding import Deadline
-from .network import Activation, Network, compile_model
+from .network import Activation, CompiledNetwork, compile_model
 from .solvers import check_solver
 from .result import Bounds, LayerBounds, Progress, State, finish
 
 METHODS = ("interval", "symbolic", "lp", "milp")
 
 
-def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, seed: Bounds | None = None,
+def bounds(model: Model | CompiledNetwork, domain: Box, method: str = "symbolic", *, seed: Bounds | None = None,
            time_limit: float = 60.0, neurons: bool = False, progress: Progress | None = None,
            total_time: float | None = None, solver: str = "highs") -> Bounds:
     """Bounds of every nonlinear node's input and of the output of ``model`` over ``domain``.
 
-    ``seed``: bounds of a cheaper method on the same compiled Network to start from (else the
+    ``seed``: bounds of a cheaper method on the same CompiledNetwork to start from (else the
     chain of cheaper methods runs first). ``time_limit``: seconds per LP or MILP solve. ``neurons``:
     with ``milp``, also tighten every unstable ReLU's bounds by MILP (else only the outputs).
     ``progress(done, total)`` is called as ``lp``/``milp`` solve problems. ``total_time``: seconds for the symbolic
@@ -42,7 +42,7 @@ def bounds(model: Model | Network, domain: Box, method: str = "symbolic", *, see
         raise NnxformError(f"unknown bounds method '{method}'; choose one of {', '.join(METHODS)}")
     check_solver(solver)
     t0 = time.perf_counter()
-    net = model if isinstance(model, Network) else compile_model(model)
+    net = model if isinstance(model, CompiledNetwork) else compile_model(model)
     if method in ("lp", "milp"):
         other = next((s for s in net.steps if isinstance(s, Activation) and s.slopes is None), None)
         if other is not None:
@@ -106,7 +106,7 @@ def _replayed(model: Model, state: State, details: dict) -> bool:
     return all(claimed["lower"]) and all(claimed["upper"])
 
 
-def _noise_effect(net: Network, box: Box) -> np.ndarray:
+def _noise_effect(net: CompiledNetwork, box: Box) -> np.ndarray:
     """How far the rounding noise of every step can move each output: symbolic widths of the float network
     less those of the real-valued one (the MILP's optimum over the noisy model lies that far from a real input's)."""
     real = symbolic.symbolic(interval.interval(State.start(net, box, real=True)))
@@ -115,4 +115,4 @@ def _noise_effect(net: Network, box: Box) -> np.ndarray:
     return np.maximum((noisy.hi[i] - noisy.lo[i]) - (real.hi[i] - real.lo[i]), 0.0)
 
 
-__all__ = ["METHODS", "Bounds", "LayerBounds", "Network", "bounds", "compile_model"]
+__all__ = ["METHODS", "Bounds", "LayerBounds", "CompiledNetwork", "bounds", "compile_model"]

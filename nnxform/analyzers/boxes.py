@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NnxformError
-from .network import Activation, Input, Linear, Network, Pool, dense_weights
+from .network import Activation, Input, Linear, CompiledNetwork, Pool, dense_weights
 from .result import MARGIN_ABS, MARGIN_REL, widen
 from .rounding import Rounding, cast_box, gamma, magnitude
 
@@ -51,10 +51,10 @@ class BoxBounds:
 
 
 class DenseNetwork:
-    """An analysis ``Network`` whose Linear steps are dense matrices, with what every batch reuses (|W|, W⁺, W⁻).
+    """A ``CompiledNetwork`` whose Linear steps are dense matrices, with what every batch reuses (|W|, W⁺, W⁻).
     MaxPool is not supported by the batched engine yet (said at construction)."""
 
-    def __init__(self, net: Network, what: str, real: bool = False) -> None:
+    def __init__(self, net: CompiledNetwork, what: str, real: bool = False) -> None:
         pool = next((s for s in net.steps if isinstance(s, Pool)), None)
         if pool is not None:
             raise NnxformError(f"{what}: MaxPool node '{pool.node}' is not supported by the branch-and-bound engine "

@@ -278,16 +278,16 @@ class SubgraphMap(_AppliedMatrix):
 
 
 #: A weight matrix the analyzers apply without forming it.
-Operator = (ConvMap, IdentityMap, SubgraphMap)
+MATRIX_FREE = (ConvMap, IdentityMap, SubgraphMap)
 
 
 def abs_of(w: np.ndarray | ConvMap) -> np.ndarray | ConvMap:
     """``|W|`` of a dense matrix or an operator."""
-    return w.abs() if isinstance(w, Operator) else np.abs(w)
+    return w.abs() if isinstance(w, MATRIX_FREE) else np.abs(w)
 
 
 def zero_rows(w: np.ndarray | ConvMap) -> np.ndarray:
     """Per row, True when every weight in it is 0 (for an operator: its absolute form's row sums are 0)."""
-    if isinstance(w, Operator):
+    if isinstance(w, MATRIX_FREE):
         return (w.abs() @ np.ones(w.shape[1])) == 0
     return ~np.any(w != 0, axis=1)

@@ -40,9 +40,9 @@ from ..errors import NnxformError
 from ..layered import Dense
 from ..operators import activations
 from .boxes import BoxBounds, per_box
-from .conv import ConvMap, Operator, abs_of
+from .conv import ConvMap, MATRIX_FREE, abs_of
 from .encoding import INF, Deadline, Encoder
-from .network import Activation, Input, Linear, Network, dense_weights
+from .network import Activation, Input, Linear, CompiledNetwork, dense_weights
 from .result import Progress, State
 from .symbolic import BACKSUB_BYTES
 from .rounding import Rounding, magnitude
@@ -67,8 +67,8 @@ def _match_rows(short: np.ndarray, long: np.ndarray) -> np.ndarray:
     return place
 
 
-def joint_network(a: Network, b: Network) -> Network:
-    """One Network on the shared input: every step of ``a``, every step of ``b``, then ``out_A − out_B``.
+def joint_network(a: CompiledNetwork, b: CompiledNetwork) -> CompiledNetwork:
+    """One CompiledNetwork on the shared input: every step of ``a``, every step of ``b``, then ``out_A − out_B``.
 
     Works for any two compiled networks (DAGs, MaxPool, Sigmoid): the merged network, analysed as one.
     """
@@ -92,7 +92,7 @@ def joint_network(a: Network, b: Network) -> Network:
         raise NnxformError(f"the outputs differ in size: {oa.size} and {ob.size} values")
     eye = np.eye(oa.size)
     steps.append(Linear("delta", [a.output, moved(b.output)], [eye, -eye], np.zeros(oa.size)))
-    return Network(steps, len(steps) - 1, a.output_shape, a.dtype)
+    return CompiledNetwork(steps, len(steps) - 1, a.output_shape, a.dtype)
 
 
 class NotAligned(NnxformError):
@@ -211,7 +211,7 @@ class ChainLayer:
         return ChainLayer(_dense(self.W), self.b, rounding, self.b.size, 1)
 
 
-def analysis_chain(net: Network, shapes: dict[str, tuple[int, ...]], which: str, dense: bool = False
+def analysis_chain(net: CompiledNetwork, shapes: dict[str, tuple[int, ...]], which: str, dense: bool = False
                    ) -> list[ChainLayer]:
     """The affine layers of a compiled ReLU chain (``Linear``, ``Relu``, …, ``Linear``), or NotAligned naming what
     is in the way (a pooling, another activation, a skip connection, a grouped convolution). A layer that is an
@@ -237,7 +237,7 @@ def analysis_chain(net: Network, shapes: dict[str, tuple[int, ...]], which: str,
                              "layer before it")
     if not layers or net.output != net.linear_steps[-1]:
         raise NotAligned(f"{which} network: not a ReLU chain ending in an affine layer")
-    return [layer.written_out() if dense or isinstance(layer.W, Operator) and not isinstance(layer.W, ConvMap)
+    return [layer.written_out() if dense or isinstance(layer.W, MATRIX_FREE) and not isinstance(layer.W, ConvMap)
             else layer for layer in layers]
 
 
@@ -272,7 +272,7 @@ def _split(layer: ChainLayer) -> tuple[list[ChainLayer], list[str]]:
     """One dense layer as two around a ReLU, the same function by ``relu(v) − relu(−v) = v``: its output split,
     ``[W; −W] → Relu → [I, −I]``, or its input, ``[I; −I] → Relu → [W, −W]``, whichever is narrower. The rows
     computing ``±(W·x + b)`` keep the layer's rounding; the rest is exact."""
-    if isinstance(layer.W, Operator):
+    if isinstance(layer.W, MATRIX_FREE):
         raise NotAligned("a convolution without hidden layers cannot be padded in the channel form")
     W, b, r = layer.W, layer.b, layer.rounding
     n_out, n_in = W.shape
@@ -327,8 +327,8 @@ def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[Chain
     return out_a, out_b, notes
 
 
-def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bool = False) -> Network:
-    """The analysis Network of a chain of ``ChainLayer``s; ``probe``: the last layer replaced by a zero probe (the
+def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bool = False) -> CompiledNetwork:
+    """The CompiledNetwork of a chain of ``ChainLayer``s; ``probe``: the last layer replaced by a zero probe (the
     difference analysis bounds the outputs itself and needs each network's hidden bounds only; with a one-value
     output, symbolic's output-slope refinement is free)."""
     steps: list = [Input(layers[0].W.shape[1])]
@@ -340,7 +340,7 @@ def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bo
         steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], b, r))
         if k < len(layers):
             steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, layer.b.size))
-    return Network(steps, len(steps) - 1, (1, steps[-1].size), dtype)
+    return CompiledNetwork(steps, len(steps) - 1, (1, steps[-1].size), dtype)
 
 
 def _minus(a: Matrix, b: Matrix) -> Matrix:
@@ -367,7 +367,7 @@ class PairLayer:
     abs_d: Matrix = field(init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.wa, Operator):
+        if not isinstance(self.wa, MATRIX_FREE):
             self.wa, self.wb = np.ascontiguousarray(self.wa), np.ascontiguousarray(self.wb)  # fast BLAS paths
         self.d, self.db = _minus(self.wa, self.wb), self.ba - self.bb
         self.abs_wa, self.abs_d = abs_of(self.wa), abs_of(self.d)
@@ -400,7 +400,7 @@ class ChainPair:
         return len(self.a) != len(self.read_a) or any(x.W.shape != y.W.shape for x, y in zip(self.a, self.read_a))
 
 
-def pair_chains(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, ...]],
+def pair_chains(net_a: CompiledNetwork, net_b: CompiledNetwork, shapes_a: dict[str, tuple[int, ...]],
                 shapes_b: dict[str, tuple[int, ...]]) -> ChainPair:
     """The one pairing of two compiled networks for the difference analysis: each read as a ReLU chain in the
     channel form (convolutions kept), padded to one depth (``padded_chain``) and widened to one width
@@ -409,7 +409,7 @@ def pair_chains(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, .
     try:
         return _paired(net_a, net_b, shapes_a, shapes_b, dense=False)
     except NotAligned as exc:
-        if not any(isinstance(w, Operator) for net in (net_a, net_b) for s in net.steps if isinstance(s, Linear)
+        if not any(isinstance(w, MATRIX_FREE) for net in (net_a, net_b) for s in net.steps if isinstance(s, Linear)
                    for w in s.weights):
             raise
         why = str(exc)
@@ -418,7 +418,7 @@ def pair_chains(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, .
     return pair
 
 
-def _paired(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, ...]],
+def _paired(net_a: CompiledNetwork, net_b: CompiledNetwork, shapes_a: dict[str, tuple[int, ...]],
             shapes_b: dict[str, tuple[int, ...]], dense: bool) -> ChainPair:
     """``pair_chains`` with the convolutions kept, or (``dense``) written out."""
     chains, reasons = [], []
@@ -433,7 +433,7 @@ def _paired(net_a: Network, net_b: Network, shapes_a: dict[str, tuple[int, ...]]
     padded, notes = [], []
     for which, chain in zip(("first", "second"), chains):
         width = identity_width(chain, depth)
-        if width * width > MAX_IDENTITY_ENTRIES and any(isinstance(layer.W, Operator) for layer in chain):
+        if width * width > MAX_IDENTITY_ENTRIES and any(isinstance(layer.W, MATRIX_FREE) for layer in chain):
             raise NotAligned(f"{which} network: an identity layer over {width} units is too large to pad with")
         layers, lines = padded_chain(chain, depth)
         padded.append(layers)

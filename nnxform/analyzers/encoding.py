@@ -1,4 +1,4 @@
-"""A Network as one HiGHS model, built step by step with matrix calls (shared by ``lp`` and ``milp``).
+"""A compiled network (the analysis form) as one HiGHS model, built step by step with matrix calls (shared by ``lp`` and ``milp``).
 
 Columns: the box inputs, every Linear step's values ``z`` (rows ``z − Σ W x = b``) and every
 nonlinear step's outputs. A piecewise-linear activation (ReLU, LeakyRelu: the table's ``slopes``) is exact when
@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import stopping
 from ..errors import NnxformError
-from .conv import Operator
+from .conv import MATRIX_FREE, ConvMap, IdentityMap, SubgraphMap
 from .network import Activation, Input, Linear, Pool
 from .result import State
 from .solvers import INTEGRALITY, SOLVERS, PulpModel
@@ -206,14 +206,15 @@ class Encoder:
         terms = [(w, 1.0, self.col[src]) for src, w in zip(s.sources, s.weights)]
         self.affine_rows(self.col[i], 1.0, terms, s.bias, m)
 
-    def affine_rows(self, out: int, out_coef: float, terms: list[tuple[np.ndarray | Operator, float, int]],
+    def affine_rows(self, out: int, out_coef: float,
+                    terms: list[tuple[np.ndarray | ConvMap | IdentityMap | SubgraphMap, float, int]],
                     bias: np.ndarray, noise: np.ndarray | float) -> None:
         """Rows ``|out_coef · out − Σ scale·W·src − bias| <= noise`` (``out``, ``src``: first columns of blocks;
         ``W`` a dense matrix or an operator's entries)."""
         n = bias.size
         rs, cs, vs = [np.arange(n)], [out + np.arange(n)], [np.full(n, out_coef)]
         for W, scale, src in terms:
-            if isinstance(W, Operator):
+            if isinstance(W, MATRIX_FREE):
                 r, c, v = W.entries()
             else:
                 r, c = np.nonzero(W)

@@ -23,7 +23,7 @@ from ..interpreter import forward
 from ..ir import Model, Node
 from ..operators import AFFINE_FIRST, AFFINE_ONE, OPERATORS, Elementwise
 from ..operators.forward import Windows, explicit_pads, merge_lead
-from .conv import ConvMap, IdentityMap, Operator, SubgraphMap, abs_of
+from .conv import ConvMap, IdentityMap, MATRIX_FREE, SubgraphMap, abs_of
 from .rounding import Rounding, node_inputs, roundings, unit_roundoff
 #: Basis vectors evaluated per batch when reading off matrices, and the memory one batch may take.
 _CHUNK, _CHUNK_BYTES = 512, 256 * 2**20
@@ -123,8 +123,9 @@ Step = Input | Linear | Activation | Pool
 
 
 @dataclass
-class Network:
-    """Steps in topological order (``steps[0]`` is the input); ``output`` is a Linear step."""
+class CompiledNetwork:
+    """The analysis form of a network (``compile_model``): steps in topological order (``steps[0]`` is the input);
+    ``output`` is a Linear step. (``layered.Network`` is the layered form, which transformations edit.)"""
 
     steps: list[Step]
     output: int
@@ -170,7 +171,7 @@ class Network:
         return np.flatnonzero((lo < 0) & (hi > 0)) if self.piecewise_only[i] else np.arange(lo.size)
 
 
-def compile_model(model: Model, keep_convs: bool = False) -> Network:
+def compile_model(model: Model, keep_convs: bool = False) -> CompiledNetwork:
     """The analysis form of ``model``; raises NnxformError on a node that is not affine in its data.
 
     The part of a step from one anchor whose dense matrix would hold more than ``DENSE_CONV_LIMIT`` entries
@@ -243,7 +244,7 @@ def compile_model(model: Model, keep_convs: bool = False) -> Network:
             steps.append(Activation(n.op, n.name, src, size, dict(n.attrs)))
         index[n.outputs[0]] = len(steps) - 1
     out = linear_step(model.output_name)
-    return Network(steps, out, tuple(shapes[model.output_name]), model.dtype)
+    return CompiledNetwork(steps, out, tuple(shapes[model.output_name]), model.dtype)
 
 
 def _path(model: Model, target: str, reach: set[str]) -> list[Node]:
@@ -315,7 +316,7 @@ def _check_memory(model: Model, shapes: dict, dense_targets: dict[str, set[str]]
 def dense_weights(w: np.ndarray | ConvMap, what: str) -> np.ndarray:
     """``w`` as a dense matrix for the tools that need one (the difference analysis, pad, merge, pruning), or a
     one-line error naming ``what`` when a convolution kept as an operator would not fit in memory that way."""
-    if not isinstance(w, Operator):
+    if not isinstance(w, MATRIX_FREE):
         return w
     need = 3 * 8 * w.shape[0] * w.shape[1]  # the matrix and the copies the chain tools make of it
     if need > min(DENSE_BYTES, 0.8 * _available_memory()):

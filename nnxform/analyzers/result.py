@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..domain import Box
-from .network import Activation, Linear, Network, Pool
+from .network import Activation, Linear, CompiledNetwork, Pool
 from .rounding import cast_box, magnitude
 
 #: Slack added to every affine step's bounds for the analysis's own float64 round-off and the LP/MILP
@@ -37,7 +37,7 @@ class State:
     """Lower/upper bounds of every step of the *float* network (None until computed), and the bound on
     each Linear step's rounding noise (``rounding``); with ``real``, of the real-valued network instead."""
 
-    net: Network
+    net: CompiledNetwork
     box: Box
     lo: list[np.ndarray | None]
     hi: list[np.ndarray | None]
@@ -45,7 +45,7 @@ class State:
     real: bool = False
 
     @classmethod
-    def start(cls, net: Network, box: Box, real: bool = False) -> "State":
+    def start(cls, net: CompiledNetwork, box: Box, real: bool = False) -> "State":
         """Bounds of the input: the box, widened to what casting its points to the network's type can give."""
         n = len(net.steps)
         s = cls(net, box, [None] * n, [None] * n, [None] * n, real)
