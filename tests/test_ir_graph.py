@@ -10,7 +10,8 @@ import pytest
 from onnx import helper
 
 from nnxform.errors import NnxformError
-from nnxform.ir import Model, Node, _toposort, from_proto, load
+from nnxform.ir import Model, Node, from_proto, load
+from nnxform.ir.loading import _toposort
 from nnxform.passes import PASSES
 
 from conftest import MODELS, make_model
