@@ -1,69 +1,35 @@
-"""Which ReLUs are stable on an input box: ``classify(model, box)`` (DESIGN.md, "Stable neurons and exact compression").
-
-A ReLU is *stably inactive* when its pre-activation ``z <= 0`` on the whole box, *stably active*
-when ``z >= 0``, *unstable* when both signs occur. Every piecewise-linear activation of the operator table (its
-``slopes``: ReLU, LeakyRelu) is classified the same way: stable, it is one linear piece on the box. Evidence is
-gathered cheapest first:
-
-- **sampling** (uniform points, box corners of several densities, the centre) and **gradient**
-  (signed-gradient steps pushing each remaining candidate towards the sign it has not shown)
-  prove *instability*: a neuron seen ``> 0`` at one point and ``< 0`` at another, in float64 and
-  again in float32 onnxruntime at the same points;
-- **interval** and **symbolic** bounds, then **alpha** bounds (α-CROWN: the lower slopes of the
-  unstable ReLUs optimised per neuron, for every neuron the bounds leave unstable, layer by layer,
-  which also tightens the big-M constants of the MILP) prove *stability*, with the analyzers'
-  float32 margin;
-- **search** (networks with more than ``FEW_INPUTS`` inputs): per layer, first to last, one branch and bound over
-  the signs of the ReLUs before it for all its undecided neurons (``analyzers.branching.prove_signs``: bounds per
-  branch from the batched engine, slopes and split multipliers optimised), starting from the signs proved so far; a
-  neuron is proved stable when its pending sign's bound holds on every branch, and the bounds' minimising corners are
-  replayed as witnesses of instability;
-- **milp**: one HiGHS big-M model of the float network (each row with its rounding noise), grown
-  layer by layer and rescaled by powers of two so that the solver's absolute tolerances are
-  relative to each neuron; each remaining candidate gets a feasibility solve "is there an input
-  with ``z`` on the wrong side of its margin?" (a column bound, objective pushing ``z`` further),
-  the margin being the float margin plus the solver's tolerance times the row's activity.
-  Infeasible proves the neuron stable; a solution is replayed in numpy and onnxruntime and marks
-  the neurons it flips unstable. Neurons proven stable become linear in the model before the next
-  layer is added.
-
-A neuron that no evidence settles (time limit, a solution that does not replay, bounds within the
-solver's tolerances of 0) is ``undecided`` and must be treated as unstable: stability is only ever
-claimed from a proven bound, never from a solver's primal value or from samples. A classification
-read from a file holds claims, not proofs: ``reprove`` proves them again.
+"""The classification itself: ``classify`` and ``reprove`` run the stages cheapest first (sampling, gradient,
+interval, symbolic, alpha, search, milp) on a ``_Classifier``; see the package docstring for what each proves.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from .attack import ascend
-from .analyzers import bounds as analyze
-from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse
-from .analyzers.branching import Slots, prove_signs
-from .analyzers.conv import ConvMap, IdentityMap, MATRIX_FREE, zero_rows
-from .analyzers.encoding import Encoder
-from .analyzers.network import Activation, Linear, CompiledNetwork, Pool, compile_model
-from .analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State, widen
-from .analyzers.milp import beyond_solver
-from .analyzers.rounding import Rounding, gamma, magnitude
-from .analyzers.solvers import INTEGRALITY, check_solver
-from .analyzers.symbolic import alpha, alpha_step
-from . import stopping
-from .domain import Box
-from .errors import NnxformError
-from .interpreter import points_per_pass, run
-from .gradient import gradient
-from .ir import Model
-from .runtime import OnnxRunner
-
-UNDECIDED = 2
-STATUS_NAMES = {ACTIVE: "active", INACTIVE: "inactive", UNSTABLE: "unstable", UNDECIDED: "undecided"}
+from ..attack import ascend
+from ..analyzers import bounds as analyze
+from ..analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse
+from ..analyzers.branching import Slots, prove_signs
+from ..analyzers.conv import MATRIX_FREE, zero_rows
+from ..analyzers.encoding import Encoder
+from ..analyzers.network import Activation, Linear, CompiledNetwork, compile_model
+from ..analyzers.result import ACTIVE, INACTIVE, UNSTABLE, Bounds, State
+from ..analyzers.milp import beyond_solver
+from ..analyzers.rounding import Rounding, gamma
+from ..analyzers.solvers import check_solver
+from ..analyzers.symbolic import alpha, alpha_step
+from .. import stopping
+from ..domain import Box
+from ..errors import NnxformError
+from ..interpreter import points_per_pass, run
+from ..gradient import gradient
+from ..ir import Model
+from ..runtime import OnnxRunner
+from .rescaling import RESOLVED, _margin, _needs_rescaling, _reach, _rescaled, _unresolved
+from .results import UNDECIDED, LayerStability, Stability, Stage, Witnesses
 
 #: A sampled pre-activation counts as a sign only beyond this (float64) distance from 0, or beyond this share of
 #: the neuron's spread of values when that is smaller (a network whose values are all tiny), and only if onnxruntime
@@ -96,137 +62,6 @@ Progress = Callable[[str, int, int], None]
 #: One candidate of the milp stage: Linear step, ReLU layer, neuron, row in the solver's network, whether to prove
 #: it inactive (else active), and the solver's tolerance slack of that row (``_Classifier._settle``).
 Task = tuple[int, int, int, int, bool, float]
-#: How far below its activity (in powers of two) a neuron's scale may go (``_rescaled``): a value that much smaller
-#: than its terms is below every tolerance anyway, and its row's coefficients stay below ``2**_SCALE_SPREAD``.
-_SCALE_SPREAD = 20
-#: How a step's values may be rescaled for the solver: per neuron, by one factor, not at all (``_exponents``).
-_FREE, _UNIFORM, _FIXED = 0, 1, 2
-#: The milp stage stops before a step it cannot rescale whose unstable neurons reach less than this many times the
-#: solver's absolute tolerance (their big-M constants are then of the tolerances' size).
-RESOLVED = 1e3
-
-
-@dataclass
-class Stage:
-    """One step of the classification: how long it took and how many neurons it settled."""
-
-    name: str
-    seconds: float
-    settled: int
-    note: str = ""
-
-
-@dataclass
-class LayerStability:
-    """The status of every neuron of one ReLU node (flat, row-major): ACTIVE, INACTIVE, UNSTABLE or UNDECIDED."""
-
-    node: str
-    status: np.ndarray
-    channels: int = 0  # of a ReLU on convolution outputs ``[1, C, *positions]``: C (0 for dense layers)
-
-    @property
-    def size(self) -> int:
-        return int(self.status.size)
-
-    def channel_status(self) -> np.ndarray | None:
-        """Per channel: INACTIVE when every position is stably inactive (``compress`` removes the channel), ACTIVE
-        when every position is stably active, else UNSTABLE; None for a dense layer."""
-        if not self.channels:
-            return None
-        per = self.status.reshape(self.channels, -1)
-        return np.where((per == INACTIVE).all(axis=1), INACTIVE, np.where((per == ACTIVE).all(axis=1), ACTIVE, UNSTABLE))
-
-    def indices(self, kind: int) -> list[int]:
-        return np.flatnonzero(self.status == kind).tolist()
-
-    def counts(self) -> dict[str, int]:
-        return {name: int((self.status == kind).sum()) for kind, name in STATUS_NAMES.items()}
-
-
-@dataclass
-class Witnesses:
-    """Inputs proving instability: per layer, the point index where each neuron was seen > 0 and < 0 (-1: none)."""
-
-    points: np.ndarray
-    positive: list[np.ndarray]
-    negative: list[np.ndarray]
-
-
-@dataclass
-class Stability:
-    """Every ReLU of a network classified on a box, with the stages that did it."""
-
-    layers: list[LayerStability]
-    stages: list[Stage]
-    seconds: float
-    box: Box = field(repr=False)
-    time_limit: float
-    witnesses: Witnesses = field(repr=False)
-    notes: list[str] = field(default_factory=list)
-    time_limit_reached: bool = False  # the time limit cut work short: another run may settle other neurons
-    node_limit: int | None = None
-    model_sha256: str = ""  # of the ONNX file classified: a classification is only read back for the same one
-    proven: bool = True  # every stable status was proved in this process (read from a file: claims, see ``reprove``)
-    reproof: dict[str, int] | None = None  # after ``reprove``: the file's stable claims, how many were proved again
-
-    def counts(self) -> dict[str, int]:
-        """Totals over all ReLU layers."""
-        total = dict.fromkeys(STATUS_NAMES.values(), 0)
-        for layer in self.layers:
-            for k, v in layer.counts().items():
-                total[k] += v
-        return total
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any], model: Model, box: Box) -> "Stability":
-        """A classification read back from ``nnxform stable --json``, refused unless it was made for this very
-        ONNX file and box (its proofs hold there only); its stable statuses are claims (``proven`` False): anyone can
-        edit the file, so only ``reprove`` makes them something to remove neurons or certify on."""
-        try:
-            if doc["model_sha256"] != model.source.get("sha256") or not doc["model_sha256"]:
-                raise NnxformError("the stability file was made for another model (sha256 differs); run "
-                                   "'nnxform stable' on this one")
-            if doc["box_sha256"] != box_sha256(box):
-                raise NnxformError("the stability file was made on another input box; run 'nnxform stable' with "
-                                   "the same domain options")
-            layers = []
-            for entry in doc["layers"]:
-                status = np.full(int(entry["neurons"]), UNDECIDED, np.int8)
-                for kind, name in STATUS_NAMES.items():
-                    status[np.asarray(entry[name], dtype=np.int64)] = kind
-                layers.append(LayerStability(str(entry["node"]), status, int(entry.get("channels", 0))))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise NnxformError(f"the stability file is not a 'nnxform stable --json' document ({type(exc).__name__}: "
-                               f"{exc})") from None
-        empty = [np.zeros(0, np.int64) for _ in layers]
-        return cls(layers, [], 0.0, box, float(doc.get("time_limit", 0.0)), Witnesses(np.zeros((0, box.size)), empty, empty),
-                   ["classification read from a 'nnxform stable --json' file"] + list(doc.get("notes", [])),
-                   bool(doc.get("time_limit_reached", False)), doc.get("node_limit"), doc["model_sha256"], proven=False)
-
-    def layer(self, node: str) -> LayerStability:
-        found = [layer for layer in self.layers if layer.node == node]
-        if not found:
-            raise NnxformError(f"the stability classification has no ReLU node '{node}'; was it made for this model?")
-        return found[0]
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``nnxform stable --json`` document."""
-        return {
-            "seconds": self.seconds,
-            "model_sha256": self.model_sha256,
-            "box_sha256": box_sha256(self.box),
-            "time_limit": self.time_limit,
-            "time_limit_reached": self.time_limit_reached,
-            "node_limit": self.node_limit,
-            "neurons": sum(layer.size for layer in self.layers),
-            "totals": self.counts(),
-            "layers": [{"node": layer.node, "neurons": layer.size,
-                        **{name: layer.indices(kind) for kind, name in STATUS_NAMES.items()}, **_channels(layer)}
-                       for layer in self.layers],
-            "stages": [{"name": s.name, "seconds": s.seconds, "settled": s.settled, "note": s.note} for s in self.stages],
-            "notes": self.notes,
-        }
-
 
 def classify(model: Model, box: Box, *, time_limit: float = 300.0, samples: int = 4096, seed: int = 0,
              progress: Progress | None = None, node_limit: int | None = None, solver: str = "highs") -> Stability:
@@ -869,137 +704,3 @@ class _Classifier:
         pos = [np.where(st == UNSTABLE, p, -1) for st, p in zip(self.status, self.pos_at)]
         neg = [np.where(st == UNSTABLE, n, -1) for st, n in zip(self.status, self.neg_at)]
         return Witnesses(self.points, pos, neg)
-
-
-def _channels(layer: LayerStability) -> dict[str, Any]:
-    """A convolutional ReLU layer's channels in ``stable --json``: how many, and which are stable at every position."""
-    per = layer.channel_status()
-    if per is None:
-        return {}
-    return {"channels": layer.channels, "inactive_channels": np.flatnonzero(per == INACTIVE).tolist(),
-            "active_channels": np.flatnonzero(per == ACTIVE).tolist()}
-
-
-def box_sha256(box: Box) -> str:
-    """A digest of a box's bounds (float64, little-endian): which box a classification was made on."""
-    return hashlib.sha256(np.concatenate([box.lower, box.upper]).astype("<f8").tobytes()).hexdigest()
-
-
-def _reach(state: State, i: int, tol: float) -> np.ndarray:
-    """Per row of Linear step ``i`` of the solver's network: how far its value moves when the row and each of its
-    sources are off by ``tol``, the solver's absolute tolerance: ``tol·(1 + Σ |W|)``."""
-    s = state.net.steps[i]
-    return tol * (1.0 + sum(aw @ np.ones(aw.shape[1]) for aw in s.abs_weights))
-
-
-def _unresolved(state: State, i: int, tol: float) -> bool:
-    """Whether Linear step ``i`` (not rescaled) has an unstable neuron below ``RESOLVED`` tolerances in magnitude, whose
-    big-M constants the solver's absolute tolerances do not resolve (it then calls feasible models infeasible)."""
-    lo, hi = state.lo[i], state.hi[i]
-    return bool(np.any((lo < 0) & (hi > 0) & (magnitude(lo, hi) < RESOLVED * tol)))
-
-
-def _needs_rescaling(state: State) -> bool:
-    """Whether the solver's absolute tolerances cannot resolve the network as it is: an unstable value within
-    ``RESOLVED`` tolerances of 0 (HiGHS's default tolerances, at most ``INTEGRALITY``), or values beyond what
-    ``beyond_solver`` trusts."""
-    linear = [i for i, s in enumerate(state.net.steps) if isinstance(s, Linear)]
-    return bool(beyond_solver(state)) or any(_unresolved(state, i, INTEGRALITY) for i in linear)
-
-
-def _activity(state: State, i: int) -> np.ndarray:
-    """Per row of Linear step ``i``: ``|b| + Σ |W|·max|x|``, what the magnitudes of the terms it adds up sum to."""
-    s = state.net.steps[i]
-    return np.abs(s.bias) + sum(aw @ magnitude(state.lo[src], state.hi[src]) for src, aw in zip(s.sources, s.abs_weights))
-
-
-def _exponents(state: State) -> tuple[list[np.ndarray], list[int]]:
-    """Per step, the power of two its values are divided by in the solver's network (``_rescaled``), and how each
-    step may be scaled (``_FREE``, ``_UNIFORM``, ``_FIXED``).
-
-    A step whose values reach later steps only through dense matrices (the input too) is scaled neuron by neuron:
-    its magnitude (not below ``2**-_SCALE_SPREAD`` of its activity) becomes about 1. Operators cannot be rescaled row
-    by row, so a step computed or read by a convolution (``ConvMap``: its kernel takes one factor), or read by a
-    MaxPool (which compares its window's values), is scaled by one factor; an IdentityMap step keeps its source's
-    scales; a step computed or read by a ``SubgraphMap``, or read by a curved activation (Sigmoid, Tanh), is not
-    scaled.
-    """
-    steps = state.net.steps
-    need = [_FREE] * len(steps)
-    for i in range(len(steps) - 1, 0, -1):
-        s = steps[i]
-        if isinstance(s, Linear):
-            kinds = [_FREE if isinstance(w, (np.ndarray, IdentityMap)) else _UNIFORM if isinstance(w, ConvMap) else
-                     _FIXED for w in s.weights]
-            need[i] = max([need[i]] + kinds)
-            for src, w, kind in zip(s.sources, s.weights, kinds):
-                need[src] = max(need[src], need[i] if isinstance(w, IdentityMap) else kind)
-        else:  # a piecewise-linear activation commutes with a positive factor, a maximum with a common one,
-            # other activations with none
-            kind = _UNIFORM if isinstance(s, Pool) else _FREE if s.slopes is not None else _FIXED
-            need[s.source] = max(need[s.source], need[i], kind)
-    exps: list[np.ndarray] = []
-    for i, s in enumerate(steps):
-        if isinstance(s, (Activation, Pool)):
-            e = exps[s.source] if isinstance(s, Activation) else np.full(s.size, exps[s.source].max())
-        elif isinstance(s, Linear) and any(isinstance(w, IdentityMap) for w in s.weights):
-            e = exps[s.sources[0]].copy()
-        elif need[i] == _FIXED:
-            e = np.zeros(s.size, np.int64)
-        else:
-            e = np.frexp(magnitude(state.lo[i], state.hi[i]))[1].astype(np.int64)
-            if isinstance(s, Linear):
-                e = np.maximum(e, np.frexp(_activity(state, i))[1] - _SCALE_SPREAD)
-            e = np.full(s.size, e.max()) if need[i] == _UNIFORM else e
-        exps.append(e)
-    return exps, need
-
-
-def _rescaled(state: State) -> tuple[State, np.ndarray, set[int]]:
-    """``state`` on the same network with every value divided by a power of two of its magnitude (``_exponents``),
-    the input's exponents (a solution's input is its columns times ``2**exponents``) and the Linear steps not rescaled.
-
-    The MILP solver's tolerances are absolute (1e-7 on rows and bounds, 1e-6 on integrality): on values of 1e-6
-    they are as large as the values, and HiGHS then calls feasible models infeasible. Rescaled, every tolerance is
-    relative to the neurons it applies to. Scaling by powers of two is exact in binary floating point: weights,
-    biases, bounds, rounding noise and the absolute chain are the original's times ``2**(e_source - e_row)``, the
-    signs are unchanged and each neuron keeps its row.
-    """
-    exps, need = _exponents(state)
-    net = state.net
-
-    def scaled(w: Any, rows: np.ndarray, cols: np.ndarray) -> Any:
-        if isinstance(w, np.ndarray):
-            return w * np.ldexp(1.0, -rows)[:, None] * np.ldexp(1.0, cols)[None, :]
-        if isinstance(w, ConvMap):
-            return replace(w, weight=np.ldexp(w.weight, int(cols[0] - rows[0])))
-        return w  # an IdentityMap between equal scales, or an unscaled SubgraphMap
-
-    steps: list = []
-    for i, s in enumerate(net.steps):
-        if isinstance(s, Linear):
-            e, r = exps[i], s.float_rounding
-            weights = [scaled(w, e, exps[src]) for src, w in zip(s.sources, s.weights)]
-            rounding = Rounding([scaled(a, e, exps[src]) for src, a in zip(s.sources, r.weights)],
-                                np.ldexp(r.bias, -e), r.depth)
-            steps.append(Linear(s.tensor, list(s.sources), weights, np.ldexp(s.bias, -e), rounding))
-        else:
-            steps.append(s)
-
-    def divided(values: list[np.ndarray | None]) -> list[np.ndarray | None]:
-        return [None if v is None else np.ldexp(v, -e) for v, e in zip(values, exps)]
-
-    box = Box(np.ldexp(state.box.lower, -exps[0]), np.ldexp(state.box.upper, -exps[0]))
-    unscaled = {i for i, s in enumerate(net.steps) if isinstance(s, Linear) and need[i] == _FIXED}
-    return (State(CompiledNetwork(steps, net.output, net.output_shape, net.dtype), box, divided(state.lo), divided(state.hi),
-                  divided(state.noise)), exps[0], unscaled)
-
-
-def _margin(lo: float, hi: float) -> float:
-    """The analyzers' float32 margin of a neuron with bounds ``[lo, hi]``."""
-    wlo, _ = widen(np.array([lo]), np.array([hi]))
-    return float(lo - wlo[0])
-
-
-__all__ = ["ACTIVE", "INACTIVE", "STATUS_NAMES", "UNDECIDED", "UNSTABLE", "LayerStability", "Stability", "Stage",
-           "Witnesses", "classify", "reprove"]
