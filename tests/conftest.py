@@ -102,3 +102,57 @@ def trained_digits() -> tuple:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, str(path))
     return path
+
+
+def random_chain(seed: int, widths: list[int], scale: float = 1.0, activation: str = "Relu",
+                 alpha: float | list[float] = 0.1):
+    """A Gemm chain with N(0,1)/sqrt(fan_in) weights and biases, both scaled by ``scale``, ``activation`` after each
+    hidden layer (a LeakyRelu's ``alpha`` per hidden layer or for all): the campaign's generator."""
+    from nnxform.ir import from_proto
+
+    rng = np.random.default_rng(seed)
+    alphas = alpha if isinstance(alpha, list) else [alpha] * (len(widths) - 2)
+    nodes, weights, prev = [], {}, "x"
+    for k in range(len(widths) - 1):
+        W = rng.normal(size=(widths[k + 1], widths[k])) / np.sqrt(widths[k]) * scale
+        b = rng.normal(size=widths[k + 1]) * scale
+        weights[f"W{k}"], weights[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
+        out = "y" if k == len(widths) - 2 else f"h{k}"
+        nodes.append(helper.make_node("Gemm", [prev, f"W{k}", f"b{k}"], [out], transB=1))
+        if out != "y":
+            attrs = {"alpha": alphas[k]} if activation == "LeakyRelu" else {}
+            nodes.append(helper.make_node(activation, [out], [f"r{k}"], **attrs))
+            prev = f"r{k}"
+    return from_proto(make_model(nodes, [1, widths[0]], weights=weights))
+
+
+def extremes(model, box, n: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest onnxruntime outputs over samples and corners of ``box``."""
+    from nnxform.runtime import OnnxRunner
+
+    ys = OnnxRunner(model)(box.points(n, np.random.default_rng(1))).astype(np.float64)
+    return ys.min(axis=0), ys.max(axis=0)
+
+
+def perturbed(model, seed: int, scale: float):
+    """``model`` with every float weight moved by a relative ``scale`` (seeded)."""
+    rng = np.random.default_rng(seed)
+    other = model.copy()
+    for name, value in other.constants.items():
+        if value.dtype.kind == "f":
+            other.constants[name] = (value * (1 + scale * rng.standard_normal(value.shape))).astype(value.dtype)
+    return other
+
+
+def assert_not_equivalent_below(a, b, box, exact: float) -> None:
+    """``equiv`` at half the exact largest difference ``exact``: not equivalent, its counterexample inside the box and,
+    replayed in onnxruntime on each network, at least that far apart."""
+    from nnxform.equiv import equivalence
+    from nnxform.runtime import OnnxRunner
+
+    below = equivalence(a, b, box, 0.5 * exact, timeout=60)
+    assert below.answer == "not equivalent", below.to_json()
+    x = np.asarray(below.witness, np.float32)[None]
+    assert np.all(x >= box.lower) and np.all(x <= box.upper)
+    replayed = OnnxRunner(a)(x).astype(np.float64) - OnnxRunner(b)(x).astype(np.float64)
+    assert np.abs(replayed).max() >= 0.5 * exact

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_model
+from conftest import extremes, make_model, random_chain
 from onnx import helper
 
 from nnxform.analyzers import bounds, compile_model
@@ -13,35 +13,12 @@ from nnxform.ir import from_proto
 from nnxform.runtime import OnnxRunner
 
 
-def scaled_chain(seed: int, widths: list[int], scale: float):
-    """A Gemm/ReLU chain with N(0,1)/sqrt(fan_in) weights and biases, both scaled by ``scale`` (the campaign's generator)."""
-    rng = np.random.default_rng(seed)
-    nodes, weights, prev = [], {}, "x"
-    for k in range(len(widths) - 1):
-        W = rng.normal(size=(widths[k + 1], widths[k])) / np.sqrt(widths[k]) * scale
-        b = rng.normal(size=widths[k + 1]) * scale
-        weights[f"W{k}"], weights[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
-        out = "y" if k == len(widths) - 2 else f"h{k}"
-        nodes.append(helper.make_node("Gemm", [prev, f"W{k}", f"b{k}"], [out], transB=1))
-        if out != "y":
-            nodes.append(helper.make_node("Relu", [out], [f"r{k}"]))
-            prev = f"r{k}"
-    return from_proto(make_model(nodes, [1, widths[0]], weights=weights))
-
-
-def extremes(model, box: Box, n: int = 20000) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest onnxruntime outputs over samples and corners of ``box``."""
-    rng = np.random.default_rng(1)
-    ys = OnnxRunner(model)(box.points(n, rng)).astype(np.float64)
-    return ys.min(axis=0), ys.max(axis=0)
-
-
 @pytest.mark.parametrize("scale", [1.0, 1e3, 1e4])
 @pytest.mark.parametrize("seed", range(4))
 def test_milp_bounds_contain_onnxruntime_at_every_scale(seed, scale):
     rng = np.random.default_rng(seed)
     widths = [3] + list(rng.integers(3, 8, size=int(rng.integers(2, 4)))) + [2]
-    model = scaled_chain(5 + seed, widths, scale)
+    model = random_chain(5 + seed, widths, scale)
     box = Box(-np.ones(3), np.ones(3))
     lo, hi = extremes(model, box)
     for method in ("symbolic", "lp", "milp"):
@@ -51,7 +28,7 @@ def test_milp_bounds_contain_onnxruntime_at_every_scale(seed, scale):
 
 def test_the_campaigns_network_is_bounded_soundly():
     """3 → 7 → 3 → 7 → 2 at scale 1e3: the MILP claimed y0 >= -3.9e10 (exact) while onnxruntime reaches -3.49e11."""
-    model = scaled_chain(5, [3, 7, 3, 7, 2], 1e3)
+    model = random_chain(5, [3, 7, 3, 7, 2], 1e3)
     box = Box(-np.ones(3), np.ones(3))
     x = np.array([[-0.6061, -0.9821, 0.9986]])
     y = OnnxRunner(model)(x).astype(np.float64)[0]
@@ -138,7 +115,7 @@ def test_a_total_time_limit_bounds_the_discrepancy_solves():
 
 def test_cbc_through_pulp_gives_the_same_exact_bounds_as_highs():
     """--solver cbc: the same model through pulp; bounds only from proven optima, replayed like HiGHS's."""
-    model = scaled_chain(11, [3, 8, 8, 2], 1.0)
+    model = random_chain(11, [3, 8, 8, 2], 1.0)
     box = Box(-np.ones(3), np.ones(3))
     lo, hi = extremes(model, box)
     ref = bounds(model, box, "milp", time_limit=10.0)
@@ -152,7 +129,7 @@ def test_cbc_through_pulp_gives_the_same_exact_bounds_as_highs():
 def test_an_unknown_or_missing_solver_is_a_clear_error():
     from nnxform.errors import NnxformError
 
-    model = scaled_chain(11, [3, 4, 2], 1.0)
+    model = random_chain(11, [3, 4, 2], 1.0)
     box = Box(-np.ones(3), np.ones(3))
     with pytest.raises(NnxformError, match="unknown MILP solver 'glpk'"):
         bounds(model, box, "milp", solver="glpk")
@@ -166,7 +143,7 @@ def test_an_unknown_or_missing_solver_is_a_clear_error():
 def test_discrepancy_milp_through_cbc_is_sound():
     from nnxform.discrepancy import Pair
 
-    a = scaled_chain(12, [3, 6, 6, 2], 1.0)
+    a = random_chain(12, [3, 6, 6, 2], 1.0)
     b = a.copy()
     b.constants = {k: (v * np.float32(1.01) if k == "W1" else v) for k, v in b.constants.items()}
     box = Box(-np.ones(3), np.ones(3))

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import MODELS, assert_clean_error, run_cli
+from conftest import MODELS, assert_clean_error, random_chain, run_cli
 from test_bounds import mlp
 
 from nnxform.analyzers import bounds
@@ -58,13 +58,15 @@ def _threshold_case(box: Box, n_out: int, j: int, t: float) -> Case:
     return Case(box, [Region(coef, np.array([-t]), np.array([False]))])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_answers_agree_with_exact_milp_bounds(seed):
-    """Random networks (3 inputs: input splitting; 20 inputs: ReLU splitting): just above the exact maximum the
-    property is unsat, just below it sat with a replayed counterexample; sampling never contradicts an unsat."""
+@pytest.mark.parametrize("seed, activation", [(s, "Relu") for s in range(6)] + [(s, "LeakyRelu") for s in range(4)])
+def test_answers_agree_with_exact_milp_bounds(seed, activation):
+    """Random ReLU and LeakyRelu networks (3 inputs: input splitting; 20 inputs: sign splitting): just above the exact
+    maximum the property is unsat, just below it sat with a replayed counterexample; sampling never contradicts an
+    unsat."""
     rng = np.random.default_rng(seed)
     n_in = 3 if seed % 2 == 0 else 20
-    model = mlp(seed, [n_in, 12, 12, 2])
+    model = mlp(seed, [n_in, 12, 12, 2]) if activation == "Relu" else \
+        random_chain(50 + seed, [n_in, 12, 12, 2], activation="LeakyRelu", alpha=[0.1, 0.03])
     centre = rng.uniform(-1, 1, n_in)
     box = Box(centre - 0.5, centre + 0.5)
     exact = bounds(model, box, "milp")
