@@ -157,13 +157,13 @@ def test_time_limit_is_per_solve():
     box = read_box(MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib")
     net = compile_model(model)
     state = bounds(net, box, "symbolic").state.copy()
-    enc = Encoder(state, integer=False, time_limit=3.0)  # one solve takes milliseconds; under load 7, up to a second
+    enc = Encoder(state, integer=False, time_limit=2.0)  # one solve takes milliseconds; under load 7, up to a second
     for i in range(net.output + 1):
         enc.add(i)
     solves = 0
-    while enc.h.getRunTime() < 3.5 and solves < 20000:  # past one limit in total
+    while enc.h.getRunTime() < 2.5 and solves < 5000:  # past one limit in total
         j, sign = (solves // 2) % 10, (1.0, -1.0)[solves % 2]
         enc.lp_min(enc.col[net.output] + j, sign)
-        assert enc.h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        assert enc.h.getModelStatus() != highspy.HighsModelStatus.kTimeLimit, solves
         solves += 1
-    assert enc.h.getRunTime() >= 3.5
+    assert enc.h.getRunTime() >= 2.5
