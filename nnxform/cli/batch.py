@@ -38,10 +38,6 @@ def serve_rows() -> None:
     serve(lambda argv: _run(command, argv))
 
 
-#: Exit statuses besides 0 that are a command's answers, not failures (``verify``: 1 sat, 3 timeout or unknown).
-_ANSWERS = {"verify": (1, 3)}
-
-
 def _batch_commands() -> dict[str, Any]:
     """The commands a batch can run: a JSON report (--json), one model argument and a VNN-LIB box (--vnnlib), or a
     model and a property as arguments (``verify``)."""
@@ -91,7 +87,17 @@ def batch_spec(command: str, options: list[str]) -> BatchSpec:
             token = name
         staged.append(token)
     return BatchSpec(command, staged, files, ".onnx" if writes else None, property_argument=positional,
-                     own_timeout=own_timeout, answers=_ANSWERS.get(command, ()))
+                     own_timeout=own_timeout, answers=_answers(command))
+
+
+def _answers(command: str) -> tuple[int, ...]:
+    """Exit statuses besides 0 that are ``command``'s answers, not failures (verify's sat, timeout, unknown: its
+    ``EXIT``)."""
+    if command != "verify":
+        return ()
+    from .verify import EXIT
+
+    return tuple(sorted({status for status in EXIT.values() if status}))
 
 
 @app.command(name="batch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
