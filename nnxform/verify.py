@@ -29,7 +29,7 @@ from .analyzers.branching import Slots, child_branches
 from .analyzers.encoding import Encoder
 from .analyzers.interval import interval
 from .analyzers.milp import beyond_solver
-from .analyzers.network import Activation, compile_model
+from .analyzers.network import Activation, Linear, compile_model
 from .analyzers.result import State
 from .analyzers.symbolic import alpha, symbolic
 from .domain import Box
@@ -60,6 +60,9 @@ STARTS, START_NUMBERS, STEPS = 32, 4096, 40
 #: During branch and bound, every ``ATTACK_EVERY`` seconds the attack runs inside the ``ATTACK_BRANCHES`` open
 #: branches nearest a counterexample (the least proved), taking at most ``ATTACK_SHARE`` of the search's time.
 ATTACK_EVERY, ATTACK_BRANCHES, ATTACK_SHARE = 1.0, 8, 0.2
+#: The attack's share where only ReLUs are split: every branch is the whole box, which the attack has tried already
+#: (new random starts find less and less).
+RELU_ATTACK_SHARE = 0.05
 
 #: With several workers (few-input networks): seconds one process searches before the slices are searched in parallel.
 PARALLEL_AFTER = 1.0
@@ -187,7 +190,9 @@ class _Search:
         self.branches = 0
         self.proved = 0.0
         self.note = ""
-        self.prior: tuple[list, list] | None = None  # bounds that hold on the whole box of the case searched
+        #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
+        self.inherited = [i for i, s in enumerate(self.dense.steps) if isinstance(s, Linear) and i != self.dense.output
+                          and not self.dense.net.first_layer(i)]
 
     def verdict(self, answer: str, case: int | None = None,
                 witness: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
@@ -266,76 +271,87 @@ class _Search:
         self.log_volume = _log_volume(case.box.lower[None], case.box.upper[None])[0] + np.log(n_cases)
         spec = _Objective(case)
         n = case.box.size
-        self.prior = None if self.input_candidates(n) else self._root_bounds(case.box)
-        lower, upper = case.box.lower[None], case.box.upper[None]
-        signs = np.zeros((1, self.slots.total), np.int8)
+        root = self._root(case.box, None if self.input_candidates(n) else self._root_bounds(case.box))
+        branches = root
         gave_up, proved_before = 0, self.proved
         restart = self.input_candidates(n) and not self.escalated()  # few inputs: input splits first, then all
-        while len(lower):
+        while len(branches):
             if self.out_of_time():
                 return "timeout"
             if restart and self.escalated():  # start again from the box with ReLU splits and optimised bounds too
                 restart = False
-                lower, upper, signs = case.box.lower[None], case.box.upper[None], signs[:1] * 0
+                branches = root
                 self.proved = proved_before
             take = max(1, BATCH // (2 * (self.input_candidates(n) + self.relu_candidates(n))))
-            lo, hi, sg = lower[-take:], upper[-take:], signs[-take:]
-            lower, upper, signs = lower[:-take], upper[:-take], signs[:-take]
-            bounded = self._bound(spec, lo, hi, sg, scores=True)
+            cut = max(0, len(branches) - take)
+            batch, branches = branches.take(slice(cut, None)), branches.take(slice(0, cut))
+            bounded = self._bound(spec, batch, scores=True)
             if bounded.found is not None:
                 return bounded.found
             done = bounded.progress > 0
-            self._count(lo[done], hi[done], sg[done])
-            lo, hi, sg, scores = lo[~done], hi[~done], sg[~done], bounded.scores[~done]
+            self._count(batch.take(done))
+            batch, scores = batch.with_bounds(bounded.bounds).take(~done), bounded.scores[~done]
             if not self.input_candidates(n) and self.slots.piecewise_only:  # few left unstable: one MILP decides
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS
                 for b in np.flatnonzero(leaf):
-                    answer = self._exact(spec, lo[b: b + 1], hi[b: b + 1], sg[b: b + 1])
+                    answer = self._exact(spec, batch.take(slice(b, b + 1)))
                     if isinstance(answer, tuple):
                         return answer
                     if answer == "unsat":
-                        self._count(lo[b: b + 1], hi[b: b + 1], sg[b: b + 1])
+                        self._count(batch.take(slice(b, b + 1)))
                     elif self.out_of_time():
                         return "timeout"
                     else:
                         gave_up += 1
-                lo, hi, sg, scores = lo[~leaf], hi[~leaf], sg[~leaf], scores[~leaf]
-            candidates = self._candidates(lo, hi, scores)  # (parents, c): an input (< n) or a neuron (n + j)
+                batch, scores = batch.take(~leaf), scores[~leaf]
+            candidates = self._candidates(batch.lower, batch.upper, scores)  # an input (< n) or a neuron (n + j)
             ok = (candidates >= 0).any(axis=1)
             gave_up += int((~ok).sum())
-            lo, hi, sg, candidates = lo[ok], hi[ok], sg[ok], candidates[ok]
-            if not len(lo):
+            batch, candidates = batch.take(ok), candidates[ok]
+            if not len(batch):
                 continue
-            c_lo, c_hi, c_sg = child_branches(lo, hi, sg, candidates)
-            children = self._bound(spec, c_lo, c_hi, c_sg)
-            if children.found is not None:
-                return children.found
             P, c = candidates.shape
-            gap = np.minimum(children.progress, 0.0)  # what is left to prove (0: proved)
+            children = _Branches(*child_branches(batch.lower, batch.upper, batch.signs, candidates),
+                                 {i: (np.repeat(a, 2 * c, axis=0), np.repeat(b, 2 * c, axis=0))
+                                  for i, (a, b) in batch.bounds.items()})
+            bounded = self._bound(spec, children)
+            if bounded.found is not None:
+                return bounded.found
+            gap = np.minimum(bounded.progress, 0.0)  # what is left to prove (0: proved)
             both = (gap[0::2] + gap[1::2]).reshape(P, c)
             both[candidates < 0] = -np.inf
             best = np.argmax(both, axis=1)
-            chosen = ((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]
-            chosen = chosen.ravel()
-            proved = children.progress[chosen] > 0
-            self._count(c_lo[chosen][proved], c_hi[chosen][proved], c_sg[chosen][proved])
-            keep = chosen[~proved]
-            lower, upper, signs = (np.vstack([lower, c_lo[keep]]), np.vstack([upper, c_hi[keep]]),
-                                   np.vstack([signs, c_sg[keep]]))
-            self._report(len(lower))
-            if len(keep) and time.monotonic() >= self.next_attack:  # the attack again, inside the least proved boxes
-                attack_started = time.monotonic()
-                for b in keep[np.argsort(children.progress[keep])[:ATTACK_BRANCHES]]:
-                    found = self.attack(Case(Box(c_lo[b], c_hi[b]), case.regions), STARTS)
-                    if found is not None:
-                        return found
-                took = time.monotonic() - attack_started
-                self.next_attack = time.monotonic() + max(ATTACK_EVERY, (1 - ATTACK_SHARE) / ATTACK_SHARE * took)
+            chosen = (((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]).ravel()
+            proved = bounded.progress[chosen] > 0
+            picked = children.take(chosen).with_bounds({i: (a[chosen], b[chosen])
+                                                        for i, (a, b) in bounded.bounds.items()})
+            self._count(picked.take(proved))
+            kept, progress = picked.take(~proved), bounded.progress[chosen][~proved]
+            branches = _Branches.stack([branches, kept])
+            self._report(len(branches))
+            if len(kept) and time.monotonic() >= self.next_attack:  # the attack again, inside the least proved boxes
+                found = self._attack_inside(case, kept.take(np.argsort(progress)[:ATTACK_BRANCHES]),
+                                            ATTACK_SHARE if self.input_candidates(n) else RELU_ATTACK_SHARE)
+                if found is not None:
+                    return found
         if gave_up:
             self.note = f"{gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
                         "relative, every ReLU fixed) and were not proved"
             return "unknown"
         return "unsat"
+
+    def _attack_inside(self, case: Case, least: "_Branches", share: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """The attack inside each distinct box of the ``least`` proved branches (branches that only split ReLUs share
+        their box: it is attacked once), then paced so that it takes at most ``share`` of the time."""
+        started = time.monotonic()
+        boxes = np.unique(np.hstack([least.lower, least.upper]), axis=0)
+        for lo, hi in zip(boxes[:, :boxes.shape[1] // 2], boxes[:, boxes.shape[1] // 2:]):
+            found = self.attack(Case(Box(lo, hi), case.regions), STARTS)
+            if found is not None:
+                return found
+        took = time.monotonic() - started
+        self.next_attack = time.monotonic() + max(ATTACK_EVERY, (1 - share) / share * took)
+        return None
 
     def input_candidates(self, n: int) -> int:
         """How many inputs a branch may split: all of them for networks with few inputs, else none."""
@@ -356,20 +372,27 @@ class _Search:
         """Whether branches the plain bound does not prove get optimised slopes and split multipliers."""
         return self.dense.steps[0].size > FEW_INPUTS or self.escalated()
 
+    def _root(self, box: Box, prior: tuple[list, list] | None) -> "_Branches":
+        """The branch of the whole box, inheriting ``prior`` (else nothing: infinite bounds)."""
+        bounds = {i: (np.full((1, self.dense.steps[i].size), -np.inf), np.full((1, self.dense.steps[i].size), np.inf))
+                  if prior is None else (prior[0][i][None], prior[1][i][None]) for i in self.inherited}
+        return _Branches(box.lower[None], box.upper[None], np.zeros((1, self.slots.total), np.int8),
+                         {}).with_bounds(bounds)
+
     def _root_bounds(self, box: Box) -> tuple[list, list]:
         """Bounds of every step on the whole box with the hidden neurons' slopes optimised (α-CROWN, at most
-        ``ROOT_SHARE`` of the time left): every branch's bounds are intersected with them (``analyse``'s prior),
-        so a split never has to win back what the root's intermediate bounds give away."""
+        ``ROOT_SHARE`` of the time left): every branch inherits them, so a split never has to win back what the
+        root's intermediate bounds give away."""
         stop = time.monotonic() + ROOT_SHARE * (self.deadline - time.monotonic())
         state = symbolic(interval(State.start(self.dense.net, box)))
         alpha(state, until=lambda: time.monotonic() >= stop or self.out_of_time())
         return state.lo, state.hi
 
-    def _exact(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray
-               ) -> str | tuple[np.ndarray, np.ndarray]:
+    def _exact(self, spec: "_Objective", branch: "_Branches") -> str | tuple[np.ndarray, np.ndarray]:
         """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds): ``unsat``
         when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``."""
-        state = analyse(self.dense, lo, hi, self.slots.split(sg), prior=self.prior)
+        lo, hi = branch.lower, branch.upper
+        state = analyse(self.dense, lo, hi, self.slots.split(branch.signs), prior=branch.prior(self.dense))
         if state.empty[0]:
             return "unsat"
         single = State.start(self.dense.net, Box(lo[0], hi[0]))
@@ -406,12 +429,13 @@ class _Search:
             parts.append(np.where(np.take_along_axis(scores, top, axis=1) > 0, n + top, -1))
         return np.hstack(parts) if parts else np.full((len(lo), 1), -1)
 
-    def _bound(self, spec: "_Objective", lo: np.ndarray, hi: np.ndarray, sg: np.ndarray, scores: bool = False
-               ) -> "_Bounded":
+    def _bound(self, spec: "_Objective", branches: "_Branches", scores: bool = False) -> "_Bounded":
         """Per branch, how far it is from proved (the least over regions of the region's best row's lower bound:
         proved when positive), a counterexample among the bounds' minimising corners and the boxes' centres, and
         (``scores``) per free unstable neuron what the bound loses on it (the split heuristic)."""
+        lo, hi, sg = branches.lower, branches.upper, branches.signs
         progress = np.full(len(lo), -np.inf)  # (branches not bounded before the time ran out stay open)
+        bounds = {i: (a.astype(np.float64), b.astype(np.float64)) for i, (a, b) in branches.bounds.items()}
         loss = np.zeros((len(lo), self.slots.total)) if scores else None
         part = 0
         while part < len(lo) and not self.out_of_time():
@@ -421,7 +445,9 @@ class _Search:
             started = time.monotonic()
             record: dict[int, np.ndarray] | None = {} if scores else None
             signs = self.slots.split(sg[cut])
-            state = analyse(self.dense, lo[cut], hi[cut], signs, prior=self.prior)
+            state = analyse(self.dense, lo[cut], hi[cut], signs, prior=branches.take(cut).prior(self.dense))
+            for i, (a, b) in bounds.items():
+                a[cut], b[cut] = state.lo[i], state.hi[i]
             low, A = objective(state, spec.coef, spec.bound, record)
             region_best = np.maximum.reduceat(low, spec.starts, axis=1)
             hard = np.flatnonzero(region_best.min(axis=1) <= 0)
@@ -444,16 +470,16 @@ class _Search:
             corners = np.where(picked[open_] > 0, l[:, None, :], h[:, None, :]).reshape(-1, lo.shape[1])
             found = self.promising(spec.case, np.vstack([corners, 0.5 * (l + h)]))
             if found is not None:
-                return _Bounded(progress, found, None)
+                return _Bounded(progress, found, None, bounds)
             if scores:
                 loss[cut] = self.slots.losses(state, record, rows, region_best <= 0, sg[cut])
             self.box_seconds = (time.monotonic() - started) / len(low)
-        return _Bounded(progress, None, loss)
+        return _Bounded(progress, None, loss, bounds)
 
-    def _count(self, lo: np.ndarray, hi: np.ndarray, sg: np.ndarray) -> None:
+    def _count(self, proved: "_Branches") -> None:
         """Add the share of the input the proved branches stand for (a box's volume, halved per fixed ReLU)."""
-        fixed = (sg != 0).sum(axis=1)
-        self.proved += np.exp(_log_volume(lo, hi) - fixed * np.log(2.0) - self.log_volume).sum()
+        fixed = (proved.signs != 0).sum(axis=1)
+        self.proved += np.exp(_log_volume(proved.lower, proved.upper) - fixed * np.log(2.0) - self.log_volume).sum()
 
     def _report(self, open_branches: int) -> None:
         if self.progress is not None:
@@ -470,6 +496,61 @@ class _Bounded:
     progress: np.ndarray
     found: tuple[np.ndarray, np.ndarray] | None
     scores: np.ndarray | None
+    bounds: "_Bounds | None" = None
+
+
+#: Per hidden Linear step, bounds ``(branches, size)`` of the float network that hold on each branch's part.
+_Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class _Branches:
+    """Branches: sub-boxes, ReLU signs, and the hidden steps' bounds each inherited from its parent (intersected with
+    its own, so a branch never loses what its ancestors proved; kept in float32, rounded outwards)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    signs: np.ndarray
+    bounds: _Bounds
+
+    def __len__(self) -> int:
+        return len(self.lower)
+
+    def take(self, rows: slice | np.ndarray) -> "_Branches":
+        return _Branches(self.lower[rows], self.upper[rows], self.signs[rows],
+                         {i: (lo[rows], hi[rows]) for i, (lo, hi) in self.bounds.items()})
+
+    def prior(self, dense: DenseNetwork) -> tuple[list, list]:
+        """The bounds as ``analyse`` takes them (None for steps not kept)."""
+        lo: list = [None] * len(dense.steps)
+        hi: list = [None] * len(dense.steps)
+        for i, (a, b) in self.bounds.items():
+            lo[i], hi[i] = a.astype(np.float64), b.astype(np.float64)
+        return lo, hi
+
+    def with_bounds(self, bounds: _Bounds) -> "_Branches":
+        """These branches with ``bounds`` (float64, one row per branch) as what they inherit."""
+        return _Branches(self.lower, self.upper, self.signs, {i: (_down32(a), _up32(b)) for i, (a, b) in bounds.items()})
+
+    @staticmethod
+    def stack(parts: list["_Branches"]) -> "_Branches":
+        first = parts[0]
+        return _Branches(np.vstack([p.lower for p in parts]), np.vstack([p.upper for p in parts]),
+                         np.vstack([p.signs for p in parts]),
+                         {i: (np.vstack([p.bounds[i][0] for p in parts]), np.vstack([p.bounds[i][1] for p in parts]))
+                          for i in first.bounds})
+
+
+def _down32(v: np.ndarray) -> np.ndarray:
+    """``v`` in float32, each value rounded down (a lower bound stays one)."""
+    w = v.astype(np.float32)
+    return np.where(w > v, np.nextafter(w, np.float32(-np.inf)), w)
+
+
+def _up32(v: np.ndarray) -> np.ndarray:
+    """``v`` in float32, each value rounded up."""
+    w = v.astype(np.float32)
+    return np.where(w < v, np.nextafter(w, np.float32(np.inf)), w)
 
 
 class _Objective:
