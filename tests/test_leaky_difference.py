@@ -290,3 +290,38 @@ def test_the_witness_search_follows_leaky_relu_slopes_below_zero():
     numeric = np.stack([((fn.values(xs + eps * e) - fn.values(xs - eps * e)) @ w) / (2 * eps) for e in np.eye(4)],
                        axis=1)
     np.testing.assert_allclose(grad, numeric, atol=1e-5)
+
+
+def leaky_cnn(seed: int, alpha: float = 0.1) -> Model:
+    """Conv 3×3 (4 channels) → LeakyRelu → Conv 3×3 (3 channels) → LeakyRelu → Flatten → Gemm on a 1×6×6 input."""
+    from conftest import make_model
+    from onnx import helper
+
+    from nnxform.ir import from_proto
+
+    rng = np.random.default_rng(seed)
+    w = {"K1": rng.normal(0, 0.5, (4, 1, 3, 3)), "c1": rng.normal(0, 0.2, 4), "K2": rng.normal(0, 0.3, (3, 4, 3, 3)),
+         "c2": rng.normal(0, 0.2, 3), "W": rng.normal(0, 0.3, (2, 12)), "b": rng.normal(0, 0.2, 2)}
+    nodes = [helper.make_node("Conv", ["x", "K1", "c1"], ["h1"], kernel_shape=[3, 3]),
+             helper.make_node("LeakyRelu", ["h1"], ["r1"], alpha=alpha),
+             helper.make_node("Conv", ["r1", "K2", "c2"], ["h2"], kernel_shape=[3, 3]),
+             helper.make_node("LeakyRelu", ["h2"], ["r2"], alpha=alpha),
+             helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1)]
+    return from_proto(make_model(nodes, [1, 1, 6, 6], weights=w))
+
+
+def test_a_convolutional_leaky_pair_keeps_its_convolutions_and_is_sound():
+    a = leaky_cnn(4, 0.2)
+    b = float16(perturbed(a, 4, 0.02))
+    pair = Pair(a, b)
+    assert pair.chains and not pair.notes, pair.notes
+    assert any(type(L.wa).__name__ == "ConvMap" for L in pair.layers)
+    rng = np.random.default_rng(4)
+    lo = rng.uniform(-1, 0.8, 36)
+    box = Box(lo, lo + 0.2)
+    deltas = observed(a, b, box)
+    for method in ("interval", "symbolic", "lp", "merged-symbolic"):
+        d = pair.analyse(box, method, time_limit=30)
+        assert_contains(d.lower, d.upper, deltas, method)
+    assert d.analysis == "merged" and pair.analyse(box, "symbolic").delta_max < d.delta_max

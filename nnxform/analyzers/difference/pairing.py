@@ -294,7 +294,7 @@ def _split(layer: ChainLayer, like: ChainLayer | None = None) -> tuple[list[Chai
     act = (like.op, like.attrs) if like is not None else ("Relu", {})
     p, q = OPERATORS[act[0]].activation.at(act[1]).slopes  # type: ignore[union-attr,misc]
     c = p + q
-    f = "relu" if act[0] == "Relu" else f"{act[0]}"
+    f = "relu" if act[0] == "Relu" else act[0]
     W, b, r = layer.W, layer.b, layer.rounding
     n_out, n_in = W.shape
     if n_out <= n_in:
@@ -316,6 +316,7 @@ def _parts(f: str, v: str, c: float) -> str:
 
 
 def _over(c: float) -> str:
+    """`` / c`` after a matrix divided by the slopes' sum, nothing when it is 1."""
     return "" if c == 1 else f" / {c:g}"
 
 
