@@ -1,8 +1,10 @@
 """How far apart two networks can be on an input box: sound bounds of ``f_A − f_B`` and a witness.
 
 ``discrepancy(a, b, box, method)`` bounds, for every output ``i``, ``min`` and ``max`` of
-``f_A,i(x) − f_B,i(x)`` over the box, and ``δ_max = max ‖f_A − f_B‖∞``. ReLU chains of any depth
-and width, dense or convolutional, are analysed as a *difference* (``analyzers.difference``): both
+``f_A,i(x) − f_B,i(x)`` over the box, and ``δ_max = max ‖f_A − f_B‖∞``. Chains of any depth and
+width, dense or convolutional, whose activations are two-piece piecewise linear (the table's ``slopes``:
+ReLU, LeakyRelu; the same in both networks layer by layer) are analysed as a *difference*
+(``analyzers.difference``): both
 are paired in one form (``difference.pair_chains``: padded with exact identity layers, widened with
 dead units to the same shape), a dense layer being channels of one position. Convolutions stay
 operators: a channel-pruned copy is widened channel by channel (zero filters), so memory grows with
@@ -16,8 +18,9 @@ parameters × positions, never with inputs × outputs.
   output's gap closed.
 
 ``merged-interval`` / ``merged-symbolic`` bound the merged network as one (each copy's relaxation
-error adds up: kept for comparison). Networks that are not ReLU chains (skip connections,
-MaxPool, Sigmoid) fall back to the merged network for every method, and the result says so.
+error adds up: kept for comparison). Networks that are not such chains (skip connections,
+MaxPool, Sigmoid, a LeakyRelu layer against a ReLU one) fall back to the merged network for every
+method, and the result says so.
 Every method also searches a witness (the best of sampling and projected signed-gradient steps
 on ``±(f_A,i − f_B,i)``, plus the MILP's solutions) and replays it in onnxruntime: the true
 ``δ_max`` lies in ``[found, delta_max]``. The bounds hold for the float networks as onnxruntime
@@ -383,7 +386,9 @@ def halves(leaf: Box, spread: np.ndarray) -> tuple[Box, Box] | None:
 
 
 def _dead_units(layers: list[ChainLayer]) -> list[np.ndarray]:
-    """Per hidden layer of a chain, INACTIVE where a unit has zero weights and bias (it is 0 in float32 too), else 0.
+    """Per hidden layer of a chain, INACTIVE where a unit has zero weights and bias, else 0: its pre-activation is
+    exactly 0 (in float32 too), so its activation is too, whichever the slopes (``f(0) = 0``; a LeakyRelu unit
+    that is merely below 0 is ``α·z``, not 0, and is not marked here).
 
     The analyzers' slack would otherwise make such a unit (alignment pads with them) unstable.
     """
@@ -439,12 +444,12 @@ def _sampled(fn: _Delta, xs: np.ndarray, deadline: Deadline | None) -> np.ndarra
 
 
 class _ChainDelta:
-    """Two ReLU chains as read (``ChainLayer``s, dense or convolutional, each network's own widths): forward and
-    reverse passes, a few products per layer."""
+    """Two chains as read (``ChainLayer``s, dense or convolutional, each network's own widths, each layer with its
+    piecewise-linear activation): forward and reverse passes, a few products per layer."""
 
     def __init__(self, a: list[ChainLayer], b: list[ChainLayer]):
         self.chains = a, b
-        # per point: its input, and each unit's pre-activation and ReLU output in both chains
+        # per point: its input, and each unit's pre-activation and activation output in both chains
         self.step = points_within(a[0].W.shape[1] + 2 * sum(layer.b.size for layer in a + b), SAMPLES)
 
     def _pre_activations(self, xs: np.ndarray, side: int) -> list[np.ndarray]:
@@ -452,7 +457,7 @@ class _ChainDelta:
         zs, a = [], xs
         for layer in self.chains[side]:
             zs.append(a @ layer.W.T + layer.b)
-            a = np.maximum(zs[-1], 0.0)
+            a = layer.kind.function(zs[-1])
         return zs
 
     def values(self, xs: np.ndarray) -> np.ndarray:
@@ -471,8 +476,9 @@ class _ChainDelta:
             g = weights
             for k in range(len(zs) - 1, -1, -1):
                 g = g @ self.chains[side][k].W
-                if k:
-                    g = g * (zs[k - 1] > 0)
+                if k:  # the activation's slope: q above 0, p below (a LeakyRelu unit below 0 still passes α)
+                    kind = self.chains[side][k - 1].kind
+                    g = g * kind.derivative(zs[k - 1], kind.function(zs[k - 1]))
             value, grad = value + sign * zs[-1], grad + sign * g
         return value, grad
 

@@ -1,8 +1,8 @@
 """Bounds of ``f_A − f_B`` propagated as a difference, layer by layer (ReluDiff ICSE'20, NeuroDiff ASE'20).
 
-Two ReLU chains of the same shape are analysed together. ``pair_chains`` makes them so, exactly, in one
-form for dense and convolutional layers alike (the channel form: a layer's units are channels × positions,
-a dense layer's channels of one position): padded with identity layers (``padded_chain``) and widened
+Two ReLU chains (or LeakyRelu ones, below) of the same shape are analysed together. ``pair_chains`` makes
+them so, exactly, in one form for dense and convolutional layers alike (the channel form: a layer's units
+are channels × positions, a dense layer's channels of one position): padded with identity layers (``padded_chain``) and widened
 channel by channel with dead ones (``aligned_chains``), convolutions kept as ``ConvMap`` operators. With
 ``Δ = a_A − a_B`` the difference of the pre-activations is
 ``Δz = W_A·Δa + (W_A − W_B)·a_B + (b_A − b_B)``, so it never subtracts two loose bounds of the
@@ -19,6 +19,12 @@ bounds come from a case analysis of the two neurons' states and a linear relaxat
 
 the pair with the smallest largest gap over the neuron's feasible ``(z_A, z_B)`` polygon wins.
 
+Any two-piece piecewise-linear activation of the table (``slopes`` ``(p, q)``: LeakyRelu is ``(α, 1)``) goes the same
+way, the same slopes in both networks at each layer: ``f(x) = p·x + (q − p)·relu(x)``, so
+``Δa = p·Δz + (q − p)·(relu(z_A) − relu(z_B))`` takes every bound above through that map (the identity for ReLU),
+widened by the float activation's margin; identity layers through it split the values,
+``y = (f(y) − f(−y)) / (p + q)``.
+
 ``interval`` propagates ``Δ`` as intervals; ``symbolic`` back-substitutes each ``Δz`` row to the
 input through the relaxations of ``Δa`` and ``a_B`` (CROWN on the pair), intersected with the
 interval result and with ``[l_A − u_B, u_A − l_B]``. Per-network bounds (symbolic) fix the ReLU
@@ -26,7 +32,7 @@ states and are tightened in turn by ``z_A = z_B + Δz``. ``DifferenceEncoder`` p
 top of the merged network's LP/MILP encoding: the relaxation rows above are valid inequalities,
 so the LP is at least as tight as ``symbolic`` and the MILP stays exact.
 
-The package: ``pairing`` (the two chains made one shape), ``relax`` (the difference through one ReLU),
+The package: ``pairing`` (the two chains made one shape), ``relax`` (the difference through one activation),
 ``propagate`` (layer by layer, one box or many), ``encode`` (LP and MILP in difference variables).
 """
 

@@ -15,7 +15,7 @@ from .relax import LayerDelta, candidate_lines
 
 
 class DifferenceEncoder(Encoder):
-    """The pair as one HiGHS model in difference variables: per layer ``z_B, Δz``, per ReLU ``a_B, Δa``.
+    """The pair as one HiGHS model in difference variables: per layer ``z_B, Δz``, per activation ``a_B, Δa``.
 
     ``z_A = z_B + Δz`` and ``a_A = a_B + Δa`` never get columns: this is the merged network's
     encoding after a change of variables (the same LP or MILP), but the small differences are
@@ -66,20 +66,23 @@ class DifferenceEncoder(Encoder):
             self.h.changeColsBounds(idx.size, idx.astype(np.int32), lo, hi)
 
     def add_relus(self, k: int) -> None:
-        """Columns ``a_B``, ``Δa`` after hidden layer ``k``; both networks' ReLUs; the cuts where one is unstable."""
+        """Columns ``a_B``, ``Δa`` after hidden layer ``k``; both networks' activations (the encoder's
+        ``kinked_rows`` with their slopes, each widened by its float margin); the cuts where one is unstable."""
         D = self.deltas[k]
         c_lo, c_hi = D.const
         self.da_scale[k] = sa = _scale(c_lo, c_hi)
         sd = self.dz_scale[k]
-        self.ab[k] = ab = self._cols(np.maximum(D.lo_b, 0.0), np.maximum(D.hi_b, 0.0))
+        self.ab[k] = ab = self._cols(*D.outputs("b"))
         self.da[k] = da = self._cols(c_lo / sa, c_hi / sa)
         zb, dz = self.zb[k], self.dz[k]
-        self.kinked_rows(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)])
-        self.kinked_rows(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)])
+        err_a, err_b = (np.broadcast_to(e, D.lo_a.shape) for e in D.margins)
+        self.kinked_rows(D.lo_b, D.hi_b, [(ab, 1.0)], [(zb, 1.0)], D.slopes, err_b)
+        self.kinked_rows(D.lo_a, D.hi_a, [(ab, 1.0), (da, sa)], [(zb, 1.0), (dz, sd)], D.slopes, err_a)
         rows = np.flatnonzero(D.unsettled)
         if rows.size:
-            lowers, uppers = candidate_lines(D.lo_a, D.hi_a, D.lo_b, D.hi_b, D.lo_d, D.hi_d, c_lo, c_hi)
-            (p_lo, _, r_lo), (p_up, _, r_up) = lowers[1], uppers[1]  # N: Δa − p Δz >= r (lower), <= r (upper)
+            lowers, uppers = candidate_lines(D.lo_a, D.hi_a, D.lo_b, D.hi_b, D.lo_d, D.hi_d, *D.relu_const())
+            # N, mapped to Δa: Δa − p Δz >= r (lower), <= r (upper)
+            (p_lo, _, r_lo), (p_up, _, r_up) = D.of_relu(lowers[1], -1.0), D.of_relu(uppers[1], 1.0)
             free = np.full(rows.size, INF)
             self.combination_rows(rows, [(da, sa), (dz, -sd * p_lo[rows])], r_lo[rows], free)
             self.combination_rows(rows, [(da, sa), (dz, -sd * p_up[rows])], -free, r_up[rows])

@@ -1,6 +1,7 @@
-"""The pair of chains in the channel form: each network read as a ReLU chain (``analysis_chain``), padded with
-exact identity layers (``padded_chain``), widened channel by channel with dead units (``aligned_chains``), and
-paired layer by layer (``pair_chains``, ``PairLayer``, ``ChainPair``).
+"""The pair of chains in the channel form: each network read as a chain of affine layers and two-piece
+piecewise-linear activations (ReLU, LeakyRelu: the table's ``slopes``; ``analysis_chain``), padded with exact
+identity layers (``padded_chain``), widened channel by channel with dead units (``aligned_chains``), and paired
+layer by layer (``pair_chains``, ``PairLayer``, ``ChainPair``), both networks with one activation per layer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import numpy as np
 
 from ...errors import NnxformError
 from ...layered import Dense
+from ...operators import OPERATORS
+from ...operators.activations import RELU, Elementwise
 from ..conv import ConvMap, MATRIX_FREE, abs_of
 from ..network import Activation, Input, Linear, CompiledNetwork, dense_weights
 from ..rounding import Rounding
@@ -139,15 +142,24 @@ def _dense(w: Matrix) -> np.ndarray:
 
 @dataclass
 class ChainLayer:
-    """One affine layer of a ReLU chain in the channel form: ``z = W·a + b`` (W dense or a ``ConvMap``), how its float
-    network rounds it (None: read from no float network, taken as one Gemm of its weights where needed), and its
-    units as ``channels × positions`` (a dense layer's units are channels of one position)."""
+    """One affine layer of a chain in the channel form: ``z = W·a + b`` (W dense or a ``ConvMap``), how its float
+    network rounds it (None: read from no float network, taken as one Gemm of its weights where needed), its
+    units as ``channels × positions`` (a dense layer's units are channels of one position), and the activation
+    after it (``op``, ``attrs``: a two-piece piecewise-linear one of the table; ReLU unless read otherwise, and
+    unused after the last layer)."""
 
     W: Matrix
     b: np.ndarray
     rounding: Rounding | None
     channels: int
     positions: int
+    op: str = "Relu"
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> Elementwise:
+        """The activation after the layer as the table computes it (its ``slopes`` are never None here)."""
+        return OPERATORS[self.op].activation.at(self.attrs)  # type: ignore[union-attr]  # read from an Activation
 
     @classmethod
     def of_dense(cls, layer: Dense) -> "ChainLayer":
@@ -165,21 +177,23 @@ class ChainLayer:
         r = self.rounding
         rounding = r and Rounding([widen(w, rows, cols) for w in r.weights], widen_rows(r.bias, rows),
                                   widen_rows(np.asarray(r.depth, dtype=np.float64), rows))
-        return ChainLayer(widen(self.W, rows, cols), widen_rows(self.b, rows), rounding, rows.width, rows.positions)
+        return ChainLayer(widen(self.W, rows, cols), widen_rows(self.b, rows), rounding, rows.width, rows.positions,
+                          self.op, self.attrs)
 
     def written_out(self) -> "ChainLayer":
         """The layer with its weights (and its rounding's) as dense matrices: its units channels of one position."""
         r = self.rounding
         rounding = r and Rounding([_dense(w) for w in r.weights], r.bias, r.depth)
-        return ChainLayer(_dense(self.W), self.b, rounding, self.b.size, 1)
+        return ChainLayer(_dense(self.W), self.b, rounding, self.b.size, 1, self.op, self.attrs)
 
 
 def analysis_chain(net: CompiledNetwork, shapes: dict[str, tuple[int, ...]], which: str, dense: bool = False
                    ) -> list[ChainLayer]:
-    """The affine layers of a compiled ReLU chain (``Linear``, ``Relu``, …, ``Linear``), or NotAligned naming what
-    is in the way (a pooling, another activation, a skip connection, a grouped convolution). A layer that is an
-    affine segment other than one Conv, and with ``dense`` every layer, is written out as a dense matrix
-    (``ChainLayer.written_out``), once the whole chain is read."""
+    """The affine layers of a compiled chain (``Linear``, activation, …, ``Linear``) whose activations are two-piece
+    piecewise linear (the table's ``slopes``: ReLU, LeakyRelu), each layer with the activation after it, or
+    NotAligned naming what is in the way (a pooling, a curved activation, a skip connection, a grouped
+    convolution). A layer that is an affine segment other than one Conv, and with ``dense`` every layer, is written
+    out as a dense matrix (``ChainLayer.written_out``), once the whole chain is read."""
     layers: list[ChainLayer] = []
     for i, step in enumerate(net.steps[1:], start=1):
         expect = 0 if not layers else net.linear_steps[len(layers) - 1] + 1
@@ -195,9 +209,11 @@ def analysis_chain(net: CompiledNetwork, shapes: dict[str, tuple[int, ...]], whi
             channels, positions = (shape[1], int(np.prod(shape[2:], dtype=np.int64))) if len(shape) > 2 else \
                 (step.size, 1)
             layers.append(ChainLayer(w, step.bias, step.float_rounding, int(channels), positions))
-        elif not (isinstance(step, Activation) and step.op == "Relu" and step.source == i - 1):
-            raise NotAligned(f"{which} network: '{getattr(step, 'node', '?')}' ({step.op}) is not a ReLU of the "
-                             "layer before it")
+        elif isinstance(step, Activation) and step.slopes is not None and step.source == i - 1 and layers:
+            layers[-1].op, layers[-1].attrs = step.op, dict(step.attrs)
+        else:
+            raise NotAligned(f"{which} network: '{getattr(step, 'node', '?')}' ({step.op}) is not a piecewise-linear "
+                             "activation (ReLU, LeakyRelu) of the layer before it")
     if not layers or net.output != net.linear_steps[-1]:
         raise NotAligned(f"{which} network: not a ReLU chain ending in an affine layer")
     return [layer.written_out() if dense or isinstance(layer.W, MATRIX_FREE) and not isinstance(layer.W, ConvMap)
@@ -208,22 +224,31 @@ def identity_width(layers: Sequence[ChainLayer | Dense], depth: int) -> int:
     """The width of the identity layers ``padded_chain(layers, depth)`` inserts (0: none), before building them."""
     if depth <= len(layers):
         return 0
-    return 2 * min(layers[0].W.shape) if len(layers) == 1 else int(layers[-1].W.shape[1])
+    if len(layers) == 1:
+        return 2 * min(layers[0].W.shape)
+    relu = not isinstance(layers[-2], ChainLayer) or layers[-2].kind.slopes == RELU.slopes
+    return int(layers[-1].W.shape[1]) * (1 if relu else 2)
 
 
-def padded_chain(layers: list[ChainLayer], depth: int) -> tuple[list[ChainLayer], list[str]]:
-    """``layers`` with identity layers (and their ReLU) before the last one up to ``depth`` layers, and one line per
-    insertion: the same function, since the identity reads a ReLU's output, so the ReLU after it changes nothing.
-    A chain of one layer is split first (``_split``). Nothing the padding adds is computed by a float network, so
-    it adds no rounding."""
+def padded_chain(layers: list[ChainLayer], depth: int, like: ChainLayer | None = None
+                 ) -> tuple[list[ChainLayer], list[str]]:
+    """``layers`` with identity layers (and their activation) before the last one up to ``depth`` layers, and one
+    line per insertion: the same function. After a ReLU the identity reads values >= 0, so the ReLU after it changes
+    nothing; after another two-piece activation ``f`` of slopes ``(p, q)`` (``_kinked_identity``) the values are
+    split as ``y = (f(y) − f(−y)) / (p + q)``. A chain of one layer is split first (``_split``), around the
+    activation of ``like`` (the other network's first layer; ReLU without one). Nothing the padding adds is computed
+    by a float network, so it adds no rounding (the last layer's, when it reads a split, bounds the same products)."""
     extra = depth - len(layers)
     if extra <= 0:
         return list(layers), []
     notes: list[str] = []
     if len(layers) == 1:
-        layers, notes = _split(layers[0])
+        layers, notes = _split(layers[0], like)
         extra -= 1
     last = layers[-2]
+    if extra and last.kind.slopes != RELU.slopes:
+        padded, lines = _kinked_identity(layers, extra)
+        return padded, notes + lines
     n = last.b.size
     identity = ChainLayer(np.eye(n), np.zeros(n), _exact(last.rounding, n, n), last.channels, last.positions)
     unit = "neurons" if last.positions == 1 else "units"
@@ -231,25 +256,68 @@ def padded_chain(layers: list[ChainLayer], depth: int) -> tuple[list[ChainLayer]
     return layers[:-1] + [identity] * extra + layers[-1:], notes
 
 
-def _split(layer: ChainLayer) -> tuple[list[ChainLayer], list[str]]:
-    """One dense layer as two around a ReLU, the same function by ``relu(v) − relu(−v) = v``: its output split,
-    ``[W; −W] → Relu → [I, −I]``, or its input, ``[I; −I] → Relu → [W, −W]``, whichever is narrower. The rows
-    computing ``±(W·x + b)`` keep the layer's rounding; the rest is exact."""
+def _kinked_identity(layers: list[ChainLayer], extra: int) -> tuple[list[ChainLayer], list[str]]:
+    """``extra`` identity layers before the last layer of a chain whose activation ``f`` there (slopes ``(p, q)``,
+    not ReLU's) keeps negative values: ``[I; −I] → f``, then ``[[I, −I], [−I, I]] / (p + q) → f`` per further layer,
+    the last layer reading ``[W, −W] / (p + q)`` (``y = (f(y) − f(−y)) / (p + q)``, as ``passes/pad.py``'s
+    ``kinked_identity``). The last layer's rounding weights become ``[|W|, |W|] / (p + q)``: since
+    ``|f(y)| + |f(−y)| = (p + q)·|y|``, they bound the float network's products of ``W·y`` from the split values."""
+    before, last = layers[-2], layers[-1]
+    if isinstance(last.W, MATRIX_FREE):
+        raise NotAligned("a chain whose last layer is a convolution cannot be padded with identity layers through "
+                         f"{before.op}")
+    p, q = before.kind.slopes  # type: ignore[misc]  # a chain's activations have slopes
+    c, n = p + q, before.b.size
+    eye, act = np.eye(n), (before.op, before.attrs)
+    split = ChainLayer(np.vstack([eye, -eye]), np.zeros(2 * n), _exact(before.rounding, 2 * n, n),
+                       2 * before.channels, before.positions, *act)
+    turn = ChainLayer(np.block([[eye, -eye], [-eye, eye]]) / c, np.zeros(2 * n), _exact(before.rounding, 2 * n, 2 * n),
+                      2 * before.channels, before.positions, *act)
+    r = last.rounding
+    rounding = r and Rounding([np.hstack([w, w]) / c for w in r.weights], r.bias, r.depth)
+    end = ChainLayer(np.hstack([last.W, -last.W]) / c, last.b, rounding, last.channels, last.positions, last.op,
+                     last.attrs)
+    notes = [f"identity layer [I; −I] → {before.op} → (f(y) − f(−y)) / {c:g} ({2 * n} units) before the last layer"]
+    notes += [f"identity layer [[I, −I], [−I, I]] / {c:g} → {before.op} ({2 * n} units) before the last layer"] * \
+        (extra - 1)
+    return layers[:-1] + [split] + [turn] * (extra - 1) + [end], notes
+
+
+def _split(layer: ChainLayer, like: ChainLayer | None = None) -> tuple[list[ChainLayer], list[str]]:
+    """One dense layer as two around an activation ``f`` (``like``'s; ReLU without it) of slopes ``(p, q)``, the same
+    function by ``(f(v) − f(−v)) / (p + q) = v`` (ReLU: ``relu(v) − relu(−v) = v``): its output split,
+    ``[W; −W] → f → [I, −I] / (p + q)``, or its input, ``[I; −I] → f → [W, −W] / (p + q)``, whichever is narrower.
+    The rows computing ``±(W·x + b)`` keep the layer's rounding (on the input side, ``[|W|, |W|] / (p + q)``, which
+    bounds the same products since ``|f(x)| + |f(−x)| = (p + q)·|x|``); the rest is exact."""
     if isinstance(layer.W, MATRIX_FREE):
         raise NotAligned("a convolution without hidden layers cannot be padded in the channel form")
+    act = (like.op, like.attrs) if like is not None else ("Relu", {})
+    p, q = OPERATORS[act[0]].activation.at(act[1]).slopes  # type: ignore[union-attr,misc]
+    c = p + q
+    f = "relu" if act[0] == "Relu" else act[0]
     W, b, r = layer.W, layer.b, layer.rounding
     n_out, n_in = W.shape
     if n_out <= n_in:
         eye = np.eye(n_out)
         rounding = r and Rounding([np.vstack([w, w]) for w in r.weights], np.tile(r.bias, 2), np.tile(r.depth, 2))
-        return [ChainLayer(np.vstack([W, -W]), np.concatenate([b, -b]), rounding, 2 * n_out, 1),
-                ChainLayer(np.hstack([eye, -eye]), np.zeros(n_out), _exact(r, n_out, 2 * n_out), n_out, 1)], \
-            [f"layer 1 split into relu(y) − relu(−y): [W; −W] → Relu → [I, −I] ({2 * n_out} neurons)"]
+        return [ChainLayer(np.vstack([W, -W]), np.concatenate([b, -b]), rounding, 2 * n_out, 1, *act),
+                ChainLayer(np.hstack([eye, -eye]) / c, np.zeros(n_out), _exact(r, n_out, 2 * n_out), n_out, 1)], \
+            [f"layer 1 split into {_parts(f, 'y', c)}: [W; −W] → {act[0]} → [I, −I]{_over(c)} ({2 * n_out} neurons)"]
     eye = np.eye(n_in)
-    rounding = r and Rounding([np.hstack([w, w]) for w in r.weights], r.bias, r.depth)
-    return [ChainLayer(np.vstack([eye, -eye]), np.zeros(2 * n_in), _exact(r, 2 * n_in, n_in), 2 * n_in, 1),
-            ChainLayer(np.hstack([W, -W]), b, rounding, n_out, 1)], \
-        [f"input split into relu(x) − relu(−x): [I; −I] → Relu → [W, −W] ({2 * n_in} neurons)"]
+    rounding = r and Rounding([np.hstack([w, w]) / c for w in r.weights], r.bias, r.depth)
+    return [ChainLayer(np.vstack([eye, -eye]), np.zeros(2 * n_in), _exact(r, 2 * n_in, n_in), 2 * n_in, 1, *act),
+            ChainLayer(np.hstack([W, -W]) / c, b, rounding, n_out, 1)], \
+        [f"input split into {_parts(f, 'x', c)}: [I; −I] → {act[0]} → [W, −W]{_over(c)} ({2 * n_in} neurons)"]
+
+
+def _parts(f: str, v: str, c: float) -> str:
+    """``relu(v) − relu(−v)``, or ``(f(v) − f(−v)) / c`` for an activation whose slopes do not add up to 1."""
+    return f"{f}({v}) − {f}(−{v})" if c == 1 else f"({f}({v}) − {f}(−{v})) / {c:g}"
+
+
+def _over(c: float) -> str:
+    """`` / c`` after a matrix divided by the slopes' sum, nothing when it is 1."""
+    return "" if c == 1 else f" / {c:g}"
 
 
 def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[ChainLayer], list[ChainLayer], list[str]]:
@@ -270,6 +338,9 @@ def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[Chain
         if isinstance(la.W, ConvMap) and (la.W.node.attrs != lb.W.node.attrs or
                                           la.W.weight.shape[2:] != lb.W.weight.shape[2:]):
             raise NotAligned(f"layer {k + 1}: the convolutions differ in kernel, strides, pads or dilations")
+        if k < len(a) - 1 and la.kind.slopes != lb.kind.slopes:
+            raise NotAligned(f"layer {k + 1}: the first network's {la.op} has slopes {_slopes(la)}, the second's "
+                             f"{lb.op} {_slopes(lb)}; the paired analysis needs one activation in both")
         rows_a, rows_b = Placement.same(la.channels, la.positions), Placement.same(lb.channels, lb.positions)
         if k < len(a) - 1 and la.channels != lb.channels:
             wide_a, wide_b = la.widened(rows_a, cols_a), lb.widened(rows_b, cols_b)  # in the same input space
@@ -290,6 +361,10 @@ def aligned_chains(a: list[ChainLayer], b: list[ChainLayer]) -> tuple[list[Chain
     return out_a, out_b, notes
 
 
+def _slopes(layer: ChainLayer) -> str:
+    return "({:g}, {:g})".format(*layer.kind.slopes)  # type: ignore[misc]  # a chain's activations have slopes
+
+
 def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bool = False) -> CompiledNetwork:
     """The CompiledNetwork of a chain of ``ChainLayer``s; ``probe``: the last layer replaced by a zero probe (the
     difference analysis bounds the outputs itself and needs each network's hidden bounds only; with a one-value
@@ -302,7 +377,7 @@ def layers_network(layers: list[ChainLayer], dtype: type = np.float32, probe: bo
             W, b, r = np.zeros((1, n)), np.zeros(1), Rounding([np.zeros((1, n))], np.zeros(1), np.zeros(1))
         steps.append(Linear(f"layer{k}", [len(steps) - 1], [W], b, r))
         if k < len(layers):
-            steps.append(Activation("Relu", f"relu{k}", len(steps) - 1, layer.b.size))
+            steps.append(Activation(layer.op, f"{layer.op.lower()}{k}", len(steps) - 1, layer.b.size, layer.attrs))
     return CompiledNetwork(steps, len(steps) - 1, (1, steps[-1].size), dtype)
 
 
@@ -316,7 +391,8 @@ def _minus(a: Matrix, b: Matrix) -> Matrix:
 
 @dataclass
 class PairLayer:
-    """One affine layer of both chains and of their difference: ``Δz = wa·Δa + d·a_B + db``."""
+    """One affine layer of both chains and of their difference: ``Δz = wa·Δa + d·a_B + db``; ``kind``: the
+    activation after it in both (unused after the last layer)."""
 
     wa: Matrix
     ba: np.ndarray
@@ -324,6 +400,7 @@ class PairLayer:
     bb: np.ndarray
     round_a: Rounding | None = None  # how each float network rounds the layer (None: one Gemm of its weights)
     round_b: Rounding | None = None
+    kind: Elementwise = RELU
     d: Matrix = field(init=False)
     db: np.ndarray = field(init=False)
     abs_wa: Matrix = field(init=False)
@@ -355,7 +432,7 @@ class ChainPair:
 
     @property
     def layers(self) -> list[PairLayer]:
-        return [PairLayer(x.W, x.b, y.W, y.b, x.rounding, y.rounding) for x, y in zip(self.a, self.b)]
+        return [PairLayer(x.W, x.b, y.W, y.b, x.rounding, y.rounding, x.kind) for x, y in zip(self.a, self.b)]
 
     @property
     def reshaped_a(self) -> bool:
@@ -398,7 +475,8 @@ def _paired(net_a: CompiledNetwork, net_b: CompiledNetwork, shapes_a: dict[str, 
         width = identity_width(chain, depth)
         if width * width > MAX_IDENTITY_ENTRIES and any(isinstance(layer.W, MATRIX_FREE) for layer in chain):
             raise NotAligned(f"{which} network: an identity layer over {width} units is too large to pad with")
-        layers, lines = padded_chain(chain, depth)
+        other = chains[1] if chain is chains[0] else chains[0]
+        layers, lines = padded_chain(chain, depth, other[0] if len(other) > 1 else None)
         padded.append(layers)
         notes += [f"{which}: {line}" for line in lines]
     wa, wb, aligned = aligned_chains(*padded)

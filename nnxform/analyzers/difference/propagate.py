@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...operators import activations
 from ..boxes import BoxBounds, per_box
 from ..conv import abs_of
 from ..result import State
@@ -66,7 +65,8 @@ def propagate(layers: list[PairLayer], a: ChainBounds, b: ChainBounds, symbolic:
             lb, ub = _affine_interval(L.wb, L.bb, *ins_b, mb)
         else:
             la, ua, lb, ub = a.lo[k + 1], a.hi[k + 1], b.lo[k + 1], b.hi[k + 1]
-        cur = LayerDelta(la.copy(), ua.copy(), lb.copy(), ub.copy(), c - r - ma - mb, c + r + ma + mb, ma, mb)
+        cur = LayerDelta(la.copy(), ua.copy(), lb.copy(), ub.copy(), c - r - ma - mb, c + r + ma + mb, ma, mb,
+                         L.kind, (a.u > 0, b.u > 0))
         cur.tighten()
         if symbolic and k > 0 and lo.ndim == 2 and not last:
             _tighten_boxes(layers, out, k, cur, mid, rad)
@@ -122,10 +122,8 @@ def _backsub_rows(layers: list[PairLayer], boxes: int = 1) -> int:
 
 
 def _inputs(box: tuple[np.ndarray, np.ndarray], out: list[LayerDelta], side: str) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of one network's input to the next layer: the box, or the ReLU of the last layer's bounds."""
-    if not out:
-        return box
-    return np.maximum(getattr(out[-1], f"lo_{side}"), 0.0), np.maximum(getattr(out[-1], f"hi_{side}"), 0.0)
+    """Bounds of one network's input to the next layer: the box, or the activation of the last layer's bounds."""
+    return box if not out else out[-1].outputs(side)
 
 
 def _affine_interval(W: Matrix, bias: np.ndarray, lo: np.ndarray, hi: np.ndarray, noise: np.ndarray
