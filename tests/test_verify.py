@@ -229,3 +229,46 @@ def test_workers_search_slices_of_the_box_in_parallel_and_agree():
     broken = [Case(box, [Region(np.eye(5)[:1], np.array([float(y[0]) + 1.0]), np.zeros(1, bool))])]  # y_0 <= y_0 + 1
     v = _in_parallel(net, broken, 60, 0, 2)
     assert v.answer == "sat" and broken[0].violated(OnnxRunner(net)(v.counterexample[None]).astype(np.float64))[0]
+
+
+def test_inherited_bounds_hold_on_each_branch():
+    """What a branch keeps of its hidden bounds (its own intersected with its parent's, in float32 rounded outwards)
+    contains the hidden values of sampled points of its part of the box, two generations down (input halvings and
+    ReLU sign splits)."""
+    import time
+
+    from nnxform.analyzers.branching import child_branches
+    from nnxform.verify import _Branches, _down32, _Objective, _Search, _up32
+
+    v = np.array([0.1, 1 / 3, -2 / 3, 1e-40, -1e30])
+    assert np.all(_down32(v) <= v) and np.all(_up32(v) >= v) and _down32(v).dtype == np.float32
+    rng = np.random.default_rng(5)
+    model = mlp(3, [5, 12, 12, 12, 2])
+    lo, hi = -0.3 * np.ones(5), 0.3 * np.ones(5)
+    search = _Search(model, time.monotonic(), time.monotonic() + 600, None, rng)
+    spec = _Objective(Case(Box(lo, hi), [Region(np.array([[1.0, -1.0]]), np.array([-50.0]), np.array([False]))]))
+    branches = search._root(Box(lo, hi), None)
+    for generation in range(2):
+        split = rng.integers(0, 12, len(branches))  # an input halving and a first-layer ReLU per branch
+        candidates = np.stack([np.full(len(branches), generation), 5 + split], axis=1)
+        children = _Branches(*child_branches(branches.lower, branches.upper, branches.signs, candidates),
+                             {i: (np.repeat(a, 4, axis=0), np.repeat(b, 4, axis=0))
+                              for i, (a, b) in branches.bounds.items()})
+        branches = children.with_bounds(search._bound(spec, children).bounds)
+    values_at = search.dense.net.steps
+    assert len(branches) == 16 and search.inherited
+    checked = 0
+    for b in range(len(branches)):
+        xs = rng.uniform(branches.lower[b], branches.upper[b], (20_000, 5))
+        values = run(model, xs, keep=True)
+        first = search.slots.steps[0]
+        z = values[values_at[first].tensor].reshape(len(xs), -1)
+        sg = branches.signs[b, :12]
+        inside = np.all((z >= 0) | (sg <= 0), axis=1) & np.all((z <= 0) | (sg >= 0), axis=1)
+        if inside.sum() < 10:  # (a branch whose signs hold on little or none of its box)
+            continue
+        checked += 1
+        for i, (a, c) in branches.bounds.items():
+            seen = values[values_at[i].tensor].reshape(len(xs), -1)[inside]
+            assert np.all(a[b] <= seen.min(axis=0)) and np.all(seen.max(axis=0) <= c[b])
+    assert checked >= 8
