@@ -19,7 +19,7 @@ from nnxform.discrepancy import Pair
 from nnxform.grid import detect, file_form, qdq_model
 from nnxform.ir import Model, from_proto, load
 from nnxform.passes.quantize import quantize
-from nnxform.repair import RepairOptions, boxes_around, repair
+from nnxform.repair import RepairOptions, boxes_around, refit, repair
 from nnxform.runtime import OnnxRunner
 from nnxform.training import TrainOptions, train, trainable
 
@@ -152,3 +152,46 @@ def test_train_keeps_the_grid_and_keep_grid_without_one_is_refused(digits, tmp_p
         out.unlink(missing_ok=True)
         code, _, err = outcome(run_cli(*command, "-o", out))
         assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1 and "grid" in err
+
+
+def test_the_refit_keeps_zeros_and_shapes_and_moves_the_pruned_network_toward_the_original(digits):
+    original, train_set, test_set = digits
+    pruned = original.copy()
+    for w in _weights(pruned):
+        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    boxes = boxes_around(test_set.x[:3], 0.02, (0.0, 1.0))
+    xs = np.vstack([b.lower + (b.upper - b.lower) * np.random.default_rng(i).random((100, 64))
+                    for i, b in enumerate(boxes)])
+    net, reference = trainable(pruned)[0], trainable(original)[0]
+    fitted, loss = refit(reference, net, xs, keep_zeros=True)
+    dense = [k for k, layer in enumerate(net.layers) if hasattr(layer, "W")]
+    for k in dense:
+        before, after = net.layers[k].W, fitted.layers[k].W
+        assert after.shape == before.shape and np.all(after[before == 0] == 0)
+    assert not np.array_equal(fitted.layers[dense[0]].W, net.layers[dense[0]].W)
+    assert not np.array_equal(fitted.layers[dense[-1]].W, net.layers[dense[-1]].W)
+    assert all(np.array_equal(fitted.layers[k].W, net.layers[k].W) for k in dense[1:-1])  # the middle is retrained
+    y1 = reference.forward(xs).reshape(len(xs), -1)
+    error = [float(np.mean((n.forward(xs).reshape(len(xs), -1) - y1) ** 2)) for n in (net, fitted)]
+    assert loss == pytest.approx(error[1]) and error[1] < 0.5 * error[0]
+    free, _ = refit(reference, net, xs, keep_zeros=False)
+    assert np.count_nonzero(free.layers[dense[0]].W) > np.count_nonzero(net.layers[dense[0]].W)
+
+
+def test_repair_refits_round_1_off_a_grid_only_and_never_writes_a_worse_network(digits):
+    original, train_set, test_set = digits
+    pruned = original.copy()
+    for w in _weights(pruned):
+        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
+    runs = {refit_on: repair(original, pruned, boxes, RepairOptions(rounds=1, epochs=1, samples=200, refit=refit_on))
+            for refit_on in (True, False)}
+    assert runs[True].options.refit and runs[True].rounds[1].bound != runs[False].rounds[1].bound
+    for r in runs.values():
+        assert r.final.delta_max <= r.initial.delta_max and r.final.delta_max == r.rounds[r.kept].bound
+        for before, after in zip(_weights(pruned), _weights(r.model)):
+            assert np.all(after[before == 0] == 0)
+    compressed, _ = quantize(original, bits=4, per_channel=True)
+    on_grid = repair(original, compressed, boxes, RepairOptions(rounds=1, epochs=1, samples=200))
+    assert any("no refit on a grid" in note for note in on_grid.notes)
+    assert on_grid.grid is not None and on_grid.grid.holds(trainable(on_grid.model)[0])

@@ -201,13 +201,16 @@ def repair_command(
                                              "is an error)."),
     keep_zeros: Optional[bool] = typer.Option(None, "--keep-zeros/--no-keep-zeros", help="Keep weights that are "
                                               "exactly 0 at 0 (default: when COMPRESSED is on no grid)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Round 1 refits the first and last layers to the "
+                               "original by least squares on the domain's samples instead of retraining (off a grid "
+                               "only; zeros kept as --keep-zeros says)."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of Fig. 2 and the per-round curves here."),
     domain: DomainOptions = None,
 ) -> None:
     options = RepairOptions(alpha=alpha, update=update, rounds=rounds, epochs=epochs, samples=samples, target=target,
                             target_ratio=target_ratio, lr=lr, batch_size=batch_size, method=method, seed=seed,
-                            keep_grid=keep_grid, keep_zeros=keep_zeros, prove=prove).check()
+                            keep_grid=keep_grid, keep_zeros=keep_zeros, prove=prove, refit=refit).check()
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise NnxformError("--plot needs matplotlib, which is not installed: pip install 'nnxform[plot]'")
     if scale is not None and not (data or train_data or test_data):
