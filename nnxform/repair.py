@@ -60,6 +60,9 @@ from .runtime import OnnxRunner
 from .training import TrainOptions, check_common, train, trainable
 
 UPDATES = ("pointwise", "paper")
+SCALES = ("fixed", "searched")
+#: The steps the scale search tries, as shares of the largest latent weight per tensor or channel over the levels.
+STEP_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 #: Boxes whose witnesses join the pointwise rule's samples each round (those with the largest bounds).
 WITNESS_BOXES = 4
 #: The refit's ridge toward the current weights, in units of the mean squared input per feature and sample (measured
@@ -77,7 +80,8 @@ class RepairOptions:
     None: off a grid, where zeros can only be pruning; on a grid a zero is one of its levels), and the seconds
     ``equiv``'s search may take per analysis to prove the target where the ``method``'s bound misses it (``prove``;
     0: never), and whether round 1 refits the first and last layers by least squares instead of retraining
-    (``refit``; off a grid only); the report gives the values used."""
+    (``refit``; off a grid only), and on a grid whether round 1 searches new steps (``scales``: ``fixed`` or
+    ``searched``); the report gives the values used."""
 
     alpha: float = 2.0
     update: str = "pointwise"
@@ -94,11 +98,14 @@ class RepairOptions:
     keep_zeros: bool | None = None
     prove: float = 0.0
     refit: bool = True
+    scales: str = "searched"
 
     def check(self) -> "RepairOptions":
         """Refuse values no repair can use, in one line naming the option."""
         if self.update not in UPDATES:
             raise NnxformError(f"update must be one of {', '.join(UPDATES)}, got '{self.update}'")
+        if self.scales not in SCALES:
+            raise NnxformError(f"scales must be one of {', '.join(SCALES)}, got '{self.scales}'")
         if self.method not in DIFFERENCE_METHODS:
             raise NnxformError(f"method must be one of {', '.join(DIFFERENCE_METHODS)}, got '{self.method}'")
         check_common(self, ("rounds", "epochs", "samples", "batch_size"))
@@ -263,6 +270,8 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     current, model, latent = initial, start, net
     original_net = _refit_reference(original, net, grid, options, notes)
     refitting = original_net is not None
+    rescaling = grid is not None and options.scales == "searched" and _aligned(original, net, grid, notes)
+    grids, kept_grid = [grid], grid  # per round, the grid its network sits on
     kept, best = 0, start  # the round with the smallest sound bound so far, and its network
     for k in range(1, options.rounds + 1):
         if target is not None and current.delta_max <= target:
@@ -273,6 +282,9 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         if k == 1 and refitting:
             net, loss = refit(original_net, net, xs, options.keep_zeros)
             latent = net
+        elif k == 1 and rescaling:
+            net, latent, grid = rescale(trainable(original)[0], net, grid, xs, options.keep_zeros)
+            loss = None
         else:
             y2 = net.forward(xs).reshape(len(xs), -1)
             if options.update == "paper":
@@ -288,11 +300,13 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         current, witnesses = _analyse(Pair(original, model), boxes, options, rng, target)
         rounds.append(RoundRecord(k, current.delta_max, current.mean, current.sampled_max, _accuracy(model, test),
                                   loss, time.perf_counter() - t0))
+        grids.append(grid)
         if current.delta_max < rounds[kept].bound:
-            kept, best = k, model
+            kept, best, kept_grid = k, model, grid
         if progress is not None:
             progress(rounds[-1], options.rounds)
 
+    given, grid = grids[0], kept_grid
     best = best.copy().with_provenance("repair", {
         **options.to_json(), "boxes": len(boxes), "train_points": len(extra), "kept_round": kept,
         "grid": None if grid is None else grid.to_json(), "original_sha256": original.source.get("sha256", "")})
@@ -300,7 +314,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     proto = best.to_onnx() if grid is None or grid.form == "float" else qdq_model(best.to_onnx(), net, grid)
     data = proto.SerializeToString(deterministic=True)
     final_model = _reloaded(data, centres)
-    sizes = {"compressed": _size(start, grid, "compressed", first),
+    sizes = {"compressed": _size(start, given, "compressed", first),
              "repaired": _size(final_model, grid, "repaired", trainable(final_model)[0] if grid else None)}
     final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed), target)
     reached = None if target is None else final.delta_max <= target
@@ -368,6 +382,57 @@ def _least_squares(layer: Dense, inputs: np.ndarray, target: np.ndarray, keep_ze
             idx = np.flatnonzero(row)
             solved[j, idx] = np.linalg.solve(G[np.ix_(idx, idx)] + np.diag(ridge[idx]), R[idx, j])
     return layer.replace(W=solved[:, :-1], b=solved[:, -1])
+
+
+def _aligned(original: Model, net: Network, grid: Grid, notes: list[str]) -> bool:
+    """Whether the original's layers match ``net``'s grid layers (same index, same shape), as the scale search
+    needs (it re-projects the original's weights); a note says why not."""
+    reference = trainable(original)[0].layers
+    if all(k < len(reference) and np.shape(getattr(reference[k], "W", None)) == g.shape
+           for k, g in grid.layers.items()):
+        return True
+    notes.append("scales kept fixed: the original's layers do not match the compressed network's grid layers")
+    return False
+
+
+def rescale(original: Network, net: Network, grid: Grid, xs: np.ndarray, keep_zeros: bool | None
+            ) -> tuple[Network, Network, Grid]:
+    """New steps for ``net``'s grid (same layers, widths and step counts: the same storage), searched per tensor or
+    channel among ``STEP_SHARES`` of the largest weight over the levels, each the one whose projection of the
+    original's weights changes the layer's output least on the points ``xs`` (the error ``d·M·dᵀ`` per output row,
+    ``M`` the second moment of the original's inputs to the layer there; an identity for convolutions); the original's
+    weights become the latent weights (0 where ``net`` has 0 with ``keep_zeros``), biases stay ``net``'s. Returns
+    the network on the new grid, the latent network and the grid (``scales`` "searched")."""
+    values = original.forward(xs, keep=True)
+    latent_layers, layers, found = list(net.layers), list(net.layers), {}
+    for k, g in grid.layers.items():
+        W = np.array(original.layers[k].W, dtype=np.float64)
+        if keep_zeros:
+            W[np.asarray(net.layers[k].W) == 0] = 0.0
+        rows = np.moveaxis(W, g.axis if g.axis is not None else 0, 0).reshape(W.shape[0 if g.axis is None else g.axis],
+                                                                              -1)
+        inputs = values[k].reshape(len(xs), -1)
+        M = inputs.T @ inputs / len(xs) if isinstance(net.layers[k], Dense) else np.eye(rows.shape[1])
+        reduce = tuple(a for a in range(W.ndim) if a != g.axis)
+        largest = np.abs(W).max(axis=reduce, keepdims=True)
+        errors, steps = [], []
+        for share in STEP_SHARES:
+            step = (share * largest / g.levels).astype(np.float32)
+            d = rows - np.moveaxis(dataclasses.replace(g, step=step).project(W), g.axis or 0, 0).reshape(rows.shape)
+            errors.append(np.sum((d @ M) * d, axis=1))
+            steps.append(step)
+        errors = np.stack(errors)  # (shares, rows)
+        if g.axis is None:
+            step = steps[int(np.argmin(errors.sum(axis=1)))]
+        else:
+            pick = np.argmin(errors, axis=0)
+            step = np.moveaxis(np.stack([np.moveaxis(s, g.axis, 0).ravel() for s in steps])[pick, np.arange(len(pick))]
+                               .reshape(np.moveaxis(steps[0], g.axis, 0).shape), 0, g.axis)
+        found[k] = dataclasses.replace(g, step=np.asarray(step, dtype=np.float32))
+        latent_layers[k] = net.layers[k].replace(W=W)
+        layers[k] = net.layers[k].replace(W=found[k].project(W))
+    new = dataclasses.replace(grid, layers=found, scales="searched")
+    return dataclasses.replace(net, layers=layers), dataclasses.replace(net, layers=latent_layers), new
 
 
 def _grid(net: Network, form: str, options: RepairOptions, notes: list[str]) -> Grid | None:
