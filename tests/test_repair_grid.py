@@ -201,24 +201,32 @@ def test_repair_refits_round_1_off_a_grid_only_and_never_writes_a_worse_network(
     assert on_grid.grid is not None and on_grid.grid.holds(trainable(on_grid.model)[0])
 
 
-def test_searched_scales_keep_bits_layout_and_size_and_change_each_layer_no_more_than_the_given_steps(digits):
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_searched_scales_keep_bits_layout_and_size_and_change_the_layers_less_than_the_given_grid(digits, rounding):
     original, train_set, _ = digits
     for per_channel in (False, True):
         compressed, _ = quantize(original, bits=2, per_channel=per_channel)
         net, reference = trainable(compressed)[0], trainable(original)[0]
         grid = detect(net)
         xs = train_set.x[:200]
-        on_grid, latent, found = rescale(reference, net, grid, xs, keep_zeros=False)
+        on_grid, latent, found = rescale(reference, net, grid, xs, False, rounding)
         assert found.scales == "searched" and found.holds(on_grid) and found.kinds == grid.kinds
         assert found.storage_bytes(on_grid) == grid.storage_bytes(net)
         assert any(not np.array_equal(found.layers[k].step, g.step) for k, g in grid.layers.items())
         values = reference.forward(xs, keep=True)
-        for k, g in grid.layers.items():
+        for n, (k, g) in enumerate(grid.layers.items()):
             inputs, wanted = values[k].reshape(len(xs), -1), reference.layers[k].W
-            assert np.array_equal(latent.layers[k].W, wanted)
+            # retraining starts from latent weights that round to the network: the original's, or GPTQ's rounding
+            assert np.array_equal(latent.layers[k].W, wanted if rounding == "nearest" else on_grid.layers[k].W)
+            assert np.array_equal(found.layers[k].project(latent.layers[k].W), on_grid.layers[k].W)
             error = [float(np.sum((inputs @ (wanted - W).T) ** 2)) for W in (net.layers[k].W, on_grid.layers[k].W)]
-            assert error[1] <= error[0] * (1 + 1e-9)
-            assert np.array_equal(on_grid.layers[k].b, net.layers[k].b)
+            if rounding == "nearest":  # the given step is one of those searched
+                assert error[1] <= error[0] * (1 + 1e-9) and np.array_equal(on_grid.layers[k].b, net.layers[k].b)
+            elif n == 0:  # GPTQ on the first layer, whose inputs both networks share
+                assert error[1] < 0.5 * error[0]
+        y1 = reference.forward(xs).reshape(len(xs), -1)
+        assert np.mean((on_grid.forward(xs).reshape(len(xs), -1) - y1) ** 2) < np.mean(
+            (net.forward(xs).reshape(len(xs), -1) - y1) ** 2)
 
 
 def test_repair_with_searched_scales_writes_the_grid_it_kept_and_its_bound(digits, tmp_path, monkeypatch, capsys):
@@ -228,6 +236,7 @@ def test_repair_with_searched_scales_writes_the_grid_it_kept_and_its_bound(digit
     result = repair(original, compressed, boxes, RepairOptions(rounds=2, epochs=2, samples=200, scales="searched"),
                     train_points=train_set.x)
     assert result.kept > 0 and result.grid.scales == "searched" and result.to_json()["grid"]["scales"] == "searched"
+    assert any(note.startswith("round 1 searched the grid's steps") for note in result.notes)
     written = trainable(from_proto(onnx.load_from_string(result.data)))[0]
     assert result.grid.holds(written) and detect(written).kinds == "int2 per channel"
     assert result.sizes["repaired"]["kb"] == result.sizes["compressed"]["kb"]
