@@ -272,9 +272,12 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         progress(rounds[0], options.rounds)
     target = options.target if options.target_ratio is None else options.target_ratio * initial.delta_max
     current, model, latent = initial, start, net
-    original_net = _refit_reference(original, net, grid, options, notes)
-    refitting = original_net is not None
-    rescaling = grid is not None and options.scales == "searched" and _aligned(original, net, grid, notes)
+    refitting = options.refit and grid is None
+    if options.refit and grid is not None:
+        notes.append("no refit on a grid (least squares would leave it)")
+    searching = grid is not None and options.scales == "searched"
+    reference = trainable(original)[0] if refitting or searching else None  # the original's layers, read once
+    rescaling = searching and _aligned(reference, grid, notes)
     grids, kept_grid = [grid], grid  # per round, the grid its network sits on
     kept, best = 0, start  # the round with the smallest sound bound so far, and its network
     for k in range(1, options.rounds + 1):
@@ -284,11 +287,11 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         xs, _ = _sample(lowers, uppers, options.samples, rng)
         xs = np.vstack([xs, centres] + ([witnesses] if options.update == "pointwise" else []) + [extra])
         if k == 1 and refitting:
-            net, loss = refit(original_net, net, xs, options.keep_zeros)
+            net, loss = refit(reference, net, xs, options.keep_zeros)
             latent = net
         elif k == 1 and rescaling:
-            net, latent, grid, model, (current, witnesses) = _rescaled(original, net, grid, xs, boxes, options, rng,
-                                                                       target, notes)
+            net, latent, grid, model, (current, witnesses) = _rescaled(original, reference, net, grid, xs, boxes,
+                                                                       options, rng, target, notes)
             loss = None
         else:
             y2 = net.forward(xs).reshape(len(xs), -1)
@@ -329,18 +332,6 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     ranges = _output_ranges(original, start, final_model, boxes[0], options.method)
     return RepairResult(final_model, options, len(boxes), len(extra), initial, final, rounds, kept, target, reached,
                         accuracy_summary, ranges, time.perf_counter() - started, data, grid, sizes, notes)
-
-
-def _refit_reference(original: Model, net: Network, grid: Grid | None, options: RepairOptions, notes: list[str]
-                     ) -> Network | None:
-    """The original's layers the refit fits ``net`` to, or None when there is no refit (``options.refit`` off, or
-    on a grid: least squares would leave it; a note says so)."""
-    if not options.refit:
-        return None
-    if grid is not None:
-        notes.append("no refit on a grid (least squares would leave it): every round retrains")
-        return None
-    return trainable(original)[0]
 
 
 def refit(original: Network, net: Network, xs: np.ndarray, keep_zeros: bool | None) -> tuple[Network, float]:
@@ -390,24 +381,22 @@ def _least_squares(layer: Dense, inputs: np.ndarray, target: np.ndarray, keep_ze
     return layer.replace(W=solved[:, :-1], b=solved[:, -1])
 
 
-def _aligned(original: Model, net: Network, grid: Grid, notes: list[str]) -> bool:
-    """Whether the original's layers match ``net``'s grid layers (same index, same shape), as the scale search
-    needs (it re-projects the original's weights); a note says why not."""
-    reference = trainable(original)[0].layers
-    if all(k < len(reference) and np.shape(getattr(reference[k], "W", None)) == g.shape
+def _aligned(reference: Network, grid: Grid, notes: list[str]) -> bool:
+    """Whether the original's layers (``reference``) match the grid's layers (same index, same shape), as the scale
+    search needs (it rounds the original's weights); a note says why not."""
+    if all(k < len(reference.layers) and np.shape(getattr(reference.layers[k], "W", None)) == g.shape
            for k, g in grid.layers.items()):
         return True
     notes.append("scales kept fixed: the original's layers do not match the compressed network's grid layers")
     return False
 
 
-def _rescaled(original: Model, net: Network, grid: Grid, xs: np.ndarray, boxes: list[Box], options: RepairOptions,
-              rng: np.random.Generator, target: float | None, notes: list[str]
+def _rescaled(original: Model, reference: Network, net: Network, grid: Grid, xs: np.ndarray, boxes: list[Box],
+              options: RepairOptions, rng: np.random.Generator, target: float | None, notes: list[str]
               ) -> tuple[Network, Network, Grid, Model, tuple[DomainBound, np.ndarray]]:
     """Round 1 with searched steps: ``rescale`` with each rounding of ``ROUNDINGS``, the one with the smallest sound
     bound kept (neither wins everywhere: GPTQ on the digits, nearest on mnist-net_256x2's 784 inputs); its network,
-    latent network, grid, written model and analysis; a note says which."""
-    reference = trainable(original)[0]
+    latent network, grid, written model and analysis; a note says which (``reference``: the original's layers)."""
     tried = []
     for rounding in ROUNDINGS:
         fitted, latent, found = rescale(reference, net, grid, xs, options.keep_zeros, rounding)
