@@ -19,8 +19,9 @@ Targets (``update``):
   benchmarks (``bench/repair.py``) it reduces the sound bound several times where the paper's shift does not.
 
 Repair keeps the compression (``keep_grid``, ``keep_zeros``): a compressed network whose weights sit on a
-quantisation grid (``grid.detect``) is retrained on that grid with straight-through gradients and fixed steps, and
-written on it, in the form it came in (float values on the grid, or weight-only QDQ); weights exactly 0 stay 0
+quantisation grid (``grid.detect``) is retrained on that grid with straight-through gradients, its steps searched in
+round 1 (``scales`` "searched": ``rescale``, the original's weights rounded onto them) or kept as they came, and
+written on it (same bits and layout, same size), in the form it came in (float values on the grid, or weight-only QDQ); weights exactly 0 stay 0
 (pruned units and weights stay removed), and every layer keeps its shape.
 
 Off a grid, round 1 refits instead of retraining (``refit``): the first and last Dense layers are fitted by ridge
@@ -444,11 +445,12 @@ def rescale(original: Network, net: Network, grid: Grid, xs: np.ndarray, keep_ze
             W, bias = np.where(free, fitted.W, 0.0), fitted.b
         largest = np.abs(W).max(axis=reduce, keepdims=True)
         H = inputs.T @ inputs / len(xs) if dense else None
+        U = _inverse_factor(H) if dense and rounding == "gptq" else None
         best_error, best_step, best_W = None, None, None
         for share in STEP_SHARES:
             step = (share * largest / g.levels).astype(np.float32)
             on = dataclasses.replace(g, step=step)
-            Wq = _gptq(W, on, H, free) if dense and rounding == "gptq" else on.project(W)
+            Wq = on.project(W) if U is None else _gptq(W, on, U, free)
             d = np.moveaxis(W - Wq, axis, 0).reshape(W.shape[axis], -1)
             error = np.sum((d @ H) * d, axis=1) if dense else np.sum(d * d, axis=1)
             if best_error is None:
@@ -468,14 +470,19 @@ def rescale(original: Network, net: Network, grid: Grid, xs: np.ndarray, keep_ze
     return dataclasses.replace(net, layers=layers), dataclasses.replace(net, layers=latent), new
 
 
-def _gptq(W: np.ndarray, grid: LayerGrid, H: np.ndarray, free: np.ndarray) -> np.ndarray:
+def _inverse_factor(H: np.ndarray) -> np.ndarray:
+    """The upper Cholesky factor ``U`` of ``H⁻¹ = Uᵀ·U``, ``H`` damped by ``GPTQ_DAMPING`` of its mean diagonal."""
+    n = len(H)
+    damped = H + (GPTQ_DAMPING * float(np.mean(np.diag(H))) + 1e-12) * np.eye(n)
+    return np.linalg.cholesky(np.linalg.inv(damped)).T
+
+
+def _gptq(W: np.ndarray, grid: LayerGrid, U: np.ndarray, free: np.ndarray) -> np.ndarray:
     """``W`` (dense, ``[out, in]``) on ``grid``, column by column, each column's rounding error spread over the
-    columns after it through the Cholesky factor of ``H⁻¹`` (damped by ``GPTQ_DAMPING`` of its mean diagonal), so
-    that ``(W − Wq)·H·(W − Wq)ᵀ`` stays small; weights not ``free`` are 0."""
+    columns after it through ``U`` (``_inverse_factor`` of the inputs' second moment ``H``), so that
+    ``(W − Wq)·H·(W − Wq)ᵀ`` stays small; weights not ``free`` are 0."""
     W = W.copy()
     n = W.shape[1]
-    damped = H + GPTQ_DAMPING * float(np.mean(np.diag(H))) * np.eye(n) + 1e-12 * np.eye(n)
-    U = np.linalg.cholesky(np.linalg.inv(damped)).T  # upper: H⁻¹ = Uᵀ·U
     step = np.broadcast_to(grid.step.astype(np.float64), (W.shape[0], 1))[:, 0]
     divisor = np.where(step > 0, step, 1.0)
     out = np.zeros_like(W)
