@@ -2,8 +2,10 @@
 keeps the compression (issue 23).
 
 ``python bench/repair.py [grid] [alphas]`` (both without an argument). ``grid``: issue 23's targets, each repair
-with the defaults (pointwise, α = 2, 10 rounds x 3 epochs, the grid kept, zeros kept off a grid): digits 2-bit per
-channel, mnist-net_256x2 3-bit per tensor, and both pruned by ``prune -m weight -r 0.5`` instead; sizes are what the
+with the defaults (pointwise, α = 2, 10 rounds x 3 epochs, the grid kept with its steps searched in round 1, zeros
+kept off a grid and round 1 a least-squares refit there): digits 2-bit per channel, mnist-net_256x2 3-bit per
+tensor, and both pruned by ``prune -m weight -r 0.5`` instead, with rows beside them for ``--scales fixed`` and
+``--no-refit`` (the session-8 behaviour); sizes are what the
 repair reports (grid weights at their width plus float32 steps and biases, else float32). ``alphas``, issue 11's
 table, retrained in float (``keep_grid=False``): Digits: 64-256-64-10 trained on the digits train split (``nnxform.training``: Adam,
 lr 1e-3, 30 epochs, seed 0), compressed by 4-bit quantisation or, when that costs fewer than 5 accuracy points,
@@ -174,17 +176,17 @@ def plot(curves: dict) -> None:
 
 
 def kept(original: Model, compressed: Model, label: str, test: Dataset, centres: np.ndarray,
-         train_points: np.ndarray | None, rows: list) -> None:
-    """One repair with the defaults on the ten boxes: a row of issue 23's table."""
+         train_points: np.ndarray | None, rows: list, options: RepairOptions = RepairOptions()) -> None:
+    """One repair on the ten boxes (the defaults unless ``options``): a row of issue 23's table."""
     t = time.perf_counter()
-    r = repair(original, compressed, boxes_around(centres, EPS, (0.0, 1.0)), RepairOptions(),
+    r = repair(original, compressed, boxes_around(centres, EPS, (0.0, 1.0)), options,
                train_points=train_points, test=test)
     seconds = time.perf_counter() - t
     zeros = [n for n in compressed.nodes if n.op == "Gemm"]
     zero_mask = [compressed.constants[n.inputs[1]] == 0 for n in zeros]
     written = [r.model.constants[n.inputs[1]] for n in r.model.nodes if n.op == "Gemm"]
     zeros_kept = all(np.all(w[m] == 0) for w, m in zip(written, zero_mask)) if len(written) == len(zero_mask) else False
-    rows.append([label, r.grid.kinds if r.grid is not None else "none", "yes" if r.options.keep_zeros else "no",
+    rows.append([label, f"{r.grid.kinds}, steps {r.grid.scales}" if r.grid is not None else "none", "yes" if r.options.keep_zeros else "no",
                  round(r.initial.mean, 4), round(r.final.mean, 4), round(r.initial.mean / r.final.mean, 2),
                  round(r.final.sampled_max, 4), r.kept, round(100 * r.accuracy["original"], 1),
                  round(100 * r.accuracy["compressed"], 1), round(100 * r.accuracy["repaired"], 1),
@@ -199,15 +201,18 @@ def grid_targets(digits: Model, train_set: Dataset, test_set: Dataset, picked: n
     rows: list = []
     mnist_net = load(MODELS / "mnist-net_256x2.onnx")
     mnist = load_data(MODELS / "data" / "mnist_test_100.csv", 255)
-    for label, original, compressed, test, centres, extra in (
-            ("digits, int2 per channel", digits, quantize(digits, bits=2, per_channel=True)[0], test_set,
-             test_set.x[picked], train_set.x),
-            ("mnist-net_256x2, int3 per tensor", mnist_net, quantize(mnist_net, bits=3)[0], mnist, mnist.x[:10], None),
-            ("digits, prune -m weight -r 0.5", digits, prune(digits, "weight", 0.5).model, test_set, test_set.x[picked],
-             train_set.x),
-            ("mnist-net_256x2, prune -m weight -r 0.5", mnist_net, prune(mnist_net, "weight", 0.5).model, mnist,
-             mnist.x[:10], None)):
-        kept(original, compressed, label, test, centres, extra, rows)
+    fixed, no_refit = RepairOptions(scales="fixed"), RepairOptions(refit=False)
+    digits_q, mnist_q = quantize(digits, bits=2, per_channel=True)[0], quantize(mnist_net, bits=3)[0]
+    digits_p, mnist_p = prune(digits, "weight", 0.5).model, prune(mnist_net, "weight", 0.5).model
+    for label, original, compressed, test, centres, extra, options in (
+            ("digits, int2 per channel", digits, digits_q, test_set, test_set.x[picked], train_set.x, None),
+            ("  the same, --scales fixed", digits, digits_q, test_set, test_set.x[picked], train_set.x, fixed),
+            ("mnist-net_256x2, int3 per tensor", mnist_net, mnist_q, mnist, mnist.x[:10], None, None),
+            ("  the same, --scales fixed", mnist_net, mnist_q, mnist, mnist.x[:10], None, fixed),
+            ("digits, prune -m weight -r 0.5", digits, digits_p, test_set, test_set.x[picked], train_set.x, None),
+            ("mnist-net_256x2, prune -m weight -r 0.5", mnist_net, mnist_p, mnist, mnist.x[:10], None, None),
+            ("  the same, --no-refit", mnist_net, mnist_p, mnist, mnist.x[:10], None, no_refit)):
+        kept(original, compressed, label, test, centres, extra, rows, options or RepairOptions())
     print_table("Issue 23: repair keeping the compression (defaults: pointwise, α 2, 10 rounds x 3 epochs); mean sound "
                 "‖δ‖∞ over the ten boxes of ε 0.02",
                 ["network", "grid kept", "zeros kept", "mean δ before", "mean δ after", "x smaller", "seen after",

@@ -81,6 +81,7 @@ class Grid:
     layers: dict[int, LayerGrid]
     form: str
     off_grid: tuple[str, ...] = ()
+    scales: str = "fixed"  # "fixed": the steps the network came with; "searched": chosen by the repair
 
     @property
     def kinds(self) -> str:
@@ -118,7 +119,7 @@ class Grid:
 
     def to_json(self) -> dict[str, Any]:
         return {"form": self.form, "layers": [g.to_json() for g in self.layers.values()],
-                "off_grid": list(self.off_grid), "scales": "fixed"}
+                "off_grid": list(self.off_grid), "scales": self.scales}
 
 
 def file_form(path: str | Path) -> str:

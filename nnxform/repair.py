@@ -19,9 +19,16 @@ Targets (``update``):
   benchmarks (``bench/repair.py``) it reduces the sound bound several times where the paper's shift does not.
 
 Repair keeps the compression (``keep_grid``, ``keep_zeros``): a compressed network whose weights sit on a
-quantisation grid (``grid.detect``) is retrained on that grid with straight-through gradients and fixed steps, and
-written on it, in the form it came in (float values on the grid, or weight-only QDQ); weights exactly 0 stay 0
+quantisation grid (``grid.detect``) is retrained on that grid with straight-through gradients, its steps searched in
+round 1 (``scales`` "searched": ``rescale``, the original's weights rounded onto them) or kept as they came, and
+written on it (same bits and layout, same size), in the form it came in (float values on the grid, or weight-only QDQ); weights exactly 0 stay 0
 (pruned units and weights stay removed), and every layer keeps its shape.
+
+Off a grid, round 1 refits instead of retraining (``refit``): the first and last Dense layers are fitted by ridge
+least squares on the round's samples, the first to the original's first pre-activations, the last to its outputs
+(zeros kept). On a pruned 784-input network retraining lowers the real difference but raises the sound bound (Adam
+moves every weight of the wide first layer, and the analysis pays the L1 norm of the change per unit); the refit
+moves each first-layer unit to the original on the domain at the least change, and lowers the bound.
 
 ``train_points`` (outside the domain, e.g. the training data) are retrained with the same rule, as the paper adds
 images outside its boxes, so that the network is not repaired on the boxes at the cost of accuracy elsewhere.
@@ -46,16 +53,26 @@ from .discrepancy import DIFFERENCE_METHODS, Pair
 from .domain import Box
 from .equiv import equivalence
 from .errors import NnxformError
-from .grid import Grid, detect, qdq_model
+from .grid import Grid, LayerGrid, detect, qdq_model
 from .interpreter import run
 from .ir import Model, from_proto
-from .layered import Network, model_size
+from .layered import Dense, Network, model_size
 from .runtime import OnnxRunner
 from .training import TrainOptions, check_common, train, trainable
 
 UPDATES = ("pointwise", "paper")
+SCALES = ("fixed", "searched")
+#: The steps the scale search tries, as shares of the largest latent weight per tensor or channel over the levels.
+STEP_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
+#: How round 1 with searched steps rounds the original's weights (``rescale``): each is tried, the better kept.
+ROUNDINGS = ("gptq", "nearest")
+#: GPTQ's damping of the inputs' second moment, as a share of its mean diagonal (the usual 1 %).
+GPTQ_DAMPING = 0.01
 #: Boxes whose witnesses join the pointwise rule's samples each round (those with the largest bounds).
 WITNESS_BOXES = 4
+#: The refit's ridge toward the current weights, in units of the mean squared input per feature and sample (measured
+#: on mnist-net_256x2 pruned: 1 to 10 give nearly the same bound; 0.01 overfits the samples of a 784-input box).
+REFIT_RIDGE = 3.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,9 @@ class RepairOptions:
     quantisation grid (``keep_grid``; None: when it has one) and to keep its zero weights at 0 (``keep_zeros``;
     None: off a grid, where zeros can only be pruning; on a grid a zero is one of its levels), and the seconds
     ``equiv``'s search may take per analysis to prove the target where the ``method``'s bound misses it (``prove``;
-    0: never); the report gives the values used."""
+    0: never), and whether round 1 refits the first and last layers by least squares instead of retraining
+    (``refit``; off a grid only), and on a grid whether round 1 searches new steps (``scales``: ``fixed`` or
+    ``searched``); the report gives the values used."""
 
     alpha: float = 2.0
     update: str = "pointwise"
@@ -83,11 +102,15 @@ class RepairOptions:
     keep_grid: bool | None = None
     keep_zeros: bool | None = None
     prove: float = 0.0
+    refit: bool = True
+    scales: str = "searched"
 
     def check(self) -> "RepairOptions":
         """Refuse values no repair can use, in one line naming the option."""
         if self.update not in UPDATES:
             raise NnxformError(f"update must be one of {', '.join(UPDATES)}, got '{self.update}'")
+        if self.scales not in SCALES:
+            raise NnxformError(f"scales must be one of {', '.join(SCALES)}, got '{self.scales}'")
         if self.method not in DIFFERENCE_METHODS:
             raise NnxformError(f"method must be one of {', '.join(DIFFERENCE_METHODS)}, got '{self.method}'")
         check_common(self, ("rounds", "epochs", "samples", "batch_size"))
@@ -250,6 +273,13 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         progress(rounds[0], options.rounds)
     target = options.target if options.target_ratio is None else options.target_ratio * initial.delta_max
     current, model, latent = initial, start, net
+    refitting = options.refit and grid is None
+    if options.refit and grid is not None:
+        notes.append("no refit on a grid (least squares would leave it)")
+    searching = grid is not None and options.scales == "searched"
+    reference = trainable(original)[0] if refitting or searching else None  # the original's layers, read once
+    rescaling = searching and _aligned(reference, grid, notes)
+    grids, kept_grid = [grid], grid  # per round, the grid its network sits on
     kept, best = 0, start  # the round with the smallest sound bound so far, and its network
     for k in range(1, options.rounds + 1):
         if target is not None and current.delta_max <= target:
@@ -257,25 +287,36 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
         t0 = time.perf_counter()
         xs, _ = _sample(lowers, uppers, options.samples, rng)
         xs = np.vstack([xs, centres] + ([witnesses] if options.update == "pointwise" else []) + [extra])
-        y2 = net.forward(xs).reshape(len(xs), -1)
-        if options.update == "paper":
-            targets = y2 + current.upper / options.alpha
+        if k == 1 and refitting:
+            net, loss = refit(reference, net, xs, options.keep_zeros)
+            latent = net
+        elif k == 1 and rescaling:
+            net, latent, grid, model, (current, witnesses) = _rescaled(original, reference, net, grid, xs, boxes,
+                                                                       options, rng, target, notes)
+            loss = None
         else:
-            y1 = run(original, xs).reshape(len(xs), -1)
-            targets = y2 + (y1 - y2) / options.alpha
-        train_options = TrainOptions(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
-                                     seed=options.seed + k, keep_zeros=options.keep_zeros)
-        net, trained = train(latent, xs, targets=targets, options=train_options, grid=grid)
-        latent = net if trained.latent is None else trained.latent
-        model = _written(net)
-        current, witnesses = _analyse(Pair(original, model), boxes, options, rng, target)
+            y2 = net.forward(xs).reshape(len(xs), -1)
+            if options.update == "paper":
+                targets = y2 + current.upper / options.alpha
+            else:
+                y1 = run(original, xs).reshape(len(xs), -1)
+                targets = y2 + (y1 - y2) / options.alpha
+            train_options = TrainOptions(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
+                                         seed=options.seed + k, keep_zeros=options.keep_zeros)
+            net, trained = train(latent, xs, targets=targets, options=train_options, grid=grid)
+            latent, loss = net if trained.latent is None else trained.latent, trained.epochs[-1].data_loss
+        if not (k == 1 and rescaling):
+            model = _written(net)
+            current, witnesses = _analyse(Pair(original, model), boxes, options, rng, target)
         rounds.append(RoundRecord(k, current.delta_max, current.mean, current.sampled_max, _accuracy(model, test),
-                                  trained.epochs[-1].data_loss, time.perf_counter() - t0))
+                                  loss, time.perf_counter() - t0))
+        grids.append(grid)
         if current.delta_max < rounds[kept].bound:
-            kept, best = k, model
+            kept, best, kept_grid = k, model, grid
         if progress is not None:
             progress(rounds[-1], options.rounds)
 
+    given, grid = grids[0], kept_grid
     best = best.copy().with_provenance("repair", {
         **options.to_json(), "boxes": len(boxes), "train_points": len(extra), "kept_round": kept,
         "grid": None if grid is None else grid.to_json(), "original_sha256": original.source.get("sha256", "")})
@@ -283,7 +324,7 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     proto = best.to_onnx() if grid is None or grid.form == "float" else qdq_model(best.to_onnx(), net, grid)
     data = proto.SerializeToString(deterministic=True)
     final_model = _reloaded(data, centres)
-    sizes = {"compressed": _size(start, grid, "compressed", first),
+    sizes = {"compressed": _size(start, given, "compressed", first),
              "repaired": _size(final_model, grid, "repaired", trainable(final_model)[0] if grid else None)}
     final, _ = _analyse(Pair(original, final_model), boxes, options, np.random.default_rng(options.seed), target)
     reached = None if target is None else final.delta_max <= target
@@ -292,6 +333,165 @@ def repair(original: Model, compressed: Model, boxes: list[Box], options: Repair
     ranges = _output_ranges(original, start, final_model, boxes[0], options.method)
     return RepairResult(final_model, options, len(boxes), len(extra), initial, final, rounds, kept, target, reached,
                         accuracy_summary, ranges, time.perf_counter() - started, data, grid, sizes, notes)
+
+
+def refit(original: Network, net: Network, xs: np.ndarray, keep_zeros: bool | None) -> tuple[Network, float]:
+    """``net`` with its first and last Dense layers refitted by ridge least squares on the points ``xs`` (the
+    domain's samples): the first to the original's first pre-activations (where both networks begin alike: the
+    same parameter-free layers, then a Dense of the same shape), the last to the original's outputs, each on the
+    inputs ``net`` gives it; weights toward their current values (``REFIT_RIDGE``), biases free, zero weights kept
+    with ``keep_zeros``. It moves every unit of the first layer toward the original on the domain in one step (the
+    pruned weights' share of each pre-activation, which retraining spreads over epochs), and the output exactly to
+    what the hidden units can give. Returns the network and the mean squared output difference on ``xs``."""
+    layers = list(net.layers)
+    dense = [k for k, layer in enumerate(layers) if isinstance(layer, Dense)]
+    first_ok = bool(dense) and len(original.layers) > dense[0] and all(
+        type(a) is type(b) and not b.PARAMS for a, b in zip(original.layers[:dense[0]], layers[:dense[0]])) and \
+        isinstance(original.layers[dense[0]], Dense) and np.shape(original.layers[dense[0]].W) == np.shape(
+            layers[dense[0]].W)
+    last = dense[-1] if dense and dense[-1] == len(layers) - 1 else None
+    values = original.forward(xs, keep=True)
+    y1 = values[-1].reshape(len(xs), -1)
+    h = np.asarray(xs, dtype=np.float64).reshape((-1,) + tuple(net.input_shape))
+    for k, layer in enumerate(layers):
+        if (k == dense[0] and first_ok) or k == last:
+            target = values[k + 1].reshape(len(xs), -1) if k != last else y1
+            layers[k] = _least_squares(layer, h.reshape(len(h), -1), target, keep_zeros)
+        h = layers[k].forward(h)
+    fitted = dataclasses.replace(net, layers=layers)
+    return fitted, float(np.mean((h.reshape(len(xs), -1) - y1) ** 2))
+
+
+def _least_squares(layer: Dense, inputs: np.ndarray, target: np.ndarray, keep_zeros: bool | None) -> Dense:
+    """``layer`` with ``W, b`` minimising ``‖inputs·Wᵀ + b − target‖² + λ‖W − W₀‖²`` (``λ``: ``REFIT_RIDGE`` times
+    the inputs' mean square per feature times the samples), each row over its non-zero weights with
+    ``keep_zeros``."""
+    n = len(inputs)
+    X = np.hstack([inputs, np.ones((n, 1))])
+    W0 = np.hstack([layer.W, layer.b[:, None]])
+    ridge = np.full(X.shape[1], REFIT_RIDGE * float(np.mean(inputs * inputs)) * n)
+    ridge[-1] = 0.0  # the bias is free
+    G, R = X.T @ X, X.T @ target + ridge[:, None] * W0.T
+    if not keep_zeros or np.all(layer.W != 0):
+        solved = np.linalg.solve(G + np.diag(ridge), R).T
+    else:
+        solved = np.zeros_like(W0)
+        for j, row in enumerate(np.append(layer.W != 0, np.ones((len(W0), 1), bool), axis=1)):
+            idx = np.flatnonzero(row)
+            solved[j, idx] = np.linalg.solve(G[np.ix_(idx, idx)] + np.diag(ridge[idx]), R[idx, j])
+    return layer.replace(W=solved[:, :-1], b=solved[:, -1])
+
+
+def _aligned(reference: Network, grid: Grid, notes: list[str]) -> bool:
+    """Whether the original's layers (``reference``) match the grid's layers (same index, same shape), as the scale
+    search needs (it rounds the original's weights); a note says why not."""
+    if all(k < len(reference.layers) and np.shape(getattr(reference.layers[k], "W", None)) == g.shape
+           for k, g in grid.layers.items()):
+        return True
+    notes.append("scales kept fixed: the original's layers do not match the compressed network's grid layers")
+    return False
+
+
+def _rescaled(original: Model, reference: Network, net: Network, grid: Grid, xs: np.ndarray, boxes: list[Box],
+              options: RepairOptions, rng: np.random.Generator, target: float | None, notes: list[str]
+              ) -> tuple[Network, Network, Grid, Model, tuple[DomainBound, np.ndarray]]:
+    """Round 1 with searched steps: ``rescale`` with each rounding of ``ROUNDINGS``, the one with the smallest sound
+    bound kept (neither wins everywhere: GPTQ on the digits, nearest on mnist-net_256x2's 784 inputs); its network,
+    latent network, grid, written model and analysis; a note says which (``reference``: the original's layers)."""
+    tried = []
+    for rounding in ROUNDINGS:
+        fitted, latent, found = rescale(reference, net, grid, xs, options.keep_zeros, rounding)
+        model = _written(fitted)
+        tried.append((rounding, fitted, latent, found, model, _analyse(Pair(original, model), boxes, options, rng,
+                                                                        target)))
+    best = min(tried, key=lambda t: t[5][0].delta_max)
+    others = ", ".join(f"{t[0]} {t[5][0].delta_max:.5g}" for t in tried if t is not best)
+    notes.append(f"round 1 searched the grid's steps and rounded the original's weights onto them, {best[0]} "
+                 f"rounding (sound bound {best[5][0].delta_max:.5g}; {others})")
+    return best[1], best[2], best[3], best[4], best[5]
+
+
+def rescale(original: Network, net: Network, grid: Grid, xs: np.ndarray, keep_zeros: bool | None,
+            rounding: str = "gptq") -> tuple[Network, Network, Grid]:
+    """New steps for ``net``'s grid (same layers, widths and step counts: the same storage) and the original's weights
+    rounded onto them, layer by layer: per tensor or channel, the step among ``STEP_SHARES`` of the largest weight
+    over the levels whose rounding changes the layer's output least on the points ``xs`` (``d·H·dᵀ`` per output row,
+    ``H`` the second moment of the layer's inputs there). ``nearest``: the original's weights rounded to nearest, ``H``
+    of the original's inputs, biases kept. ``gptq`` (dense layers; a convolution is rounded to nearest): the weights
+    and bias that best map the rounded network's own inputs to the original's pre-activations (ridge least squares,
+    as ``refit``), then rounded column by column with each column's error compensated on the columns left (GPTQ,
+    Frantar et al. 2023, ``H`` of those inputs). Weights 0 in ``net`` stay 0 with ``keep_zeros``. Returns the network
+    on the new grid, the latent network to retrain from (``nearest``: the original's weights, which round to it;
+    ``gptq``: the rounded weights themselves), and the grid (``scales`` "searched")."""
+    values = original.forward(xs, keep=True)
+    layers, latent, found = list(net.layers), list(net.layers), {}
+    h = np.asarray(xs, dtype=np.float64).reshape((-1,) + tuple(net.input_shape))
+    for k in range(len(layers)):
+        if k not in grid.layers:
+            h = layers[k].forward(h)
+            continue
+        g = grid.layers[k]
+        W = np.array(original.layers[k].W, dtype=np.float64)
+        free = np.ones(W.shape, bool) if not keep_zeros else np.asarray(net.layers[k].W) != 0
+        W[~free] = 0.0
+        axis = 0 if g.axis is None else g.axis
+        reduce = tuple(a for a in range(W.ndim) if a != g.axis)
+        dense = isinstance(net.layers[k], Dense)
+        inputs = values[k].reshape(len(xs), -1)
+        bias = None
+        if rounding == "gptq" and dense:
+            inputs = h.reshape(len(xs), -1)
+            fitted = _least_squares(original.layers[k], inputs, values[k + 1].reshape(len(xs), -1), False)
+            W, bias = np.where(free, fitted.W, 0.0), fitted.b
+        largest = np.abs(W).max(axis=reduce, keepdims=True)
+        H = inputs.T @ inputs / len(xs) if dense else None
+        U = _inverse_factor(H) if dense and rounding == "gptq" else None
+        best_error, best_step, best_W = None, None, None
+        for share in STEP_SHARES:
+            step = (share * largest / g.levels).astype(np.float32)
+            on = dataclasses.replace(g, step=step)
+            Wq = on.project(W) if U is None else _gptq(W, on, U, free)
+            d = np.moveaxis(W - Wq, axis, 0).reshape(W.shape[axis], -1)
+            error = np.sum((d @ H) * d, axis=1) if dense else np.sum(d * d, axis=1)
+            if best_error is None:
+                best_error, best_step, best_W = error, step, Wq
+            elif g.axis is None:
+                if error.sum() < best_error.sum():
+                    best_error, best_step, best_W = error, step, Wq
+            else:  # per channel: each output channel keeps its best step
+                better = np.moveaxis((error < best_error).reshape((-1,) + (1,) * (W.ndim - 1)), 0, axis)
+                best_error = np.minimum(error, best_error)
+                best_step, best_W = np.where(better, step, best_step), np.where(better, Wq, best_W)
+        found[k] = dataclasses.replace(g, step=np.asarray(best_step, dtype=np.float32))
+        layers[k] = net.layers[k].replace(W=best_W) if bias is None else net.layers[k].replace(W=best_W, b=bias)
+        latent[k] = layers[k] if rounding == "gptq" else layers[k].replace(W=W)
+        h = layers[k].forward(h)
+    new = dataclasses.replace(grid, layers=found, scales="searched")
+    return dataclasses.replace(net, layers=layers), dataclasses.replace(net, layers=latent), new
+
+
+def _inverse_factor(H: np.ndarray) -> np.ndarray:
+    """The upper Cholesky factor ``U`` of ``H⁻¹ = Uᵀ·U``, ``H`` damped by ``GPTQ_DAMPING`` of its mean diagonal."""
+    n = len(H)
+    damped = H + (GPTQ_DAMPING * float(np.mean(np.diag(H))) + 1e-12) * np.eye(n)
+    return np.linalg.cholesky(np.linalg.inv(damped)).T
+
+
+def _gptq(W: np.ndarray, grid: LayerGrid, U: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """``W`` (dense, ``[out, in]``) on ``grid``, column by column, each column's rounding error spread over the
+    columns after it through ``U`` (``_inverse_factor`` of the inputs' second moment ``H``), so that
+    ``(W − Wq)·H·(W − Wq)ᵀ`` stays small; weights not ``free`` are 0."""
+    W = W.copy()
+    n = W.shape[1]
+    step = np.broadcast_to(grid.step.astype(np.float64), (W.shape[0], 1))[:, 0]
+    divisor = np.where(step > 0, step, 1.0)
+    out = np.zeros_like(W)
+    for i in range(n):
+        q = np.clip(np.round(W[:, i] / divisor), -grid.levels, grid.levels)
+        q = np.where(free[:, i], (q.astype(np.float32) * step.astype(np.float32)).astype(np.float64), 0.0)
+        out[:, i] = q
+        W[:, i + 1:] -= np.outer((W[:, i] - q) / U[i, i], U[i, i + 1:])
+    return out
 
 
 def _grid(net: Network, form: str, options: RepairOptions, notes: list[str]) -> Grid | None:

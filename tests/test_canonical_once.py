@@ -185,9 +185,10 @@ COMMANDS = {
                "--epochs", "1"], 1),
     "train-bn": (["train", "{d}/init_bn.onnx", "--data", MODELS / "data" / "digits_train.csv", "--scale", "16",
                   "--epochs", "1"], 0),  # BatchNormalization trained as it is: no canon
-    # the compressed network, and (it is on a grid) the repaired one as written and read back, whose grid is checked
+    # the compressed network, the original (its layers: round 1 searches the grid's steps for its weights), and (it
+    # is on a grid) the repaired one as written and read back, whose grid is checked
     "repair": (["repair", "{d}/digits.onnx", "{d}/q2.onnx", "--data", "{d}/ten.csv", "--eps", "0.02",
-                "--clip-lower", "0", "--clip-upper", "1", "--scale", "16", "--rounds", "1", "--epochs", "1"], 2),
+                "--clip-lower", "0", "--clip-upper", "1", "--scale", "16", "--rounds", "1", "--epochs", "1"], 3),
     **{f"canon-for-{v}-{m.stem}": (["canon", m, "--for", v], 1) for v in sorted(PROFILES) for m in (GROUPED, LINEAR_BN)},
 }
 

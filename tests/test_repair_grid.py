@@ -19,7 +19,8 @@ from nnxform.discrepancy import Pair
 from nnxform.grid import detect, file_form, qdq_model
 from nnxform.ir import Model, from_proto, load
 from nnxform.passes.quantize import quantize
-from nnxform.repair import RepairOptions, boxes_around, repair
+from nnxform.errors import NnxformError
+from nnxform.repair import RepairOptions, boxes_around, refit, repair, rescale
 from nnxform.runtime import OnnxRunner
 from nnxform.training import TrainOptions, train, trainable
 
@@ -122,8 +123,11 @@ def test_the_cli_keeps_a_qdq_network_in_qdq_form(digits, tmp_path, monkeypatch, 
     xs = test_set.x[:20]
     assert np.array_equal(OnnxRunner(load(f2))(xs), OnnxRunner(compressed)(xs))  # the QDQ file is the same network
     doc = json.loads(_succeeds(monkeypatch, capsys, "repair", f1, f2, "-o", out, "--center", "0.5", "--eps", "0.05",
-                               "--rounds", "2", "--epochs", "1", "--samples", "200", "--json", "-"))
+                               "--rounds", "2", "--epochs", "1", "--samples", "200", "--scales", "fixed", "--json",
+                               "-"))
     assert doc["grid"]["form"] == "qdq" and doc["grid"]["scales"] == "fixed"
+    given = detect(trainable(compressed)[0]).to_json()["layers"]
+    assert [g["step"] for g in doc["grid"]["layers"]] == [g["step"] for g in given]  # fixed: the steps it came with
     assert doc["sizes"]["repaired"]["kb"] == doc["sizes"]["compressed"]["kb"]
     proto = onnx.load(str(out))
     dequantize = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"]
@@ -152,3 +156,97 @@ def test_train_keeps_the_grid_and_keep_grid_without_one_is_refused(digits, tmp_p
         out.unlink(missing_ok=True)
         code, _, err = outcome(run_cli(*command, "-o", out))
         assert code == 2 and not out.exists() and len(err.strip().splitlines()) == 1 and "grid" in err
+
+
+def test_the_refit_keeps_zeros_and_shapes_and_moves_the_pruned_network_toward_the_original(digits):
+    original, train_set, test_set = digits
+    pruned = original.copy()
+    for w in _weights(pruned):
+        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    boxes = boxes_around(test_set.x[:3], 0.02, (0.0, 1.0))
+    xs = np.vstack([b.lower + (b.upper - b.lower) * np.random.default_rng(i).random((100, 64))
+                    for i, b in enumerate(boxes)])
+    net, reference = trainable(pruned)[0], trainable(original)[0]
+    fitted, loss = refit(reference, net, xs, keep_zeros=True)
+    dense = [k for k, layer in enumerate(net.layers) if hasattr(layer, "W")]
+    for k in dense:
+        before, after = net.layers[k].W, fitted.layers[k].W
+        assert after.shape == before.shape and np.all(after[before == 0] == 0)
+    assert not np.array_equal(fitted.layers[dense[0]].W, net.layers[dense[0]].W)
+    assert not np.array_equal(fitted.layers[dense[-1]].W, net.layers[dense[-1]].W)
+    assert all(np.array_equal(fitted.layers[k].W, net.layers[k].W) for k in dense[1:-1])  # the middle is retrained
+    y1 = reference.forward(xs).reshape(len(xs), -1)
+    error = [float(np.mean((n.forward(xs).reshape(len(xs), -1) - y1) ** 2)) for n in (net, fitted)]
+    assert loss == pytest.approx(error[1]) and error[1] < 0.5 * error[0]
+    free, _ = refit(reference, net, xs, keep_zeros=False)
+    assert np.count_nonzero(free.layers[dense[0]].W) > np.count_nonzero(net.layers[dense[0]].W)
+
+
+def test_repair_refits_round_1_off_a_grid_only_and_never_writes_a_worse_network(digits):
+    original, train_set, test_set = digits
+    pruned = original.copy()
+    for w in _weights(pruned):
+        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
+    runs = {refit_on: repair(original, pruned, boxes, RepairOptions(rounds=1, epochs=1, samples=200, refit=refit_on))
+            for refit_on in (True, False)}
+    assert runs[True].options.refit and runs[True].rounds[1].bound != runs[False].rounds[1].bound
+    for r in runs.values():
+        assert r.final.delta_max <= r.initial.delta_max and r.final.delta_max == r.rounds[r.kept].bound
+        for before, after in zip(_weights(pruned), _weights(r.model)):
+            assert np.all(after[before == 0] == 0)
+    compressed, _ = quantize(original, bits=4, per_channel=True)
+    on_grid = repair(original, compressed, boxes, RepairOptions(rounds=1, epochs=1, samples=200))
+    assert any("no refit on a grid" in note for note in on_grid.notes)
+    assert on_grid.grid is not None and on_grid.grid.holds(trainable(on_grid.model)[0])
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_searched_scales_keep_bits_layout_and_size_and_change_the_layers_less_than_the_given_grid(digits, rounding):
+    original, train_set, _ = digits
+    for per_channel in (False, True):
+        compressed, _ = quantize(original, bits=2, per_channel=per_channel)
+        net, reference = trainable(compressed)[0], trainable(original)[0]
+        grid = detect(net)
+        xs = train_set.x[:200]
+        on_grid, latent, found = rescale(reference, net, grid, xs, False, rounding)
+        assert found.scales == "searched" and found.holds(on_grid) and found.kinds == grid.kinds
+        assert found.storage_bytes(on_grid) == grid.storage_bytes(net)
+        assert any(not np.array_equal(found.layers[k].step, g.step) for k, g in grid.layers.items())
+        values = reference.forward(xs, keep=True)
+        for n, (k, g) in enumerate(grid.layers.items()):
+            inputs, wanted = values[k].reshape(len(xs), -1), reference.layers[k].W
+            # retraining starts from latent weights that round to the network: the original's, or GPTQ's rounding
+            assert np.array_equal(latent.layers[k].W, wanted if rounding == "nearest" else on_grid.layers[k].W)
+            assert np.array_equal(found.layers[k].project(latent.layers[k].W), on_grid.layers[k].W)
+            error = [float(np.sum((inputs @ (wanted - W).T) ** 2)) for W in (net.layers[k].W, on_grid.layers[k].W)]
+            if rounding == "nearest":  # the given step is one of those searched
+                assert error[1] <= error[0] * (1 + 1e-9) and np.array_equal(on_grid.layers[k].b, net.layers[k].b)
+            elif n == 0:  # GPTQ on the first layer, whose inputs both networks share
+                assert error[1] < 0.5 * error[0]
+        y1 = reference.forward(xs).reshape(len(xs), -1)
+        assert np.mean((on_grid.forward(xs).reshape(len(xs), -1) - y1) ** 2) < np.mean(
+            (net.forward(xs).reshape(len(xs), -1) - y1) ** 2)
+
+
+def test_repair_with_searched_scales_writes_the_grid_it_kept_and_its_bound(digits, tmp_path, monkeypatch, capsys):
+    original, train_set, test_set = digits
+    compressed, _ = quantize(original, bits=2, per_channel=True)
+    boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
+    result = repair(original, compressed, boxes, RepairOptions(rounds=2, epochs=2, samples=200, scales="searched"),
+                    train_points=train_set.x)
+    assert result.kept > 0 and result.grid.scales == "searched" and result.to_json()["grid"]["scales"] == "searched"
+    assert any(note.startswith("round 1 searched the grid's steps") for note in result.notes)
+    written = trainable(from_proto(onnx.load_from_string(result.data)))[0]
+    assert result.grid.holds(written) and detect(written).kinds == "int2 per channel"
+    assert result.sizes["repaired"]["kb"] == result.sizes["compressed"]["kb"]
+    assert result.final.delta_max == result.rounds[result.kept].bound <= result.initial.delta_max
+    f1, f2, out = tmp_path / "f1.onnx", tmp_path / "f2.onnx", tmp_path / "r.onnx"
+    original.save(f1)
+    _qdq_file(compressed, f2)
+    stdout = _succeeds(monkeypatch, capsys, "repair", f1, f2, "-o", out, "--center", "0.5", "--eps", "0.05",
+                       "--rounds", "1", "--epochs", "1", "--samples", "200", "--scales", "searched")
+    assert "scales searched in round 1" in stdout and file_form(out) == "qdq"
+    assert detect(trainable(load(out))[0], "qdq").kinds == "int2 per channel"
+    with pytest.raises(NnxformError, match="scales must be one of fixed, searched"):
+        RepairOptions(scales="learned").check()

@@ -60,11 +60,12 @@ def test_train_and_evaluate_refuse_the_same_file_with_the_same_line(command, tmp
 
 
 def _repair(tmp_path: Path, monkeypatch, capsys, rounds: int, *extra: str) -> tuple[dict, str, Path]:
-    """The issue's command with ``rounds`` rounds: the JSON report, what was printed and the written network."""
+    """The issue's command with ``rounds`` rounds, every one retraining (``--no-refit``: the issue's rounds): the JSON
+    report, what was printed and the written network."""
     out, report = tmp_path / "rep.onnx", tmp_path / "rep.json"
     monkeypatch.setattr(sys, "argv", ["nnxform", "repair", str(DATA / "mlp_t0.onnx"), str(DATA / "mlp_pn.onnx"), *BOX,
                                       "-o", str(out), "--rounds", str(rounds), "--epochs", "1", "--samples", "300",
-                                      "--seed", "1", "--json", str(report), *extra])
+                                      "--seed", "1", "--no-refit", "--json", str(report), *extra])
     main()
     printed = capsys.readouterr()
     assert printed.err == ""

@@ -51,7 +51,9 @@ def kept_line(result: RepairResult) -> str:
     """What the repair kept of the compression: the grid (detected, how it was retrained) and the zeros, with the
     stored size and non-zero weights before and after."""
     sizes = result.sizes
-    grid = (f"grid {result.grid.describe()} detected and kept (straight-through retraining, scales fixed)"
+    scales = "scales searched in round 1" if result.grid is not None and result.grid.scales == "searched" else \
+        "scales fixed"
+    grid = (f"grid {result.grid.describe()} detected and kept (straight-through retraining, {scales})"
             if result.grid is not None else "no grid kept (retrained in float)")
     zeros = "zero weights kept at 0" if result.options.keep_zeros else "zero weights free"
     return (f"  {grid}; {zeros}; size {sizes['compressed']['kb']:.1f} KB -> {sizes['repaired']['kb']:.1f} KB, "
@@ -160,7 +162,8 @@ def plot_repair(result: RepairResult) -> bytes:
                   "in onnxruntime. The repair keeps the compression: when COMPRESSED's weights sit on a symmetric "
                   "integer grid (per tensor or per output channel, as nnxform quantize or a weight-only QDQ file "
                   "stores them), it is detected and said, and the retraining stays on it (straight-through gradients, "
-                  "scales fixed; --no-keep-grid retrains in float), so the network written is on the same grid, as "
+                  "scales fixed, or searched in round 1 with --scales searched; --no-keep-grid retrains in float), so "
+                  "the network written is on the same grid (bits and layout), as "
                   "small, in the same form (float values or DequantizeLinear); weights exactly 0 stay 0 (pruned units "
                   "and weights; the default off a grid, --keep-zeros/--no-keep-zeros to choose), and every layer "
                   "keeps its shape. --plot draws paper 000's Fig. 2 and the per-round curves of Figs. 3-4 (needs "
@@ -201,13 +204,19 @@ def repair_command(
                                              "is an error)."),
     keep_zeros: Optional[bool] = typer.Option(None, "--keep-zeros/--no-keep-zeros", help="Keep weights that are "
                                               "exactly 0 at 0 (default: when COMPRESSED is on no grid)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Round 1 refits the first and last layers to the "
+                               "original by least squares on the domain's samples instead of retraining (off a grid "
+                               "only; zeros kept as --keep-zeros says)."),
+    scales: str = typer.Option("searched", "--scales", help="On a grid: 'fixed' keeps its steps; 'searched' makes round 1 "
+                               "pick new steps (same bits, same size) for the original's weights, by the smallest "
+                               "change of each layer's output on the domain's samples."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON here ('-' for stdout)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of Fig. 2 and the per-round curves here."),
     domain: DomainOptions = None,
 ) -> None:
     options = RepairOptions(alpha=alpha, update=update, rounds=rounds, epochs=epochs, samples=samples, target=target,
                             target_ratio=target_ratio, lr=lr, batch_size=batch_size, method=method, seed=seed,
-                            keep_grid=keep_grid, keep_zeros=keep_zeros, prove=prove).check()
+                            keep_grid=keep_grid, keep_zeros=keep_zeros, prove=prove, refit=refit, scales=scales).check()
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise NnxformError("--plot needs matplotlib, which is not installed: pip install 'nnxform[plot]'")
     if scale is not None and not (data or train_data or test_data):
