@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -271,12 +272,18 @@ def test_cli_refuses_a_wrong_result_and_writes_nothing(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+@functools.cache
+def bn_cnn_stability():
+    """bn_cnn.onnx classified on its default box (seeded, within its time limit): what the two tests below read."""
+    model = load(MODELS / "bn_cnn.onnx")
+    return model, classify(model, Box.default(model.input_size), time_limit=60, seed=0)
+
+
 def test_dead_conv_channels_are_removed_and_the_function_kept_on_the_box():
     """A channel stably inactive at every position goes from its Conv and from the layer reading it (here the Gemm
     after the Flatten); stably active positions stay; the result and its aligned form equal the original on the box."""
-    model = load(MODELS / "bn_cnn.onnx")
+    model, result = bn_cnn_stability()
     box = Box.default(model.input_size)
-    result = classify(model, box, time_limit=60, seed=0)
     spatial = [layer for layer in result.layers if layer.channels]
     dead = [int((layer.channel_status() == INACTIVE).sum()) for layer in spatial]
     assert sum(dead) > 0
@@ -293,8 +300,7 @@ def test_dead_conv_channels_are_removed_and_the_function_kept_on_the_box():
 
 
 def test_stable_reports_channels_of_convolutional_relus(tmp_path):
-    model = load(MODELS / "bn_cnn.onnx")
-    result = classify(model, Box.default(model.input_size), time_limit=60, seed=0)
+    model, result = bn_cnn_stability()
     doc = result.to_json()
     spatial = [entry for entry in doc["layers"] if "channels" in entry]
     assert [entry["channels"] for entry in spatial] == [4, 4]

@@ -150,7 +150,9 @@ def test_a_rewrite_that_breaks_the_network_is_an_internal_error():
                                        (bottleneck, Box(np.full(20, -1.0), np.ones(20)))],
                          ids=["generator", "bottleneck"])
 def test_a_compression_never_grows_the_network(make, box):
-    result = compress_checked(make(), box, time_limit=20, samples=2000)
+    # 5 s, not 20: the generator's MILP stage spends any budget on root solves that run out of time, and the
+    # compression it gets is the same at 2 s as at 20 s
+    result = compress_checked(make(), box, time_limit=5, samples=2000)
     assert result.check.within
     assert result.after.neurons <= result.before.neurons and result.after.connections <= result.before.connections
 

@@ -123,8 +123,8 @@ def test_canon_of_a_generator_has_no_batch_normalization_and_no_extra_conv():
 
 
 def test_compress_removes_a_dead_channel_before_a_conv_transpose_from_both():
-    model = generator()
-    result = compress_checked(model, Box(np.full(4, -1.0), np.ones(4)), time_limit=20, samples=2000)
+    model = generator()  # 5 s, not 20: the MILP stage's solves run out of any budget and settle nothing removed here
+    result = compress_checked(model, Box(np.full(4, -1.0), np.ones(4)), time_limit=5, samples=2000)
     assert result.check.within and result.compression.counts["removed_channels"] == 1
     assert "(channels 2)" in " ".join(result.compression.changes) and "unchanged" not in result.compression.counts
     assert _weights(result.model, "ConvTranspose")[:2] == [(6, 5, 3, 3), (5, 3, 2, 2)]
