@@ -501,11 +501,24 @@ def aligned(layers: list[Layer], original: list[Layer], shapes: list[tuple[int, 
 
 # --- channels: naming and removing them ------------------------------------------------------------------------
 
-#: Layers a channel passes through unchanged in number between a weighted layer and the next.
-CHANNELWISE = (Relu, MaxPool, AvgPool, BatchNorm, Flatten)
-#: Layers that mix channels or units through a weight: a channel is removed from ``W`` on their ``OUT_AXIS`` (its
-#: filter) and from the next one's ``IN_AXIS`` (what reads it).
-WEIGHTED = (Dense, Conv, ConvTranspose)
+def _layer_classes(base: type = Layer) -> list[type[Layer]]:
+    """Every layer class written as one table operator (its ``OP``), in definition order."""
+    out = []
+    for cls in base.__subclasses__():
+        out += ([cls] if cls.OP in OPERATORS else []) + _layer_classes(cls)
+    return out
+
+
+#: The layer class of each operator that has one (the rest are read as ``Fixed``).
+LAYER_CLASSES: dict[str, type[Layer]] = {cls.OP: cls for cls in _layer_classes()}
+#: Layers a channel passes through unchanged in number between a weighted layer and the next: the table's
+#: ``channelwise`` operators but the curved activations (the tools following channels, pruning and compress, keep
+#: to piecewise-linear networks), and Flatten, after which a channel is a block of columns (``channel_columns``).
+CHANNELWISE = tuple(cls for op, cls in LAYER_CLASSES.items() if OPERATORS[op].channelwise and
+                    (OPERATORS[op].activation is None or op in PIECEWISE_LINEAR)) + (Flatten,)
+#: Layers that mix channels or units through a weight (the table's ``linear_layer``): a channel is removed from
+#: ``W`` on their ``OUT_AXIS`` (its filter) and from the next one's ``IN_AXIS`` (what reads it).
+WEIGHTED = tuple(cls for op, cls in LAYER_CLASSES.items() if OPERATORS[op].linear_layer)
 
 
 @dataclass
@@ -659,9 +672,8 @@ _READERS: dict[str, Callable[[Model, Node, dict], Layer]] = {
     "MaxPool": _pool,
     "BatchNormalization": lambda m, n, s: _batchnorm(m, n),
     "Flatten": lambda m, n, s: Flatten(name=n.name, axis=int(n.attrs.get("axis", 1))),
-    "Relu": lambda m, n, s: Relu(name=n.name),
-    "Sigmoid": lambda m, n, s: Sigmoid(name=n.name),
-    "Tanh": lambda m, n, s: Tanh(name=n.name),
+    **{op: (lambda m, n, s, cls=cls: cls(name=n.name)) for op, cls in LAYER_CLASSES.items()
+       if OPERATORS[op].activation is not None},  # an activation with a class of its own (LeakyRelu is Fixed)
 }
 
 

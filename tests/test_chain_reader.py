@@ -1,6 +1,7 @@
 """The one chain reader (``layered.walk``) and what reads it: its runs and branches against a direct reading of the
 graph on every bundled model; ``from_model``, compress's dense tail, the verifier profiles, ``info`` and prune's
-refusal of a join all naming what the walk finds."""
+refusal of a join all naming what the walk finds; the layered form's operator facts (``WEIGHTED``, ``CHANNELWISE``,
+the activation readers) agreeing with the operator table."""
 
 from __future__ import annotations
 
@@ -97,3 +98,20 @@ def test_canon_for_depth_is_pads_depth_of_a_relu_chain_and_zero_else():
     assert _chain_depth(CANONICAL.establish(load(MODELS / "torch_resnet.onnx"))) == 0
     # an affine skip (Conv added to its own input) is one affine layer of the analysis form: a chain there
     assert _chain_depth(CANONICAL.establish(residual())) == affine_depth(residual()) == 3
+
+
+def test_the_layered_forms_operator_facts_are_the_tables():
+    assert set(layered.WEIGHTED) == {cls for op, cls in layered.LAYER_CLASSES.items() if OPERATORS[op].linear_layer}
+    assert set(layered.WEIGHTED) == {layered.Dense, layered.Conv, layered.ConvTranspose}
+    for op, cls in layered.LAYER_CLASSES.items():
+        assert cls.OP == op
+        spec = OPERATORS[op]
+        keeps_channels = spec.channelwise and (spec.activation is None or spec.activation.slopes is not None)
+        assert (cls in layered.CHANNELWISE) == (keeps_channels or cls is layered.Flatten), op
+        if spec.activation is not None:  # an activation with a class of its own is read as that class
+            node = layered.Node(op, "act", ["x"], ["y"])
+            assert type(layered._READERS[op](None, node, {})) is cls
+    assert set(layered.CHANNELWISE) == {layered.Relu, layered.MaxPool, layered.AvgPool, layered.BatchNorm,
+                                        layered.Flatten}
+    # an operator without a class of its own (LeakyRelu, MatMul, Reshape) is a Fixed layer
+    assert not {"LeakyRelu", "MatMul", "Reshape"} & set(layered._READERS)
