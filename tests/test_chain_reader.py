@@ -1,12 +1,17 @@
 """The one chain reader (``layered.walk``) and what reads it: its runs and branches against a direct reading of the
 graph on every bundled model; ``from_model``, compress's dense tail, the verifier profiles, ``info`` and prune's
 refusal of a join all naming what the walk finds; the layered form's operator facts (``WEIGHTED``, ``CHANNELWISE``,
-the activation readers) agreeing with the operator table."""
+the activation readers) agreeing with the operator table; the nnenum profile's chain cut as deterministic as the walk."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 from conftest import MODELS, make_model, random_chain
 from onnx import helper
 from test_compress import convnet_with_dense_tail
@@ -115,3 +120,13 @@ def test_the_layered_forms_operator_facts_are_the_tables():
                                         layered.Flatten}
     # an operator without a class of its own (LeakyRelu, MatMul, Reshape) is a Fixed layer
     assert not {"LeakyRelu", "MatMul", "Reshape"} & set(layered._READERS)
+
+
+def test_the_nnenum_profile_names_the_same_blockers_whatever_the_hash_seed():
+    """Which part a join's output continues was a set's first element, so it changed with ``PYTHONHASHSEED``."""
+    code = ("import json, sys, nnxform; from nnxform.ir import load; from nnxform.verifiers import readability; "
+            "print(json.dumps(readability(load(sys.argv[1]), 'nnenum')['blockers']))")
+    runs = {json.dumps(json.loads(subprocess.run(
+        [sys.executable, "-c", code, str(MODELS / "torch_dynamo_resnet.onnx")], capture_output=True, text=True,
+        check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout)) for seed in (1, 3)}
+    assert len(runs) == 1 and "node_add" in runs.pop()
