@@ -501,11 +501,24 @@ def aligned(layers: list[Layer], original: list[Layer], shapes: list[tuple[int, 
 
 # --- channels: naming and removing them ------------------------------------------------------------------------
 
-#: Layers a channel passes through unchanged in number between a weighted layer and the next.
-CHANNELWISE = (Relu, MaxPool, AvgPool, BatchNorm, Flatten)
-#: Layers that mix channels or units through a weight: a channel is removed from ``W`` on their ``OUT_AXIS`` (its
-#: filter) and from the next one's ``IN_AXIS`` (what reads it).
-WEIGHTED = (Dense, Conv, ConvTranspose)
+def _layer_classes(base: type = Layer) -> list[type[Layer]]:
+    """Every layer class written as one table operator (its ``OP``), in definition order."""
+    out = []
+    for cls in base.__subclasses__():
+        out += ([cls] if cls.OP in OPERATORS else []) + _layer_classes(cls)
+    return out
+
+
+#: The layer class of each operator that has one (the rest are read as ``Fixed``).
+LAYER_CLASSES: dict[str, type[Layer]] = {cls.OP: cls for cls in _layer_classes()}
+#: Layers a channel passes through unchanged in number between a weighted layer and the next: the table's
+#: ``channelwise`` operators but the curved activations (the tools following channels, pruning and compress, keep
+#: to piecewise-linear networks), and Flatten, after which a channel is a block of columns (``channel_columns``).
+CHANNELWISE = tuple(cls for op, cls in LAYER_CLASSES.items() if OPERATORS[op].channelwise and
+                    (OPERATORS[op].activation is None or op in PIECEWISE_LINEAR)) + (Flatten,)
+#: Layers that mix channels or units through a weight (the table's ``linear_layer``): a channel is removed from
+#: ``W`` on their ``OUT_AXIS`` (its filter) and from the next one's ``IN_AXIS`` (what reads it).
+WEIGHTED = tuple(cls for op, cls in LAYER_CLASSES.items() if OPERATORS[op].linear_layer)
 
 
 @dataclass
@@ -659,20 +672,75 @@ _READERS: dict[str, Callable[[Model, Node, dict], Layer]] = {
     "MaxPool": _pool,
     "BatchNormalization": lambda m, n, s: _batchnorm(m, n),
     "Flatten": lambda m, n, s: Flatten(name=n.name, axis=int(n.attrs.get("axis", 1))),
-    "Relu": lambda m, n, s: Relu(name=n.name),
-    "Sigmoid": lambda m, n, s: Sigmoid(name=n.name),
-    "Tanh": lambda m, n, s: Tanh(name=n.name),
+    **{op: (lambda m, n, s, cls=cls: cls(name=n.name)) for op, cls in LAYER_CLASSES.items()
+       if OPERATORS[op].activation is not None},  # an activation with a class of its own (LeakyRelu is Fixed)
 }
 
 
+@dataclass(frozen=True)
+class Branch:
+    """Where a graph stops being one chain: ``node`` adds up ``count`` data inputs (``join``), or its output feeds
+    ``count`` nodes (a fan-out)."""
+
+    node: Node
+    count: int
+    join: bool
+
+    def text(self) -> str:
+        """What it is, in words (``info`` and the verifier profiles add why it matters)."""
+        n = self.node
+        return f"{n.op} node '{n.name}' joins {self.count} branches" if self.join else \
+            f"output of '{n.name}' feeds {self.count} nodes"
+
+
+@dataclass
+class Walk:
+    """A graph read as chains (``walk``): its nodes cut into ``runs`` at every join, fan-out and graph output, and
+    the ``branches`` (joins, fan-outs) in node order, a node's join before its fan-out."""
+
+    runs: list[list[Node]]
+    branches: list[Branch]
+    _run_of: dict[int, int]
+
+    def run(self, node: Node) -> list[Node]:
+        """The run holding ``node``, from its first node to its last."""
+        return self.runs[self._run_of[id(node)]]
+
+
+def walk(model: Model) -> Walk:
+    """The one walk over a graph as a chain of layers: every node continues the run of the node before it when it
+    reads that node's output alone and is the only node reading it (not a graph output); ``from_model``, compress's
+    dense tail, the verifier profiles and ``info`` all read a network's chains from it."""
+    runs: list[list[Node]] = []
+    run_of: dict[int, int] = {}
+    branches: list[Branch] = []
+    for node in model.nodes:
+        data = model.data_inputs(node)
+        if len(data) > 1:
+            branches.append(Branch(node, len(data), True))
+        fanout = len(model.consumers(node.outputs[0]))
+        if fanout > 1:
+            branches.append(Branch(node, fanout, False))
+        before = model.producer(data[0]) if len(data) == 1 else None
+        if before is not None and data[0] == before.outputs[0] and model.sole_consumer(data[0]) is node:
+            run_of[id(node)] = run_of[id(before)]
+            runs[run_of[id(node)]].append(node)
+        else:
+            run_of[id(node)] = len(runs)
+            runs.append([node])
+    return Walk(runs, branches, run_of)
+
+
 def from_model(model: Model, command: str = "the layered form") -> Network:
-    """``model`` as layers, if its nodes form one chain from the input to the output; else a one-line error naming
-    the node that branches (``command`` names the caller)."""
+    """``model`` as layers, if its nodes form one chain from the input to the output (one run of ``walk``, or runs
+    joined where a graph output is read on); else a one-line error naming the node that branches (``command``
+    names the caller)."""
     if model.unsupported:
         node = next(iter(model.unsupported))
         raise NnxformError(f"{command}: node '{node}' is not supported ({model.unsupported[node]})")
     out = model.output_name
     shapes = model.shapes()
+    chains = walk(model)
     layers: list[Layer] = []
     tensor = model.input_name
     while tensor != out:
@@ -681,14 +749,14 @@ def from_model(model: Model, command: str = "the layered form") -> Network:
             raise NnxformError(f"{command} needs one chain of layers; tensor '{tensor}' is read by {len(users)} nodes "
                                f"({', '.join(repr(u.name) for u in users)})" if users else
                                f"{command}: tensor '{tensor}' leads nowhere")
-        node = users[0]
-        data = model.data_inputs(node)
+        data = model.data_inputs(users[0])
         if len(data) != 1:
-            raise NnxformError(f"{command} needs one chain of layers; '{node.name}' adds up {len(data)} branches "
+            raise NnxformError(f"{command} needs one chain of layers; '{users[0].name}' adds up {len(data)} branches "
                                "(a skip connection)")
-        reader = _READERS.get(node.op)
-        layers.append(reader(model, node, shapes) if reader else _fixed(model, node, tensor))
-        tensor = node.outputs[0]
+        for node in chains.run(users[0]):  # each node reads the one before it: the checks above hold for them
+            reader = _READERS.get(node.op)
+            layers.append(reader(model, node, shapes) if reader else _fixed(model, node, tensor))
+            tensor = node.outputs[0]
     if len(layers) != len(model.nodes):
         stray = next(n.name for n in model.nodes if n.name not in {layer.name for layer in layers})
         raise NnxformError(f"{command} needs one chain of layers; node '{stray}' is off the path to the output")

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .ir import Model
+from .layered import Branch, walk
 from .operators import OPERATORS, PIECEWISE_LINEAR
 from .passes.canonicalize import CANONICAL_OPS
 from .passes.conv_form import needs_rewrite
@@ -50,10 +51,14 @@ def summarize(model: Model) -> dict[str, Any]:
 
 
 def verifier_blockers(model: Model) -> list[str]:
-    """Why the graph is not a single chain of verifier-friendly operators (empty when it is)."""
+    """Why the graph is not a single chain of verifier-friendly operators (empty when it is): per node, its operator,
+    then its joins and fan-outs (``layered.walk``'s branches)."""
     reasons = []
     if len(model.output_names) != 1:
         reasons.append(f"{len(model.output_names)} outputs (verifiers want one)")
+    branches: dict[int, list[Branch]] = {}
+    for b in walk(model).branches:
+        branches.setdefault(id(b.node), []).append(b)
     for n in model.nodes:
         if n.name in model.unsupported:
             reasons.append(f"{n.op} node '{n.name}' (not supported by nnxform)")
@@ -62,10 +67,5 @@ def verifier_blockers(model: Model) -> list[str]:
         elif needs_rewrite(n):
             reasons.append(f"{n.op} node '{n.name}' is grouped, leaves an attribute a verifier needs implicit or "
                            "writes one a verifier refuses (run `nnxform canon`; `nnxform info --for` names which)")
-        data = model.data_inputs(n)
-        if len(data) > 1:
-            reasons.append(f"{n.op} node '{n.name}' joins {len(data)} branches (not a single chain)")
-        fanout = len(model.consumers(n.outputs[0]))
-        if fanout > 1:
-            reasons.append(f"output of '{n.name}' feeds {fanout} nodes (not a single chain)")
+        reasons += [f"{b.text()} (not a single chain)" for b in branches.get(id(n), [])]
     return reasons

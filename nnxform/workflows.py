@@ -21,7 +21,6 @@ from .errors import NnxformError, NotExact
 from .exactness import ATOL, Comparison, allowed, beyond_rule, compare
 from .analyzers.encoding import time_left
 from .ir import Model
-from .operators import CONVOLUTIONS
 from .passes import apply_checked
 from .layered import Size, model_size
 from .passes.compress import RANK_TOL, Compression
@@ -32,9 +31,8 @@ from .runtime import OnnxRunner
 from .stable import Progress, Stability, classify, reprove
 from .verifiers import options_text, profile, written
 from .verifiers.profile import Blocker, Profile
-from .layered import Conv
 from .passes import PassReport
-from .passes.pad import MAX_DENSE_IDENTITY, NotMergeable, conv_head_and_tail, relu_layers
+from .passes.pad import MAX_DENSE_IDENTITY, affine_depth
 
 #: Samples of the classification's sampling stage (as ``nnxform stable``).
 STABLE_SAMPLES = 4096
@@ -334,22 +332,12 @@ def _refused(chosen: Profile, verifier: str, what: str, blockers: list[Blocker])
 
 
 def _chain_depth(model: Model) -> int:
-    """The affine depth at which ``pad`` writes ``model`` as one chain (0: it cannot), decided from the graph before
-    any matrix is formed: convolutions are kept as they are, or written as dense Gemms only when each of those has
-    at most ``MAX_DENSE_IDENTITY``² entries (a cGAN's ConvTranspose would be gigabytes)."""
-    convs = [n for n in model.nodes if n.op in CONVOLUTIONS]
-    if convs:
-        try:
-            head, tail = conv_head_and_tail(model, "the")
-            return sum(isinstance(layer, Conv) for layer in head) + len(tail)
-        except NotMergeable:  # pad densifies the convolutions
-            shapes = model.shapes()
-            if any(np.prod(shapes[n.inputs[0]]) * np.prod(shapes[n.outputs[0]]) > MAX_DENSE_IDENTITY ** 2
-                   for n in convs):
-                return 0
+    """The affine depth at which ``pad`` writes ``model`` as one ReLU chain (0: it cannot), decided from the graph
+    before any matrix is formed: convolutions are kept as they are, or written as dense Gemms only when each of those
+    has at most ``MAX_DENSE_IDENTITY``² entries (a cGAN's ConvTranspose would be gigabytes)."""
     try:
-        return len(relu_layers(model, "canon --for"))
-    except NnxformError:  # not a ReLU chain: the dense form does not exist
+        return affine_depth(model, relu=True, most=MAX_DENSE_IDENTITY ** 2)
+    except NnxformError:  # not a ReLU chain, or too large as dense layers
         return 0
 
 

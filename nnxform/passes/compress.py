@@ -82,22 +82,18 @@ class Tail:
 
 def dense_tail(model: Model) -> Tail:
     """Split a canonical ``model`` into the part before its dense ReLU chain and that chain's layers (read from the
-    chain's own nodes as they are: a piece of a canonical graph is not canonicalised again)."""
+    chain's own nodes as they are: a piece of a canonical graph is not canonicalised again). The chain is the end of
+    the run of ``layered.walk`` that writes the output: its nodes of ``_TAIL_OPS``, each with one data input."""
     out = model.output_name
+    last = model.producer(out)
     tail: list[Node] = []
-    t = out
-    while True:
-        node = model.producer(t)
-        if node is None or node.op not in _TAIL_OPS or len(model.data_inputs(node)) != 1:
-            break
-        if tail and model.sole_consumer(node.outputs[0]) is not tail[0]:
+    for node in reversed(layered.walk(model).run(last) if last is not None else []):
+        if node.op not in _TAIL_OPS or len(model.data_inputs(node)) != 1:
             break
         tail.insert(0, node)
-        t = model.data_inputs(node)[0]
     while tail and tail[0].op in PIECEWISE_LINEAR:
         tail.pop(0)
     if not tail:
-        last = model.producer(out)
         raise NnxformError(f"compress found no dense (Gemm/MatMul) layer at the end of the network (its output comes "
                            f"from {last.op} node '{last.name}'); only the dense layers after the last convolution are compressed")
     start = model.data_inputs(tail[0])[0]

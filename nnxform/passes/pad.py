@@ -239,16 +239,23 @@ def pad_head(head: list[Layer], extra: int, input_shape: tuple[int, ...]) -> tup
     return head[:at] + [layer for pair in pairs for layer in pair] + head[at:], notes
 
 
-def affine_depth(model: Model) -> int:
-    """The number of affine layers ``pad`` counts in ``model`` (its Convs and Gemms), without densifying a CNN."""
+def affine_depth(model: Model, relu: bool = False, most: float = np.inf) -> int:
+    """The number of affine layers ``pad`` counts in ``model`` (its Convs and Gemms), without densifying a CNN whose
+    convolutions ``pad`` keeps; a clear error for a network that is no chain of piecewise-linear activations (with
+    ``relu``, of ReLUs), or whose convolutions ``pad`` would write as dense Gemms of more than ``most`` entries."""
     model = CANONICAL.establish(model)
-    if any(n.op in CONVOLUTIONS for n in model.nodes):
+    convs = [n for n in model.nodes if n.op in CONVOLUTIONS]
+    if convs:
         try:
             head, tail = conv_head_and_tail(model, "the")
             return sum(isinstance(layer, Conv) for layer in head) + len(tail)
-        except NotMergeable:
-            pass
-    return len(piecewise_chain(model, "pad")[0])
+        except NotMergeable:  # pad densifies the convolutions
+            shapes = model.shapes()
+            big = next((n for n in convs if np.prod(shapes[n.inputs[0]]) * np.prod(shapes[n.outputs[0]]) > most),
+                       None)
+            if big is not None:
+                raise NnxformError(f"pad: '{big.name}' would be a dense Gemm of more than {most:.0f} entries")
+    return len(piecewise_chain(model, "pad", relu)[0])
 
 
 @register("pad", requires=frozenset({CANONICAL}), ensures=frozenset())

@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import NnxformError
 from ..ir import Model, Node
 from ..layered import (CHANNELWISE, WEIGHTED, BatchNorm, Conv, Dense, Flatten, Layer, Network, Relu, Site, aligned,
-                       by_input_channel, filters, from_model, remove_channels, sites, weighted_layers)
+                       by_input_channel, filters, from_model, remove_channels, sites, walk, weighted_layers)
 from ..operators import OPERATORS
 from ..passes import CANONICAL
 from .chain import quota, remove_dead_units
@@ -58,12 +58,11 @@ def is_convolutional(model: Model) -> bool:
 def conv_network(model: Model) -> Network:
     """``model`` canonicalised as layers (group-1 Convs, pools, BN, Flatten, dense tail), or a one-line error naming
     the node or layer channel pruning cannot take (a skip connection, a transposed convolution between others, …)."""
-    for node in model.nodes:
-        data = model.data_inputs(node)
-        if len(data) > 1:
-            raise NnxformError(f"prune: '{node.name}' ({node.op}) joins {len(data)} branches (a skip connection); "
-                               "prune follows channels along one chain of layers, so a residual network is refused: "
-                               "prune a network without skip connections")
+    join = next((b for b in walk(model).branches if b.join), None)
+    if join is not None:
+        raise NnxformError(f"prune: '{join.node.name}' ({join.node.op}) joins {join.count} branches (a skip "
+                           "connection); prune follows channels along one chain of layers, so a residual network is "
+                           "refused: prune a network without skip connections")
     canonical = CANONICAL.establish(model)
     net = from_model(canonical, "prune")
     for layer in net.layers:  # canon wrote every grouped Conv as one group (block-diagonal weight)

@@ -35,9 +35,9 @@ def _graph(model: Model) -> list[Blocker]:
     part = {model.input_name: model.input_name}
     expected = model.input_name
     for n in model.nodes:
-        parts = {part.get(t) for t in model.data_inputs(n)}
+        parts = list(dict.fromkeys(part.get(t) for t in model.data_inputs(n)))  # in input order (a set's varies)
         if n.op == "Relu":
-            if parts != {expected}:
+            if parts != [expected]:
                 found.append(Blocker(n.name, f"Relu node '{n.name}' does not follow the previous Relu: nnenum "
                                              "splits the network at each Relu into one chain", None, structural=True))
             expected = n.outputs[0]
@@ -47,7 +47,7 @@ def _graph(model: Model) -> list[Blocker]:
             found.append(Blocker(n.name, f"{n.op} node '{n.name}' joins values from both sides of a Relu: nnenum "
                                          "splits the network at each Relu into one chain", None, structural=True))
         for t in n.outputs:
-            part[t] = next(iter(parts), None)
+            part[t] = parts[0] if parts else None
     if model.output_names and part.get(model.output_names[0]) not in (expected, None):
         found.append(Blocker("", "the output does not follow the last Relu: nnenum splits the network at each Relu "
                                  "into one chain", None, structural=True))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..ir import Model, Node
+from ..layered import walk
 from ..operators import OPERATORS
 from ..passes.canonicalize import CANONICAL_OPS
 
@@ -141,20 +142,10 @@ def one_constant(parser: str) -> NodeCheck:
 
 
 def chain(model: Model) -> list[Blocker]:
-    """Joins and fan-outs: the parser appends nodes one after another, whatever their wiring."""
-    found = []
-    if len(model.output_names) != 1:
-        found.append(Blocker("", f"{len(model.output_names)} outputs (the parser reads one)", None))
-    for n in model.nodes:
-        data = model.data_inputs(n)
-        if len(data) > 1:
-            found.append(Blocker(n.name, f"{n.op} node '{n.name}' joins {len(data)} branches (the parser reads "
-                                         "one chain)", None, structural=True))
-        fanout = len(model.consumers(n.outputs[0]))
-        if fanout > 1:
-            found.append(Blocker(n.name, f"output of '{n.name}' feeds {fanout} nodes (the parser reads one chain)",
-                                 None, structural=True))
-    return found
+    """Joins and fan-outs (``layered.walk``'s branches): the parser appends nodes one after another, whatever their
+    wiring."""
+    return single_output(model) + [Blocker(b.node.name, f"{b.text()} (the parser reads one chain)", None,
+                                           structural=True) for b in walk(model).branches]
 
 
 def single_output(model: Model) -> list[Blocker]:
