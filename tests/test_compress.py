@@ -183,6 +183,17 @@ def test_a_network_ending_in_a_convolution_is_refused():
         compress(model, classify(model, Box.default(model.input_size)))
 
 
+def test_a_gemm_on_several_rows_is_not_a_dense_tail():
+    """Conv → Relu → Flatten(axis=2) → Gemm: the Gemm multiplies a 4×16 tensor, its weights shared by the rows as a
+    convolution's are; compress refuses in one line (it used to write a Gemm on 64 inputs and fail inside)."""
+    from test_prune_cnn_saliency import flatten_axis_two
+
+    model = flatten_axis_two()
+    box = Box(np.full(model.input_size, -0.5), np.full(model.input_size, 0.5))
+    with pytest.raises(NnxformError, match="on one row of values"):
+        compress(model, classify(model, box, time_limit=10))
+
+
 def test_a_classification_of_another_model_is_refused():
     model, box, _ = planted(2, [3, 6, 2])
     other, _, _ = planted(2, [3, 7, 2])

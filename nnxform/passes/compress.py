@@ -86,18 +86,20 @@ def dense_tail(model: Model) -> Tail:
     the run of ``layered.walk`` that writes the output: its nodes of ``_TAIL_OPS``, each with one data input."""
     out = model.output_name
     last = model.producer(out)
+    shapes = model.shapes()
     tail: list[Node] = []
     for node in reversed(layered.walk(model).run(last) if last is not None else []):
-        if node.op not in _TAIL_OPS or len(model.data_inputs(node)) != 1:
-            break
+        data = model.data_inputs(node)
+        if node.op not in _TAIL_OPS or len(data) != 1 or _rows(shapes[data[0]]) != 1:
+            break  # (a Gemm on several rows shares its weights between them, as a convolution does)
         tail.insert(0, node)
     while tail and tail[0].op in PIECEWISE_LINEAR:
         tail.pop(0)
     if not tail:
-        raise NnxformError(f"compress found no dense (Gemm/MatMul) layer at the end of the network (its output comes "
-                           f"from {last.op} node '{last.name}'); only the dense layers after the last convolution are compressed")
+        raise NnxformError(f"compress found no dense (Gemm/MatMul) layer on one row of values at the end of the "
+                           f"network (its output comes from {last.op} node '{last.name}'); only the dense layers "
+                           "after the last convolution (and a Flatten to one row) are compressed")
     start = model.data_inputs(tail[0])[0]
-    shapes = model.shapes()
     used = {x for n in tail for x in n.inputs}
     sub = Model(nodes=[Node(n.op, n.name, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in tail],
                 constants={k: v for k, v in model.constants.items() if k in used}, input_name=start,
@@ -106,6 +108,11 @@ def dense_tail(model: Model) -> Tail:
     skipped = [n.name for n in head if n.op in PIECEWISE_LINEAR]
     layers, activations = piecewise_chain(sub, "compress")
     return Tail(start, head, [n.name for n in tail if n.op in PIECEWISE_LINEAR], layers, skipped, activations)
+
+
+def _rows(shape: tuple[int, ...]) -> int:
+    """How many rows a tensor of ``shape`` (without the sample axis) holds: all its dimensions but the last."""
+    return int(np.prod(shape[:-1], dtype=np.int64))
 
 
 def independent_rows(M: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
