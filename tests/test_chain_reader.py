@@ -130,3 +130,33 @@ def test_the_nnenum_profile_names_the_same_blockers_whatever_the_hash_seed():
         [sys.executable, "-c", code, str(MODELS / "torch_dynamo_resnet.onnx")], capture_output=True, text=True,
         check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout)) for seed in (1, 3)}
     assert len(runs) == 1 and "node_add" in runs.pop()
+
+
+def test_the_compiled_chain_is_read_once_for_pad_and_the_difference_analysis():
+    """``CompiledNetwork.chain``: a LeakyRelu chain's layers and activations (a ReLU of a ReLU and an affine skip
+    compile to chains too); a skip around a ReLU and a curved activation refused, by ``piecewise_chain`` (an
+    NnxformError naming the node) and ``analysis_chain`` (NotAligned) alike."""
+    from nnxform.analyzers.difference import NotAligned, analysis_chain
+    from nnxform.analyzers.network import NotAChain, compile_model
+    from nnxform.passes.pad import piecewise_chain
+
+    net = compile_model(random_chain(0, [3, 5, 4, 2], activation="LeakyRelu"))
+    assert [(i, act) for i, act in net.chain()] == [(1, 2), (3, 4), (5, None)]
+    w = {"W": np.eye(3), "b": np.zeros(3)}
+    twice = from_proto(make_model([helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="g1"),
+                                   helper.make_node("Relu", ["h"], ["r1"], name="relu1"),
+                                   helper.make_node("Relu", ["r1"], ["r2"], name="relu2"),
+                                   helper.make_node("Gemm", ["r2", "W", "b"], ["y"], name="g2")], [1, 3], weights=w))
+    for model in (twice, residual()):
+        assert len(compile_model(model).chain()) == 3
+    resnet = CANONICAL.establish(load(MODELS / "torch_resnet.onnx"))
+    for model, why, name in ((resnet, "skip", "Add"), (random_chain(1, [3, 4, 2], activation="Sigmoid"), "curved",
+                                                       "Sigmoid")):
+        compiled = compile_model(model)
+        with pytest.raises(NotAChain) as info:
+            compiled.chain()
+        assert info.value.why == why
+        with pytest.raises(NnxformError, match=name):
+            piecewise_chain(model, "pad")
+        with pytest.raises(NotAligned):
+            analysis_chain(compiled, model.shapes(), "first")

@@ -122,6 +122,15 @@ class Pool:
 Step = Input | Linear | Activation | Pool
 
 
+class NotAChain(ValueError):
+    """Why a compiled network is not a chain of affine layers and piecewise-linear activations: the step in the way
+    and what it is (``pool``, ``curved``, ``empty``, ``skip``, ``misplaced``, or ``end``: no affine output layer)."""
+
+    def __init__(self, step: int, why: str) -> None:
+        super().__init__(f"step {step}: {why}")
+        self.step, self.why = step, why
+
+
 @dataclass
 class CompiledNetwork:
     """The analysis form of a network (``compile_model``): steps in topological order (``steps[0]`` is the input);
@@ -164,6 +173,31 @@ class CompiledNetwork:
         """True for a Linear step of the input alone: interval bounds over the box are exact for it."""
         s = self.steps[i]
         return isinstance(s, Linear) and all(isinstance(self.steps[j], Input) for j in s.sources)
+
+    def chain(self) -> list[tuple[int, int | None]]:
+        """The network as a chain ``Linear → activation → … → Linear`` whose activations are two-piece piecewise linear
+        (the table's ``slopes``: ReLU, LeakyRelu): per affine layer, its Linear step and the activation step after it
+        (None after the last); ``NotAChain`` naming the step in the way otherwise (each caller words its refusal)."""
+        layers: list[list[int | None]] = []
+        for i, step in enumerate(self.steps[1:], start=1):
+            if isinstance(step, Pool):
+                raise NotAChain(i, "pool")
+            if isinstance(step, Activation):
+                if step.slopes is None:
+                    raise NotAChain(i, "curved")
+                if not layers or layers[-1][1] is not None or step.source != layers[-1][0]:
+                    raise NotAChain(i, "misplaced")
+                layers[-1][1] = i
+                continue
+            expect = layers[-1][1] if layers else 0
+            if not step.sources:
+                raise NotAChain(i, "empty")
+            if step.sources != [expect]:
+                raise NotAChain(i, "skip" if len(step.sources) > 1 else "misplaced")
+            layers.append([i, None])
+        if not layers or layers[-1][1] is not None or layers[-1][0] != self.output:
+            raise NotAChain(self.output, "end")
+        return [(linear, act) for linear, act in layers]
 
     def rows_to_tighten(self, i: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Neurons of Linear step ``i`` worth tightening: the unstable ones if only piecewise-linear activations read

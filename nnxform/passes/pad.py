@@ -21,7 +21,7 @@ import numpy as np
 
 from ..operators import CONVOLUTIONS
 from ..analyzers.difference import ChainLayer, identity_width, padded_chain
-from ..analyzers.network import Activation, Pool, compile_model, dense_weights
+from ..analyzers.network import Activation, NotAChain, compile_model, dense_weights
 from ..errors import NnxformError
 from ..ir import Model
 from .. import layered
@@ -45,22 +45,24 @@ def piecewise_chain(model: Model, command: str, relu: bool = False) -> tuple[Cha
     piecewise linear (the table's ``slopes``: ReLU, LeakyRelu; with ``relu``, ReLU's (0, 1) only), else a clear
     error."""
     net = compile_model(model)
-    linear, activations = [], []  # the structure first: no dense matrix is made of a network that is no chain
-    for i, step in enumerate(net.steps[1:], start=1):
-        if isinstance(step, Pool):
-            raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a MaxPool")
-        if isinstance(step, Activation):
-            if step.slopes is None or relu and step.slopes != (0.0, 1.0):
-                raise NnxformError(f"{command} supports ReLU chains; '{step.node}' is a {step.op}")
-            activations.append(step)
-            continue
-        node = model.producer(step.tensor)
-        if not step.sources:  # the loader refuses empty layers; a model built in memory may have one
-            raise NnxformError(f"{command}: '{node.name}' reads a layer with no neurons; remove the empty layer")
-        if step.sources != [i - 1]:
-            raise NnxformError(f"{command} supports ReLU chains; '{node.name}' adds up {len(step.sources)} "
-                               "branches (a skip connection)")
-        linear.append(step)
+    try:  # the structure first: no dense matrix is made of a network that is no chain
+        chain = net.chain()
+    except NotAChain as exc:
+        step = net.steps[exc.step]
+        name = getattr(step, "node", None) or model.producer(step.tensor).name
+        chains = f"{command} supports ReLU chains; '{name}'"
+        if exc.why == "empty":
+            raise NnxformError(f"{command}: '{name}' reads a layer with no neurons; remove the empty layer") from None
+        if exc.why == "skip":
+            raise NnxformError(f"{chains} adds up {len(step.sources)} branches (a skip connection)") from None
+        if exc.why in ("pool", "curved"):
+            raise NnxformError(f"{chains} is a {step.op}") from None
+        raise NnxformError(f"{chains} is not where a chain's layer or activation would be") from None
+    activations = [net.steps[act] for _, act in chain if act is not None]
+    for a in activations:
+        if relu and a.slopes != (0.0, 1.0):
+            raise NnxformError(f"{command} supports ReLU chains; '{a.node}' is a {a.op}")
+    linear = [net.steps[i] for i, _ in chain]
     layers: Chain = [dense(dense_weights(step.weights[0], command), step.bias, f"layer{k + 1}")
                      for k, step in enumerate(linear)]
     return layers, activations

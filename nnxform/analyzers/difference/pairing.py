@@ -16,7 +16,7 @@ from ...layered import Dense
 from ...operators import OPERATORS
 from ...operators.activations import RELU, Elementwise
 from ..conv import ConvMap, MATRIX_FREE, abs_of
-from ..network import Activation, Input, Linear, CompiledNetwork, dense_weights
+from ..network import Activation, Input, Linear, CompiledNetwork, NotAChain, dense_weights
 from ..rounding import Rounding
 
 
@@ -194,28 +194,30 @@ def analysis_chain(net: CompiledNetwork, shapes: dict[str, tuple[int, ...]], whi
     NotAligned naming what is in the way (a pooling, a curved activation, a skip connection, a grouped
     convolution). A layer that is an affine segment other than one Conv, and with ``dense`` every layer, is written
     out as a dense matrix (``ChainLayer.written_out``), once the whole chain is read."""
-    layers: list[ChainLayer] = []
-    for i, step in enumerate(net.steps[1:], start=1):
-        expect = 0 if not layers else net.linear_steps[len(layers) - 1] + 1
+    try:
+        chain = net.chain()
+    except NotAChain as exc:
+        step = net.steps[exc.step]
+        if exc.why == "end":
+            raise NotAligned(f"{which} network: not a ReLU chain ending in an affine layer") from None
         if isinstance(step, Linear):
-            w = step.weights[0]
-            if step.sources != [expect]:
-                why = f"adds up {len(step.sources)} branches (a skip connection)" if len(step.sources) > 1 else \
-                    "is not one affine layer of a ReLU chain"
-                raise NotAligned(f"{which} network: '{step.tensor}' {why}")
-            if not dense and isinstance(w, ConvMap) and w.node.attrs.get("group", 1) != 1:
-                raise NotAligned(f"{which} network: Conv '{w.node.name}' is grouped")
-            shape = shapes[step.tensor]
-            channels, positions = (shape[1], int(np.prod(shape[2:], dtype=np.int64))) if len(shape) > 2 else \
-                (step.size, 1)
-            layers.append(ChainLayer(w, step.bias, step.float_rounding, int(channels), positions))
-        elif isinstance(step, Activation) and step.slopes is not None and step.source == i - 1 and layers:
-            layers[-1].op, layers[-1].attrs = step.op, dict(step.attrs)
-        else:
-            raise NotAligned(f"{which} network: '{getattr(step, 'node', '?')}' ({step.op}) is not a piecewise-linear "
-                             "activation (ReLU, LeakyRelu) of the layer before it")
-    if not layers or net.output != net.linear_steps[-1]:
-        raise NotAligned(f"{which} network: not a ReLU chain ending in an affine layer")
+            why = f"adds up {len(step.sources)} branches (a skip connection)" if exc.why == "skip" else \
+                "is not one affine layer of a ReLU chain"
+            raise NotAligned(f"{which} network: '{step.tensor}' {why}") from None
+        raise NotAligned(f"{which} network: '{step.node}' ({step.op}) is not a piecewise-linear activation (ReLU, "
+                         "LeakyRelu) of the layer before it") from None
+    layers: list[ChainLayer] = []
+    for i, act in chain:
+        step = net.steps[i]
+        w = step.weights[0]
+        if not dense and isinstance(w, ConvMap) and w.node.attrs.get("group", 1) != 1:
+            raise NotAligned(f"{which} network: Conv '{w.node.name}' is grouped")
+        shape = shapes[step.tensor]
+        channels, positions = (shape[1], int(np.prod(shape[2:], dtype=np.int64))) if len(shape) > 2 else \
+            (step.size, 1)
+        layers.append(ChainLayer(w, step.bias, step.float_rounding, int(channels), positions))
+        if act is not None:
+            layers[-1].op, layers[-1].attrs = net.steps[act].op, dict(net.steps[act].attrs)
     return [layer.written_out() if dense or isinstance(layer.W, MATRIX_FREE) and not isinstance(layer.W, ConvMap)
             else layer for layer in layers]
 
