@@ -51,6 +51,7 @@ from .analyzers.difference import (ChainBounds, ChainLayer, NotAligned, joint_ne
                                    propagate, solve)
 from .analyzers.network import CompiledNetwork, Pool
 from .analyzers.result import INACTIVE, State
+from .analyzers.rounding import cast_box
 from .attack import ascend
 from .domain import Box
 from .errors import NnxformError
@@ -258,17 +259,42 @@ class Pair:
         and upper ``(B, outputs)``, and the rows ``[lower; −upper]``'s coefficients on the input ``(B, 2·outputs,
         inputs)``. Each network's hidden bounds come from the batched engine (``analyzers.boxes``). ``real``: of the
         real-valued networks (no rounding)."""
+        return self.bound_inherited(lower, upper, None, real)[:3]
+
+    def bound_inherited(self, lower: np.ndarray, upper: np.ndarray, prior: np.ndarray | None, real: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``bound_boxes``, each box starting from ``prior[b]``: what a larger box around it proved (every
+        hidden layer's ``z_A``, ``z_B`` and ``Δz``, and the output's ``Δ``; the last value returned, for the
+        boxes' own parts), intersected with its own bounds, so that a sub-box is never bounded looser than its
+        parent and rows the prior settles are not back-substituted. Kept as ``(B, 2, n)`` float32 (lower, upper),
+        rounded outwards."""
         if real not in self._dense:
             self._dense[real] = (DenseNetwork(self.net_a, "first network", real),
                                  DenseNetwork(self.net_b, "second network", real))
         lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        hidden = [L.size for L in self.layers[:-1]]
+        cuts = np.cumsum([0] + hidden * 3 + [self.layers[-1].size])
+        parts = None
+        if prior is not None:
+            wide = prior.astype(np.float64)
+            parts = [(wide[:, 0, s:e], wide[:, 1, s:e]) for s, e in zip(cuts[:-1], cuts[1:])]
         chains = []
-        for dense, dead in zip(self._dense[real], (self.dead_a, self.dead_b)):
+        for side, (dense, dead) in enumerate(zip(self._dense[real], (self.dead_a, self.dead_b))):
             steps = dense.net.linear_steps
             signs = {steps[k]: np.broadcast_to(d, (len(lower), d.size)) for k, d in enumerate(dead) if d.any()}
-            chains.append(ChainBounds.of(analyse(dense, lower, upper, signs)))
-        out = propagate(self.layers, *chains, symbolic=True)[-1]
-        return out.lo_d, out.hi_d, out.input_coef
+            known = None
+            if parts is not None:
+                known = [None] * len(dense.steps), [None] * len(dense.steps)
+                for k, (lo, hi) in enumerate(parts[side * len(hidden): (side + 1) * len(hidden)]):
+                    known[0][steps[k]], known[1][steps[k]] = lo, hi
+            chains.append(ChainBounds.of(analyse(dense, lower, upper, signs, prior=known)))
+        deltas = propagate(self.layers, *chains, symbolic=True,
+                           prior=None if parts is None else parts[2 * len(hidden):])
+        out = deltas[-1]
+        kept = [(d.lo_a, d.hi_a) for d in deltas[:-1]] + [(d.lo_b, d.hi_b) for d in deltas[:-1]]
+        kept += [(d.lo_d, d.hi_d) for d in deltas]
+        lo32, hi32 = cast_box(np.hstack([k[0] for k in kept]), np.hstack([k[1] for k in kept]), np.float32)
+        return out.lo_d, out.hi_d, out.input_coef, np.stack([lo32, hi32], axis=1).astype(np.float32)
 
     def real_delta(self, xs: np.ndarray) -> np.ndarray:
         """``f_A − f_B`` of the real-valued networks at the points ``xs`` (float64 arithmetic; ReLU chains only)."""
