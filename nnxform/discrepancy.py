@@ -45,7 +45,7 @@ from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
-from .analyzers.boxes import DenseNetwork, analyse
+from .analyzers.boxes import BoxBounds, DenseNetwork, analyse
 from .analyzers.conv import MATRIX_FREE, zero_rows
 from .analyzers.difference import (ChainBounds, ChainLayer, NotAligned, joint_network, layers_network, pair_chains,
                                    propagate, solve)
@@ -278,7 +278,7 @@ class Pair:
         if prior is not None:
             wide = prior.astype(np.float64)
             parts = [(wide[:, 0, s:e], wide[:, 1, s:e]) for s, e in zip(cuts[:-1], cuts[1:])]
-        chains = []
+        chains: list[BoxBounds] = []
         for side, (dense, dead) in enumerate(zip(self._dense[real], (self.dead_a, self.dead_b))):
             steps = dense.net.linear_steps
             signs = {steps[k]: np.broadcast_to(d, (len(lower), d.size)) for k, d in enumerate(dead) if d.any()}
@@ -286,9 +286,13 @@ class Pair:
             if parts is not None:
                 known = [None] * len(dense.steps), [None] * len(dense.steps)
                 for k, (lo, hi) in enumerate(parts[side * len(hidden): (side + 1) * len(hidden)]):
+                    if side:  # z_B = z_A − Δz: the first network's new bounds and the inherited Δz settle most rows
+                        a_lo, a_hi = chains[0].lo[self.net_a.linear_steps[k]], chains[0].hi[self.net_a.linear_steps[k]]
+                        d_lo, d_hi = parts[2 * len(hidden) + k]
+                        lo, hi = np.maximum(lo, a_lo - d_hi), np.minimum(hi, a_hi - d_lo)
                     known[0][steps[k]], known[1][steps[k]] = lo, hi
-            chains.append(ChainBounds.of(analyse(dense, lower, upper, signs, prior=known)))
-        deltas = propagate(self.layers, *chains, symbolic=True,
+            chains.append(analyse(dense, lower, upper, signs, prior=known))
+        deltas = propagate(self.layers, *map(ChainBounds.of, chains), symbolic=True,
                            prior=None if parts is None else parts[2 * len(hidden):])
         out = deltas[-1]
         kept = [(d.lo_a, d.hi_a) for d in deltas[:-1]] + [(d.lo_b, d.hi_b) for d in deltas[:-1]]
