@@ -3,10 +3,11 @@
 The difference analysis (``discrepancy``) bounds ``f_A − f_B`` as a difference, not as two copies; its witness
 search finds inputs where they differ most, each replayed in onnxruntime. ``equivalence`` runs that first, then
 refines until one side wins: for networks with few inputs, best-first halving of the input box (many leaves bounded
-at once by ``Pair.bound_boxes``, each halved along the input that spreads its worst bound most, the corners its
-linear bounds point to replayed as counterexamples); for networks with many, the LP and then the MILP difference
-analysis. ``equivalent`` is proved when every leaf's bound is below ε; ``not equivalent`` comes with an input whose
-replayed difference reaches ε; otherwise ``unknown`` with both figures.
+at once by ``Pair.bound_inherited``, each starting from the hidden bounds its parent proved, each halved along the
+input that spreads its worst bound most, the corners its linear bounds point to replayed as counterexamples); for
+networks with many, the LP and then the MILP difference analysis. ``equivalent`` is proved when every leaf's bound
+is below ε; ``not equivalent`` comes with an input whose replayed difference reaches ε; otherwise ``unknown`` with
+both figures.
 
 By default the networks are the float32 ones onnxruntime runs, so both networks' rounding is bounded too and can
 keep a tight ε open (a note says so when the real-valued networks are within ε); ``real`` decides the real-valued
