@@ -197,7 +197,7 @@ class Pair:
     def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
               progress: Callable[[int, int], None] | None = None, splits: int = 0,
               signs_a: list[np.ndarray] | None = None, real: bool = False, total_time: float | None = None,
-              solver: str = "highs") -> DeltaBounds:
+              solver: str = "highs", below: float | None = None) -> DeltaBounds:
         """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
 
         ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
@@ -207,7 +207,8 @@ class Pair:
         the analysis tight where they are the bottleneck (certifying a compression). Only sound if they are.
         ``real``: bounds of the real-valued networks (no rounding), for telling the float part of a bound apart.
         ``total_time``: seconds for all LP/MILP solves together (past it, the rest keep the symbolic bounds).
-        ``solver``: the MILP solver (``analyzers.solvers``).
+        ``solver``: the MILP solver (``analyzers.solvers``). ``below``: the LP/MILP solves only the output bounds
+        not already within ``±below`` (a threshold to decide, as ``equiv``'s ε: the time goes where it is open).
         """
         if signs_a is not None:
             self._check_signs(signs_a)
@@ -226,9 +227,10 @@ class Pair:
             return self._split(box, method, splits, time_limit, progress)
         check_solver(solver)
         if total_time is None:
-            return self._bound(box, method, time_limit, progress, signs_a, real, None, solver)
+            return self._bound(box, method, time_limit, progress, signs_a, real, None, solver, below)
         with stopping.honoured():  # SIGTERM ends it as its time limit
-            return self._bound(box, method, time_limit, progress, signs_a, real, Deadline(total_time), solver)
+            return self._bound(box, method, time_limit, progress, signs_a, real, Deadline(total_time), solver,
+                               below)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0,
                 deadline: Deadline | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -318,10 +320,10 @@ class Pair:
 
     def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
                signs_a: list[np.ndarray] | None = None, real: bool = False, deadline: Deadline | None = None,
-               solver: str = "highs") -> DeltaBounds:
+               solver: str = "highs", below: float | None = None) -> DeltaBounds:
         """The bounds of ``f_A − f_B`` over one box."""
         if self.chains and method in DIFFERENCE_METHODS:
-            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline, solver)
+            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline, solver, below)
         else:
             total = None if deadline is None else max(deadline.left(), 0.0)
             b = self._merged(box, method.removeprefix("merged-"), time_limit, progress, total, solver)
@@ -367,7 +369,7 @@ class Pair:
 
     def _difference(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
                     signs_a: list[np.ndarray] | None, real: bool, deadline: Deadline | None,
-                    solver: str = "highs") -> DeltaBounds:
+                    solver: str = "highs", below: float | None = None) -> DeltaBounds:
         """The difference analysis of the aligned chains."""
         if signs_a is not None:
             signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
@@ -382,7 +384,7 @@ class Pair:
             r.details["note"] = f"{too_large}: LP bounds instead, not exact"
         if method in ("lp", "milp"):
             lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress, deadline,
-                                             solver)
+                                             solver, below)
             r.lower, r.upper = np.maximum(r.lower, lo), np.minimum(r.upper, hi)
             if method == "milp":
                 r.exact = bool(closed.all())

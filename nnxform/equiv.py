@@ -281,11 +281,12 @@ def _bounded(pair: Pair, lo: np.ndarray, hi: np.ndarray, box: Box, real: bool, p
 
 
 def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float], real: bool) -> None:
-    """The LP, then the MILP difference analysis on the whole box, within the time left."""
+    """The LP, then the MILP difference analysis on the whole box, within the time left, each solving only the output
+    bounds not yet below ε."""
     for method in ("lp", "milp"):
         if not state.open or left() <= 1.0:
             return
-        r = pair.bound(box, method, time_limit=left(), total_time=left(), real=real)
+        r = pair.bound(box, method, time_limit=left(), total_time=left(), real=real, below=state.eps)
         state.bound = min(state.bound, r.delta_max)
         state.report()
         if r.points:  # the solver's solutions, replayed
