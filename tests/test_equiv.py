@@ -113,6 +113,29 @@ def test_inherited_bounds_contain_each_sub_boxs_values_two_generations_down(real
         assert not (np.all(values >= kept[k, 0] + 0.05) and np.all(values <= kept[k, 1] + 0.05))
 
 
+def test_milp_below_solves_only_the_output_bounds_still_open():
+    """``Pair.bound(..., below=)``: output bounds the symbolic analysis already puts within ``±below`` keep their
+    symbolic value, the others get the MILP's (the same as without ``below``), and every sampled difference
+    (onnxruntime) lies within the bounds."""
+    from nnxform.discrepancy import Pair
+
+    a = mlp(5, [6, 6, 4])
+    pair = Pair(a, perturbed(a, 5, 0.05))
+    box = Box(-np.ones(6), np.ones(6))
+    sym, full = pair.bound(box, "symbolic"), pair.bound(box, "milp")
+    below = float(np.median(np.concatenate([-sym.lower, sym.upper])))
+    part = pair.bound(box, "milp", below=below)
+    settled = np.concatenate([-sym.lower, sym.upper]) < below
+    assert settled.any() and not settled.all()
+    got, symbolic, exact = (np.concatenate([r.lower, r.upper]) for r in (part, sym, full))
+    assert np.array_equal(got[settled], symbolic[settled])
+    assert np.allclose(got[~settled], exact[~settled], atol=1e-6)
+    xs = box.float32_points(np.random.default_rng(5).uniform(-1, 1, (2000, 6))).astype(np.float64)
+    ra, rb = pair.runners
+    d = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
+    assert np.all(d >= part.lower) and np.all(d <= part.upper)
+
+
 def test_real_valued_networks_decide_what_float_rounding_leaves_open():
     """A network against itself: the float32 analysis cannot get below both networks' rounding bound, so a tiny E
     stays unknown (with a note naming the reason); ``real`` proves it, and a counterexample is never claimed."""
