@@ -45,12 +45,13 @@ from .analyzers import Bounds, bounds, compile_model, interval, symbolic
 from .analyzers.encoding import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
-from .analyzers.boxes import DenseNetwork, analyse
+from .analyzers.boxes import BoxBounds, DenseNetwork, analyse
 from .analyzers.conv import MATRIX_FREE, zero_rows
 from .analyzers.difference import (ChainBounds, ChainLayer, NotAligned, joint_network, layers_network, pair_chains,
                                    propagate, solve)
 from .analyzers.network import CompiledNetwork, Pool
 from .analyzers.result import INACTIVE, State
+from .analyzers.rounding import cast_box
 from .attack import ascend
 from .domain import Box
 from .errors import NnxformError
@@ -196,7 +197,7 @@ class Pair:
     def bound(self, box: Box, method: str = "symbolic", *, time_limit: float = 60.0,
               progress: Callable[[int, int], None] | None = None, splits: int = 0,
               signs_a: list[np.ndarray] | None = None, real: bool = False, total_time: float | None = None,
-              solver: str = "highs") -> DeltaBounds:
+              solver: str = "highs", below: float | None = None) -> DeltaBounds:
         """Sound bounds of ``f_A − f_B`` per output over ``box`` by ``method``, without a witness.
 
         ``splits``: refine an interval or symbolic analysis by that many bisections of the input box
@@ -206,7 +207,8 @@ class Pair:
         the analysis tight where they are the bottleneck (certifying a compression). Only sound if they are.
         ``real``: bounds of the real-valued networks (no rounding), for telling the float part of a bound apart.
         ``total_time``: seconds for all LP/MILP solves together (past it, the rest keep the symbolic bounds).
-        ``solver``: the MILP solver (``analyzers.solvers``).
+        ``solver``: the MILP solver (``analyzers.solvers``). ``below``: the LP/MILP solves only the output bounds
+        not already within ``±below`` (a threshold to decide, as ``equiv``'s ε: the time goes where it is open).
         """
         if signs_a is not None:
             self._check_signs(signs_a)
@@ -225,9 +227,10 @@ class Pair:
             return self._split(box, method, splits, time_limit, progress)
         check_solver(solver)
         if total_time is None:
-            return self._bound(box, method, time_limit, progress, signs_a, real, None, solver)
+            return self._bound(box, method, time_limit, progress, signs_a, real, None, solver, below)
         with stopping.honoured():  # SIGTERM ends it as its time limit
-            return self._bound(box, method, time_limit, progress, signs_a, real, Deadline(total_time), solver)
+            return self._bound(box, method, time_limit, progress, signs_a, real, Deadline(total_time), solver,
+                               below)
 
     def witness(self, box: Box, points: list[np.ndarray] | tuple = (), *, effort: int = 1, seed: int = 0,
                 deadline: Deadline | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -258,17 +261,46 @@ class Pair:
         and upper ``(B, outputs)``, and the rows ``[lower; −upper]``'s coefficients on the input ``(B, 2·outputs,
         inputs)``. Each network's hidden bounds come from the batched engine (``analyzers.boxes``). ``real``: of the
         real-valued networks (no rounding)."""
+        return self.bound_inherited(lower, upper, None, real)[:3]
+
+    def bound_inherited(self, lower: np.ndarray, upper: np.ndarray, prior: np.ndarray | None, real: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``bound_boxes``, each box starting from ``prior[b]``: what a larger box around it proved (every
+        hidden layer's ``z_A``, ``z_B`` and ``Δz``, and the output's ``Δ``; the last value returned, for the
+        boxes' own parts), intersected with its own bounds, so that a sub-box is never bounded looser than its
+        parent and rows the prior settles are not back-substituted. Kept as ``(B, 2, n)`` float32 (lower, upper),
+        rounded outwards."""
         if real not in self._dense:
             self._dense[real] = (DenseNetwork(self.net_a, "first network", real),
                                  DenseNetwork(self.net_b, "second network", real))
         lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
-        chains = []
-        for dense, dead in zip(self._dense[real], (self.dead_a, self.dead_b)):
+        hidden = [L.size for L in self.layers[:-1]]
+        cuts = np.cumsum([0] + hidden * 3 + [self.layers[-1].size])
+        parts = None
+        if prior is not None:
+            wide = prior.astype(np.float64)
+            parts = [(wide[:, 0, s:e], wide[:, 1, s:e]) for s, e in zip(cuts[:-1], cuts[1:])]
+        chains: list[BoxBounds] = []
+        for side, (dense, dead) in enumerate(zip(self._dense[real], (self.dead_a, self.dead_b))):
             steps = dense.net.linear_steps
             signs = {steps[k]: np.broadcast_to(d, (len(lower), d.size)) for k, d in enumerate(dead) if d.any()}
-            chains.append(ChainBounds.of(analyse(dense, lower, upper, signs)))
-        out = propagate(self.layers, *chains, symbolic=True)[-1]
-        return out.lo_d, out.hi_d, out.input_coef
+            known = None
+            if parts is not None:
+                known = [None] * len(dense.steps), [None] * len(dense.steps)
+                for k, (lo, hi) in enumerate(parts[side * len(hidden): (side + 1) * len(hidden)]):
+                    if side:  # z_B = z_A − Δz: the first network's new bounds and the inherited Δz settle most rows
+                        a_lo, a_hi = chains[0].lo[self.net_a.linear_steps[k]], chains[0].hi[self.net_a.linear_steps[k]]
+                        d_lo, d_hi = parts[2 * len(hidden) + k]
+                        lo, hi = np.maximum(lo, a_lo - d_hi), np.minimum(hi, a_hi - d_lo)
+                    known[0][steps[k]], known[1][steps[k]] = lo, hi
+            chains.append(analyse(dense, lower, upper, signs, prior=known))
+        deltas = propagate(self.layers, *map(ChainBounds.of, chains), symbolic=True,
+                           prior=None if parts is None else parts[2 * len(hidden):])
+        out = deltas[-1]
+        kept = [(d.lo_a, d.hi_a) for d in deltas[:-1]] + [(d.lo_b, d.hi_b) for d in deltas[:-1]]
+        kept += [(d.lo_d, d.hi_d) for d in deltas]
+        lo32, hi32 = cast_box(np.hstack([k[0] for k in kept]), np.hstack([k[1] for k in kept]), np.float32)
+        return out.lo_d, out.hi_d, out.input_coef, np.stack([lo32, hi32], axis=1).astype(np.float32)
 
     def real_delta(self, xs: np.ndarray) -> np.ndarray:
         """``f_A − f_B`` of the real-valued networks at the points ``xs`` (float64 arithmetic; ReLU chains only)."""
@@ -288,10 +320,10 @@ class Pair:
 
     def _bound(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
                signs_a: list[np.ndarray] | None = None, real: bool = False, deadline: Deadline | None = None,
-               solver: str = "highs") -> DeltaBounds:
+               solver: str = "highs", below: float | None = None) -> DeltaBounds:
         """The bounds of ``f_A − f_B`` over one box."""
         if self.chains and method in DIFFERENCE_METHODS:
-            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline, solver)
+            r = self._difference(box, method, time_limit, progress, signs_a, real, deadline, solver, below)
         else:
             total = None if deadline is None else max(deadline.left(), 0.0)
             b = self._merged(box, method.removeprefix("merged-"), time_limit, progress, total, solver)
@@ -337,7 +369,7 @@ class Pair:
 
     def _difference(self, box: Box, method: str, time_limit: float, progress: Callable[[int, int], None] | None,
                     signs_a: list[np.ndarray] | None, real: bool, deadline: Deadline | None,
-                    solver: str = "highs") -> DeltaBounds:
+                    solver: str = "highs", below: float | None = None) -> DeltaBounds:
         """The difference analysis of the aligned chains."""
         if signs_a is not None:
             signs_a = [np.where(dead == INACTIVE, INACTIVE, s) for dead, s in zip(self.dead_a, signs_a)]
@@ -352,7 +384,7 @@ class Pair:
             r.details["note"] = f"{too_large}: LP bounds instead, not exact"
         if method in ("lp", "milp"):
             lo, hi, closed, r.points = solve(self.layers, deltas, box, sb, method == "milp", time_limit, progress, deadline,
-                                             solver)
+                                             solver, below)
             r.lower, r.upper = np.maximum(r.lower, lo), np.minimum(r.upper, hi)
             if method == "milp":
                 r.exact = bool(closed.all())

@@ -3,10 +3,11 @@
 The difference analysis (``discrepancy``) bounds ``f_A − f_B`` as a difference, not as two copies; its witness
 search finds inputs where they differ most, each replayed in onnxruntime. ``equivalence`` runs that first, then
 refines until one side wins: for networks with few inputs, best-first halving of the input box (many leaves bounded
-at once by ``Pair.bound_boxes``, each halved along the input that spreads its worst bound most, the corners its
-linear bounds point to replayed as counterexamples); for networks with many, the LP and then the MILP difference
-analysis. ``equivalent`` is proved when every leaf's bound is below ε; ``not equivalent`` comes with an input whose
-replayed difference reaches ε; otherwise ``unknown`` with both figures.
+at once by ``Pair.bound_inherited``, each starting from the hidden bounds its parent proved, each halved along the
+input that spreads its worst bound most, the corners its linear bounds point to replayed as counterexamples); for
+networks with many, the LP and then the MILP difference analysis. ``equivalent`` is proved when every leaf's bound
+is below ε; ``not equivalent`` comes with an input whose replayed difference reaches ε; otherwise ``unknown`` with
+both figures.
 
 By default the networks are the float32 ones onnxruntime runs, so both networks' rounding is bounded too and can
 keep a tight ε open (a note says so when the real-valued networks are within ε); ``real`` decides the real-valued
@@ -217,10 +218,11 @@ class _State:
 def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real: bool) -> None:
     """Best-first halving of the box, ``BATCH`` worst leaves per round bounded together, until every leaf is below
     ε, a counterexample reaches it, or the time is up. A leaf is halved along the input that spreads its worst
-    bound most; each sub-box's corner that minimises its worst linear bound is replayed as a candidate
-    counterexample, and now and then the witness search runs on the worst leaf."""
+    bound most, and its halves inherit its bounds (batched pairs: ``Pair.bound_inherited``); each sub-box's corner
+    that minimises its worst linear bound is replayed as a candidate counterexample, and now and then the witness
+    search runs on the worst leaf."""
     lo, hi = box.lower[None].astype(np.float64), box.upper[None].astype(np.float64)
-    worst, spread, _ = _bounded(pair, lo, hi, box, real)
+    worst, spread, _, kept = _bounded(pair, lo, hi, box, real, None)
     proved, searched = 0.0, 0.0  # the largest bound among the leaves below ε; seconds of witness search
     started = time.monotonic()
     while worst.size and state.open and left() > 0:
@@ -234,7 +236,8 @@ def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
         rows = np.arange(take.size)
         left_hi[rows, j], right_lo[rows, j] = mid, mid
         c_lo, c_hi = np.vstack([lo[take], right_lo]), np.vstack([left_hi, hi[take]])
-        c_worst, c_spread, c_corners = _bounded(pair, c_lo, c_hi, box, real)
+        c_worst, c_spread, c_corners, c_kept = _bounded(pair, c_lo, c_hi, box, real,
+                                                        None if kept is None else np.vstack([kept[take]] * 2))
         state.leaves += c_lo.shape[0]
         state.take(*pair.replayed(box, c_corners))
         done = c_worst < state.eps
@@ -243,6 +246,8 @@ def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
         keep[take] = False
         lo, hi = np.vstack([lo[keep], c_lo[~done]]), np.vstack([hi[keep], c_hi[~done]])
         worst, spread = np.concatenate([worst[keep], c_worst[~done]]), np.vstack([spread[keep], c_spread[~done]])
+        if kept is not None:
+            kept = np.concatenate([kept[keep], c_kept[~done]])
         state.bound = max(proved, float(worst.max(initial=0.0)))
         state.report()
         if worst.size and state.open and searched < WITNESS_SHARE * (time.monotonic() - started):
@@ -252,12 +257,14 @@ def _split(pair: Pair, box: Box, state: _State, left: Callable[[], float], real:
             searched += time.monotonic() - t
 
 
-def _bounded(pair: Pair, lo: np.ndarray, hi: np.ndarray, box: Box, real: bool
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bounded(pair: Pair, lo: np.ndarray, hi: np.ndarray, box: Box, real: bool, prior: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Per sub-box: the bound on ``‖f_A − f_B‖∞``, how much each input spreads its worst row (coefficient × width,
-    else the width relative to ``box``), and the corner minimising that row's linear bound (else the centre)."""
+    else the width relative to ``box``), the corner minimising that row's linear bound (else the centre), and the
+    bounds its parts inherit (batched pairs; ``prior``: those it inherited, else None)."""
+    kept = None
     if pair.batched:
-        lower, upper, coef = pair.bound_boxes(lo, hi, real)
+        lower, upper, coef, kept = pair.bound_inherited(lo, hi, prior, real)
     else:
         results = [pair.leaf(Box(a, b), box, real=real)[0] for a, b in zip(lo, hi)]
         lower, upper = np.array([r.lower for r in results]), np.array([r.upper for r in results])
@@ -266,19 +273,20 @@ def _bounded(pair: Pair, lo: np.ndarray, hi: np.ndarray, box: Box, real: bool
     width = hi - lo
     relative = width / np.where(box.upper > box.lower, box.upper - box.lower, 1.0)
     if coef is None:
-        return rows.max(axis=1), relative, 0.5 * (lo + hi)
+        return rows.max(axis=1), relative, 0.5 * (lo + hi), kept
     c = coef[np.arange(len(lo)), np.argmax(rows, axis=1)]  # the worst row's coefficients (a lower bound's)
     spread = np.abs(c) * width
     spread = np.where(spread.any(axis=1, keepdims=True), spread, relative)  # (a bound of rounding alone)
-    return rows.max(axis=1), spread, np.where(c > 0, lo, hi)
+    return rows.max(axis=1), spread, np.where(c > 0, lo, hi), kept
 
 
 def _solve(pair: Pair, box: Box, state: _State, left: Callable[[], float], real: bool) -> None:
-    """The LP, then the MILP difference analysis on the whole box, within the time left."""
+    """The LP, then the MILP difference analysis on the whole box, within the time left, each solving only the output
+    bounds not yet below ε."""
     for method in ("lp", "milp"):
         if not state.open or left() <= 1.0:
             return
-        r = pair.bound(box, method, time_limit=left(), total_time=left(), real=real)
+        r = pair.bound(box, method, time_limit=left(), total_time=left(), real=real, below=state.eps)
         state.bound = min(state.bound, r.delta_max)
         state.report()
         if r.points:  # the solver's solutions, replayed

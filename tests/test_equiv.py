@@ -80,6 +80,64 @@ def test_batched_difference_bounds_hold_and_match_one_box_at_a_time(seed):
         assert batched <= 1.5 * one.delta_max + 1e-6 and one.delta_max <= 1.5 * batched + 1e-6
 
 
+@pytest.mark.parametrize("real", [False, True])
+def test_inherited_bounds_contain_each_sub_boxs_values_two_generations_down(real):
+    """``Pair.bound_inherited``: a box's kept bounds (each network's hidden pre-activations, their difference, the
+    output's difference), passed to its halves and theirs, contain the values at points sampled in each quarter (float32
+    arithmetic, or float64 for ``real``); each part's bound is never looser than its parent's, and shifting the kept
+    bounds by 0.05 makes the check fail (it is not vacuous)."""
+    from nnxform.discrepancy import Pair
+
+    a = mlp(3, [4, 16, 16, 16, 3])
+    pair = Pair(a, perturbed(a, 3, 0.05))
+    dtype = np.float64 if real else np.float32
+    rng = np.random.default_rng(3)
+    lo, hi = -np.ones((1, 4)), np.ones((1, 4))
+    _, _, _, kept = pair.bound_inherited(lo, hi, None, real)
+    for generation in range(2):
+        mid = 0.5 * (lo[:, generation] + hi[:, generation])
+        left_hi, right_lo = hi.copy(), lo.copy()
+        left_hi[:, generation], right_lo[:, generation] = mid, mid
+        lo, hi = np.vstack([lo, right_lo]), np.vstack([left_hi, hi])
+        parent = np.vstack([kept, kept])
+        _, _, _, kept = pair.bound_inherited(lo, hi, parent, real)
+        assert kept.dtype == np.float32 and kept.shape == parent.shape
+        assert np.all(kept[:, 0] >= parent[:, 0]) and np.all(kept[:, 1] <= parent[:, 1])
+    for k in range(len(lo)):
+        xs = Box(lo[k], hi[k]).float32_points(rng.uniform(lo[k], hi[k], (500, 4))).astype(dtype)
+        za, zb, acts = [], [], [xs, xs]
+        for L in pair.layers:
+            za.append(acts[0] @ np.asarray(L.wa, dtype).T + np.asarray(L.ba, dtype))
+            zb.append(acts[1] @ np.asarray(L.wb, dtype).T + np.asarray(L.bb, dtype))
+            acts = [np.maximum(za[-1], 0), np.maximum(zb[-1], 0)]
+        values = np.hstack(za[:-1] + zb[:-1] + [x - y for x, y in zip(za, zb)]).astype(np.float64)
+        assert np.all(values >= kept[k, 0]) and np.all(values <= kept[k, 1])
+        assert not (np.all(values >= kept[k, 0] + 0.05) and np.all(values <= kept[k, 1] + 0.05))
+
+
+def test_milp_below_solves_only_the_output_bounds_still_open():
+    """``Pair.bound(..., below=)``: output bounds the symbolic analysis already puts within ``±below`` keep their
+    symbolic value, the others get the MILP's (the same as without ``below``), and every sampled difference
+    (onnxruntime) lies within the bounds."""
+    from nnxform.discrepancy import Pair
+
+    a = mlp(5, [6, 6, 4])
+    pair = Pair(a, perturbed(a, 5, 0.05))
+    box = Box(-np.ones(6), np.ones(6))
+    sym, full = pair.bound(box, "symbolic"), pair.bound(box, "milp")
+    below = float(np.median(np.concatenate([-sym.lower, sym.upper])))
+    part = pair.bound(box, "milp", below=below)
+    settled = np.concatenate([-sym.lower, sym.upper]) < below
+    assert settled.any() and not settled.all()
+    got, symbolic, exact = (np.concatenate([r.lower, r.upper]) for r in (part, sym, full))
+    assert np.array_equal(got[settled], symbolic[settled])
+    assert np.allclose(got[~settled], exact[~settled], atol=1e-6)
+    xs = box.float32_points(np.random.default_rng(5).uniform(-1, 1, (2000, 6))).astype(np.float64)
+    ra, rb = pair.runners
+    d = ra(xs).astype(np.float64) - rb(xs).astype(np.float64)
+    assert np.all(d >= part.lower) and np.all(d <= part.upper)
+
+
 def test_real_valued_networks_decide_what_float_rounding_leaves_open():
     """A network against itself: the float32 analysis cannot get below both networks' rounding bound, so a tiny E
     stays unknown (with a note naming the reason); ``real`` proves it, and a counterexample is never claimed."""

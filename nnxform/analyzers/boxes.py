@@ -79,8 +79,8 @@ def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
     """Bounds of every step over each box ``[lower[b], upper[b]]``; ``signs[i]`` ``(B, size)`` of +1/−1/0 fixes
     the sign of Linear step ``i``'s values in that box's branch (0: free). ``last``: bound the steps up to it only
     (the later ones stay None), ``last`` itself by intervals (the caller bounds the rows it needs: ``objective``);
-    ``prior``: per step, bounds ``(size,)`` of the float network known to hold on every box (None: none),
-    intersected with the ones computed (rows they settle are not back-substituted)."""
+    ``prior``: per step, bounds ``(size,)`` of the float network known to hold on every box, or ``(B, size)`` on each
+    (None: none), intersected with the ones computed (rows they settle are not back-substituted)."""
     steps = dense.steps
     n = len(steps) if last is None else last + 1
     B = len(lower)

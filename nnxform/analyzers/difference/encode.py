@@ -112,13 +112,14 @@ def _scale(lo: np.ndarray, hi: np.ndarray) -> float:
 
 def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: State, integer: bool,
           time_limit: float, progress: Progress | None = None, deadline: Deadline | None = None,
-          solver: str = "highs") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+          solver: str = "highs", below: float | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """LP (tightening every unsettled hidden ``Δz`` first) or MILP bounds of the output ``Δz`` (every layer's
     rounding noise is in the rows).
 
     Returns lower, upper, per side and output whether the solver closed its gap (MILP), and the
     input points of the MILP's solutions (witness candidates). Past ``deadline`` no solve starts: the
-    bounds not tightened yet keep the symbolic ones.
+    bounds not tightened yet keep the symbolic ones; so do the output bounds already within ``±below``.
     """
     enc = DifferenceEncoder(layers, deltas, state_b, integer, time_limit, deadline, solver)
 
@@ -152,7 +153,7 @@ def solve(layers: list[PairLayer], deltas: list[LayerDelta], box: Box, state_b: 
     points: list[np.ndarray] = []
     for j in range(lo.size):
         for side, sign in ((0, 1.0), (1, -1.0)):
-            if late():
+            if late() or (below is not None and (lo[j] > -below if side == 0 else hi[j] < below)):
                 continue
             bound, closed[side, j] = enc.delta_min(last, j, sign)
             x = enc.input_solution() if integer else None

@@ -38,12 +38,15 @@ class ChainBounds:
         return cls([bounds.lo[i] for i in steps], [bounds.hi[i] for i in steps], u)
 
 
-def propagate(layers: list[PairLayer], a: ChainBounds, b: ChainBounds, symbolic: bool) -> list[LayerDelta]:
+def propagate(layers: list[PairLayer], a: ChainBounds, b: ChainBounds, symbolic: bool,
+              prior: list[tuple[np.ndarray, np.ndarray]] | None = None) -> list[LayerDelta]:
     """Bounds of ``Δz`` at every affine layer of an aligned pair (``symbolic``: back-substitution too), for one box
     or, with a leading batch axis on every bound (dense layers only), for many at once.
 
     ``a``/``b``: each network's bounds (``ChainBounds``). Each layer's rounding is noise ``ε_A − ε_B`` on ``Δz`` and
-    ``ε_B`` on ``z_B`` (``rounding``), bounded from the tightened bounds of the layer's inputs.
+    ``ε_B`` on ``z_B`` (``rounding``), bounded from the tightened bounds of the layer's inputs. ``prior``: per layer,
+    bounds of the float ``Δz`` known to hold on the box (a parent box's), intersected with the computed ones before
+    a hidden layer is back-substituted (rows they settle are not) and after the output layer is.
     """
     lo, hi = np.minimum(a.lo[0], b.lo[0]), np.maximum(a.hi[0], b.hi[0])  # the box as either network reads it
     mid, rad = 0.5 * (lo + hi), 0.5 * (hi - lo)
@@ -67,6 +70,8 @@ def propagate(layers: list[PairLayer], a: ChainBounds, b: ChainBounds, symbolic:
             la, ua, lb, ub = a.lo[k + 1], a.hi[k + 1], b.lo[k + 1], b.hi[k + 1]
         cur = LayerDelta(la.copy(), ua.copy(), lb.copy(), ub.copy(), c - r - ma - mb, c + r + ma + mb, ma, mb,
                          L.kind, (a.u > 0, b.u > 0))
+        if prior is not None and not last:
+            _intersect(cur, *prior[k])
         cur.tighten()
         if symbolic and k > 0 and lo.ndim == 2 and not last:
             _tighten_boxes(layers, out, k, cur, mid, rad)
@@ -85,10 +90,20 @@ def propagate(layers: list[PairLayer], a: ChainBounds, b: ChainBounds, symbolic:
                     coef = np.concatenate(coefs, axis=-2)
                     cur.input_coef = coef.reshape(coef.shape[:-3] + (2 * rows.size, -1))
                 cur.tighten()
+        if prior is not None and last:
+            _intersect(cur, *prior[k])
         if not last:
             cur.relax()
         out.append(cur)
     return out
+
+
+def _intersect(cur: LayerDelta, lo: np.ndarray, hi: np.ndarray) -> None:
+    """``Δz``'s bounds intersected with ``[lo, hi]`` (in place; where that would leave them empty, a point box's
+    float noise, kept as they were)."""
+    a, b = np.maximum(cur.lo_d, lo), np.minimum(cur.hi_d, hi)
+    ok = a <= b
+    cur.lo_d, cur.hi_d = np.where(ok, a, cur.lo_d), np.where(ok, b, cur.hi_d)
 
 
 def _tighten_boxes(layers: list[PairLayer], out: list[LayerDelta], k: int, cur: LayerDelta, mid: np.ndarray,
