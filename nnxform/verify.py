@@ -291,6 +291,7 @@ class _Search:
             done = bounded.progress > 0
             self._count(batch.take(done))
             batch, scores = batch.with_bounds(bounded.bounds).take(~done), bounded.scores[~done]
+            parent, spread = bounded.progress[~done], bounded.spread[~done]
             if not self.input_candidates(n) and self.slots.piecewise_only:  # few left unstable: one MILP decides
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS
                 for b in np.flatnonzero(leaf):
@@ -303,11 +304,11 @@ class _Search:
                         return "timeout"
                     else:
                         gave_up += 1
-                batch, scores = batch.take(~leaf), scores[~leaf]
+                batch, scores, parent, spread = batch.take(~leaf), scores[~leaf], parent[~leaf], spread[~leaf]
             candidates = self._candidates(batch.lower, batch.upper, scores)  # an input (< n) or a neuron (n + j)
             ok = (candidates >= 0).any(axis=1)
             gave_up += int((~ok).sum())
-            batch, candidates = batch.take(ok), candidates[ok]
+            batch, candidates, parent, spread = batch.take(ok), candidates[ok], parent[ok], spread[ok]
             if not len(batch):
                 continue
             P, c = candidates.shape
@@ -317,16 +318,15 @@ class _Search:
             bounded = self._bound(spec, children)
             if bounded.found is not None:
                 return bounded.found
-            gap = np.minimum(bounded.progress, 0.0)  # what is left to prove (0: proved)
-            both = (gap[0::2] + gap[1::2]).reshape(P, c)
-            both[candidates < 0] = -np.inf
-            best = np.argmax(both, axis=1)
+            # a child's part lies in its parent's: the parent's bound holds on it too
+            progress = np.maximum(bounded.progress, np.repeat(parent, 2 * c))
+            best = _best_split(progress, candidates, spread)
             chosen = (((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]).ravel()
-            proved = bounded.progress[chosen] > 0
+            proved = progress[chosen] > 0
             picked = children.take(chosen).with_bounds({i: (a[chosen], b[chosen])
                                                         for i, (a, b) in bounded.bounds.items()})
             self._count(picked.take(proved))
-            kept, progress = picked.take(~proved), bounded.progress[chosen][~proved]
+            kept, progress = picked.take(~proved), progress[chosen][~proved]
             branches = _Branches.stack([branches, kept])
             self._report(len(branches))
             if len(kept) and time.monotonic() >= self.next_attack:  # the attack again, inside the least proved boxes
@@ -437,6 +437,7 @@ class _Search:
         progress = np.full(len(lo), -np.inf)  # (branches not bounded before the time ran out stay open)
         bounds = {i: (a.astype(np.float64), b.astype(np.float64)) for i, (a, b) in branches.bounds.items()}
         loss = np.zeros((len(lo), self.slots.total)) if scores else None
+        spread = np.zeros(lo.shape) if scores else None
         part = 0
         while part < len(lo) and not self.out_of_time():
             size = int(np.clip(ROUND_SECONDS / self.box_seconds, 4, BATCH))  # parts of about ROUND_SECONDS each
@@ -473,8 +474,9 @@ class _Search:
                 return _Bounded(progress, found, None, bounds)
             if scores:
                 loss[cut] = self.slots.losses(state, record, rows, region_best <= 0, sg[cut])
+                spread[cut] = (np.abs(picked) * (region_best <= 0)[:, :, None]).sum(axis=1) * (hi[cut] - lo[cut])
             self.box_seconds = (time.monotonic() - started) / len(low)
-        return _Bounded(progress, None, loss, bounds)
+        return _Bounded(progress, None, loss, bounds, spread)
 
     def _count(self, proved: "_Branches") -> None:
         """Add the share of the input the proved branches stand for (a box's volume, halved per fixed ReLU)."""
@@ -484,6 +486,21 @@ class _Search:
     def _report(self, open_branches: int) -> None:
         if self.progress is not None:
             self.progress(int(1000 * min(self.proved, 1.0)), open_branches, time.monotonic() - self.started)
+
+
+def _best_split(progress: np.ndarray, candidates: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per branch, the candidate whose two children (``progress`` in order branch, candidate, side) are left with the
+    least to prove; among candidates that tie (children no better than their parent, which a split along an input
+    already narrow gives), the input the parent's lower bound spreads most over (``spread``: ``|A|·width``)."""
+    P, c = candidates.shape
+    gap = np.minimum(progress, 0.0)  # what is left to prove (0: proved)
+    both = (gap[0::2] + gap[1::2]).reshape(P, c)
+    both[candidates < 0] = -np.inf
+    top = both.max(axis=1, keepdims=True)
+    tied = both >= top - 1e-9 * (1.0 + np.abs(top))
+    inputs = (candidates >= 0) & (candidates < spread.shape[1])
+    tie = np.where(inputs, np.take_along_axis(spread, np.where(inputs, candidates, 0), axis=1), 0.0)
+    return np.argmax(np.where(tied, tie, -np.inf), axis=1)
 
 
 def _violation(region: Any, ys: np.ndarray) -> np.ndarray:
@@ -497,6 +514,7 @@ class _Bounded:
     found: tuple[np.ndarray, np.ndarray] | None
     scores: np.ndarray | None
     bounds: "_Bounds | None" = None
+    spread: np.ndarray | None = None
 
 
 #: Per hidden Linear step, bounds ``(branches, size)`` of the float network that hold on each branch's part.
