@@ -272,3 +272,37 @@ def test_inherited_bounds_hold_on_each_branch():
             seen = values[values_at[i].tensor].reshape(len(xs), -1)[inside]
             assert np.all(a[b] <= seen.min(axis=0)) and np.all(seen.max(axis=0) <= c[b])
     assert checked >= 8
+
+
+def test_tied_splits_go_to_the_input_the_bound_spreads_over():
+    """A split whose children gain nothing over their parent (an already narrow input) ties with others that gain
+    nothing either: the tie goes to the input with the largest ``|A|·width``; a split that gains wins outright, and
+    a padding candidate (-1) never does."""
+    from nnxform.verify import _best_split
+    candidates = np.array([[0, 1, 2], [0, 1, -1]])
+    progress = np.array([-1.0, -1.0, -1.0, -1.0, -1.0, -1.0,    # branch 0: no split gains (its parent: -1)
+                         -1.0, -1.0, -0.2, 0.3, 5.0, 5.0])      # branch 1: input 1 gains; the padding looks best
+    spread = np.array([[1.0, 9.0, 3.0], [50.0, 1.0, 0.0]])
+    assert _best_split(progress, candidates, spread).tolist() == [1, 1]
+
+
+def test_few_input_milp_leaves_after_escalation(monkeypatch):
+    """Past the input splits' phase, branches of a few-input network with few unstable ReLUs left are decided by one
+    MILP each (counted here), and the answers still match the exact maximum on both sides."""
+    import nnxform.verify as verify_module
+    monkeypatch.setattr(verify_module._Search, "escalated", lambda self: True)
+    calls = []
+    exact_leaf = verify_module._Search._exact
+    monkeypatch.setattr(verify_module._Search, "_exact", lambda self, *a: calls.append(1) or exact_leaf(self, *a))
+    rng = np.random.default_rng(3)
+    model = mlp(10, [3, 12, 12, 2])
+    box = Box(rng.uniform(-1, 0, 3), rng.uniform(0.2, 1, 3))
+    exact = bounds(model, box, "milp")
+    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    above = _threshold_case(box, 2, 0, hi + 1e-3 * (hi - lo) + 1e-5)
+    assert verify(model, [above], timeout=60).answer == "unsat"
+    assert calls, "no branch was decided by a MILP"
+    below = _threshold_case(box, 2, 0, hi - 1e-3 * (hi - lo))
+    found = verify(model, [below], timeout=60)
+    assert found.answer == "sat", found.to_json()
+    _replayed(model, [below], found)
