@@ -32,6 +32,7 @@ from .analyzers.interval import interval
 from .analyzers.milp import beyond_solver
 from .analyzers.network import Activation, Linear, compile_model
 from .analyzers.result import State
+from .analyzers.rounding import cast_box
 from .analyzers.symbolic import alpha, symbolic
 from .domain import Box
 from .errors import NnxformError
@@ -54,8 +55,9 @@ ESCALATE_SECONDS = 5.0
 OPTIMIZE_STEPS = 10
 #: The share of the time left that a many-input network's root bounds may take (``_root_bounds``).
 ROOT_SHARE = 0.1
-#: A branch with at most this many unstable ReLUs left is decided by one MILP (few-input networks: once escalated).
-LEAF_RELUS = 24
+#: A branch with at most this many unstable ReLUs left is decided by one MILP (few-input networks: once escalated),
+#: given at most ``LEAF_SHARE`` of the timeout (at least a second); a leaf it leaves undecided is split further.
+LEAF_RELUS, LEAF_SHARE = 24, 0.05
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
 STARTS, START_NUMBERS, STEPS = 32, 4096, 40
 #: During branch and bound, every ``ATTACK_EVERY`` seconds the attack runs inside the ``ATTACK_BRANCHES`` open
@@ -192,6 +194,7 @@ class _Search:
         self.proved = 0.0
         self.note = ""
         #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
+        self.leaf_seconds = max(1.0, LEAF_SHARE * (deadline - started))
         self.inherited = [i for i, s in enumerate(self.dense.steps) if isinstance(s, Linear) and i != self.dense.output
                           and not self.dense.net.first_layer(i)]
 
@@ -297,10 +300,8 @@ class _Search:
                         self._count(batch.take(slice(b, b + 1)))
                     elif self.out_of_time():
                         return "timeout"
-                    elif self.input_candidates(n):
-                        leaf[b] = False  # undecided: its box is split further
                     else:
-                        gave_up += 1
+                        leaf[b] = False  # undecided (the leaf's time ran out): it is split further
                 batch, scores, parent, spread = batch.take(~leaf), scores[~leaf], parent[~leaf], spread[~leaf]
             candidates = self._candidates(batch.lower, batch.upper, scores)  # an input (< n) or a neuron (n + j)
             ok = (candidates >= 0).any(axis=1)
@@ -405,7 +406,7 @@ class _Search:
             for i in range(len(single.lo)):
                 enc.add(i)
             verdict, x = enc.region_feasible(self.dense.output, region.coef, region.bound,
-                                             self.deadline - time.monotonic())
+                                             min(self.deadline - time.monotonic(), self.leaf_seconds))
             self.branches += 1
             if verdict == "solution":
                 found = self.confirmed(spec.case, np.clip(x, lo[0], hi[0])[None])
@@ -547,7 +548,7 @@ class _Branches:
 
     def with_bounds(self, bounds: _Bounds) -> "_Branches":
         """These branches with ``bounds`` (float64, one row per branch) as what they inherit."""
-        return _Branches(self.lower, self.upper, self.signs, {i: (_down32(a), _up32(b)) for i, (a, b) in bounds.items()})
+        return _Branches(self.lower, self.upper, self.signs, {i: _outward32(a, b) for i, (a, b) in bounds.items()})
 
     @staticmethod
     def stack(parts: list["_Branches"]) -> "_Branches":
@@ -558,16 +559,10 @@ class _Branches:
                           for i in first.bounds})
 
 
-def _down32(v: np.ndarray) -> np.ndarray:
-    """``v`` in float32, each value rounded down (a lower bound stays one)."""
-    w = v.astype(np.float32)
-    return np.where(w > v, np.nextafter(w, np.float32(-np.inf)), w)
-
-
-def _up32(v: np.ndarray) -> np.ndarray:
-    """``v`` in float32, each value rounded up."""
-    w = v.astype(np.float32)
-    return np.where(w < v, np.nextafter(w, np.float32(np.inf)), w)
+def _outward32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds ``[lo, hi]`` in float32, rounded outwards (``cast_box``: a bound stays one)."""
+    lo32, hi32 = cast_box(lo, hi, np.float32)
+    return lo32.astype(np.float32), hi32.astype(np.float32)
 
 
 class _Objective:

@@ -238,10 +238,11 @@ def test_inherited_bounds_hold_on_each_branch():
     import time
 
     from nnxform.analyzers.branching import child_branches
-    from nnxform.verify import _Branches, _down32, _Objective, _Search, _up32
+    from nnxform.verify import _Branches, _Objective, _outward32, _Search
 
     v = np.array([0.1, 1 / 3, -2 / 3, 1e-40, -1e30])
-    assert np.all(_down32(v) <= v) and np.all(_up32(v) >= v) and _down32(v).dtype == np.float32
+    lo32, hi32 = _outward32(v, v)
+    assert np.all(lo32 <= v) and np.all(hi32 >= v) and lo32.dtype == np.float32
     rng = np.random.default_rng(5)
     model = mlp(3, [5, 12, 12, 12, 2])
     lo, hi = -0.3 * np.ones(5), 0.3 * np.ones(5)
