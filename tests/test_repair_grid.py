@@ -85,11 +85,17 @@ def test_repair_on_the_grid_writes_the_same_grid_and_recomputes_the_bound(digits
     assert [float(np.maximum(np.abs(b.lower), np.abs(b.upper)).max()) for b in bound] == result.final.per_box.tolist()
 
 
-def test_a_pruned_network_keeps_its_zeros_and_shape(digits):
-    original, train_set, test_set = digits
-    pruned = original.copy()
+def _half_pruned(model):
+    """``model`` with each weight tensor's smaller half (by magnitude) set to zero."""
+    pruned = model.copy()
     for w in _weights(pruned):
         w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    return pruned
+
+
+def test_a_pruned_network_keeps_its_zeros_and_shape(digits):
+    original, train_set, test_set = digits
+    pruned = _half_pruned(original)
     boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
     result = repair(original, pruned, boxes, RepairOptions(**FAST), train_points=train_set.x)
     assert result.grid is None and result.options.keep_zeros and result.kept > 0
@@ -160,9 +166,7 @@ def test_train_keeps_the_grid_and_keep_grid_without_one_is_refused(digits, tmp_p
 
 def test_the_refit_keeps_zeros_and_shapes_and_moves_the_pruned_network_toward_the_original(digits):
     original, train_set, test_set = digits
-    pruned = original.copy()
-    for w in _weights(pruned):
-        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    pruned = _half_pruned(original)
     boxes = boxes_around(test_set.x[:3], 0.02, (0.0, 1.0))
     xs = np.vstack([b.lower + (b.upper - b.lower) * np.random.default_rng(i).random((100, 64))
                     for i, b in enumerate(boxes)])
@@ -184,9 +188,7 @@ def test_the_refit_keeps_zeros_and_shapes_and_moves_the_pruned_network_toward_th
 
 def test_repair_refits_round_1_off_a_grid_only_and_never_writes_a_worse_network(digits):
     original, train_set, test_set = digits
-    pruned = original.copy()
-    for w in _weights(pruned):
-        w[np.abs(w) < np.median(np.abs(w))] = 0.0
+    pruned = _half_pruned(original)
     boxes = boxes_around(test_set.x[:2], 0.02, (0.0, 1.0))
     runs = {refit_on: repair(original, pruned, boxes, RepairOptions(rounds=1, epochs=1, samples=200, refit=refit_on))
             for refit_on in (True, False)}
