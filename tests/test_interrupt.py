@@ -122,10 +122,17 @@ def test_a_solve_ends_at_once_on_ctrl_c_and_raises_it() -> None:
     h = _unfinishable_mip()
     h.setOptionValue("time_limit", 300.0)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    # Ctrl-C as a terminal sends it: a suite started as a background job (``make test &``, ``nohup … &``, some CI
+    # runners) inherits SIGINT ignored, and Python then installs no handler; this test failed that way
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        solve(h)
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            solve(h)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, before)
     assert time.monotonic() - started < 60
     h.setOptionValue("time_limit", 0.2)
     solve(h)  # no interrupt pending: runs to its time limit and returns
