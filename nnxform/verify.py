@@ -193,8 +193,8 @@ class _Search:
         self.branches = 0
         self.proved = 0.0
         self.note = ""
-        #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
         self.leaf_seconds = max(1.0, LEAF_SHARE * (deadline - started))
+        #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
         self.inherited = [i for i, s in enumerate(self.dense.steps) if isinstance(s, Linear) and i != self.dense.output
                           and not self.dense.net.first_layer(i)]
 
