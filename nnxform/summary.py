@@ -8,9 +8,8 @@ import numpy as np
 
 from .ir import Model
 from .layered import Branch, walk
-from .operators import OPERATORS, PIECEWISE_LINEAR
-from .passes.canonicalize import CANONICAL_OPS
-from .passes.conv_form import needs_rewrite
+from .operators import CANONICAL_OPS, OPERATORS, PIECEWISE_LINEAR
+from .operators.forms import needs_rewrite
 
 
 def summarize(model: Model) -> dict[str, Any]:

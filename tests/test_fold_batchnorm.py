@@ -17,7 +17,7 @@ from nnxform.domain import Box
 from nnxform.exactness import compare
 from nnxform.ir import Model, from_proto, load
 from nnxform.passes import PASSES
-from nnxform.passes.canonicalize import CANONICAL_OPS
+from nnxform.operators import CANONICAL_OPS
 from nnxform.passes.fold_batchnorm import fold_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from nnxform.errors import NnxformError, UnsupportedOperator
 from nnxform.exactness import compare
 from nnxform.ir import from_proto
 from nnxform.passes import PASSES
-from nnxform.passes.canonicalize import CANONICAL_OPS
+from nnxform.operators import CANONICAL_OPS
 
 FORBIDDEN = {"BatchNormalization", "Sub", "Div", "Constant", "Identity", "Dropout", "Shape", "Gather"}
 rng = np.random.default_rng(7)

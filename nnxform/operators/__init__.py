@@ -133,10 +133,12 @@ OPERATORS: dict[str, Operator] = {
 
 #: The convolutions: layers with a kernel over channels × positions (Conv, ConvTranspose).
 CONVOLUTIONS = frozenset(op for op, spec in OPERATORS.items() if spec.linear_layer and spec.spatial)
+#: Operators that may remain in canonical output (``canon``): the verifier-friendly ones.
+CANONICAL_OPS = frozenset(op for op, spec in OPERATORS.items() if spec.canonical)
 #: The piecewise-linear activations (``Elementwise.slopes``: ReLU, LeakyRelu): their units are active, inactive or
 #: unstable on a box, and a stable one is linear there.
 PIECEWISE_LINEAR = frozenset(op for op, spec in OPERATORS.items()
                              if spec.activation is not None and spec.activation.slopes is not None)
 
-__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS", "PIECEWISE_LINEAR",
+__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CANONICAL_OPS", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS", "PIECEWISE_LINEAR",
            "Elementwise", "Operator"]

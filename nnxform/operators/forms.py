@@ -1,5 +1,7 @@
 """How ONNX writes each operator and how a float network rounds it: the per-operator parts of the table that
-concern the loader (forms refused, forms normalised), the exporter, and the rounding model of the analyzers.
+concern the loader (forms refused, forms normalised), the exporter, the rounding model of the analyzers, and the
+convolution and pool attributes verifiers' parsers need written out (``needs_rewrite``: what ``info`` calls not
+verifier-friendly and ``canon``'s ``conv_form`` rewrites).
 
 Loader checks take ``(model, node)`` and return why the evaluator cannot compute the node exactly as
 onnxruntime does (None when it can); normalisers bring opset-dependent forms to one internal form.
@@ -221,3 +223,30 @@ def batchnorm_absolute(node: GraphNode, args: list) -> tuple[GraphNode, list]:
     args = list(args)
     args[3] = -np.abs(args[3])
     return node, args
+
+
+#: the attributes written out per operator (what some verifier needs and none refuses)
+EXPLICIT: dict[str, tuple[str, ...]] = {
+    "Conv": ("kernel_shape", "strides", "dilations", "pads"),
+    "ConvTranspose": ("kernel_shape",),
+    "MaxPool": ("strides", "dilations", "pads"),
+    "AveragePool": ("strides", "pads"),
+}
+
+
+def needs_rewrite(node: GraphNode) -> bool:
+    """True for a convolution or pool with groups, an ``auto_pad``, an attribute some verifier needs left to its
+    default, or one a verifier refuses written at a value that changes nothing (what ``info`` calls not
+    verifier-friendly and canon rewrites)."""
+    if node.op not in EXPLICIT:
+        return False
+    return int(node.attrs.get("group", 1)) > 1 or node.attrs.get("auto_pad", "NOTSET") != "NOTSET" or \
+        refused_default(node) or any(k not in node.attrs for k in EXPLICIT[node.op])
+
+
+def refused_default(node: GraphNode) -> bool:
+    """An attribute α,β-CROWN's onnx2pytorch cannot extract, written at a value that changes nothing: an all-zero
+    ``output_padding``, or a MaxPool's ``storage_order`` (it orders the indices output, which nnxform never has)."""
+    if node.op == "ConvTranspose":
+        return "output_padding" in node.attrs and not any(node.attrs["output_padding"])
+    return node.op == "MaxPool" and "storage_order" in node.attrs

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..errors import NnxformError
 from ..ir import Model
-from ..operators import OPERATORS
+from ..operators import CANONICAL_OPS
 from . import CANONICAL, PassReport, register
 from .conv_form import explicit_convs
 from .elementwise import fold_elementwise, rewrite_sub_div
@@ -21,8 +21,6 @@ from .gemm import canonical_gemm, merge_affine
 from .remove_identity import remove_identity
 from .reshapes import absorb_transpose, simplify_reshapes
 
-#: Operators that may remain in canonical output: the verifier-friendly ones of the operator table.
-CANONICAL_OPS = frozenset(op for op, spec in OPERATORS.items() if spec.canonical)
 _STEPS = (remove_identity, rewrite_sub_div, simplify_reshapes, absorb_transpose, canonical_gemm,
           fold_batchnorm, fold_elementwise, merge_affine, explicit_convs)
 _MAX_ROUNDS = 10

@@ -5,7 +5,7 @@ Marabou's parser asserts ``input_channels == filter_channels`` (so ``group = 1``
 rather than ``group``, auto_LiRPA's α-CROWN fails on grouped gradients. A grouped Conv is the group=1 Conv whose
 weight is block-diagonal over the groups (zeros across them), the same function; a ConvTranspose likewise.
 
-Written out (``EXPLICIT``): on a Conv ``kernel_shape``, ``strides``, ``dilations`` and ``pads`` (pynever cannot
+Written out (``operators.forms.EXPLICIT``, which ``needs_rewrite`` reads): on a Conv ``kernel_shape``, ``strides``, ``dilations`` and ``pads`` (pynever cannot
 default any of them, ERAN reads strides and kernel_shape unconditionally); on a pool ``strides`` and ``pads`` (and
 ``dilations`` on a MaxPool; pynever and ERAN again); on a ConvTranspose ``kernel_shape`` only (α,β-CROWN's
 onnx2pytorch reads it unconditionally, and no parser needs the rest). Removed, as attributes α,β-CROWN's
@@ -17,18 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Model, Node
+from ..ir import Model
+from ..operators.forms import EXPLICIT, needs_rewrite, refused_default
 from ..operators.forward import explicit_pads
 from . import PassReport, register
-
-#: the attributes written out per operator (what some verifier needs and none refuses)
-EXPLICIT: dict[str, tuple[str, ...]] = {
-    "Conv": ("kernel_shape", "strides", "dilations", "pads"),
-    "ConvTranspose": ("kernel_shape",),
-    "MaxPool": ("strides", "dilations", "pads"),
-    "AveragePool": ("strides", "pads"),
-}
-
 
 @register("explicit-convs", requires=frozenset(), ensures=frozenset())
 def explicit_convs(model: Model) -> tuple[Model, PassReport]:
@@ -52,7 +44,7 @@ def write_explicit(model: Model, report: PassReport) -> None:
             report.add("ungrouped", f"{node.op} '{node.name}': {group} groups made one (block-diagonal weight)")
         nd = len(kernel)
         attrs = {k: v for k, v in node.attrs.items() if k not in ("group", "auto_pad")}
-        if _refused(node):
+        if refused_default(node):
             key = "output_padding" if node.op == "ConvTranspose" else "storage_order"
             del attrs[key]
             report.add("attributes", f"{node.op} '{node.name}': {key} left to its default (the same function)")
@@ -63,24 +55,6 @@ def write_explicit(model: Model, report: PassReport) -> None:
         node.attrs = {**explicit, **attrs}
         if explicit:
             report.add("attributes", f"{node.op} '{node.name}': {', '.join(sorted(explicit))} written out")
-
-
-def needs_rewrite(node: Node) -> bool:
-    """True for a convolution or pool with groups, an ``auto_pad``, an attribute some verifier needs left to its
-    default, or one a verifier refuses written at a value that changes nothing (what ``info`` calls not
-    verifier-friendly and canon rewrites)."""
-    if node.op not in EXPLICIT:
-        return False
-    return int(node.attrs.get("group", 1)) > 1 or node.attrs.get("auto_pad", "NOTSET") != "NOTSET" or \
-        _refused(node) or any(k not in node.attrs for k in EXPLICIT[node.op])
-
-
-def _refused(node: Node) -> bool:
-    """An attribute α,β-CROWN's onnx2pytorch cannot extract, written at a value that changes nothing: an all-zero
-    ``output_padding``, or a MaxPool's ``storage_order`` (it orders the indices output, which nnxform never has)."""
-    if node.op == "ConvTranspose":
-        return "output_padding" in node.attrs and not any(node.attrs["output_padding"])
-    return node.op == "MaxPool" and "storage_order" in node.attrs
 
 
 def _ungrouped(weight: np.ndarray, group: int) -> np.ndarray:

@@ -12,8 +12,7 @@ from typing import Callable, Optional
 
 from ..ir import Model, Node
 from ..layered import walk
-from ..operators import OPERATORS
-from ..passes.canonicalize import CANONICAL_OPS
+from ..operators import CANONICAL_OPS, OPERATORS
 
 CANON = "nnxform canon"
 #: canonical operators canon still removes where it can: shape-only chains become one Flatten/Reshape, a Transpose
