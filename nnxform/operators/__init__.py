@@ -140,5 +140,6 @@ CANONICAL_OPS = frozenset(op for op, spec in OPERATORS.items() if spec.canonical
 PIECEWISE_LINEAR = frozenset(op for op, spec in OPERATORS.items()
                              if spec.activation is not None and spec.activation.slopes is not None)
 
-__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CANONICAL_OPS", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS", "PIECEWISE_LINEAR",
+__all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CANONICAL_OPS", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS",
+           "PIECEWISE_LINEAR",
            "Elementwise", "Operator"]

@@ -5,12 +5,12 @@ Marabou's parser asserts ``input_channels == filter_channels`` (so ``group = 1``
 rather than ``group``, auto_LiRPA's α-CROWN fails on grouped gradients. A grouped Conv is the group=1 Conv whose
 weight is block-diagonal over the groups (zeros across them), the same function; a ConvTranspose likewise.
 
-Written out (``operators.forms.EXPLICIT``, which ``needs_rewrite`` reads): on a Conv ``kernel_shape``, ``strides``, ``dilations`` and ``pads`` (pynever cannot
-default any of them, ERAN reads strides and kernel_shape unconditionally); on a pool ``strides`` and ``pads`` (and
-``dilations`` on a MaxPool; pynever and ERAN again); on a ConvTranspose ``kernel_shape`` only (α,β-CROWN's
-onnx2pytorch reads it unconditionally, and no parser needs the rest). Removed, as attributes α,β-CROWN's
-onnx2pytorch cannot extract (their defaults compute the same): an all-zero ``output_padding``, a MaxPool's
-``storage_order``.
+Written out (``operators.forms.EXPLICIT``, which ``needs_rewrite`` reads): on a Conv ``kernel_shape``,
+``strides``, ``dilations`` and ``pads`` (pynever cannot default any of them, ERAN reads strides and kernel_shape
+unconditionally); on a pool ``strides`` and ``pads`` (and ``dilations`` on a MaxPool; pynever and ERAN again); on a
+ConvTranspose ``kernel_shape`` only (α,β-CROWN's onnx2pytorch reads it unconditionally, and no parser needs the
+rest). Removed, as attributes α,β-CROWN's onnx2pytorch cannot extract (their defaults compute the same): an all-zero
+``output_padding``, a MaxPool's ``storage_order``.
 """
 
 from __future__ import annotations
