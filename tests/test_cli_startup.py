@@ -19,7 +19,8 @@ NOT_FOR_INFO = ("highspy", "nnxform.passes", "nnxform.analyzers")
 
 
 def _modules_after(*args: str) -> tuple[int, list[str]]:
-    """Exit status and which of ``HEAVY`` and ``NOT_FOR_INFO`` are imported after running ``nnxform ARGS`` in a fresh interpreter."""
+    """Exit status and which of ``HEAVY`` and ``NOT_FOR_INFO`` are imported after running ``nnxform ARGS`` in a fresh
+    interpreter."""
     code = ("import json, sys\nfrom nnxform.cli import main\nsys.argv = ['nnxform', *sys.argv[1:]]\n"
             "status = 0\ntry:\n    main()\nexcept SystemExit as exc:\n    status = exc.code or 0\n"
             f"print(json.dumps([status, [m for m in {list(HEAVY + NOT_FOR_INFO)!r} if m in sys.modules]]), "

@@ -141,5 +141,4 @@ PIECEWISE_LINEAR = frozenset(op for op, spec in OPERATORS.items()
                              if spec.activation is not None and spec.activation.slopes is not None)
 
 __all__ = ["AFFINE_ALL", "AFFINE_FIRST", "AFFINE_ONE", "CANONICAL_OPS", "CONVOLUTIONS", "EXPORT_OPSET", "OPERATORS",
-           "PIECEWISE_LINEAR",
-           "Elementwise", "Operator"]
+           "PIECEWISE_LINEAR", "Elementwise", "Operator"]
