@@ -197,6 +197,8 @@ class _Search:
         #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
         self.inherited = [i for i, s in enumerate(self.dense.steps) if isinstance(s, Linear) and i != self.dense.output
                           and not self.dense.net.first_layer(i)]
+        #: ``_Branches.settled`` of a branch whose bounds are its own: every step's
+        self.own = len(self.dense.steps)
 
     def verdict(self, answer: str, case: int | None = None,
                 witness: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
@@ -288,7 +290,7 @@ class _Search:
                 return bounded.found
             done = bounded.progress > 0
             self._count(batch.take(done))
-            batch, scores = batch.with_bounds(bounded.bounds).take(~done), bounded.scores[~done]
+            batch, scores = batch.with_bounds(bounded.bounds, self.own).take(~done), bounded.scores[~done]
             parent, spread = bounded.progress[~done], bounded.spread[~done]
             if self.slots.piecewise_only and (not self.input_candidates(n) or self.escalated()):
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS  # few left unstable: one MILP decides
@@ -312,7 +314,8 @@ class _Search:
             P, c = candidates.shape
             children = _Branches(*child_branches(batch.lower, batch.upper, batch.signs, candidates),
                                  {i: (np.repeat(a, 2 * c, axis=0), np.repeat(b, 2 * c, axis=0))
-                                  for i, (a, b) in batch.bounds.items()})
+                                  for i, (a, b) in batch.bounds.items()},
+                                 np.repeat(self.split_step(candidates, n), 2))
             bounded = self._bound(spec, children)
             if bounded.found is not None:
                 return bounded.found
@@ -322,7 +325,7 @@ class _Search:
             chosen = (((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]).ravel()
             proved = progress[chosen] > 0
             picked = children.take(chosen).with_bounds({i: (a[chosen], b[chosen])
-                                                        for i, (a, b) in bounded.bounds.items()})
+                                                        for i, (a, b) in bounded.bounds.items()}, self.own)
             self._count(picked.take(proved))
             kept, progress = picked.take(~proved), progress[chosen][~proved]
             branches = _Branches.stack([branches, kept])
@@ -351,6 +354,14 @@ class _Search:
         self.next_attack = time.monotonic() + max(ATTACK_EVERY, (1 - share) / share * took)
         return None
 
+    def split_step(self, candidates: np.ndarray, n: int) -> np.ndarray:
+        """Per child of each candidate (in ``child_branches``' order, one per candidate here): the last step whose
+        bounds it shares with its parent, the Linear step of a split ReLU (a split there changes only the steps
+        after it), or -1 for an input split (a new box: none)."""
+        slot = np.maximum(candidates.ravel() - n, 0)
+        step = np.array(self.slots.steps)[np.searchsorted(self.slots.starts, slot, side="right") - 1]
+        return np.where(candidates.ravel() >= n, step, -1)
+
     def input_candidates(self, n: int) -> int:
         """How many inputs a branch may split: all of them for networks with few inputs, else none."""
         return n if n <= FEW_INPUTS else 0
@@ -377,7 +388,7 @@ class _Search:
         bounds = {i: (np.full((1, self.dense.steps[i].size), -np.inf), np.full((1, self.dense.steps[i].size), np.inf))
                   if prior is None else (prior[0][i][None], prior[1][i][None]) for i in self.inherited}
         return _Branches(box.lower[None], box.upper[None], np.zeros((1, self.slots.total), np.int8),
-                         {}).with_bounds(bounds)
+                         {}, np.full(1, -1)).with_bounds(bounds, -1)
 
     def _root_bounds(self, box: Box) -> tuple[list, list]:
         """Bounds of every step on the whole box with the hidden neurons' slopes optimised (α-CROWN, at most
@@ -392,7 +403,8 @@ class _Search:
         """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds): ``unsat``
         when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``."""
         lo, hi = branch.lower, branch.upper
-        state = analyse(self.dense, lo, hi, self.slots.split(branch.signs), prior=branch.prior(self.dense))
+        state = analyse(self.dense, lo, hi, self.slots.split(branch.signs), prior=branch.prior(self.dense),
+                        settled=branch.settled)
         if state.empty[0]:
             return "unsat"
         single = State.start(self.dense.net, Box(lo[0], hi[0]))
@@ -446,7 +458,8 @@ class _Search:
             started = time.monotonic()
             record: dict[int, np.ndarray] | None = {} if scores else None
             signs = self.slots.split(sg[cut])
-            state = analyse(self.dense, lo[cut], hi[cut], signs, prior=branches.take(cut).prior(self.dense))
+            state = analyse(self.dense, lo[cut], hi[cut], signs, prior=branches.take(cut).prior(self.dense),
+                            settled=branches.settled[cut])
             for i, (a, b) in bounds.items():
                 a[cut], b[cut] = state.lo[i], state.hi[i]
             low, A = objective(state, spec.coef, spec.bound, record)
@@ -524,19 +537,21 @@ _Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
 @dataclass
 class _Branches:
     """Branches: sub-boxes, ReLU signs, and the hidden steps' bounds each inherited from its parent (intersected with
-    its own, so a branch never loses what its ancestors proved; kept in float32, rounded outwards)."""
+    its own, so a branch never loses what its ancestors proved; kept in float32, rounded outwards); ``settled``: per
+    branch, the last step whose bounds are its own already (``analyse`` does not back-substitute them again)."""
 
     lower: np.ndarray
     upper: np.ndarray
     signs: np.ndarray
     bounds: _Bounds
+    settled: np.ndarray
 
     def __len__(self) -> int:
         return len(self.lower)
 
     def take(self, rows: slice | np.ndarray) -> "_Branches":
         return _Branches(self.lower[rows], self.upper[rows], self.signs[rows],
-                         {i: (lo[rows], hi[rows]) for i, (lo, hi) in self.bounds.items()})
+                         {i: (lo[rows], hi[rows]) for i, (lo, hi) in self.bounds.items()}, self.settled[rows])
 
     def prior(self, dense: DenseNetwork) -> tuple[list, list]:
         """The bounds as ``analyse`` takes them (None for steps not kept)."""
@@ -546,9 +561,11 @@ class _Branches:
             lo[i], hi[i] = a.astype(np.float64), b.astype(np.float64)
         return lo, hi
 
-    def with_bounds(self, bounds: _Bounds) -> "_Branches":
-        """These branches with ``bounds`` (float64, one row per branch) as what they inherit."""
-        return _Branches(self.lower, self.upper, self.signs, {i: _outward32(a, b) for i, (a, b) in bounds.items()})
+    def with_bounds(self, bounds: _Bounds, settled: int) -> "_Branches":
+        """These branches with ``bounds`` (float64, one row per branch) as what they inherit, their own up to step
+        ``settled`` (-1: none of them)."""
+        return _Branches(self.lower, self.upper, self.signs, {i: _outward32(a, b) for i, (a, b) in bounds.items()},
+                         np.full(len(self), settled))
 
     @staticmethod
     def stack(parts: list["_Branches"]) -> "_Branches":
@@ -556,7 +573,7 @@ class _Branches:
         return _Branches(np.vstack([p.lower for p in parts]), np.vstack([p.upper for p in parts]),
                          np.vstack([p.signs for p in parts]),
                          {i: (np.vstack([p.bounds[i][0] for p in parts]), np.vstack([p.bounds[i][1] for p in parts]))
-                          for i in first.bounds})
+                          for i in first.bounds}, np.concatenate([p.settled for p in parts]))
 
 
 def _outward32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

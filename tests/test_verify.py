@@ -254,8 +254,9 @@ def test_inherited_bounds_hold_on_each_branch():
         candidates = np.stack([np.full(len(branches), generation), 5 + split], axis=1)
         children = _Branches(*child_branches(branches.lower, branches.upper, branches.signs, candidates),
                              {i: (np.repeat(a, 4, axis=0), np.repeat(b, 4, axis=0))
-                              for i, (a, b) in branches.bounds.items()})
-        branches = children.with_bounds(search._bound(spec, children).bounds)
+                              for i, (a, b) in branches.bounds.items()},
+                             np.repeat(search.split_step(candidates, 5), 2))
+        branches = children.with_bounds(search._bound(spec, children).bounds, search.own)
     values_at = search.dense.net.steps
     assert len(branches) == 16 and search.inherited
     checked = 0
@@ -273,6 +274,57 @@ def test_inherited_bounds_hold_on_each_branch():
             seen = values[values_at[i].tensor].reshape(len(xs), -1)[inside]
             assert np.all(a[b] <= seen.min(axis=0)) and np.all(seen.max(axis=0) <= c[b])
     assert checked >= 8
+
+
+def test_a_relu_split_reuses_its_parents_bounds_up_to_the_split(monkeypatch):
+    """A child of a ReLU split keeps its parent's bounds up to the split's step without back-substituting them again
+    (``settled``), and bounds every step as a full recomputation does (to float32's rounding of what it kept); a
+    popped branch bounded again keeps all of its own."""
+    import time
+
+    from nnxform.analyzers import boxes
+    from nnxform.analyzers.branching import child_branches
+    from nnxform.verify import _Branches, _Objective, _Search
+
+    fresh_boxes: dict[int, np.ndarray] = {}
+    tighten = boxes._tighten
+
+    def recording(state, i, a, b, fresh=None):
+        fresh_boxes[i] = np.ones(state.size, bool) if fresh is None else fresh.copy()
+        return tighten(state, i, a, b, fresh)
+
+    monkeypatch.setattr(boxes, "_tighten", recording)
+
+    rng = np.random.default_rng(11)
+    model = mlp(4, [6, 16, 16, 16, 3])
+    lo, hi = -0.4 * np.ones(6), 0.4 * np.ones(6)
+    search = _Search(model, time.monotonic(), time.monotonic() + 600, None, rng)
+    spec = _Objective(Case(Box(lo, hi), [Region(np.array([[1.0, -1.0, 0.0]]), np.array([-50.0]), np.array([False]))]))
+    root = search._root(Box(lo, hi), None)
+    parent = root.with_bounds(search._bound(spec, root).bounds, search.own)
+    unstable = np.flatnonzero(np.concatenate([(parent.bounds[i][0][0] < 0) & (parent.bounds[i][1][0] > 0)
+                                              if i in parent.bounds else np.zeros(search.slots.sizes[i], bool)
+                                              for i in search.slots.steps]))
+    assert len({int(search.split_step(np.array([[6 + j]]), 6)[0]) for j in unstable}) >= 2  # splits at two steps
+    candidates = np.array([6 + unstable])
+    kids = _Branches(*child_branches(parent.lower, parent.upper, parent.signs, candidates),
+                     {i: (np.repeat(a, 2 * len(unstable), axis=0), np.repeat(b, 2 * len(unstable), axis=0))
+                      for i, (a, b) in parent.bounds.items()}, np.repeat(search.split_step(candidates, 6), 2))
+    assert (kids.settled >= 0).all()
+    fresh = _Branches(kids.lower, kids.upper, kids.signs, kids.bounds, np.full(len(kids), -1))
+    reused = search._bound(spec, kids)
+    for i in search.inherited:
+        assert np.array_equal(fresh_boxes[i], kids.settled < i)  # back-substituted only after the split
+    full = search._bound(spec, fresh)
+    for i in search.inherited:
+        lower, upper = reused.bounds[i]
+        assert np.all(lower >= kids.bounds[i][0]) and np.all(upper <= kids.bounds[i][1])  # (within the parent's)
+        np.testing.assert_allclose(lower, full.bounds[i][0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(upper, full.bounds[i][1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(reused.progress, full.progress, rtol=1e-6, atol=1e-6)
+    fresh_boxes.clear()
+    search._bound(spec, parent)  # its own bounds already: none back-substituted
+    assert set(search.inherited) <= set(fresh_boxes) and not any(fresh_boxes[i].any() for i in search.inherited)
 
 
 def test_tied_splits_go_to_the_input_the_bound_spreads_over():

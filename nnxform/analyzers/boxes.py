@@ -75,12 +75,16 @@ class DenseNetwork:
 
 def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
             signs: dict[int, np.ndarray] | None = None, last: int | None = None,
-            prior: tuple[list[np.ndarray | None], list[np.ndarray | None]] | None = None) -> BoxBounds:
+            prior: tuple[list[np.ndarray | None], list[np.ndarray | None]] | None = None,
+            settled: np.ndarray | None = None) -> BoxBounds:
     """Bounds of every step over each box ``[lower[b], upper[b]]``; ``signs[i]`` ``(B, size)`` of +1/−1/0 fixes
     the sign of Linear step ``i``'s values in that box's branch (0: free). ``last``: bound the steps up to it only
     (the later ones stay None), ``last`` itself by intervals (the caller bounds the rows it needs: ``objective``);
     ``prior``: per step, bounds ``(size,)`` of the float network known to hold on every box, or ``(B, size)`` on each
-    (None: none), intersected with the ones computed (rows they settle are not back-substituted)."""
+    (None: none), intersected with the ones computed (rows they settle are not back-substituted); ``settled``
+    ``(B,)``: per box, the last step whose ``prior`` is this box's own bound already (its parent's in a branch and
+    bound, computed on the same box with the same signs before that step: a split at step ``k`` changes only the
+    steps after ``k``), so that it is not back-substituted again."""
     steps = dense.steps
     n = len(steps) if last is None else last + 1
     B = len(lower)
@@ -103,7 +107,7 @@ def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
             if known:  # the exact value is within the noise of the float one
                 a, b = np.maximum(a, prior[0][i] - m), np.minimum(b, prior[1][i] + m)
             if not dense.net.first_layer(i) and i != dense.output and i != last:
-                _tighten(state, i, a, b)
+                _tighten(state, i, a, b, None if settled is None or not known else settled < i)
             a, b = widen(a - m, b + m)
             if known:
                 a, b = np.maximum(a, prior[0][i]), np.minimum(b, prior[1][i])
@@ -164,28 +168,35 @@ class _Forward:
         self.fn[i] = (Lc * a_lo[:, :, None], Lk * a_lo + b_lo - err, Uc * a_up[:, :, None], Uk * a_up + b_up + err)
 
 
-def _tighten(state: BoxBounds, i: int, a: np.ndarray, b: np.ndarray) -> None:
-    """Back-substitute, per box, the rows of Linear step ``i`` its bounds ``a``/``b`` leave worth tightening (the
-    unstable ones when only ReLUs read it), in place; boxes in parts so that the coefficients fit ``BACKSUB_BYTES``."""
+def _tighten(state: BoxBounds, i: int, a: np.ndarray, b: np.ndarray, fresh: np.ndarray | None = None) -> None:
+    """Back-substitute, per box (of the ``fresh`` ones: default all), the rows of Linear step ``i`` its bounds
+    ``a``/``b`` leave worth tightening (the unstable ones when only ReLUs read it), in place; boxes in parts so that
+    the coefficients fit ``BACKSUB_BYTES``."""
     dense = state.net
     s = dense.steps[i]
     todo = (a < 0) & (b > 0) if dense.net.piecewise_only[i] else np.ones_like(a, bool)
-    R = int(todo.sum(axis=1).max(initial=0))
-    if R == 0:
+    if fresh is not None:
+        todo &= fresh[:, None]
+    live = np.flatnonzero(todo.any(axis=1))
+    if not live.size:
         return
-    rows = np.argsort(~todo, axis=1, kind="stable")[:, :R]  # per box, its rows to tighten first
+    R = int(todo.sum(axis=1).max())
+    rows = np.argsort(~todo[live], axis=1, kind="stable")[:, :R]  # per box, its rows to tighten first
     per_part = max(1, BACKSUB_BYTES // (16 * R * max(t.size for t in dense.steps)))
-    for start in range(0, state.size, per_part):
-        part = slice(start, start + per_part)
-        r = rows[part]
+    for start in range(0, live.size, per_part):
+        # (every box live: slices, whose bounds are views; else the live boxes' indices)
+        part = slice(start, start + per_part) if live.size == state.size else live[start: start + per_part]
+        r = rows[start: start + per_part]
         coef = {src: np.concatenate([w[r], -w[r]], axis=1) for src, w in zip(s.sources, dense.weights[i])}
         const = np.concatenate([s.bias[r], -s.bias[r]], axis=1)
         low, _ = lower_bound(state.boxes(part), i - 1, coef, const, inputs=False)
         keep = np.take_along_axis(todo[part], r, axis=1)
         for side, new in ((a, low[:, :R]), (b, -low[:, R:])):
-            old = np.take_along_axis(side[part], r, axis=1)
+            rows_now = side[part]
+            old = np.take_along_axis(rows_now, r, axis=1)
             better = np.maximum(old, new) if side is a else np.minimum(old, new)
-            np.put_along_axis(side[part], r, np.where(keep, better, old), axis=1)
+            np.put_along_axis(rows_now, r, np.where(keep, better, old), axis=1)
+            side[part] = rows_now
 
 
 def objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, record: dict[int, np.ndarray] | None = None,

@@ -31,7 +31,8 @@ class Slots:
         self.steps = sorted(kinked)
         self.after = kinked
         sizes = [net.steps[i].size for i in self.steps]
-        self.offsets = dict(zip(self.steps, np.cumsum([0] + sizes)[:-1].tolist()))
+        self.starts = np.cumsum([0] + sizes)[:-1]  # where each step's block starts, in ``steps``' order
+        self.offsets = dict(zip(self.steps, self.starts.tolist()))
         self.sizes = dict(zip(self.steps, sizes))
         self.total = int(sum(sizes))
         # (MILP leaves need every activation piecewise linear)
