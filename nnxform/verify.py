@@ -56,7 +56,8 @@ OPTIMIZE_STEPS = 10
 #: The share of the time left that a many-input network's root bounds may take (``_root_bounds``).
 ROOT_SHARE = 0.1
 #: A branch with at most this many unstable ReLUs left is decided by one MILP (few-input networks: once escalated),
-#: given at most ``LEAF_SHARE`` of the timeout (at least a second); a leaf it leaves undecided is split further.
+#: given at most ``LEAF_SHARE`` of the timeout (at least a second); a leaf it leaves undecided is split further (one
+#: with no ReLU left to split gets all the time left).
 LEAF_RELUS, LEAF_SHARE = 24, 0.05
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
 STARTS, START_NUMBERS, STEPS = 32, 4096, 40
@@ -295,7 +296,8 @@ class _Search:
             if self.slots.piecewise_only and (not self.input_candidates(n) or self.escalated()):
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS  # few left unstable: one MILP decides
                 for b in np.flatnonzero(leaf):
-                    answer = self._exact(spec, batch.take(slice(b, b + 1)))
+                    # (a leaf with no ReLU left to split gets all the time left: nothing else can decide it)
+                    answer = self._exact(spec, batch.take(slice(b, b + 1)), not (scores[b] > 0).any())
                     if isinstance(answer, tuple):
                         return answer
                     if answer == "unsat":
@@ -399,9 +401,11 @@ class _Search:
         alpha(state, until=lambda: time.monotonic() >= stop or self.out_of_time())
         return state.lo, state.hi
 
-    def _exact(self, spec: "_Objective", branch: "_Branches") -> str | tuple[np.ndarray, np.ndarray]:
+    def _exact(self, spec: "_Objective", branch: "_Branches", last: bool = False
+               ) -> str | tuple[np.ndarray, np.ndarray]:
         """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds): ``unsat``
-        when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``."""
+        when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``. The solve
+        gets ``leaf_seconds``, or all the time left when the branch is the ``last`` resort (nothing left to split)."""
         lo, hi = branch.lower, branch.upper
         state = analyse(self.dense, lo, hi, self.slots.split(branch.signs), prior=branch.prior(self.dense),
                         settled=branch.settled)
@@ -418,6 +422,7 @@ class _Search:
             for i in range(len(single.lo)):
                 enc.add(i)
             verdict, x = enc.region_feasible(self.dense.output, region.coef, region.bound,
+                                             self.deadline - time.monotonic() if last else
                                              min(self.deadline - time.monotonic(), self.leaf_seconds))
             self.branches += 1
             if verdict == "solution":

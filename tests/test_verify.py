@@ -339,6 +339,34 @@ def test_tied_splits_go_to_the_input_the_bound_spreads_over():
     assert _best_split(progress, candidates, spread).tolist() == [1, 1]
 
 
+def test_a_leaf_left_with_nothing_to_split_gets_the_time_left(monkeypatch):
+    """A MILP leaf its share of the time leaves undecided is split further; once a branch has no ReLU left to split,
+    its MILP gets all the time left instead of ending the search as ``unknown`` (here the bounds are made to prove no
+    branch, and the solver to give up on any solve shorter than 10 s)."""
+    import dataclasses
+
+    import nnxform.verify as verify_module
+    plain = verify_module._Search._bound
+    monkeypatch.setattr(verify_module._Search, "_bound", lambda self, *a, **k: dataclasses.replace(
+        found := plain(self, *a, **k), progress=np.minimum(found.progress, -1.0)))
+    given = []
+    feasible = verify_module.Encoder.region_feasible
+
+    def slow_solver(self, step, coef, bound, seconds):
+        given.append(seconds)
+        return ("unknown", None) if seconds < 10 else feasible(self, step, coef, bound, seconds)
+
+    monkeypatch.setattr(verify_module.Encoder, "region_feasible", slow_solver)
+    rng = np.random.default_rng(3)
+    model = mlp(10, [20, 5, 2])  # (many inputs: ReLU splits only; few ReLUs: every branch splits down to none)
+    box = Box(rng.uniform(-1, 0, 20), rng.uniform(0.2, 1, 20))
+    exact = bounds(model, box, "milp")
+    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    verdict = verify(model, [_threshold_case(box, 2, 0, hi + 1e-3 * (hi - lo) + 1e-5)], timeout=60)
+    assert verdict.answer == "unsat", verdict.to_json()
+    assert min(given) < 10 <= max(given)  # leaves that were split further, and a last resort
+
+
 def test_few_input_milp_leaves_after_escalation(monkeypatch):
     """Past the input splits' phase, branches of a few-input network with few unstable ReLUs left are decided by one
     MILP each (counted here), and the answers still match the exact maximum on both sides."""
