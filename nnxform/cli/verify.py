@@ -25,9 +25,11 @@ EXIT = {"unsat": 0, "sat": 1, "timeout": 3, "unknown": 3}
                   "no input of the boxes reaches an unsafe output, for the network as onnxruntime runs it in float32), "
                   "sat (a counterexample found and replayed in onnxruntime: printed, and written to --result), "
                   "timeout, or unknown. The search: sound bounds of every box, a projected-gradient attack from many "
-                  "starts, then branch and bound over the input box (networks with at most 16 inputs, such as ACAS "
-                  "Xu: both halves of every input are bounded and the best split is kept). Exit status 0 for unsat, "
-                  "1 for sat, 3 for timeout or unknown, 2 for bad input.")
+                  "starts, then branch and bound: over the input box for networks with at most 16 inputs, such as "
+                  "ACAS Xu (both halves of every input are bounded and the best split is kept), over ReLU signs "
+                  "otherwise (the splits the bound loses most on, with optimised slopes and split multipliers), and "
+                  "a MILP on branches with few unstable ReLUs left. Exit status 0 for unsat, 1 for sat, 3 for "
+                  "timeout or unknown, 2 for bad input.")
 def verify(
     model: str = typer.Argument(..., help="ONNX file."),
     prop: str = typer.Argument(..., metavar="PROPERTY", help="VNN-LIB file (the unsafe region)."),
