@@ -59,7 +59,7 @@ OPTIMIZE_STEPS = 10
 ROOT_SHARE = 0.1
 #: A branch with at most this many unstable ReLUs left is decided by one MILP (few-input networks: once escalated),
 #: given at most ``LEAF_SHARE`` of the timeout (at least a second); a leaf it leaves undecided is split further (one
-#: with no ReLU left to split gets all the time left).
+#: with nothing left to split is tried again once the other branches are done, with the time left).
 LEAF_RELUS, LEAF_SHARE = 24, 0.05
 #: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
 STARTS, START_NUMBERS, STEPS = 32, 4096, 40
@@ -282,6 +282,7 @@ class _Search:
         n = case.box.size
         branches = self._root(case.box, None if self.input_candidates(n) else self._root_bounds(case.box))
         gave_up = 0
+        stuck: list[_Branches] = []  # leaves the MILP left undecided in its share of time, with nothing to split
         while len(branches):
             if self.out_of_time():
                 return "timeout"
@@ -298,17 +299,17 @@ class _Search:
             if self.slots.piecewise_only and (not self.input_candidates(n) or self.escalated()):
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS  # few left unstable: one MILP decides
                 for b in np.flatnonzero(leaf):
-                    # (a leaf with nothing left to split gets all the time left: nothing else can decide it)
-                    last = not self.input_candidates(n) and not (scores[b] > 0).any()
-                    answer = self._exact(spec, batch.take(slice(b, b + 1)), last)
+                    answer = self._exact(spec, batch.take(slice(b, b + 1)), self.leaf_seconds)
                     if isinstance(answer, tuple):
                         return answer
                     if answer == "unsat":
                         self._count(batch.take(slice(b, b + 1)))
                     elif self.out_of_time():
                         return "timeout"
-                    else:
+                    elif self.input_candidates(n) or (scores[b] > 0).any():
                         leaf[b] = False  # undecided (the leaf's time ran out): it is split further
+                    else:
+                        stuck.append(batch.take(slice(b, b + 1)))  # nothing to split: tried again at the end
                 batch, scores, parent, spread = batch.take(~leaf), scores[~leaf], parent[~leaf], spread[~leaf]
             candidates = self._candidates(batch.lower, batch.upper, scores)  # an input (< n) or a neuron (n + j)
             ok = (candidates >= 0).any(axis=1)
@@ -340,6 +341,16 @@ class _Search:
                                             ATTACK_SHARE if self.input_candidates(n) else RELU_ATTACK_SHARE)
                 if found is not None:
                     return found
+        for k, branch in enumerate(stuck):  # the time left, shared among the leaves nothing else can decide
+            answer = self._exact(spec, branch, (self.deadline - time.monotonic()) / (len(stuck) - k))
+            if isinstance(answer, tuple):
+                return answer
+            if answer == "unsat":
+                self._count(branch)
+            elif self.out_of_time():
+                return "timeout"
+            else:
+                gave_up += 1
         if gave_up:
             self.note = f"{gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
                         "relative, every ReLU fixed) and were not proved"
@@ -404,11 +415,11 @@ class _Search:
         alpha(state, until=lambda: time.monotonic() >= stop or self.out_of_time())
         return state.lo, state.hi
 
-    def _exact(self, spec: "_Objective", branch: "_Branches", last: bool = False
+    def _exact(self, spec: "_Objective", branch: "_Branches", seconds: float
                ) -> str | tuple[np.ndarray, np.ndarray]:
-        """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds): ``unsat``
-        when the solver proves every region infeasible on it, a replayed counterexample, or ``unknown``. The solve
-        gets ``leaf_seconds``, or all the time left when the branch is the ``last`` resort (nothing left to split)."""
+        """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds) in at most
+        ``seconds``: ``unsat`` when the solver proves every region infeasible on it, a replayed counterexample, or
+        ``unknown``."""
         lo, hi = branch.lower, branch.upper
         state = analyse(self.dense, lo, hi, self.slots.split(branch.signs), prior=branch.prior(self.dense),
                         settled=branch.settled)
@@ -425,8 +436,7 @@ class _Search:
             for i in range(len(single.lo)):
                 enc.add(i)
             verdict, x = enc.region_feasible(self.dense.output, region.coef, region.bound,
-                                             self.deadline - time.monotonic() if last else
-                                             min(self.deadline - time.monotonic(), self.leaf_seconds))
+                                             min(self.deadline - time.monotonic(), seconds))
             self.branches += 1
             if verdict == "solution":
                 found = self.confirmed(spec.case, np.clip(x, lo[0], hi[0])[None])
