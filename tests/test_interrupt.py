@@ -36,10 +36,10 @@ def _terminal_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(args: list, cwd: Path = ROOT) -> subprocess.Popen:
+def start(args: list, cwd: Path = ROOT, **env: str) -> subprocess.Popen:
     """The command as a terminal user starts it (SIGINT at its default), its output captured."""
     return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_terminal_sigint, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+                            preexec_fn=_terminal_sigint, env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **env))
 
 
 def children(pid: int) -> list[int]:
@@ -72,9 +72,10 @@ def test_interrupt_inside_a_highs_solve(tmp_path: Path) -> None:
 
 
 def test_interrupt_inside_a_cbc_solve(tmp_path: Path) -> None:
-    out = tmp_path / "b.json"
+    out, scratch = tmp_path / "b.json", tmp_path.parent / f"{tmp_path.name}-tmp"
+    scratch.mkdir()
     proc = start([sys.executable, "-m", "nnxform", "bounds", MNIST, "--vnnlib", PROPERTY, "--method", "milp",
-                  "--solver", "cbc", "--neurons", "--time-limit", "600", "--json", out])
+                  "--solver", "cbc", "--neurons", "--time-limit", "600", "--json", out], TMPDIR=str(scratch))
     deadline = time.monotonic() + 120
     while not children(proc.pid):  # pulp has started CBC: the command waits on the solver's process
         assert proc.poll() is None and time.monotonic() < deadline, "CBC never started"
@@ -84,6 +85,7 @@ def test_interrupt_inside_a_cbc_solve(tmp_path: Path) -> None:
     assert_interrupted(proc, tmp_path)
     for pid in solver:  # the solver's process was ended with the command, not left running
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert list(scratch.rglob("*pulp*")) == []  # nor its model file (tens of MB) in the temp folder
 
 
 def test_interrupt_while_the_library_loads(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,13 +40,16 @@ def check_solver(name: str) -> None:
 
 
 def _solve(problem: pulp.LpProblem, solver: pulp.LpSolver) -> int:
-    """``problem.solve(solver)``; on Ctrl-C the solver's process is ended too (pulp leaves it running), then the
-    interrupt goes on."""
-    try:
-        return problem.solve(solver)
-    except KeyboardInterrupt:
-        _end_children()
-        raise
+    """``problem.solve(solver)`` with the solver's files (the model, tens of MB) in a directory of their own,
+    removed however the solve ends; on Ctrl-C the solver's process is ended too (pulp leaves it and its files),
+    then the interrupt goes on."""
+    with tempfile.TemporaryDirectory(prefix="nnxform-pulp-") as folder:
+        solver.tmpDir = folder
+        try:
+            return problem.solve(solver)
+        except KeyboardInterrupt:
+            _end_children()
+            raise
 
 
 def _end_children() -> None:
