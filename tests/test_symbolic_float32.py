@@ -7,7 +7,7 @@ import pytest
 from conftest import make_model
 from onnx import helper
 
-from nnxform.analyzers import compile_model, symbolic
+from nnxform.analyzers import compile_model, rounding, symbolic
 from nnxform.analyzers.interval import interval
 from nnxform.analyzers.result import State
 from nnxform.domain import Box
@@ -51,7 +51,7 @@ def test_float32_products_keep_real_bounds_sound_under_cancellation(seed):
 
 def test_the_float32_slack_is_what_keeps_them_sound(monkeypatch):
     """With float32's rounding taken as zero, the same bounds exclude the network's value: the slack is needed."""
-    monkeypatch.setattr(symbolic, "_U32", 0.0)
+    monkeypatch.setitem(rounding.UNIT_ROUNDOFF, np.dtype(np.float32), 0.0)
     missed = 0
     for seed in range(6):
         model, x0 = cancelling_chain(seed)

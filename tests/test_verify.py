@@ -199,7 +199,8 @@ def test_optimized_bounds_hold_on_their_branch(seed):
     best, _ = optimized_objective(state, coef, bound, signs, 20)
     y = values[model.output_name].reshape(len(xs), -1)[inside]
     seen = (y @ coef.T - bound).min(axis=0)
-    assert np.all(best[0] <= seen) and np.all(best[0] >= plain[0] - 1e-9)
+    # (the optimised bound starts from the plain slopes; the float32 rounding terms of free slopes differ a little)
+    assert np.all(best[0] <= seen) and np.all(best[0] >= plain[0] - 1e-6 * (1 + np.abs(plain[0])))
 
 
 def test_sigmoid_networks_get_an_answer_not_an_error():

@@ -2,9 +2,13 @@
 
 The same analysis as ``symbolic`` (CROWN back-substitution, the float network's rounding as noise, the analysis
 margin) with a leading batch axis on every bound: ``B`` sub-boxes of one network are bounded by matrix products over
-the batch, which is what makes splitting cheap. A branch may also fix the sign of ReLU inputs (``signs``): its
-bounds are clamped at 0 before they are used, which is sound on the part of the box where those signs hold (the
-branch's part); a branch whose clamps leave an empty interval is infeasible (``BoxBounds.empty``).
+the batch, which is what makes splitting cheap. The back-substitution's coefficients are float32 for networks with
+many inputs (numpy's products twice as fast as in float64, half the memory), every rounding they make bounded and
+taken off (``_terms``), as ``symbolic``'s products are; float64 for few inputs, whose boxes the searches halve until
+rounding-sized margins matter (a float32 rounding bound scales with the values, not the box). A branch may also fix
+the sign of ReLU inputs (``signs``): its bounds are clamped at 0 before they are used, which is sound on the part of
+the box where those signs hold (the branch's part); a branch whose clamps leave an empty interval is infeasible
+(``BoxBounds.empty``).
 
 ``objective`` gives a lower bound of ``coef @ y − bound`` per box and per row, and the row's linear lower bound's
 coefficients on the input, which the search reads to choose splits and to propose counterexamples;
@@ -13,14 +17,14 @@ coefficients on the input, which the search reads to choose splits and to propos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import NnxformError
 from .network import Activation, Input, Linear, CompiledNetwork, Pool, dense_weights
 from .result import MARGIN_ABS, MARGIN_REL, widen
-from .rounding import Rounding, cast_box, gamma, magnitude
+from .rounding import TINY, Rounding, cast_box, cast_slack, gamma, magnitude, product_slack, unit_roundoff
 
 #: Networks with at most this many inputs are "few-input": their hidden bounds are carried forward as functions of
 #: the input (``_Forward``), and the searches above (``verify``, ``equiv``) halve their input box.
@@ -39,6 +43,7 @@ class BoxBounds:
     hi: list[np.ndarray | None]
     noise: list[np.ndarray | None]
     empty: np.ndarray
+    terms: dict = field(default_factory=dict)  # per step, what ``lower_bound`` needs of it (``_terms``)
 
     @property
     def size(self) -> int:
@@ -51,10 +56,11 @@ class BoxBounds:
 
 
 class DenseNetwork:
-    """A ``CompiledNetwork`` whose Linear steps are dense matrices, with what every batch reuses (|W|, W⁺, W⁻).
-    MaxPool is not supported by the batched engine yet (said at construction)."""
+    """A ``CompiledNetwork`` whose Linear steps are dense matrices, with what every batch reuses (|W|, W⁺, W⁻, the
+    weights in the back-substitution's type ``dtype`` and what that rounding lost). MaxPool is not supported by the
+    batched engine yet (said at construction)."""
 
-    def __init__(self, net: CompiledNetwork, what: str, real: bool = False) -> None:
+    def __init__(self, net: CompiledNetwork, what: str, real: bool = False, dtype: type | None = None) -> None:
         pool = next((s for s in net.steps if isinstance(s, Pool)), None)
         if pool is not None:
             raise NnxformError(f"{what}: MaxPool node '{pool.node}' is not supported by the branch-and-bound engine "
@@ -66,11 +72,25 @@ class DenseNetwork:
         self.plus = {i: [np.maximum(w, 0.0) for w in ws] for i, ws in self.weights.items()}
         self.minus = {i: [np.minimum(w, 0.0) for w in ws] for i, ws in self.weights.items()}
         self.rounding = {i: _dense_rounding(net.steps[i].float_rounding, what) for i in self.weights}
+        self.dtype = np.dtype(dtype or (np.float32 if net.steps[0].size > FEW_INPUTS else np.float64))
+        readers: dict[int, list] = {i: [] for i in range(len(net.steps))}
+        for s in net.steps:
+            for src in s.sources if isinstance(s, Linear) else [s.source] if isinstance(s, Activation) else []:
+                readers[src].append(s)
+        #: steps every reader of which is Linear: the back-substitution takes their centre part with their coefficient
+        self.centred = {i: bool(r) and all(isinstance(t, Linear) for t in r) for i, r in readers.items()}
+        self.weights_c = {i: [w.astype(self.dtype) for w in ws] for i, ws in self.weights.items()}
+        self.cast_error = {i: [np.abs(w - wc) if (w != wc).any() else None for w, wc in zip(ws, self.weights_c[i])]
+                           for i, ws in self.weights.items()}
         self.u = 0.0 if real else net.unit_roundoff  # real: the real-valued network, without rounding noise
 
     @property
     def output(self) -> int:
         return self.net.output
+
+    def exact_c(self, i: int) -> bool:
+        """Whether Linear step ``i``'s weights are exact in the coefficients' type."""
+        return all(e is None for e in self.cast_error[i])
 
 
 def analyse(dense: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
@@ -187,7 +207,8 @@ def _tighten(state: BoxBounds, i: int, a: np.ndarray, b: np.ndarray, fresh: np.n
         # (every box live: slices, whose bounds are views; else the live boxes' indices)
         part = slice(start, start + per_part) if live.size == state.size else live[start: start + per_part]
         r = rows[start: start + per_part]
-        coef = {src: np.concatenate([w[r], -w[r]], axis=1) for src, w in zip(s.sources, dense.weights[i])}
+        coef = {src: np.concatenate([w[r], -w[r]], axis=1)  # (rows in the coefficients' type where they are exact)
+                for src, w in zip(s.sources, dense.weights_c[i] if dense.exact_c(i) else dense.weights[i])}
         const = np.concatenate([s.bias[r], -s.bias[r]], axis=1)
         low, _ = lower_bound(state.boxes(part), i - 1, coef, const, inputs=False)
         keep = np.take_along_axis(todo[part], r, axis=1)
@@ -226,40 +247,118 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
     input coefficients of the bound; ``record`` (``objective``'s) keeps the coefficients on each activation.
     ``slopes[k]`` ``(B, R, size)`` replace activation ``k``'s lower slopes; ``betas[i]`` are added to the
     coefficients on Linear step ``i`` (split constraints' multipliers, ``optimized_objective``); ``tape`` records
-    each step's coefficients for the adjoint."""
+    each step's coefficients for the adjoint. The coefficients are in ``dense.dtype``; each step adds what its
+    constant parts give, less what the roundings can have changed (``_terms``), in float64.
+
+    Through a Linear step, ``L·(W x + b) = L·(W c + b) + fl(L W)·(x − c) + (L W − fl(L W))·(x − c)`` with ``c`` the
+    centre of the source's bounds: the first term is exact, the second is the source's coefficient (its ``−fl(L W)·c``
+    taken where the source's coefficient is, when every reader of the source is a Linear step: ``DenseNetwork.centred``)
+    and the rounding only meets the source's spread around its centre, not its size."""
     dense, B = state.net, state.size
     coef = dict(coef)
-    total = np.broadcast_to(const, (B, const.shape[-1])).copy()
+    total = np.broadcast_to(const, (B, const.shape[-1])).astype(np.float64)
     A = None
     for k in range(start, -1, -1):
         L = coef.pop(k, None)
         if L is None:
             continue
         s = dense.steps[k]
-        if isinstance(s, Input):
-            mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
-            total += per_box(L, mid) - per_box(np.abs(L), rad)
-            A = np.array(np.broadcast_to(L, (B,) + L.shape[-2:])) if inputs else None
-        elif isinstance(s, Linear):
-            if betas is not None and k in betas:
-                L = L + betas[k]
-            total += per_box(L, s.bias) - per_box(np.abs(L), state.noise[k])
-            for src, w in zip(s.sources, dense.weights[k]):
-                _add(coef, src, L @ w)
-        else:
-            assert isinstance(s, Activation)
+        if betas is not None and k in betas:  # (split steps are read by their activation: never centred)
+            L = L + betas[k]
+        L = L.astype(dense.dtype, copy=False)  # (at most one rounding: within the step's terms)
+        free = slopes is not None and k in slopes
+        step = _terms(state, k, free, k != start and dense.centred[k])
+        if isinstance(s, Activation):
             if record is not None:
                 record[k] = np.broadcast_to(L, (B,) + L.shape[-2:])
-            a_lo, b_lo, a_up, b_up = _relaxation(state, s)
-            a_lo = slopes[k] if slopes is not None and k in slopes else a_lo[:, None, :]
-            positive = L > 0
-            if b_lo.any():
-                total += per_box(np.where(positive, L, 0.0), b_lo)
-            total += per_box(np.where(positive, 0.0, L), b_up)
-            _add(coef, s.source, L * np.where(positive, a_lo, a_up[:, None, :]))
+            neg = np.minimum(L, 0.0, dtype=dense.dtype)
+            pos = L - neg
+            a_lo, a_up = step.slopes
+            _add(coef, s.source, pos * (slopes[k] if free else a_lo) + neg * a_up)
+            total += per_box(pos, step.along) + per_box(neg, step.across) - step.tiny[:, None]
+        elif isinstance(s, Linear):
+            for src, w, centre in zip(s.sources, dense.weights_c[k], step.centres):
+                C = L @ w
+                if not dense.centred[src]:  # (else taken with the source's coefficient)
+                    total -= per_box(C, centre)
+                _add(coef, src, C)
+        else:
+            assert isinstance(s, Input)
+            A = np.array(np.broadcast_to(L, (B,) + L.shape[-2:])) if inputs else None
+        if not isinstance(s, Activation):
+            exact = L.astype(np.float64, copy=False)
+            if step.along is not None:
+                total += per_box(exact, step.along)
+            total += per_box(np.abs(exact), step.across) - step.tiny[:, None]
         if tape is not None:
             tape.append((k, L))
-    return total, A
+    return np.where(np.isnan(total), -np.inf, total), A
+
+
+@dataclass
+class _Step:
+    """What ``lower_bound`` needs of one step (``_terms``): a coefficient row ``L`` on it adds at least
+    ``L @ along + |L| @ across − tiny`` (``(B, size)``, ``(B, size)``, ``(B,)``; an activation: ``L⁺ @ along + L⁻ @
+    across − tiny``), however ``L`` and the products it makes were rounded; an activation's slopes (lower, upper:
+    ``(B, 1, size)`` in ``dense.dtype``) and intercepts, a Linear step's sources' centres."""
+
+    along: np.ndarray | None
+    across: np.ndarray
+    tiny: np.ndarray
+    slopes: tuple[np.ndarray, np.ndarray] | None = None
+    intercepts: tuple[np.ndarray, np.ndarray] | None = None
+    centres: list[np.ndarray] | None = None
+
+
+def _terms(state: BoxBounds, k: int, free: bool, centred: bool) -> _Step:
+    """Step ``k``'s ``_Step`` (cached per state). ``along``: the constant part (Input: the box's centre; Linear: the
+    bias and ``W·c`` of its sources' centres; Activation: the lower line's intercept, and ``across`` the upper's),
+    less the step's own centre where ``centred``. ``across`` (an activation: what is added to the intercepts): minus
+    what ``|L|`` can lose — the value's spread around the constant (Input: the box's radius; Linear: the float
+    network's rounding noise); ``L``'s own rounding (``rounding.cast_slack``: one cast, or the split multipliers
+    added); the next coefficients' (Linear: the products with the weights against the sources' spread,
+    ``rounding.product_slack``; Activation: two roundings of each slope product, ``2u·|slope|`` on the source's
+    values; ``free``: the optimised slopes' range). ``tiny``: underflow."""
+    key = (k, free, centred)
+    if key in state.terms:
+        return state.terms[key]
+    dense, s = state.net, state.net.steps[k]
+    lo, hi = state.lo, state.hi
+    ext, tiny = cast_slack(magnitude(lo[k], hi[k]), dense.dtype)
+    step = _Step(None, ext, tiny)
+    if isinstance(s, Input):
+        step.along, step.across = 0.5 * (lo[0] + hi[0]), -(ext + 0.5 * (hi[0] - lo[0]))
+    elif isinstance(s, Linear):
+        step.along, ext, step.centres = s.bias, ext + state.noise[k], []
+        for src, w, wc, err in zip(s.sources, dense.weights[k], dense.weights_c[k], dense.cast_error[k]):
+            centre = 0.5 * (lo[src] + hi[src])
+            more, more_tiny = product_slack(wc, err, 0.5 * (hi[src] - lo[src]), s.size)
+            ext, step.tiny = ext + more, step.tiny + more_tiny
+            step.centres.append(centre)
+            step.along = step.along + centre @ w.T
+        step.across = -ext
+    else:
+        assert isinstance(s, Activation)
+        a_lo, b_lo, a_up, b_up = _relaxation(state, s)
+        steepest = np.maximum(np.abs(a_lo), np.abs(a_up))
+        if free:
+            unstable = (lo[s.source] < 0) & (hi[s.source] > 0)
+            steepest = np.where(unstable, np.maximum(steepest, max(abs(v) for v in s.slopes)), steepest)
+        source = magnitude(lo[s.source], hi[s.source])
+        ext = ext + 2.01 * unit_roundoff(dense.dtype) * steepest * source
+        step.tiny = tiny + 2 * TINY[dense.dtype] * source.sum(axis=-1)  # (each slope product's underflow)
+        step.along, step.across = b_lo - ext, b_up + ext  # (for L⁺ and L⁻)
+        step.slopes = a_lo.astype(dense.dtype)[:, None, :], a_up.astype(dense.dtype)[:, None, :]
+        step.intercepts = b_lo.astype(dense.dtype)[:, None, :], b_up.astype(dense.dtype)[:, None, :]
+    if centred:  # (an activation: both sides')
+        centre = 0.5 * (lo[k] + hi[k])
+        step.along = step.along - centre
+        if isinstance(s, Activation):
+            step.across = step.across - centre
+    if step.along is not None and not step.along.any() and not isinstance(s, Activation):
+        step.along = None
+    state.terms[key] = step
+    return step
 
 
 def _relaxation(state: BoxBounds, s: Activation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -282,17 +381,17 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
     signs = {i: sg for i, sg in signs.items() if i < start}
     const = -np.asarray(bound, np.float64)
     free: dict[int, np.ndarray] = {}
-    slopes: dict[int, np.ndarray] = {}
+    slopes: dict[int, np.ndarray] = {}  # (in the coefficients' type: their products stay in it)
     for k, s in enumerate(dense.steps[:start]):
         if isinstance(s, Activation) and s.slopes is not None:
             lo, hi = state.lo[s.source], state.hi[s.source]
             unstable = (lo < 0) & (hi > 0)
             if unstable.any():
                 free[k] = np.broadcast_to(unstable[:, None, :], (B, M, lo.shape[1]))
-                slopes[k] = np.broadcast_to(_relaxation(state, s)[0][:, None, :], (B, M, lo.shape[1])).copy()
-    fixed = {i: np.broadcast_to(-sg[:, None, :].astype(np.float64), (B, M, sg.shape[1])) for i, sg in signs.items()
+                slopes[k] = np.broadcast_to(_terms(state, k, False, False).slopes[0], (B, M, lo.shape[1])).copy()
+    fixed = {i: np.broadcast_to(-sg[:, None, :].astype(dense.dtype), (B, M, sg.shape[1])) for i, sg in signs.items()
              if sg.any()}
-    betas = {i: np.zeros((B, M, f.shape[2])) for i, f in fixed.items()}
+    betas = {i: np.zeros((B, M, f.shape[2]), dense.dtype) for i, f in fixed.items()}
     adam = Adam(list(slopes.values()) + list(betas.values()))
     best, best_A = np.full((B, M), -np.inf), None
     for t in range(steps + 1):
@@ -318,25 +417,27 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
 
 def _adjoint(state: BoxBounds, tape: list, slopes: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Per step on the tape, the gradient of the bound with respect to that step's coefficients ``(B, R, size)``:
-    the back-substitution run forward (sources before consumers)."""
-    dense = state.net
+    the back-substitution run forward (sources before consumers), in the coefficients' type (it only steers the
+    slopes)."""
+    dense, dt = state.net, state.net.dtype
     G: dict[int, np.ndarray] = {}
     for k, L in reversed(tape):
         s = dense.steps[k]
         if isinstance(s, Input):
             mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
-            G[k] = mid[:, None, :] - np.sign(L) * rad[:, None, :]
+            G[k] = mid[:, None, :].astype(dt) - np.sign(L) * rad[:, None, :].astype(dt)
         elif isinstance(s, Linear):
-            g = s.bias - np.sign(L) * state.noise[k][:, None, :]
-            for src, w in zip(s.sources, dense.weights[k]):
+            g = s.bias.astype(dt) - np.sign(L) * state.noise[k][:, None, :].astype(dt)
+            for src, w in zip(s.sources, dense.weights_c[k]):
                 g = g + G[src] @ w.T
             G[k] = g
         else:
-            a_lo, b_lo, a_up, b_up = _relaxation(state, s)
-            a_lo = slopes[k] if k in slopes else a_lo[:, None, :]
-            positive = L > 0
-            G[k] = G[s.source] * np.where(positive, a_lo, a_up[:, None, :]) + np.where(positive, b_lo[:, None, :],
-                                                                                      b_up[:, None, :])
+            step = _terms(state, k, False, False)
+            a_lo, a_up = step.slopes
+            b_lo, b_up = step.intercepts
+            a_lo = slopes[k] if k in slopes else a_lo
+            positive = (L > 0).astype(dt)
+            G[k] = G[s.source] * (a_up + positive * (a_lo - a_up)) + b_up + positive * (b_lo - b_up)
     return G
 
 
@@ -368,7 +469,8 @@ def per_box(L: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _add(coef: dict[int, np.ndarray], k: int, M: np.ndarray) -> None:
-    coef[k] = coef[k] + M if k in coef else M
+    """``coef[k] += M``, a sum of several in float64 (rounded once, where it is used: ``lower_bound``)."""
+    coef[k] = coef[k].astype(np.float64) + M if k in coef else M
 
 
 def _interval(dense: DenseNetwork, state: BoxBounds, i: int) -> tuple[np.ndarray, np.ndarray]:

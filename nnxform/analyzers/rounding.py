@@ -65,6 +65,33 @@ class Rounding:
         return np.where(total > 0, gamma(self.depth, u) * total, 0.0)
 
 
+#: Per float type, a bound on the absolute error of one operation that underflows (IEEE-754 gradual underflow makes
+#: at most half the smallest subnormal; twice the smallest normal also covers a BLAS that flushes subnormals to zero).
+TINY = {np.dtype(np.float32): 2.0 ** -125, np.dtype(np.float64): 2.0 ** -1021}
+
+
+def cast_slack(m: np.ndarray, dtype: type | np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """What rounding coefficients ``L`` to ``dtype`` once can move ``L·x`` by, for values ``|x| <= m`` (``(n,)``, or
+    ``(B, n)`` per box): at most ``|L_c| @ slack + tiny`` (``|L − L_c| <= u/(1−u)·|L_c|``, or ``TINY`` flushed)."""
+    u = unit_roundoff(dtype)
+    return u / (1 - u) * m, TINY[np.dtype(dtype)] * m.sum(axis=-1)
+
+
+def product_slack(w: np.ndarray, error: np.ndarray | None, m: np.ndarray, terms: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """What products ``L_c @ w`` in ``w``'s float type (sums of ``terms`` products) can move ``L·(W x)`` by, for
+    sources ``|x| <= m`` (``(n,)``, or ``(B, n)`` per box): at most ``|L_c| @ slack + tiny``, from Higham's bound
+    ``γ_terms·|L_c|·|w|`` (any summation order), the weights' own rounding ``|W − w|`` (``error``; None: exact) and
+    underflow (``TINY`` per product, per weight and per coefficient flushed to zero)."""
+    tiny = TINY[w.dtype]
+    size = m @ np.abs(w).T
+    total = m.sum(axis=-1)
+    slack = gamma(terms, unit_roundoff(w.dtype)) * size + tiny * total[..., None]
+    if error is not None:
+        slack = slack + m @ error.T
+    return slack, tiny * (terms * total + size.sum(axis=-1))
+
+
 def magnitude(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The largest absolute value in ``[lo, hi]``."""
     return np.maximum(np.abs(lo), np.abs(hi))

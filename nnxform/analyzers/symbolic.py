@@ -32,7 +32,7 @@ from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
 from .encoding import Deadline
 from .result import State
-from .rounding import gamma, magnitude
+from .rounding import cast_slack, magnitude, product_slack
 
 #: Adam steps on the output rows' ReLU lower slopes and their learning rate; the steps stop early once one narrows
 #: the output bounds by less than ``SLOPE_TOL`` of their width.
@@ -42,9 +42,6 @@ BACKSUB_BYTES = 256 * 2**20
 #: Whether the products with dense weights run in float32 (False: in float64 like the operators' products, the
 #: reference the tests compare the two forms of a network with).
 FLOAT32 = True
-#: float32's unit roundoff, and a bound on the absolute error of one float32 operation that underflows (IEEE-754
-#: gradual underflow makes at most 2⁻¹⁵⁰; 2⁻¹²⁵ also covers a BLAS that flushes subnormals to zero).
-_U32, _TINY32 = 2.0 ** -24, 2.0 ** -125
 #: Coefficients go to float32 only while every product they take part in stays below this (float32 overflows at
 #: 2¹²⁸): beyond it, that step's products are in float64.
 _SAFE32 = 2.0 ** 100
@@ -184,7 +181,7 @@ class _Products:
     A coefficient ``L`` (float64, exact) on Linear step ``j`` is cast to float32 (``|L − L₃₂| <= u/(1−u)·|L₃₂|``)
     and multiplied by ``W₃₂``, the weights rounded to float32: ``|L·W − fl(L₃₂·W₃₂)| <= |L₃₂|·|W − W₃₂| +
     γ_K·|L₃₂|·|W₃₂|`` for products of ``K`` terms (Higham's bound, any summation order), plus what underflow can
-    add (``_TINY32`` per product, or per coefficient or weight flushed to zero). Against values ``|x| <= m`` every
+    add (``rounding.TINY`` per product, or per coefficient or weight flushed to zero). Against values ``|x| <= m`` every
     such error moves ``L·x`` by at most ``|L₃₂| @ slack + tiny``, one matrix-vector product per step: the bound
     subtracts it with the step's own rounding noise. An activation whose source it alone reads may round its
     coefficients to float32 itself (``rounded_here``): that is the same cast, bounded the same way.
@@ -240,8 +237,8 @@ class _Products:
         k_terms = s.size if cols is None else cols.size
         mag = magnitude(st.lo[j][pick], st.hi[j][pick])
         dense = FLOAT32 and any(isinstance(w, np.ndarray) for w in s.weights)
-        slack = _U32 / (1 - _U32) * mag if dense else np.zeros(k_terms)  # the cast of the coefficient to float32
-        tiny = _TINY32 * float(mag.sum()) if dense else 0.0
+        slack, tiny = cast_slack(mag, np.float32) if dense else (np.zeros(k_terms), 0.0)  # the coefficient's cast
+        tiny = float(tiny)
         weights: list[np.ndarray | None] = []
         reach = 0.0
         for src, w, rounded in zip(s.sources, s.weights, s.weights32):
@@ -249,13 +246,10 @@ class _Products:
                 weights.append(None)
                 continue
             w32 = rounded[0][pick]
-            m = magnitude(st.lo[src], st.hi[src])
-            size = np.abs(w32) @ m
             reach = max(reach, float(np.abs(w32).sum(axis=0).max(initial=0.0)))
-            slack = slack + gamma(k_terms, _U32) * size + _TINY32 * float(m.sum())  # the last: flushed weights
-            if not rounded[1]:  # the weights' own rounding to float32
-                slack = slack + np.abs(w[pick] - w32) @ m
-            tiny += _TINY32 * (k_terms * float(m.sum()) + float(size.sum()))  # underflowing products, flushed L
+            more, more_tiny = product_slack(w32, None if rounded[1] else np.abs(w[pick] - w32),
+                                            magnitude(st.lo[src], st.hi[src]), k_terms)
+            slack, tiny = slack + more, tiny + float(more_tiny)
             weights.append(w32)
         entry = _Dense(key, weights, slack, tiny, reach)
         self.entries[(j, id(cols))] = (cols, entry)
