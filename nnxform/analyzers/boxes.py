@@ -257,6 +257,9 @@ def lower_bound(state: BoxBounds, start: int, coef: dict[int, np.ndarray], const
     dense, B = state.net, state.size
     coef = dict(coef)
     total = np.broadcast_to(const, (B, const.shape[-1])).astype(np.float64)
+    for k, L in coef.items():  # (a centred step's centre part is taken off with its whole coefficient: add it here)
+        if k != start and dense.centred[k]:
+            total += per_box(np.asarray(L, np.float64), 0.5 * (state.lo[k] + state.hi[k]))
     A = None
     for k in range(start, -1, -1):
         L = coef.pop(k, None)
