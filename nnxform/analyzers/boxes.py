@@ -391,7 +391,8 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
             unstable = (lo < 0) & (hi > 0)
             if unstable.any():
                 free[k] = np.broadcast_to(unstable[:, None, :], (B, M, lo.shape[1]))
-                slopes[k] = np.broadcast_to(_terms(state, k, False, False).slopes[0], (B, M, lo.shape[1])).copy()
+                lower = _terms(state, k, False, dense.centred[k]).slopes[0]  # (lower_bound's key: one entry)
+                slopes[k] = np.broadcast_to(lower, (B, M, lo.shape[1])).copy()
     fixed = {i: np.broadcast_to(-sg[:, None, :].astype(dense.dtype), (B, M, sg.shape[1])) for i, sg in signs.items()
              if sg.any()}
     betas = {i: np.zeros((B, M, f.shape[2]), dense.dtype) for i, f in fixed.items()}
@@ -435,7 +436,7 @@ def _adjoint(state: BoxBounds, tape: list, slopes: dict[int, np.ndarray]) -> dic
                 g = g + G[src] @ w.T
             G[k] = g
         else:
-            step = _terms(state, k, False, False)
+            step = _terms(state, k, False, dense.centred[k])  # (the key lower_bound used: no second entry)
             a_lo, a_up = step.slopes
             b_lo, b_up = step.intercepts
             a_lo = slopes[k] if k in slopes else a_lo
