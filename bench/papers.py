@@ -49,7 +49,8 @@ from common import MODELS, ROOT, print_table
 
 from nnxform.accuracy import load_data
 from nnxform.analyzers import interval, lp, symbolic
-from nnxform.analyzers.encoding import Deadline, Encoder
+from nnxform.analyzers.encoding import Encoder
+from nnxform.stopping import Deadline
 from nnxform.analyzers.network import Linear, compile_model
 from nnxform.analyzers.result import State
 from nnxform.domain import Box

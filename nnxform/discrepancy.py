@@ -42,7 +42,7 @@ import numpy as np
 
 from . import stopping
 from .analyzers import Bounds, bounds, compile_model, interval, symbolic
-from .analyzers.encoding import Deadline, time_left
+from .stopping import Deadline, time_left
 from .analyzers.milp import beyond_solver
 from .analyzers.solvers import check_solver
 from .analyzers.boxes import BoxBounds, DenseNetwork, analyse

@@ -25,7 +25,7 @@ import numpy as np
 from . import stopping
 from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse, objective
 from .analyzers.network import compile_model
-from .analyzers.encoding import Deadline
+from .stopping import Deadline
 from .discrepancy import Pair
 from .domain import Box
 from .errors import NnxformError

@@ -4,6 +4,7 @@ command with nothing written (``Terminated``)."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -38,3 +39,25 @@ def on_sigterm(signum: int, frame: Any) -> None:
         _requested = True
         return
     raise Terminated
+
+
+def time_left(limit: float, started: float) -> float:
+    """What is left of a command's ``limit`` seconds since ``started`` (``time.monotonic()``) for its time-limited
+    analysis: a millisecond at least, in which it keeps its cheapest sound bounds."""
+    return max(limit - (time.monotonic() - started), 1e-3)
+
+
+class Deadline:
+    """A point in time after which no solve starts, and up to which each solve may run: a limit on a whole command."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+        self.reached = False
+
+    def left(self) -> float:
+        """Seconds left (none once a stop is requested: ``stopping``)."""
+        return 0.0 if requested() else self.end - time.monotonic()
+
+    def passed(self) -> bool:
+        self.reached = self.reached or self.left() <= 0
+        return self.reached

@@ -19,7 +19,7 @@ from .discrepancy import Discrepancy, Pair, discrepancy
 from .domain import Box
 from .errors import NnxformError, NotExact
 from .exactness import ATOL, Comparison, allowed, beyond_rule, compare
-from .analyzers.encoding import time_left
+from .stopping import time_left
 from .ir import Model
 from .passes import apply_checked
 from .layered import Size, model_size

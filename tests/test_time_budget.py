@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nnxform import interpreter, runtime, workflows
-from nnxform.analyzers.encoding import Deadline
+from nnxform.stopping import Deadline
 from nnxform.discrepancy import SAMPLES, Pair, search_witness
 from nnxform.interpreter import in_passes, points_within, run
 from nnxform.runtime import OnnxRunner

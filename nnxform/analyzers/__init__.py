@@ -16,10 +16,9 @@ from .. import stopping
 from ..domain import Box
 from ..errors import NnxformError
 from ..ir import Model
-from . import interval, lp, milp, symbolic
-from .encoding import Deadline
+from . import interval, symbolic
+from ..stopping import Deadline
 from .network import Activation, CompiledNetwork, compile_model
-from .solvers import check_solver
 from .result import Bounds, LayerBounds, Progress, State, finish
 
 METHODS = ("interval", "symbolic", "lp", "milp")
@@ -38,6 +37,9 @@ def bounds(model: Model | CompiledNetwork, domain: Box, method: str = "symbolic"
     (sound) bounds, the output is still back-substituted, and the result says so (``details["time_limit_reached"]``). ``solver``: the MILP solver (``solvers.SOLVERS``;
     HiGHS through its own matrices by default).
     """
+    from . import lp, milp  # HiGHS and pulp load with the first bounds that may need them, not with the package
+    from .solvers import check_solver
+
     if method not in METHODS:
         raise NnxformError(f"unknown bounds method '{method}'; choose one of {', '.join(METHODS)}")
     check_solver(solver)

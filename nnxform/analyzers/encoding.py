@@ -14,13 +14,13 @@ import ctypes
 import os
 import sys
 import threading
-import time
 from typing import Any
 
 import highspy
 import numpy as np
 
 from .. import stopping
+from ..stopping import Deadline
 from ..errors import NnxformError
 from .conv import MATRIX_FREE, ConvMap, IdentityMap, SubgraphMap
 from .network import Activation, Input, Linear, Pool
@@ -99,28 +99,6 @@ def _run_then_set(h: highspy.Highs, done: threading.Event, failure: list[BaseExc
         failure.append(exc)
     finally:
         done.set()
-
-
-def time_left(limit: float, started: float) -> float:
-    """What is left of a command's ``limit`` seconds since ``started`` (``time.monotonic()``) for its time-limited
-    analysis: a millisecond at least, in which it keeps its cheapest sound bounds."""
-    return max(limit - (time.monotonic() - started), 1e-3)
-
-
-class Deadline:
-    """A point in time after which no solve starts, and up to which each solve may run: a limit on a whole command."""
-
-    def __init__(self, seconds: float):
-        self.end = time.monotonic() + seconds
-        self.reached = False
-
-    def left(self) -> float:
-        """Seconds left (none once a stop is requested: ``stopping``)."""
-        return 0.0 if stopping.requested() else self.end - time.monotonic()
-
-    def passed(self) -> bool:
-        self.reached = self.reached or self.left() <= 0
-        return self.reached
 
 
 class Encoder:

@@ -8,7 +8,8 @@ is HiGHS's dual solution turned into a rigorous weak-duality bound, never the pr
 
 from __future__ import annotations
 
-from .encoding import Deadline, Encoder
+from ..stopping import Deadline
+from .encoding import Encoder
 from .network import Linear
 from .result import Progress, State
 

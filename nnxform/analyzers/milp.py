@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from . import lp as lp_bounds
-from .encoding import Deadline, Encoder
+from ..stopping import Deadline
+from .encoding import Encoder
 from .network import Linear
 from .result import Progress, State
 

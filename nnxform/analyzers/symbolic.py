@@ -30,7 +30,7 @@ from . import relaxation
 from .boxes import Adam
 from .network import Activation, Input, Linear, Pool
 from .interval import linear_interval
-from .encoding import Deadline
+from ..stopping import Deadline
 from .result import State
 from .rounding import cast_slack, magnitude, product_slack
 

@@ -18,7 +18,6 @@ import onnx
 from .. import handoff
 from ..errors import NnxformError
 from ..fileio import atomic_write_bytes
-from ..operators import OPERATORS
 from ..version import __version__
 
 

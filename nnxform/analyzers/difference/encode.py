@@ -8,7 +8,8 @@ import highspy
 import numpy as np
 
 from ...domain import Box
-from ..encoding import INF, Deadline, Encoder
+from ...stopping import Deadline
+from ..encoding import INF, Encoder
 from ..result import Progress, State
 from .pairing import PairLayer
 from .relax import LayerDelta, candidate_lines

@@ -13,7 +13,7 @@ from ..conv import abs_of
 from ..result import State
 from ..rounding import magnitude
 from ..symbolic import BACKSUB_BYTES
-from .pairing import Matrix, PairLayer, layers_network
+from .pairing import Matrix, PairLayer
 from .relax import LayerDelta
 
 
