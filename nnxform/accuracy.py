@@ -27,7 +27,6 @@ from .attack import ValueGrad, ascend
 from .domain import FLOAT32_RULE, outside_float32
 from .errors import NnxformError
 from .fileio import read_text
-from .interpreter import run
 from .gradient import gradient
 from .ir import Model
 from .runtime import OnnxRunner
@@ -286,13 +285,17 @@ def _cross_entropy(model: Model, ys: np.ndarray) -> ValueGrad:
     """The cross-entropy of ``model``'s softmax at the labels ``ys`` and its input gradient, per point."""
 
     def value_grad(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits = run(model, xs).reshape(len(xs), -1)
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
         rows = np.arange(len(ys))
-        loss = -np.log(np.maximum(p[rows, ys], 1e-300))
-        p[rows, ys] -= 1.0  # ∂CE/∂logits = softmax − onehot
-        _, g = gradient(model, xs, p)
+        loss = np.empty(len(ys))
+
+        def weights(logits: np.ndarray) -> np.ndarray:  # ∂CE/∂logits = softmax − onehot
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            loss[:] = -np.log(np.maximum(p[rows, ys], 1e-300))
+            p[rows, ys] -= 1.0
+            return p
+
+        _, g = gradient(model, xs, weights)
         return loss, g
 
     return value_grad

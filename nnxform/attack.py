@@ -29,11 +29,12 @@ class Ascent:
 def ascend(value_grad: ValueGrad, x: np.ndarray, lower: np.ndarray | float, upper: np.ndarray | float,
            step: Callable[[int], np.ndarray | float], steps: int, *,
            value: Callable[[np.ndarray], np.ndarray] | None = None, stop: Callable[[], bool] | None = None,
-           observe: Callable[[np.ndarray], None] | None = None) -> Ascent:
+           goal: float | None = None, observe: Callable[[np.ndarray], None] | None = None) -> Ascent:
     """``steps`` projected signed-gradient steps ``x ← clip(x + step(k)·sign(∇), lower, upper)`` from the starts
     ``x`` (rows), keeping each start's best point; ``value(x)`` reads the objective at the last point without a
-    gradient (the last point is not judged without it). ``stop()`` ends the ascent early (a deadline);
-    ``observe(x)`` sees every new point (for callers that record what each point shows)."""
+    gradient (the last point is not judged without it). ``stop()`` ends the ascent early (a deadline), and so does a
+    start whose objective reaches ``goal`` (a search that wants one such point); ``observe(x)`` sees every new point
+    (for callers that record what each point shows)."""
     x = np.asarray(x, dtype=np.float64)
     best_x, best_value = x.copy(), np.full(len(x), -np.inf)
     for k in range(steps):
@@ -41,6 +42,8 @@ def ascend(value_grad: ValueGrad, x: np.ndarray, lower: np.ndarray | float, uppe
             break
         v, g = value_grad(x)
         _keep_best(best_x, best_value, x, v)
+        if goal is not None and best_value.max() >= goal:
+            return Ascent(x, best_x, best_value)
         x = np.clip(x + step(k) * np.sign(g), lower, upper)
         if observe is not None:
             observe(x)

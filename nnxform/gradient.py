@@ -8,6 +8,7 @@ searches (soundness tests of the bound analyzers, FGSM-style attacks, witness se
 
 from __future__ import annotations
 
+from typing import Callable
 
 import numpy as np
 
@@ -17,11 +18,13 @@ from .ir import Model, Node
 from .operators import OPERATORS
 
 
-def gradient(model: Model, xs: np.ndarray, weights: np.ndarray, tensor: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gradient(model: Model, xs: np.ndarray, weights: np.ndarray | Callable[[np.ndarray], np.ndarray],
+             tensor: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Value and input gradient of ``Σ weights · tensor`` per sample.
 
     ``xs``: samples ``(n, *input_shape)`` (or flat); ``weights``: flat ``(tensor size,)`` or per
-    sample ``(n, tensor size)``; ``tensor`` defaults to the model's output. Returns
+    sample ``(n, tensor size)``, or a function of the tensor's values ``(n, tensor size)`` giving them (for weights
+    that depend on the values: one forward pass instead of two); ``tensor`` defaults to the model's output. Returns
     ``(values (n, tensor size), gradients (n, input size))`` in float64.
     """
     tensor = tensor or model.output_name
@@ -29,6 +32,8 @@ def gradient(model: Model, xs: np.ndarray, weights: np.ndarray, tensor: str | No
     n = len(xs)
     values = run(model, xs, keep=True)
     out = values[tensor]
+    if callable(weights):
+        weights = weights(out.reshape(n, -1))
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64).reshape(-1 if np.ndim(weights) == 1 else (n, -1)), (n, out[0].size))
     grads = backpropagate(model.nodes, values, {tensor: w.reshape(out.shape).copy()},
                           lambda node, vals: (node, *arguments(node, vals, model.constants)))

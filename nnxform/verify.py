@@ -28,10 +28,8 @@ import numpy as np
 from . import stopping
 from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse, objective, optimized_objective
 from .analyzers.branching import Slots, child_branches
-from .analyzers.encoding import Encoder
 from .analyzers.interval import interval
-from .analyzers.milp import beyond_solver
-from .analyzers.network import Activation, Linear, compile_model
+from .analyzers.network import Linear, compile_model
 from .analyzers.result import State
 from .analyzers.rounding import cast_box
 from .analyzers.symbolic import alpha, symbolic
@@ -61,8 +59,10 @@ ROOT_SHARE = 0.1
 #: given at most ``LEAF_SHARE`` of the timeout (at least a second); a leaf it leaves undecided is split further (one
 #: with nothing left to split is tried again once the other branches are done, with the time left).
 LEAF_RELUS, LEAF_SHARE = 24, 0.05
-#: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps.
-STARTS, START_NUMBERS, STEPS = 32, 4096, 40
+#: The attack: starts per region (at least; more for few inputs: as many as ``START_NUMBERS`` input values), steps;
+#: it stops at the first step where a start reaches the unsafe region. (On ACAS Xu 204 starts find 34 of the 47
+#: counterexamples, 819 find 39, and the search finds the rest within 2 s; 819 cost each unsat row 0.05 s more.)
+STARTS, START_NUMBERS, STEPS = 32, 1024, 40
 #: During branch and bound, every ``ATTACK_EVERY`` seconds the attack runs inside the ``ATTACK_BRANCHES`` open
 #: branches nearest a counterexample (the least proved), taking at most ``ATTACK_SHARE`` of the search's time.
 ATTACK_EVERY, ATTACK_BRANCHES, ATTACK_SHARE = 1.0, 8, 0.2
@@ -258,14 +258,13 @@ class _Search:
                 continue
 
             def value_grad(x: np.ndarray, region=region) -> tuple[np.ndarray, np.ndarray]:
-                ys = run(self.model, x.reshape(shape)).reshape(len(x), -1)
-                worst = np.argmax(ys @ region.coef.T - region.bound, axis=1)
-                _, g = gradient(self.model, x.reshape(shape), -region.coef[worst])
+                ys, g = gradient(self.model, x.reshape(shape),
+                                 lambda ys: -region.coef[np.argmax(ys @ region.coef.T - region.bound, axis=1)])
                 return -_violation(region, ys), g
 
             width = box.upper - box.lower
             result = ascend(value_grad, starts, box.lower, box.upper, lambda k: width * (0.1 * 0.93 ** k), STEPS,
-                            stop=self.out_of_time)
+                            stop=self.out_of_time, goal=0.0)
             found = self.promising(case, np.vstack([result.best_x, result.x]))
             if found is not None:
                 return found
@@ -420,6 +419,9 @@ class _Search:
         """Decide one branch by MILP (big-M on its remaining unstable ReLUs, its fixed signs as bounds) in at most
         ``seconds``: ``unsat`` when the solver proves every region infeasible on it, a replayed counterexample, or
         ``unknown``."""
+        from .analyzers.encoding import Encoder  # HiGHS and pulp load with the first leaf that needs them
+        from .analyzers.milp import beyond_solver
+
         lo, hi = branch.lower, branch.upper
         state = analyse(self.dense, lo, hi, self.slots.split(branch.signs), prior=branch.prior(self.dense),
                         settled=branch.settled)

@@ -36,3 +36,17 @@ def test_ascent_stops_when_told_and_shows_every_point():
     np.testing.assert_allclose(a.x, seen[-1])
     np.testing.assert_allclose(a.x, 0.6)
     np.testing.assert_allclose(a.best_value, -1.4)  # the last point is judged only when ``value`` is given
+
+
+def test_ascent_stops_at_its_goal():
+    """With a ``goal``, the ascent ends at the first step where some start's objective reaches it (a verifier wants
+    one counterexample, not forty steps of every start)."""
+    steps = []
+
+    def value_grad(x):
+        steps.append(1)
+        return _distance_to(np.zeros(2))(x)
+
+    a = ascend(value_grad, np.array([[1.0, 1.0], [0.3, 0.0]]), -1.0, 1.0, lambda k: 0.1, 40, goal=-0.05)
+    assert len(steps) == 4  # the second start's objective: -0.3, -0.2, -0.1, then 0 (≥ -0.05): no fifth step
+    assert a.best_value[1] >= -0.05 and a.best_value[0] < -0.05

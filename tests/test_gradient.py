@@ -51,3 +51,20 @@ def test_flat_weights_broadcast_over_samples():
     _, g1 = gradient(model, x, np.array([1.0, -1.0]))
     _, g2 = gradient(model, x, np.tile([1.0, -1.0], (5, 1)))
     assert g1.shape == (5, 3) and np.array_equal(g1, g2)
+
+
+def test_weights_from_the_values_take_one_forward_pass():
+    """Weights given as a function of the output (the attack's worst row, the cross-entropy's softmax) are applied to
+    the values of the same pass, and give what the same weights given as an array give."""
+    model = mlp(3, [3, 5, 4])
+    x = np.random.default_rng(1).uniform(size=(6, 3))
+    seen = []
+
+    def worst_row(ys):
+        seen.append(ys.copy())
+        return np.eye(4)[np.argmax(ys, axis=1)]
+
+    values, g = gradient(model, x, worst_row)
+    assert len(seen) == 1 and np.array_equal(seen[0], values)
+    _, g_array = gradient(model, x, np.eye(4)[np.argmax(values, axis=1)])
+    assert np.array_equal(g, g_array)

@@ -350,17 +350,18 @@ def test_a_leaf_left_with_nothing_to_split_is_tried_again_with_the_time_left(mon
     import dataclasses
 
     import nnxform.verify as verify_module
+    from nnxform.analyzers.encoding import Encoder
     plain = verify_module._Search._bound
     monkeypatch.setattr(verify_module._Search, "_bound", lambda self, *a, **k: dataclasses.replace(
         found := plain(self, *a, **k), progress=np.minimum(found.progress, -1.0)))
     given = []
-    feasible = verify_module.Encoder.region_feasible
+    feasible = Encoder.region_feasible
 
     def slow_solver(self, step, coef, bound, seconds):
         given.append(seconds)
         return ("unknown", None) if seconds <= 3.0 else feasible(self, step, coef, bound, seconds)
 
-    monkeypatch.setattr(verify_module.Encoder, "region_feasible", slow_solver)
+    monkeypatch.setattr(Encoder, "region_feasible", slow_solver)
     rng = np.random.default_rng(3)
     model = mlp(10, [20, 5, 2])  # (many inputs: ReLU splits only; few ReLUs: every branch splits down to none)
     box = Box(rng.uniform(-1, 0, 20), rng.uniform(0.2, 1, 20))

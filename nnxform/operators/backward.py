@@ -74,6 +74,8 @@ def gemm(node, args, batched, y, g):
 
 def matmul(node, args, batched, y, g):
     a, b = args
+    if batched[0] and not batched[1] and b.ndim == 2:  # data times a weight matrix: one BLAS call (as forward)
+        return [(g.reshape(-1, g.shape[-1]) @ b.T).reshape(a.shape), None]
     A, B, _ = matmul_operands(a, b, *batched)
     G = g.reshape(np.broadcast_shapes(A.shape[:-2], B.shape[:-2]) + (A.shape[-2], B.shape[-1]))
     ga = _unbroadcast(G @ np.swapaxes(B, -1, -2), a, A) if batched[0] else None
