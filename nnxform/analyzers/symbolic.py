@@ -50,8 +50,9 @@ _SAFE32 = 2.0 ** 100
 Coef = tuple[np.ndarray, np.ndarray | None]
 
 
-def symbolic(state: State, deadline: Deadline | None = None) -> State:
-    """Tighten every step's bounds of ``state`` (seeded, e.g. by interval) by back-substitution, in place.
+def symbolic(state: State, deadline: Deadline | None = None, slope_steps: int = SLOPE_STEPS) -> State:
+    """Tighten every step's bounds of ``state`` (seeded, e.g. by interval) by back-substitution, in place; the
+    output's by ``slope_steps`` Adam steps on its ReLUs' lower slopes after CROWN's (0: CROWN's bounds alone).
 
     Past ``deadline`` the hidden rows not back-substituted yet keep their interval bounds (sound, looser) and only
     the output is back-substituted, without slope optimisation: a network too large for a full pass in time still
@@ -69,7 +70,7 @@ def symbolic(state: State, deadline: Deadline | None = None) -> State:
             continue  # one affine map of the box: the seed's interval bounds are already exact
         state.set_linear(i, *linear_interval(state, i))
         if i == net.output and (deadline is None or not deadline.passed()):  # its first pass is CROWN's
-            state.set_linear(i, *optimized_bounds(state, i, np.arange(s.size), SLOPE_STEPS, products, SLOPE_TOL))
+            state.set_linear(i, *optimized_bounds(state, i, np.arange(s.size), slope_steps, products, SLOPE_TOL))
             continue
         lo, hi = state.lo[i].copy(), state.hi[i].copy()
         rows = net.rows_to_tighten(i, lo, hi)
@@ -278,8 +279,7 @@ def lower_bound(state: State, start: int, coef: dict[int, np.ndarray], const: np
             tape.append((k, L, cols))
         s = net.steps[k]
         if isinstance(s, Input):
-            mid, rad = 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0])
-            const += L @ mid - np.abs(L) @ rad
+            const += _least(L, 0.5 * (state.lo[0] + state.hi[0]), 0.5 * (state.hi[0] - state.lo[0]))
         elif isinstance(s, Linear):
             const += _linear_back(state, k, L, cols, products, pending)
         elif isinstance(s, Activation):
@@ -330,8 +330,7 @@ def _linear_back(state: State, k: int, L: np.ndarray, cols: np.ndarray | None, p
     cast = entry.cast and top < _SAFE32 and top * entry.reach < _SAFE32
     if cast:
         L = L.astype(np.float32, copy=False)
-    exact = L.astype(np.float64)
-    constant = exact @ _take(s.bias, cols) - np.abs(exact, out=exact) @ slack - entry.tiny
+    constant = _least(L, _take(s.bias, cols), slack) - entry.tiny
     for src, w, w32 in zip(s.sources, s.weights, entry.weights):
         if w32 is not None and cast:
             product = L @ w32
@@ -339,6 +338,14 @@ def _linear_back(state: State, k: int, L: np.ndarray, cols: np.ndarray | None, p
             product = _full(L, cols, s.size) @ w
         _add(pending, src, (product, None), w.shape[1])
     return constant
+
+
+def _least(L: np.ndarray, centre: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """``L @ centre − |L| @ spread`` per row (the least of ``L·x`` over ``|x − centre| <= spread``), in float64: a float32
+    ``L`` is cast first (numpy multiplies a float32 matrix by a float64 vector 3× slower than it casts and multiplies)."""
+    exact = L.astype(np.float64)
+    value = exact @ centre
+    return value - np.abs(exact, out=exact) @ spread
 
 
 def _take(a: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
