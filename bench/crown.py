@@ -3,7 +3,9 @@
 ``python bench/crown.py [--envs DIR] [--wide PATH] [--repeat 5] [--samples 2000] [--profile]``. One thread
 each (BLAS and torch), the best of ``--repeat`` runs after one warm-up run, milliseconds. Compiling the network
 (``compile_model``, auto_LiRPA's ``BoundedModule``) is left out on both sides. α-CROWN is auto_LiRPA's
-``alpha-CROWN`` with 20 iterations per bound side (its defaults otherwise, early stop included).
+``alpha-CROWN`` with 20 iterations per bound side (its defaults otherwise, early stop included). ``symbolic`` runs
+twice: with its default 10 Adam steps on the output's ReLU slopes, and with none (``bounds --slope-steps 0``, CROWN's
+bounds: the like-for-like comparison with CROWN).
 
 auto_LiRPA runs in its own venv, ``DIR/auto_lirpa`` (``make verifiers`` builds it from ``ABCROWN_SRC``'s
 submodule; ``DIR`` defaults to ``$VERIFIER_ENVS``, else ``build/verifiers``): this file, run there with
@@ -222,7 +224,8 @@ def main() -> None:
         net = compile_model(model)
         bounds(net, box, "symbolic")
         seconds, result = best_time(lambda n=net, b=box: bounds(n, b, "symbolic"), args.repeat)
-        ours.append((seconds, result, samples(model, box, args.samples), real_width(net, box)))
+        plain = best_time(lambda n=net, b=box: bounds(n, b, "symbolic", slope_steps=0), args.repeat)
+        ours.append((seconds, result, plain, samples(model, box, args.samples), real_width(net, box)))
         if args.profile:
             print(f"\n### profile: symbolic on {label}")
             profile(net, box)
@@ -238,28 +241,28 @@ def main() -> None:
         theirs[label] = data["cases"][0]
         versions = f"auto_LiRPA {data['auto_LiRPA']}, torch {data['torch']}"
     rows, unsound = [], []
-    for (label, _, _), (seconds, result, ys, real) in zip(found, ours):
+    for (label, _, _), (seconds, result, (plain_seconds, plain), ys, real) in zip(found, ours):
         c = theirs.get(label, {})
         crown, alpha = c.get("crown"), c.get("alpha")
-        counts = [outside(ys, result.output_lower, result.output_upper)] + \
+        counts = [outside(ys, r.output_lower, r.output_upper) for r in (result, plain)] + \
             [outside(ys, t["lower"], t["upper"]) for t in (crown, alpha) if t]
-        if counts[0]:
+        if counts[0] or counts[1]:
             unsound.append(label)
-        widths = [f"{result.width_sum:.4g}"] + \
+        widths = [f"{result.width_sum:.4g}", f"{plain.width_sum:.4g}"] + \
             [f"{float(np.sum(np.subtract(t['upper'], t['lower']))):.4g}" for t in (crown, alpha) if t]
-        rows.append([label, f"{seconds * 1e3:.1f}",
+        rows.append([label, f"{seconds * 1e3:.1f} / {plain_seconds * 1e3:.1f}",
                      f"{crown['seconds'] * 1e3:.1f}" if crown else c.get("error", "—"),
                      f"{alpha['seconds'] * 1e3:,.0f}" if alpha else "—",
-                     f"{seconds / crown['seconds']:.1f}×" if crown else "—",
+                     f"{seconds / crown['seconds']:.2f}× / {plain_seconds / crown['seconds']:.2f}×" if crown else "—",
                      " / ".join(widths), f"{real:.4g}", " / ".join(map(str, counts))])
     print(f"# bounds against CROWN — {machine()}, load {load_start:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"{versions or why}")
     print_table(f"The inner loop: symbolic against CROWN and α-CROWN ({ALPHA_STEPS} steps), one thread each, "
                 f"best of {args.repeat} after a warm-up, ms",
-                ["network, box", "symbolic ms", "CROWN ms", "α-CROWN ms", "ours / CROWN",
-                 "width sum: ours / CROWN / α-CROWN", "ours, real arithmetic",
-                 f"outside of {args.samples + 1} samples: ours / CROWN / α"],
+                ["network, box", "symbolic ms (10 / 0 slope steps)", "CROWN ms", "α-CROWN ms",
+                 "ours / CROWN (10 / 0)", "width sum: ours 10 / ours 0 / CROWN / α-CROWN", "ours, real arithmetic",
+                 f"outside of {args.samples + 1} samples: ours 10 / ours 0 / CROWN / α"],
                 rows)
     for note in notes + ([why] if python is None else []):
         print(f"note: {note}")

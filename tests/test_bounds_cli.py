@@ -57,3 +57,29 @@ def test_progress_bar_reaches_the_total(capsys, monkeypatch):
 def test_unknown_method_is_a_user_error():
     r = _run(MODELS / "test_nano.onnx", "--method", "magic")
     assert isinstance(r.exception, NnxformError) and "magic" in str(r.exception)
+
+
+def test_slope_steps_trade_tightness_for_time():
+    """``--slope-steps 0`` gives CROWN's bounds: never tighter than the default's optimised ones, and still sound on
+    samples run in onnxruntime; a negative count is refused before any work."""
+    import numpy as np
+
+    from nnxform.runtime import OnnxRunner
+    from nnxform.vnnlib import read_box
+
+    model, prop = MODELS / "mnist-net_256x2.onnx", MODELS / "vnnlib" / "mnist_prop_0_0.03.vnnlib"
+    docs = {}
+    for steps in ("0", "10"):
+        r = _run(model, "--vnnlib", prop, "--slope-steps", steps, "--json", "-")
+        assert r.exit_code == 0, r.output
+        docs[steps] = json.loads(r.output)["output"]
+    crown, optimised = docs["0"], docs["10"]
+    assert np.all(np.array(crown["lower"]) <= np.array(optimised["lower"]))
+    assert np.all(np.array(crown["upper"]) >= np.array(optimised["upper"]))
+    assert np.sum(np.array(crown["upper"]) - crown["lower"]) > np.sum(np.array(optimised["upper"]) - optimised["lower"])
+    box = read_box(prop)
+    xs = np.random.default_rng(0).uniform(box.lower, box.upper, (500, box.size)).astype(np.float32)
+    ys = OnnxRunner(load(model))(xs)
+    assert np.all(ys >= np.array(optimised["lower"])) and np.all(ys <= np.array(optimised["upper"]))
+    bad = _run(model, "--vnnlib", prop, "--slope-steps", "-1")
+    assert isinstance(bad.exception, NnxformError) and "--slope-steps" in str(bad.exception)

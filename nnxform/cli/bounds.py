@@ -9,6 +9,7 @@ import typer
 from ..analyzers import METHODS, bounds as analyze
 from ..errors import NnxformError
 from ..analyzers.solvers import check_solver
+from ..analyzers.symbolic import SLOPE_STEPS
 from ..ir import load
 from . import summary
 from .application import app
@@ -35,6 +36,11 @@ def bounds(
                                      callback=bounded(0, above=True)),
     neurons: bool = typer.Option(False, "--neurons", help="With milp: also tighten every unstable ReLU input by MILP."),
     solver: str = typer.Option("highs", "--solver", help=SOLVER_HELP),
+    slope_steps: int = typer.Option(SLOPE_STEPS, "--slope-steps",
+                                    help="symbolic and above: Adam steps on the lower slopes of the ReLUs before the "
+                                         "output, per output (α-CROWN's optimisation; the bounds only get tighter). "
+                                         "0 gives CROWN's bounds, about twice as fast on MNIST networks.",
+                                    callback=bounded(0)),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write every neuron's bounds as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
@@ -46,7 +52,7 @@ def bounds(
     box = domain.box(net)
     with Progress(f"{method} solves", show=method in ("lp", "milp")) as bar:
         b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar, total_time=time_limit,
-                    solver=solver)
+                    solver=solver, slope_steps=slope_steps)
     out.write(b.to_json())
     out.say(f"bounds: {model}, method {method}, {box.size} inputs")
     rows = [[j, float(lo), float(hi), float(hi - lo)] for j, (lo, hi) in enumerate(zip(b.output_lower, b.output_upper))]
