@@ -4,8 +4,9 @@
 each (BLAS and torch), the best of ``--repeat`` runs after one warm-up run, milliseconds. Compiling the network
 (``compile_model``, auto_LiRPA's ``BoundedModule``) is left out on both sides. α-CROWN is auto_LiRPA's
 ``alpha-CROWN`` with 20 iterations per bound side (its defaults otherwise, early stop included). ``symbolic`` runs
-twice: with its default 10 Adam steps on the output's ReLU slopes, and with none (``bounds --slope-steps 0``, CROWN's
-bounds: the like-for-like comparison with CROWN).
+three times: with its default 10 Adam steps on the output's ReLU slopes, with none (``bounds --slope-steps 0``,
+CROWN's bounds: the like-for-like comparison with CROWN), and with 20 on every hidden layer and 20 on the output
+(``--hidden-steps 20 --slope-steps 20``: α-CROWN's bounds, compared with α-CROWN's 20 iterations).
 
 auto_LiRPA runs in its own venv, ``DIR/auto_lirpa`` (``make verifiers`` builds it from ``ABCROWN_SRC``'s
 submodule; ``DIR`` defaults to ``$VERIFIER_ENVS``, else ``build/verifiers``): this file, run there with
@@ -225,7 +226,9 @@ def main() -> None:
         bounds(net, box, "symbolic")
         seconds, result = best_time(lambda n=net, b=box: bounds(n, b, "symbolic"), args.repeat)
         plain = best_time(lambda n=net, b=box: bounds(n, b, "symbolic", slope_steps=0), args.repeat)
-        ours.append((seconds, result, plain, samples(model, box, args.samples), real_width(net, box)))
+        tight = best_time(lambda n=net, b=box: bounds(n, b, "symbolic", slope_steps=ALPHA_STEPS,
+                                                      hidden_steps=ALPHA_STEPS), args.repeat)
+        ours.append((seconds, result, plain, tight, samples(model, box, args.samples), real_width(net, box)))
         if args.profile:
             print(f"\n### profile: symbolic on {label}")
             profile(net, box)
@@ -241,28 +244,30 @@ def main() -> None:
         theirs[label] = data["cases"][0]
         versions = f"auto_LiRPA {data['auto_LiRPA']}, torch {data['torch']}"
     rows, unsound = [], []
-    for (label, _, _), (seconds, result, (plain_seconds, plain), ys, real) in zip(found, ours):
+    for (label, _, _), (seconds, result, (plain_seconds, plain), (tight_seconds, tight), ys, real) in zip(found, ours):
         c = theirs.get(label, {})
         crown, alpha = c.get("crown"), c.get("alpha")
-        counts = [outside(ys, r.output_lower, r.output_upper) for r in (result, plain)] + \
+        counts = [outside(ys, r.output_lower, r.output_upper) for r in (result, plain, tight)] + \
             [outside(ys, t["lower"], t["upper"]) for t in (crown, alpha) if t]
-        if counts[0] or counts[1]:
+        if any(counts[:3]):
             unsound.append(label)
-        widths = [f"{result.width_sum:.4g}", f"{plain.width_sum:.4g}"] + \
+        widths = [f"{r.width_sum:.4g}" for r in (result, plain, tight)] + \
             [f"{float(np.sum(np.subtract(t['upper'], t['lower']))):.4g}" for t in (crown, alpha) if t]
         rows.append([label, f"{seconds * 1e3:.1f} / {plain_seconds * 1e3:.1f}",
                      f"{crown['seconds'] * 1e3:.1f}" if crown else c.get("error", "—"),
-                     f"{alpha['seconds'] * 1e3:,.0f}" if alpha else "—",
                      f"{seconds / crown['seconds']:.2f}× / {plain_seconds / crown['seconds']:.2f}×" if crown else "—",
+                     f"{tight_seconds * 1e3:,.0f}", f"{alpha['seconds'] * 1e3:,.0f}" if alpha else "—",
+                     f"{tight_seconds / alpha['seconds']:.2f}×" if alpha else "—",
                      " / ".join(widths), f"{real:.4g}", " / ".join(map(str, counts))])
     print(f"# bounds against CROWN — {machine()}, load {load_start:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"{versions or why}")
     print_table(f"The inner loop: symbolic against CROWN and α-CROWN ({ALPHA_STEPS} steps), one thread each, "
                 f"best of {args.repeat} after a warm-up, ms",
-                ["network, box", "symbolic ms (10 / 0 slope steps)", "CROWN ms", "α-CROWN ms",
-                 "ours / CROWN (10 / 0)", "width sum: ours 10 / ours 0 / CROWN / α-CROWN", "ours, real arithmetic",
-                 f"outside of {args.samples + 1} samples: ours 10 / ours 0 / CROWN / α"],
+                ["network, box", "symbolic ms (10 / 0 slope steps)", "CROWN ms", "ours / CROWN (10 / 0)",
+                 f"ours α ms ({ALPHA_STEPS} + {ALPHA_STEPS} steps)", "α-CROWN ms", "ours α / α-CROWN",
+                 "width sum: ours 10 / ours 0 / ours α / CROWN / α-CROWN", "ours, real arithmetic",
+                 f"outside of {args.samples + 1} samples: ours 10 / 0 / α / CROWN / α-CROWN"],
                 rows)
     for note in notes + ([why] if python is None else []):
         print(f"note: {note}")

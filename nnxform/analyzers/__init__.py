@@ -26,7 +26,8 @@ METHODS = ("interval", "symbolic", "lp", "milp")
 
 def bounds(model: Model | CompiledNetwork, domain: Box, method: str = "symbolic", *, seed: Bounds | None = None,
            time_limit: float = 60.0, neurons: bool = False, progress: Progress | None = None,
-           total_time: float | None = None, solver: str = "highs", slope_steps: int = symbolic.SLOPE_STEPS) -> Bounds:
+           total_time: float | None = None, solver: str = "highs", slope_steps: int = symbolic.SLOPE_STEPS,
+           hidden_steps: int = 0) -> Bounds:
     """Bounds of every nonlinear node's input and of the output of ``model`` over ``domain``.
 
     ``seed``: bounds of a cheaper method on the same CompiledNetwork to start from (else the
@@ -36,7 +37,8 @@ def bounds(model: Model | CompiledNetwork, domain: Box, method: str = "symbolic"
     back-substitution and all the solves together; past it the bounds not yet tightened keep the cheaper method's
     (sound) bounds, the output is still back-substituted, and the result says so (``details["time_limit_reached"]``). ``solver``: the MILP solver (``solvers.SOLVERS``;
     HiGHS through its own matrices by default). ``slope_steps``: symbolic's Adam steps on the output's ReLU slopes
-    (α-CROWN's; 0 gives CROWN's bounds, about twice as fast on MNIST networks).
+    (α-CROWN's; 0 gives CROWN's bounds, about twice as fast on MNIST networks); ``hidden_steps``: as many on every
+    hidden ReLU layer's bounds too (``symbolic.alpha_crown``: α-CROWN's bounds, slower; 0 leaves them CROWN's).
     """
     from . import lp, milp  # HiGHS and pulp load with the first bounds that may need them, not with the package
     from .solvers import check_solver
@@ -70,6 +72,9 @@ def bounds(model: Model | CompiledNetwork, domain: Box, method: str = "symbolic"
                 interval.interval(state)
             elif m == "symbolic":
                 symbolic.symbolic(state, deadline, slope_steps)
+                if hidden_steps:
+                    symbolic.alpha_crown(state, hidden_steps, slope_steps,
+                                         until=lambda: deadline is not None and deadline.passed())
             elif m == "lp":
                 lp.lp(state, time_limit=time_limit, progress=progress, deadline=deadline)
             else:

@@ -88,10 +88,10 @@ ALPHA_STEPS, ALPHA_ROWS = 20, 256
 
 
 def alpha(state: State, until: Callable[[], bool] = lambda: False,
-          step_done: Callable[[int], None] | None = None) -> bool:
-    """α-CROWN bounds of every hidden ReLU layer's unstable neurons, first layer to last, in place (each layer's
-    tighter bounds tighten the next; the output is not bounded). Returns False when ``until()`` stopped it (the
-    rows left keep their sound bounds). ``step_done(i)`` after each Linear step it tightened."""
+          step_done: Callable[[int], None] | None = None, steps: int = ALPHA_STEPS) -> bool:
+    """α-CROWN bounds of every hidden ReLU layer's unstable neurons (``steps`` Adam steps), first layer to last, in
+    place (each layer's tighter bounds tighten the next; the output is not bounded). Returns False when ``until()``
+    stopped it (the rows left keep their sound bounds). ``step_done(i)`` after each Linear step it tightened."""
     net = state.net
     for i, s in enumerate(net.steps):
         if i == 0 or i == net.output:
@@ -103,23 +103,35 @@ def alpha(state: State, until: Callable[[], bool] = lambda: False,
             continue
         if until():
             return False
-        alpha_step(state, i, until)
+        alpha_step(state, i, until, steps)
         if step_done is not None:
             step_done(i)
     return not until()
 
 
-def alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False) -> None:
-    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``), ``ALPHA_ROWS`` at a time,
-    in place; no new batch once ``until()`` (a time limit: the rows left keep their sound bounds)."""
+def alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False, steps: int = ALPHA_STEPS) -> None:
+    """Tighten the unstable rows of Linear step ``i`` by α-CROWN (``optimized_bounds``, ``steps`` Adam steps),
+    ``ALPHA_ROWS`` at a time, in place; no new batch once ``until()`` (a time limit: the rows left keep their sound
+    bounds)."""
     lo, hi = state.lo[i].copy(), state.hi[i].copy()
     rows = np.flatnonzero((lo < 0) & (hi > 0))
     for part in np.array_split(rows, -(-rows.size // ALPHA_ROWS)) if rows.size else []:
         if until():
             break
-        new_lo, new_hi = optimized_bounds(state, i, part, ALPHA_STEPS)
+        new_lo, new_hi = optimized_bounds(state, i, part, steps)
         lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
     state.set_linear(i, lo, hi)
+
+
+def alpha_crown(state: State, steps: int, slope_steps: int, until: Callable[[], bool] = lambda: False) -> State:
+    """After ``symbolic``: α-CROWN's bounds, every hidden ReLU layer tightened by ``steps`` Adam steps on the slopes
+    before it (``alpha``), then the output bounded again from them with ``slope_steps``, in place. Past ``until()``
+    the rows left keep ``symbolic``'s bounds (every bound stays sound; each one only tightens)."""
+    alpha(state, until, steps=steps)
+    out = state.net.output
+    state.set_linear(out, *optimized_bounds(state, out, np.arange(state.net.steps[out].size), slope_steps, None,
+                                            SLOPE_TOL))
+    return state
 
 
 def _rows_per_pass(net) -> int:

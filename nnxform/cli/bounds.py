@@ -41,6 +41,12 @@ def bounds(
                                          "output, per output (α-CROWN's optimisation; the bounds only get tighter). "
                                          "0 gives CROWN's bounds, about twice as fast on MNIST networks.",
                                     callback=bounded(0)),
+    hidden_steps: int = typer.Option(0, "--hidden-steps",
+                                     help="symbolic and above: also tighten every hidden ReLU layer's bounds by this "
+                                          "many Adam steps on the slopes before it, then the output again "
+                                          "(α-CROWN's bounds: slower, tighter; 20 reach α-CROWN's own on the MNIST "
+                                          "networks in a fraction of its time). 0: CROWN's hidden bounds.",
+                                     callback=bounded(0)),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write every neuron's bounds as JSON ('-' for stdout)."),
     domain: DomainOptions = None,
 ) -> None:
@@ -52,7 +58,7 @@ def bounds(
     box = domain.box(net)
     with Progress(f"{method} solves", show=method in ("lp", "milp")) as bar:
         b = analyze(net, box, method, time_limit=time_limit, neurons=neurons, progress=bar, total_time=time_limit,
-                    solver=solver, slope_steps=slope_steps)
+                    solver=solver, slope_steps=slope_steps, hidden_steps=hidden_steps)
     out.write(b.to_json())
     out.say(f"bounds: {model}, method {method}, {box.size} inputs")
     rows = [[j, float(lo), float(hi), float(hi - lo)] for j, (lo, hi) in enumerate(zip(b.output_lower, b.output_upper))]
