@@ -84,7 +84,7 @@ def symbolic(state: State, deadline: Deadline | None = None, slope_steps: int = 
 
 
 #: α-CROWN on hidden neurons (``alpha``): Adam steps on their lower slopes, and rows optimised together.
-ALPHA_STEPS, ALPHA_ROWS = 20, 256
+ALPHA_STEPS, ALPHA_ROWS, ALPHA_RATE = 20, 256, 0.25
 
 
 def alpha(state: State, until: Callable[[], bool] = lambda: False,
@@ -118,7 +118,7 @@ def alpha_step(state: State, i: int, until: Callable[[], bool] = lambda: False, 
     for part in np.array_split(rows, -(-rows.size // ALPHA_ROWS)) if rows.size else []:
         if until():
             break
-        new_lo, new_hi = optimized_bounds(state, i, part, steps)
+        new_lo, new_hi = optimized_bounds(state, i, part, steps, rate=ALPHA_RATE)
         lo[part], hi[part] = np.maximum(lo[part], new_lo), np.minimum(hi[part], new_hi)
     state.set_linear(i, lo, hi)
 
@@ -391,7 +391,7 @@ def _relax(state: State, s: Activation) -> Relaxation:
 
 
 def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, products: _Products | None = None,
-                     tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     tol: float = 0.0, rate: float = SLOPE_RATE) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of ``rows`` of Linear step ``i``, the lower slope of every unstable piecewise-linear
     activation before it optimised per row by ``steps`` Adam steps (any slope between its two is sound; the best
     bound seen is kept, so the result is never looser than CROWN's with the same intermediate bounds, which is the
@@ -410,7 +410,7 @@ def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, product
     coef, const = _stacked(net.steps[i], rows)
     slopes = {k: np.tile(_relax(state, net.steps[k])[0], (2 * n, 1)) for k in free}
     params = {k: slopes[k][:, cols] for k, cols in free.items()}  # the free slopes alone: what Adam moves
-    adam = Adam(list(params.values()), lr=SLOPE_RATE)
+    adam = Adam(list(params.values()), lr=rate)
     best = np.full(2 * n, -np.inf)
     for t in range(steps + 1):
         tape: list = []
