@@ -72,6 +72,7 @@ def test_slope_steps_trade_tightness_for_time():
     for steps in ("0", "10"):
         r = _run(model, "--vnnlib", prop, "--slope-steps", steps, "--json", "-")
         assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["slope_steps"] == int(steps)
         docs[steps] = json.loads(r.output)["output"]
     crown, optimised = docs["0"], docs["10"]
     assert np.all(np.array(crown["lower"]) <= np.array(optimised["lower"]))

@@ -72,6 +72,7 @@ def bounds(model: Model | CompiledNetwork, domain: Box, method: str = "symbolic"
                 interval.interval(state)
             elif m == "symbolic":
                 symbolic.symbolic(state, deadline, slope_steps)
+                details.update(slope_steps=slope_steps, hidden_steps=hidden_steps)  # (what --json records)
                 if hidden_steps:
                     symbolic.alpha_crown(state, hidden_steps, slope_steps,
                                          until=lambda: deadline is not None and deadline.passed())
