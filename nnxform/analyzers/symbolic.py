@@ -37,6 +37,9 @@ from .rounding import cast_slack, magnitude, product_slack
 #: Adam steps on the output rows' ReLU lower slopes and their learning rate; the steps stop early once one narrows
 #: the output bounds by less than ``SLOPE_TOL`` of their width.
 SLOPE_STEPS, SLOPE_RATE, SLOPE_TOL = 10, 0.1, 1e-3
+#: Adam's moment decays for the slopes: shorter memories than its defaults (0.9, 0.999) follow the gradient as the
+#: relaxations move under it; with 20 + 20 steps the mnist_fc boxes end 0.3–1.5 % tighter (bench/RESULTS.md).
+SLOPE_MOMENTS = (0.7, 0.9)
 #: Memory one back-substitution's coefficients may take.
 BACKSUB_BYTES = 256 * 2**20
 #: Whether the products with dense weights run in float32 (False: in float64 like the operators' products, the
@@ -410,7 +413,7 @@ def optimized_bounds(state: State, i: int, rows: np.ndarray, steps: int, product
     coef, const = _stacked(net.steps[i], rows)
     slopes = {k: np.tile(_relax(state, net.steps[k])[0], (2 * n, 1)) for k in free}
     params = {k: slopes[k][:, cols] for k, cols in free.items()}  # the free slopes alone: what Adam moves
-    adam = Adam(list(params.values()), lr=rate)
+    adam = Adam(list(params.values()), rate, *SLOPE_MOMENTS)
     best = np.full(2 * n, -np.inf)
     for t in range(steps + 1):
         tape: list = []
