@@ -11,8 +11,9 @@ Otherwise it is split, strong-branching style: both children of every candidate 
 whose children are left with the least to prove is kept. Candidates are every input of networks with few inputs
 (nnenum's and α,β-CROWN's input splitting for ACAS Xu) and, for networks with many inputs, the unstable ReLUs the
 bound loses most on (BaBSR's score). A branch the plain bound does not prove gets optimised slopes (and split
-multipliers); a branch with few unstable ReLUs left is decided by one MILP (few-input networks: once the input
-splits alone have run a while). The lower bound's minimising corners and the branch centres are tried as
+multipliers); one that still stays open (many inputs, after the first seconds) gets its hidden bounds optimised under
+its signs too, which its children inherit; a branch with few unstable ReLUs left is decided by one MILP (few-input
+networks: once the input splits alone have run a while). The lower bound's minimising corners and the branch centres are tried as
 counterexamples all along.
 """
 
@@ -26,7 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import stopping
-from .analyzers.boxes import FEW_INPUTS, DenseNetwork, analyse, objective, optimized_objective
+from .analyzers.boxes import (FEW_INPUTS, BoxBounds, DenseNetwork, analyse, objective, optimized_hidden,
+                              optimized_objective)
 from .analyzers.branching import Slots, child_branches
 from .analyzers.interval import interval
 from .analyzers.network import Linear, compile_model
@@ -53,6 +55,10 @@ RELU_CANDIDATES = 3
 ESCALATE_SECONDS, OPTIMIZE_AFTER = 5.0, 1.0
 #: Adam steps on the slopes and split multipliers of a branch the plain bound does not prove.
 OPTIMIZE_STEPS = 10
+#: Adam steps on the hidden bounds of a branch the optimised objective leaves open (many-input networks, after
+#: ``REFINE_AFTER`` seconds: properties decided sooner stay as fast): the multipliers of its signs tighten them, a
+#: branch whose signs contradict one another comes out empty, and its children inherit them (``_refine``).
+REFINE_STEPS, REFINE_AFTER = 5, 5.0
 #: The share of the time left that a many-input network's root bounds may take (``_root_bounds``).
 ROOT_SHARE = 0.1
 #: A branch with at most this many unstable ReLUs left is decided by one MILP (few-input networks: once escalated),
@@ -191,6 +197,7 @@ class _Search:
         self.dense = DenseNetwork(compile_model(model), "verify")
         self.slots = Slots(self.dense)
         self.box_seconds = 1e-3  # seconds one branch takes to bound (measured as the search goes)
+        self.refine_seconds = 1e-2  # and to refine (``_refine``)
         self.next_attack = started + ATTACK_EVERY
         self.runner = OnnxRunner(model)
         self.branches = 0
@@ -393,6 +400,12 @@ class _Search:
         return time.monotonic() - self.started > max(ESCALATE_SECONDS, 0.25 * (self.deadline - self.started))
 
     @property
+    def refining(self) -> bool:
+        """Whether open branches get their hidden bounds optimised (``_refine``): many inputs, after ``REFINE_AFTER``
+        seconds."""
+        return self.dense.steps[0].size > FEW_INPUTS and time.monotonic() - self.started > REFINE_AFTER
+
+    @property
     def optimize(self) -> bool:
         """Whether branches the plain bound does not prove get optimised slopes and split multipliers: always with many
         inputs, after ``OPTIMIZE_AFTER`` seconds with few (properties the plain bounds decide at once stay fast)."""
@@ -495,6 +508,19 @@ class _Search:
                 A[hard] = np.where(improved[:, :, None], better_A, A[hard])
                 replaced[hard] = improved.any(axis=1)
                 region_best = np.maximum.reduceat(low, spec.starts, axis=1)
+            still = hard[region_best[hard].min(axis=1) <= 0] if hard.size and self.refining else hard[:0]
+            if still.size and not self.out_of_time():  # as many as the time left allows, the nearest to proved first
+                nearest = np.argsort(-region_best[still].min(axis=1), kind="stable")
+                fit = int((self.deadline - time.monotonic()) / self.refine_seconds)
+                still = np.sort(still[nearest[:max(1, fit)]])
+                refine_started = time.monotonic()
+                sub, improved = self._refine(spec, state.boxes(still), {i: v[still] for i, v in signs.items()},
+                                             branches.settled[cut][still], still, low, A)
+                replaced[still] |= improved
+                for i, (a, b) in bounds.items():
+                    a[cut][still], b[cut][still] = sub.lo[i], sub.hi[i]
+                region_best = np.maximum.reduceat(low, spec.starts, axis=1)
+                self.refine_seconds = (time.monotonic() - refine_started) / still.size
             progress[cut] = region_best.min(axis=1)
             self.branches += len(low)
             open_ = progress[cut] <= 0
@@ -517,6 +543,18 @@ class _Search:
                 spread[cut] = (np.abs(picked) * (region_best <= 0)[:, :, None]).sum(axis=1) * (hi[cut] - lo[cut])
             self.box_seconds = (time.monotonic() - started) / len(low)
         return _Bounded(progress, None, loss, bounds, spread)
+
+    def _refine(self, spec: "_Objective", state: BoxBounds, signs: dict[int, np.ndarray], settled: np.ndarray,
+                rows: np.ndarray, low: np.ndarray, A: np.ndarray) -> tuple[BoxBounds, np.ndarray]:
+        """Open branches (``state``, rows ``rows`` of ``low`` and ``A``) bounded again with their hidden bounds
+        optimised under their signs (``optimized_hidden``; the steps up to ``settled`` are their parents' already):
+        ``low`` and ``A`` take the better bound in place; returns the tighter bounds and which branches improved."""
+        refined = optimized_hidden(state, signs, REFINE_STEPS, self.inherited, settled, self.out_of_time)
+        better, better_A = optimized_objective(refined, spec.coef, spec.bound, signs, OPTIMIZE_STEPS)
+        improved = better > low[rows]
+        low[rows] = np.where(improved, better, low[rows])
+        A[rows] = np.where(improved[:, :, None], better_A, A[rows])
+        return refined, improved.any(axis=1)
 
     def _count(self, proved: "_Branches") -> None:
         """Add the share of the input the proved branches stand for (a box's volume, halved per fixed ReLU)."""

@@ -203,6 +203,44 @@ def test_optimized_bounds_hold_on_their_branch(seed):
     assert np.all(best[0] <= seen) and np.all(best[0] >= plain[0] - 1e-6 * (1 + np.abs(plain[0])))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_hidden_bounds_under_signs_hold_on_their_branch(seed):
+    """The hidden bounds optimised under a branch's signs (``optimized_hidden``) contain the values of every sampled
+    point of the branch, tighten the plain ones somewhere, and call a branch empty only where no sample has its
+    signs (32 branches of random signs, some contradictory)."""
+    from nnxform.analyzers.boxes import DenseNetwork, analyse, optimized_hidden
+    from nnxform.analyzers.network import Linear, compile_model
+
+    rng = np.random.default_rng(seed)
+    model = mlp(seed, [20, 16, 16, 16, 3])
+    net = compile_model(model)
+    dense = DenseNetwork(net, "test")
+    centre = rng.uniform(-1, 1, 20)
+    lo, hi = centre - 0.4, centre + 0.4
+    xs = rng.uniform(lo, hi, (40_000, 20))
+    values = run(model, xs, keep=True)
+    hidden = [i for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output]
+    z = {i: values[net.steps[i].tensor].reshape(len(xs), -1) for i in hidden}
+    B = 32
+    signs = {i: np.zeros((B, 16), np.int8) for i in hidden}
+    for i in hidden[:-1]:  # two random neurons of each layer but the last, each with a random sign
+        for b in range(B):
+            signs[i][b, rng.choice(16, 2, replace=False)] = rng.choice([-1, 1], 2)
+    inside = np.ones((B, len(xs)), bool)
+    for i, sg in signs.items():
+        inside &= np.all((sg[:, None, :] == 0) | ((z[i][None] >= 0) == (sg[:, None, :] > 0)), axis=2)
+    state = analyse(dense, np.repeat(lo[None], B, axis=0), np.repeat(hi[None], B, axis=0), signs)
+    refined = optimized_hidden(state, signs, 10, hidden[1:], np.full(B, -1))
+    tighter = False
+    for i in hidden[1:]:
+        for b in np.flatnonzero(inside.any(axis=1)):
+            seen = z[i][inside[b]]
+            assert np.all(refined.lo[i][b] <= seen.min(axis=0)) and np.all(seen.max(axis=0) <= refined.hi[i][b])
+        tighter |= bool(np.any(refined.hi[i] - refined.lo[i] < state.hi[i] - state.lo[i] - 1e-6))
+    assert tighter
+    assert not np.any(refined.empty & inside.any(axis=1))
+
+
 def test_sigmoid_networks_get_an_answer_not_an_error():
     """A network with many inputs and Sigmoid activations: bounds and splits, no MILP leaves (the encoder has no
     Sigmoid rows), so an answer, never a refusal mid-search."""

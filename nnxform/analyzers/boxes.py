@@ -18,6 +18,7 @@ coefficients on the input, which the search reads to choose splits and to propos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -417,6 +418,41 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
             np.clip(betas[i], 0.0, None, out=betas[i])
             betas[i] *= fixed[i] != 0
     return _final(state, best), best_A
+
+
+def optimized_hidden(state: BoxBounds, signs: dict[int, np.ndarray], steps: int, layers: list[int],
+                     after: np.ndarray, until: Callable[[], bool] = lambda: False) -> BoxBounds:
+    """``state`` with the unstable rows of each of ``layers`` (hidden Linear steps, first to last) bounded by
+    ``optimized_objective`` (their slopes and the branch's sign multipliers, ``steps`` Adam steps), each layer's
+    tighter bounds used by the next (``analyse`` again after it): the sign constraints tighten the hidden bounds too
+    (β-CROWN's), and a branch whose constraints contradict one another comes out empty (nothing to prove on it).
+    ``after`` ``(B,)``: per box, the last step whose bounds are optimised already (a split there changes only the
+    steps after it). No layer starts once ``until()`` (the bounds so far are sound)."""
+    dense = state.net
+    lower, upper = state.lo[0], state.hi[0]
+    for i in layers:
+        lo, hi = state.lo[i], state.hi[i]
+        unstable = (lo < 0) & (hi > 0) & (after < i)[:, None]
+        R = int(unstable.sum(axis=1).max(initial=0))
+        if R == 0:
+            continue
+        if until():
+            break
+        rows = np.argsort(~unstable, axis=1, kind="stable")[:, :R]  # per box, its unstable rows first
+        coef = np.zeros((state.size, 2 * R, lo.shape[1]), dense.dtype)
+        np.put_along_axis(coef[:, :R], rows[:, :, None], 1, axis=2)
+        np.put_along_axis(coef[:, R:], rows[:, :, None], -1, axis=2)
+        low, _ = optimized_objective(state, coef, np.zeros(2 * R), signs, steps, start=i)
+        keep = np.take_along_axis(unstable, rows, axis=1) & ~state.empty[:, None]  # (an empty box's bound is +inf)
+        for side, new in ((lo, low[:, :R]), (hi, -low[:, R:])):
+            old = np.take_along_axis(side, rows, axis=1)
+            tighter = np.maximum(old, new) if side is lo else np.minimum(old, new)
+            np.put_along_axis(side, rows, np.where(keep, tighter, old), axis=1)
+        empty = state.empty | (lo > hi).any(axis=1)
+        prior = [[bounds[k] if k in layers else None for k in range(len(bounds))] for bounds in (state.lo, state.hi)]
+        state = analyse(dense, lower, upper, signs, prior=(prior[0], prior[1]), settled=np.full(state.size, i))
+        state.empty |= empty
+    return state
 
 
 def _adjoint(state: BoxBounds, tape: list, slopes: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
