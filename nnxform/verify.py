@@ -11,10 +11,10 @@ Otherwise it is split, strong-branching style: both children of every candidate 
 whose children are left with the least to prove is kept. Candidates are every input of networks with few inputs
 (nnenum's and α,β-CROWN's input splitting for ACAS Xu) and, for networks with many inputs, the unstable ReLUs the
 bound loses most on (BaBSR's score). A branch the plain bound does not prove gets optimised slopes (and split
-multipliers); one that still stays open (many inputs, after the first seconds) gets its hidden bounds optimised under
-its signs too, which its children inherit; a branch with few unstable ReLUs left is decided by one MILP (few-input
-networks: once the input splits alone have run a while). The lower bound's minimising corners and the branch centres are tried as
-counterexamples all along.
+multipliers); one that still stays open (many inputs, after the first seconds) gets its hidden bounds optimised
+under its signs too, which its children inherit; a branch with few unstable ReLUs left is decided by one MILP
+(few-input networks: once the input splits alone have run a while). The lower bound's minimising corners and the
+branch centres are tried as counterexamples all along.
 """
 
 from __future__ import annotations
@@ -513,14 +513,12 @@ class _Search:
                 nearest = np.argsort(-region_best[still].min(axis=1), kind="stable")
                 fit = int((self.deadline - time.monotonic()) / self.refine_seconds)
                 still = np.sort(still[nearest[:max(1, fit)]])
-                refine_started = time.monotonic()
                 sub, improved = self._refine(spec, state.boxes(still), {i: v[still] for i, v in signs.items()},
                                              branches.settled[cut][still], still, low, A)
                 replaced[still] |= improved
                 for i, (a, b) in bounds.items():
                     a[cut][still], b[cut][still] = sub.lo[i], sub.hi[i]
                 region_best = np.maximum.reduceat(low, spec.starts, axis=1)
-                self.refine_seconds = (time.monotonic() - refine_started) / still.size
             progress[cut] = region_best.min(axis=1)
             self.branches += len(low)
             open_ = progress[cut] <= 0
@@ -549,11 +547,13 @@ class _Search:
         """Open branches (``state``, rows ``rows`` of ``low`` and ``A``) bounded again with their hidden bounds
         optimised under their signs (``optimized_hidden``; the steps up to ``settled`` are their parents' already):
         ``low`` and ``A`` take the better bound in place; returns the tighter bounds and which branches improved."""
+        started = time.monotonic()
         refined = optimized_hidden(state, signs, REFINE_STEPS, self.inherited, settled, self.out_of_time)
         better, better_A = optimized_objective(refined, spec.coef, spec.bound, signs, OPTIMIZE_STEPS)
         improved = better > low[rows]
         low[rows] = np.where(improved, better, low[rows])
         A[rows] = np.where(improved[:, :, None], better_A, A[rows])
+        self.refine_seconds = (time.monotonic() - started) / len(rows)
         return refined, improved.any(axis=1)
 
     def _count(self, proved: "_Branches") -> None:
