@@ -300,7 +300,8 @@ class _Search:
                 return bounded.found
             done = bounded.progress > 0
             self._count(batch.take(done))
-            batch, scores = batch.with_bounds(bounded.bounds, self.own).take(~done), bounded.scores[~done]
+            batch = batch.with_bounds(bounded.bounds, self.own, np.where(bounded.refined, self.own, batch.refined))
+            batch, scores = batch.take(~done), bounded.scores[~done]
             parent, spread = bounded.progress[~done], bounded.spread[~done]
             if self.slots.piecewise_only and (not self.input_candidates(n) or self.escalated()):
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS  # few left unstable: one MILP decides
@@ -324,10 +325,11 @@ class _Search:
             if not len(batch):
                 continue
             P, c = candidates.shape
+            split = np.repeat(self.split_step(candidates, n), 2)
             children = _Branches(*child_branches(batch.lower, batch.upper, batch.signs, candidates),
                                  {i: (np.repeat(a, 2 * c, axis=0), np.repeat(b, 2 * c, axis=0))
                                   for i, (a, b) in batch.bounds.items()},
-                                 np.repeat(self.split_step(candidates, n), 2))
+                                 split, np.minimum(np.repeat(batch.refined, 2 * c), split))
             bounded = self._bound(spec, children)
             if bounded.found is not None:
                 return bounded.found
@@ -336,8 +338,9 @@ class _Search:
             best = _best_split(progress, candidates, spread)
             chosen = (((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]).ravel()
             proved = progress[chosen] > 0
-            picked = children.take(chosen).with_bounds({i: (a[chosen], b[chosen])
-                                                        for i, (a, b) in bounded.bounds.items()}, self.own)
+            picked = children.take(chosen)
+            picked = picked.with_bounds({i: (a[chosen], b[chosen]) for i, (a, b) in bounded.bounds.items()}, self.own,
+                                        np.where(bounded.refined[chosen], self.own, picked.refined))
             self._count(picked.take(proved))
             kept, progress = picked.take(~proved), progress[chosen][~proved]
             branches = _Branches.stack([branches, kept])
@@ -416,7 +419,7 @@ class _Search:
         bounds = {i: (np.full((1, self.dense.steps[i].size), -np.inf), np.full((1, self.dense.steps[i].size), np.inf))
                   if prior is None else (prior[0][i][None], prior[1][i][None]) for i in self.inherited}
         return _Branches(box.lower[None], box.upper[None], np.zeros((1, self.slots.total), np.int8),
-                         {}, np.full(1, -1)).with_bounds(bounds, -1)
+                         {}, np.full(1, -1), np.full(1, self.own)).with_bounds(bounds, -1)
 
     def _root_bounds(self, box: Box) -> tuple[list, list]:
         """Bounds of every step on the whole box with the hidden neurons' slopes optimised (α-CROWN, at most
@@ -483,6 +486,7 @@ class _Search:
         bounds = {i: (a.astype(np.float64), b.astype(np.float64)) for i, (a, b) in branches.bounds.items()}
         loss = np.zeros((len(lo), self.slots.total)) if scores else None
         spread = np.zeros(lo.shape) if scores else None
+        refined = np.zeros(len(lo), bool)  # branches whose hidden bounds ``_refine`` optimised
         part = 0
         while part < len(lo) and not self.out_of_time():
             size = int(np.clip(ROUND_SECONDS / self.box_seconds, 4, BATCH))  # parts of about ROUND_SECONDS each
@@ -514,8 +518,9 @@ class _Search:
                 fit = int((self.deadline - time.monotonic()) / self.refine_seconds)
                 still = np.sort(still[nearest[:max(1, fit)]])
                 sub, improved = self._refine(spec, state.boxes(still), {i: v[still] for i, v in signs.items()},
-                                             branches.settled[cut][still], still, low, A)
+                                             branches.refined[cut][still], still, low, A)
                 replaced[still] |= improved
+                refined[cut][still] = True
                 for i, (a, b) in bounds.items():
                     a[cut][still], b[cut][still] = sub.lo[i], sub.hi[i]
                 region_best = np.maximum.reduceat(low, spec.starts, axis=1)
@@ -540,15 +545,15 @@ class _Search:
                 loss[cut] = self.slots.losses(state, record, rows, region_best <= 0, sg[cut])
                 spread[cut] = (np.abs(picked) * (region_best <= 0)[:, :, None]).sum(axis=1) * (hi[cut] - lo[cut])
             self.box_seconds = (time.monotonic() - started) / len(low)
-        return _Bounded(progress, None, loss, bounds, spread)
+        return _Bounded(progress, None, loss, bounds, spread, refined)
 
-    def _refine(self, spec: "_Objective", state: BoxBounds, signs: dict[int, np.ndarray], settled: np.ndarray,
+    def _refine(self, spec: "_Objective", state: BoxBounds, signs: dict[int, np.ndarray], after: np.ndarray,
                 rows: np.ndarray, low: np.ndarray, A: np.ndarray) -> tuple[BoxBounds, np.ndarray]:
         """Open branches (``state``, rows ``rows`` of ``low`` and ``A``) bounded again with their hidden bounds
-        optimised under their signs (``optimized_hidden``; the steps up to ``settled`` are their parents' already):
+        optimised under their signs (``optimized_hidden``; the steps up to ``after`` are optimised already):
         ``low`` and ``A`` take the better bound in place; returns the tighter bounds and which branches improved."""
         started = time.monotonic()
-        refined = optimized_hidden(state, signs, REFINE_STEPS, self.inherited, settled, self.out_of_time)
+        refined = optimized_hidden(state, signs, REFINE_STEPS, self.inherited, after, self.out_of_time)
         better, better_A = optimized_objective(refined, spec.coef, spec.bound, signs, OPTIMIZE_STEPS)
         improved = better > low[rows]
         low[rows] = np.where(improved, better, low[rows])
@@ -598,6 +603,7 @@ class _Bounded:
     scores: np.ndarray | None
     bounds: "_Bounds | None" = None
     spread: np.ndarray | None = None
+    refined: np.ndarray | None = None
 
 
 #: Per hidden Linear step, bounds ``(branches, size)`` of the float network that hold on each branch's part.
@@ -608,20 +614,24 @@ _Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
 class _Branches:
     """Branches: sub-boxes, ReLU signs, and the hidden steps' bounds each inherited from its parent (intersected with
     its own, so a branch never loses what its ancestors proved; kept in float32, rounded outwards); ``settled``: per
-    branch, the last step whose bounds are its own already (``analyse`` does not back-substitute them again)."""
+    branch, the last step whose bounds are its own already (``analyse`` does not back-substitute them again);
+    ``refined``: the last step whose bounds are optimised under its signs already (``_refine``; a split at a step
+    changes what the signs give only after it)."""
 
     lower: np.ndarray
     upper: np.ndarray
     signs: np.ndarray
     bounds: _Bounds
     settled: np.ndarray
+    refined: np.ndarray
 
     def __len__(self) -> int:
         return len(self.lower)
 
     def take(self, rows: slice | np.ndarray) -> "_Branches":
         return _Branches(self.lower[rows], self.upper[rows], self.signs[rows],
-                         {i: (lo[rows], hi[rows]) for i, (lo, hi) in self.bounds.items()}, self.settled[rows])
+                         {i: (lo[rows], hi[rows]) for i, (lo, hi) in self.bounds.items()}, self.settled[rows],
+                         self.refined[rows])
 
     def prior(self, dense: DenseNetwork) -> tuple[list, list]:
         """The bounds as ``analyse`` takes them (None for steps not kept)."""
@@ -631,11 +641,11 @@ class _Branches:
             lo[i], hi[i] = a.astype(np.float64), b.astype(np.float64)
         return lo, hi
 
-    def with_bounds(self, bounds: _Bounds, settled: int) -> "_Branches":
+    def with_bounds(self, bounds: _Bounds, settled: int, refined: np.ndarray | None = None) -> "_Branches":
         """These branches with ``bounds`` (float64, one row per branch) as what they inherit, their own up to step
-        ``settled`` (-1: none of them)."""
+        ``settled`` (-1: none of them), optimised under their signs up to ``refined`` (default: as they were)."""
         return _Branches(self.lower, self.upper, self.signs, {i: _outward32(a, b) for i, (a, b) in bounds.items()},
-                         np.full(len(self), settled))
+                         np.full(len(self), settled), self.refined if refined is None else refined)
 
     @staticmethod
     def stack(parts: list["_Branches"]) -> "_Branches":
@@ -643,7 +653,8 @@ class _Branches:
         return _Branches(np.vstack([p.lower for p in parts]), np.vstack([p.upper for p in parts]),
                          np.vstack([p.signs for p in parts]),
                          {i: (np.vstack([p.bounds[i][0] for p in parts]), np.vstack([p.bounds[i][1] for p in parts]))
-                          for i in first.bounds}, np.concatenate([p.settled for p in parts]))
+                          for i in first.bounds}, np.concatenate([p.settled for p in parts]),
+                         np.concatenate([p.refined for p in parts]))
 
 
 def _outward32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -83,6 +83,35 @@ def test_answers_agree_with_exact_milp_bounds(seed, activation):
     _replayed(model, [below], found)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_branches_refined_under_their_signs_agree_with_exact_milp_bounds(monkeypatch, seed):
+    """With every open branch's hidden bounds optimised under its signs from the start (``_refine``), the answers
+    around the exact maximum of a 20-input, three-hidden-layer network stay right: unsat just above it (sampling
+    agrees), sat just below with a replayed counterexample; and the refinement did run."""
+    import nnxform.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "REFINE_AFTER", 0.0)
+    calls = []
+    refine = verify_module._Search._refine
+    monkeypatch.setattr(verify_module._Search, "_refine", lambda self, *a: calls.append(1) or refine(self, *a))
+    rng = np.random.default_rng(seed)
+    model = mlp(10 + seed, [20, 12, 12, 12, 2])
+    centre = rng.uniform(-1, 1, 20)
+    box = Box(centre - 0.2, centre + 0.2)
+    exact = bounds(model, box, "milp")
+    assert exact.exact
+    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    above = _threshold_case(box, 2, 0, hi + 0.02 * (hi - lo) + 1e-4)
+    assert verify(model, [above], timeout=60).answer == "unsat"
+    xs = box.sample(20_000, rng)
+    assert not above.violated(run(model, xs).reshape(len(xs), -1)).any()
+    below = _threshold_case(box, 2, 0, hi - 0.02 * (hi - lo))
+    found = verify(model, [below], timeout=60)
+    assert found.answer == "sat", found.to_json()
+    _replayed(model, [below], found)
+    assert calls
+
+
 def test_conjunctions_and_disjunctions_of_regions():
     """ACAS Xu property 3 on network 1_1 (a conjunction of four comparisons; VNN-COMP 2022: unsat) and a
     disjunction of two regions, one of them reachable."""
@@ -294,7 +323,7 @@ def test_inherited_bounds_hold_on_each_branch():
         children = _Branches(*child_branches(branches.lower, branches.upper, branches.signs, candidates),
                              {i: (np.repeat(a, 4, axis=0), np.repeat(b, 4, axis=0))
                               for i, (a, b) in branches.bounds.items()},
-                             np.repeat(search.split_step(candidates, 5), 2))
+                             np.repeat(search.split_step(candidates, 5), 2), np.full(4 * len(branches), -1))
         branches = children.with_bounds(search._bound(spec, children).bounds, search.own)
     values_at = search.dense.net.steps
     assert len(branches) == 16 and search.inherited
@@ -348,9 +377,10 @@ def test_a_relu_split_reuses_its_parents_bounds_up_to_the_split(monkeypatch):
     candidates = np.array([6 + unstable])
     kids = _Branches(*child_branches(parent.lower, parent.upper, parent.signs, candidates),
                      {i: (np.repeat(a, 2 * len(unstable), axis=0), np.repeat(b, 2 * len(unstable), axis=0))
-                      for i, (a, b) in parent.bounds.items()}, np.repeat(search.split_step(candidates, 6), 2))
+                      for i, (a, b) in parent.bounds.items()}, np.repeat(search.split_step(candidates, 6), 2),
+                     np.full(2 * len(unstable), search.own))
     assert (kids.settled >= 0).all()
-    fresh = _Branches(kids.lower, kids.upper, kids.signs, kids.bounds, np.full(len(kids), -1))
+    fresh = _Branches(kids.lower, kids.upper, kids.signs, kids.bounds, np.full(len(kids), -1), kids.refined)
     search.box_seconds = 1e-9  # (all branches in one part, however long the root took: the records are per call)
     reused = search._bound(spec, kids)
     for i in search.inherited:
