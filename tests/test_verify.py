@@ -195,22 +195,29 @@ def test_property_of_another_network_is_refused():
     assert_clean_error(r, "5 inputs", "784")
 
 
+def _sampled_network(seed: int, sizes: list[int], radius: float) -> tuple:
+    """A random ReLU chain, its bound engine, a random box of ``radius`` and 40,000 points of it with every tensor's
+    values, and the hidden Linear steps: what the branch soundness tests below sample."""
+    from nnxform.analyzers.boxes import DenseNetwork
+    from nnxform.analyzers.network import Linear, compile_model
+
+    rng = np.random.default_rng(seed)
+    model = mlp(seed, sizes)
+    net = compile_model(model)
+    centre = rng.uniform(-1, 1, sizes[0])
+    lo, hi = centre - radius, centre + radius
+    xs = rng.uniform(lo, hi, (40_000, sizes[0]))
+    hidden = [i for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output]
+    return rng, model, net, DenseNetwork(net, "test"), lo, hi, xs, run(model, xs, keep=True), hidden
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_optimized_bounds_hold_on_their_branch(seed):
     """The bound engine with split signs, optimised slopes and split multipliers (β-CROWN) is never above the
     objective at sampled points of the branch (the box's points whose ReLU inputs have the fixed signs)."""
-    from nnxform.analyzers.boxes import DenseNetwork, analyse, objective, optimized_objective
-    from nnxform.analyzers.network import Linear, compile_model
+    from nnxform.analyzers.boxes import analyse, objective, optimized_objective
 
-    rng = np.random.default_rng(seed)
-    model = mlp(seed, [20, 16, 16, 3])
-    net = compile_model(model)
-    dense = DenseNetwork(net, "test")
-    centre = rng.uniform(-1, 1, 20)
-    lo, hi = centre - 0.3, centre + 0.3
-    xs = rng.uniform(lo, hi, (40_000, 20))
-    values = run(model, xs, keep=True)
-    hidden = [i for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output]
+    rng, model, net, dense, lo, hi, xs, values, hidden = _sampled_network(seed, [20, 16, 16, 3], 0.3)
     anchor = xs[0]
     signs, inside = {}, np.ones(len(xs), bool)
     for i in hidden:  # fix the signs of four neurons per layer as the first sample has them
@@ -237,18 +244,9 @@ def test_hidden_bounds_under_signs_hold_on_their_branch(seed):
     """The hidden bounds optimised under a branch's signs (``optimized_hidden``) contain the values of every sampled
     point of the branch, tighten the plain ones somewhere, and call a branch empty only where no sample has its
     signs (32 branches of random signs, some contradictory)."""
-    from nnxform.analyzers.boxes import DenseNetwork, analyse, optimized_hidden
-    from nnxform.analyzers.network import Linear, compile_model
+    from nnxform.analyzers.boxes import analyse, optimized_hidden
 
-    rng = np.random.default_rng(seed)
-    model = mlp(seed, [20, 16, 16, 16, 3])
-    net = compile_model(model)
-    dense = DenseNetwork(net, "test")
-    centre = rng.uniform(-1, 1, 20)
-    lo, hi = centre - 0.4, centre + 0.4
-    xs = rng.uniform(lo, hi, (40_000, 20))
-    values = run(model, xs, keep=True)
-    hidden = [i for i, s in enumerate(net.steps) if isinstance(s, Linear) and i != net.output]
+    rng, model, net, dense, lo, hi, xs, values, hidden = _sampled_network(seed, [20, 16, 16, 16, 3], 0.4)
     z = {i: values[net.steps[i].tensor].reshape(len(xs), -1) for i in hidden}
     B = 32
     signs = {i: np.zeros((B, 16), np.int8) for i in hidden}
