@@ -513,10 +513,9 @@ class _Search:
                 replaced[hard] = improved.any(axis=1)
                 region_best = np.maximum.reduceat(low, spec.starts, axis=1)
             still = hard[region_best[hard].min(axis=1) <= 0] if hard.size and self.refining else hard[:0]
-            if still.size and not self.out_of_time():  # as many as the time left allows, the nearest to proved first
+            if still.size and not self.out_of_time():  # about ROUND_SECONDS of them, the nearest to proved first
                 nearest = np.argsort(-region_best[still].min(axis=1), kind="stable")
-                fit = int((self.deadline - time.monotonic()) / self.refine_seconds)
-                still = np.sort(still[nearest[:max(1, fit)]])
+                still = np.sort(still[nearest[:max(1, int(ROUND_SECONDS / self.refine_seconds))]])
                 sub, improved = self._refine(spec, state.boxes(still), {i: v[still] for i, v in signs.items()},
                                              branches.refined[cut][still], still, low, A)
                 replaced[still] |= improved
