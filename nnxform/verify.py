@@ -300,8 +300,8 @@ class _Search:
                 return bounded.found
             done = bounded.progress > 0
             self._count(batch.take(done))
-            batch = batch.with_bounds(bounded.bounds, self.own, np.where(bounded.refined, self.own, batch.refined))
-            batch, scores = batch.take(~done), bounded.scores[~done]
+            batch = batch.with_bounds(bounded.bounds, self.own, bounded.refined).take(~done)
+            scores = bounded.scores[~done]
             parent, spread = bounded.progress[~done], bounded.spread[~done]
             if self.slots.piecewise_only and (not self.input_candidates(n) or self.escalated()):
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS  # few left unstable: one MILP decides
@@ -338,9 +338,9 @@ class _Search:
             best = _best_split(progress, candidates, spread)
             chosen = (((np.arange(P) * c + best) * 2)[:, None] + np.arange(2)[None]).ravel()
             proved = progress[chosen] > 0
-            picked = children.take(chosen)
-            picked = picked.with_bounds({i: (a[chosen], b[chosen]) for i, (a, b) in bounded.bounds.items()}, self.own,
-                                        np.where(bounded.refined[chosen], self.own, picked.refined))
+            picked = children.take(chosen).with_bounds({i: (a[chosen], b[chosen])
+                                                        for i, (a, b) in bounded.bounds.items()}, self.own,
+                                                       bounded.refined[chosen])
             self._count(picked.take(proved))
             kept, progress = picked.take(~proved), progress[chosen][~proved]
             branches = _Branches.stack([branches, kept])
@@ -486,7 +486,7 @@ class _Search:
         bounds = {i: (a.astype(np.float64), b.astype(np.float64)) for i, (a, b) in branches.bounds.items()}
         loss = np.zeros((len(lo), self.slots.total)) if scores else None
         spread = np.zeros(lo.shape) if scores else None
-        refined = np.zeros(len(lo), bool)  # branches whose hidden bounds ``_refine`` optimised
+        refined = branches.refined.copy()  # per branch, the last step ``_refine`` optimised (all of them: ``own``)
         part = 0
         while part < len(lo) and not self.out_of_time():
             size = int(np.clip(ROUND_SECONDS / self.box_seconds, 4, BATCH))  # parts of about ROUND_SECONDS each
@@ -519,7 +519,7 @@ class _Search:
                 sub, improved = self._refine(spec, state.boxes(still), {i: v[still] for i, v in signs.items()},
                                              branches.refined[cut][still], still, low, A)
                 replaced[still] |= improved
-                refined[cut][still] = True
+                refined[cut][still] = self.own
                 for i, (a, b) in bounds.items():
                     a[cut][still], b[cut][still] = sub.lo[i], sub.hi[i]
                 region_best = np.maximum.reduceat(low, spec.starts, axis=1)
