@@ -202,6 +202,7 @@ class _Search:
         self.runner = OnnxRunner(model)
         self.branches = 0
         self.proved = 0.0
+        self.open_branches = 0  # as the progress line shows them (the batch being bounded included)
         self.note = ""
         self.leaf_seconds = max(1.0, LEAF_SHARE * (deadline - started))
         #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
@@ -289,12 +290,15 @@ class _Search:
         branches = self._root(case.box, None if self.input_candidates(n) else self._root_bounds(case.box))
         gave_up = 0
         stuck: list[_Branches] = []  # leaves the MILP left undecided in its share of time, with nothing to split
+        self.open_branches = len(branches)
+        self._report()
         while len(branches):
             if self.out_of_time():
                 return "timeout"
             take = max(1, BATCH // (2 * (self.input_candidates(n) + self.relu_candidates(n))))
             cut = max(0, len(branches) - take)
             batch, branches = branches.take(slice(cut, None)), branches.take(slice(0, cut))
+            self.open_branches = len(branches) + len(batch)
             bounded = self._bound(spec, batch, scores=True)
             if bounded.found is not None:
                 return bounded.found
@@ -307,6 +311,7 @@ class _Search:
                 leaf = (scores > 0).sum(axis=1) <= LEAF_RELUS  # few left unstable: one MILP decides
                 for b in np.flatnonzero(leaf):
                     answer = self._exact(spec, batch.take(slice(b, b + 1)), self.leaf_seconds)
+                    self._report()  # (a leaf may take seconds)
                     if isinstance(answer, tuple):
                         return answer
                     if answer == "unsat":
@@ -344,7 +349,8 @@ class _Search:
             self._count(picked.take(proved))
             kept, progress = picked.take(~proved), progress[chosen][~proved]
             branches = _Branches.stack([branches, kept])
-            self._report(len(branches))
+            self.open_branches = len(branches)
+            self._report()
             if len(kept) and time.monotonic() >= self.next_attack:  # the attack again, inside the least proved boxes
                 found = self._attack_inside(case, kept.take(np.argsort(progress)[:ATTACK_BRANCHES]),
                                             ATTACK_SHARE if self.input_candidates(n) else RELU_ATTACK_SHARE)
@@ -525,6 +531,7 @@ class _Search:
                 region_best = np.maximum.reduceat(low, spec.starts, axis=1)
             progress[cut] = region_best.min(axis=1)
             self.branches += len(low)
+            self._report()  # (a batch's parts take about ROUND_SECONDS each)
             open_ = progress[cut] <= 0
             if not open_.any():
                 self.box_seconds = (time.monotonic() - started) / len(low)
@@ -565,9 +572,10 @@ class _Search:
         fixed = (proved.signs != 0).sum(axis=1)
         self.proved += np.exp(_log_volume(proved.lower, proved.upper) - fixed * np.log(2.0) - self.log_volume).sum()
 
-    def _report(self, open_branches: int) -> None:
+    def _report(self) -> None:
+        """Tell ``progress`` the proved share, the open branches and the seconds so far."""
         if self.progress is not None:
-            self.progress(int(1000 * min(self.proved, 1.0)), open_branches, time.monotonic() - self.started)
+            self.progress(int(1000 * min(self.proved, 1.0)), self.open_branches, time.monotonic() - self.started)
 
 
 def _best_split(progress: np.ndarray, candidates: np.ndarray, spread: np.ndarray) -> np.ndarray:

@@ -458,3 +458,27 @@ def test_few_input_milp_leaves_after_escalation(monkeypatch):
     found = verify(model, [below], timeout=60)
     assert found.answer == "sat", found.to_json()
     _replayed(model, [below], found)
+
+
+def test_progress_is_reported_from_the_start_and_after_every_leaf(monkeypatch):
+    """The progress line opens before the first branch is bounded (nothing proved, the root open) and is told after
+    every MILP leaf (a leaf may take seconds) and every part of a batch; the proved share never goes down."""
+    import nnxform.verify as verify_module
+    monkeypatch.setattr(verify_module._Search, "escalated", lambda self: True)
+    events = []
+    exact_leaf = verify_module._Search._exact
+    monkeypatch.setattr(verify_module._Search, "_exact",
+                        lambda self, *a: events.append("leaf") or exact_leaf(self, *a))
+    rng = np.random.default_rng(3)
+    model = mlp(10, [3, 12, 12, 2])
+    box = Box(rng.uniform(-1, 0, 3), rng.uniform(0.2, 1, 3))
+    exact = bounds(model, box, "milp")
+    hi = exact.output_upper[0]
+    case = _threshold_case(box, 2, 0, hi + 1e-3 * (hi - exact.output_lower[0]) + 1e-5)
+    verdict = verify(model, [case], timeout=60, progress=lambda done, open_, seconds: events.append((done, open_)))
+    assert verdict.answer == "unsat"
+    assert events[0] == (0, 1)
+    leaves = [k for k, e in enumerate(events) if e == "leaf"]
+    assert leaves and all(isinstance(events[k + 1], tuple) for k in leaves)
+    proved = [e[0] for e in events if isinstance(e, tuple)]
+    assert proved == sorted(proved) and len(proved) > len(leaves)
