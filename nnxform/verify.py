@@ -14,12 +14,14 @@ bound loses most on (BaBSR's score). A branch the plain bound does not prove get
 multipliers); one that still stays open (many inputs, after the first seconds) gets its hidden bounds optimised
 under its signs too, which its children inherit; a branch with few unstable ReLUs left is decided by one MILP
 (few-input networks: once the input splits alone have run a while). The lower bound's minimising corners and the
-branch centres are tried as counterexamples all along.
+branch centres are tried as counterexamples all along. With several workers, a property not decided in its first
+second goes on in forked processes: slices of the box (few inputs) or shares of the open branches (many inputs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -76,8 +78,11 @@ ATTACK_EVERY, ATTACK_BRANCHES, ATTACK_SHARE = 1.0, 8, 0.2
 #: (new random starts find less and less).
 RELU_ATTACK_SHARE = 0.05
 
-#: With several workers (few-input networks): seconds one process searches before the slices are searched in parallel.
+#: With several workers: seconds one process searches before the rest is searched in parallel (few-input networks:
+#: slices of the box; many-input networks: shares of the open branches, in rounds of ``SHARE_SECONDS`` (the shortest
+#: once a worker's share is done, the longest), after which what is left open is shared again).
 PARALLEL_AFTER = 1.0
+SHARE_SECONDS = (2.0, 30.0)
 
 #: ``progress(proved per mille, open branches, seconds)``.
 Progress = Callable[[int, int, float], None]
@@ -118,9 +123,12 @@ class Verdict:
 def verify(model: Model, cases: list[Case], timeout: float, progress: Progress | None = None,
            seed: int = 0, workers: int = 1) -> Verdict:
     """Decide the property ``cases`` on ``model`` within ``timeout`` seconds (see the module's docstring). With
-    ``workers`` > 1 and few inputs, a property not decided in its first ``PARALLEL_AFTER`` seconds is searched again
-    in ``workers`` processes, each on a slice of every case's box (their progress is not reported)."""
-    if workers <= 1 or model.input_size > FEW_INPUTS or timeout <= PARALLEL_AFTER:
+    ``workers`` > 1, a property not decided in its first ``PARALLEL_AFTER`` seconds is searched on in ``workers``
+    processes: with few inputs each on a slice of every case's box (their progress is not reported), with many each on
+    a share of the open branches (``_Search.in_workers``)."""
+    if model.input_size > FEW_INPUTS:
+        return _verify(model, cases, timeout, progress, seed, workers)
+    if workers <= 1 or timeout <= PARALLEL_AFTER:
         return _verify(model, cases, timeout, progress, seed)
     first = _verify(model, cases, PARALLEL_AFTER, progress, seed)
     if first.answer != "timeout":
@@ -129,11 +137,12 @@ def verify(model: Model, cases: list[Case], timeout: float, progress: Progress |
     return dataclasses.replace(rest, seconds=first.seconds + rest.seconds, branches=first.branches + rest.branches)
 
 
-def _verify(model: Model, cases: list[Case], timeout: float, progress: Progress | None, seed: int) -> Verdict:
-    """``verify`` in this process."""
+def _verify(model: Model, cases: list[Case], timeout: float, progress: Progress | None, seed: int,
+            workers: int = 1) -> Verdict:
+    """``verify`` in this process (its branch and bound in ``workers`` once it has run ``PARALLEL_AFTER`` seconds)."""
     started = time.monotonic()
     deadline = started + timeout
-    search = _Search(model, started, deadline, progress, np.random.default_rng(seed))
+    search = _Search(model, started, deadline, progress, np.random.default_rng(seed), workers)
     answers = []
     with stopping.honoured():
         open_cases = [k for k, case in enumerate(cases) if not search.proved_by_bounds(case, len(cases))]
@@ -192,8 +201,9 @@ class _Search:
     """The state of one property's search: the network in its forms, the clock, the counts."""
 
     def __init__(self, model: Model, started: float, deadline: float, progress: Progress | None,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, workers: int = 1) -> None:
         self.model, self.started, self.deadline, self.progress, self.rng = model, started, deadline, progress, rng
+        self.workers = workers
         self.dense = DenseNetwork(compile_model(model), "verify")
         self.slots = Slots(self.dense)
         self.box_seconds = 1e-3  # seconds one branch takes to bound (measured as the search goes)
@@ -203,6 +213,7 @@ class _Search:
         self.branches = 0
         self.proved = 0.0
         self.open_branches = 0  # as the progress line shows them (the batch being bounded included)
+        self.pause: Callable[[], bool] | None = None  # (a worker's: when its round is over, ``in_workers``)
         self.note = ""
         self.leaf_seconds = max(1.0, LEAF_SHARE * (deadline - started))
         #: the hidden Linear steps whose bounds a branch inherits (the first layer's are exact per box already)
@@ -249,16 +260,17 @@ class _Search:
         self.proved += 1.0 / n_cases
         return True
 
-    def attack(self, case: Case, count: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def attack(self, case: Case, count: int | None = None, at: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray] | None:
         """Projected-gradient search for a counterexample from many starts (``count``, else as many as the input's
-        size allows), per region."""
+        size allows; ``at``: these starts instead), per region."""
         box = case.box
         shape = (-1,) + tuple(self.model.input_shape[1:])
         count = count or max(STARTS, START_NUMBERS // box.size)
         for region in case.regions:
             if self.out_of_time():
                 return None
-            starts = np.vstack([0.5 * (box.lower + box.upper), box.sample(count - 1, self.rng)])
+            starts = np.vstack([0.5 * (box.lower + box.upper), box.sample(count - 1, self.rng)]) if at is None else at
             if not region.coef.any():  # no output condition: any point is a counterexample
                 found = self.confirmed(case, starts[:1])
                 if found is not None:
@@ -288,13 +300,31 @@ class _Search:
         spec = _Objective(case)
         n = case.box.size
         branches = self._root(case.box, None if self.input_candidates(n) else self._root_bounds(case.box))
-        gave_up = 0
-        stuck: list[_Branches] = []  # leaves the MILP left undecided in its share of time, with nothing to split
+        self.stuck, self.gave_up = [], 0
+        answer = self._explore(spec, branches)
+        return self._finish(spec) if answer is None else answer
+
+    def _explore(self, spec: "_Objective", branches: "_Branches"
+                 ) -> str | tuple[np.ndarray, np.ndarray] | "_Branches" | None:
+        """``branch_and_bound``'s loop from the open ``branches``: ``timeout``, a counterexample, None once no branch is
+        open (the leaves the MILP left undecided with nothing to split wait in ``stuck``, the branches given up are
+        counted in ``gave_up``), or the branches still open once ``pause()`` (a worker's round is over). Past
+        ``PARALLEL_AFTER`` seconds the open branches are shared among ``workers`` processes (``in_workers``)."""
+        case, n = spec.case, spec.case.box.size
         self.open_branches = len(branches)
         self._report()
         while len(branches):
             if self.out_of_time():
                 return "timeout"
+            if self.pause is not None and self.pause():
+                return branches
+            if self.workers > 1 and len(branches) >= self.workers and \
+                    time.monotonic() - self.started >= PARALLEL_AFTER:
+                left = self.in_workers(spec, branches)
+                if not isinstance(left, _Branches):
+                    return left
+                branches = left
+                continue
             take = max(1, BATCH // (2 * (self.input_candidates(n) + self.relu_candidates(n))))
             cut = max(0, len(branches) - take)
             batch, branches = branches.take(slice(cut, None)), branches.take(slice(0, cut))
@@ -321,11 +351,11 @@ class _Search:
                     elif self.input_candidates(n) or (scores[b] > 0).any():
                         leaf[b] = False  # undecided (the leaf's time ran out): it is split further
                     else:
-                        stuck.append(batch.take(slice(b, b + 1)))  # nothing to split: tried again at the end
+                        self.stuck.append(batch.take(slice(b, b + 1)))  # nothing to split: tried at the end
                 batch, scores, parent, spread = batch.take(~leaf), scores[~leaf], parent[~leaf], spread[~leaf]
             candidates = self._candidates(batch.lower, batch.upper, scores)  # an input (< n) or a neuron (n + j)
             ok = (candidates >= 0).any(axis=1)
-            gave_up += int((~ok).sum())
+            self.gave_up += int((~ok).sum())
             batch, candidates, parent, spread = batch.take(ok), candidates[ok], parent[ok], spread[ok]
             if not len(batch):
                 continue
@@ -356,8 +386,13 @@ class _Search:
                                             ATTACK_SHARE if self.input_candidates(n) else RELU_ATTACK_SHARE)
                 if found is not None:
                     return found
-        for k, branch in enumerate(stuck):  # the time left, shared among the leaves nothing else can decide
-            answer = self._exact(spec, branch, (self.deadline - time.monotonic()) / (len(stuck) - k))
+        return None
+
+    def _finish(self, spec: "_Objective") -> str | tuple[np.ndarray, np.ndarray]:
+        """Once no branch is open: the ``stuck`` leaves by MILP with the time left, shared among them; ``unsat`` when
+        nothing was given up, else ``unknown`` (or ``timeout``, or a counterexample)."""
+        for k, branch in enumerate(self.stuck):
+            answer = self._exact(spec, branch, (self.deadline - time.monotonic()) / (len(self.stuck) - k))
             if isinstance(answer, tuple):
                 return answer
             if answer == "unsat":
@@ -365,12 +400,66 @@ class _Search:
             elif self.out_of_time():
                 return "timeout"
             else:
-                gave_up += 1
-        if gave_up:
-            self.note = f"{gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
+                self.gave_up += 1
+        if self.gave_up:
+            self.note = f"{self.gave_up} branches could not be split further (inputs narrower than {SMALLEST:g} " \
                         "relative, every ReLU fixed) and were not proved"
             return "unknown"
         return "unsat"
+
+    def in_workers(self, spec: "_Objective", branches: "_Branches"
+                   ) -> str | tuple[np.ndarray, np.ndarray] | "_Branches":
+        """``_explore`` of the open ``branches`` shared among ``workers`` forked processes, in rounds: each worker
+        takes every ``workers``-th branch (and its own attack starts) and searches it until one worker's share is done
+        (after at least ``SHARE_SECONDS[0]``) or ``SHARE_SECONDS[1]`` have passed; what they leave open is shared again,
+        so no core idles long. Their proved shares and open branches are reported here as they go. Returns a worker's
+        counterexample once it replays here, ``timeout``, or the branches left once fewer than the workers."""
+        k = self.workers
+        while len(branches) >= k:
+            proved, bounded, started = self.proved, self.branches, time.monotonic()
+            shares = [branches.take(np.arange(w, len(branches), k)) for w in range(k)]
+            # per worker its proved share and open branches, then whether a worker's share is done
+            board = multiprocessing.get_context("fork").RawArray(
+                "d", [v for part in shares for v in (proved, len(part))] + [0.0])
+
+            def work(w: int) -> tuple:
+                self.workers, self.stuck, self.gave_up = 1, [], 0
+                self.rng = np.random.default_rng([int(self.rng.integers(2 ** 32)), w])
+
+                def tell(*_: Any) -> None:
+                    board[2 * w], board[2 * w + 1] = self.proved, self.open_branches
+                self.progress = tell
+                self.pause = lambda: time.monotonic() - started >= SHARE_SECONDS[1] or (
+                    board[-1] > 0 and time.monotonic() - started >= SHARE_SECONDS[0])
+                left = self._explore(spec, shares[w])
+                board[-1] = 1.0
+                return (left, self.stuck, self.gave_up, self.proved - proved, self.branches - bounded,
+                        self.box_seconds, self.refine_seconds)
+
+            def poll() -> None:
+                self.proved = proved + sum(board[2 * w] - proved for w in range(k))
+                self.open_branches = int(sum(board[1:-1:2]))
+                self._report()
+
+            results = in_processes(work, list(range(k)), self.deadline - time.monotonic(),
+                                   lambda r: isinstance(r[0], tuple), poll)
+            done = [r for r in results if r is not None]
+            self.proved = proved + sum(r[3] for r in done)
+            self.branches = bounded + sum(r[4] for r in done)
+            for left, *_ in done:
+                if isinstance(left, tuple):
+                    found = self.confirmed(spec.case, left[0][None])
+                    if found is None:
+                        raise NnxformError("a worker's counterexample did not replay in onnxruntime (please report it)")
+                    return found
+            if len(done) < k or any(isinstance(r[0], str) for r in done):
+                return "timeout"  # (a worker that gave no answer in the time and its grace was stopped)
+            for r in done:
+                self.stuck += r[1]
+                self.gave_up += r[2]
+            self.box_seconds, self.refine_seconds = done[0][5], done[0][6]
+            branches = _Branches.stack([r[0] for r in done if r[0] is not None and len(r[0])] or [branches.take(np.arange(0))])
+        return branches
 
     def _attack_inside(self, case: Case, least: "_Branches", share: float) -> tuple[np.ndarray, np.ndarray] | None:
         """The attack inside each distinct box of the ``least`` proved branches (branches that only split ReLUs share
@@ -455,15 +544,18 @@ class _Search:
             single.noise[i] = None if state.noise[i] is None else state.noise[i][0]
         if beyond_solver(single):
             return "unknown"
+        ends = min(self.deadline, time.monotonic() + seconds)  # (the leaf's time, shared by its regions)
         for region in spec.case.regions:
             enc = Encoder(single, integer=True)
             for i in range(len(single.lo)):
                 enc.add(i)
             verdict, x = enc.region_feasible(self.dense.output, region.coef, region.bound,
-                                             min(self.deadline - time.monotonic(), seconds))
+                                             ends - time.monotonic())
             self.branches += 1
-            if verdict == "solution":
-                found = self.confirmed(spec.case, np.clip(x, lo[0], hi[0])[None])
+            if verdict == "solution":  # (on the rows as the solver's tolerances relax them: the attack from there)
+                x = np.clip(x, lo[0], hi[0])[None]
+                found = self.confirmed(spec.case, x)
+                found = found if found is not None else self.attack(spec.case, at=x)
                 return found if found is not None else "unknown"
             if verdict != "infeasible":
                 return "unknown"

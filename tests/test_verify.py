@@ -297,6 +297,34 @@ def test_workers_search_slices_of_the_box_in_parallel_and_agree():
     assert v.answer == "sat" and broken[0].violated(OnnxRunner(net)(v.counterexample[None]).astype(np.float64))[0]
 
 
+def test_workers_share_the_open_branches_of_a_many_input_network_and_agree(monkeypatch):
+    """Past ``PARALLEL_AFTER`` (here at once) a 20-input network's open branches are shared between two processes in
+    rounds (here short ones, so what is left open is shared again): unsat just above the exact maximum with the whole
+    volume proved (the workers' shares add up), sat just below with a counterexample replayed in onnxruntime."""
+    import nnxform.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "PARALLEL_AFTER", 0.0)
+    monkeypatch.setattr(verify_module, "SHARE_SECONDS", (0.1, 0.5))
+    rounds = []
+    forked = verify_module.in_processes
+    monkeypatch.setattr(verify_module, "in_processes", lambda *a, **k: rounds.append(1) or forked(*a, **k))
+    rng = np.random.default_rng(3)
+    model = mlp(13, [20, 12, 12, 12, 2])
+    centre = rng.uniform(-1, 1, 20)
+    box = Box(centre - 0.3, centre + 0.3)
+    exact = bounds(model, box, "milp")
+    assert exact.exact
+    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    above = _threshold_case(box, 2, 0, hi + 0.01 * (hi - lo) + 1e-4)
+    proved = verify(model, [above], timeout=60, workers=2)
+    assert proved.answer == "unsat" and abs(proved.proved - 1.0) < 1e-9, proved.to_json()
+    assert len(rounds) > 1, "the open branches were not shared again"
+    below = _threshold_case(box, 2, 0, hi - 0.05 * (hi - lo))
+    found = verify(model, [below], timeout=60, workers=2)
+    assert found.answer == "sat", found.to_json()
+    _replayed(model, [below], found)
+
+
 def test_inherited_bounds_hold_on_each_branch():
     """What a branch keeps of its hidden bounds (its own intersected with its parent's, in float32 rounded outwards)
     contains the hidden values of sampled points of its part of the box, two generations down (input halvings and

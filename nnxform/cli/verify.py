@@ -40,9 +40,10 @@ def verify(
                                               "the assignment ((X_0 v) ... (Y_0 v))."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the answer and the search's figures as JSON "
                                                                  "('-' for stdout)."),
-    workers: int = typer.Option(2, "--workers", help="Processes for networks with at most 16 inputs: a property not "
-                                                     "decided in its first second is searched again on that many "
-                                                     "slices of the box at once (1: one process).",
+    workers: int = typer.Option(2, "--workers", help="Processes: a property not decided in its first second is "
+                                                     "searched on in that many at once (networks with at most 16 "
+                                                     "inputs: slices of the box; others: shares of the open branches; "
+                                                     "1: one process).",
                                 callback=bounded(1)),
 ) -> None:
     started = time.monotonic()  # the timeout counts from here: loading is part of the command
