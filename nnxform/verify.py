@@ -417,6 +417,7 @@ class _Search:
         k = self.workers
         while len(branches) >= k:
             proved, bounded, started = self.proved, self.branches, time.monotonic()
+            seed = int(self.rng.integers(2 ** 32))  # (new attack starts every round)
             shares = [branches.take(np.arange(w, len(branches), k)) for w in range(k)]
             # per worker its proved share and open branches, then whether a worker's share is done
             board = multiprocessing.get_context("fork").RawArray(
@@ -424,7 +425,7 @@ class _Search:
 
             def work(w: int) -> tuple:
                 self.workers, self.stuck, self.gave_up = 1, [], 0
-                self.rng = np.random.default_rng([int(self.rng.integers(2 ** 32)), w])
+                self.rng = np.random.default_rng([seed, w])
 
                 def tell(*_: Any) -> None:
                     board[2 * w], board[2 * w + 1] = self.proved, self.open_branches
@@ -458,7 +459,8 @@ class _Search:
                 self.stuck += r[1]
                 self.gave_up += r[2]
             self.box_seconds, self.refine_seconds = done[0][5], done[0][6]
-            branches = _Branches.stack([r[0] for r in done if r[0] is not None and len(r[0])] or [branches.take(np.arange(0))])
+            left = [r[0] for r in done if r[0] is not None and len(r[0])]
+            branches = _Branches.stack(left) if left else branches.take(np.arange(0))
         return branches
 
     def _attack_inside(self, case: Case, least: "_Branches", share: float) -> tuple[np.ndarray, np.ndarray] | None:
