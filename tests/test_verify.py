@@ -83,6 +83,17 @@ def test_answers_agree_with_exact_milp_bounds(seed, activation):
     _replayed(model, [below], found)
 
 
+def _deep_network_and_its_range(model_seed: int, rng: np.random.Generator, radius: float) -> tuple:
+    """A 20-input network with three hidden layers, a box of ``radius`` around a random centre, and its first
+    output's exact range there (MILP)."""
+    model = mlp(model_seed, [20, 12, 12, 12, 2])
+    centre = rng.uniform(-1, 1, 20)
+    box = Box(centre - radius, centre + radius)
+    exact = bounds(model, box, "milp")
+    assert exact.exact
+    return model, box, exact.output_lower[0], exact.output_upper[0]
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_branches_refined_under_their_signs_agree_with_exact_milp_bounds(monkeypatch, seed):
     """With every open branch's hidden bounds optimised under its signs from the start (``_refine``), the answers
@@ -95,12 +106,7 @@ def test_branches_refined_under_their_signs_agree_with_exact_milp_bounds(monkeyp
     refine = verify_module._Search._refine
     monkeypatch.setattr(verify_module._Search, "_refine", lambda self, *a: calls.append(1) or refine(self, *a))
     rng = np.random.default_rng(seed)
-    model = mlp(10 + seed, [20, 12, 12, 12, 2])
-    centre = rng.uniform(-1, 1, 20)
-    box = Box(centre - 0.2, centre + 0.2)
-    exact = bounds(model, box, "milp")
-    assert exact.exact
-    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    model, box, lo, hi = _deep_network_and_its_range(10 + seed, rng, 0.2)
     above = _threshold_case(box, 2, 0, hi + 0.02 * (hi - lo) + 1e-4)
     assert verify(model, [above], timeout=60).answer == "unsat"
     xs = box.sample(20_000, rng)
@@ -308,13 +314,7 @@ def test_workers_share_the_open_branches_of_a_many_input_network_and_agree(monke
     rounds = []
     forked = verify_module.in_processes
     monkeypatch.setattr(verify_module, "in_processes", lambda *a, **k: rounds.append(1) or forked(*a, **k))
-    rng = np.random.default_rng(3)
-    model = mlp(13, [20, 12, 12, 12, 2])
-    centre = rng.uniform(-1, 1, 20)
-    box = Box(centre - 0.3, centre + 0.3)
-    exact = bounds(model, box, "milp")
-    assert exact.exact
-    lo, hi = exact.output_lower[0], exact.output_upper[0]
+    model, box, lo, hi = _deep_network_and_its_range(13, np.random.default_rng(3), 0.3)
     above = _threshold_case(box, 2, 0, hi + 0.01 * (hi - lo) + 1e-4)
     proved = verify(model, [above], timeout=60, workers=2)
     assert proved.answer == "unsat" and abs(proved.proved - 1.0) < 1e-9, proved.to_json()
