@@ -1,7 +1,8 @@
 """Parts of one search in parallel processes (forked: the network and the loaded modules are inherited), each part's
 result back as it finishes, the others stopped once one settles the question (``verify``'s slices of a few-input
-box and shares of a many-input network's open branches). Each process runs BLAS on one thread: two processes of two OpenBLAS threads
-each on two cores bound mnist_fc branches 5× slower than one process alone (their threads spin waiting for a core)."""
+box and shares of a many-input network's open branches). Each process runs BLAS on one thread: two processes of
+two OpenBLAS threads each on two cores bound mnist_fc branches 5× slower than one process alone (their threads spin
+waiting for a core)."""
 
 from __future__ import annotations
 
