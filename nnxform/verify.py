@@ -606,7 +606,8 @@ class _Search:
             if self.optimize and hard.size:  # slopes and split multipliers optimised where the plain bound fails
                 plain_A = A.copy()
                 better, better_A = optimized_objective(state.boxes(hard), spec.coef, spec.bound,
-                                                       {i: v[hard] for i, v in signs.items()}, OPTIMIZE_STEPS)
+                                                       {i: v[hard] for i, v in signs.items()}, OPTIMIZE_STEPS,
+                                                       until=self.out_of_time)
                 improved = better > low[hard]
                 low[hard] = np.where(improved, better, low[hard])
                 A[hard] = np.where(improved[:, :, None], better_A, A[hard])
@@ -654,7 +655,8 @@ class _Search:
         ``low`` and ``A`` take the better bound in place; returns the tighter bounds and which branches improved."""
         started = time.monotonic()
         refined = optimized_hidden(state, signs, REFINE_STEPS, self.inherited, after, self.out_of_time)
-        better, better_A = optimized_objective(refined, spec.coef, spec.bound, signs, OPTIMIZE_STEPS)
+        better, better_A = optimized_objective(refined, spec.coef, spec.bound, signs, OPTIMIZE_STEPS,
+                                               until=self.out_of_time)
         improved = better > low[rows]
         low[rows] = np.where(improved, better, low[rows])
         A[rows] = np.where(improved[:, :, None], better_A, A[rows])

@@ -243,6 +243,8 @@ def test_optimized_bounds_hold_on_their_branch(seed):
     seen = (y @ coef.T - bound).min(axis=0)
     # (the optimised bound starts from the plain slopes; the float32 rounding terms of free slopes differ a little)
     assert np.all(best[0] <= seen) and np.all(best[0] >= plain[0] - 1e-6 * (1 + np.abs(plain[0])))
+    stopped, _ = optimized_objective(state, coef, bound, signs, 20, until=lambda: True)  # (a deadline passed)
+    assert np.array_equal(stopped, optimized_objective(state, coef, bound, signs, 0)[0]) and np.all(stopped <= best)
 
 
 @pytest.mark.parametrize("seed", range(3))

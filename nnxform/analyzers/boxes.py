@@ -373,13 +373,15 @@ def _relaxation(state: BoxBounds, s: Activation) -> tuple[np.ndarray, np.ndarray
 
 
 def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, signs: dict[int, np.ndarray],
-                        steps: int, start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        steps: int, start: int | None = None, until: Callable[[], bool] = lambda: False
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """``objective`` with the lower slopes of the unstable piecewise-linear activations (α-CROWN) and multipliers of
     the branch's sign constraints (β-CROWN: ``β·(−sign·z) <= 0`` added where ``z`` is fixed to ``sign``) optimised
     per box and row by ``steps`` Adam steps on the bound, its gradient from the adjoint of the back-substitution.
     Every slope between the activation's two (ReLU: [0, 1]) and every multiplier >= 0 gives a sound bound; the best
     seen per box and row is kept.
-    ``start``: the step ``coef`` weighs (default the output; the slopes and sign constraints after it are unused)."""
+    ``start``: the step ``coef`` weighs (default the output; the slopes and sign constraints after it are unused).
+    No step starts once ``until()`` (a deadline: the best bound so far holds)."""
     dense, B, M = state.net, state.size, len(bound)
     start = dense.output if start is None else start
     signs = {i: sg for i, sg in signs.items() if i < start}
@@ -406,7 +408,7 @@ def optimized_objective(state: BoxBounds, coef: np.ndarray, bound: np.ndarray, s
         better = low > best
         best = np.where(better, low, best)
         best_A = A.copy() if best_A is None else np.where(better[:, :, None], A, best_A)
-        if t == steps or not (slopes or betas):
+        if t == steps or not (slopes or betas) or until():
             break
         G = _adjoint(state, tape, slopes)
         grads = [G[dense.steps[k].source] * np.maximum(dict(tape)[k], 0.0) * free[k] for k in slopes]
@@ -427,7 +429,7 @@ def optimized_hidden(state: BoxBounds, signs: dict[int, np.ndarray], steps: int,
     tighter bounds used by the next (``analyse`` again after it): the sign constraints tighten the hidden bounds too
     (β-CROWN's), and a branch whose constraints contradict one another comes out empty (nothing to prove on it).
     ``after`` ``(B,)``: per box, the last step whose bounds are optimised already (a split there changes only the
-    steps after it). No layer starts once ``until()`` (the bounds so far are sound)."""
+    steps after it). No layer or Adam step starts once ``until()`` (the bounds so far are sound)."""
     dense = state.net
     lower, upper = state.lo[0], state.hi[0]
     for i in layers:
@@ -442,7 +444,7 @@ def optimized_hidden(state: BoxBounds, signs: dict[int, np.ndarray], steps: int,
         coef = np.zeros((state.size, 2 * R, lo.shape[1]), dense.dtype)
         np.put_along_axis(coef[:, :R], rows[:, :, None], 1, axis=2)
         np.put_along_axis(coef[:, R:], rows[:, :, None], -1, axis=2)
-        low, _ = optimized_objective(state, coef, np.zeros(2 * R), signs, steps, start=i)
+        low, _ = optimized_objective(state, coef, np.zeros(2 * R), signs, steps, start=i, until=until)
         keep = np.take_along_axis(unstable, rows, axis=1) & ~state.empty[:, None]  # (an empty box's bound is +inf)
         for side, new in ((lo, low[:, :R]), (hi, -low[:, R:])):
             old = np.take_along_axis(side, rows, axis=1)
