@@ -36,7 +36,7 @@ def in_processes(work: Callable[[Any], Any], parts: list[Any], timeout: float,
         while left:
             wait = ends - time.monotonic()
             try:
-                k, result = results.get(timeout=max(min(wait, POLL_SECONDS if poll else wait), 0.0))
+                k, result = results.get(timeout=max(min(wait, POLL_SECONDS) if poll else wait, 0.0))
             except queue.Empty:
                 if poll is None or wait <= 0:
                     break  # (a process that died without a result)
